@@ -1,0 +1,3 @@
+from harper_certd.cli import main
+
+raise SystemExit(main())

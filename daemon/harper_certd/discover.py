@@ -1,0 +1,240 @@
+"""Discover stage: what Harper's configuration says about its certificates.
+
+Reads ``harperdb-config.yaml`` (never writes it: it keeps its owner's comments)
+and answers which certificate sets are in use, for what, on which ports, and
+under which node name.  See ``shared/HARPER-NOTES.md`` for the keys.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from harper_certd.errors import ConfigError
+from harper_certd.validate import Purpose, SetPaths
+
+CONFIG_NAME = "harperdb-config.yaml"
+KEY_FILES = {"cert": "certificate.pem", "key": "privateKey.pem", "ca": "ca.pem"}
+
+
+@dataclass(frozen=True, slots=True)
+class TlsEntry:
+    """One certificate set named in Harper's configuration."""
+
+    where: str  # "tls", "tls[1]", "operationsApi.tls", "clustering.tls", "keys directory"
+    paths: SetPaths | None  # None when a file is not named (kept in Harper's database)
+    purpose: Purpose
+    uses: tuple[str, ...]
+    hostnames: tuple[str, ...] = ()
+    insecure: bool = False
+    note: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HarperConfig:
+    root: Path
+    config_path: Path
+    entries: tuple[TlsEntry, ...]
+    node_name: str | None
+    secure_ports: Mapping[str, int]
+    operations_port: int | None
+    operations_socket: Path | None
+    notes: tuple[str, ...]
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.root / "keys"
+
+    def file_entries(self) -> tuple[TlsEntry, ...]:
+        return tuple(e for e in self.entries if e.paths is not None)
+
+
+def default_root(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("ROOTPATH"):
+        return Path(env["ROOTPATH"])
+    return Path(env.get("HOME", "~")).expanduser() / "hdb"
+
+
+def _get(tree: Any, dotted: str) -> Any:
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _port(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        # Harper accepts "host:port" strings for ports.
+        tail = value.rsplit(":", 1)[-1]
+        return int(tail) if tail.isdigit() else None
+    return None
+
+
+def _path(value: Any, keys_dir: Path) -> Path | None:
+    if not isinstance(value, str) or not value:
+        return None
+    path = Path(os.path.expandvars(os.path.expanduser(value)))
+    # Harper resolves relative certificate paths against <root>/keys.
+    return path if path.is_absolute() else keys_dir / path
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def node_name_of(tree: Any) -> str | None:
+    for key in ("replication.hostname", "clustering.nodeName"):
+        value = _get(tree, key)
+        if isinstance(value, str) and value:
+            return value
+    url = _get(tree, "replication.url")
+    if isinstance(url, str) and url:
+        return urlsplit(url).hostname
+    return None
+
+
+def _entry(
+    where: str,
+    section: Mapping[str, Any],
+    keys_dir: Path,
+    purpose: Purpose,
+    uses: tuple[str, ...],
+    hostnames: tuple[str, ...],
+    insecure: bool = False,
+) -> TlsEntry:
+    cert = _path(section.get("certificate"), keys_dir)
+    key = _path(section.get("privateKey"), keys_dir)
+    ca = _path(section.get("certificateAuthority"), keys_dir)
+    if cert is None or key is None or ca is None:
+        missing = [
+            name
+            for name, value in (
+                ("certificate", cert),
+                ("privateKey", key),
+                ("certificateAuthority", ca),
+            )
+            if value is None
+        ]
+        note = (
+            f"{where} does not name {', '.join(missing)}: Harper keeps those certificates in its "
+            "database (system.hdb_certificate), not in files, so harper-certd cannot manage them. "
+            f"To move to files: put certificate.pem, privateKey.pem and ca.pem in {keys_dir} and "
+            f"set {where}.certificate, {where}.privateKey and {where}.certificateAuthority to "
+            "those paths in harperdb-config.yaml, then restart Harper."
+        )
+        return TlsEntry(where, None, purpose, uses, hostnames, insecure, note)
+    return TlsEntry(where, SetPaths(cert, key, ca), purpose, uses, hostnames, insecure)
+
+
+def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"{config_path}: not a YAML mapping")
+    keys_dir = root / "keys"
+    node = node_name_of(tree)
+    node_names = (node,) if node else ()
+    replication = bool(
+        _get(tree, "replication.url")
+        or _get(tree, "replication.hostname")
+        or _get(tree, "replication.securePort")
+    )
+    entries: list[TlsEntry] = []
+    tls_sections = _as_list(_get(tree, "tls"))
+    for index, section in enumerate(tls_sections):
+        if not isinstance(section, Mapping):
+            continue
+        where = "tls" if len(tls_sections) == 1 else f"tls[{index}]"
+        uses = tuple(str(u) for u in _as_list(section.get("uses"))) or (
+            ("replication", "https") if replication else ("https",)
+        )
+        purpose = Purpose.CLUSTER if "replication" in uses else Purpose.SERVER
+        names = tuple(str(h) for h in _as_list(section.get("hostname") or section.get("hostnames")))
+        entries.append(_entry(where, section, keys_dir, purpose, uses, names or node_names))
+    ops = _get(tree, "operationsApi.tls")
+    if isinstance(ops, Mapping):
+        entries.append(
+            _entry("operationsApi.tls", ops, keys_dir, Purpose.SERVER, ("operations",), ())
+        )
+    clustering = _get(tree, "clustering.tls")
+    if isinstance(clustering, Mapping) and _get(tree, "clustering.enabled") is not False:
+        insecure = clustering.get("insecure") is True
+        entries.append(
+            _entry(
+                "clustering.tls",
+                clustering,
+                keys_dir,
+                Purpose.CLUSTER,
+                ("clustering",),
+                node_names,
+                insecure,
+            )
+        )
+    notes = []
+    if not any(e.paths for e in entries):
+        defaults = SetPaths(*(keys_dir / KEY_FILES[k] for k in ("cert", "key", "ca")))
+        if all(p.exists() for p in (defaults.cert, defaults.key, defaults.ca)):
+            notes.append(
+                "No certificate files are named in the configuration; checking the keys "
+                f"directory's {', '.join(KEY_FILES.values())}."
+            )
+            entries.append(
+                TlsEntry(
+                    "keys directory",
+                    defaults,
+                    Purpose.CLUSTER if replication else Purpose.SERVER,
+                    ("replication",) if replication else ("https",),
+                    node_names,
+                )
+            )
+    ports = {
+        name: port
+        for name, key in (
+            ("replication", "replication.securePort"),
+            ("http", "http.securePort"),
+            ("operationsApi", "operationsApi.network.securePort"),
+            ("mqtt", "mqtt.network.securePort"),
+        )
+        if (port := _port(_get(tree, key))) is not None
+    }
+    socket = _get(tree, "operationsApi.network.domainSocket")
+    return HarperConfig(
+        root=root,
+        config_path=config_path,
+        entries=tuple(entries),
+        node_name=node,
+        secure_ports=ports,
+        operations_port=_port(_get(tree, "operationsApi.network.port")),
+        operations_socket=_path(socket, root) if socket else None,
+        notes=tuple(notes),
+    )
+
+
+def load_config(root: Path) -> HarperConfig:
+    config_path = root / CONFIG_NAME
+    try:
+        text = config_path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{config_path} does not exist; is {root} Harper's ROOTPATH? (--harper-root)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"{config_path} cannot be read: {exc.strerror}") from None
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{config_path} is not valid YAML: {exc}") from None
+    return parse(tree, root, config_path)

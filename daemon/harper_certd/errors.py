@@ -1,0 +1,23 @@
+"""Infrastructure failures.  Problems with certificates are data (``problems``), not these."""
+
+from __future__ import annotations
+
+
+class CertdError(Exception):
+    """Base of harper-certd's own exceptions; ``str()`` is a sentence for an operator."""
+
+
+class ConfigError(CertdError):
+    """A configuration file (ours or Harper's) is missing, unreadable or wrong."""
+
+
+class SwapError(CertdError):
+    """Putting a set in place failed; the live set is as it was."""
+
+
+class StateError(CertdError):
+    """The state directory (journal, generations) is unusable."""
+
+
+class HarperError(CertdError):
+    """Harper could not be restarted, reached or verified."""

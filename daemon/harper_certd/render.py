@@ -1,0 +1,111 @@
+"""Reports for a person to read (the JSON forms are the dataclasses' ``as_dict``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from harper_certd.check import CheckResult, openssl_commands
+from harper_certd.problems import Severity
+from harper_certd.validate import CertSummary, Report, SetPaths
+
+_MARK = {Severity.ERROR: "ERROR  ", Severity.WARNING: "warning"}
+
+
+def _days(summary: CertSummary, at: dt.datetime) -> str:
+    days = summary.days_left(at)
+    return f"{days:.0f} days left" if days >= 0 else f"expired {-days:.0f} days ago"
+
+
+def report_lines(report: Report, paths: SetPaths | None = None, indent: str = "") -> list[str]:
+    lines = []
+    cert = report.certificate
+    if cert is not None:
+        lines += [
+            f"{indent}subject   {cert.subject}",
+            f"{indent}issuer    {cert.issuer}",
+            f"{indent}serial    {cert.serial}",
+            f"{indent}sha256    {cert.sha256}",
+            f"{indent}valid     {cert.not_before:%Y-%m-%d %H:%M} .. {cert.not_after:%Y-%m-%d %H:%M}"
+            f" UTC ({_days(cert, report.at)})",
+            f"{indent}names     "
+            + (
+                ", ".join(
+                    [*(f"DNS:{d}" for d in cert.dns_names), *(f"IP:{i}" for i in cert.ip_addresses)]
+                )
+                or "(no SAN)"
+            ),
+            f"{indent}key       {cert.key_type} {cert.key_size} bits",
+        ]
+        if report.chain:
+            lines.append(
+                f"{indent}chain     " + " -> ".join(c.subject or "?" for c in report.chain)
+            )
+    for ca in report.ca_file:
+        lines.append(f"{indent}CA file   {ca.subject} ({_days(ca, report.at)})")
+    for p in report.problems:
+        lines.append(f"{indent}{_MARK[p.severity]} {p.code}: {p.message}")
+        if paths is not None and p.severity is Severity.ERROR:
+            lines += [f"{indent}          see: {c}" for c in openssl_commands(p, paths)]
+    lines.append(f"{indent}{'VALID' if report.valid else 'INVALID'}")
+    return lines
+
+
+def check_lines(result: CheckResult) -> list[str]:
+    config = result.config
+    lines = [f"Harper root {config.root} (node name: {config.node_name or 'not set'})"]
+    lines += [f"note: {n}" for n in config.notes]
+    if not result.results:
+        lines.append("No certificate set is configured.")
+    for entry_result in result.results:
+        entry = entry_result.entry
+        lines.append("")
+        lines.append(
+            f"{entry.where}: {', '.join(entry.uses)} ({entry.purpose.value} purpose)"
+            + (f", node name {', '.join(entry.hostnames)}" if entry.hostnames else "")
+        )
+        if entry.paths is None or entry_result.report is None:
+            lines.append(f"  note: {entry.note}")
+            continue
+        lines.append(f"  files     {entry.paths.cert}, {entry.paths.key}, {entry.paths.ca}")
+        lines += report_lines(entry_result.report, entry.paths, indent="  ")
+    lines.append("")
+    lines.append(
+        "All certificate sets are fit." if result.valid else "Some certificate sets have errors."
+    )
+    return lines
+
+
+def check_dict(result: CheckResult) -> dict[str, object]:
+    config = result.config
+    return {
+        "valid": result.valid,
+        "harper_root": str(config.root),
+        "node_name": config.node_name,
+        "secure_ports": dict(config.secure_ports),
+        "notes": list(config.notes),
+        "sets": [
+            {
+                "where": r.entry.where,
+                "uses": list(r.entry.uses),
+                "purpose": r.entry.purpose.value,
+                "hostnames": list(r.entry.hostnames),
+                "files": None
+                if r.entry.paths is None
+                else {
+                    "certificate": str(r.entry.paths.cert),
+                    "privateKey": str(r.entry.paths.key),
+                    "certificateAuthority": str(r.entry.paths.ca),
+                },
+                "note": r.entry.note or None,
+                "report": None if r.report is None else r.report.as_dict(),
+                "openssl": None
+                if r.report is None or r.entry.paths is None
+                else {
+                    p.code: openssl_commands(p, r.entry.paths)
+                    for p in r.report.problems
+                    if p.severity is Severity.ERROR
+                },
+            }
+            for r in result.results
+        ],
+    }

@@ -1,0 +1,237 @@
+"""``harper-certd validate`` and ``check``: output, JSON shape and exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from harper_certd import devca
+from harper_certd.cli import main
+from harper_certd.validate import SetPaths
+
+
+@pytest.fixture(scope="module")
+def ca() -> devca.Issued:
+    return devca.make_ca("CLI Root")
+
+
+@pytest.fixture
+def good(tmp_path: Path, ca: devca.Issued) -> SetPaths:
+    leaf = devca.make_leaf(ca, "nodea", dns=["nodea"], ips=["127.0.0.2"])
+    return devca.write_set(tmp_path / "good", leaf, [ca])
+
+
+def _args(paths: SetPaths) -> list[str]:
+    return ["validate", "--cert", str(paths.cert), "--key", str(paths.key), "--ca", str(paths.ca)]
+
+
+def test_validate_json_shape(good: SetPaths, capsys: pytest.CaptureFixture[str]) -> None:
+    """--json prints one object with valid, problems and the certificate's details."""
+    assert main([*_args(good), "--json", "--hostname", "nodea"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["valid"] is True
+    assert out["problems"] == []
+    cert = out["certificate"]
+    assert cert["subject"] == "CN=nodea"
+    assert cert["san"] == {"dns": ["nodea"], "ip": ["127.0.0.2"]}
+    assert cert["key"] == {"type": "EC secp256r1", "size": 256}
+    assert len(cert["sha256"]) == 64
+    assert [c["subject"] for c in cert["chain"]] == ["CN=nodea", "CN=CLI Root"]
+
+
+def test_validate_exit_1_with_code(good: SetPaths, capsys: pytest.CaptureFixture[str]) -> None:
+    """An invalid set exits 1 and names the code and the openssl command to see it."""
+    assert main([*_args(good), "--hostname", "nodeb"]) == 1
+    out = capsys.readouterr().out
+    assert "hostname_mismatch" in out
+    assert "INVALID" in out
+
+
+def test_validate_at_instant(good: SetPaths, capsys: pytest.CaptureFixture[str]) -> None:
+    """--at in the future makes the same set expired."""
+    assert main([*_args(good), "--at", "2099-01-01T00:00:00Z", "--json"]) == 1
+    codes = [p["code"] for p in json.loads(capsys.readouterr().out)["problems"]]
+    assert "expired" in codes
+
+
+def test_validate_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad flag, a bad instant or files that cannot be read exit 2."""
+    with pytest.raises(SystemExit) as bad_flag:
+        main(["validate", "--cert", "x"])
+    assert bad_flag.value.code == 2
+    with pytest.raises(SystemExit) as bad_at:
+        main(["validate", "--cert", "a", "--key", "b", "--ca", "c", "--at", "yesterday"])
+    assert bad_at.value.code == 2
+    missing = SetPaths(tmp_path / "a", tmp_path / "b", tmp_path / "c")
+    assert main(_args(missing)) == 2
+    assert "does not exist" in capsys.readouterr().out
+
+
+def test_console_script_runs(good: SetPaths) -> None:
+    """`python -m harper_certd validate` works as a real process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harper_certd", *_args(good), "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["valid"] is True
+
+
+def test_validate_does_not_import_daemon_libraries(good: SetPaths) -> None:
+    """The validate path stays lean: no watchdog or psutil imported."""
+    code = (
+        "import sys\nfrom harper_certd.cli import main\n"
+        f"main({_args(good)!r})\n"
+        "print(sorted(m for m in ('watchdog', 'psutil', 'structlog') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+# --- check -----------------------------------------------------------------------------
+
+
+def _harper_root(tmp_path: Path, config: dict[str, Any]) -> Path:
+    root = tmp_path / "hdb"
+    (root / "keys").mkdir(parents=True, exist_ok=True)
+    (root / "harperdb-config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def _tls(root: Path) -> dict[str, str]:
+    return {
+        "certificate": str(root / "keys" / "certificate.pem"),
+        "certificateAuthority": str(root / "keys" / "ca.pem"),
+        "privateKey": str(root / "keys" / "privateKey.pem"),
+    }
+
+
+def test_check_reports_each_set(
+    tmp_path: Path, ca: devca.Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """tls (replication: cluster) and operationsApi.tls (server) are each checked."""
+    root = tmp_path / "hdb"
+    leaf = devca.make_leaf(ca, "nodea")
+    devca.write_set(root / "keys", leaf, [ca])
+    ops_leaf = devca.make_leaf(ca, "ops", eku=[devca.CLUSTER_EKU[0]])
+    devca.write_set(root / "keys" / "ops", ops_leaf, [ca])
+    config = {
+        "replication": {"hostname": "nodea", "securePort": 9933},
+        "tls": _tls(root),
+        "operationsApi": {
+            "network": {"securePort": 9925},
+            "tls": {
+                "certificate": "ops/certificate.pem",  # relative to <root>/keys, as Harper does
+                "certificateAuthority": "ops/ca.pem",
+                "privateKey": "ops/privateKey.pem",
+            },
+        },
+    }
+    _harper_root(tmp_path, config)
+    assert main(["check", "--harper-root", str(root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [(s["where"], s["purpose"]) for s in out["sets"]] == [
+        ("tls", "cluster"),
+        ("operationsApi.tls", "server"),
+    ]
+    assert out["secure_ports"] == {"replication": 9933, "operationsApi": 9925}
+    days = out["sets"][0]["report"]["ca_file"][0]["days_left"]
+    assert 3640 < days < 3651
+
+
+def test_check_names_openssl_commands(
+    tmp_path: Path, ca: devca.Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A node certificate for the wrong name fails with the openssl commands to see why."""
+    root = tmp_path / "hdb"
+    devca.write_set(root / "keys", devca.make_leaf(ca, "nodeb"), [ca])
+    _harper_root(tmp_path, {"replication": {"hostname": "nodea"}, "tls": _tls(root)})
+    assert main(["check", "--harper-root", str(root)]) == 1
+    out = capsys.readouterr().out
+    assert "hostname_mismatch" in out
+    assert f"openssl x509 -in {root / 'keys' / 'certificate.pem'} -noout -text" in out
+
+
+def test_check_legacy_insecure_downgrades_names(
+    tmp_path: Path, ca: devca.Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With clustering.tls.insecure a name mismatch is a warning that blocks turning it off."""
+    root = tmp_path / "hdb"
+    devca.write_set(root / "keys", devca.make_leaf(ca, "other"), [ca])
+    tls = {**_tls(root), "insecure": True, "verify": True}
+    _harper_root(tmp_path, {"clustering": {"nodeName": "nodea", "tls": tls}})
+    assert main(["check", "--harper-root", str(root), "--json"]) == 0
+    problems = json.loads(capsys.readouterr().out)["sets"][0]["report"]["problems"]
+    assert [(p["code"], p["severity"]) for p in problems] == [("hostname_mismatch", "warning")]
+    assert "insecure" in problems[0]["message"]
+
+
+def test_check_fresh_install_keeps_certificates_in_database(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fresh 4.7 config naming only tls.privateKey is explained, with how to move to files."""
+    root = _harper_root(tmp_path, {"tls": {"privateKey": "/x/privateKey.pem"}})
+    assert main(["check", "--harper-root", str(root)]) == 0
+    out = capsys.readouterr().out
+    assert "system.hdb_certificate" in out
+    assert "certificateAuthority" in out
+
+
+def test_check_tls_list_with_hostnames(
+    tmp_path: Path, ca: devca.Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A list of tls entries is checked entry by entry against each entry's host names."""
+    root = tmp_path / "hdb"
+    devca.write_set(root / "keys" / "a", devca.make_leaf(ca, "a.example"), [ca])
+    devca.write_set(root / "keys" / "b", devca.make_leaf(ca, "b.example"), [ca])
+    entries = [
+        {
+            "hostname": "a.example",
+            "certificate": "a/certificate.pem",
+            "certificateAuthority": "a/ca.pem",
+            "privateKey": "a/privateKey.pem",
+        },
+        {
+            "hostnames": ["b.example", "c.example"],
+            "certificate": "b/certificate.pem",
+            "certificateAuthority": "b/ca.pem",
+            "privateKey": "b/privateKey.pem",
+        },
+    ]
+    _harper_root(tmp_path, {"tls": entries})
+    assert main(["check", "--harper-root", str(root), "--json"]) == 1
+    sets = json.loads(capsys.readouterr().out)["sets"]
+    assert [s["where"] for s in sets] == ["tls[0]", "tls[1]"]
+    assert sets[0]["report"]["valid"] is True
+    assert [p["code"] for p in sets[1]["report"]["problems"]] == ["hostname_mismatch"]
+
+
+def test_check_missing_root_is_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A root without harperdb-config.yaml exits 2 with a sentence."""
+    assert main(["check", "--harper-root", str(tmp_path / "nope")]) == 2
+    assert "ROOTPATH" in capsys.readouterr().err
+
+
+def test_demo_runs() -> None:
+    """The README's first command ends with a demo that exits 0."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harper_certd", "demo"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,68 @@
+"""x509-limbo cases through the validator (read from ../shared/limbo, never copied)."""
+
+from __future__ import annotations
+
+import pytest
+
+import limbo_adapter as limbo
+
+pytestmark = pytest.mark.skipif(
+    not limbo.LIMBO_FILE.exists(), reason=f"{limbo.LIMBO_FILE} is not there (shared/ absent)"
+)
+
+# pyca/cryptography 50's own agreement on the same 195 evaluated cases.
+CRYPTOGRAPHY_AGREEMENT = 164
+
+# Where the validator knowingly differs from limbo, and why (Harper's Node.js is the reference).
+DOCUMENTED = {
+    "cve::cve-2024-0567": "non-self-signed trust anchor: Node 20 has no partial-chain trust",
+    "rfc5280::root-and-intermediate-swapped": "non-self-signed trust anchor, as above",
+    "webpki::cn::": "Node ignores the CN when SANs exist; CABF CN rules are not Harper's",
+    "webpki::eku::ee-critical-eku": "OpenSSL accepts a critical EKU",
+    "webpki::eku::ee-without-eku": "server purpose: Node accepts a leaf without EKU",
+    "webpki::eku::root-has-eku": "OpenSSL accepts EKU on a root",
+    "webpki::san::no-san": "Node falls back to the CN when there is no SAN",
+    "webpki::san::san-critical-with-nonempty-subject": "OpenSSL accepts it",
+    "rfc5280::san::noncritical-with-empty-subject": "OpenSSL accepts it",
+    "rfc5280::san::underscore-dns": "Node accepts underscores in names",
+    "rfc5280::nc::permitted-dns-match-noncritical": "OpenSSL applies non-critical NC too",
+    "rfc5280::serial::zero": "OpenSSL accepts serial 0",
+    "rfc5280::ski::": "OpenSSL accepts CAs without SKI",
+    "rfc5280::aki::intermediate-missing-aki": "OpenSSL accepts intermediates without AKI",
+    "webpki::aki::": "OpenSSL ignores root AKI details",
+    "webpki::forbidden-rsa-": "OpenSSL accepts RSA sizes not divisible by 8",
+    "rfc5280::ca-as-leaf": "policy: leaf_is_ca",
+    "pathlen::validation-ignores-pathlen-in-leaf": "policy: leaf_is_ca",
+    "pathlen::self-issued-certs-pathlen": "cryptography counts self-issued certs in pathlen",
+    "pathlen::max-chain-depth-1-self-issued": "cryptography counts self-issued certs in depth",
+}
+
+
+@pytest.fixture(scope="module")
+def outcomes() -> list[limbo.Outcome]:
+    return limbo.run_all(limbo.load_cases())
+
+
+def test_agreement_at_least_cryptography(outcomes: list[limbo.Outcome]) -> None:
+    """The validator agrees with limbo on at least as many cases as cryptography 50 itself."""
+    print("\n" + limbo.format_report(outcomes))
+    evaluated = [o for o in outcomes if o.status != "skip"]
+    assert len(evaluated) == 195
+    assert sum(o.status == "pass" for o in evaluated) >= CRYPTOGRAPHY_AGREEMENT
+
+
+def test_every_disagreement_is_documented(outcomes: list[limbo.Outcome]) -> None:
+    """Each case where the verdict differs from limbo's has a stated reason in DOCUMENTED."""
+    unexplained = [
+        o.id
+        for o in outcomes
+        if o.status == "fail" and not any(o.id.startswith(prefix) for prefix in DOCUMENTED)
+    ]
+    assert unexplained == []
+
+
+def test_denial_of_service_cases_get_a_verdict(outcomes: list[limbo.Outcome]) -> None:
+    """Pathological chains (100 same-subject intermediates, NC blow-ups) are all decided."""
+    dos = [o for o in outcomes if "denial-of-service" in o.features]
+    assert dos
+    assert all(o.actual is not None for o in dos)
