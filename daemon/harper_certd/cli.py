@@ -10,7 +10,7 @@ import argparse
 import datetime as dt
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from harper_certd import __version__
@@ -88,6 +88,156 @@ def cmd_check(args: argparse.Namespace) -> int:
     return EXIT_OK if result.valid else EXIT_INVALID
 
 
+def _context(args: argparse.Namespace) -> object:
+    """The service context from --config and the flags that override it."""
+    from harper_certd import config as cfg
+    from harper_certd.service import build_context
+
+    config = cfg.load_config(Path(args.config) if args.config else None)
+    harper = cfg.with_overrides(
+        config.harper, root=Path(args.harper_root) if args.harper_root else None
+    )
+    config = cfg.with_overrides(
+        config,
+        harper=harper,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
+    )
+    return build_context(config)
+
+
+def _configure_cli_logging() -> None:
+    import structlog
+
+    structlog.configure(
+        processors=[
+            structlog.processors.add_log_level,
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    )
+
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _infrastructure(func: Command) -> Command:
+    """Configuration and state failures are exit 2 with a sentence, never a traceback."""
+    import functools
+
+    @functools.wraps(func)
+    def wrapper(args: argparse.Namespace) -> int:
+        from harper_certd.errors import CertdError, SwapError
+
+        _configure_cli_logging()
+        try:
+            code = func(args)
+        except SwapError as exc:
+            # A swap that could not be written leaves the live set as it was: "nothing changed".
+            print(f"harper-certd {args.command}: {exc}", file=sys.stderr)
+            return EXIT_INVALID
+        except CertdError as exc:
+            print(f"harper-certd {args.command}: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        return code
+
+    return wrapper
+
+
+@_infrastructure
+def cmd_install(args: argparse.Namespace) -> int:
+    from harper_certd.service import Context, install
+
+    ctx = _context(args)
+    assert isinstance(ctx, Context)
+    outcome = install(ctx, Path(args.source), force_older=args.force_older)
+    if args.json:
+        _print_json(outcome.as_dict())
+    else:
+        if outcome.recovery is not None:
+            print(f"recovered an interrupted {outcome.recovery.op}: {outcome.recovery.outcome}")
+        for p in outcome.problems:
+            print(f"{p.severity.value}: {p.code}: {p.message}")
+        print(_install_sentence(outcome))
+    return {
+        "installed": EXIT_OK,
+        "unchanged": EXIT_OK,
+        "refused": EXIT_INVALID,
+        "rolled_back": EXIT_ROLLED_BACK,
+        "rollback_failed": EXIT_ROLLED_BACK,
+    }[outcome.status]
+
+
+def _install_sentence(outcome: object) -> str:
+    from harper_certd.service import InstallOutcome
+
+    assert isinstance(outcome, InstallOutcome)
+    kept = f" The source is kept in {outcome.kept_at}." if outcome.kept_at else ""
+    if outcome.status == "installed":
+        how = outcome.applied.detail if outcome.applied else ""
+        return f"Installed as generation {outcome.generation} ({how}).{kept}"
+    if outcome.status == "unchanged":
+        return f"The set is already live (generation {outcome.generation}).{kept}"
+    if outcome.status == "refused":
+        return f"Refused; nothing changed.{kept}"
+    if outcome.status == "rolled_back":
+        return (
+            f"Installed as generation {outcome.generation}, but Harper did not take it; "
+            f"generation {outcome.previous} is back in place.{kept}"
+        )
+    return (
+        f"Installed as generation {outcome.generation}, Harper did not take it, and the "
+        f"rollback to {outcome.previous} could not be confirmed: look at Harper now.{kept}"
+    )
+
+
+@_infrastructure
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from harper_certd.service import Context, rollback
+
+    ctx = _context(args)
+    assert isinstance(ctx, Context)
+    outcome = rollback(ctx, args.generation)
+    print(outcome.message)
+    return {"rolled_back": EXIT_OK, "nothing": EXIT_INVALID, "refused": EXIT_INVALID}.get(
+        outcome.status, EXIT_ROLLED_BACK
+    )
+
+
+@_infrastructure
+def cmd_status(args: argparse.Namespace) -> int:
+    from harper_certd.service import Context, status
+
+    ctx = _context(args)
+    assert isinstance(ctx, Context)
+    info = status(ctx)
+    data = info.as_dict(ctx.clock())
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    live = data["live"]
+    if live is None:
+        print("live set: unreadable")
+    else:
+        print(f"live set: {live['subject']} issued by {live['issuer']}")
+        print(
+            f"  sha256 {live['sha256']}, {live['days_left']:.1f} days left,"
+            f" {'valid' if live['valid'] else 'INVALID'}"
+        )
+        for p in live["problems"]:
+            print(f"  {p['severity']}: {p['code']}: {p['message']}")
+    print("generations:")
+    for g in data["generations"]:
+        mark = "*" if g["current"] else " "
+        print(
+            f" {mark} {g['id']}  {g['created']}  {g['outcome']:<18} {g['subject']}"
+            f"  until {g['not_after']}"
+        )
+    print("last operations:")
+    for h in data["history"]:
+        print(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from harper_certd.demo import run_demo
 
@@ -119,6 +269,32 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--warn-days", type=float, default=30)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="configuration file (YAML)")
+        p.add_argument("--harper-root", help="Harper's ROOTPATH (overrides harper.root)")
+        p.add_argument("--state-dir", help="state directory (overrides state_dir)")
+
+    i = sub.add_parser("install", help="validate a set, swap it in, make Harper use it")
+    i.add_argument("source", help="folder with the set (Harper's or certbot's file names)")
+    i.add_argument(
+        "--force-older",
+        action="store_true",
+        help="install even if it expires before the live certificate",
+    )
+    i.add_argument("--json", action="store_true")
+    common(i)
+    i.set_defaults(func=cmd_install)
+
+    r = sub.add_parser("rollback", help="put an earlier generation back")
+    r.add_argument("generation", nargs="?", help="generation id (default: the one before)")
+    common(r)
+    r.set_defaults(func=cmd_rollback)
+
+    s = sub.add_parser("status", help="the live set, the generations kept, the last operations")
+    s.add_argument("--json", action="store_true")
+    common(s)
+    s.set_defaults(func=cmd_status)
 
     d = sub.add_parser("demo", help="show harper-certd at work in a temporary folder")
     d.add_argument("--keep", action="store_true", help="keep the temporary folder")

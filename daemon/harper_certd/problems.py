@@ -101,7 +101,31 @@ CODES: dict[str, tuple[Severity, str]] = {
         "The certificate or CA file also holds a private key, which should live only in the "
         "key file.",
     ),
+    # Installing (harper-certd install and the daemon): the source and what happened after.
+    "source_unreadable": (Severity.ERROR, "The source folder or one of its files cannot be read."),
+    "source_unsafe": (
+        Severity.ERROR,
+        "The source folder is writable by others, a file is owned by an untrusted user, or a "
+        "symlink points outside the folder.",
+    ),
+    "source_incomplete": (
+        Severity.ERROR,
+        "The source folder does not hold a whole set (Harper's or certbot's file names).",
+    ),
+    "older_than_live": (
+        Severity.ERROR,
+        "The new certificate expires before the live one for the same names (--force-older).",
+    ),
+    "applied_failed": (
+        Severity.ERROR,
+        "The set was swapped in but Harper did not come back serving it; it was rolled back.",
+    ),
 }
+
+INSTALL_CODES = frozenset(
+    {"source_unreadable", "source_unsafe", "source_incomplete", "older_than_live", "applied_failed"}
+)
+VALIDATION_CODES = frozenset(CODES) - INSTALL_CODES
 
 
 @dataclass(frozen=True, slots=True)

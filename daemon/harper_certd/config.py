@@ -1,0 +1,258 @@
+"""The daemon's configuration file: typed, frozen, and strict.
+
+Unknown keys and wrong types are refused at start with the key's path and what
+was expected; every key has a default, documented in ``config.example.yaml``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from harper_certd.errors import ConfigError
+
+RestartMethod = Literal["auto", "hot-reload", "operations-api", "cli", "systemd", "command", "none"]
+OnInvalidLive = Literal["report", "restore"]
+
+
+@dataclass(frozen=True, slots=True)
+class HarperSection:
+    root: Path | None = None  # Harper's ROOTPATH; default $ROOTPATH, then ~/hdb
+
+
+@dataclass(frozen=True, slots=True)
+class RestartSection:
+    method: RestartMethod = "auto"
+    command: tuple[str, ...] = ()  # argv for method "command"; never a shell string
+    unit: str = "harperdb"  # for method "systemd"
+    timeout: float = 120.0  # seconds a restart command may take
+    restarts_per_hour: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class VerifySection:
+    timeout: float = 60.0  # seconds for Harper to serve the new certificate
+    interval: float = 0.5  # between TLS handshakes while waiting
+    host: str | None = None  # where to connect; default: the replication URL's host, or 127.0.0.1
+
+
+@dataclass(frozen=True, slots=True)
+class OperationsApiSection:
+    url: str | None = None  # http(s)://host:port or unix:/path; default from Harper's config
+    credentials_file: Path | None = None  # "username:password", readable by the daemon only
+    username_env: str = "HARPER_CERTD_USERNAME"
+    password_env: str = "HARPER_CERTD_PASSWORD"  # noqa: S105 - a variable name, not a secret
+
+
+@dataclass(frozen=True, slots=True)
+class WatchSection:
+    settle_seconds: float = 2.0  # files must stop changing this long before a set is taken
+    rescan_seconds: float = 3600.0  # full rescan, a safety net beside inotify
+
+
+@dataclass(frozen=True, slots=True)
+class ExpirySection:
+    warn_days: tuple[float, ...] = (30, 14, 7, 3, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class RenewSection:
+    command: tuple[str, ...] = ()  # e.g. [certbot, renew, --cert-name, x]; empty: no renewal
+    before_fraction: float = 1 / 3  # renew when this share of the lifetime is left
+    before_days: float | None = None  # or a fixed number of days before expiry
+    timeout: float = 300.0
+    lineage_dir: Path | None = None  # a certbot live/<name> folder to take results from
+    backoff_initial: float = 60.0
+    backoff_max: float = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogSection:
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    harper: HarperSection = field(default_factory=HarperSection)
+    incoming_dir: Path | None = None  # default <harper.root>/keys/incoming
+    processed_dir: Path | None = None  # default <harper.root>/keys/processed
+    rejected_dir: Path | None = None  # default <harper.root>/keys/rejected
+    state_dir: Path | None = None  # default $STATE_DIRECTORY, then /var/lib/harper-certd
+    generations_kept: int = 5
+    ca_file: Path | None = None  # CA file for certbot-style sources; default: the live ca.pem
+    expiry_warning_days: float = 30.0  # validation's expires_soon window
+    on_invalid_live: OnInvalidLive = "report"
+    restart: RestartSection = field(default_factory=RestartSection)
+    verify: VerifySection = field(default_factory=VerifySection)
+    operations_api: OperationsApiSection = field(default_factory=OperationsApiSection)
+    watch: WatchSection = field(default_factory=WatchSection)
+    expiry: ExpirySection = field(default_factory=ExpirySection)
+    renew: RenewSection = field(default_factory=RenewSection)
+    log: LogSection = field(default_factory=LogSection)
+
+
+@dataclass(frozen=True, slots=True)
+class Paths:
+    """Every directory the daemon uses, with the defaults resolved."""
+
+    harper_root: Path
+    incoming: Path
+    processed: Path
+    rejected: Path
+    state: Path
+
+
+def resolve_paths(config: Config, env: Mapping[str, str] | None = None) -> Paths:
+    env = os.environ if env is None else env
+    from harper_certd.discover import default_root
+
+    root = config.harper.root or default_root(env)
+    keys = root / "keys"
+    state = config.state_dir or Path(
+        env.get("STATE_DIRECTORY", "").split(":")[0] or "/var/lib/harper-certd"
+    )
+    return Paths(
+        harper_root=root,
+        incoming=config.incoming_dir or keys / "incoming",
+        processed=config.processed_dir or keys / "processed",
+        rejected=config.rejected_dir or keys / "rejected",
+        state=state,
+    )
+
+
+# --- the loader ------------------------------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return " or ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return f"a list of {_type_name(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    if tp is Path:
+        return "a path"
+    if tp is float:
+        return "a number"
+    if tp is int:
+        return "an integer"
+    if tp is bool:
+        return "true or false"
+    if tp is str:
+        return "a string"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return str(tp)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _convert(value, option, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+    if tp is type(None):
+        if value is None:
+            return None
+    elif origin is Literal:
+        if value in typing.get_args(tp):
+            return value
+    elif origin is tuple:
+        if isinstance(value, list):
+            item = typing.get_args(tp)[0]
+            return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
+    elif dataclasses.is_dataclass(tp) and isinstance(tp, type):
+        return _build(tp, value, where)
+    elif tp is Path:
+        if isinstance(value, str) and value:
+            return Path(value).expanduser()
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str and isinstance(value, str):
+        return value
+    raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type[Any], data: Any, where: str) -> Any:
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'the configuration'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            path = f"{where}.{key}" if where else str(key)
+            raise ConfigError(f"{path}: unknown key (known here: {', '.join(sorted(known))})")
+    kwargs = {
+        key: _convert(value, hints[key], f"{where}.{key}" if where else key)
+        for key, value in data.items()
+    }
+    return cls(**kwargs)
+
+
+def _check(config: Config) -> Config:
+    if config.generations_kept < 2:
+        raise ConfigError("generations_kept: must be 2 or more (the live set and the one before)")
+    if config.restart.method == "command" and not config.restart.command:
+        raise ConfigError("restart.command: must name an argv list when restart.method is command")
+    if config.restart.restarts_per_hour < 1:
+        raise ConfigError("restart.restarts_per_hour: must be 1 or more")
+    if not 0 < config.renew.before_fraction < 1:
+        raise ConfigError("renew.before_fraction: must be between 0 and 1")
+    return config
+
+
+def parse_config(data: Any, source: str = "configuration") -> Config:
+    try:
+        config: Config = _build(Config, data, "")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    return _check(config)
+
+
+def load_config(path: Path | None) -> Config:
+    """The configuration at ``path``; all defaults when ``path`` is None."""
+    if path is None:
+        return parse_config({})
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(data, str(path))
+
+
+_T = typing.TypeVar("_T")
+
+
+def with_overrides(section: _T, **changes: Any) -> _T:
+    """Command-line flags override the file (None: not given)."""
+    return dataclasses.replace(  # type: ignore[type-var]
+        section, **{k: v for k, v in changes.items() if v is not None}
+    )

@@ -1,0 +1,298 @@
+"""Logging: namespaced structlog events, one JSON line each for journald, or a console.
+
+Event names are a public interface (operators alert on them, the README lists
+them): every name the daemon logs is in ``EVENTS`` with its level, and
+``check_event`` lets tests hold code to that catalogue.
+
+Under systemd, stdout is a journal stream: each line starts with the
+sd-daemon(3) priority (``<6>`` ...) so journald files it at the right level,
+then one JSON object. On a terminal, structlog's ConsoleRenderer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json as _json
+import logging
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, TextIO, cast
+
+import structlog
+from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+# Level names are structlog's method names; the numbers order them for filtering.
+LEVELS: dict[str, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+
+# sd-daemon(3) / syslog(3) priorities, read by journald from the line's "<N>" prefix.
+PRIORITIES: dict[str, int] = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+REDACTED = "[redacted]"
+_KEY_MARKER = "PRIVATE KEY-----"  # ends both "BEGIN ... PRIVATE KEY-----" and "END ..."
+_KEY_MARKER_BYTES = _KEY_MARKER.encode()
+
+# name -> (level it is logged at, what it means). One table, so that the README and
+# the tests can check that every event is documented and that code logs only these.
+EVENTS: dict[str, tuple[str, str]] = {
+    "certd.started": ("info", "The daemon started and told systemd it is ready."),
+    "certd.stopping": ("info", "The daemon was asked to stop and is finishing its cycle."),
+    "certd.stopped": ("info", "The daemon stopped; no swap was left half done."),
+    "certd.config_reloaded": ("info", "The configuration was re-read (SIGHUP) and is in force."),
+    "certd.config_refused": (
+        "error",
+        "A re-read configuration is invalid; the previous one stays in force.",
+    ),
+    "certd.set_detected": ("info", "A new candidate certificate set appeared and will be checked."),
+    "certd.set_refused": (
+        "error",
+        "A candidate set failed validation and was not installed; the live set is unchanged.",
+    ),
+    "certd.set_unchanged": (
+        "info",
+        "A candidate set is the same as the live set; it was filed away, nothing swapped.",
+    ),
+    "certd.set_installed": ("info", "A validated set replaced the live files (atomic swap)."),
+    "certd.swap_failed": (
+        "error",
+        "Putting a validated set in place failed and was undone; the live set is unchanged.",
+    ),
+    "certd.swap_recovered": (
+        "warning",
+        "A swap interrupted by a crash or power loss was completed or undone at start.",
+    ),
+    "certd.live_adopted": (
+        "info",
+        "Live files that harper-certd did not write were recorded as a generation.",
+    ),
+    "certd.live_changed": (
+        "warning",
+        "The live certificate files were changed by something other than harper-certd.",
+    ),
+    "certd.live_invalid": ("error", "The live set fails validation (see its problem codes)."),
+    "certd.live_restored": (
+        "warning",
+        "The live set was put back to the last good generation after it went bad or missing.",
+    ),
+    "certd.expiry_warning": ("warning", "A live certificate expires within the warning window."),
+    "certd.expired": ("critical", "A live certificate has expired; peers will refuse it."),
+    "certd.renewal_started": ("info", "A renewal command was started for a set."),
+    "certd.renewal_succeeded": ("info", "A renewal command produced a new candidate set."),
+    "certd.renewal_failed": (
+        "error",
+        "A renewal command failed or produced nothing usable; it will be retried.",
+    ),
+    "certd.harper_restarted": (
+        "info",
+        "Harper was told to load the new set (hot reload, Operations API, CLI or systemd).",
+    ),
+    "certd.served_verified": (
+        "info",
+        "Harper's TLS ports serve the new certificate and a handshake with it succeeds.",
+    ),
+    "certd.verify_failed": (
+        "error",
+        "Harper does not serve the new set, or a handshake with it fails.",
+    ),
+    "certd.rolled_back": (
+        "error",
+        "The previous set was put back after a failed verification, and Harper serves it.",
+    ),
+    "certd.rollback_failed": (
+        "critical",
+        "Putting the previous set back failed; the node needs an operator now.",
+    ),
+    "certd.restart_held": (
+        "warning",
+        "A Harper restart was held back (rate limit, hold file or a peer not trusting the CA).",
+    ),
+    "certd.rescan": ("debug", "A full rescan of the watched directories ran."),
+    "certd.watch_lost": (
+        "warning",
+        "A filesystem watch stopped working; rescans on a timer cover for it.",
+    ),
+    "certd.cycle_failed": (
+        "error",
+        "A cycle failed on an unexpected error; the daemon goes on with the next one.",
+    ),
+    "certd.generation_pruned": ("info", "An old generation was deleted from the state directory."),
+    "certd.harper_discovered": (
+        "info",
+        "Harper's configuration was read: root, certificate sets, ports and node name.",
+    ),
+    "certd.summary": ("info", "Periodic summary: each live set, its expiry and its state."),
+}
+
+
+def check_event(name: str) -> None:
+    """Raise ``ValueError`` unless *name* is in the documented catalogue ``EVENTS``."""
+    if name not in EVENTS:
+        raise ValueError(
+            f"{name!r} is not a documented event: add it to harper_certd.logs.EVENTS "
+            "with its level and meaning"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Output:
+    stream: TextIO
+    min_level: int
+    console: structlog.dev.ConsoleRenderer | None  # None: JSON lines for journald
+
+
+# The processors, the logger factory and the wrapper class never change; they read
+# this instead.  A logger bound before a SIGHUP (``get_logger().bind(...)`` keeps
+# its processors and logger for good) still follows the new level, format and stream.
+_output: _Output | None = None
+_write_lock = threading.Lock()
+
+
+def drop_key_material(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Replace every value holding PEM private key material by ``"[redacted]"``.
+
+    Looks into mappings, lists, tuples and sets, and into other objects through
+    ``str()`` (which is how they would be rendered anyway), so that an exception or
+    a report carrying a key cannot reach the journal.  Runs after tracebacks are
+    formatted to text, so they are covered too.
+    """
+    return {_scrub_key(k): _scrub(v) for k, v in event_dict.items()}
+
+
+def _scrub_key(key: str) -> str:
+    return REDACTED if _KEY_MARKER in key else key
+
+
+def _scrub(value: object) -> object:
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, str):
+        return REDACTED if _KEY_MARKER in value else value
+    if isinstance(value, bytes | bytearray | memoryview):
+        return REDACTED if _KEY_MARKER_BYTES in bytes(value) else value
+    if isinstance(value, Mapping):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    return _scrub(str(value))
+
+
+def _filter_level(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    out = _output
+    level = event_dict.get("level", method_name)
+    if out is not None and LEVELS.get(level, logging.INFO) < out.min_level:
+        raise structlog.DropEvent
+    return event_dict
+
+
+def _journal_line(event_dict: EventDict) -> str:
+    level = str(event_dict.get("level", "info"))
+    # ts, level, event first: what a person reading `journalctl -o cat` looks for.
+    ordered = {k: event_dict.pop(k) for k in ("ts", "level", "event") if k in event_dict}
+    ordered.update(event_dict)
+    # ensure_ascii: a file name with undecodable bytes (surrogate escapes) must not
+    # make the write fail; "\udcff" in JSON is still valid and tells the truth.
+    body = _json.dumps(ordered, default=str)
+    return f"<{PRIORITIES.get(level, PRIORITIES['info'])}>{body}"
+
+
+def _render(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> str:
+    out = _output
+    if out is None or out.console is None:
+        return _journal_line(event_dict)
+    return out.console(logger, method_name, event_dict)
+
+
+class _StreamLogger:
+    """Writes each rendered line to the stream named by the latest ``configure()``."""
+
+    def msg(self, message: str) -> None:
+        out = _output
+        stream = out.stream if out is not None else sys.stdout
+        line = message + "\n"
+        with _write_lock:
+            try:
+                stream.write(line)
+            except UnicodeEncodeError:
+                encoding = getattr(stream, "encoding", None) or "utf-8"
+                stream.write(line.encode(encoding, "backslashreplace").decode(encoding))
+            stream.flush()
+
+    log = debug = info = warn = warning = msg
+    err = error = exception = critical = fatal = failure = msg
+
+
+_LOGGER = _StreamLogger()
+
+
+def _logger_factory(*args: Any) -> _StreamLogger:
+    return _LOGGER
+
+
+_PROCESSORS: list[Processor] = [
+    structlog.contextvars.merge_contextvars,
+    structlog.processors.add_log_level,
+    _filter_level,
+    structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
+    structlog.processors.StackInfoRenderer(),
+    # Tracebacks become text here, before redaction: a pretty (rich) traceback
+    # rendered later would show local variables, key bytes included.
+    structlog.processors.format_exc_info,
+    drop_key_material,
+    _render,
+]
+
+
+def _is_tty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        return False
+
+
+def configure(
+    *, json: bool | None = None, stream: TextIO | None = None, level: str = "info"
+) -> None:
+    """Send events at *level* and above to *stream* (default: ``sys.stdout`` now).
+
+    *json*: True for JSON lines prefixed with the sd-daemon priority, False for
+    the console renderer (coloured on a terminal unless NO_COLOR is set), None to
+    choose by whether *stream* is a terminal.
+    Safe to call again (SIGHUP): loggers obtained or bound before follow the new
+    settings.
+    """
+    name = level.lower()
+    if name not in LEVELS:
+        raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(LEVELS)}")
+    target = sys.stdout if stream is None else stream
+    as_json = not _is_tty(target) if json is None else json
+    # Colour only for a person at a terminal who has not asked for none (no-color.org).
+    colors = _is_tty(target) and not os.environ.get("NO_COLOR")
+    console = None if as_json else structlog.dev.ConsoleRenderer(colors=colors, timestamp_key="ts")
+
+    global _output  # noqa: PLW0603 - one process-wide output, swapped whole on reload
+    with _write_lock:
+        _output = _Output(stream=target, min_level=LEVELS[name], console=console)
+    structlog.configure(
+        processors=_PROCESSORS,
+        wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
+        context_class=dict,
+        logger_factory=_logger_factory,
+        # Caching would pin loggers to whatever configuration was in force at their
+        # first use, and structlog.testing.capture_logs could not capture them.
+        cache_logger_on_first_use=False,
+    )
+
+
+def get_logger(**initial_values: Any) -> FilteringBoundLogger:
+    """A logger whose events go through the configuration in force when it logs."""
+    return cast(FilteringBoundLogger, structlog.get_logger(**initial_values))

@@ -1,0 +1,436 @@
+"""Install stage: put a set in place as one, keep generations, recover from crashes.
+
+Layout (certbot's lineages and Kubernetes' AtomicWriter are the models)::
+
+    <state>/generations/000007/{certificate.pem,privateKey.pem,ca.pem,meta.json}
+    <state>/current -> generations/000007          (one symlink, flipped by rename(2))
+    <live cert path> -> <state>/current/certificate.pem   (each path Harper's config names)
+
+Every path Harper reads resolves through ``current``, so one rename switches all
+three files at once: at any instant, and after a crash at any point, Harper's
+paths hold one complete set, the old or the new.  A generation is written
+complete and fsynced before it can become current.  A journal in the state
+directory says what was under way; ``recover()`` completes or undoes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import shutil
+import stat
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harper_certd import fsio
+from harper_certd.errors import StateError, SwapError
+from harper_certd.validate import SetPaths
+
+ROLE_FILES = {"cert": "certificate.pem", "key": "privateKey.pem", "ca": "ca.pem"}
+_ROLES = ("key", "ca", "cert")  # write order inside a generation; the key first
+
+
+@dataclass(frozen=True, slots=True)
+class SetBytes:
+    cert: bytes
+    key: bytes
+    ca: bytes
+
+    def role(self, role: str) -> bytes:
+        value: bytes = getattr(self, role)
+        return value
+
+
+@dataclass(frozen=True, slots=True)
+class FileAttrs:
+    mode: int
+    uid: int
+    gid: int
+
+
+@dataclass(frozen=True, slots=True)
+class Generation:
+    id: str
+    path: Path
+    meta: dict[str, Any]
+
+    def file(self, role: str) -> Path:
+        return self.path / ROLE_FILES[role]
+
+    def read(self) -> SetBytes:
+        return SetBytes(*(self.file(r).read_bytes() for r in ("cert", "key", "ca")))
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    op: str
+    outcome: str  # "completed" or "undone"
+    generation: str | None
+    needs_verify: bool
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class Store:
+    """The state directory: generations, the ``current`` link, the journal, history."""
+
+    def __init__(self, state_dir: Path, live: SetPaths) -> None:
+        self.root = state_dir
+        self.live = live
+        self.generations_dir = state_dir / "generations"
+        self.current_link = state_dir / "current"
+        self.journal_path = state_dir / "journal.json"
+        self.history_path = state_dir / "history.jsonl"
+        self.lock_path = state_dir / ".lock"
+
+    # --- layout ------------------------------------------------------------------------
+
+    def ensure(self) -> None:
+        try:
+            for path in (self.root, self.generations_dir):
+                path.mkdir(parents=True, exist_ok=True)
+                # Harper's user must traverse to its files; nobody needs to list them.
+                st = path.stat()
+                if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != 0o711:
+                    os.chmod(path, 0o711)  # noqa: S103 - traverse only
+        except OSError as exc:
+            raise StateError(f"state directory {self.root}: {fsio.describe_os_error(exc)}") from exc
+
+    def live_paths(self) -> dict[str, Path]:
+        return {"cert": self.live.cert, "key": self.live.key, "ca": self.live.ca}
+
+    def link_target(self, role: str) -> str:
+        return str(self.current_link / ROLE_FILES[role])
+
+    def managed(self) -> bool:
+        """Whether every live path already resolves through ``current``."""
+        return all(fsio.is_link_to(p, self.link_target(r)) for r, p in self.live_paths().items())
+
+    # --- generations -------------------------------------------------------------------
+
+    def generation(self, gen_id: str) -> Generation:
+        path = self.generations_dir / gen_id
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise StateError(f"generation {gen_id} is unreadable: {exc}") from exc
+        return Generation(gen_id, path, meta)
+
+    def generations(self) -> list[Generation]:
+        if not self.generations_dir.is_dir():
+            return []
+        out = []
+        for entry in sorted(self.generations_dir.iterdir()):
+            if entry.name.isdigit() and (entry / "meta.json").exists():
+                with contextlib.suppress(StateError):
+                    out.append(self.generation(entry.name))
+        return out
+
+    def current_id(self) -> str | None:
+        try:
+            target = os.readlink(self.current_link)
+        except OSError:
+            return None
+        return Path(target).name
+
+    def current(self) -> Generation | None:
+        gen_id = self.current_id()
+        return None if gen_id is None else self.generation(gen_id)
+
+    def _next_id(self) -> str:
+        existing = [int(p.name) for p in self.generations_dir.iterdir() if p.name.isdigit()]
+        return f"{max(existing, default=0) + 1:06d}"
+
+    def write_generation(
+        self, data: SetBytes, attrs: dict[str, FileAttrs], meta: dict[str, Any]
+    ) -> Generation:
+        """A complete, fsynced generation directory; never visible half-written."""
+        gen_id = self._next_id()
+        tmp = self.generations_dir / f".tmp-{gen_id}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(mode=0o711)
+            os.chmod(tmp, 0o711)  # noqa: S103 - traverse only
+            for role in _ROLES:
+                a = attrs[role]
+                mode = stat.S_IMODE(a.mode)
+                if role == "key":
+                    mode &= 0o770  # a key is never world-readable, not for an instant
+                fsio.write_new(
+                    tmp / ROLE_FILES[role], data.role(role), mode=mode, uid=a.uid, gid=a.gid
+                )
+                fsio.crash_point(f"generation_file_written:{role}")
+            full_meta = {**meta, "id": gen_id, "created": _now()}
+            fsio.write_new(tmp / "meta.json", json.dumps(full_meta, indent=2).encode(), mode=0o644)
+            fsio.fsync_dir(tmp)
+            fsio.crash_point("generation_written")
+            os.rename(tmp, self.generations_dir / gen_id)
+            fsio.fsync_dir(self.generations_dir)
+        except OSError as exc:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise SwapError(
+                f"writing generation {gen_id} in {self.generations_dir} failed: "
+                f"{fsio.describe_os_error(exc)}; the live set is unchanged"
+            ) from exc
+        fsio.crash_point("generation_renamed")
+        return self.generation(gen_id)
+
+    def update_meta(self, gen: Generation, **changes: Any) -> Generation:
+        meta = {**gen.meta, **changes}
+        tmp = gen.path / ".meta.json.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fsio.write_new(tmp, json.dumps(meta, indent=2).encode(), mode=0o644)
+        os.rename(tmp, gen.path / "meta.json")
+        fsio.fsync_dir(gen.path)
+        return Generation(gen.id, gen.path, meta)
+
+    def flip(self, gen_id: str) -> None:
+        """Make ``gen_id`` current: the one atomic step that switches all three files."""
+        try:
+            fsio.replace_symlink(self.current_link, f"generations/{gen_id}")
+        except OSError as exc:
+            raise SwapError(
+                f"switching {self.current_link} to generation {gen_id} failed: "
+                f"{fsio.describe_os_error(exc)}; the live set is unchanged"
+            ) from exc
+
+    def touch(self, gen: Generation) -> None:
+        """Change the mtime of a generation's files, so that watchers of their inodes wake."""
+        for role in ("key", "ca", "cert"):
+            with contextlib.suppress(OSError):
+                os.utime(gen.file(role))
+
+    def prune(self, keep: int) -> list[str]:
+        """Remove the oldest generations beyond ``keep``; never the live one or the one before."""
+        gens = self.generations()
+        current = self.current_id()
+        protected = {current}
+        if current is not None:
+            with contextlib.suppress(StateError):
+                protected.add(self.generation(current).meta.get("replaced"))
+        removable = [g for g in gens if g.id not in protected]
+        excess = len(gens) - keep
+        pruned = []
+        for gen in removable[: max(excess, 0)]:
+            shutil.rmtree(gen.path, ignore_errors=True)
+            pruned.append(gen.id)
+        if pruned:
+            fsio.fsync_dir(self.generations_dir)
+        return pruned
+
+    # --- journal and history ------------------------------------------------------------
+
+    def journal(self) -> dict[str, Any] | None:
+        try:
+            data: dict[str, Any] = json.loads(self.journal_path.read_text())
+        except FileNotFoundError:
+            return None
+        except ValueError:
+            # A torn journal cannot be: it is written whole and renamed. Treat as absent.
+            return None
+        return data
+
+    def write_journal(self, **entry: Any) -> None:
+        tmp = self.root / ".journal.json.tmp"
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            fsio.write_new(tmp, json.dumps(entry).encode(), mode=0o600)
+            os.rename(tmp, self.journal_path)
+            fsio.fsync_dir(self.root)
+        except OSError as exc:
+            raise SwapError(
+                f"writing the journal in {self.root} failed: {fsio.describe_os_error(exc)}; "
+                "the live set is unchanged"
+            ) from exc
+
+    def clear_journal(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.journal_path)
+        fsio.fsync_dir(self.root)
+
+    def record(self, op: str, outcome: str, **details: Any) -> None:
+        line = json.dumps({"time": _now(), "op": op, "outcome": outcome, **details})
+        fd = os.open(
+            self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
+        )
+        try:
+            os.write(fd, line.encode() + b"\n")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def history(self, last: int = 10) -> list[dict[str, Any]]:
+        try:
+            lines = self.history_path.read_text().splitlines()
+        except FileNotFoundError:
+            return []
+        out = []
+        for line in lines[-last:]:
+            with contextlib.suppress(ValueError):
+                out.append(json.loads(line))
+        return out
+
+    # --- adoption: the live files become symlinks through ``current`` ------------------
+
+    def live_attrs(self) -> dict[str, FileAttrs]:
+        attrs = {}
+        for role, path in self.live_paths().items():
+            try:
+                st = os.stat(path)
+            except OSError:
+                default = 0o600 if role == "key" else 0o644
+                st = os.stat(path.parent) if path.parent.exists() else os.stat(".")
+                attrs[role] = FileAttrs(default, st.st_uid, st.st_gid)
+                continue
+            attrs[role] = FileAttrs(st.st_mode, st.st_uid, st.st_gid)
+        return attrs
+
+    def _link_live(self) -> None:
+        for role, path in self.live_paths().items():
+            if fsio.is_link_to(path, self.link_target(role)):
+                continue
+            try:
+                fsio.replace_symlink(path, self.link_target(role))
+            except OSError as exc:
+                raise SwapError(
+                    f"replacing {path} by a link to generation files failed: "
+                    f"{fsio.describe_os_error(exc)}"
+                ) from exc
+            fsio.crash_point(f"adopt_linked:{role}")
+
+    def adopt(self, read_live: Callable[[], SetBytes], meta: dict[str, Any]) -> Generation | None:
+        """Copy the live files into a generation and link the live paths to it.
+
+        Returns the new generation, or None when the live paths are already managed and
+        match ``current``.  The content seen at Harper's paths never changes here.
+        """
+        if self.managed() and self.current_id() is not None:
+            return None
+        data = read_live()
+        self.write_journal(op="adopt", step="writing", started=_now())
+        gen = self.write_generation(data, self.live_attrs(), {**meta, "outcome": "adopted"})
+        self.write_journal(op="adopt", step="flipping", new=gen.id, started=_now())
+        previous = self.current_id()
+        if previous is not None:
+            gen = self.update_meta(gen, replaced=previous)
+        self.flip(gen.id)
+        fsio.crash_point("adopt_flipped")
+        self.write_journal(op="adopt", step="linking", new=gen.id, started=_now())
+        self._link_live()
+        self.clear_journal()
+        self.record("adopt", "adopted", generation=gen.id)
+        return gen
+
+    # --- install and rollback -----------------------------------------------------------
+
+    def stage(self, data: SetBytes, meta: dict[str, Any], source: str) -> Generation:
+        """Write the new generation; nothing Harper reads changes yet."""
+        current = self.current_id()
+        self.write_journal(
+            op="install", step="writing", prev=current, source=source, started=_now()
+        )
+        fsio.crash_point("journal_written")
+        attrs = self.live_attrs()
+        gen = self.write_generation(
+            data, attrs, {**meta, "source": source, "replaced": current, "outcome": "pending"}
+        )
+        self.write_journal(
+            op="install", step="flipping", prev=current, new=gen.id, source=source, started=_now()
+        )
+        fsio.crash_point("journal_flipping")
+        return gen
+
+    def commit_flip(self, gen: Generation, op: str = "install") -> None:
+        """The atomic switch, journalled so that a crash after it is completed, not undone."""
+        self.flip(gen.id)
+        fsio.crash_point("flipped")
+        journal = self.journal() or {}
+        self.write_journal(**{**journal, "op": op, "step": "flipped", "new": gen.id})
+        fsio.crash_point("journal_flipped")
+
+    def finish(self, gen: Generation, outcome: str, op: str = "install", **details: Any) -> None:
+        self.update_meta(gen, outcome=outcome, **details)
+        self.clear_journal()
+        fsio.crash_point("journal_cleared")
+        self.record(op, outcome, generation=gen.id, **details)
+
+    def begin_rollback(self, target: Generation) -> None:
+        self.write_journal(
+            op="rollback", step="flipping", prev=self.current_id(), new=target.id, started=_now()
+        )
+
+    def discard(self, gen_id: str) -> None:
+        if gen_id == self.current_id():
+            raise SwapError(f"generation {gen_id} is live; it cannot be removed")
+        shutil.rmtree(self.generations_dir / gen_id, ignore_errors=True)
+        fsio.fsync_dir(self.generations_dir)
+
+    # --- recovery ---------------------------------------------------------------------
+
+    def _clean_temporaries(self) -> None:
+        if self.generations_dir.is_dir():
+            for entry in self.generations_dir.iterdir():
+                if entry.name.startswith(".tmp-"):
+                    shutil.rmtree(entry, ignore_errors=True)
+        for entry in self._temporary_links():
+            with contextlib.suppress(OSError):
+                os.unlink(entry)
+
+    def _temporary_links(self) -> Iterable[Path]:
+        dirs = {self.root, *(p.parent for p in self.live_paths().values())}
+        for folder in dirs:
+            with contextlib.suppress(OSError):
+                for entry in folder.iterdir():
+                    if entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_symlink():
+                        yield entry
+
+    def recover(self) -> Recovery | None:
+        """Complete or undo whatever a crash interrupted; None when nothing was under way."""
+        self.ensure()
+        journal = self.journal()
+        self._clean_temporaries()
+        if journal is None:
+            return None
+        op, step, new = journal.get("op", "?"), journal.get("step"), journal.get("new")
+        current = self.current_id()
+        if op == "adopt":
+            if step in ("flipping", "linking") and new is not None and current == new:
+                self._link_live()
+                self.clear_journal()
+                self.record("adopt", "completed after a crash", generation=new)
+                return Recovery(op, "completed", new, needs_verify=False)
+            if new is not None and current != new:
+                self.discard(new)
+            self.clear_journal()
+            self.record("adopt", "undone after a crash")
+            return Recovery(op, "undone", None, needs_verify=False)
+        if new is not None and current == new:
+            # The switch happened: the new set is live and complete; keep it and let the
+            # caller make Harper use it and verify, as the interrupted run would have.
+            with contextlib.suppress(StateError):
+                self.update_meta(self.generation(new), outcome="recovered")
+            self.clear_journal()
+            self.record(op, "completed after a crash", generation=new)
+            return Recovery(op, "completed", new, needs_verify=True)
+        if op == "install" and new is not None:
+            self.discard(new)
+        self.clear_journal()
+        self.record(op, "undone after a crash", generation=current)
+        return Recovery(op, "undone", current, needs_verify=False)
+
+
+def require_no_foreign_files(store: Store) -> None:
+    """Refuse to run when a live path is something we would not replace (a directory, say)."""
+    for role, path in store.live_paths().items():
+        st = fsio.lstat_or_none(path)
+        if st is None or stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode):
+            continue
+        raise SwapError(f"live {role} path {path} is neither a file nor a link")
