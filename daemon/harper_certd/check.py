@@ -6,8 +6,8 @@ import datetime as dt
 from dataclasses import dataclass, replace
 
 from harper_certd.discover import HarperConfig, TlsEntry
-from harper_certd.problems import Problem, Severity
-from harper_certd.validate import Report, SetPaths, validate_files
+from harper_certd.problems import Severity
+from harper_certd.validate import Report, validate_files
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,28 +65,3 @@ def check(config: HarperConfig, at: dt.datetime, expiry_warning_days: float = 30
     return CheckResult(
         config, tuple(check_entry(e, at, expiry_warning_days) for e in config.entries)
     )
-
-
-def openssl_commands(problem: Problem, paths: SetPaths) -> list[str]:
-    """Commands a person can run to see a problem for themselves (Harper's troubleshooting)."""
-    cert, key, ca = paths.cert, paths.key, paths.ca
-    text = f"openssl x509 -in {cert} -noout -text"
-    verify = f"openssl verify -CAfile {ca} -untrusted {cert} {cert}"
-    by_code = {
-        "cert_unreadable": [text],
-        "key_unreadable": [f"openssl pkey -in {key} -noout -text"],
-        "ca_unreadable": [f"openssl storeutl -noout -text -certs {ca}"],
-        "key_mismatch": [
-            f"openssl x509 -in {cert} -noout -pubkey | openssl sha256",
-            f"openssl pkey -in {key} -pubout | openssl sha256",
-            f"openssl x509 -noout -modulus -in {cert} | openssl md5   # RSA",
-            f"openssl rsa -noout -modulus -in {key} | openssl md5   # RSA",
-        ],
-        "chain_incomplete": [verify, f"openssl storeutl -noout -text -certs {ca}"],
-        "chain_invalid": [verify],
-        "ca_expired": [verify, f"openssl storeutl -noout -text -certs {ca}"],
-        "ca_not_yet_valid": [verify],
-        "weak_key": [text],
-        "weak_signature": [text],
-    }
-    return by_code.get(problem.code, [text])

@@ -1,13 +1,466 @@
-"""Harper integration (hot reload, Operations API, CLI, systemd; verification of what is served)."""
+"""Harper integration: find the process, make it use the live set, verify what it serves.
+
+Facts this rests on (measured on Harper 4.7.29; tests/HARPER-RIG-FINDINGS.md):
+- Harper reloads certificate files by itself about 1.5 s after their watched inode
+  changes; the swap's nudge provides that change (hot reload, 0 failed handshakes).
+- A full restart (Operations API ``restart`` or ``harperdb restart``) loads the set at
+  start; about 2.6 s without TLS here.
+- ``restart_service http_workers`` restarts workers only: their key comes from the new
+  files while the main thread still holds the old certificate, so TLS breaks.  It is
+  never used, whatever the Operations API method is asked to do.
+- With a mismatched pair at start Harper serves a certificate of its own CA
+  (``HarperDB-Certificate-Authority-*``) and reports success; only the fingerprint of
+  what is served tells the truth.
+"""
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import hashlib
+import http.client
+import json
+import os
+import socket
+import ssl
+import stat
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import structlog
+from cryptography import x509
+
 from harper_certd import discover
 from harper_certd.config import Config
-from harper_certd.errors import ConfigError
-from harper_certd.restart import Applier
-from harper_certd.swap import Store
+from harper_certd.errors import ConfigError, HarperError
+from harper_certd.restart import Applied, Applier, run_command
+from harper_certd.swap import Generation, Store
+
+log = structlog.get_logger("harper_certd")
+SELF_SIGNED_ISSUER = "HarperDB-Certificate-Authority-"
+HOT_RELOAD_SINCE = (4, 4)
 
 
-def harper_applier(config: Config, harper: discover.HarperConfig, store: Store) -> Applier:
-    raise ConfigError(f"restart.method {config.restart.method} is not available yet")
+# --- what is served -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    port: int
+    sha256: str | None  # None: no handshake
+    issuer: str = ""
+    error: str = ""
+
+    @property
+    def harper_fallback(self) -> bool:
+        return SELF_SIGNED_ISSUER in self.issuer
+
+    def describe(self) -> str:
+        if self.sha256 is None:
+            return f"port {self.port}: no TLS handshake ({self.error})"
+        what = f"port {self.port}: serves {self.sha256[:16]}… issued by {self.issuer}"
+        if self.harper_fallback:
+            what += " (Harper's own self-signed fallback: its certificate/key pair was refused)"
+        return what
+
+
+def served(host: str, port: int, timeout: float = 3.0) -> Served:
+    """The leaf a TLS server presents (no verification: we compare fingerprints)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    try:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=None) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError) as exc:
+        return Served(port, None, error=str(exc) or type(exc).__name__)
+    if not der:
+        return Served(port, None, error="no certificate presented")
+    issuer = ""
+    with contextlib.suppress(ValueError):
+        issuer = x509.load_der_x509_certificate(der).issuer.rfc4514_string()
+    return Served(port, hashlib.sha256(der).hexdigest(), issuer)
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    ok: bool
+    seconds: float
+    last: tuple[Served, ...]
+    pid: int | None
+    failed_handshakes: int
+
+    def describe(self) -> str:
+        return "; ".join(s.describe() for s in self.last) or "no secure port to check"
+
+
+Sleep = Callable[[float], None]
+
+
+def verify_served(
+    host: str,
+    ports: Mapping[str, int],
+    expected: str,
+    *,
+    root: Path,
+    timeout: float,
+    interval: float,
+    sleep: Sleep = time.sleep,
+) -> Verification:
+    """Wait until Harper is alive and every port serves ``expected``; patient with restarts."""
+    started = time.monotonic()
+    failed = 0
+    last: tuple[Served, ...] = ()
+    pid = None
+    while True:
+        pid = harper_pid(root)
+        last = tuple(served(host, port) for port in ports.values())
+        failed += sum(s.sha256 is None for s in last)
+        if pid is not None and last and all(s.sha256 == expected for s in last):
+            return Verification(True, time.monotonic() - started, last, pid, failed)
+        if time.monotonic() - started >= timeout:
+            return Verification(False, time.monotonic() - started, last, pid, failed)
+        sleep(interval)
+
+
+# --- the process --------------------------------------------------------------------------
+
+
+def harper_pid(root: Path) -> int | None:
+    """Harper's main PID from ``<root>/hdb.pid``, if that process is alive."""
+    import psutil
+
+    try:
+        pid = int((root / "hdb.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    return pid
+
+
+def harper_entry(pid: int) -> Path | None:
+    """The ``harperdb.js`` a running Harper was started from (its command line)."""
+    import psutil
+
+    try:
+        cmdline = psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return None
+    for arg in cmdline[1:]:
+        if arg.endswith("harperdb.js"):
+            path = Path(arg)
+            if not path.is_absolute():
+                with contextlib.suppress(psutil.Error):
+                    path = Path(psutil.Process(pid).cwd()) / path
+            return path
+    return None
+
+
+def harper_version(entry: Path | None) -> str | None:
+    if entry is None:
+        return None
+    try:
+        package = json.loads((entry.parent.parent / "package.json").read_text())
+    except (OSError, ValueError):
+        return None
+    version = package.get("version")
+    return version if isinstance(version, str) else None
+
+
+def version_tuple(version: str | None) -> tuple[int, ...] | None:
+    if version is None:
+        return None
+    parts = []
+    for piece in version.split(".")[:3]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+# --- the Operations API -------------------------------------------------------------------
+
+
+def _credentials(config: Config, env: Mapping[str, str]) -> tuple[str, str] | None:
+    section = config.operations_api
+    if section.credentials_file is not None:
+        path = section.credentials_file
+        try:
+            st = os.stat(path)
+            text = path.read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"operations_api.credentials_file {path}: {exc.strerror}") from None
+        if st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(
+                f"operations_api.credentials_file {path} is readable by others "
+                f"(mode {stat.S_IMODE(st.st_mode):04o}); chmod 600 it"
+            )
+        user, sep, password = text.partition(":")
+        if not sep:
+            raise ConfigError(f"operations_api.credentials_file {path}: expected user:password")
+        return user, password
+    env_user, env_password = env.get(section.username_env), env.get(section.password_env)
+    if env_user and env_password:
+        return env_user, env_password
+    return None
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.unix_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self.unix_path)
+        self.sock = sock
+
+
+@dataclass(frozen=True, slots=True)
+class OperationsApi:
+    target: str  # http://host:port, https://host:port or unix:/path
+    credentials: tuple[str, str] | None
+    timeout: float = 10.0
+
+    def call(self, operation: Mapping[str, Any]) -> dict[str, Any]:
+        body = json.dumps(operation).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.credentials is not None:
+            token = base64.b64encode(":".join(self.credentials).encode()).decode()
+            headers["Authorization"] = f"Basic {token}"
+        conn: http.client.HTTPConnection
+        if self.target.startswith("unix:"):
+            conn = _UnixConnection(self.target[5:], self.timeout)
+        else:
+            url = urlsplit(self.target)
+            if url.scheme == "https":
+                ctx = ssl.create_default_context()
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE  # our own node on loopback, mid-rotation
+                conn = http.client.HTTPSConnection(
+                    url.hostname or "127.0.0.1", url.port, timeout=self.timeout, context=ctx
+                )
+            else:
+                conn = http.client.HTTPConnection(
+                    url.hostname or "127.0.0.1", url.port, timeout=self.timeout
+                )
+        try:
+            conn.request("POST", "/", body=body, headers=headers)
+            response = conn.getresponse()
+            text = response.read().decode(errors="replace")
+        except OSError as exc:
+            raise HarperError(f"Operations API at {self.target}: {exc}") from None
+        finally:
+            conn.close()
+        if response.status >= 300:
+            # Never echo the request: it may carry credentials.
+            raise HarperError(
+                f"Operations API at {self.target}: HTTP {response.status}: {text[:200]}"
+            )
+        try:
+            data = json.loads(text)
+        except ValueError:
+            return {"message": text}
+        return data if isinstance(data, dict) else {"result": data}
+
+
+def operations_api(
+    config: Config, harper: discover.HarperConfig, env: Mapping[str, str] | None = None
+) -> OperationsApi | None:
+    env = os.environ if env is None else env
+    credentials = _credentials(config, env)
+    target = config.operations_api.url
+    if target is None:
+        if harper.operations_socket is not None:
+            target = f"unix:{harper.operations_socket}"
+        elif harper.operations_port is not None:
+            target = f"http://127.0.0.1:{harper.operations_port}"
+        else:
+            return None
+    return OperationsApi(target, credentials)
+
+
+# --- making Harper use the set ----------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Harper:
+    """What the applier needs to know about the node, resolved once per context."""
+
+    root: Path
+    host: str
+    ports: Mapping[str, int]
+    api: OperationsApi | None
+    config: Config
+    env: Mapping[str, str]
+
+    def restart_via_api(self) -> str:
+        if self.api is None:
+            raise HarperError(
+                "no Operations API is configured (operationsApi.network in harperdb-config.yaml "
+                "or operations_api.url)"
+            )
+        # "restart", not "restart_service http_workers": workers alone would pair the new
+        # key with the main thread's old certificate (see the module docstring).
+        answer = self.api.call({"operation": "restart"})
+        return str(answer.get("message", answer))
+
+    def restart_via_cli(self) -> str:
+        pid = harper_pid(self.root)
+        entry = harper_entry(pid) if pid is not None else None
+        argv = ["node", str(entry), "restart"] if entry is not None else ["harperdb", "restart"]
+        env = {**self.env, "ROOTPATH": str(self.root)}
+        return _run(argv, self.config.restart.timeout, env)
+
+    def restart_via_systemd(self) -> str:
+        return _run(
+            ["systemctl", "restart", self.config.restart.unit], self.config.restart.timeout, None
+        )
+
+    def restart_via_command(self) -> str:
+        return _run(list(self.config.restart.command), self.config.restart.timeout, None)
+
+
+def _run(argv: list[str], timeout: float, env: Mapping[str, str] | None) -> str:
+    if env is not None:
+        import subprocess
+
+        try:
+            proc = subprocess.run(
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+                env=dict(env),
+                stdin=subprocess.DEVNULL,
+            )
+        except subprocess.TimeoutExpired:
+            raise HarperError(f"{' '.join(argv)} timed out after {timeout:.0f}s") from None
+        except OSError as exc:
+            raise HarperError(f"{argv[0]}: {exc.strerror}") from None
+        status, output = proc.returncode, (proc.stdout + proc.stderr)[-2000:]
+    else:
+        code, output = run_command(argv, timeout)
+        if code is None:
+            raise HarperError(f"{' '.join(argv)} timed out after {timeout:.0f}s")
+        status = code
+    if status != 0:
+        raise HarperError(f"{' '.join(argv)} exited {status}: {output.strip()[-300:]}")
+    return output.strip()[-300:]
+
+
+def resolve_method(config: Config, harper: Harper) -> str:
+    method = config.restart.method
+    if method != "auto":
+        return method
+    pid = harper_pid(harper.root)
+    version = version_tuple(harper_version(harper_entry(pid) if pid else None))
+    if version is None or version >= HOT_RELOAD_SINCE:
+        return "hot-reload"  # 4.4 and later reload certificate files by themselves
+    return "operations-api"
+
+
+def make_harper(
+    config: Config,
+    harper_config: discover.HarperConfig,
+    managed_paths: discover.TlsEntry | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Harper:
+    env = os.environ if env is None else env
+    host = config.verify.host or "127.0.0.1"
+    ports = dict(harper_config.secure_ports)
+    ops_entry = next((e for e in harper_config.entries if e.where == "operationsApi.tls"), None)
+    primary = next(
+        (e for e in harper_config.file_entries() if e.where != "operationsApi.tls"), None
+    )
+    if ops_entry is not None and primary is not None and ops_entry.paths != primary.paths:
+        ports.pop("operationsApi", None)  # that port serves another set
+    return Harper(
+        harper_config.root, host, ports, operations_api(config, harper_config, env), config, env
+    )
+
+
+def harper_applier(config: Config, harper_config: discover.HarperConfig, store: Store) -> Applier:
+    harper = make_harper(config, harper_config)
+
+    def restart(method: str) -> str:
+        return {
+            "operations-api": harper.restart_via_api,
+            "cli": harper.restart_via_cli,
+            "systemd": harper.restart_via_systemd,
+            "command": harper.restart_via_command,
+        }[method]()
+
+    def verify(expected: str) -> Verification:
+        return verify_served(
+            harper.host,
+            harper.ports,
+            expected,
+            root=harper.root,
+            timeout=config.verify.timeout,
+            interval=config.verify.interval,
+        )
+
+    def apply(previous: Generation | None, new: Generation) -> Applied:
+        started = time.monotonic()
+        expected = str(new.meta.get("fingerprint", ""))
+        method = resolve_method(config, harper)
+        if not harper.ports:
+            return Applied(False, method, "harperdb-config.yaml names no secure port to verify on")
+        restarted = False
+        try:
+            if method != "hot-reload":
+                detail = restart(method)
+                restarted = True
+                log.info("certd.harper_restarted", method=method, detail=detail)
+            result = verify(expected)
+            if not result.ok and method == "hot-reload":
+                fallback = (
+                    "operations-api" if harper.api is not None and harper.api.credentials else "cli"
+                )
+                log.warning(
+                    "certd.verify_failed", method=method, seen=result.describe(), fallback=fallback
+                )
+                restart(fallback)
+                restarted = True
+                log.info("certd.harper_restarted", method=fallback)
+                method = f"hot-reload, then {fallback}"
+                result = verify(expected)
+        except HarperError as exc:
+            return Applied(False, method, str(exc), time.monotonic() - started, restarted)
+        seconds = time.monotonic() - started
+        if result.ok:
+            log.info(
+                "certd.served_verified",
+                fingerprint=expected,
+                ports=dict(harper.ports),
+                pid=result.pid,
+                seconds=round(seconds, 2),
+                method=method,
+            )
+            return Applied(
+                True,
+                method,
+                f"served on {len(result.last)} port(s) after {seconds:.1f}s",
+                seconds,
+                restarted,
+            )
+        alive = "Harper is not running" if result.pid is None else f"Harper pid {result.pid}"
+        return Applied(
+            False, method, f"{alive}; after {seconds:.0f}s: {result.describe()}", seconds, restarted
+        )
+
+    return apply

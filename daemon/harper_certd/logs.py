@@ -106,6 +106,10 @@ EVENTS: dict[str, tuple[str, str]] = {
         "error",
         "The previous set was put back after a failed verification, and Harper serves it.",
     ),
+    "certd.operator_rollback": (
+        "warning",
+        "An operator put an earlier generation back (harper-certd rollback).",
+    ),
     "certd.rollback_failed": (
         "critical",
         "Putting the previous set back failed; the node needs an operator now.",
@@ -183,7 +187,11 @@ def _scrub(value: object) -> object:
         return [_scrub(v) for v in value]
     if isinstance(value, dt.datetime | dt.date | dt.time):
         return value.isoformat()
-    return _scrub(str(value))
+    try:
+        text = str(value)
+    except Exception:  # a broken __str__ must not turn a log call into a crash
+        text = f"<unprintable {type(value).__name__}>"
+    return _scrub(text)
 
 
 def _filter_level(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:

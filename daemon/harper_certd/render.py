@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import TYPE_CHECKING
 
-from harper_certd.check import CheckResult, openssl_commands
 from harper_certd.problems import Severity
+from harper_certd.troubleshoot import openssl_commands
 from harper_certd.validate import CertSummary, Report, SetPaths
+
+if TYPE_CHECKING:
+    from harper_certd.check import CheckResult
 
 _MARK = {Severity.ERROR: "ERROR  ", Severity.WARNING: "warning"}
 

@@ -304,7 +304,7 @@ def _install_locked(
         "fingerprint": report.certificate.sha256,
         "subject": report.certificate.subject,
         "not_after": report.certificate.not_after.isoformat(),
-        "ca_fingerprints": [c.sha256 for c in report.ca_file],
+        "ca_fingerprints": [fingerprint(c) for c in report.ca_certs],
         "warnings": [p.code for p in problems],
     }
     try:
@@ -470,10 +470,9 @@ def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
         if applied.ok:
             store.finish(target, "restored", op="rollback", replaced=current.id)
             log.warning(
-                "certd.rolled_back",
+                "certd.operator_rollback",
                 restored_generation=target.id,
                 from_generation=current.id,
-                by="operator",
             )
             return RollbackOutcome(
                 "rolled_back",

@@ -94,11 +94,11 @@ class Store:
     def ensure(self) -> None:
         try:
             for path in (self.root, self.generations_dir):
-                path.mkdir(parents=True, exist_ok=True)
-                # Harper's user must traverse to its files; nobody needs to list them.
-                st = path.stat()
-                if st.st_uid == os.geteuid() and stat.S_IMODE(st.st_mode) != 0o711:
-                    os.chmod(path, 0o711)  # noqa: S103 - traverse only
+                if not path.is_dir():
+                    # Harper's user must traverse to its files; nobody needs to list them.
+                    # An existing directory keeps its mode (systemd's StateDirectoryMode).
+                    path.mkdir(parents=True, mode=0o711)
+                    os.chmod(path, 0o711)  # noqa: S103 - traverse only, despite the umask
         except OSError as exc:
             raise StateError(f"state directory {self.root}: {fsio.describe_os_error(exc)}") from exc
 
@@ -202,7 +202,7 @@ class Store:
             ) from exc
 
     def touch(self, gen: Generation) -> None:
-        """Change the mtime of a generation's files, so that watchers of their inodes wake."""
+        """Give a generation's files a fresh mtime (key first)."""
         for role in ("key", "ca", "cert"):
             with contextlib.suppress(OSError):
                 os.utime(gen.file(role))
@@ -349,12 +349,33 @@ class Store:
         return gen
 
     def commit_flip(self, gen: Generation, op: str = "install") -> None:
-        """The atomic switch, journalled so that a crash after it is completed, not undone."""
+        """The atomic switch, journalled so that a crash after it is completed, not undone.
+
+        Harper 4.7 ignores a certificate whose mtime is not newer than the one it loaded
+        last (and then pairs the old certificate with the new key), so the target gets a
+        fresh mtime first: this matters for rollbacks to an older generation.
+        """
+        self.touch(gen)
         self.flip(gen.id)
         fsio.crash_point("flipped")
         journal = self.journal() or {}
         self.write_journal(**{**journal, "op": op, "step": "flipped", "new": gen.id})
         fsio.crash_point("journal_flipped")
+        self.nudge(gen)
+
+    def nudge(self, live: Generation) -> None:
+        """Wake Harper's file watchers, which sit on the inodes of the generation they loaded.
+
+        A flip alone is invisible to them (inotify follows the link once, at watch time);
+        a changed mtime on the watched inode makes chokidar stat the path again, see the
+        new file and re-watch it.  Keys first: Harper pairs a certificate with the key it
+        holds when the certificate's change is processed.
+        """
+        others = [g for g in self.generations() if g.id != live.id]
+        for role in ("key", "ca", "cert"):
+            for gen in others:
+                with contextlib.suppress(OSError):
+                    os.utime(gen.file(role))
 
     def finish(self, gen: Generation, outcome: str, op: str = "install", **details: Any) -> None:
         self.update_meta(gen, outcome=outcome, **details)
@@ -416,7 +437,8 @@ class Store:
             # The switch happened: the new set is live and complete; keep it and let the
             # caller make Harper use it and verify, as the interrupted run would have.
             with contextlib.suppress(StateError):
-                self.update_meta(self.generation(new), outcome="recovered")
+                recovered = self.update_meta(self.generation(new), outcome="recovered")
+                self.nudge(recovered)  # the crash may have come before Harper was woken
             self.clear_journal()
             self.record(op, "completed after a crash", generation=new)
             return Recovery(op, "completed", new, needs_verify=True)

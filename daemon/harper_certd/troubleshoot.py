@@ -1,0 +1,34 @@
+"""The openssl commands of Harper's troubleshooting guide that show a problem to a person.
+
+Kept apart from ``check`` so that ``validate`` does not import Harper's config reader.
+"""
+
+from __future__ import annotations
+
+from harper_certd.problems import Problem
+from harper_certd.validate import SetPaths
+
+
+def openssl_commands(problem: Problem, paths: SetPaths) -> list[str]:
+    """Commands a person can run to see a problem for themselves (Harper's troubleshooting)."""
+    cert, key, ca = paths.cert, paths.key, paths.ca
+    text = f"openssl x509 -in {cert} -noout -text"
+    verify = f"openssl verify -CAfile {ca} -untrusted {cert} {cert}"
+    by_code = {
+        "cert_unreadable": [text],
+        "key_unreadable": [f"openssl pkey -in {key} -noout -text"],
+        "ca_unreadable": [f"openssl storeutl -noout -text -certs {ca}"],
+        "key_mismatch": [
+            f"openssl x509 -in {cert} -noout -pubkey | openssl sha256",
+            f"openssl pkey -in {key} -pubout | openssl sha256",
+            f"openssl x509 -noout -modulus -in {cert} | openssl md5   # RSA",
+            f"openssl rsa -noout -modulus -in {key} | openssl md5   # RSA",
+        ],
+        "chain_incomplete": [verify, f"openssl storeutl -noout -text -certs {ca}"],
+        "chain_invalid": [verify],
+        "ca_expired": [verify, f"openssl storeutl -noout -text -certs {ca}"],
+        "ca_not_yet_valid": [verify],
+        "weak_key": [text],
+        "weak_signature": [text],
+    }
+    return by_code.get(problem.code, [text])
