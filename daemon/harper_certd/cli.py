@@ -106,15 +106,20 @@ def _context(args: argparse.Namespace) -> object:
 
 
 def _configure_cli_logging() -> None:
-    import structlog
+    from harper_certd import logs
 
-    structlog.configure(
-        processors=[
-            structlog.processors.add_log_level,
-            structlog.dev.ConsoleRenderer(colors=False),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+    logs.configure(json=False, stream=sys.stderr)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harper_certd import run
+    from harper_certd.schedule import clock_from_env
+
+    overrides = run.Overrides(
+        harper_root=Path(args.harper_root) if args.harper_root else None,
+        state_dir=Path(args.state_dir) if args.state_dir else None,
     )
+    return run.main(Path(args.config) if args.config else None, overrides, clock_from_env)
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -295,6 +300,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     common(s)
     s.set_defaults(func=cmd_status)
+
+    daemon = sub.add_parser("run", help="the daemon: watch, validate, swap, verify, roll back")
+    common(daemon)
+    daemon.set_defaults(func=cmd_run)
 
     d = sub.add_parser("demo", help="show harper-certd at work in a temporary folder")
     d.add_argument("--keep", action="store_true", help="keep the temporary folder")

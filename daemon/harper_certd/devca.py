@@ -187,6 +187,11 @@ def make_self_signed_leaf(cn: str = "nodea", *, key: PrivateKey | None = None) -
     return make_leaf(me, cn, key=key)
 
 
+def load_cert(pem: bytes) -> x509.Certificate:
+    """The first certificate of a PEM file."""
+    return x509.load_pem_x509_certificates(pem)[0]
+
+
 def fingerprint_of(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex()
 

@@ -21,3 +21,7 @@ class StateError(CertdError):
 
 class HarperError(CertdError):
     """Harper could not be restarted, reached or verified."""
+
+
+class Interrupted(CertdError):
+    """The daemon was asked to stop while waiting on Harper; the journal finishes it later."""

@@ -24,6 +24,7 @@ import os
 import socket
 import ssl
 import stat
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from cryptography import x509
 
 from harper_certd import discover
 from harper_certd.config import Config
-from harper_certd.errors import ConfigError, HarperError
+from harper_certd.errors import ConfigError, HarperError, Interrupted
 from harper_certd.restart import Applied, Applier, run_command
 from harper_certd.swap import Generation, Store
 
@@ -393,8 +394,19 @@ def make_harper(
     )
 
 
-def harper_applier(config: Config, harper_config: discover.HarperConfig, store: Store) -> Applier:
+def harper_applier(
+    config: Config,
+    harper_config: discover.HarperConfig,
+    store: Store,
+    interrupted: threading.Event | None = None,
+) -> Applier:
     harper = make_harper(config, harper_config)
+
+    def sleep(seconds: float) -> None:
+        if interrupted is None:
+            time.sleep(seconds)
+        elif interrupted.wait(seconds):
+            raise Interrupted("stopped while waiting for Harper to serve the new certificate")
 
     def restart(method: str) -> str:
         return {
@@ -412,6 +424,7 @@ def harper_applier(config: Config, harper_config: discover.HarperConfig, store: 
             root=harper.root,
             timeout=config.verify.timeout,
             interval=config.verify.interval,
+            sleep=sleep,
         )
 
     def apply(previous: Generation | None, new: Generation) -> Applied:
@@ -432,7 +445,10 @@ def harper_applier(config: Config, harper_config: discover.HarperConfig, store: 
                     "operations-api" if harper.api is not None and harper.api.credentials else "cli"
                 )
                 log.warning(
-                    "certd.verify_failed", method=method, seen=result.describe(), fallback=fallback
+                    "certd.hot_reload_missed",
+                    method=method,
+                    seen=result.describe(),
+                    fallback=fallback,
                 )
                 restart(fallback)
                 restarted = True

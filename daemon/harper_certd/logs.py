@@ -60,6 +60,10 @@ EVENTS: dict[str, tuple[str, str]] = {
         "info",
         "A candidate set is the same as the live set; it was filed away, nothing swapped.",
     ),
+    "certd.set_superseded": (
+        "info",
+        "A valid set was not installed because a newer one arrived in the same burst.",
+    ),
     "certd.set_installed": ("info", "A validated set replaced the live files (atomic swap)."),
     "certd.swap_failed": (
         "error",
@@ -102,6 +106,10 @@ EVENTS: dict[str, tuple[str, str]] = {
         "error",
         "Harper does not serve the new set, or a handshake with it fails.",
     ),
+    "certd.hot_reload_missed": (
+        "warning",
+        "Harper did not pick up the new set by itself in time; a restart follows.",
+    ),
     "certd.rolled_back": (
         "error",
         "The previous set was put back after a failed verification, and Harper serves it.",
@@ -115,7 +123,7 @@ EVENTS: dict[str, tuple[str, str]] = {
         "Putting the previous set back failed; the node needs an operator now.",
     ),
     "certd.restart_held": (
-        "warning",
+        "error",
         "A Harper restart was held back (rate limit, hold file or a peer not trusting the CA).",
     ),
     "certd.rescan": ("debug", "A full rescan of the watched directories ran."),

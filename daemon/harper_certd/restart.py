@@ -8,9 +8,12 @@ answers with an ``Applied``: whether Harper now uses the set, and what was seen.
 from __future__ import annotations
 
 import subprocess
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from harper_certd.errors import Interrupted
 from harper_certd.swap import Generation
 
 
@@ -27,32 +30,46 @@ class Applied:
 Applier = Callable[[Generation | None, Generation], Applied]
 
 
-def run_command(argv: Sequence[str], timeout: float) -> tuple[int | None, str]:
-    """Run argv without a shell; (exit status or None on timeout, combined output tail)."""
-    try:
-        proc = subprocess.run(
-            list(argv),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-            stdin=subprocess.DEVNULL,
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = (exc.stdout or b"") + (exc.stderr or b"")
-        text = out.decode(errors="replace") if isinstance(out, bytes) else str(out)
-        return None, text[-2000:]
-    except OSError as exc:
-        return 127, f"{argv[0]}: {exc.strerror}"
-    return proc.returncode, (proc.stdout + proc.stderr)[-2000:]
+def run_command(
+    argv: Sequence[str], timeout: float, interrupted: threading.Event | None = None
+) -> tuple[int | None, str]:
+    """Run argv without a shell; (exit status or None on timeout, output tail).
+
+    When the daemon is asked to stop, it stops waiting (Interrupted) but does not kill the
+    command: a half-done restart of Harper is worse than a finished one.
+    """
+    import tempfile
+
+    with tempfile.TemporaryFile() as out:
+        try:
+            proc = subprocess.Popen(
+                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        except OSError as exc:
+            return 127, f"{argv[0]}: {exc.strerror}"
+        deadline = time.monotonic() + timeout
+        status: int | None = None
+        while status is None:
+            try:
+                status = proc.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                if interrupted is not None and interrupted.is_set():
+                    raise Interrupted(f"stopped waiting for {argv[0]}") from None
+                if time.monotonic() >= deadline:
+                    proc.kill()
+                    proc.wait()
+                    break
+        out.seek(0)
+        text = out.read().decode(errors="replace")[-2000:]
+    return status, text
 
 
-def command_applier(argv: Sequence[str], timeout: float) -> Applier:
+def command_applier(
+    argv: Sequence[str], timeout: float, interrupted: threading.Event | None = None
+) -> Applier:
     def apply(previous: Generation | None, new: Generation) -> Applied:
-        import time
-
         started = time.monotonic()
-        status, output = run_command(argv, timeout)
+        status, output = run_command(argv, timeout, interrupted)
         seconds = time.monotonic() - started
         if status is None:
             return Applied(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +25,8 @@ from harper_certd import discover, fsio, load
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, SwapError
 from harper_certd.problems import Problem, problem
-from harper_certd.restart import Applied, Applier, command_applier, none_applier
+from harper_certd.restart import Applied, Applier, command_applier, none_applier, run_command
+from harper_certd.schedule import RestartBudget
 from harper_certd.source import Source, SourceRefused, read_source
 from harper_certd.swap import Generation, Recovery, SetBytes, Store, require_no_foreign_files
 from harper_certd.validate import Inputs, Purpose, Report, SetPaths, fingerprint, validate
@@ -73,6 +76,8 @@ class Context:
     store: Store
     applier: Applier
     clock: Clock = utc_now
+    budget: RestartBudget = field(default_factory=lambda: RestartBudget(3))
+    interrupted: threading.Event | None = None
 
     def trusted_uids(self) -> set[int]:
         uids = {0, os.geteuid()}
@@ -84,19 +89,28 @@ class Context:
         return uids
 
 
-def make_applier(config: Config, harper: discover.HarperConfig, store: Store) -> Applier:
+def make_applier(
+    config: Config,
+    harper: discover.HarperConfig,
+    store: Store,
+    interrupted: threading.Event | None = None,
+) -> Applier:
     method = config.restart.method
     if method == "command":
-        return command_applier(config.restart.command, config.restart.timeout)
+        return command_applier(config.restart.command, config.restart.timeout, interrupted)
     if method == "none":
         return none_applier
     from harper_certd.harper import harper_applier
 
-    return harper_applier(config, harper, store)
+    return harper_applier(config, harper, store, interrupted)
 
 
 def build_context(
-    config: Config, *, clock: Clock = utc_now, applier: Applier | None = None
+    config: Config,
+    *,
+    clock: Clock = utc_now,
+    applier: Applier | None = None,
+    interrupted: threading.Event | None = None,
 ) -> Context:
     paths = resolve_paths(config)
     harper = discover.load_config(paths.harper_root)
@@ -109,8 +123,10 @@ def build_context(
         harper,
         managed,
         store,
-        applier or make_applier(config, harper, store),
+        applier or make_applier(config, harper, store, interrupted),
         clock,
+        RestartBudget(config.restart.restarts_per_hour),
+        interrupted,
     )
 
 
@@ -244,11 +260,13 @@ def install(ctx: Context, folder: Path, *, force_older: bool = False) -> Install
         return _install_locked(ctx, folder, force_older, recovery)
 
 
-def _install_locked(
+Judged = tuple[Source, Report, tuple[Problem, ...]]
+
+
+def _judge(
     ctx: Context, folder: Path, force_older: bool, recovery: Recovery | None
-) -> InstallOutcome:
-    store = ctx.store
-    require_no_foreign_files(store)
+) -> Judged | InstallOutcome:
+    """The source, read and validated; or the refusal (the source then kept in rejected/)."""
     try:
         source: Source = read_source(
             folder,
@@ -287,6 +305,58 @@ def _install_locked(
             kept_at=str(kept) if kept else None,
         )
         return InstallOutcome("refused", problems, recovery=recovery, kept_at=kept, report=report)
+    return source, report, problems
+
+
+def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
+    """A burst of sets is one rotation: each is judged, the newest valid one is installed.
+
+    Newest: issued last (notBefore, then notAfter), then written last.
+
+    Older valid sets are kept in processed/ as superseded; refused ones in rejected/.
+    """
+    with fsio.locked(ctx.store.lock_path):
+        recovery = ctx.store.recover()
+        judged: list[tuple[Path, Judged]] = []
+        for folder in folders:
+            verdict = _judge(ctx, folder, False, recovery)
+            if not isinstance(verdict, InstallOutcome):
+                judged.append((folder, verdict))
+        if not judged:
+            return None
+
+        def newest(item: tuple[Path, Judged]) -> tuple[dt.datetime, dt.datetime, int]:
+            folder, (_, report, _) = item
+            assert report.certificate is not None
+            try:
+                written = folder.stat().st_mtime_ns
+            except OSError:
+                written = 0
+            return report.certificate.not_before, report.certificate.not_after, written
+
+        judged.sort(key=newest)
+        chosen, verdict = judged[-1]
+        for folder, (source, _, _) in judged[:-1]:
+            kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
+            log.info("certd.set_superseded", source=str(folder), by=str(chosen), kept_at=str(kept))
+        return _install_judged(ctx, chosen, verdict, recovery)
+
+
+def _install_locked(
+    ctx: Context, folder: Path, force_older: bool, recovery: Recovery | None
+) -> InstallOutcome:
+    verdict = _judge(ctx, folder, force_older, recovery)
+    if isinstance(verdict, InstallOutcome):
+        return verdict
+    return _install_judged(ctx, folder, verdict, recovery)
+
+
+def _install_judged(
+    ctx: Context, folder: Path, verdict: Judged, recovery: Recovery | None
+) -> InstallOutcome:
+    store = ctx.store
+    require_no_foreign_files(store)
+    source, report, problems = verdict
     if _same_as_live(ctx, source.data):
         kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
         log.info("certd.set_unchanged", source=str(folder), kept_at=str(kept))
@@ -326,8 +396,7 @@ def _install_locked(
     applied = ctx.applier(previous, gen)
     if applied.ok:
         store.finish(gen, "installed", method=applied.method)
-        kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
-        pruned = store.prune(ctx.config.generations_kept)
+        # Said before the source is moved: the set is live whatever happens to the folder.
         log.info(
             "certd.set_installed",
             generation=gen.id,
@@ -337,8 +406,9 @@ def _install_locked(
             method=applied.method,
             seconds=round(applied.seconds, 2),
             source=str(folder),
-            kept_at=str(kept),
         )
+        kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
+        pruned = store.prune(ctx.config.generations_kept)
         for gen_id in pruned:
             log.info("certd.generation_pruned", generation=gen_id)
         return InstallOutcome(
@@ -354,7 +424,7 @@ def _install_locked(
     # Harper could not use the new set: put the previous one back, and say so loudly.
     back = _roll_back_to(ctx, previous, gen, reason=applied.detail)
     after = (problem("applied_failed", f"After the swap: {applied.detail}"),)
-    kept = _reject(
+    rejected_at = _reject(
         ctx, folder, (*problems, *after), "after_swap", source.is_certbot_lineage, report
     )
     status = "rolled_back" if back is not None and back.ok else "rollback_failed"
@@ -366,7 +436,7 @@ def _install_locked(
         applied,
         back,
         recovery,
-        kept,
+        rejected_at,
         report,
     )
 
@@ -580,3 +650,120 @@ def live_fingerprint(ctx: Context) -> str | None:
         return fingerprint(load.parse_certificates(data.cert, name="live").certs[0])
     except (SwapError, load.Unreadable):
         return None
+
+
+# --- the daemon's other duties ---------------------------------------------------------------
+
+
+def live_report(ctx: Context) -> Report:
+    """The live set, validated for its use; SwapError when it cannot be read."""
+    live = ctx.managed.live
+    return _validate(ctx, _read_live(ctx), (str(live.cert), str(live.key), str(live.ca)))
+
+
+def _digests(data: SetBytes) -> dict[str, str]:
+    return {r: hashlib.sha256(data.role(r)).hexdigest() for r in ("cert", "key", "ca")}
+
+
+def _last_good(ctx: Context) -> Generation | None:
+    for gen in reversed(ctx.store.generations()):
+        try:
+            data = gen.read()
+        except OSError:
+            continue
+        if gen.meta.get("digests") not in (None, _digests(data)):
+            continue  # changed in place since it was written
+        if _validate(ctx, data, ("generation certificate", "key", "CA file")).valid:
+            return gen
+    return None
+
+
+def handle_live_change(ctx: Context) -> None:
+    """The live files changed, not by us: adopt a valid set, report (or restore) an invalid one."""
+    store = ctx.store
+    with fsio.locked(store.lock_path):
+        store.recover()
+        try:
+            data: SetBytes | None = _read_live(ctx)
+        except SwapError:
+            data = None
+        report = (
+            None
+            if data is None
+            else _validate(
+                ctx,
+                data,
+                tuple(str(p) for p in store.live_paths().values()),  # type: ignore[arg-type]
+            )
+        )
+        current = store.current()
+        if data is not None and report is not None and report.valid:
+            if (
+                current is not None
+                and store.managed()
+                and current.meta.get("digests") == _digests(data)
+            ):
+                return  # only touched: the content is the live generation's
+            assert report.certificate is not None
+            gen = store.take_live(
+                data,
+                {
+                    "source": "changed by hand",
+                    "fingerprint": report.certificate.sha256,
+                    "subject": report.certificate.subject,
+                    "not_after": report.certificate.not_after.isoformat(),
+                },
+            )
+            log.warning(
+                "certd.live_changed",
+                generation=gen.id,
+                fingerprint=report.certificate.sha256,
+                subject=report.certificate.subject,
+            )
+            applied = ctx.applier(current, gen)
+            if not applied.ok:
+                log.error("certd.verify_failed", generation=gen.id, detail=applied.detail)
+            return
+        codes = (
+            ["live_unreadable"]
+            if report is None
+            else [p.code for p in report.problems if p.severity.value == "error"]
+        )
+        log.error(
+            "certd.live_invalid",
+            codes=codes,
+            problems=[]
+            if report is None
+            else [p.message for p in report.problems if p.severity.value == "error"],
+            action=ctx.config.on_invalid_live,
+        )
+        if ctx.config.on_invalid_live != "restore":
+            return
+        target = _last_good(ctx)
+        if target is None:
+            log.critical("certd.rollback_failed", reason="no kept generation is valid to restore")
+            return
+        store.restore(target)
+        applied = ctx.applier(None, target)
+        log.warning(
+            "certd.live_restored",
+            generation=target.id,
+            fingerprint=target.meta.get("fingerprint"),
+            verified=applied.ok,
+            detail=applied.detail,
+        )
+
+
+def verify_current(ctx: Context) -> Applied | None:
+    """After a recovered swap: make Harper use the live generation and check it."""
+    current = ctx.store.current()
+    if current is None:
+        return None
+    applied = ctx.applier(None, current)
+    if not applied.ok:
+        log.error("certd.verify_failed", generation=current.id, detail=applied.detail)
+    return applied
+
+
+def run_renewal(ctx: Context, interrupted: threading.Event | None) -> tuple[int | None, str]:
+    return run_command(ctx.config.renew.command, ctx.config.renew.timeout, interrupted)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import shutil
@@ -166,7 +167,8 @@ class Store:
                     tmp / ROLE_FILES[role], data.role(role), mode=mode, uid=a.uid, gid=a.gid
                 )
                 fsio.crash_point(f"generation_file_written:{role}")
-            full_meta = {**meta, "id": gen_id, "created": _now()}
+            digests = {r: hashlib.sha256(data.role(r)).hexdigest() for r in _ROLES}
+            full_meta = {**meta, "id": gen_id, "created": _now(), "digests": digests}
             fsio.write_new(tmp / "meta.json", json.dumps(full_meta, indent=2).encode(), mode=0o644)
             fsio.fsync_dir(tmp)
             fsio.crash_point("generation_written")
@@ -328,6 +330,27 @@ class Store:
         self.clear_journal()
         self.record("adopt", "adopted", generation=gen.id)
         return gen
+
+    def take_live(self, data: SetBytes, meta: dict[str, Any]) -> Generation:
+        """A set changed by hand at the live paths becomes a generation of its own."""
+        self.write_journal(op="adopt", step="writing", started=_now())
+        gen = self.write_generation(
+            data, self.live_attrs(), {**meta, "outcome": "adopted", "replaced": self.current_id()}
+        )
+        self.write_journal(op="adopt", step="flipping", new=gen.id, started=_now())
+        self.commit_flip(gen, op="adopt")
+        self.write_journal(op="adopt", step="linking", new=gen.id, started=_now())
+        self._link_live()
+        self.clear_journal()
+        self.record("adopt", "adopted", generation=gen.id, source=meta.get("source"))
+        return gen
+
+    def restore(self, target: Generation) -> None:
+        """Put ``target`` back at the live paths (the links too, if someone replaced them)."""
+        self.begin_rollback(target)
+        self.commit_flip(target, op="rollback")
+        self._link_live()
+        self.finish(target, "restored", op="restore")
 
     # --- install and rollback -----------------------------------------------------------
 

@@ -1,0 +1,558 @@
+"""``harper-certd run``: the daemon, left alone for months and judged by its log.
+
+One thread decides everything; watchdog's thread and the signal handlers only put
+notes on a queue.  The loop sleeps until the next thing is due (a set settling in
+the incoming folder, an expiry threshold, a renewal, a systemd watchdog ping) or a
+note arrives.  An exception in one cycle is an error event, not a dead daemon.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from harper_certd import __version__, fsio, logs, sdnotify, service
+from harper_certd.config import Config, load_config, with_overrides
+from harper_certd.errors import CertdError, ConfigError, Interrupted
+from harper_certd.schedule import (
+    Backoff,
+    Clock,
+    Mark,
+    Watched,
+    due_marks,
+    expiry_marks,
+    next_mark,
+    renewal_at,
+)
+from harper_certd.source import HARPER_NAMES
+from harper_certd.validate import Report
+from harper_certd.watch import Root, Watcher
+
+log = logs.get_logger()
+LOOSE_NAMES = {*HARPER_NAMES, "fullchain.pem", "cert.pem", "chain.pem", "privkey.pem"}
+WATCH_CHECK_SECONDS = 60.0
+
+
+@dataclass
+class Candidate:
+    path: Path
+    changed: float  # monotonic time of the last event under it
+    announced: bool = False
+
+
+@dataclass
+class RenewState:
+    failures: int = 0
+    next_try: dt.datetime | None = None
+
+
+@dataclass
+class Overrides:
+    harper_root: Path | None = None
+    state_dir: Path | None = None
+
+
+def _apply_overrides(config: Config, overrides: Overrides) -> Config:
+    harper = with_overrides(config.harper, root=overrides.harper_root)
+    return with_overrides(config, harper=harper, state_dir=overrides.state_dir)
+
+
+@dataclass
+class Daemon:
+    config_path: Path | None
+    overrides: Overrides
+    clock: Clock
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    ctx: service.Context = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.notes: queue.Queue[tuple[str, str]] = queue.Queue()
+        self.stopping = threading.Event()
+        self.candidates: dict[Path, Candidate] = {}
+        self.fired: set[tuple[str, str, float]] = set()
+        self.marks: list[Mark] = []
+        self.leaf: Watched | None = None
+        self.expected_live: tuple[Any, ...] = ()
+        self.live_dirty: float | None = None
+        self.live_seen: tuple[Any, ...] | None = None
+        self.renew = RenewState()
+        self.held_announced = False
+        self.next_watch_check = 0.0
+        self.next_rescan = 0.0
+        self.next_ping = 0.0
+        self.watcher: Watcher | None = None
+
+    # --- setup ----------------------------------------------------------------------
+
+    def _load(self) -> service.Context:
+        config = _apply_overrides(load_config(self.config_path), self.overrides)
+        return service.build_context(
+            config,
+            clock=self.clock.now,
+            interrupted=self.stopping,
+        )
+
+    def _configure_logging(self, config: Config) -> None:
+        fmt = config.log.format
+        logs.configure(json=None if fmt == "auto" else fmt == "json", level=config.log.level)
+
+    def _roots(self) -> list[Root]:
+        paths = self.ctx.paths
+        live_dirs = {p.parent for p in self.ctx.store.live_paths().values()}
+        roots = [Root(paths.incoming, recursive=True), Root(paths.incoming.parent, False)]
+        roots += [Root(d, recursive=False) for d in sorted(live_dirs)]
+        roots.append(Root(self.ctx.store.generations_dir, recursive=True))
+        return list(dict.fromkeys(roots))  # in order, without repeats
+
+    def _start_watching(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+        self.ctx.paths.incoming.mkdir(parents=True, exist_ok=True, mode=0o750)
+        self.watcher = Watcher(self._roots(), lambda path: self.notes.put(("fs", path)))
+        for change in self.watcher.start():
+            log.warning("certd.watch_lost", change=change)
+
+    def _signals(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self.stopping.set()
+            self.notes.put(("signal", "stop"))
+
+        def hup(signum: int, frame: FrameType | None) -> None:
+            self.notes.put(("signal", "hup"))
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, hup)
+
+    # --- the live set -----------------------------------------------------------------
+
+    def _live_identity(self) -> tuple[Any, ...]:
+        out: list[Any] = []
+        for path in self.ctx.store.live_paths().values():
+            try:
+                link = os.readlink(path)
+            except OSError:
+                link = None
+            try:
+                digest = hashlib.sha256(path.read_bytes()).hexdigest()
+            except OSError as exc:
+                digest = f"unreadable: {exc.strerror}"
+            out.append((str(path), link, digest))
+        return tuple(out)
+
+    def _expected_identity(self) -> tuple[Any, ...]:
+        """What the live paths should show: links to the current generation, its digests.
+
+        Derived from what we put there, never read back from the paths: a change made by
+        a person while we worked must not become "expected".
+        """
+        store = self.ctx.store
+        try:
+            current = store.current()
+        except CertdError:
+            current = None
+        digests = current.meta.get("digests") if current is not None else None
+        if current is None or not isinstance(digests, dict):
+            return self._live_identity()
+        return tuple(
+            (str(path), store.link_target(role), digests.get(role))
+            for role, path in store.live_paths().items()
+        )
+
+    def _live_report(self) -> Report | None:
+        try:
+            return service.live_report(self.ctx)
+        except CertdError:
+            return None
+
+    def _refresh_schedule(self) -> None:
+        report = self._live_report()
+        self.expected_live = self._expected_identity()
+        if report is None or report.certificate is None:
+            self.marks, self.leaf = [], None
+            return
+        cert = report.certificate
+        self.leaf = Watched("leaf", cert.subject, cert.sha256, cert.not_before, cert.not_after)
+        cas = [
+            Watched("ca", c.subject, c.sha256, c.not_before, c.not_after) for c in report.ca_file
+        ]
+        self.marks = expiry_marks([self.leaf, *cas], self.ctx.config.expiry.warn_days)
+        days = cert.days_left(self.clock.now())
+        current = self.ctx.store.current_id()
+        sdnotify.status(
+            f"live {cert.subject}: {days:.0f} days left"
+            + (f", generation {current}" if current else ""),
+            env=self.env,
+        )
+
+    # --- cycle pieces -------------------------------------------------------------------
+
+    def _note_path(self, raw: str, now: float) -> None:
+        path = Path(raw)
+        incoming = self.ctx.paths.incoming
+        if self.watcher is not None and (
+            path in {r.path for r in self.watcher.roots} or path == incoming.parent
+        ):
+            self.next_watch_check = 0.0  # a watched folder itself changed: re-arm if needed
+        if path == incoming or incoming in path.parents:
+            rel = path.relative_to(incoming).parts if path != incoming else ()
+            if not rel:
+                self._rescan(now, quiet=True)
+                return
+            top = incoming / rel[0]
+            if rel[0].startswith("."):
+                return  # hidden names are being written; their rename brings them in
+            key = incoming if top.name in LOOSE_NAMES and not top.is_dir() else top
+            self._touch_candidate(key, now)
+            return
+        self.live_dirty = now
+
+    def _touch_candidate(self, key: Path, now: float) -> None:
+        if not os.path.lexists(key) and key != self.ctx.paths.incoming:
+            self.candidates.pop(key, None)
+            return
+        cand = self.candidates.get(key)
+        if cand is None:
+            self.candidates[key] = Candidate(key, now)
+        else:
+            cand.changed = now
+
+    def _rescan(self, now: float, *, quiet: bool = False) -> None:
+        incoming = self.ctx.paths.incoming
+        if not quiet:
+            log.debug("certd.rescan", incoming=str(incoming))
+        try:
+            entries = list(incoming.iterdir())
+        except OSError:
+            entries = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            key = incoming if entry.name in LOOSE_NAMES and not entry.is_dir() else entry
+            if key not in self.candidates:
+                self.candidates[key] = Candidate(key, now)
+        self.live_dirty = now
+        self.next_rescan = time.monotonic() + self.ctx.config.watch.rescan_seconds
+
+    def _gather_loose(self) -> Path | None:
+        """Loose set files in the incoming folder, moved together into a folder of their own."""
+        incoming = self.ctx.paths.incoming
+        names = [n for n in LOOSE_NAMES if (incoming / n).is_file()]
+        if not names:
+            return None
+        folder = incoming / f".loose-{self.clock.now():%Y%m%dT%H%M%S%f}"
+        folder.mkdir(mode=0o700)
+        for name in names:
+            os.rename(incoming / name, folder / name)
+        renamed = incoming / folder.name.removeprefix(".")
+        os.rename(folder, renamed)
+        return renamed
+
+    def _process_candidates(self, now: float) -> None:
+        settle = self.ctx.config.watch.settle_seconds
+        if not self.candidates:
+            return
+        # A burst is taken whole once the incoming folder has been quiet for the settle
+        # period (one rotation, one restart); a folder that never stops changing does not
+        # hold the others back for more than ten settle periods.
+        quiet = now - max(c.changed for c in self.candidates.values()) >= settle
+        oldest = now - min(c.changed for c in self.candidates.values())
+        if not quiet and oldest < 10 * settle:
+            return
+        ready = sorted(
+            (c for c in self.candidates.values() if now - c.changed >= settle),
+            key=lambda c: c.changed,
+        )
+        if not ready:
+            return
+        for cand in ready:
+            if not cand.announced:
+                cand.announced = True
+                log.info("certd.set_detected", source=str(cand.path))
+        wall = self.clock.now()
+        if not self.ctx.budget.allowed(wall):
+            if not self.held_announced:
+                self.held_announced = True
+                log.error(
+                    "certd.restart_held",
+                    waiting=[str(c.path) for c in ready],
+                    limit_per_hour=self.ctx.config.restart.restarts_per_hour,
+                    next_allowed=self.ctx.budget.next_allowed(wall).isoformat(),
+                )
+            return
+        self.held_announced = False
+        for cand in ready:
+            self.candidates.pop(cand.path, None)
+        folders = []
+        for cand in ready:
+            folder = self._gather_loose() if cand.path == self.ctx.paths.incoming else cand.path
+            if folder is not None and folder.exists():
+                folders.append(folder)
+        if not folders:
+            return
+        # One rotation is one restart, however many sets arrived: the newest valid one wins.
+        outcome = service.install_newest(self.ctx, folders)
+        if outcome is not None and outcome.applied is not None:
+            self.ctx.budget.spend(self.clock.now())
+        self._refresh_schedule()
+
+    def _check_live(self, now: float) -> None:
+        if self.live_dirty is None or now - self.live_dirty < self.ctx.config.watch.settle_seconds:
+            return
+        self.live_dirty = None
+        identity = self._live_identity()
+        if identity == self.expected_live:
+            self.live_seen = None
+            return
+        if identity != self.live_seen:
+            # Files replaced one by one by a person pass through mixed states: act only on
+            # what has stayed the same for a whole settle period.
+            self.live_seen = identity
+            self.live_dirty = now
+            return
+        self.live_seen = None
+        service.handle_live_change(self.ctx)
+        self._refresh_schedule()
+
+    def _expiry(self) -> None:
+        now = self.clock.now()
+        for mark in due_marks(self.marks, self.fired, now):
+            days = (mark.cert.not_after - now).total_seconds() / 86400
+            fields = {
+                "certificate": mark.cert.role,
+                "subject": mark.cert.subject,
+                "fingerprint": mark.cert.sha256,
+                "not_after": mark.cert.not_after.isoformat(),
+                "days_left": round(days, 2),
+            }
+            if mark.kind == "expired":
+                log.critical("certd.expired", **fields)
+            else:
+                log.warning("certd.expiry_warning", threshold_days=mark.days, **fields)
+        for mark in self.marks:
+            if mark.at <= now:
+                self.fired.add(mark.key)
+
+    def _renewal(self) -> None:
+        config = self.ctx.config.renew
+        if not config.command or self.leaf is None:
+            return
+        now = self.clock.now()
+        due = renewal_at(
+            self.leaf, before_fraction=config.before_fraction, before_days=config.before_days
+        )
+        if now < due or (self.renew.next_try is not None and now < self.renew.next_try):
+            return
+        log.info(
+            "certd.renewal_started",
+            command=list(config.command),
+            fingerprint=self.leaf.sha256,
+            not_after=self.leaf.not_after.isoformat(),
+        )
+        status, output = service.run_renewal(self.ctx, self.stopping)
+        backoff = Backoff(config.backoff_initial, config.backoff_max)
+        if status == 0:
+            self.renew.failures = 0
+            log.info("certd.renewal_succeeded", output=output[-1000:])
+            if config.lineage_dir is not None:
+                service.install_newest(self.ctx, [config.lineage_dir])
+                self._refresh_schedule()
+            # The renewed set may take a while to arrive; do not run again at once.
+            self.renew.next_try = now + dt.timedelta(seconds=config.backoff_initial)
+            return
+        self.renew.failures += 1
+        wait = backoff.delay(self.renew.failures)
+        self.renew.next_try = now + dt.timedelta(seconds=wait)
+        log.error(
+            "certd.renewal_failed",
+            exit_status=status,
+            output=output[-1000:],
+            failures=self.renew.failures,
+            next_attempt=self.renew.next_try.isoformat(),
+        )
+
+    def _reload(self) -> None:
+        sdnotify.reloading(env=self.env)
+        try:
+            ctx = self._load()
+        except (ConfigError, CertdError) as exc:
+            log.error("certd.config_refused", error=str(exc), config=str(self.config_path))
+            sdnotify.ready(env=self.env)
+            return
+        budget = self.ctx.budget
+        self.ctx = ctx
+        self.ctx.budget.__dict__.update(budget.__dict__)  # restarts spent stay spent
+        self._configure_logging(ctx.config)
+        self._start_watching()
+        self._rescan(time.monotonic())
+        self._refresh_schedule()
+        log.info("certd.config_reloaded", config=str(self.config_path))
+        sdnotify.ready(env=self.env)
+
+    def _next_timeout(self, now: float) -> float:
+        waits = [self.next_rescan - now, self.next_watch_check - now]
+        settle = self.ctx.config.watch.settle_seconds
+        if self.candidates:
+            last = max(c.changed for c in self.candidates.values())
+            first = min(c.changed for c in self.candidates.values())
+            waits.append(min(last + settle, first + 10 * settle) - now)
+        if self.live_dirty is not None:
+            waits.append(self.live_dirty + settle - now)
+        wall = self.clock.now()
+        mark = next_mark(self.marks, self.fired, wall)
+        if mark is not None:
+            waits.append(self.clock.real_seconds(mark))
+        if self.ctx.config.renew.command and self.leaf is not None:
+            due = renewal_at(
+                self.leaf,
+                before_fraction=self.ctx.config.renew.before_fraction,
+                before_days=self.ctx.config.renew.before_days,
+            )
+            if self.renew.next_try is not None:
+                due = max(due, self.renew.next_try)
+            waits.append(self.clock.real_seconds(due))
+        if self.candidates and not self.ctx.budget.allowed(wall):
+            waits.append(self.clock.real_seconds(self.ctx.budget.next_allowed(wall)))
+        interval = sdnotify.watchdog_interval(self.env)
+        if interval is not None:
+            waits.append(self.next_ping - now)
+        return max(0.01, min(waits))
+
+    # --- the loop ----------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self.ctx = self._load()
+        except CertdError as exc:
+            logs.configure()
+            log.error("certd.config_refused", error=str(exc), config=str(self.config_path))
+            return 2
+        self._configure_logging(self.ctx.config)
+        self._signals()
+        self._startup()
+        while not self.stopping.is_set():
+            now = time.monotonic()
+            try:
+                note = self.notes.get(timeout=self._next_timeout(now))
+            except queue.Empty:
+                note = ("timer", "")
+            notes = [note]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    notes.append(self.notes.get_nowait())
+            try:
+                self._cycle(notes)
+            except Interrupted:
+                break
+            except Exception as exc:
+                log.exception("certd.cycle_failed", error=f"{type(exc).__name__}: {exc}")
+        return self._shutdown()
+
+    def _startup(self) -> None:
+        store = self.ctx.store
+        with fsio.locked(store.lock_path):
+            recovery = store.recover()
+        if recovery is not None:
+            log.warning(
+                "certd.swap_recovered",
+                op=recovery.op,
+                outcome=recovery.outcome,
+                generation=recovery.generation,
+            )
+            if recovery.needs_verify:
+                with contextlib.suppress(Interrupted):
+                    service.verify_current(self.ctx)
+        self._start_watching()
+        self._refresh_schedule()
+        self._rescan(time.monotonic())
+        self._expiry_at_start()
+        report = self._live_report()
+        sets = []
+        for entry in self.ctx.harper.entries:
+            info: dict[str, Any] = {"where": entry.where, "purpose": entry.purpose.value}
+            if entry.note:
+                info["note"] = entry.note
+            if entry.paths == self.ctx.managed.live and report and report.certificate:
+                info["days_left"] = round(report.certificate.days_left(self.clock.now()), 1)
+                info["subject"] = report.certificate.subject
+                info["fingerprint"] = report.certificate.sha256
+                info["valid"] = report.valid
+            sets.append(info)
+        log.info(
+            "certd.started",
+            version=__version__,
+            harper_root=str(self.ctx.paths.harper_root),
+            node_name=self.ctx.harper.node_name,
+            incoming=str(self.ctx.paths.incoming),
+            state=str(self.ctx.paths.state),
+            restart_method=self.ctx.config.restart.method,
+            generation=self.ctx.store.current_id(),
+            sets=sets,
+        )
+        if report is not None and not report.valid:
+            log.error(
+                "certd.live_invalid",
+                codes=list(report.codes),
+                problems=[p.message for p in report.problems if p.severity.value == "error"],
+            )
+        sdnotify.ready(env=self.env)
+        self.next_ping = time.monotonic()
+
+    def _expiry_at_start(self) -> None:
+        # Once at start: the most urgent band each certificate is in, then the schedule.
+        self._expiry()
+
+    def _cycle(self, notes: list[tuple[str, str]]) -> None:
+        now = time.monotonic()
+        for kind, value in notes:
+            if kind == "signal" and value == "hup":
+                self._reload()
+            elif kind == "fs":
+                self._note_path(value, now)
+        if self.stopping.is_set():
+            return
+        if now >= self.next_watch_check and self.watcher is not None:
+            self.next_watch_check = now + WATCH_CHECK_SECONDS
+            changes = self.watcher.check()
+            for change in changes:
+                log.warning("certd.watch_lost", change=change)
+            if changes:
+                self._rescan(now)
+        if now >= self.next_rescan:
+            self._rescan(now)
+        self._process_candidates(now)
+        self._check_live(now)
+        self._expiry()
+        self._renewal()
+        interval = sdnotify.watchdog_interval(self.env)
+        if interval is not None and now >= self.next_ping:
+            sdnotify.watchdog(env=self.env)
+            self.next_ping = now + interval
+
+    def _shutdown(self) -> int:
+        log.info("certd.stopping")
+        sdnotify.stopping(env=self.env)
+        if self.watcher is not None:
+            self.watcher.stop()
+        journal = self.ctx.store.journal()
+        log.info(
+            "certd.stopped",
+            swap_in_flight=journal is not None,
+            note="completed at next start" if journal else None,
+        )
+        return 0
+
+
+def main(config_path: Path | None, overrides: Overrides, clock_factory: Callable[[], Clock]) -> int:
+    return Daemon(config_path, overrides, clock_factory()).run()

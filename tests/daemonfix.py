@@ -1,0 +1,108 @@
+"""The real daemon as a subprocess, with its JSON log lines parsed as they come."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from nodefix import Node
+
+PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
+
+
+class DaemonProc:
+    def __init__(self, node: Node, env: Mapping[str, str] | None = None) -> None:
+        self.node = node
+        self.config = node.write_config()
+        self.events: list[dict[str, Any]] = []
+        self.raw: list[str] = []
+        self.cond = threading.Condition()
+        full_env = {**os.environ, **(env or {})}
+        full_env.pop("NOTIFY_SOCKET", None)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "harper_certd", "run", "--config", str(self.config)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=full_env,
+        )
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.rstrip("\n")
+            with self.cond:
+                self.raw.append(line)
+                if line.startswith("<") and ">" in line[:4]:
+                    prio, _, body = line[1:].partition(">")
+                    try:
+                        event = json.loads(body)
+                    except ValueError:
+                        event = {"event": "(not json)", "line": line}
+                    event["_priority"] = int(prio)
+                    self.events.append(event)
+                self.cond.notify_all()
+        with self.cond:
+            self.cond.notify_all()
+
+    def named(self, name: str) -> list[dict[str, Any]]:
+        with self.cond:
+            return [e for e in self.events if e.get("event") == name]
+
+    def wait_for(self, name: str, timeout: float = 20.0, count: int = 1) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                found = [e for e in self.events if e.get("event") == name]
+                if len(found) >= count:
+                    return found[count - 1]
+                left = deadline - time.monotonic()
+                if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
+                    raise AssertionError(
+                        f"no {name} (x{count}) within {timeout}s; log:\n" + "\n".join(self.raw)
+                    )
+                self.cond.wait(timeout=min(left, 0.2))
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+        self.reader.join(timeout=5)
+        return code
+
+    def __enter__(self) -> DaemonProc:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def drop(node: Node, name: str, folder: Path | None = None) -> Path:
+    """Move a complete set into the incoming folder in one rename, as operators should."""
+    folder = folder or node.source(name)
+    incoming = node.root / "keys" / "incoming"
+    incoming.mkdir(parents=True, exist_ok=True)
+    target = incoming / name
+    os.rename(folder, target)
+    return target
