@@ -60,7 +60,7 @@ class DaemonProc:
         with self.cond:
             return [e for e in self.events if e.get("event") == name]
 
-    def wait_for(self, name: str, timeout: float = 20.0, count: int = 1) -> dict[str, Any]:
+    def wait_for(self, name: str, timeout: float = 30.0, count: int = 1) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         with self.cond:
             while True:
@@ -77,7 +77,7 @@ class DaemonProc:
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
 
-    def stop(self, timeout: float = 10.0) -> int:
+    def stop(self, timeout: float = 20.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
         try:
