@@ -31,3 +31,12 @@ def test_every_code_is_documented() -> None:
     text = (ROOT / "README.md").read_text()
     missing = [code for code in CODES if f"| `{code}` |" not in text]
     assert missing == []
+
+
+def test_every_log_event_is_documented() -> None:
+    """Each event of the log catalogue has a row in the README, with its level."""
+    from harper_certd.logs import EVENTS
+
+    text = (ROOT / "README.md").read_text()
+    missing = [name for name, (level, _) in EVENTS.items() if f"| `{name}` | {level} |" not in text]
+    assert missing == []

@@ -21,9 +21,16 @@ class EntryResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Process:
+    pid: int | None
+    version: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class CheckResult:
     config: HarperConfig
     results: tuple[EntryResult, ...]
+    process: Process = Process(None, None)
 
     @property
     def valid(self) -> bool:
@@ -61,7 +68,16 @@ def check_entry(entry: TlsEntry, at: dt.datetime, expiry_warning_days: float) ->
     return EntryResult(entry, report)
 
 
+def find_process(config: HarperConfig) -> Process:
+    from harper_certd.harper import harper_entry, harper_pid, harper_version
+
+    pid = harper_pid(config.root)
+    return Process(pid, harper_version(harper_entry(pid)) if pid is not None else None)
+
+
 def check(config: HarperConfig, at: dt.datetime, expiry_warning_days: float = 30) -> CheckResult:
     return CheckResult(
-        config, tuple(check_entry(e, at, expiry_warning_days) for e in config.entries)
+        config,
+        tuple(check_entry(e, at, expiry_warning_days) for e in config.entries),
+        find_process(config),
     )

@@ -57,6 +57,19 @@ def report_lines(report: Report, paths: SetPaths | None = None, indent: str = ""
 def check_lines(result: CheckResult) -> list[str]:
     config = result.config
     lines = [f"Harper root {config.root} (node name: {config.node_name or 'not set'})"]
+    process = result.process
+    if process.pid is None:
+        lines.append("Harper process: not running (no live hdb.pid)")
+    else:
+        lines.append(f"Harper process: pid {process.pid}, version {process.version or 'unknown'}")
+    if config.secure_ports:
+        lines.append(
+            "secure ports: " + ", ".join(f"{k} {v}" for k, v in config.secure_ports.items())
+        )
+    api = [f"port {config.operations_port}"] if config.operations_port else []
+    api += [f"socket {config.operations_socket}"] if config.operations_socket else []
+    if api:
+        lines.append("Operations API: " + ", ".join(api))
     lines += [f"note: {n}" for n in config.notes]
     if not result.results:
         lines.append("No certificate set is configured.")
@@ -85,7 +98,12 @@ def check_dict(result: CheckResult) -> dict[str, object]:
         "valid": result.valid,
         "harper_root": str(config.root),
         "node_name": config.node_name,
+        "harper": {"pid": result.process.pid, "version": result.process.version},
         "secure_ports": dict(config.secure_ports),
+        "operations_api": {
+            "port": config.operations_port,
+            "socket": None if config.operations_socket is None else str(config.operations_socket),
+        },
         "notes": list(config.notes),
         "sets": [
             {

@@ -42,6 +42,7 @@ from harper_certd.watch import Root, Watcher
 log = logs.get_logger()
 LOOSE_NAMES = {*HARPER_NAMES, "fullchain.pem", "cert.pem", "chain.pem", "privkey.pem"}
 WATCH_CHECK_SECONDS = 60.0
+SUMMARY_SECONDS = 86400.0  # a daily line saying all is well (or not), for months of quiet
 
 
 @dataclass
@@ -90,6 +91,7 @@ class Daemon:
         self.held_announced = False
         self.next_watch_check = 0.0
         self.next_rescan = 0.0
+        self.next_summary = 0.0
         self.next_ping = 0.0
         self.watcher: Watcher | None = None
 
@@ -401,7 +403,7 @@ class Daemon:
         sdnotify.ready(env=self.env)
 
     def _next_timeout(self, now: float) -> float:
-        waits = [self.next_rescan - now, self.next_watch_check - now]
+        waits = [self.next_rescan - now, self.next_watch_check - now, self.next_summary - now]
         settle = self.ctx.config.watch.settle_seconds
         if self.candidates:
             last = max(c.changed for c in self.candidates.values())
@@ -477,6 +479,7 @@ class Daemon:
         self._refresh_schedule()
         self._rescan(time.monotonic())
         self._expiry_at_start()
+        self._discovered()
         report = self._live_report()
         sets = []
         for entry in self.ctx.harper.entries:
@@ -509,6 +512,38 @@ class Daemon:
         sdnotify.ready(env=self.env)
         self.next_ping = time.monotonic()
 
+    def _discovered(self) -> None:
+        from harper_certd.check import find_process
+
+        harper = self.ctx.harper
+        process = find_process(harper)
+        log.info(
+            "certd.harper_discovered",
+            config=str(harper.config_path),
+            pid=process.pid,
+            version=process.version,
+            secure_ports=dict(harper.secure_ports),
+            operations_port=harper.operations_port,
+            operations_socket=str(harper.operations_socket) if harper.operations_socket else None,
+            managed=str(self.ctx.managed.live.cert),
+            purpose=self.ctx.managed.purpose.value,
+            hostnames=list(self.ctx.managed.hostnames),
+            notes=[e.note for e in harper.entries if e.note] + list(harper.notes),
+        )
+
+    def _summary(self) -> None:
+        report = self._live_report()
+        cert = None if report is None else report.certificate
+        log.info(
+            "certd.summary",
+            generation=self.ctx.store.current_id(),
+            subject=None if cert is None else cert.subject,
+            fingerprint=None if cert is None else cert.sha256,
+            days_left=None if cert is None else round(cert.days_left(self.clock.now()), 1),
+            valid=None if report is None else report.valid,
+            waiting=[str(c.path) for c in self.candidates.values()],
+        )
+
     def _expiry_at_start(self) -> None:
         # Once at start: the most urgent band each certificate is in, then the schedule.
         self._expiry()
@@ -531,6 +566,10 @@ class Daemon:
                 self._rescan(now)
         if now >= self.next_rescan:
             self._rescan(now)
+        if now >= self.next_summary:
+            if self.next_summary:
+                self._summary()
+            self.next_summary = now + SUMMARY_SECONDS
         self._process_candidates(now)
         self._check_live(now)
         self._expiry()
