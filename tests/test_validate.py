@@ -420,3 +420,34 @@ def test_fifo_is_refused_without_blocking(pki: Pki, tmp_path: Path) -> None:
     os.mkfifo(fifo)
     report = validate_files(SetPaths(real.cert, fifo, real.ca), at=NOW)
     assert "key_unreadable" in errors(report)
+
+
+def _malformed_root() -> devca.Issued:
+    key = devca.make_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "malformed root")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 100 * DAY)
+        # A basicConstraints whose value is not DER: parsing the extensions fails.
+        .add_extension(
+            x509.UnrecognizedExtension(x509.oid.ExtensionOID.BASIC_CONSTRAINTS, b"\x01\x02"),
+            critical=True,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    return devca.Issued(cert, key)
+
+
+def test_malformed_root_in_ca_file_matters_only_when_used(pki: Pki) -> None:
+    """A CA-file root with a malformed extension is ignored unless the chain needs it."""
+    bad = _malformed_root()
+    assert run(pki.inputs(cas=(bad, pki.root))).valid
+    leaf = devca.make_leaf(bad)
+    report = run(pki.inputs(leaf, chain=(), cas=(bad,)))
+    assert errors(report) == {"chain_invalid"}
+    assert "malformed extension" in report.problems[0].message

@@ -132,7 +132,7 @@ def pem_blocks(data: bytes, *, name: str) -> list[PemBlock]:
     return blocks
 
 
-def _fast_certificates(data: bytes) -> CertFile | None:
+def _fast_certificates(data: bytes, eager: bool) -> CertFile | None:
     """The common case (only whole CERTIFICATE blocks) in one call; None sends to the slow path."""
     begins = data.count(b"-----BEGIN ")
     if begins == 0 or begins != data.count(b"-----BEGIN CERTIFICATE-----"):
@@ -143,16 +143,21 @@ def _fast_certificates(data: bytes) -> CertFile | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             certs = x509.load_pem_x509_certificates(data)
-            for cert in certs:
+            for cert in certs if eager else ():
                 _ = cert.extensions
     except Exception:  # any doubt: the slow path names the damaged block
         return None
     return CertFile(tuple(certs), holds_private_key=False) if len(certs) == begins else None
 
 
-def parse_certificates(data: bytes, *, name: str) -> CertFile:
-    """Certificates of a PEM file, in file order."""
-    fast = _fast_certificates(data)
+def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFile:
+    """Certificates of a PEM file, in file order.
+
+    ``eager``: parse every extension now, so that a malformed one is this file's fault.
+    A CA file of hundreds of roots is parsed lazily (most roots are never looked at); the
+    validator checks the extensions of the certificates its chain uses.
+    """
+    fast = _fast_certificates(data, eager)
     if fast is not None:
         return fast
     blocks = pem_blocks(data, name=name)
@@ -163,8 +168,8 @@ def parse_certificates(data: bytes, *, name: str) -> CertFile:
                 # Negative serials and similar oddities warn; OpenSSL accepts them too.
                 warnings.simplefilter("ignore")
                 cert = x509.load_pem_x509_certificate(block.pem)
-                # Extensions parse lazily; a malformed one must be found here, not later.
-                _ = cert.extensions
+                if eager:  # extensions parse lazily; a malformed one is found here
+                    _ = cert.extensions
                 certs.append(cert)
         except Exception as exc:  # hostile input: any parse failure, DuplicateExtension too
             raise Unreadable(f"{name}: certificate #{index + 1} is damaged: {exc}") from None
