@@ -235,3 +235,15 @@ def test_demo_runs() -> None:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_check_wildcard_node_certificate_is_refused(
+    tmp_path: Path, ca: devca.Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A wildcard replication certificate fails check: Harper needs the node name verbatim."""
+    root = tmp_path / "hdb"
+    devca.write_set(root / "keys", devca.make_leaf(ca, "n", dns=["*.cluster.test"]), [ca])
+    _harper_root(tmp_path, {"replication": {"hostname": "nodea.cluster.test"}, "tls": _tls(root)})
+    assert main(["check", "--harper-root", str(root), "--json"]) == 1
+    problems = json.loads(capsys.readouterr().out)["sets"][0]["report"]["problems"]
+    assert [p["code"] for p in problems] == ["node_name_not_verbatim"]

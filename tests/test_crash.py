@@ -23,23 +23,30 @@ from harper_certd.service import build_context
 from harper_certd.validate import Inputs, validate
 from nodefix import Node, make_node
 
+# Named steps of a swap, in order. On a first install the generation steps happen first
+# while the live files are adopted; the "second" scenario reaches them in the install.
 STEPS_FIRST_INSTALL = [
+    "generation_file_written:key",
+    "generation_written",
+    "adopt_flipped",
+    "adopt_linked:cert",
+    "adopt_linked:key",
     "journal_written",
+    "flipped",
+    "journal_cleared",
+]
+STEPS_SECOND_INSTALL = [
     "generation_file_written:key",
     "generation_file_written:ca",
     "generation_file_written:cert",
     "generation_written",
     "generation_renamed",
-    "adopt_flipped",
-    "adopt_linked:cert",
-    "adopt_linked:key",
-    "journal_flipping",
+    "journal_written",
     "flipped",
-    "journal_flipped",
     "journal_cleared",
 ]
 # Steps at which the new set is already switched in (recovery completes it).
-AFTER_FLIP = {"flipped", "journal_flipped", "journal_cleared"}
+AFTER_FLIP = {"flipped", "journal_cleared"}
 
 
 def live_identity(node: Node) -> tuple[str, bytes]:
@@ -84,11 +91,17 @@ def recover(node: Node) -> None:
     assert leftovers == []
 
 
-@pytest.mark.parametrize("step", STEPS_FIRST_INSTALL)
-def test_kill_at_named_step(tmp_path: Path, step: str) -> None:
+@pytest.mark.parametrize(
+    ("scenario", "step"),
+    [("first", s) for s in STEPS_FIRST_INSTALL] + [("second", s) for s in STEPS_SECOND_INSTALL],
+)
+def test_kill_at_named_step(tmp_path: Path, scenario: str, step: str) -> None:
     """SIGKILL at each named step: before recovery and after it, the live set is old or new."""
     node = make_node(tmp_path)
     cfg = node.write_config()
+    if scenario == "second":
+        first, _ = new_source(node, "first")
+        assert run_install(node, cfg, first, None) == 0
     old = live_identity(node)
     folder, new = new_source(node, "new")
     assert run_install(node, cfg, folder, step) == -signal.SIGKILL
@@ -103,7 +116,7 @@ def test_kill_at_named_step(tmp_path: Path, step: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "step", ["journal_written", "generation_renamed", "flipped", "journal_flipped"]
+    "step", ["generation_renamed", "journal_written", "flipped", "journal_cleared"]
 )
 def test_kill_during_rollback_of_failed_restart(tmp_path: Path, step: str) -> None:
     """A kill while a failed install rolls back still leaves one whole set, old or new."""

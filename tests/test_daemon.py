@@ -143,10 +143,18 @@ def test_sigterm_mid_swap_exits_fast_and_completes_at_next_start(node: Node) -> 
         d.wait_for("certd.started")
         drop(node, "mid", folder)
         deadline = time.monotonic() + 20
-        while (
-            not (node.state / "journal.json").exists()
-            or json.loads((node.state / "journal.json").read_text()).get("step") != "flipped"
-        ):
+
+        def flipped_and_journalled() -> bool:
+            # The swap is switched in (the link names the journal's new generation) and the
+            # restart command is still running (the journal is still there).
+            try:
+                journal = json.loads((node.state / "journal.json").read_text())
+                target = os.readlink(node.state / "current")
+            except (OSError, ValueError):
+                return False
+            return bool(target == f"generations/{journal.get('new')}")
+
+        while not flipped_and_journalled():
             assert time.monotonic() < deadline, "\n".join(d.raw)
             time.sleep(0.05)
         asked = time.monotonic()

@@ -326,6 +326,22 @@ CASES = [
         ),
     ),
     Case("hostname_mismatch", lambda p, t: run(p.inputs(), hostnames=["nodeb"])),
+    Case(
+        # Valid for the name by Node's rules (a wildcard), but not Harper's exact lookup.
+        "node_name_not_verbatim",
+        lambda p, t: run(
+            p.inputs(devca.make_leaf(p.inter, "nodes", dns=["*.cluster.test"])),
+            hostnames=["nodea.cluster.test"],
+            node_names=["nodea.cluster.test"],
+        ),
+    ),
+    Case(
+        "node_name_not_verbatim",
+        lambda p, t: run(
+            p.inputs(devca.make_leaf(p.inter, "n", dns=["NODEA.cluster.test"])),
+            node_names=["nodea.cluster.test"],
+        ),
+    ),
     Case("leaf_is_ca", lambda p, t: run(p.inputs(devca.make_leaf(p.inter, is_ca=True)))),
     Case(
         "weak_key",

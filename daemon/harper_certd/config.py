@@ -39,6 +39,7 @@ class RestartSection:
 
 @dataclass(frozen=True, slots=True)
 class VerifySection:
+    enabled: bool = True  # false: trust the restart method's own success (exit status)
     timeout: float = 60.0  # seconds for Harper to serve the new certificate
     interval: float = 0.5  # between TLS handshakes while waiting
     host: str | None = None  # where to connect; default: the replication URL's host, or 127.0.0.1

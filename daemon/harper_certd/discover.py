@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +34,8 @@ class TlsEntry:
     hostnames: tuple[str, ...] = ()
     insecure: bool = False
     note: str = ""
+    # Names Harper looks this certificate up by, verbatim (replication without hostname(s)).
+    verbatim_names: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +165,10 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
         )
         purpose = Purpose.CLUSTER if "replication" in uses else Purpose.SERVER
         names = tuple(str(h) for h in _as_list(section.get("hostname") or section.get("hostnames")))
-        entries.append(_entry(where, section, keys_dir, purpose, uses, names or node_names))
+        entry = _entry(where, section, keys_dir, purpose, uses, names or node_names)
+        if "replication" in uses and not names:
+            entry = replace(entry, verbatim_names=node_names)
+        entries.append(entry)
     ops = _get(tree, "operationsApi.tls")
     if isinstance(ops, Mapping):
         entries.append(

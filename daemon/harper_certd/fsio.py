@@ -40,6 +40,7 @@ def write_new(
     mode: int = 0o600,
     uid: int | None = None,
     gid: int | None = None,
+    sync: bool = True,
 ) -> None:
     """Create ``path`` (it must not exist) with ``mode`` from its first byte, write, fsync."""
     # O_EXCL|O_NOFOLLOW: never write through a link someone planted; the mode given to
@@ -58,7 +59,8 @@ def write_new(
             with contextlib.suppress(PermissionError):
                 os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
         os.fchmod(fd, mode)
-        os.fsync(fd)
+        if sync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):

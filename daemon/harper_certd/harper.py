@@ -26,6 +26,7 @@ import ssl
 import stat
 import threading
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,7 @@ from harper_certd.swap import Generation, Store
 log = structlog.get_logger("harper_certd")
 SELF_SIGNED_ISSUER = "HarperDB-Certificate-Authority-"
 HOT_RELOAD_SINCE = (4, 4)
+HOT_RELOAD_FIRST_WAIT = 4.0  # seconds; Harper reloads ~1.5 s after its watcher wakes
 
 
 # --- what is served -----------------------------------------------------------------------
@@ -85,7 +87,8 @@ def served(host: str, port: int, timeout: float = 3.0) -> Served:
     if not der:
         return Served(port, None, error="no certificate presented")
     issuer = ""
-    with contextlib.suppress(ValueError):
+    with contextlib.suppress(ValueError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Harper's own CA has a one-letter-short C=USA
         issuer = x509.load_der_x509_certificate(der).issuer.rfc4514_string()
     return Served(port, hashlib.sha256(der).hexdigest(), issuer)
 
@@ -416,13 +419,13 @@ def harper_applier(
             "command": harper.restart_via_command,
         }[method]()
 
-    def verify(expected: str) -> Verification:
+    def verify(expected: str, timeout: float) -> Verification:
         return verify_served(
             harper.host,
             harper.ports,
             expected,
             root=harper.root,
-            timeout=config.verify.timeout,
+            timeout=max(timeout, 0.0),
             interval=config.verify.interval,
             sleep=sleep,
         )
@@ -439,7 +442,15 @@ def harper_applier(
                 detail = restart(method)
                 restarted = True
                 log.info("certd.harper_restarted", method=method, detail=detail)
-            result = verify(expected)
+                result = verify(expected, config.verify.timeout)
+            else:
+                result = verify(expected, min(HOT_RELOAD_FIRST_WAIT, config.verify.timeout))
+                if not result.ok:
+                    # Harper's watchers may have moved to inodes the first nudge did not
+                    # touch (right after the live files were adopted, say): wake every
+                    # generation, the live one last, and give it the rest of the time.
+                    store.nudge(new, including_live=True)
+                    result = verify(expected, config.verify.timeout - result.seconds)
             if not result.ok and method == "hot-reload":
                 fallback = (
                     "operations-api" if harper.api is not None and harper.api.credentials else "cli"
@@ -454,7 +465,7 @@ def harper_applier(
                 restarted = True
                 log.info("certd.harper_restarted", method=fallback)
                 method = f"hot-reload, then {fallback}"
-                result = verify(expected)
+                result = verify(expected, config.verify.timeout)
         except HarperError as exc:
             return Applied(False, method, str(exc), time.monotonic() - started, restarted)
         seconds = time.monotonic() - started

@@ -70,6 +70,11 @@ CODES: dict[str, tuple[Severity, str]] = {
         Severity.ERROR,
         "The certificate is not valid for a host name asked (SAN, or CN when there is no SAN).",
     ),
+    "node_name_not_verbatim": (
+        Severity.ERROR,
+        "Harper 4.7 looks its replication certificate up by the node name exactly as written "
+        "among the SAN entries (no wildcard, case-sensitive); it is not there.",
+    ),
     "leaf_is_ca": (
         Severity.ERROR,
         "The certificate is a CA certificate (basicConstraints CA:TRUE).",

@@ -244,8 +244,9 @@ class Daemon:
             key = incoming if entry.name in LOOSE_NAMES and not entry.is_dir() else entry
             if key not in self.candidates:
                 self.candidates[key] = Candidate(key, now)
-        self.live_dirty = now
-        self.next_rescan = time.monotonic() + self.ctx.config.watch.rescan_seconds
+        if not quiet:  # a folder event in incoming/ says nothing about the live files
+            self.live_dirty = now
+            self.next_rescan = time.monotonic() + self.ctx.config.watch.rescan_seconds
 
     def _gather_loose(self) -> Path | None:
         """Loose set files in the incoming folder, moved together into a folder of their own."""
@@ -305,8 +306,12 @@ class Daemon:
             return
         # One rotation is one restart, however many sets arrived: the newest valid one wins.
         outcome = service.install_newest(self.ctx, folders)
-        if outcome is not None and outcome.applied is not None:
-            self.ctx.budget.spend(self.clock.now())
+        if (
+            outcome is not None
+            and outcome.applied is not None
+            and (outcome.applied.method != "none")
+        ):
+            self.ctx.budget.spend(self.clock.now())  # Harper was made to reload or restart
         self._refresh_schedule()
 
     def _check_live(self, now: float) -> None:
@@ -429,7 +434,7 @@ class Daemon:
         interval = sdnotify.watchdog_interval(self.env)
         if interval is not None:
             waits.append(self.next_ping - now)
-        return max(0.01, min(waits))
+        return max(0.001, min(waits))
 
     # --- the loop ----------------------------------------------------------------------
 

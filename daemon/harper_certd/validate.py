@@ -440,6 +440,29 @@ def check_hostnames(leaf: x509.Certificate, hostnames: Sequence[str]) -> list[Pr
     return out
 
 
+def check_node_names(leaf: x509.Certificate, node_names: Sequence[str]) -> list[Problem]:
+    """Harper 4.7 finds its replication certificate by an exact lookup of the node name.
+
+    The keys are the SAN entries as written (the CN when there is no SAN): a wildcard or
+    a different case passes Node's name check but not this lookup, and at its next start
+    Harper then serves a self-signed certificate of its own and replication breaks.
+    """
+    ids = names.identities(leaf)
+    written = set(ids.dns) | set(ids.ips) if (ids.dns or ids.ips) else set(ids.cns)
+    return [
+        problem(
+            "node_name_not_verbatim",
+            f"The node name '{name}' is not written as such among the certificate's "
+            f"{'SAN entries' if ids.dns or ids.ips else 'CN'} "
+            f"({', '.join(sorted(written)) or 'none'}); Harper looks its replication "
+            "certificate up by that exact name and, at its next restart, would fall back to "
+            "a self-signed certificate of its own. Add the name verbatim as a DNS SAN.",
+        )
+        for name in node_names
+        if name not in written
+    ]
+
+
 def check_key_file_mode(path: Path) -> list[Problem]:
     try:
         mode = os.stat(path).st_mode
@@ -858,8 +881,12 @@ def validate(
     hostnames: Sequence[str] = (),
     expiry_warning_days: float = DEFAULT_EXPIRY_WARNING_DAYS,
     max_chain_depth: int | None = None,
+    node_names: Sequence[str] = (),
 ) -> Report:
-    """Every problem of a set, at instant ``at``."""
+    """Every problem of a set, at instant ``at``.
+
+    ``node_names``: names Harper looks the certificate up by, verbatim (replication).
+    """
     problems: list[Problem] = []
     cert_file: load.CertFile | None = None
     key: PrivateKeyTypes | None = None
@@ -905,6 +932,7 @@ def validate(
     problems += check_key_usage(leaf, purpose)
     problems += check_validity(leaf, at, expiry_warning_days)
     problems += check_hostnames(leaf, hostnames)
+    problems += check_node_names(leaf, node_names)
     chain: tuple[x509.Certificate, ...] = ()
     if ca_certs:
         chain, chain_problems = check_chain(leaf, extras, ca_certs, purpose, at, max_chain_depth)
@@ -927,6 +955,7 @@ def validate_files(
     purpose: Purpose = Purpose.CLUSTER,
     hostnames: Sequence[str] = (),
     expiry_warning_days: float = DEFAULT_EXPIRY_WARNING_DAYS,
+    node_names: Sequence[str] = (),
 ) -> Report:
     report = validate(
         read_set(paths),
@@ -934,6 +963,7 @@ def validate_files(
         purpose=purpose,
         hostnames=hostnames,
         expiry_warning_days=expiry_warning_days,
+        node_names=node_names,
     )
     if "key_unreadable" in report.codes:
         return report
