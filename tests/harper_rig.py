@@ -28,7 +28,6 @@ import os
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import tempfile
 import threading
@@ -44,9 +43,11 @@ from typing import Any
 import psutil
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives import serialization
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from harper_certd import devca
+from harper_certd.harper import harper_pid, served
 
 __all__ = [
     "CA_FILE",
@@ -180,61 +181,27 @@ class LeafMaterial:
         return fingerprint_pem(self.cert_pem)
 
 
-def _new_rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
 class RigCA:
-    """A throw-away certificate authority (RSA 2048, SHA-256)."""
+    """A throw-away certificate authority (RSA 2048, SHA-256), made by harper_certd.devca."""
 
     def __init__(self, common_name: str = "harper-certd rig CA", *, days: int = 365) -> None:
-        self.key = _new_rsa_key()
         now = dt.datetime.now(dt.UTC)
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-        self.cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self.key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(self.key.public_key()), critical=False
-            )
-            .sign(self.key, hashes.SHA256())
+        self.issued = devca.make_ca(
+            common_name,
+            key=devca.make_key("rsa", 2048),
+            not_before=now - dt.timedelta(hours=1),
+            not_after=now + dt.timedelta(days=days),
         )
+        self.key = self.issued.key
+        self.cert = self.issued.cert
 
     @property
     def cert_pem(self) -> bytes:
-        return self.cert.public_bytes(serialization.Encoding.PEM)
+        return self.issued.cert_pem
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint_der(self.cert.public_bytes(serialization.Encoding.DER))
+        return devca.fingerprint_of(self.cert)
 
     def issue(
         self,
@@ -247,50 +214,28 @@ class RigCA:
         server_auth: bool = True,
         client_auth: bool = True,
     ) -> LeafMaterial:
-        """A leaf with CN ``common_name``, the given SANs and EKUs."""
-        key = _new_rsa_key()
+        """A leaf with CN ``common_name``, the given SANs and EKUs (RSA 2048)."""
         start = not_before or (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5))
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-        ekus = []
-        if server_auth:
-            ekus.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        if client_auth:
-            ekus.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
-            .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(start)
-            .not_valid_after(start + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=True,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
+        ekus = [
+            oid
+            for oid, wanted in (
+                (ExtendedKeyUsageOID.SERVER_AUTH, server_auth),
+                (ExtendedKeyUsageOID.CLIENT_AUTH, client_auth),
             )
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
-                critical=False,
-            )
+            if wanted
+        ]
+        leaf = devca.make_leaf(
+            self.issued,
+            common_name,
+            dns=list(dns_names),
+            ips=ip_addresses,
+            eku=ekus or None,
+            key=devca.make_key("rsa", 2048),
+            not_before=start,
+            not_after=start + dt.timedelta(days=days),
+            key_encipherment=True,
         )
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        if ekus:
-            builder = builder.add_extension(x509.ExtendedKeyUsage(ekus), critical=False)
-        cert = builder.sign(self.key, hashes.SHA256())
-        return LeafMaterial(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+        return LeafMaterial(leaf.cert_pem, leaf.key_pem)
 
 
 # --------------------------------------------------------------------------- TLS probing
@@ -299,22 +244,14 @@ class RigCA:
 def probe_fingerprint(
     host: str, port: int, *, server_name: str | None = None, timeout: float = 3.0
 ) -> str:
-    """Fingerprint of the leaf served on ``host:port`` (verification off).
-
-    Without ``server_name`` no SNI is sent, like a peer that dials an IP address.
-    Raises ``OSError`` (``ssl.SSLError`` included) when the handshake fails.
+    """Fingerprint of the leaf served on ``host:port`` (verification off), by the daemon's
+    own probe.  Without ``server_name`` no SNI is sent, like a peer that dials an address.
+    Raises ``OSError`` when the handshake fails.
     """
-    ctx = ssl.create_default_context()
-    ctx.check_hostname = False
-    ctx.verify_mode = ssl.CERT_NONE
-    with (
-        socket.create_connection((host, port), timeout=timeout) as raw,
-        ctx.wrap_socket(raw, server_hostname=server_name) as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    if not der:
-        raise ssl.SSLError("the server sent no certificate")
-    return fingerprint_der(der)
+    seen = served(host, port, timeout, server_name=server_name)
+    if seen.sha256 is None:
+        raise OSError(seen.error)
+    return seen.sha256
 
 
 @dataclass(frozen=True)
@@ -804,17 +741,7 @@ class HarperNode:
 
     def pid(self) -> int | None:
         """The main PID from ``<root>/hdb.pid`` if that process is alive, else None."""
-        try:
-            pid = int(self.pid_path.read_text().strip())
-        except (OSError, ValueError):
-            return None
-        try:
-            proc = psutil.Process(pid)
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-        except psutil.Error:
-            return None
-        return pid
+        return harper_pid(self.root)
 
     def processes(self) -> list[psutil.Process]:
         """Every live process of this node (``ROOTPATH`` in its environment, ``hdb.pid``)."""

@@ -71,7 +71,7 @@ class Served:
         return what
 
 
-def served(host: str, port: int, timeout: float = 3.0) -> Served:
+def served(host: str, port: int, timeout: float = 3.0, *, server_name: str | None = None) -> Served:
     """The leaf a TLS server presents (no verification: we compare fingerprints)."""
     context = ssl.create_default_context()
     context.check_hostname = False
@@ -79,7 +79,7 @@ def served(host: str, port: int, timeout: float = 3.0) -> Served:
     try:
         with (
             socket.create_connection((host, port), timeout=timeout) as sock,
-            context.wrap_socket(sock, server_hostname=None) as tls,
+            context.wrap_socket(sock, server_hostname=server_name) as tls,
         ):
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as exc:
