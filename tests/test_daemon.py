@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -340,3 +341,102 @@ def test_events_used_in_the_source_are_catalogued() -> None:
         if name not in logs.EVENTS or levels != {logs.EVENTS[name][0]}
     }
     assert wrong == {}
+
+
+def test_inotify_overflow_leads_to_a_rescan(node: Node) -> None:
+    """A real inotify queue overflow (a tiny kernel queue, a flood of events): the daemon says
+    events were lost, rescans, and still takes the set that arrived meanwhile."""
+    knob = Path("/proc/sys/fs/inotify/max_queued_events")
+    try:
+        saved = knob.read_text()
+        knob.write_text("8\n")  # read once per inotify instance, when it is created
+    except OSError:
+        pytest.skip("cannot change fs.inotify.max_queued_events here")
+    try:
+        d = DaemonProc(node)
+        d.wait_for("certd.started")
+    finally:
+        knob.write_text(saved)
+    with d:
+        noise = node.root / "keys" / "incoming" / ".noise"
+        noise.mkdir()
+        folder = node.source("during")
+        for i in range(400):
+            (noise / f"f{i}").write_bytes(b"x")
+        drop(node, "during", folder)
+        lost = d.wait_for("certd.watch_lost")
+        d.wait_for("certd.set_installed")
+        assert d.stop() == 0
+    assert "overflowed" in lost["change"]
+
+
+def test_systemd_notify_ready_status_watchdog_stopping(node: Node, tmp_path: Path) -> None:
+    """Under systemd the daemon sends READY=1 with a STATUS, WATCHDOG=1 heartbeats and
+    STOPPING=1, each one datagram to $NOTIFY_SOCKET (a real socket here)."""
+    import socket as sock
+
+    path = tmp_path / "notify.sock"
+    server = sock.socket(sock.AF_UNIX, sock.SOCK_DGRAM)
+    server.bind(str(path))
+    server.settimeout(10)
+    received: list[str] = []
+    try:
+        env = {"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"}
+        with DaemonProc(node, env=env) as d:
+            d.wait_for("certd.started")
+            while sum(m == "WATCHDOG=1" for m in received) < 3:
+                received.append(server.recv(4096).decode())
+            assert d.stop() == 0
+        server.settimeout(2)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                received.append(server.recv(4096).decode())
+    finally:
+        server.close()
+    ready = next(m for m in received if "READY=1" in m)
+    status = next(m for m in received if m.startswith("STATUS=live CN=nodea"))
+    assert "days left" in status
+    assert received.index(ready) >= 0
+    assert received.count("WATCHDOG=1") >= 3
+    assert "STOPPING=1" in received
+
+
+def test_renewal_result_taken_from_a_certbot_lineage(node: Node, tmp_path: Path) -> None:
+    """With renew.lineage_dir, a successful renewal command's lineage is installed; certbot's
+    live/ links stay where they are."""
+    le = tmp_path / "le"
+    script = tmp_path / "certbot_like.py"
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    devca.write_private(ca_dir / "ca.key", node.ca.key_pem)
+    (ca_dir / "ca.pem").write_bytes(node.ca.cert_pem)
+    script.write_text(
+        "import os, pathlib\n"
+        "from cryptography import x509\n"
+        "from cryptography.hazmat.primitives import serialization\n"
+        "from harper_certd import devca\n"
+        f"d, le = pathlib.Path({str(ca_dir)!r}), pathlib.Path({str(le)!r})\n"
+        "key = serialization.load_pem_private_key((d / 'ca.key').read_bytes(), None)\n"
+        "ca = devca.Issued(x509.load_pem_x509_certificate((d / 'ca.pem').read_bytes()), key)\n"
+        "leaf = devca.make_leaf(ca, 'nodea', dns=['nodea'], ips=['127.0.0.2'])\n"
+        "archive, live = le / 'archive' / 'nodea', le / 'live' / 'nodea'\n"
+        "archive.mkdir(parents=True); live.mkdir(parents=True)\n"
+        "(archive / 'fullchain1.pem').write_bytes(leaf.cert_pem)\n"
+        "devca.write_private(archive / 'privkey1.pem', leaf.key_pem)\n"
+        "for n in ('fullchain', 'privkey'):\n"
+        "    (live / f'{n}.pem').symlink_to(f'../../archive/nodea/{n}1.pem')\n"
+    )
+    node.config_data["renew"] = {
+        "command": [sys.executable, str(script)],
+        "before_days": 200,
+        "lineage_dir": str(le / "live" / "nodea"),
+        "backoff_initial": 3600,
+    }
+    with DaemonProc(node) as d:
+        d.wait_for("certd.renewal_succeeded")
+        installed = d.wait_for("certd.set_installed")
+        assert d.stop() == 0
+    assert installed["source"].endswith("live/nodea")
+    assert (le / "live" / "nodea" / "fullchain.pem").is_symlink()
+    fullchain = (le / "live" / "nodea" / "fullchain.pem").read_bytes()
+    assert node.live_fingerprint() == devca.fingerprint_of(devca.load_cert(fullchain))

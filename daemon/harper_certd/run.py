@@ -37,7 +37,7 @@ from harper_certd.schedule import (
 )
 from harper_certd.source import HARPER_NAMES
 from harper_certd.validate import Report
-from harper_certd.watch import Root, Watcher
+from harper_certd.watch import OVERFLOW, Root, Watcher
 
 log = logs.get_logger()
 LOOSE_NAMES = {*HARPER_NAMES, "fullchain.pem", "cert.pem", "chain.pem", "privkey.pem"}
@@ -201,6 +201,14 @@ class Daemon:
     # --- cycle pieces -------------------------------------------------------------------
 
     def _note_path(self, raw: str, now: float) -> None:
+        if raw == OVERFLOW:
+            log.warning(
+                "certd.watch_lost",
+                change="the kernel's inotify queue overflowed; "
+                "events were lost, rescanning everything",
+            )
+            self._rescan(now)
+            return
         path = Path(raw)
         incoming = self.ctx.paths.incoming
         if self.watcher is not None and (

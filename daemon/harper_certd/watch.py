@@ -22,6 +22,21 @@ from watchdog.observers.api import ObservedWatch
 logging.getLogger("watchdog").setLevel(logging.ERROR)
 
 
+OVERFLOW = "<inotify overflow>"  # a note meaning "events were lost: rescan everything"
+
+
+class _OverflowHook(logging.Handler):
+    """watchdog's only signal of a kernel queue overflow is a log record: turn it into a note."""
+
+    def __init__(self, notify: Callable[[str], None]) -> None:
+        super().__init__(logging.WARNING)
+        self.notify = notify
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "overflow" in record.getMessage().lower():
+            self.notify(OVERFLOW)
+
+
 class _Forward(FileSystemEventHandler):
     def __init__(self, notify: Callable[[str], None]) -> None:
         self.notify = notify
@@ -45,6 +60,11 @@ class Watcher:
     def __init__(self, roots: Iterable[Root], notify: Callable[[str], None]) -> None:
         self.roots = list(roots)
         self.handler = _Forward(notify)
+        self.overflow = _OverflowHook(notify)
+        inotify_log = logging.getLogger("watchdog.observers.inotify_c")
+        inotify_log.setLevel(logging.WARNING)
+        inotify_log.propagate = False  # the daemon logs certd.watch_lost instead
+        inotify_log.addHandler(self.overflow)
         self.observer = Observer()
         self.watches: dict[Path, tuple[ObservedWatch, int]] = {}
 
@@ -55,6 +75,7 @@ class Watcher:
     def stop(self) -> None:
         # Stopping races watchdog's own emitter threads, which then log a harmless error.
         logging.getLogger("watchdog").setLevel(logging.CRITICAL)
+        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self.overflow)
         self.observer.stop()
         self.observer.join(timeout=5)
 
