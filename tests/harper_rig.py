@@ -41,6 +41,7 @@ from types import TracebackType
 from typing import Any
 
 import psutil
+import pytest
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -118,6 +119,19 @@ def find_harper() -> Path | None:
     if not entry.is_file() or shutil.which("node") is None:
         return None
     return entry
+
+
+def needs_harper(timeout: int) -> list[pytest.MarkDecorator]:
+    """The marks of a module that runs real Harper nodes: marked, bounded, skipped without it."""
+    return [
+        pytest.mark.harper,
+        pytest.mark.timeout(timeout),
+        pytest.mark.skipif(
+            find_harper() is None,
+            reason="harperdb 4.7.29 is not installed: run tests/install-harper.sh "
+            "(or set HARPER_CERTD_HARPER_DIR)",
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- ports

@@ -37,19 +37,11 @@ from harper_rig import (
     HarperNode,
     LeafMaterial,
     RigCA,
-    find_harper,
     iter_rig_processes,
+    needs_harper,
 )
 
-pytestmark = [
-    pytest.mark.harper,
-    pytest.mark.timeout(240),
-    pytest.mark.skipif(
-        find_harper() is None,
-        reason="harperdb 4.7.29 is not installed: run tests/install-harper.sh "
-        "(or set HARPER_CERTD_HARPER_DIR)",
-    ),
-]
+pytestmark = needs_harper(timeout=240)
 
 NODE = "nodea.cluster.test"
 NODE_IP = "127.0.0.2"

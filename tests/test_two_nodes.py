@@ -53,19 +53,11 @@ from harper_rig import (
     HarperNode,
     LeafMaterial,
     RigCA,
-    find_harper,
     iter_rig_processes,
+    needs_harper,
 )
 
-pytestmark = [
-    pytest.mark.harper,
-    pytest.mark.timeout(300),
-    pytest.mark.skipif(
-        find_harper() is None,
-        reason="harperdb 4.7.29 is not installed: run tests/install-harper.sh "
-        "(or set HARPER_CERTD_HARPER_DIR)",
-    ),
-]
+pytestmark = needs_harper(timeout=300)
 
 NODES = (("nodea", "127.0.0.2"), ("nodeb", "127.0.0.3"))
 DATABASE = "certd"
