@@ -451,6 +451,18 @@ def _install_judged(
     )
 
 
+def _switch_back(ctx: Context, target: Generation, leaving: Generation) -> Applied:
+    """Make ``target`` live again the way an install does, and make Harper use it."""
+    ctx.store.begin_rollback(target)
+    ctx.store.commit_flip(target, op="rollback")
+    applied = ctx.applier(leaving, target)
+    if applied.ok:
+        ctx.store.finish(target, "restored", op="rollback", replaced=leaving.id)
+    else:
+        ctx.store.finish(target, "restore_unverified", op="rollback", failure=applied.detail)
+    return applied
+
+
 def _roll_back_to(
     ctx: Context, target: Generation | None, failed: Generation, reason: str
 ) -> Applied | None:
@@ -464,12 +476,9 @@ def _roll_back_to(
         )
         store.finish(failed, "failed", op="install")
         return None
-    store.begin_rollback(target)
-    store.commit_flip(target, op="rollback")
-    back = ctx.applier(failed, target)
+    back = _switch_back(ctx, target, failed)
     store.update_meta(failed, outcome="rolled_back", failure=reason)
     if back.ok:
-        store.finish(target, "restored", op="rollback", replaced_failed=failed.id)
         log.error(
             "certd.rolled_back",
             failed_generation=failed.id,
@@ -478,7 +487,6 @@ def _roll_back_to(
             fingerprint=target.meta.get("fingerprint"),
         )
     else:
-        store.finish(target, "restore_unverified", op="rollback", failure=back.detail)
         log.critical(
             "certd.rollback_failed",
             failed_generation=failed.id,
@@ -544,11 +552,8 @@ def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
                 None,
                 f"generation {target.id} is not valid now ({codes})",
             )
-        store.begin_rollback(target)
-        store.commit_flip(target, op="rollback")
-        applied = ctx.applier(current, target)
+        applied = _switch_back(ctx, target, current)
         if applied.ok:
-            store.finish(target, "restored", op="rollback", replaced=current.id)
             log.warning(
                 "certd.operator_rollback",
                 restored_generation=target.id,
@@ -561,7 +566,6 @@ def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
                 applied,
                 f"generation {target.id} is live again",
             )
-        store.finish(target, "restore_unverified", op="rollback", failure=applied.detail)
         log.critical(
             "certd.rollback_failed", restored_generation=target.id, rollback_failure=applied.detail
         )
