@@ -328,3 +328,23 @@ def test_cli_install_status_rollback(node: Node) -> None:
     refused = cli("install", str(bad))
     assert refused.returncode == 1
     assert "cert_unreadable" in refused.stdout
+
+
+def test_install_while_harper_is_stopped(tmp_path: Path) -> None:
+    """With Harper stopped (no live hdb.pid) a valid set is installed, not rolled back, and the
+    outcome says it is not verified."""
+    node = make_node(tmp_path, method="auto")
+    node.config_data["verify"] = {"enabled": True, "timeout": 30}
+    (node.root / "hdb.pid").write_text("999999999\n")  # a stale pid file, as after a kill -9
+    src = node.source("while-stopped")
+    outcome = install(build_context(node.config), src)
+    assert outcome.status == "installed", outcome.as_dict()
+    assert outcome.applied is not None
+    assert "not running" in outcome.applied.detail
+    assert node.live_fingerprint() == _fp(
+        node.root
+        / "keys"
+        / "processed"
+        / next(p.name for p in (node.root / "keys" / "processed").iterdir())
+        / "certificate.pem"
+    )

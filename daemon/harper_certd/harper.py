@@ -436,6 +436,15 @@ def harper_applier(
         method = resolve_method(config, harper)
         if not harper.ports:
             return Applied(False, method, "harperdb-config.yaml names no secure port to verify on")
+        if harper_pid(harper.root) is None:
+            # Nothing to reload or verify: Harper reads the live set when it starts. A set
+            # must not be rolled back because Harper happens to be stopped.
+            log.warning("certd.harper_not_running", root=str(harper.root), generation=new.id)
+            return Applied(
+                True,
+                "none",
+                "Harper is not running: it will load this set when it starts (not verified)",
+            )
         restarted = False
         try:
             if method != "hot-reload":

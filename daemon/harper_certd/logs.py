@@ -110,6 +110,10 @@ EVENTS: dict[str, tuple[str, str]] = {
         "warning",
         "Harper did not pick up the new set by itself in time; a restart follows.",
     ),
+    "certd.harper_not_running": (
+        "warning",
+        "A set was installed while Harper is stopped; Harper loads it when it starts.",
+    ),
     "certd.rolled_back": (
         "error",
         "The previous set was put back after a failed verification, and Harper serves it.",
