@@ -438,3 +438,14 @@ def test_capture_logs_sees_events_as_logged() -> None:
     ]
     for event in captured:
         logs.check_event(event["event"])
+
+
+def test_a_closed_stream_does_not_break_the_caller() -> None:
+    """Logging after the configured stream was closed falls back instead of raising."""
+    import io
+
+    stream = io.StringIO()
+    logs.configure(json=True, stream=stream)
+    stream.close()
+    logs.get_logger().warning("certd.watch_lost", change="test")  # must not raise
+    logs.configure(json=True)

@@ -11,6 +11,7 @@ then one JSON object. On a terminal, structlog's ConsoleRenderer.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json as _json
 import logging
@@ -241,11 +242,21 @@ class _StreamLogger:
         line = message + "\n"
         with _write_lock:
             try:
-                stream.write(line)
-            except UnicodeEncodeError:
-                encoding = getattr(stream, "encoding", None) or "utf-8"
-                stream.write(line.encode(encoding, "backslashreplace").decode(encoding))
-            stream.flush()
+                self._write(stream, line)
+            except (ValueError, OSError):
+                # A closed or broken stream must not take the caller down with it: a log
+                # line is never worth a failed swap. Fall back to the process's stderr.
+                with contextlib.suppress(ValueError, OSError, AttributeError):
+                    self._write(sys.__stderr__, line)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _write(stream: TextIO, line: str) -> None:
+        try:
+            stream.write(line)
+        except UnicodeEncodeError:
+            encoding = getattr(stream, "encoding", None) or "utf-8"
+            stream.write(line.encode(encoding, "backslashreplace").decode(encoding))
+        stream.flush()
 
     log = debug = info = warn = warning = msg
     err = error = exception = critical = fatal = failure = msg

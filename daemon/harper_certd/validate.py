@@ -108,9 +108,14 @@ class Report:
 
     problems: tuple[Problem, ...]
     certificate: CertSummary | None = None
-    chain: tuple[CertSummary, ...] = ()
+    chain_certs: tuple[x509.Certificate, ...] = ()  # the validated chain, leaf first
     ca_certs: tuple[x509.Certificate, ...] = ()
     at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+
+    @property
+    def chain(self) -> tuple[CertSummary, ...]:
+        """The validated chain, summarised only when someone looks."""
+        return tuple(summarize(c) for c in self.chain_certs)
 
     @property
     def ca_file(self) -> tuple[CertSummary, ...]:
@@ -942,7 +947,7 @@ def validate(
     return Report(
         tuple(problems),
         certificate=summarize(leaf),
-        chain=tuple(summarize(c) for c in chain),
+        chain_certs=chain,
         ca_certs=ca_certs,
         at=at,
     )
@@ -971,5 +976,9 @@ def validate_files(
     if not extra:
         return report
     return Report(
-        (*report.problems, *extra), report.certificate, report.chain, report.ca_certs, report.at
+        (*report.problems, *extra),
+        report.certificate,
+        report.chain_certs,
+        report.ca_certs,
+        report.at,
     )
