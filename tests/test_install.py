@@ -233,7 +233,7 @@ def test_disk_full_leaves_live_set(node: Node) -> None:
         with pytest.raises(SwapError, match="no space left"):
             install(ctx, node.source("big"))
         assert node.live_fingerprint() == old
-        assert ctx.store.journal() is None
+        assert not ctx.store.in_flight()
         assert not [p for p in (node.state / "generations").iterdir() if p.name.startswith(".")]
         assert (node.tmp / "src" / "big").exists()  # not judged, so not moved
     finally:
@@ -257,7 +257,7 @@ def test_permission_denied_leaves_live_set(node: Node) -> None:
     finally:
         subprocess.run(["chattr", "-i", str(gens)], check=False)
     assert node.live_fingerprint() == old
-    assert ctx.store.journal() is None
+    assert not ctx.store.in_flight()
 
 
 def test_failing_rename_leaves_live_set(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,7 +277,7 @@ def test_failing_rename_leaves_live_set(node: Node, monkeypatch: pytest.MonkeyPa
         install(ctx, node.source("second"))
     monkeypatch.undo()
     assert node.live_fingerprint() == old
-    assert ctx.store.journal() is None
+    assert not ctx.store.in_flight()
     assert [g.meta["outcome"] for g in ctx.store.generations()] == ["adopted", "installed"]
 
 

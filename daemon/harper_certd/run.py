@@ -597,11 +597,11 @@ class Daemon:
         sdnotify.stopping(env=self.env)
         if self.watcher is not None:
             self.watcher.stop()
-        journal = self.ctx.store.journal()
+        in_flight = self.ctx.store.in_flight()
         log.info(
             "certd.stopped",
-            swap_in_flight=journal is not None,
-            note="completed at next start" if journal else None,
+            swap_in_flight=in_flight,
+            note="completed at next start" if in_flight else None,
         )
         return 0
 

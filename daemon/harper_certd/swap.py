@@ -254,6 +254,16 @@ class Store:
                 "the live set is unchanged"
             ) from exc
 
+    def in_flight(self) -> bool:
+        """Whether an operation is under way (or was cut short): a journal, or a pending set."""
+        if self.journal() is not None:
+            return True
+        try:
+            current = self.current()
+        except StateError:
+            return False
+        return current is not None and current.meta.get("outcome") == "pending"
+
     def clear_journal(self) -> None:
         # Not fsynced: a journal that comes back after a crash names a generation that is
         # already current, which recovery completes (and verifies) again, harmlessly.
@@ -358,18 +368,14 @@ class Store:
     def stage(self, data: SetBytes, meta: dict[str, Any], source: str) -> Generation:
         """Write the new generation; nothing Harper reads changes yet."""
         current = self.current_id()
-        # No journal yet: until it names this generation, a crash leaves at most a
-        # ".tmp-" folder or a "pending" generation that was never live, and recover()
-        # removes both.  One journal write (two fsyncs) fewer on every install.
+        # The generation's own metadata is the install's journal: written and fsynced with
+        # it, it says "pending" until the install finishes. After a crash, recover() keeps a
+        # pending generation that ``current`` names (the flip happened) and removes one it
+        # does not. No separate journal: two fsyncs fewer on every install.
         attrs = self.live_attrs()
-        gen = self.write_generation(
+        return self.write_generation(
             data, attrs, {**meta, "source": source, "replaced": current, "outcome": "pending"}
         )
-        self.write_journal(
-            op="install", step="flipping", prev=current, new=gen.id, source=source, started=_now()
-        )
-        fsio.crash_point("journal_written")
-        return gen
 
     def commit_flip(self, gen: Generation, op: str = "install") -> None:
         """The atomic switch; a crash after it is completed at recovery, not undone.
@@ -420,16 +426,35 @@ class Store:
 
     # --- recovery ---------------------------------------------------------------------
 
-    def _discard_orphans(self) -> None:
-        """Generations written completely but never switched in (a crash before the journal)."""
+    def _recover_pending(self) -> Recovery | None:
+        """An install a crash interrupted: completed if it was switched in, else undone."""
         current = self.current_id()
-        for gen in self.generations():
-            if (
-                gen.meta.get("outcome") == "pending"
-                and gen.id != current
-                and int(gen.id) > int(current or 0)
-            ):
-                self.discard(gen.id)
+        outcome: Recovery | None = None
+        floor = int(current or 0)
+        candidates = [
+            p.name
+            for p in self.generations_dir.iterdir()
+            if p.name.isdigit() and int(p.name) >= floor
+        ]  # older generations were settled when a newer one became live
+        for gen_id in sorted(candidates):
+            try:
+                gen = self.generation(gen_id)
+            except StateError:
+                continue
+            if gen.meta.get("outcome") != "pending":
+                continue
+            if gen.id == current:
+                # The switch happened: the new set is live and complete; keep it and let
+                # the caller make Harper use it and verify, as the interrupted run would.
+                recovered = self.update_meta(gen, outcome="recovered")
+                self.nudge(recovered)  # the crash may have come before Harper was woken
+                self.record("install", "completed after a crash", generation=gen.id)
+                outcome = Recovery("install", "completed", gen.id, needs_verify=True)
+            elif int(gen.id) > int(current or 0):
+                self.discard(gen.id)  # written whole, never switched in
+                self.record("install", "undone after a crash", generation=current)
+                outcome = outcome or Recovery("install", "undone", current, needs_verify=False)
+        return outcome
 
     def _clean_temporaries(self) -> None:
         if self.generations_dir.is_dir():
@@ -453,9 +478,9 @@ class Store:
         self.ensure()
         journal = self.journal()
         self._clean_temporaries()
+        pending = self._recover_pending()
         if journal is None:
-            self._discard_orphans()
-            return None
+            return pending
         op, step, new = journal.get("op", "?"), journal.get("step"), journal.get("new")
         current = self.current_id()
         if op == "adopt":
@@ -478,8 +503,16 @@ class Store:
             self.clear_journal()
             self.record(op, "completed after a crash", generation=new)
             return Recovery(op, "completed", new, needs_verify=True)
+        if op == "rollback" and new is not None and (self.generations_dir / new).is_dir():
+            # A rollback goes back to a set that was live and whole: finishing it is the
+            # safe direction (undoing it would leave the set it was fleeing).
+            target = self.generation(new)
+            self.commit_flip(target, op="rollback")
+            self.clear_journal()
+            self.record(op, "completed after a crash", generation=new)
+            return Recovery(op, "completed", new, needs_verify=True)
         if op == "install" and new is not None:
-            self.discard(new)
+            self.discard(new)  # a journal from before generations carried their own state
         self.clear_journal()
         self.record(op, "undone after a crash", generation=current)
         return Recovery(op, "undone", current, needs_verify=False)
