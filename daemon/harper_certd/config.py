@@ -234,19 +234,25 @@ def parse_config(data: Any, source: str = "configuration") -> Config:
     return _check(config)
 
 
+def read_yaml(path: Path, *, missing: str = "") -> Any:
+    """A YAML file's content; ConfigError with a sentence (and ``missing``'s hint) otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist{missing}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+
+
 def load_config(path: Path | None) -> Config:
     """The configuration at ``path``; all defaults when ``path`` is None."""
     if path is None:
         return parse_config({})
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot be read: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(data, str(path))
+    return parse_config(read_yaml(path), str(path))
 
 
 _T = typing.TypeVar("_T")

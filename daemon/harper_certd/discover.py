@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from harper_certd.errors import ConfigError
 from harper_certd.validate import Purpose, SetPaths
 
@@ -229,17 +227,8 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
 
 
 def load_config(root: Path) -> HarperConfig:
+    from harper_certd.config import read_yaml
+
     config_path = root / CONFIG_NAME
-    try:
-        text = config_path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(
-            f"{config_path} does not exist; is {root} Harper's ROOTPATH? (--harper-root)"
-        ) from None
-    except OSError as exc:
-        raise ConfigError(f"{config_path} cannot be read: {exc.strerror}") from None
-    try:
-        tree = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{config_path} is not valid YAML: {exc}") from None
+    tree = read_yaml(config_path, missing=f"; is {root} Harper's ROOTPATH? (--harper-root)")
     return parse(tree, root, config_path)

@@ -11,7 +11,6 @@ import errno
 import fcntl
 import os
 import signal
-import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,11 +95,6 @@ def lstat_or_none(path: Path) -> os.stat_result | None:
         return os.lstat(path)
     except FileNotFoundError:
         return None
-
-
-def is_regular(path: Path) -> bool:
-    st = lstat_or_none(path)
-    return st is not None and stat.S_ISREG(st.st_mode)
 
 
 @contextlib.contextmanager

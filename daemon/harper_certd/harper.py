@@ -309,6 +309,7 @@ class Harper:
     api: OperationsApi | None
     config: Config
     env: Mapping[str, str]
+    interrupted: threading.Event | None = None  # set when the daemon is asked to stop
 
     def restart_via_api(self) -> str:
         if self.api is None:
@@ -326,41 +327,31 @@ class Harper:
         entry = harper_entry(pid) if pid is not None else None
         argv = ["node", str(entry), "restart"] if entry is not None else ["harperdb", "restart"]
         env = {**self.env, "ROOTPATH": str(self.root)}
-        return _run(argv, self.config.restart.timeout, env)
+        return _run(argv, self.config.restart.timeout, env, self.interrupted)
 
     def restart_via_systemd(self) -> str:
         return _run(
-            ["systemctl", "restart", self.config.restart.unit], self.config.restart.timeout, None
+            ["systemctl", "restart", self.config.restart.unit],
+            self.config.restart.timeout,
+            None,
+            self.interrupted,
         )
 
     def restart_via_command(self) -> str:
-        return _run(list(self.config.restart.command), self.config.restart.timeout, None)
+        return _run(
+            list(self.config.restart.command), self.config.restart.timeout, None, self.interrupted
+        )
 
 
-def _run(argv: list[str], timeout: float, env: Mapping[str, str] | None) -> str:
-    if env is not None:
-        import subprocess
-
-        try:
-            proc = subprocess.run(
-                argv,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
-                check=False,
-                env=dict(env),
-                stdin=subprocess.DEVNULL,
-            )
-        except subprocess.TimeoutExpired:
-            raise HarperError(f"{' '.join(argv)} timed out after {timeout:.0f}s") from None
-        except OSError as exc:
-            raise HarperError(f"{argv[0]}: {exc.strerror}") from None
-        status, output = proc.returncode, (proc.stdout + proc.stderr)[-2000:]
-    else:
-        code, output = run_command(argv, timeout)
-        if code is None:
-            raise HarperError(f"{' '.join(argv)} timed out after {timeout:.0f}s")
-        status = code
+def _run(
+    argv: list[str],
+    timeout: float,
+    env: Mapping[str, str] | None,
+    interrupted: threading.Event | None,
+) -> str:
+    status, output = run_command(argv, timeout, interrupted, env)
+    if status is None:
+        raise HarperError(f"{' '.join(argv)} timed out after {timeout:.0f}s")
     if status != 0:
         raise HarperError(f"{' '.join(argv)} exited {status}: {output.strip()[-300:]}")
     return output.strip()[-300:]
@@ -380,8 +371,8 @@ def resolve_method(config: Config, harper: Harper) -> str:
 def make_harper(
     config: Config,
     harper_config: discover.HarperConfig,
-    managed_paths: discover.TlsEntry | None = None,
     env: Mapping[str, str] | None = None,
+    interrupted: threading.Event | None = None,
 ) -> Harper:
     env = os.environ if env is None else env
     host = config.verify.host or "127.0.0.1"
@@ -392,9 +383,8 @@ def make_harper(
     )
     if ops_entry is not None and primary is not None and ops_entry.paths != primary.paths:
         ports.pop("operationsApi", None)  # that port serves another set
-    return Harper(
-        harper_config.root, host, ports, operations_api(config, harper_config, env), config, env
-    )
+    api = operations_api(config, harper_config, env)
+    return Harper(harper_config.root, host, ports, api, config, env, interrupted)
 
 
 def harper_applier(
@@ -403,7 +393,7 @@ def harper_applier(
     store: Store,
     interrupted: threading.Event | None = None,
 ) -> Applier:
-    harper = make_harper(config, harper_config)
+    harper = make_harper(config, harper_config, interrupted=interrupted)
 
     def sleep(seconds: float) -> None:
         if interrupted is None:
@@ -485,6 +475,7 @@ def harper_applier(
                 ports=dict(harper.ports),
                 pid=result.pid,
                 seconds=round(seconds, 2),
+                failed_handshakes=result.failed_handshakes,
                 method=method,
             )
             return Applied(

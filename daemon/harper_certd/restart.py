@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from harper_certd.errors import Interrupted
@@ -31,7 +31,10 @@ Applier = Callable[[Generation | None, Generation], Applied]
 
 
 def run_command(
-    argv: Sequence[str], timeout: float, interrupted: threading.Event | None = None
+    argv: Sequence[str],
+    timeout: float,
+    interrupted: threading.Event | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> tuple[int | None, str]:
     """Run argv without a shell; (exit status or None on timeout, output tail).
 
@@ -43,7 +46,11 @@ def run_command(
     with tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(
-                list(argv), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                list(argv),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=None if env is None else dict(env),
             )
         except OSError as exc:
             return 127, f"{argv[0]}: {exc.strerror}"

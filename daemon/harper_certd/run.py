@@ -491,7 +491,7 @@ class Daemon:
         self._start_watching()
         self._refresh_schedule()
         self._rescan(time.monotonic())
-        self._expiry_at_start()
+        self._expiry()  # once at start: the most urgent band each certificate is in
         self._discovered()
         report = self._live_report()
         sets = []
@@ -556,10 +556,6 @@ class Daemon:
             valid=None if report is None else report.valid,
             waiting=[str(c.path) for c in self.candidates.values()],
         )
-
-    def _expiry_at_start(self) -> None:
-        # Once at start: the most urgent band each certificate is in, then the schedule.
-        self._expiry()
 
     def _cycle(self, notes: list[tuple[str, str]]) -> None:
         now = time.monotonic()

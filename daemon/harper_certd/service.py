@@ -669,14 +669,6 @@ def status(ctx: Context) -> Status:
     )
 
 
-def live_fingerprint(ctx: Context) -> str | None:
-    try:
-        data = _read_live(ctx)
-        return fingerprint(load.parse_certificates(data.cert, name="live").certs[0])
-    except (SwapError, load.Unreadable):
-        return None
-
-
 # --- the daemon's other duties ---------------------------------------------------------------
 
 

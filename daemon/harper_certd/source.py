@@ -28,9 +28,7 @@ class SourceRefused(Exception):
 @dataclass(frozen=True, slots=True)
 class Source:
     folder: Path
-    layout: str  # "harper" or "certbot"
     data: SetBytes
-    ca_from: str  # where the CA file came from
     is_certbot_lineage: bool
 
 
@@ -105,7 +103,7 @@ def read_source(folder: Path, *, trusted_uids: set[int], ca_fallback: Path | Non
 
     if all(_exists(folder, n) for n in HARPER_NAMES):
         cert, key, ca = (member(n) for n in HARPER_NAMES)
-        return Source(folder, "harper", SetBytes(cert, key, ca), "ca.pem", lineage)
+        return Source(folder, SetBytes(cert, key, ca), lineage)
     if _exists(folder, "privkey.pem") and (
         _exists(folder, "fullchain.pem") or _exists(folder, "cert.pem")
     ):
@@ -117,9 +115,7 @@ def read_source(folder: Path, *, trusted_uids: set[int], ca_fallback: Path | Non
                 cert = cert.rstrip(b"\n") + b"\n" + member("chain.pem")
         key = member("privkey.pem")
         if _exists(folder, "ca.pem"):
-            return Source(
-                folder, "certbot", SetBytes(cert, key, member("ca.pem")), "ca.pem", lineage
-            )
+            return Source(folder, SetBytes(cert, key, member("ca.pem")), lineage)
         if ca_fallback is None:
             raise SourceRefused(
                 "source_incomplete",
@@ -129,7 +125,7 @@ def read_source(folder: Path, *, trusted_uids: set[int], ca_fallback: Path | Non
             ca = load.read_bounded(ca_fallback)
         except load.Unreadable as exc:
             raise SourceRefused("source_unreadable", f"CA file {ca_fallback}: {exc}") from None
-        return Source(folder, "certbot", SetBytes(cert, key, ca), str(ca_fallback), lineage)
+        return Source(folder, SetBytes(cert, key, ca), lineage)
     present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
     raise SourceRefused(
         "source_incomplete",
