@@ -27,6 +27,7 @@ class DaemonProc:
         self.cond = threading.Condition()
         full_env = {**os.environ, **(env or {})}
         full_env.pop("NOTIFY_SOCKET", None)
+        full_env.pop("INVOCATION_ID", None)  # a CI job under systemd is not the daemon's unit
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harper_certd", "run", "--config", str(self.config)],

@@ -19,6 +19,10 @@ EXIT_OK = 0
 EXIT_INVALID = 1
 EXIT_USAGE = 2
 EXIT_ROLLED_BACK = 3
+CONFIG_HELP = (
+    "configuration file (YAML); default $HARPER_CERTD_CONFIG, else "
+    "/etc/harper-certd/config.yaml when it exists"
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -69,13 +73,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_INVALID
 
 
+def _config_path(args: argparse.Namespace) -> Path | None:
+    """--config, else $HARPER_CERTD_CONFIG, else /etc/harper-certd/config.yaml if it exists."""
+    from harper_certd.config import default_config_path
+
+    return Path(args.config) if args.config else default_config_path()
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from harper_certd import discover, render
     from harper_certd.check import check
+    from harper_certd.config import load_config
     from harper_certd.errors import ConfigError
 
-    root = Path(args.harper_root) if args.harper_root else discover.default_root()
     try:
+        certd_config = load_config(_config_path(args))
+        root = (
+            Path(args.harper_root)
+            if args.harper_root
+            else certd_config.harper.root or discover.default_root()
+        )
         config = discover.load_config(root)
     except ConfigError as exc:
         print(f"harper-certd check: {exc}", file=sys.stderr)
@@ -93,7 +110,7 @@ def _context(args: argparse.Namespace) -> object:
     from harper_certd import config as cfg
     from harper_certd.service import build_context
 
-    config = cfg.load_config(Path(args.config) if args.config else None)
+    config = cfg.load_config(_config_path(args))
     harper = cfg.with_overrides(
         config.harper, root=Path(args.harper_root) if args.harper_root else None
     )
@@ -119,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         harper_root=Path(args.harper_root) if args.harper_root else None,
         state_dir=Path(args.state_dir) if args.state_dir else None,
     )
-    return run.main(Path(args.config) if args.config else None, overrides, clock_from_env)
+    return run.main(_config_path(args), overrides, clock_from_env)
 
 
 Command = Callable[[argparse.Namespace], int]
@@ -269,14 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.set_defaults(func=cmd_validate)
 
     c = sub.add_parser("check", help="validate every certificate set Harper uses")
-    c.add_argument("--harper-root", help="Harper's ROOTPATH (default $ROOTPATH or ~/hdb)")
+    c.add_argument(
+        "--harper-root", help="Harper's ROOTPATH (default harper.root, $ROOTPATH, ~/hdb)"
+    )
+    c.add_argument("--config", help=CONFIG_HELP)
     c.add_argument("--at", type=_instant, help="check as of this instant (default: now)")
     c.add_argument("--warn-days", type=float, default=30)
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check)
 
     def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", help="configuration file (YAML)")
+        p.add_argument("--config", help=CONFIG_HELP)
         p.add_argument("--harper-root", help="Harper's ROOTPATH (overrides harper.root)")
         p.add_argument("--state-dir", help="state directory (overrides state_dir)")
 

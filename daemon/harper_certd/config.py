@@ -42,7 +42,7 @@ class VerifySection:
     enabled: bool = True  # false: trust the restart method's own success (exit status)
     timeout: float = 60.0  # seconds for Harper to serve the new certificate
     interval: float = 0.5  # between TLS handshakes while waiting
-    host: str | None = None  # where to connect; default: the replication URL's host, or 127.0.0.1
+    host: str | None = None  # address to dial; default 127.0.0.1, then ::1 (SNI: the node name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,6 +246,21 @@ def read_yaml(path: Path, *, missing: str = "") -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+
+
+# --- h-ops: the default configuration path, the same for every command -----------------
+
+DEFAULT_CONFIG_PATH = Path("/etc/harper-certd/config.yaml")
+CONFIG_ENV = "HARPER_CERTD_CONFIG"
+
+
+def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
+    """``$HARPER_CERTD_CONFIG`` (which must exist), else /etc/harper-certd/config.yaml if it
+    exists, else None (every default)."""
+    env = os.environ if env is None else env
+    if env.get(CONFIG_ENV):
+        return Path(env[CONFIG_ENV]).expanduser()
+    return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
 
 
 def load_config(path: Path | None) -> Config:

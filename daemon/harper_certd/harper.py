@@ -19,6 +19,7 @@ import base64
 import contextlib
 import hashlib
 import http.client
+import ipaddress
 import json
 import os
 import socket
@@ -27,7 +28,7 @@ import stat
 import threading
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,24 +52,47 @@ HOT_RELOAD_FIRST_WAIT = 4.0  # seconds; Harper reloads ~1.5 s after its watcher 
 # --- what is served -----------------------------------------------------------------------
 
 
+LOCAL_ADDRESSES = ("127.0.0.1", "::1")  # the node itself: no name lookup, no LAN route
+
+
 @dataclass(frozen=True, slots=True)
 class Served:
     port: int
     sha256: str | None  # None: no handshake
     issuer: str = ""
     error: str = ""
+    address: str = ""  # the address dialled, "127.0.0.1" or "::1" (or verify.host)
+    server_name: str | None = None  # the SNI sent
 
     @property
     def harper_fallback(self) -> bool:
         return SELF_SIGNED_ISSUER in self.issuer
 
+    @property
+    def dialled(self) -> str:
+        """``[::1]:9933 (SNI nodea)``: where the handshake went, for every message."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        sni = f" (SNI {self.server_name})" if self.server_name else " (no SNI)"
+        return f"{host}:{self.port}{sni}"
+
     def describe(self) -> str:
         if self.sha256 is None:
-            return f"port {self.port}: no TLS handshake ({self.error})"
-        what = f"port {self.port}: serves {self.sha256[:16]}… issued by {self.issuer}"
+            return f"{self.dialled}: no TLS handshake ({self.error})"
+        what = f"{self.dialled}: serves {self.sha256[:16]}… issued by {self.issuer}"
         if self.harper_fallback:
             what += " (Harper's own self-signed fallback: its certificate/key pair was refused)"
         return what
+
+
+def sni_for(name: str | None) -> str | None:
+    """The SNI to send for a node name: None for an IP address or no name (RFC 6066 §3)."""
+    if not name:
+        return None
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return name
+    return None
 
 
 def served(host: str, port: int, timeout: float = 3.0, *, server_name: str | None = None) -> Served:
@@ -83,14 +107,38 @@ def served(host: str, port: int, timeout: float = 3.0, *, server_name: str | Non
         ):
             der = tls.getpeercert(binary_form=True)
     except (OSError, ssl.SSLError) as exc:
-        return Served(port, None, error=str(exc) or type(exc).__name__)
+        error = str(exc) or type(exc).__name__
+        return Served(port, None, error=error, address=host, server_name=server_name)
     if not der:
-        return Served(port, None, error="no certificate presented")
+        return Served(
+            port, None, error="no certificate presented", address=host, server_name=server_name
+        )
     issuer = ""
     with contextlib.suppress(ValueError), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # Harper's own CA has a one-letter-short C=USA
         issuer = x509.load_der_x509_certificate(der).issuer.rfc4514_string()
-    return Served(port, hashlib.sha256(der).hexdigest(), issuer)
+    return Served(port, hashlib.sha256(der).hexdigest(), issuer, "", host, server_name)
+
+
+def served_local(
+    hosts: Sequence[str], port: int, timeout: float = 3.0, *, server_name: str | None = None
+) -> Served:
+    """What the node serves on ``port``, dialling ``hosts`` in order (127.0.0.1, then ::1).
+
+    The first handshake that completes wins; when none does, the last failure is returned
+    with every address tried in its error.  Harper may listen on one family only.
+    """
+    tried: list[Served] = []
+    for host in hosts:
+        result = served(host, port, timeout, server_name=server_name)
+        if result.sha256 is not None:
+            return result
+        tried.append(result)
+    if len(tried) <= 1:
+        return tried[0] if tried else Served(port, None, error="no address to dial")
+    last = tried[-1]
+    error = "; ".join(f"{t.dialled}: {t.error}" for t in tried)
+    return Served(port, None, error=error, address=last.address, server_name=server_name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +157,7 @@ Sleep = Callable[[float], None]
 
 
 def verify_served(
-    host: str,
+    hosts: Sequence[str],
     ports: Mapping[str, int],
     expected: str,
     *,
@@ -117,15 +165,21 @@ def verify_served(
     timeout: float,
     interval: float,
     sleep: Sleep = time.sleep,
+    server_name: str | None = None,
 ) -> Verification:
-    """Wait until Harper is alive and every port serves ``expected``; patient with restarts."""
+    """Wait until Harper is alive and every port serves ``expected``; patient with restarts.
+
+    ``hosts`` are dialled in order per port (``served_local``), with ``server_name`` as SNI.
+    """
     started = time.monotonic()
     failed = 0
     last: tuple[Served, ...] = ()
     pid = None
     while True:
         pid = harper_pid(root)
-        last = tuple(served(host, port) for port in ports.values())
+        last = tuple(
+            served_local(hosts, port, server_name=server_name) for port in ports.values()
+        )
         failed += sum(s.sha256 is None for s in last)
         if pid is not None and last and all(s.sha256 == expected for s in last):
             return Verification(True, time.monotonic() - started, last, pid, failed)
@@ -304,7 +358,8 @@ class Harper:
     """What the applier needs to know about the node, resolved once per context."""
 
     root: Path
-    host: str
+    hosts: tuple[str, ...]  # dialled in order to verify: the node itself by default
+    server_name: str | None  # SNI sent: the node name
     ports: Mapping[str, int]
     api: OperationsApi | None
     config: Config
@@ -375,7 +430,7 @@ def make_harper(
     interrupted: threading.Event | None = None,
 ) -> Harper:
     env = os.environ if env is None else env
-    host = config.verify.host or "127.0.0.1"
+    hosts = (config.verify.host,) if config.verify.host else LOCAL_ADDRESSES
     ports = dict(harper_config.secure_ports)
     ops_entry = next((e for e in harper_config.entries if e.where == "operationsApi.tls"), None)
     primary = next(
@@ -384,7 +439,8 @@ def make_harper(
     if ops_entry is not None and primary is not None and ops_entry.paths != primary.paths:
         ports.pop("operationsApi", None)  # that port serves another set
     api = operations_api(config, harper_config, env)
-    return Harper(harper_config.root, host, ports, api, config, env, interrupted)
+    server_name = sni_for(harper_config.node_name)
+    return Harper(harper_config.root, hosts, server_name, ports, api, config, env, interrupted)
 
 
 def harper_applier(
@@ -411,13 +467,14 @@ def harper_applier(
 
     def verify(expected: str, timeout: float) -> Verification:
         return verify_served(
-            harper.host,
+            harper.hosts,
             harper.ports,
             expected,
             root=harper.root,
             timeout=max(timeout, 0.0),
             interval=config.verify.interval,
             sleep=sleep,
+            server_name=harper.server_name,
         )
 
     def apply(previous: Generation | None, new: Generation) -> Applied:
@@ -473,6 +530,7 @@ def harper_applier(
                 "certd.served_verified",
                 fingerprint=expected,
                 ports=dict(harper.ports),
+                dialled=[s.dialled for s in result.last],
                 pid=result.pid,
                 seconds=round(seconds, 2),
                 failed_handshakes=result.failed_handshakes,
@@ -481,7 +539,7 @@ def harper_applier(
             return Applied(
                 True,
                 method,
-                f"served on {len(result.last)} port(s) after {seconds:.1f}s",
+                f"served on {', '.join(s.dialled for s in result.last)} after {seconds:.1f}s",
                 seconds,
                 restarted,
             )

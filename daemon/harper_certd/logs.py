@@ -146,6 +146,24 @@ EVENTS: dict[str, tuple[str, str]] = {
         "Harper's configuration was read: root, certificate sets, ports and node name.",
     ),
     "certd.summary": ("info", "Periodic summary: each live set, its expiry and its state."),
+    # --- operating it (issue 13) ---
+    "certd.environment_warning": (
+        "warning",
+        "Something configured is unlikely to work where the daemon runs (e.g. renewal "
+        "under the unit's sandbox); the event names the fix.",
+    ),
+    "certd.served_mismatch": (
+        "error",
+        "The periodic re-check found Harper serving another certificate than the live one.",
+    ),
+    "certd.served_matches": (
+        "info",
+        "Harper serves the live certificate again after a mismatch was reported.",
+    ),
+    "certd.metrics_failed": (
+        "warning",
+        "The Prometheus textfile could not be written; the daemon goes on.",
+    ),
 }
 
 

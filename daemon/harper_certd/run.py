@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harper_certd import __version__, fsio, logs, sdnotify, service
+from harper_certd import __version__, environment, fsio, logs, sdnotify, service
 from harper_certd.config import Config, load_config, with_overrides
 from harper_certd.errors import CertdError, ConfigError, Interrupted
 from harper_certd.schedule import (
@@ -94,16 +94,19 @@ class Daemon:
         self.next_summary = 0.0
         self.next_ping = 0.0
         self.watcher: Watcher | None = None
+        self.environment: list[environment.Finding] = []
 
     # --- setup ----------------------------------------------------------------------
 
     def _load(self) -> service.Context:
         config = _apply_overrides(load_config(self.config_path), self.overrides)
-        return service.build_context(
+        ctx = service.build_context(
             config,
             clock=self.clock.now,
             interrupted=self.stopping,
         )
+        self.environment = environment.require_workable(config, ctx.harper, self.env)  # h-ops
+        return ctx
 
     def _configure_logging(self, config: Config) -> None:
         fmt = config.log.format
@@ -522,6 +525,9 @@ class Daemon:
                 codes=list(report.codes),
                 problems=[p.message for p in report.problems if p.severity.value == "error"],
             )
+        for finding in self.environment:  # h-ops: what may not work under the unit
+            log.warning("certd.environment_warning", key=finding.key, problem=finding.problem,
+                        fix=finding.fix)
         sdnotify.ready(env=self.env)
         self.next_ping = time.monotonic()
 

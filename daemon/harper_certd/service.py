@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from harper_certd import discover, fsio, load
+from harper_certd import discover, environment, fsio, load
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, SwapError
 from harper_certd.problems import Problem, problem
@@ -128,6 +128,7 @@ def build_context(
     harper = discover.load_config(paths.harper_root)
     managed = managed_set(harper)
     store = Store(paths.state, managed.live)
+    environment.refuse_second_state_dir(store.live_paths(), paths.state)  # h-ops: one store
     store.ensure()
     return Context(
         config,
