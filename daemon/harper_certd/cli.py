@@ -227,15 +227,22 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 @_infrastructure
 def cmd_status(args: argparse.Namespace) -> int:
+    """Exit 0 ok, 1 warning, 2 critical (Nagios plugin convention; health.Level)."""
+    from harper_certd import health
     from harper_certd.service import Context, status
 
     ctx = _context(args)
     assert isinstance(ctx, Context)
     info = status(ctx)
-    data = info.as_dict(ctx.clock())
+    now = ctx.clock()
+    snap = health.snapshot(ctx, now, served=not args.no_probe)
+    data = {**info.as_dict(now), **snap.as_dict()}
     if args.json:
         _print_json(data)
-        return EXIT_OK
+        return int(snap.level)
+    print(f"{snap.level.word.upper()}: node {snap.node_name or '?'} ({snap.harper_root})")
+    for f in snap.findings:
+        print(f"  {f.level.word}: {f.code}: {f.message}")
     live = data["live"]
     if live is None:
         print("live set: unreadable")
@@ -247,6 +254,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for p in live["problems"]:
             print(f"  {p['severity']}: {p['code']}: {p['message']}")
+    match = {True: "serves the live set", False: "serves ANOTHER certificate", None: "not checked"}
+    for s in data["sets"]:
+        print(f"set {s['name']} ({s['role']}): Harper {match[s['served_matches_live']]}")
+        for v in s["served"] or ():
+            print(f"  {v['dialled']}: {v['sha256'] or v['error']}")
+        for c in s["certificates"]:
+            print(f"  {c['role']:<12} {c['days_left']:>8.1f} days  {c['subject']}")
+        print(f"  next renewal {s['next_renewal']}, overdue from {s['renewal_overdue_at']}")
+    for w in data["waiting"]:
+        print(f"waiting: {w['path']} since {w['since']}{' (HELD)' if w['held'] else ''}")
     print("generations:")
     for g in data["generations"]:
         mark = "*" if g["current"] else " "
@@ -257,7 +274,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("last operations:")
     for h in data["history"]:
         print(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")
-    return EXIT_OK
+    return int(snap.level)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -316,8 +333,14 @@ def build_parser() -> argparse.ArgumentParser:
     common(r)
     r.set_defaults(func=cmd_rollback)
 
-    s = sub.add_parser("status", help="the live set, the generations kept, the last operations")
+    s = sub.add_parser(
+        "status",
+        help="health (exit 0 ok, 1 warning, 2 critical), sets, served vs live, operations",
+    )
     s.add_argument("--json", action="store_true")
+    s.add_argument(
+        "--no-probe", action="store_true", help="do not dial Harper's ports (served: not checked)"
+    )
     common(s)
     s.set_defaults(func=cmd_status)
 

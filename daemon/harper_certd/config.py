@@ -81,6 +81,22 @@ class LogSection:
     format: Literal["auto", "json", "console"] = "auto"
 
 
+# --- h-ops: monitoring (status health, the Prometheus textfile) -------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HealthSection:
+    # The first expiry warning fires when this share of the leaf's renewal window (from
+    # renew.before_fraction/before_days to notAfter) has passed without a new set.
+    overdue_after: float = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSection:
+    textfile: Path | None = None  # node_exporter textfile (*.prom); null: no metrics
+    interval: float = 60.0  # seconds between re-checks of what Harper serves (and rewrites)
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     harper: HarperSection = field(default_factory=HarperSection)
@@ -99,6 +115,8 @@ class Config:
     expiry: ExpirySection = field(default_factory=ExpirySection)
     renew: RenewSection = field(default_factory=RenewSection)
     log: LogSection = field(default_factory=LogSection)
+    health: HealthSection = field(default_factory=HealthSection)  # h-ops
+    metrics: MetricsSection = field(default_factory=MetricsSection)  # h-ops
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +241,10 @@ def _check(config: Config) -> Config:
         raise ConfigError("restart.restarts_per_hour: must be 1 or more")
     if not 0 < config.renew.before_fraction < 1:
         raise ConfigError("renew.before_fraction: must be between 0 and 1")
+    if not 0 <= config.health.overdue_after < 1:  # h-ops
+        raise ConfigError("health.overdue_after: must be at least 0 and below 1")
+    if not 5 <= config.metrics.interval <= 60:  # h-ops
+        raise ConfigError("metrics.interval: must be between 5 and 60 seconds")
     return config
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harper_certd import __version__, environment, fsio, logs, sdnotify, service
+from harper_certd import __version__, environment, fsio, health, logs, sdnotify, service
 from harper_certd.config import Config, load_config, with_overrides
 from harper_certd.errors import CertdError, ConfigError, Interrupted
 from harper_certd.schedule import (
@@ -193,6 +193,7 @@ class Daemon:
             Watched("ca", c.subject, c.sha256, c.not_before, c.not_after) for c in report.ca_file
         ]
         self.marks = expiry_marks([self.leaf, *cas], self.ctx.config.expiry.warn_days)
+        self.marks = health.warning_marks(self.marks, self.leaf, self.ctx.config)  # h-ops
         days = cert.days_left(self.clock.now())
         current = self.ctx.store.current_id()
         sdnotify.status(

@@ -1,0 +1,500 @@
+"""The node's health as a monitoring system needs it: one snapshot, a Nagios-style level.
+
+``snapshot(ctx, at)`` gathers, from the store's public methods and the folders the daemon
+files sets into, everything ``status --json``, the Prometheus textfile and ``fleet`` show:
+each set with its certificates and days left, what Harper serves against what is live,
+sets waiting in the incoming folder, refusals (``rejected/*/reason.json``), the last
+rotation and rollback (the store's history), the next renewal and the next warning.
+``level`` is 0 ok, 1 warning, 2 critical (the Nagios plugin convention, which Icinga,
+Sensu and Zabbix's agents read too); ``status`` exits with it.
+
+Warnings mean problems.  A fixed 30-day threshold fires for every healthy 90-day
+certificate (Let's Encrypt renews at 30 days left) and at once for a 24-hour one; so the
+leaf's first warning is *renewal overdue*: ``health.overdue_after`` (a half by default) of
+its renewal window (``renew.before_fraction``/``before_days`` before notAfter) has passed
+without a new set.  CAs in the CA file keep ``expiry.warn_days``: they are rotated by
+hand, in phases, and need the long notice.
+
+Per set: today the daemon manages one set; ``sets`` is a list with one entry named after
+its role, so a per-set store (issue 11) adds entries, not a new shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+from dataclasses import dataclass, field
+from enum import IntEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from harper_certd.config import Config
+from harper_certd.schedule import Mark, Watched, renewal_at
+
+if TYPE_CHECKING:
+    from harper_certd.service import Context
+    from harper_certd.validate import CertSummary, Report
+
+WAITING_HELD_FACTOR = 10  # a set still in incoming/ after 10 settle periods + a minute: held
+WAITING_HELD_EXTRA = 60.0
+
+
+class Level(IntEnum):
+    """Nagios plugin exit codes."""
+
+    OK = 0
+    WARNING = 1
+    CRITICAL = 2
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+# Health finding codes: stable, in the README's status table (tests check).
+FINDINGS: dict[str, tuple[Level, str]] = {
+    "live_unreadable": (Level.CRITICAL, "The live set cannot be read."),
+    "live_invalid": (Level.CRITICAL, "The live set fails validation (expired, say)."),
+    "served_mismatch": (Level.CRITICAL, "Harper serves another certificate than the live one."),
+    "rollback_failed": (
+        Level.CRITICAL,
+        "The last rollback could not be confirmed: look at Harper now.",
+    ),
+    "renewal_overdue": (
+        Level.WARNING,
+        "The leaf is past health.overdue_after of its renewal window without a new set.",
+    ),
+    "ca_expiring": (Level.WARNING, "A CA in the CA file is within expiry.warn_days."),
+    "rolled_back": (Level.WARNING, "The last rotation was rolled back; nothing newer installed."),
+    "refused": (Level.WARNING, "The newest candidate set was refused; nothing newer installed."),
+    "set_held": (Level.WARNING, "A set has waited in the incoming folder longer than it should."),
+    "harper_not_running": (Level.WARNING, "Harper is not running: nothing is served."),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    code: str
+    message: str
+
+    @property
+    def level(self) -> Level:
+        return FINDINGS[self.code][0]
+
+    def as_dict(self) -> dict[str, str]:
+        return {"code": self.code, "level": self.level.word, "message": self.message}
+
+
+# --- time: when renewal is overdue ---------------------------------------------------------
+
+
+def overdue_at(leaf: Watched, config: Config) -> dt.datetime:
+    """The instant the leaf's renewal is overdue: its first warning (UTC)."""
+    start = renewal_at(
+        leaf, before_fraction=config.renew.before_fraction, before_days=config.renew.before_days
+    )
+    start = max(start, leaf.not_before)
+    return start + (leaf.not_after - start) * config.health.overdue_after
+
+
+def warning_marks(marks: list[Mark], leaf: Watched | None, config: Config) -> list[Mark]:
+    """The daemon's expiry marks with the leaf's early thresholds replaced by 'overdue'.
+
+    Leaf warnings due before the overdue instant are dropped and one is added at it
+    (its ``days`` is the days left then); CA and "expired" marks are kept as they are.
+    """
+    if leaf is None:
+        return marks
+    due = overdue_at(leaf, config)
+    kept = [
+        m
+        for m in marks
+        if not (m.cert.sha256 == leaf.sha256 and m.kind == "warning" and m.at < due)
+    ]
+    days = round((leaf.not_after - due).total_seconds() / 86400, 3)
+    kept.append(Mark(due, "warning", days, leaf))
+    return sorted(kept, key=lambda m: m.at)
+
+
+# --- the snapshot ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class CertView:
+    role: str  # "leaf", "intermediate" or "ca" (an entry of the CA file)
+    subject: str
+    issuer: str
+    sha256: str
+    not_before: dt.datetime
+    not_after: dt.datetime
+
+    def as_dict(self, at: dt.datetime) -> dict[str, Any]:
+        return {
+            "role": self.role,
+            "subject": self.subject,
+            "issuer": self.issuer,
+            "sha256": self.sha256,
+            "not_after": self.not_after.isoformat(),
+            "days_left": round((self.not_after - at).total_seconds() / 86400, 2),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ServedView:
+    port_name: str
+    port: int
+    dialled: str
+    sha256: str | None
+    error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "port_name": self.port_name,
+            "port": self.port,
+            "dialled": self.dialled,
+            "sha256": self.sha256,
+            "error": self.error or None,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SetView:
+    name: str
+    role: str  # the purpose it is validated for: cluster or server
+    uses: tuple[str, ...]
+    generation: str | None
+    valid: bool | None
+    certificates: tuple[CertView, ...]
+    served: tuple[ServedView, ...] | None  # None: Harper not running, or not probed
+    next_renewal: dt.datetime | None
+    renewal_overdue_at: dt.datetime | None
+
+    @property
+    def leaf(self) -> CertView | None:
+        return next((c for c in self.certificates if c.role == "leaf"), None)
+
+    @property
+    def served_matches_live(self) -> bool | None:
+        if self.served is None or self.leaf is None or not self.served:
+            return None
+        return all(s.sha256 == self.leaf.sha256 for s in self.served)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    kind: str  # rotation, rollback, refusal, renewal
+    outcome: str
+    time: dt.datetime
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "outcome": self.outcome,
+            "time": self.time.isoformat(),
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    path: str
+    since: dt.datetime
+    held: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    at: dt.datetime
+    node_name: str | None
+    harper_root: str
+    sets: tuple[SetView, ...]
+    waiting: tuple[Waiting, ...]
+    refusals: tuple[Operation, ...]  # newest first
+    last: dict[str, Operation]  # kind -> newest
+    findings: tuple[Finding, ...]
+    next_warning: dt.datetime | None
+    problems_by_code: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def level(self) -> Level:
+        return max((f.level for f in self.findings), default=Level.OK)
+
+    def as_dict(self) -> dict[str, Any]:
+        at = self.at
+        return {
+            "node_name": self.node_name,
+            "harper_root": self.harper_root,
+            "checked_at": at.isoformat(),
+            "health": self.level.word,
+            "exit_status": int(self.level),
+            "findings": [f.as_dict() for f in self.findings],
+            "sets": [
+                {
+                    "name": s.name,
+                    "role": s.role,
+                    "uses": list(s.uses),
+                    "generation": s.generation,
+                    "valid": s.valid,
+                    "days_left": None
+                    if s.leaf is None
+                    else round((s.leaf.not_after - at).total_seconds() / 86400, 2),
+                    "live_sha256": None if s.leaf is None else s.leaf.sha256,
+                    "served": None if s.served is None else [v.as_dict() for v in s.served],
+                    "served_matches_live": s.served_matches_live,
+                    "certificates": [c.as_dict(at) for c in s.certificates],
+                    "next_renewal": None if s.next_renewal is None else s.next_renewal.isoformat(),
+                    "renewal_overdue_at": None
+                    if s.renewal_overdue_at is None
+                    else s.renewal_overdue_at.isoformat(),
+                }
+                for s in self.sets
+            ],
+            "waiting": [
+                {"path": w.path, "since": w.since.isoformat(), "held": w.held}
+                for w in self.waiting
+            ],
+            "held": [w.path for w in self.waiting if w.held],
+            "refusals": [r.as_dict() for r in self.refusals],
+            "last": {k: v.as_dict() for k, v in self.last.items()},
+            "next_renewal": min(
+                (s.next_renewal.isoformat() for s in self.sets if s.next_renewal), default=None
+            ),
+            "next_warning": None if self.next_warning is None else self.next_warning.isoformat(),
+            "problems_by_code": dict(self.problems_by_code),
+        }
+
+
+def _views(report: Report) -> tuple[CertView, ...]:
+    from harper_certd.validate import summarize
+
+    out: list[CertView] = []
+    leaf = report.certificate
+    if leaf is None:
+        return ()
+    out.append(_view("leaf", leaf))
+    # Intermediates: the validated chain's certificates between the leaf and the root
+    # (wherever they sat: certificate file or CA file); the CA file's entries follow.
+    out += [_view("intermediate", c) for c in report.chain[1:] if c.subject != c.issuer]
+    for ca in (summarize(c) for c in report.ca_certs):
+        out.append(_view("ca", ca))
+    return tuple(out)
+
+
+def _view(role: str, c: CertSummary) -> CertView:
+    return CertView(role, c.subject, c.issuer, c.sha256, c.not_before, c.not_after)
+
+
+def _parse_time(text: object) -> dt.datetime | None:
+    if not isinstance(text, str):
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
+
+
+def refusals(rejected: Path, last: int = 10) -> list[Operation]:
+    """Refused sets from ``rejected/*/reason.json``, newest first."""
+    out: list[Operation] = []
+    try:
+        entries = list(rejected.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            reason = json.loads((entry / "reason.json").read_text())
+        except (OSError, ValueError):
+            continue
+        when = _parse_time(reason.get("time"))
+        if when is None:
+            continue
+        codes = [p.get("code") for p in reason.get("problems", []) if isinstance(p, dict)]
+        detail = ",".join(map(str, codes))
+        out.append(
+            Operation("refusal", str(reason.get("stage", "refused")), when, detail)
+        )
+    out.sort(key=lambda o: o.time, reverse=True)
+    return out[:last]
+
+
+def last_operations(history: list[dict[str, Any]]) -> dict[str, Operation]:
+    """The newest rotation and rollback in the store's history."""
+    out: dict[str, Operation] = {}
+    for h in history:
+        when = _parse_time(h.get("time"))
+        if when is None:
+            continue
+        op, outcome = h.get("op"), str(h.get("outcome"))
+        if op == "install":
+            out["rotation"] = Operation("rotation", outcome, when, str(h.get("generation") or ""))
+        elif op == "rollback":
+            out["rollback"] = Operation("rollback", outcome, when, str(h.get("generation") or ""))
+    return out
+
+
+def waiting_sets(incoming: Path, at: dt.datetime, settle: float) -> list[Waiting]:
+    """Candidate sets in the incoming folder (not dot-names, which are being written)."""
+    try:
+        entries = [e for e in incoming.iterdir() if not e.name.startswith(".")]
+    except OSError:
+        return []
+    out = []
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            since = dt.datetime.fromtimestamp(entry.lstat().st_mtime, dt.UTC)
+            age = (at - since).total_seconds()
+            out.append(
+                Waiting(str(entry), since, age > settle * WAITING_HELD_FACTOR + WAITING_HELD_EXTRA)
+            )
+    return sorted(out, key=lambda w: w.since)
+
+
+def probe_served(ctx: Context) -> tuple[ServedView, ...] | None:
+    """What Harper serves on each secure port it serves the managed set on; None if stopped."""
+    from harper_certd.harper import harper_pid, make_harper, served_local
+
+    if harper_pid(ctx.paths.harper_root) is None:
+        return None
+    harper = make_harper(ctx.config, ctx.harper)
+    out = []
+    for name, port in harper.ports.items():
+        seen = served_local(harper.hosts, port, 3.0, server_name=harper.server_name)
+        out.append(ServedView(name, port, seen.dialled, seen.sha256, seen.error))
+    return tuple(out)
+
+
+def snapshot(
+    ctx: Context,
+    at: dt.datetime | None = None,
+    *,
+    served: tuple[ServedView, ...] | bool | None = True,
+) -> Snapshot:
+    """The node's health now.  ``served``: True probes Harper's ports, False does not, a
+    tuple (or None: Harper not running) is a probe already made by the daemon's re-check."""
+    from harper_certd import service
+    from harper_certd.errors import CertdError
+
+    at = at or ctx.clock()
+    config = ctx.config
+    findings: list[Finding] = []
+    report: Report | None
+    try:
+        report = service.live_report(ctx)
+    except CertdError as exc:
+        report = None
+        findings.append(Finding("live_unreadable", str(exc)))
+    certs = _views(report) if report is not None else ()
+    leaf_view = next((c for c in certs if c.role == "leaf"), None)
+    next_renewal = overdue = None
+    warnings_at: list[dt.datetime] = []
+    problems: dict[str, int] = {}
+    if report is not None:
+        for p in report.problems:
+            problems[p.code] = problems.get(p.code, 0) + 1
+        if not report.valid:
+            codes = ", ".join(p.code for p in report.problems if p.severity.value == "error")
+            findings.append(Finding("live_invalid", f"the live set is invalid: {codes}"))
+    if leaf_view is not None:
+        watched = Watched(
+            "leaf", leaf_view.subject, leaf_view.sha256, leaf_view.not_before, leaf_view.not_after
+        )
+        next_renewal = renewal_at(
+            watched,
+            before_fraction=config.renew.before_fraction,
+            before_days=config.renew.before_days,
+        )
+        overdue = overdue_at(watched, config)
+        if at >= overdue and at < leaf_view.not_after:
+            days = (leaf_view.not_after - at).total_seconds() / 86400
+            findings.append(
+                Finding(
+                    "renewal_overdue",
+                    f"{leaf_view.subject}: renewal due since {next_renewal.isoformat()}, "
+                    f"{days:.1f} days left, no new set",
+                )
+            )
+        warnings_at += [overdue, leaf_view.not_after]
+    warn_days = max(config.expiry.warn_days, default=0.0)
+    for ca in (c for c in certs if c.role != "leaf"):
+        start = ca.not_after - dt.timedelta(days=warn_days)
+        if start <= at:
+            days = (ca.not_after - at).total_seconds() / 86400
+            findings.append(Finding("ca_expiring", f"{ca.subject}: {days:.1f} days left"))
+        warnings_at += [start, ca.not_after]
+    probed: tuple[ServedView, ...] | None
+    if served is True:
+        probed = probe_served(ctx)
+    elif served is False:
+        probed = None
+    else:
+        probed = served
+    if served is not False and probed is None:
+        findings.append(Finding("harper_not_running", f"no live {ctx.paths.harper_root}/hdb.pid"))
+    current = ctx.store.current_id()
+    view = SetView(
+        name=_set_name(ctx),
+        role=ctx.managed.purpose.value,
+        uses=ctx.managed.uses,
+        generation=current,
+        valid=None if report is None else report.valid,
+        certificates=certs,
+        served=probed,
+        next_renewal=next_renewal,
+        renewal_overdue_at=overdue,
+    )
+    if view.served_matches_live is False:
+        seen = "; ".join(f"{s.dialled}: {s.sha256 or s.error}" for s in view.served or ())
+        findings.append(
+            Finding(
+                "served_mismatch",
+                f"live {leaf_view.sha256 if leaf_view else '?'}, served {seen}",
+            )
+        )
+    last = last_operations(ctx.store.history(100))
+    refused = refusals(ctx.paths.rejected)
+    if refused:
+        last["refusal"] = refused[0]
+    rotation = last.get("rotation")
+    rollback = last.get("rollback")
+    if rollback is not None and rollback.outcome == "restore_unverified":
+        findings.append(Finding("rollback_failed", f"rollback at {rollback.time.isoformat()}"))
+    elif rotation is not None and rotation.outcome == "failed" and (
+        rollback is None or rollback.time >= rotation.time
+    ):
+        findings.append(
+            Finding("rolled_back", f"rotation at {rotation.time.isoformat()} was rolled back")
+        )
+    if refused and (rotation is None or refused[0].time > rotation.time):
+        findings.append(
+            Finding(
+                "refused",
+                f"a set was refused at {refused[0].time.isoformat()} ({refused[0].detail})",
+            )
+        )
+    waiting = waiting_sets(ctx.paths.incoming, at, config.watch.settle_seconds)
+    for w in waiting:
+        if w.held:
+            findings.append(Finding("set_held", f"{w.path} waiting since {w.since.isoformat()}"))
+    future = [t for t in warnings_at if t > at]
+    return Snapshot(
+        at=at,
+        node_name=ctx.harper.node_name,
+        harper_root=str(ctx.paths.harper_root),
+        sets=(view,),
+        waiting=tuple(waiting),
+        refusals=tuple(refused),
+        last=last,
+        findings=tuple(findings),
+        next_warning=min(future, default=None),
+        problems_by_code=problems,
+    )
+
+
+def _set_name(ctx: Context) -> str:
+    """The set's name: its role (``replication`` for a cluster set), as issue 11 names sets."""
+    if "replication" in ctx.managed.uses or ctx.managed.purpose.value == "cluster":
+        return "replication"
+    return ctx.managed.uses[0] if ctx.managed.uses else "default"
