@@ -192,7 +192,8 @@ def test_incoming_deleted_and_recreated(node: Node) -> None:
 
 
 def test_expiry_thresholds_with_an_injected_clock(node: Node) -> None:
-    """On a fast clock, the 30/14/7/3/1-day warnings and then the expiry event come in order."""
+    """On a fast clock, the warnings and then the expiry event come in order; the first one
+    when renewal is overdue (15 days left for this 90-day leaf), not at a fixed 30 days."""
     not_after = devca.load_cert(node.live.cert.read_bytes()).not_valid_after_utc
     start = (not_after - dt.timedelta(days=30, hours=12)).isoformat().replace("+00:00", "Z")
     env = {"HARPER_CERTD_CLOCK": f"{start}*{86400 * 6}"}  # six days a second
@@ -200,7 +201,7 @@ def test_expiry_thresholds_with_an_injected_clock(node: Node) -> None:
         d.wait_for("certd.expired", timeout=20)
         assert d.stop() == 0
     warnings = d.named("certd.expiry_warning")
-    assert [w["threshold_days"] for w in warnings] == [30, 14, 7, 3, 1]
+    assert [w["threshold_days"] for w in warnings] == [15, 14, 7, 3, 1]
     assert all(w["_priority"] == PRIORITY["warning"] for w in warnings)
     assert all(w["certificate"] == "leaf" for w in warnings)
     assert d.named("certd.expired")[0]["_priority"] == PRIORITY["critical"]

@@ -112,7 +112,7 @@ def warning_marks(marks: list[Mark], leaf: Watched | None, config: Config) -> li
         for m in marks
         if not (m.cert.sha256 == leaf.sha256 and m.kind == "warning" and m.at < due)
     ]
-    days = round((leaf.not_after - due).total_seconds() / 86400, 3)
+    days = round((leaf.not_after - due).total_seconds() / 86400, 1)
     kept.append(Mark(due, "warning", days, leaf))
     return sorted(kept, key=lambda m: m.at)
 
