@@ -18,7 +18,7 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO, cast
 
@@ -287,9 +287,36 @@ def _logger_factory(*args: Any) -> _StreamLogger:
     return _LOGGER
 
 
+# --- observers: in-process listeners to events (the metrics textfile's "write now") ---
+
+Observer = Callable[[str, Mapping[str, Any]], None]
+_OBSERVERS: list[Observer] = []
+
+
+def add_observer(observer: Observer) -> None:
+    """Call ``observer(event_name, event_dict)`` for every event, whatever the level filter."""
+    _OBSERVERS.append(observer)
+
+
+def remove_observer(observer: Observer) -> None:
+    with contextlib.suppress(ValueError):
+        _OBSERVERS.remove(observer)
+
+
+def _notify_observers(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    name = str(event_dict.get("event", ""))
+    for observer in list(_OBSERVERS):
+        with contextlib.suppress(Exception):  # an observer never breaks logging
+            observer(name, event_dict)
+    return event_dict
+
+
 _PROCESSORS: list[Processor] = [
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
+    _notify_observers,
     _filter_level,
     structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
     structlog.processors.StackInfoRenderer(),

@@ -22,7 +22,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harper_certd import __version__, environment, fsio, health, logs, sdnotify, service
+from harper_certd import (
+    __version__,
+    environment,
+    fsio,
+    health,
+    logs,
+    metrics,
+    sdnotify,
+    service,
+)
 from harper_certd.config import Config, load_config, with_overrides
 from harper_certd.errors import CertdError, ConfigError, Interrupted
 from harper_certd.schedule import (
@@ -95,6 +104,7 @@ class Daemon:
         self.next_ping = 0.0
         self.watcher: Watcher | None = None
         self.environment: list[environment.Finding] = []
+        self.monitor = metrics.Monitor()  # h-ops: served re-check, Prometheus textfile
 
     # --- setup ----------------------------------------------------------------------
 
@@ -421,6 +431,7 @@ class Daemon:
 
     def _next_timeout(self, now: float) -> float:
         waits = [self.next_rescan - now, self.next_watch_check - now, self.next_summary - now]
+        waits.append(self.monitor.next_due - now)  # h-ops
         settle = self.ctx.config.watch.settle_seconds
         if self.candidates:
             last = max(c.changed for c in self.candidates.values())
@@ -590,6 +601,7 @@ class Daemon:
         self._check_live(now)
         self._expiry()
         self._renewal()
+        self.monitor.tick(self.ctx)  # h-ops
         interval = sdnotify.watchdog_interval(self.env)
         if interval is not None and now >= self.next_ping:
             sdnotify.watchdog(env=self.env)

@@ -1,0 +1,247 @@
+"""The Prometheus textfile, and the daemon's periodic re-check of what Harper serves.
+
+``Monitor.tick(ctx)`` is the one call the daemon loop makes each cycle (the loop wakes at
+least every minute).  Every ``metrics.interval`` seconds (60 by default) it dials Harper's
+secure ports (``health.probe_served``: 127.0.0.1/::1 with the node name as SNI) and
+logs ``certd.served_mismatch`` when what is served stops matching the live set (Harper
+restarted by its own unit on other files, say: not only after our own swaps) and
+``certd.served_matches`` when it matches again.  When ``metrics.textfile`` is set it
+writes node_exporter's textfile collector format with prometheus_client's own
+``write_to_textfile`` (a private ``CollectorRegistry``; a temporary file renamed over
+the target: atomic), mode 0644 so that node_exporter's user can read it, on every
+change (a generation, the history, the rejected or incoming folder, a renewal or
+rollback event) and at least every interval.
+
+Metrics (all gauges; timestamps in Unix seconds):
+
+- ``harper_certd_certificate_not_after_seconds`` / ``..._not_before_seconds``
+  {set, role (leaf|intermediate|ca), subject, issuer, sha256}
+- ``harper_certd_served_matches_live`` {set}: 1 or 0; absent while Harper is stopped
+- ``harper_certd_harper_up``: 1 when Harper's hdb.pid names a live process
+- ``harper_certd_renewal_due_seconds`` / ``harper_certd_renewal_overdue_seconds`` {set}
+- ``harper_certd_renewal_overdue`` {set}: 1 once renewal is overdue (the first warning)
+- ``harper_certd_last_operation_seconds`` {kind (rotation|rollback|refusal|renewal), outcome}
+- ``harper_certd_sets_waiting``; ``harper_certd_set_held`` {path, reason}
+- ``harper_certd_live_problems`` {code}: the live set's problem codes, by code
+- ``harper_certd_finding`` {code, level}: status findings; ``harper_certd_health``: 0/1/2
+- ``harper_certd_textfile_written_seconds``: when this file was written (stale: dead daemon)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from harper_certd import __version__, health, logs
+
+if TYPE_CHECKING:
+    from harper_certd.service import Context
+
+log = structlog.get_logger("harper_certd")
+TEXTFILE_MODE = 0o644  # node_exporter runs as its own user; no secret is in this file
+
+# Events after which the textfile is rewritten at once, and the operation they record.
+_OPERATION_EVENTS: dict[str, tuple[str, str]] = {
+    "certd.renewal_succeeded": ("renewal", "succeeded"),
+    "certd.renewal_failed": ("renewal", "failed"),
+    "certd.set_installed": ("rotation", "installed"),
+    "certd.set_refused": ("refusal", "refused"),
+    "certd.rolled_back": ("rollback", "rolled_back"),
+    "certd.rollback_failed": ("rollback", "rollback_failed"),
+    "certd.operator_rollback": ("rollback", "operator"),
+}
+
+
+def _ts(value: dt.datetime) -> float:
+    return value.timestamp()
+
+
+def registry_for(snap: health.Snapshot, extra_ops: Mapping[str, health.Operation]) -> Any:
+    """A private CollectorRegistry holding ``snap`` as gauges (see the module docstring)."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    reg = CollectorRegistry()
+
+    def gauge(name: str, doc: str, labels: tuple[str, ...] = ()) -> Gauge:
+        return Gauge(name, doc, labels, registry=reg)
+
+    info = gauge("harper_certd_info", "harper-certd on this node", ("node", "version", "root"))
+    info.labels(snap.node_name or "", __version__, snap.harper_root).set(1)
+    cert_labels = ("set", "role", "subject", "issuer", "sha256")
+    not_after = gauge(
+        "harper_certd_certificate_not_after_seconds", "notAfter of each certificate", cert_labels
+    )
+    not_before = gauge(
+        "harper_certd_certificate_not_before_seconds", "notBefore of each certificate", cert_labels
+    )
+    matches = gauge(
+        "harper_certd_served_matches_live", "1 if Harper serves the live leaf on every port",
+        ("set",),
+    )
+    due = gauge("harper_certd_renewal_due_seconds", "start of the renewal window", ("set",))
+    overdue_at = gauge(
+        "harper_certd_renewal_overdue_seconds", "when renewal becomes overdue", ("set",)
+    )
+    overdue = gauge("harper_certd_renewal_overdue", "1 once renewal is overdue", ("set",))
+    for s in snap.sets:
+        for c in s.certificates:
+            key = (s.name, c.role, c.subject, c.issuer, c.sha256)
+            not_after.labels(*key).set(_ts(c.not_after))
+            not_before.labels(*key).set(_ts(c.not_before))
+        if s.served_matches_live is not None:
+            matches.labels(s.name).set(1 if s.served_matches_live else 0)
+        if s.next_renewal is not None:
+            due.labels(s.name).set(_ts(s.next_renewal))
+        if s.renewal_overdue_at is not None:
+            overdue_at.labels(s.name).set(_ts(s.renewal_overdue_at))
+            overdue.labels(s.name).set(1 if snap.at >= s.renewal_overdue_at else 0)
+    up = gauge("harper_certd_harper_up", "1 when Harper's process is alive")
+    up.set(0 if any(f.code == "harper_not_running" for f in snap.findings) else 1)
+    last = gauge(
+        "harper_certd_last_operation_seconds", "time of the last operation of each kind",
+        ("kind", "outcome"),
+    )
+    ops = {**snap.last, **extra_ops}
+    for kind, op in ops.items():
+        last.labels(kind, op.outcome).set(_ts(op.time))
+    gauge("harper_certd_sets_waiting", "sets in the incoming folder").set(len(snap.waiting))
+    held = gauge("harper_certd_set_held", "a set held in the incoming folder", ("path", "reason"))
+    for w in snap.waiting:
+        if w.held:
+            held.labels(w.path, "waiting longer than the settle period allows").set(1)
+    problems = gauge("harper_certd_live_problems", "the live set's problems by code", ("code",))
+    for code, count in snap.problems_by_code.items():
+        problems.labels(code).set(count)
+    finding = gauge("harper_certd_finding", "status findings", ("code", "level"))
+    for f in snap.findings:
+        finding.labels(f.code, f.level.word).set(1)
+    gauge("harper_certd_health", "0 ok, 1 warning, 2 critical").set(int(snap.level))
+    gauge("harper_certd_textfile_written_seconds", "when this file was written").set(time.time())
+    return reg
+
+
+def write_textfile(path: Path, snap: health.Snapshot, ops: Mapping[str, health.Operation]) -> None:
+    """Write ``snap`` to ``path`` atomically (OSError when the folder is not writable)."""
+    from prometheus_client import write_to_textfile
+
+    write_to_textfile(str(path), registry_for(snap, ops))
+    os.chmod(path, TEXTFILE_MODE)
+
+
+Probe = Callable[["Context"], "tuple[health.ServedView, ...] | None"]
+
+
+@dataclass
+class Monitor:
+    """Periodic served re-check and textfile upkeep; ``tick`` is the loop's one call."""
+
+    probe: Probe = health.probe_served
+    monotonic: Callable[[], float] = time.monotonic
+    next_due: float = 0.0
+    signature: tuple[Any, ...] | None = None
+    mismatch: bool | None = None  # last seen: None unknown, True mismatch reported
+    served: tuple[health.ServedView, ...] | None = None
+    operations: dict[str, health.Operation] = field(default_factory=dict)
+    dirty: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        logs.add_observer(self.observe)
+
+    def observe(self, event: str, fields: Mapping[str, Any]) -> None:
+        """A log observer: operations the store does not record, and 'write now'."""
+        kind = _OPERATION_EVENTS.get(event)
+        if kind is not None:
+            self.operations[kind[0]] = health.Operation(
+                kind[0], kind[1], dt.datetime.now(dt.UTC), str(fields.get("source", ""))
+            )
+            self.dirty.set()
+
+    def close(self) -> None:
+        logs.remove_observer(self.observe)
+
+    def _signature(self, ctx: Context) -> tuple[Any, ...]:
+        def mtime(path: Path) -> float | None:
+            try:
+                return os.stat(path).st_mtime_ns
+            except OSError:
+                return None
+
+        return (
+            ctx.store.current_id(),
+            mtime(ctx.store.history_path),
+            mtime(ctx.paths.rejected),
+            mtime(ctx.paths.incoming),
+        )
+
+    def tick(self, ctx: Context) -> None:
+        """Re-check what is served when due; rewrite the textfile when due or changed."""
+        now = self.monotonic()
+        due = now >= self.next_due
+        if due:
+            self.next_due = now + ctx.config.metrics.interval
+            if ctx.config.verify.enabled:
+                self.served = self.probe(ctx)
+                self._report_served(ctx)
+        path = ctx.config.metrics.textfile
+        if path is None:
+            return
+        signature = self._signature(ctx)
+        if not (due or self.dirty.is_set() or signature != self.signature):
+            return
+        self.dirty.clear()
+        self.signature = signature
+        served: tuple[health.ServedView, ...] | bool | None = (
+            self.served if ctx.config.verify.enabled else False
+        )
+        snap = health.snapshot(ctx, served=served)
+        try:
+            write_textfile(path, snap, self.operations)
+        except OSError as exc:
+            log.warning("certd.metrics_failed", textfile=str(path), error=str(exc))
+
+    def _report_served(self, ctx: Context) -> None:
+        if self.served is None:
+            return  # Harper stopped: nothing served, nothing to compare
+        from harper_certd import service
+        from harper_certd.errors import CertdError
+
+        try:
+            live = service.live_report(ctx).certificate
+        except CertdError:  # an unreadable live set is reported by the live-set checks
+            return
+        if live is None:
+            return
+        bad = [s for s in self.served if s.sha256 != live.sha256]
+        if bad and self.mismatch is not True:
+            # One handshake can lie for 10-60 ms while Harper rebuilds its contexts (issue
+            # 11): a mismatch is reported only when a second probe, 0.3 s later, agrees.
+            time.sleep(0.3)
+            again = self.probe(ctx)
+            if again is None or all(s.sha256 == live.sha256 for s in again):
+                return
+            self.served = again
+            bad = [s for s in again if s.sha256 != live.sha256]
+        if bad and self.mismatch is not True:
+            self.mismatch = True
+            log.error(
+                "certd.served_mismatch",
+                live=live.sha256,
+                served=[{"dialled": s.dialled, "sha256": s.sha256, "error": s.error or None}
+                        for s in bad],
+            )
+            self.dirty.set()
+        elif not bad and self.mismatch is True:
+            self.mismatch = False
+            log.info("certd.served_matches", live=live.sha256,
+                     dialled=[s.dialled for s in self.served])
+            self.dirty.set()
+        elif not bad:
+            self.mismatch = False
