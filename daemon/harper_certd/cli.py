@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -277,6 +278,75 @@ def cmd_status(args: argparse.Namespace) -> int:
     return int(snap.level)
 
 
+def _loaded_config(args: argparse.Namespace) -> object:
+    """The configuration with the command-line overrides, without building a context."""
+    from harper_certd import config as cfg
+
+    config = cfg.load_config(_config_path(args))
+    harper = cfg.with_overrides(
+        config.harper, root=Path(args.harper_root) if args.harper_root else None
+    )
+    return cfg.with_overrides(
+        config, harper=harper, state_dir=Path(args.state_dir) if args.state_dir else None
+    )
+
+
+@_infrastructure
+def cmd_stage(args: argparse.Namespace) -> int:
+    """0 staged (or, with --wait, installed), 1 refused, 3 rolled back, 4 no outcome in time."""
+    from harper_certd import discover, health, logs, stage
+    from harper_certd.config import Config, resolve_paths
+    from harper_certd.service import managed_set
+    from harper_certd.source import SourceRefused
+
+    config = _loaded_config(args)
+    assert isinstance(config, Config)
+    paths = resolve_paths(config)
+    if args.set is not None:
+        name = health.set_name(managed_set(discover.load_config(paths.harper_root)))
+        if args.set != name:
+            print(f"harper-certd stage: no set named {args.set!r} here (sets: {name})",
+                  file=sys.stderr)
+            return EXIT_USAGE
+    if (args.source is None) == (args.cert is None):
+        print("harper-certd stage: give SOURCE, or --cert and --key (and --ca)", file=sys.stderr)
+        return EXIT_USAGE
+    owner = stage.owner_of(paths.state, paths.incoming)
+    trusted = {0, os.geteuid(), owner[0]}
+    try:
+        if args.source is not None:
+            files = stage.read_folder(Path(args.source), trusted)
+        else:
+            if args.key is None:
+                print("harper-certd stage: --cert needs --key", file=sys.stderr)
+                return EXIT_USAGE
+            files = stage.read_files(
+                Path(args.cert), Path(args.key), Path(args.ca) if args.ca else None
+            )
+    except SourceRefused as exc:
+        print(f"harper-certd stage: {exc.code}: {exc}", file=sys.stderr)
+        return EXIT_INVALID
+    staged = stage.stage_files(files, paths.incoming, owner)
+    logs.get_logger().info(
+        "certd.set_staged",
+        source=args.source or args.cert,
+        staged=str(staged.path),
+        files=list(staged.files),
+    )
+    print(f"Staged as {staged.path}; the daemon takes it from there.")
+    if not args.wait:
+        return EXIT_OK
+    outcome, where = stage.wait_outcome(staged, paths.processed, paths.rejected, args.timeout)
+    words = {
+        stage.Outcome.INSTALLED: "installed (or already live)",
+        stage.Outcome.REFUSED: "refused; nothing changed",
+        stage.Outcome.ROLLED_BACK: "installed, Harper did not take it, rolled back",
+        stage.Outcome.NO_OUTCOME: f"no outcome after {args.timeout:.0f}s: is the daemon running?",
+    }
+    print(f"{words[outcome]}{f' (kept in {where})' if where else ''}")
+    return int(outcome)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from harper_certd.demo import run_demo
 
@@ -347,6 +417,20 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = sub.add_parser("run", help="the daemon: watch, validate, swap, verify, roll back")
     common(daemon)
     daemon.set_defaults(func=cmd_run)
+
+    st = sub.add_parser(
+        "stage",
+        help="copy a set into the incoming folder for the daemon (SOURCE is never changed)",
+    )
+    st.add_argument("source", nargs="?", help="folder: Harper's or certbot's names (live/<name>)")
+    st.add_argument("--set", help="the set it is for (default: the one it fits)")
+    st.add_argument("--cert", help="certificate file (leaf, then intermediates)")
+    st.add_argument("--key", help="private key file")
+    st.add_argument("--ca", help="CA file (default: the daemon's ca_file or the live one)")
+    st.add_argument("--wait", action="store_true", help="wait for the daemon's outcome")
+    st.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
+    common(st)
+    st.set_defaults(func=cmd_stage)
 
     d = sub.add_parser("demo", help="show harper-certd at work in a temporary folder")
     d.add_argument("--keep", action="store_true", help="keep the temporary folder")

@@ -33,7 +33,7 @@ from harper_certd.config import Config
 from harper_certd.schedule import Mark, Watched, renewal_at
 
 if TYPE_CHECKING:
-    from harper_certd.service import Context
+    from harper_certd.service import Context, Managed
     from harper_certd.validate import CertSummary, Report
 
 WAITING_HELD_FACTOR = 10  # a set still in incoming/ after 10 settle periods + a minute: held
@@ -435,7 +435,7 @@ def snapshot(
         findings.append(Finding("harper_not_running", f"no live {ctx.paths.harper_root}/hdb.pid"))
     current = ctx.store.current_id()
     view = SetView(
-        name=_set_name(ctx),
+        name=set_name(ctx.managed),
         role=ctx.managed.purpose.value,
         uses=ctx.managed.uses,
         generation=current,
@@ -493,8 +493,8 @@ def snapshot(
     )
 
 
-def _set_name(ctx: Context) -> str:
+def set_name(managed: Managed) -> str:
     """The set's name: its role (``replication`` for a cluster set), as issue 11 names sets."""
-    if "replication" in ctx.managed.uses or ctx.managed.purpose.value == "cluster":
+    if "replication" in managed.uses or managed.purpose.value == "cluster":
         return "replication"
-    return ctx.managed.uses[0] if ctx.managed.uses else "default"
+    return managed.uses[0] if managed.uses else "default"

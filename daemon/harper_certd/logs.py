@@ -160,6 +160,10 @@ EVENTS: dict[str, tuple[str, str]] = {
         "info",
         "Harper serves the live certificate again after a mismatch was reported.",
     ),
+    "certd.set_staged": (
+        "info",
+        "harper-certd stage copied a set into the incoming folder for the daemon.",
+    ),
     "certd.metrics_failed": (
         "warning",
         "The Prometheus textfile could not be written; the daemon goes on.",

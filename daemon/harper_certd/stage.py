@@ -1,0 +1,205 @@
+"""``harper-certd stage``: hand a set from certbot, step or a person to the daemon.
+
+The set is read from SOURCE (Harper's names, certbot's names with its ``live/`` links into
+``archive/``, or explicit ``--cert/--key/--ca`` files), never moved or changed there (step
+renews in place and needs its files back next time), and written into the incoming folder
+the way the daemon expects a set to arrive: a dot-folder (``.stage-…``, ignored while it
+is written), each file created with its mode from the first byte (the key 0600), owned
+by the state directory's owner when run as root (so the daemon, as Harper's user, trusts
+and reads it), fsynced, then renamed into place in one ``rename(2)``.
+
+``wait_outcome`` follows the staged folder: the daemon moves it to ``processed/`` (installed,
+unchanged or superseded: exit 0) or to ``rejected/`` with ``reason.json`` (stage
+``after_swap``: installed, Harper did not take it, rolled back: exit 3; else refused: 1).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import stat
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from harper_certd import fsio, load
+from harper_certd.errors import CertdError
+from harper_certd.source import (
+    HARPER_NAMES,
+    SourceRefused,
+    _allowed_roots,
+    _read_member,
+    check_folder,
+)
+
+
+class StageError(CertdError):
+    """The set could not be staged; nothing was written into the incoming folder."""
+
+
+class Outcome(IntEnum):
+    """``stage --wait`` exit statuses (as ``install``'s)."""
+
+    INSTALLED = 0
+    REFUSED = 1
+    ROLLED_BACK = 3
+    NO_OUTCOME = 4  # --timeout passed while the set was still waiting
+
+
+@dataclass(frozen=True, slots=True)
+class Staged:
+    name: str  # the folder's name in incoming/
+    path: Path
+    files: tuple[str, ...]
+
+
+def _stamp() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def read_folder(folder: Path, trusted_uids: set[int]) -> dict[str, bytes]:
+    """The set's files from a Harper-named or certbot folder, by the name to stage them under.
+
+    A certbot set without ``ca.pem`` is staged without one: the daemon takes its CA file from
+    ``ca_file`` or the live one.  Raises SourceRefused (code and sentence).
+    """
+    check_folder(folder, trusted_uids)
+    roots = _allowed_roots(folder)
+
+    def member(name: str) -> bytes:
+        return _read_member(folder, name, trusted_uids, roots)
+
+    def has(name: str) -> bool:
+        return os.path.lexists(folder / name)
+
+    if all(has(n) for n in HARPER_NAMES):
+        return {n: member(n) for n in HARPER_NAMES}
+    if has("privkey.pem") and (has("fullchain.pem") or has("cert.pem")):
+        if has("fullchain.pem"):
+            chain = member("fullchain.pem")
+        else:
+            chain = member("cert.pem")
+            if has("chain.pem"):
+                chain = chain.rstrip(b"\n") + b"\n" + member("chain.pem")
+        out = {"fullchain.pem": chain, "privkey.pem": member("privkey.pem")}
+        if has("ca.pem"):
+            out["ca.pem"] = member("ca.pem")
+        return out
+    present = sorted(p.name for p in folder.iterdir())
+    raise SourceRefused(
+        "source_incomplete",
+        f"{folder} holds neither Harper's {', '.join(HARPER_NAMES)} nor certbot's "
+        f"fullchain.pem/cert.pem + privkey.pem (found: {', '.join(present) or 'nothing'})",
+    )
+
+
+def read_files(cert: Path, key: Path, ca: Path | None) -> dict[str, bytes]:
+    """Explicit files; each one's folder must not be writable by others."""
+    out: dict[str, bytes] = {}
+    for path, harper_name, certbot_name in (
+        (cert, "certificate.pem", "fullchain.pem"),
+        (key, "privateKey.pem", "privkey.pem"),
+        (ca, "ca.pem", "ca.pem"),
+    ):
+        if path is None:
+            continue
+        try:
+            st = os.stat(path.parent)
+        except OSError as exc:
+            raise SourceRefused("source_unreadable", f"{path}: {exc.strerror}") from None
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+            raise SourceRefused(
+                "source_unsafe", f"{path.parent} is writable by others: {path} could change"
+            )
+        try:
+            data = load.read_bounded(path)
+        except load.Unreadable as exc:
+            raise SourceRefused("source_unreadable", str(exc)) from None
+        out[harper_name if ca is not None else certbot_name] = data
+    return out
+
+
+def owner_of(state: Path, incoming: Path) -> tuple[int, int]:
+    """The state directory's owner (the daemon's user), else the incoming folder's."""
+    for path in (state, incoming):
+        try:
+            st = os.stat(path)
+        except OSError:
+            continue
+        return st.st_uid, st.st_gid
+    raise StageError(f"neither {state} nor {incoming} exists: is harper-certd set up here?")
+
+
+def stage_files(files: dict[str, bytes], incoming: Path, owner: tuple[int, int]) -> Staged:
+    """Write ``files`` as one folder renamed into ``incoming``; StageError leaves nothing."""
+    if not incoming.is_dir():
+        raise StageError(
+            f"the incoming folder {incoming} does not exist (the daemon makes it at start)"
+        )
+    name = f"stage-{_stamp()}-{os.getpid()}"
+    hidden = incoming / f".{name}"
+    uid, gid = owner if os.geteuid() == 0 else (None, None)
+    try:
+        hidden.mkdir(mode=0o700)
+        for file_name, data in files.items():
+            mode = 0o600 if "key" in file_name.lower() else 0o644
+            fsio.write_new(hidden / file_name, data, mode=mode, uid=uid, gid=gid)
+        if uid is not None and gid is not None:
+            os.chown(hidden, uid, gid)
+        fsio.fsync_dir(hidden)
+        os.rename(hidden, incoming / name)
+        fsio.fsync_dir(incoming)
+    except OSError as exc:
+        for child in hidden.iterdir() if hidden.is_dir() else ():
+            child.unlink()
+        if hidden.is_dir():
+            hidden.rmdir()
+        raise StageError(f"staging into {incoming}: {fsio.describe_os_error(exc)}") from exc
+    return Staged(name, incoming / name, tuple(files))
+
+
+def find_outcome(name: str, processed: Path, rejected: Path) -> tuple[Outcome, Path] | None:
+    """Where the daemon filed the staged folder ``name``, and what that means."""
+    for entry in _entries(processed):
+        if entry.name.endswith(f"-{name}"):
+            return Outcome.INSTALLED, entry
+    for entry in _entries(rejected):
+        if entry.name.endswith(f"-{name}"):
+            try:
+                reason = json.loads((entry / "reason.json").read_text())
+            except (OSError, ValueError):
+                reason = {}
+            if reason.get("stage") == "after_swap":
+                return Outcome.ROLLED_BACK, entry
+            return Outcome.REFUSED, entry
+    return None
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:
+        return []
+
+
+def wait_outcome(
+    staged: Staged,
+    processed: Path,
+    rejected: Path,
+    timeout: float,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> tuple[Outcome, Path | None]:
+    """Poll (every 0.2 s) until the daemon files the staged folder, or ``timeout`` seconds."""
+    deadline = monotonic() + timeout
+    while True:
+        found = find_outcome(staged.name, processed, rejected)
+        if found is not None:
+            return found
+        if monotonic() >= deadline:
+            return Outcome.NO_OUTCOME, None
+        sleep(0.2)
