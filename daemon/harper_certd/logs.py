@@ -162,7 +162,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     ),
     "certd.set_staged": (
         "info",
-        "harper-certd stage copied a set into the incoming folder for the daemon.",
+        "A set was copied into the incoming folder for the daemon (harper-certd stage).",
     ),
     "certd.metrics_failed": (
         "warning",
