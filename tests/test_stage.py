@@ -165,3 +165,41 @@ def test_no_daemon_no_outcome(node: Node) -> None:
     done = _stage(node, str(node.source("x")), "--wait", "--timeout", "1")
     assert done.returncode == 4
     assert "is the daemon running" in done.stdout
+
+
+def _cli(node: Node, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "harper_certd", *args, "--config", str(node.write_config())],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_install_dry_run_changes_nothing(node: Node) -> None:
+    live_before = _tree(node.root / "keys")
+    good = node.source("good")
+    done = _cli(node, "install", "--dry-run", str(good))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "would install; nothing was changed" in done.stdout
+    bad = node.source("bad", leaf=devca.make_leaf(node.ca, "elsewhere", dns=["elsewhere"]))
+    refused = _cli(node, "install", "--dry-run", "--json", str(bad))
+    assert refused.returncode == 1
+    assert '"would": "refuse"' in refused.stdout
+    assert "hostname_mismatch" in refused.stdout or "node_name_not_verbatim" in refused.stdout
+    assert _tree(node.root / "keys") == live_before
+    assert good.is_dir()
+    assert bad.is_dir()
+    assert node.restarts() == 0
+
+
+def test_install_keep_source_leaves_the_folder(node: Node) -> None:
+    src = node.source("kept")
+    before = _tree(src)
+    done = _cli(node, "install", "--keep-source", str(src))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert _tree(src) == before
+    assert node.live_fingerprint() == devca.fingerprint_of(
+        devca.load_cert((src / "certificate.pem").read_bytes())
+    )

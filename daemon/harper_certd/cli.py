@@ -172,7 +172,14 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     assert isinstance(ctx, Context)
-    outcome = install(ctx, Path(args.source), force_older=args.force_older)
+    if args.dry_run:
+        return _install_dry_run(ctx, Path(args.source), args)
+    folder: Path | None = Path(args.source)
+    if args.keep_source:
+        folder = _private_copy(ctx, Path(args.source))
+    if folder is None:
+        return EXIT_INVALID
+    outcome = install(ctx, folder, force_older=args.force_older)
     if args.json:
         _print_json(outcome.as_dict())
     else:
@@ -188,6 +195,66 @@ def cmd_install(args: argparse.Namespace) -> int:
         "rolled_back": EXIT_ROLLED_BACK,
         "rollback_failed": EXIT_ROLLED_BACK,
     }[outcome.status]
+
+
+def _private_copy(ctx: object, source: Path) -> Path | None:
+    """--keep-source: the set copied (stage's reader and writer) to a private folder beside
+    processed/, which install then files away instead of SOURCE."""
+    from harper_certd import stage
+    from harper_certd.service import Context
+    from harper_certd.source import SourceRefused
+
+    assert isinstance(ctx, Context)
+    try:
+        files = stage.read_folder(source, ctx.trusted_uids())
+    except SourceRefused as exc:
+        print(f"refused: {exc.code}: {exc} (nothing changed)")
+        return None
+    copies = ctx.paths.processed.parent / ".harper-certd-copies"
+    copies.mkdir(mode=0o700, exist_ok=True)
+    st = os.stat(copies)
+    staged = stage.stage_files(files, copies, (st.st_uid, st.st_gid))
+    print(f"{source} copied to {staged.path}; {source} stays as it is.")
+    return staged.path
+
+
+def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int:
+    """Everything install does before the swap: read, validate, compare with the live set."""
+    from harper_certd import service
+    from harper_certd.service import Context
+    from harper_certd.source import SourceRefused, read_source
+
+    assert isinstance(ctx, Context)
+    try:
+        source = read_source(
+            folder,
+            trusted_uids=ctx.trusted_uids(),
+            ca_fallback=ctx.config.ca_file or ctx.managed.live.ca,
+        )
+    except SourceRefused as exc:
+        verdict: dict[str, object] = {"would": "refuse", "problems": [
+            {"code": exc.code, "severity": "error", "message": str(exc)}]}
+    else:
+        names = tuple(str(folder / n) for n in ("certificate", "private key", "CA file"))
+        report = service._validate(ctx, source.data, (names[0], names[1], names[2]))
+        problems = list(report.problems)
+        if report.valid and not args.force_older:
+            older = service._older_than_live(ctx, report)
+            if older is not None:
+                problems.append(older)
+        errors = [p for p in problems if p.severity.value == "error"]
+        would = "refuse" if errors else (
+            "leave as is (already live)" if service._same_as_live(ctx, source.data) else "install"
+        )
+        verdict = {"would": would, "problems": [p.as_dict() for p in problems],
+                   "certificate": report.as_dict()["certificate"]}
+    if args.json:
+        _print_json({"dry_run": True, **verdict})
+    else:
+        for p in verdict["problems"]:  # type: ignore[attr-defined]  # a list of dicts, above
+            print(f"{p['severity']}: {p['code']}: {p['message']}")
+        print(f"Dry run: harper-certd would {verdict['would']}; nothing was changed.")
+    return EXIT_INVALID if verdict["would"] == "refuse" else EXIT_OK
 
 
 def _install_sentence(outcome: object) -> str:
@@ -393,6 +460,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--force-older",
         action="store_true",
         help="install even if it expires before the live certificate",
+    )
+    i.add_argument(
+        "--dry-run", action="store_true", help="read and validate, compare, change nothing"
+    )
+    i.add_argument(
+        "--keep-source", action="store_true", help="install a copy; SOURCE stays where it is"
     )
     i.add_argument("--json", action="store_true")
     common(i)
