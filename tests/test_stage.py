@@ -203,3 +203,24 @@ def test_install_keep_source_leaves_the_folder(node: Node) -> None:
     assert node.live_fingerprint() == devca.fingerprint_of(
         devca.load_cert((src / "certificate.pem").read_bytes())
     )
+
+
+def test_the_shipped_certbot_deploy_hook(node: Node) -> None:
+    """contrib/certbot/deploy-hook.sh as certbot runs it: RENEWED_LINEAGE set, no arguments."""
+    hook = Path(__file__).resolve().parents[1] / "contrib" / "certbot" / "deploy-hook.sh"
+    live = certbot_lineage(node, version=3)
+    env = {
+        **os.environ,
+        "RENEWED_LINEAGE": str(live),
+        "HARPER_CERTD": str(Path(sys.executable).parent / "harper-certd"),
+        "HARPER_CERTD_CONFIG": str(node.write_config()),
+    }
+    with DaemonProc(node) as d:
+        d.wait_for("certd.started")
+        done = subprocess.run(["/bin/sh", str(hook)], env=env, capture_output=True, text=True,
+                              check=False, timeout=90)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert d.stop() == 0
+    assert node.live_fingerprint() == devca.fingerprint_of(
+        devca.load_cert((live / "cert.pem").read_bytes())
+    )
