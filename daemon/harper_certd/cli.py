@@ -414,6 +414,27 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return int(outcome)
 
 
+@_infrastructure
+def cmd_release(args: argparse.Namespace) -> int:
+    """0 released (or nothing to release); 1 a path could not be replaced (SwapError)."""
+    from harper_certd.release import release
+    from harper_certd.service import Context
+
+    ctx = _context(args)
+    assert isinstance(ctx, Context)
+    done = release(ctx.store)
+    if done.already_plain:
+        print("Harper's certificate files are plain files already; nothing to release.")
+    else:
+        print(
+            f"Released generation {done.generation}: "
+            + ", ".join(str(p) for p in done.paths)
+            + f" are plain files again. {ctx.paths.state} is no longer used"
+            " (keep it for its history, or delete it)."
+        )
+    return EXIT_OK
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from harper_certd.demo import run_demo
 
@@ -504,6 +525,12 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
     common(st)
     st.set_defaults(func=cmd_stage)
+
+    rel = sub.add_parser(
+        "release", help="hand plain files back to Harper (undo the adoption; daemon stopped)"
+    )
+    common(rel)
+    rel.set_defaults(func=cmd_release)
 
     d = sub.add_parser("demo", help="show harper-certd at work in a temporary folder")
     d.add_argument("--keep", action="store_true", help="keep the temporary folder")

@@ -160,6 +160,10 @@ EVENTS: dict[str, tuple[str, str]] = {
         "info",
         "Harper serves the live certificate again after a mismatch was reported.",
     ),
+    "certd.released": (
+        "warning",
+        "Harper's files were handed back as plain files (harper-certd release); not managed now.",
+    ),
     "certd.set_staged": (
         "info",
         "A set was copied into the incoming folder for the daemon (harper-certd stage).",
