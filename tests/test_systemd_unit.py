@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes.util
 import json
+import os
 import pkgutil
 import re
 import shutil
@@ -18,7 +19,7 @@ import harper_certd
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "systemd" / "harper-certd.service"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-EXEC_START = "/usr/local/bin/harper-certd"
+EXEC_START = "/opt/harper-certd/bin/harper-certd"  # the venv of the README's install
 
 needs_analyze = pytest.mark.skipif(
     SYSTEMD_ANALYZE is None,
@@ -217,3 +218,45 @@ def test_node_jit_dies_under_memory_deny_write_execute() -> None:
     )
     assert free.returncode == 0, free.stderr
     assert _under_mdwe(node, "-e", hot_loop).returncode != 0
+
+
+DROP_IN = ROOT / "contrib" / "systemd" / "harper-certd.service.d" / "override.conf"
+
+
+@needs_analyze
+def test_the_drop_in_example_verifies_with_the_unit(tmp_path: Path) -> None:
+    """The unit plus contrib's drop-in (ROOTPATH, ReadWritePaths, LoadCredential), loaded the
+    way systemd loads drop-ins (the unit's search path), has nothing for verify to report."""
+    units = tmp_path / "units"
+    units.mkdir()
+    copy = _copy_with_existing_exec_start(units)
+    (units / "harper-certd.service.d").mkdir()
+    shutil.copy(DROP_IN, units / "harper-certd.service.d" / "override.conf")
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
+    assert SYSTEMD_ANALYZE is not None
+    result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(copy)], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    about_us = [
+        line for line in (result.stdout + result.stderr).splitlines() if "harper-certd" in line
+    ]
+    assert (result.returncode, about_us) == (0, [])
+    text = DROP_IN.read_text()
+    assert "ReadWritePaths=\n" in text
+    assert "LoadCredential=harper-ops:" in text
+
+
+def test_the_drop_in_mistake_is_seen(tmp_path: Path) -> None:
+    """Not vacuous: a misspelt key in the drop-in is reported by verify."""
+    if SYSTEMD_ANALYZE is None:
+        pytest.skip("systemd-analyze is not installed")
+    units = tmp_path / "units"
+    units.mkdir()
+    copy = _copy_with_existing_exec_start(units)
+    (units / "harper-certd.service.d").mkdir()
+    (units / "harper-certd.service.d" / "override.conf").write_text(
+        DROP_IN.read_text().replace("LoadCredential=", "LoadCredentail=")
+    )
+    env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
+    result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(copy)], env=env,
+                            capture_output=True, text=True, timeout=120, check=False)
+    assert "LoadCredentail" in result.stdout + result.stderr
