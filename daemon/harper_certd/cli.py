@@ -124,9 +124,10 @@ def _context(args: argparse.Namespace) -> object:
 
 
 def _configure_cli_logging() -> None:
-    from harper_certd import logs
+    from harper_certd import journal, logs
 
     logs.configure(json=False, stream=sys.stderr)
+    journal.attach()  # the same JSON events in the journal, identifier harper-certd
 
 
 def cmd_run(args: argparse.Namespace) -> int:
