@@ -436,6 +436,22 @@ def cmd_release(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_fleet(args: argparse.Namespace) -> int:
+    """The worst node's health (0/1/2); 2 also for a file that is not status --json."""
+    from harper_certd import fleet
+
+    try:
+        found, worst = fleet.rows([Path(p) for p in args.files])
+    except fleet.FleetError as exc:
+        print(f"harper-certd fleet: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.json:
+        _print_json({"worst": worst, "rows": [r.as_dict() for r in found]})
+    else:
+        print("\n".join(fleet.table(found)))
+    return worst
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from harper_certd.demo import run_demo
 
@@ -532,6 +548,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     common(rel)
     rel.set_defaults(func=cmd_release)
+
+    fl = sub.add_parser("fleet", help="many nodes' status --json side by side")
+    fl.add_argument("files", nargs="+", help="status --json files, or folders of *.json")
+    fl.add_argument("--json", action="store_true")
+    fl.set_defaults(func=cmd_fleet)
 
     d = sub.add_parser("demo", help="show harper-certd at work in a temporary folder")
     d.add_argument("--keep", action="store_true", help="keep the temporary folder")

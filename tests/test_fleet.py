@@ -1,0 +1,58 @@
+"""harper-certd fleet: real status --json of two nodes merged into one table."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from harper_certd import devca
+from nodefix import Node, make_node
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "harper_certd", *args], capture_output=True,
+                          text=True, check=False, timeout=60)
+
+
+def _status_to(node: Node, out: Path) -> dict[str, object]:
+    done = _cli("status", "--json", "--no-probe", "--config", str(node.write_config()))
+    out.write_text(done.stdout)
+    data: dict[str, object] = json.loads(done.stdout)
+    return data
+
+
+def test_two_nodes_side_by_side(tmp_path: Path) -> None:
+    a = make_node(tmp_path / "a")
+    b = make_node(tmp_path / "b")
+    tree = yaml.safe_load((b.root / "harperdb-config.yaml").read_text())
+    tree["replication"]["hostname"] = "nodeb"
+    (b.root / "harperdb-config.yaml").write_text(yaml.safe_dump(tree))
+    devca.write_set(b.live.cert.parent, devca.make_leaf(b.ca, "nodeb", dns=["nodeb"]), [b.ca])
+    statuses = tmp_path / "statuses"
+    statuses.mkdir()
+    _status_to(a, statuses / "a.json")
+    _status_to(b, statuses / "b.json")
+    done = _cli("fleet", str(statuses))
+    assert done.returncode == 0, done.stderr  # --no-probe: nothing is wrong on either node
+    lines = done.stdout.splitlines()
+    assert lines[0].split()[:5] == ["NODE", "HEALTH", "SET", "CERT", "DAYS"]
+    nodes = [line.split()[0] for line in lines[1:]]
+    assert nodes == ["nodea", "nodea", "nodeb", "nodeb"]  # leaf and CA of each
+    as_json = json.loads(_cli("fleet", "--json", str(statuses / "a.json"),
+                              str(statuses / "b.json")).stdout)
+    roles = [(r["node"], r["role"]) for r in as_json["rows"]]
+    assert roles == [("nodea", "leaf"), ("nodea", "ca"), ("nodeb", "leaf"), ("nodeb", "ca")]
+    assert all(89 < r["days_left"] <= 90 for r in as_json["rows"] if r["role"] == "leaf")
+    # a critical node makes the fleet critical
+    data = json.loads((statuses / "b.json").read_text())
+    data["health"] = "critical"
+    (statuses / "b.json").write_text(json.dumps(data))
+    assert _cli("fleet", str(statuses)).returncode == 2
+    (statuses / "junk.json").write_text("{}")
+    bad = _cli("fleet", str(statuses))
+    assert bad.returncode == 2
+    assert "junk.json: not the output of" in bad.stderr
