@@ -116,6 +116,8 @@ def test_rewritten_on_change_and_served_mismatch_seen(
         ops = got["harper_certd_last_operation_seconds"]
         kinds = {lab["kind"]: lab["outcome"] for lab, _ in ops}
         assert kinds["rotation"] == "installed"
+        # probed again for the write: not the pre-swap handshake compared with the new set
+        assert got["harper_certd_served_matches_live"] == [({"set": "replication"}, 1.0)]
         other = devca.write_set(node.tmp / "other", devca.make_leaf(node.ca), [node.ca])
         server.cert, server.key = other.cert, other.key
         with capture_logs() as logs:

@@ -185,16 +185,17 @@ class Monitor:
         """Re-check what is served when due; rewrite the textfile when due or changed."""
         now = self.monotonic()
         due = now >= self.next_due
-        if due:
+        path = ctx.config.metrics.textfile
+        signature = self._signature(ctx) if path is not None else None
+        write = path is not None and (due or self.dirty.is_set() or signature != self.signature)
+        if due or write:
+            # A write after a change probes again: what was served before a swap says
+            # nothing about the set now live.
             self.next_due = now + ctx.config.metrics.interval
             if ctx.config.verify.enabled:
                 self.served = self.probe(ctx)
                 self._report_served(ctx)
-        path = ctx.config.metrics.textfile
-        if path is None:
-            return
-        signature = self._signature(ctx)
-        if not (due or self.dirty.is_set() or signature != self.signature):
+        if path is None or not write:
             return
         self.dirty.clear()
         self.signature = signature
