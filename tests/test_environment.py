@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -203,3 +204,57 @@ def test_a_second_state_directory_for_one_root_is_refused(tmp_path: Path) -> Non
     assert not (tmp_path / "other-state").exists()
     node.config_data["state_dir"] = str(node.state)
     build_context(node.config)  # the right one is fine
+
+
+NETNS_SCRIPT = """
+import json, os, socket, sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+import yaml
+from harper_certd.service import build_context, install
+from nodefix import make_node
+from tlsfix import LiveTlsServer
+
+try:
+    socket.getaddrinfo("nodea.lan.example", 9933)
+    resolves = True
+except OSError:
+    resolves = False
+node = make_node(Path(sys.argv[2]), method="hot-reload")
+with LiveTlsServer(node.live.cert, node.live.key) as server:
+    tree = yaml.safe_load((node.root / "harperdb-config.yaml").read_text())
+    tree["replication"] = {"hostname": "nodea", "url": "wss://nodea.lan.example:9933",
+                           "securePort": server.port}
+    (node.root / "harperdb-config.yaml").write_text(yaml.safe_dump(tree))
+    (node.root / "hdb.pid").write_text(f"{os.getpid()}\\n")
+    node.config_data["verify"] = {"enabled": True, "timeout": 10, "interval": 0.1}
+    out = install(build_context(node.config), node.source("new"))
+    print(json.dumps({"resolves": resolves, "status": out.status,
+                      "detail": out.applied.detail if out.applied else None,
+                      "interfaces": [n for _, n in socket.if_nameindex()]}))
+"""
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+    reason="needs root, unshare and ip to make a network namespace",
+)
+def test_verification_works_with_localhost_only(tmp_path: Path) -> None:
+    """The unit's IPAddressAllow=localhost emulated by a network namespace holding only
+    `lo`: the node's LAN name does not resolve there, and a swap is still verified."""
+    script = tmp_path / "netns.py"
+    script.write_text(NETNS_SCRIPT)
+    done = subprocess.run(
+        ["unshare", "--net", "--", "sh", "-c",
+         'ip link set lo up && exec "$0" "$@"', sys.executable, str(script),
+         str(Path(__file__).parent), str(tmp_path / "node")],
+        capture_output=True, text=True, check=False, timeout=120,
+    )
+    if done.returncode != 0 and "Operation not permitted" in done.stderr:
+        pytest.skip(f"no network namespace here: {done.stderr.strip()}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["interfaces"] == ["lo"]
+    assert result["resolves"] is False
+    assert result["status"] == "installed", result
+    assert "127.0.0.1:" in result["detail"]
