@@ -245,10 +245,22 @@ def test_verification_works_with_localhost_only(tmp_path: Path) -> None:
     script = tmp_path / "netns.py"
     script.write_text(NETNS_SCRIPT)
     done = subprocess.run(
-        ["unshare", "--net", "--", "sh", "-c",
-         'ip link set lo up && exec "$0" "$@"', sys.executable, str(script),
-         str(Path(__file__).parent), str(tmp_path / "node")],
-        capture_output=True, text=True, check=False, timeout=120,
+        [
+            "unshare",
+            "--net",
+            "--",
+            "sh",
+            "-c",
+            'ip link set lo up && exec "$0" "$@"',
+            sys.executable,
+            str(script),
+            str(Path(__file__).parent),
+            str(tmp_path / "node"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
     if done.returncode != 0 and "Operation not permitted" in done.stderr:
         pytest.skip(f"no network namespace here: {done.stderr.strip()}")

@@ -14,8 +14,13 @@ from nodefix import Node, make_node
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "harper_certd", *args], capture_output=True,
-                          text=True, check=False, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "harper_certd", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
 
 
 def _status_to(node: Node, out: Path) -> dict[str, object]:
@@ -42,8 +47,9 @@ def test_two_nodes_side_by_side(tmp_path: Path) -> None:
     assert lines[0].split()[:5] == ["NODE", "HEALTH", "SET", "CERT", "DAYS"]
     nodes = [line.split()[0] for line in lines[1:]]
     assert nodes == ["nodea", "nodea", "nodeb", "nodeb"]  # leaf and CA of each
-    as_json = json.loads(_cli("fleet", "--json", str(statuses / "a.json"),
-                              str(statuses / "b.json")).stdout)
+    as_json = json.loads(
+        _cli("fleet", "--json", str(statuses / "a.json"), str(statuses / "b.json")).stdout
+    )
     roles = [(r["node"], r["role"]) for r in as_json["rows"]]
     assert roles == [("nodea", "leaf"), ("nodea", "ca"), ("nodeb", "leaf"), ("nodeb", "ca")]
     assert all(89 < r["days_left"] <= 90 for r in as_json["rows"] if r["role"] == "leaf")

@@ -77,8 +77,15 @@ def served_node(tmp_path: Path) -> Iterator[tuple[Node, LiveTlsServer]]:
 
 def _status(node: Node) -> tuple[int, dict[str, Any]]:
     done = subprocess.run(
-        [sys.executable, "-m", "harper_certd", "status", "--json", "--config",
-         str(node.write_config())],
+        [
+            sys.executable,
+            "-m",
+            "harper_certd",
+            "status",
+            "--json",
+            "--config",
+            str(node.write_config()),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -122,16 +129,24 @@ def test_overdue_renewal_is_a_warning_and_expired_is_critical(
     node, _ = served_node
     # 90 days, 80 of them gone: past the window's half-way point (15 days left)
     old = devca.make_leaf(
-        node.ca, "nodea", dns=["nodea"], ips=["127.0.0.2"],
-        not_before=NOW - dt.timedelta(days=80), not_after=NOW + dt.timedelta(days=10),
+        node.ca,
+        "nodea",
+        dns=["nodea"],
+        ips=["127.0.0.2"],
+        not_before=NOW - dt.timedelta(days=80),
+        not_after=NOW + dt.timedelta(days=10),
     )
     devca.write_set(node.live.cert.parent, old, [node.ca])
     code, data = _status(node)
     assert code == 1
     assert [f["code"] for f in data["findings"]] == ["renewal_overdue"]
     gone = devca.make_leaf(
-        node.ca, "nodea", dns=["nodea"], ips=["127.0.0.2"],
-        not_before=NOW - dt.timedelta(days=91), not_after=NOW - dt.timedelta(days=1),
+        node.ca,
+        "nodea",
+        dns=["nodea"],
+        ips=["127.0.0.2"],
+        not_before=NOW - dt.timedelta(days=91),
+        not_after=NOW - dt.timedelta(days=1),
     )
     devca.write_set(node.live.cert.parent, gone, [node.ca])
     code, data = _status(node)

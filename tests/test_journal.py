@@ -33,7 +33,11 @@ def test_install_and_rollback_reach_the_journal(tmp_path: Path) -> None:
             for args in (["install", str(node.source("one"))], ["rollback"]):
                 done = subprocess.run(
                     [sys.executable, "-m", "harper_certd", *args, "--config", cfg],
-                    env=env, capture_output=True, text=True, check=False, timeout=60,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                    timeout=60,
                 )
                 assert done.returncode == 0, done.stderr
             grams: list[bytes] = []
@@ -66,8 +70,9 @@ def test_key_material_is_redacted_in_the_datagram() -> None:
     from harper_certd import devca, journal
 
     key = devca.make_leaf(devca.make_ca()).key_pem.decode()
-    gram = journal._datagram("certd.set_refused", {"level": "error", "reason": key,
-                                                    "nested": {"k": [key]}})
+    gram = journal._datagram(
+        "certd.set_refused", {"level": "error", "reason": key, "nested": {"k": [key]}}
+    )
     assert b"PRIVATE KEY" not in gram
     event = json.loads(_fields(gram)["MESSAGE"])
     assert event["reason"] == "[redacted]"

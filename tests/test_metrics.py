@@ -110,8 +110,11 @@ def test_rewritten_on_change_and_served_mismatch_seen(
         assert install(ctx, node.source("new")).status == "installed"
         monitor.tick(ctx)
         got = _samples(path)
-        leaf = [lab for lab, _ in got["harper_certd_certificate_not_after_seconds"]
-                if lab["role"] == "leaf"]
+        leaf = [
+            lab
+            for lab, _ in got["harper_certd_certificate_not_after_seconds"]
+            if lab["role"] == "leaf"
+        ]
         assert leaf[0]["sha256"] == _fp(node.live.cert)
         ops = got["harper_certd_last_operation_seconds"]
         kinds = {lab["kind"]: lab["outcome"] for lab, _ in ops}
@@ -122,7 +125,11 @@ def test_rewritten_on_change_and_served_mismatch_seen(
         server.cert, server.key = other.cert, other.key
         with capture_logs() as logs:
             clock.now += 61
-            monitor.tick(ctx)
+            monitor.tick(ctx)  # first seen: not yet reported (Harper may be reloading)
+            assert logs == []
+            assert monitor.next_due == clock.now + metrics.MISMATCH_CONFIRM_SECONDS
+            clock.now += metrics.MISMATCH_CONFIRM_SECONDS
+            monitor.tick(ctx)  # still wrong 10 s later: reported
             clock.now += 61
             monitor.tick(ctx)  # still wrong: not reported twice
         mismatches = [e for e in logs if e["event"] == "certd.served_mismatch"]
@@ -171,8 +178,11 @@ def test_the_daemon_writes_and_refreshes_the_textfile(tmp_path: Path) -> None:
         leaf: list[dict[str, str]] = []
         while time.monotonic() < deadline:
             got = _samples(prom / "harper-certd.prom")
-            leaf = [lab for lab, _ in got["harper_certd_certificate_not_after_seconds"]
-                    if lab["role"] == "leaf"]
+            leaf = [
+                lab
+                for lab, _ in got["harper_certd_certificate_not_after_seconds"]
+                if lab["role"] == "leaf"
+            ]
             if leaf and leaf[0]["sha256"] == new_fp:
                 break
             time.sleep(0.1)
@@ -202,8 +212,15 @@ def test_alert_rules_parse_and_name_each_alert() -> None:
     }
     # every metric the rules use is one the textfile writes
     text = ALERTS.read_text()
-    for metric in ("certificate_not_after_seconds", "renewal_overdue", "served_matches_live",
-                   "last_operation_seconds", "set_held", "textfile_written_seconds", "health"):
+    for metric in (
+        "certificate_not_after_seconds",
+        "renewal_overdue",
+        "served_matches_live",
+        "last_operation_seconds",
+        "set_held",
+        "textfile_written_seconds",
+        "health",
+    ):
         assert f"harper_certd_{metric}" in text
         assert f"harper_certd_{metric}" in Path(metrics.__file__).read_text()
 
@@ -213,8 +230,13 @@ def test_promtool_checks_rules_and_the_textfile(
     served_node: tuple[Node, LiveTlsServer],
 ) -> None:
     assert PROMTOOL is not None
-    done = subprocess.run([PROMTOOL, "check", "rules", str(ALERTS)], capture_output=True,
-                          text=True, check=False, timeout=60)
+    done = subprocess.run(
+        [PROMTOOL, "check", "rules", str(ALERTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     node, _ = served_node
     monitor = metrics.Monitor()
@@ -223,8 +245,14 @@ def test_promtool_checks_rules_and_the_textfile(
     finally:
         monitor.close()
     text = (node.tmp / "prom" / "harper-certd.prom").read_text()
-    lint = subprocess.run([PROMTOOL, "check", "metrics"], input=text, capture_output=True,
-                          text=True, check=False, timeout=60)
+    lint = subprocess.run(
+        [PROMTOOL, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
@@ -240,32 +268,84 @@ def test_promtool_unit_test_of_the_alerts(tmp_path: Path) -> None:
             {
                 "interval": "1m",
                 "input_series": [
-                    {"series": 'harper_certd_served_matches_live{set="replication",instance="n1"}',
-                     "values": "1 1 0x10"},
-                    {"series": 'harper_certd_textfile_written_seconds{instance="n1"}',
-                     "values": "0 60 120 120x10"},
+                    {
+                        "series": "harper_certd_served_matches_live"
+                        '{set="replication",instance="n1"}',
+                        "values": "1 1 0x10",
+                    },
+                    {
+                        "series": 'harper_certd_textfile_written_seconds{instance="n1"}',
+                        "values": "0 60 120 120x10",
+                    },
                 ],
                 "alert_rule_test": [
-                    {"eval_time": "8m", "alertname": "HarperCertdServedNotLive",
-                     "exp_alerts": [{"exp_labels": {"severity": "critical", "set": "replication",
-                                                    "instance": "n1"},
-                                     "exp_annotations": {"summary": "Harper on n1 serves another "
-                                                         "certificate than the live set "
-                                                         "replication"}}]},
-                    {"eval_time": "1m", "alertname": "HarperCertdServedNotLive",
-                     "exp_alerts": []},
-                    {"eval_time": "9m", "alertname": "HarperCertdTextfileStale",
-                     "exp_alerts": [{"exp_labels": {"severity": "critical", "instance": "n1"},
-                                     "exp_annotations": {"summary": "harper-certd on n1 has not "
-                                                         "written its metrics for 5 minutes: the "
-                                                         "daemon is dead or stuck"}}]},
-                    {"eval_time": "3m", "alertname": "HarperCertdTextfileStale",
-                     "exp_alerts": []},
+                    {
+                        "eval_time": "8m",
+                        "alertname": "HarperCertdServedNotLive",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "critical",
+                                    "set": "replication",
+                                    "instance": "n1",
+                                },
+                                "exp_annotations": {
+                                    "summary": "Harper on n1 serves another "
+                                    "certificate than the live set "
+                                    "replication"
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "1m", "alertname": "HarperCertdServedNotLive", "exp_alerts": []},
+                    {
+                        "eval_time": "9m",
+                        "alertname": "HarperCertdTextfileStale",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {"severity": "critical", "instance": "n1"},
+                                "exp_annotations": {
+                                    "summary": "harper-certd on n1 has not "
+                                    "written its metrics for 5 minutes: the "
+                                    "daemon is dead or stuck"
+                                },
+                            }
+                        ],
+                    },
+                    {"eval_time": "3m", "alertname": "HarperCertdTextfileStale", "exp_alerts": []},
                 ],
             }
         ],
     }
     (tmp_path / "t.yml").write_text(yaml.safe_dump(spec))
-    done = subprocess.run([PROMTOOL, "test", "rules", "t.yml"], cwd=tmp_path,
-                          capture_output=True, text=True, check=False, timeout=60)
+    done = subprocess.run(
+        [PROMTOOL, "test", "rules", "t.yml"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_mismatch_gone_within_the_confirmation_is_never_reported(
+    served_node: tuple[Node, LiveTlsServer],
+) -> None:
+    """Harper reloading a hand-changed set (~1.6 s) is not a served_mismatch."""
+    node, server = served_node
+    clock = FakeTime()
+    monitor = metrics.Monitor(monotonic=clock)
+    try:
+        ctx = build_context(node.config)
+        other = devca.write_set(node.tmp / "other", devca.make_leaf(node.ca), [node.ca])
+        server.cert, server.key = other.cert, other.key
+        with capture_logs() as logs:
+            monitor.tick(ctx)
+            server.cert, server.key = node.live.cert, node.live.key  # reloaded
+            clock.now += metrics.MISMATCH_CONFIRM_SECONDS
+            monitor.tick(ctx)
+        assert [e["event"] for e in logs] == []
+        assert monitor.mismatch is False
+    finally:
+        monitor.close()

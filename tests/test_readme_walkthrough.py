@@ -62,8 +62,13 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
     # A short base with a dot: Harper's rootPath regex backtracks on long runs (see
     # test_harper_integration's rig fixture).
     base = Path(tempfile.mkdtemp(prefix="hw.", dir="/tmp"))
-    node = HarperNode(base, NODE, NODE_IP, operations_secure=True,
-                      pristine_cache=tmp_path_factory.getbasetemp() / "harper-pristine-walk")
+    node = HarperNode(
+        base,
+        NODE,
+        NODE_IP,
+        operations_secure=True,
+        pristine_cache=tmp_path_factory.getbasetemp() / "harper-pristine-walk",
+    )
     ca = RigCA("harper-certd walkthrough CA")
     etc = base / "etc"
     etc.mkdir()
@@ -105,7 +110,10 @@ class Daemon:
         env = {**walk.env, "INVOCATION_ID": "walkthrough"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harper_certd", "run"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.events: list[dict[str, Any]] = []
         self.cond = threading.Condition()
@@ -136,8 +144,12 @@ def _certbot_lineage(walk: Walk, leaf: LeafMaterial) -> Path:
     archive, live = le / "archive" / NODE, le / "live" / NODE
     archive.mkdir(parents=True)
     live.mkdir(parents=True)
-    for kind, data in (("cert", leaf.cert_pem), ("chain", walk.ca.cert_pem),
-                       ("fullchain", leaf.cert_pem + walk.ca.cert_pem), ("privkey", leaf.key_pem)):
+    for kind, data in (
+        ("cert", leaf.cert_pem),
+        ("chain", walk.ca.cert_pem),
+        ("fullchain", leaf.cert_pem + walk.ca.cert_pem),
+        ("privkey", leaf.key_pem),
+    ):
         (archive / f"{kind}1.pem").write_bytes(data)
         os.chmod(archive / f"{kind}1.pem", 0o600 if kind == "privkey" else 0o644)
         (live / f"{kind}.pem").symlink_to(f"../../archive/{NODE}/{kind}1.pem")
@@ -170,14 +182,18 @@ def test_the_operator_path(walk: Walk) -> None:
         assert staged.returncode == 0, staged.stdout + staged.stderr
         verified = daemon.wait_for("certd.served_verified")
         assert verified["fingerprint"] == renewed.fingerprint
-        assert all(d.startswith("127.0.0.1:") and d.endswith(f"(SNI {NODE})")
-                   for d in verified["dialled"])
+        assert all(
+            d.startswith("127.0.0.1:") and d.endswith(f"(SNI {NODE})") for d in verified["dialled"]
+        )
         assert walk.node.served_fingerprint() == renewed.fingerprint
         leaf_rows = []
         for _ in range(100):
             prom = _prom(walk.prom)
-            leaf_rows = [lab for lab, _ in prom["harper_certd_certificate_not_after_seconds"]
-                         if lab["role"] == "leaf"]
+            leaf_rows = [
+                lab
+                for lab, _ in prom["harper_certd_certificate_not_after_seconds"]
+                if lab["role"] == "leaf"
+            ]
             if leaf_rows and leaf_rows[0]["sha256"] == renewed.fingerprint:
                 break
             threading.Event().wait(0.1)

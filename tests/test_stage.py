@@ -55,8 +55,15 @@ def certbot_lineage(node: Node, name: str = "nodea", version: int = 2) -> Path:
 
 def _stage(node: Node, *args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "harper_certd", "stage", *args, "--config",
-         str(node.write_config())],
+        [
+            sys.executable,
+            "-m",
+            "harper_certd",
+            "stage",
+            *args,
+            "--config",
+            str(node.write_config()),
+        ],
         capture_output=True,
         text=True,
         check=False,
@@ -103,8 +110,18 @@ def test_step_renew_in_place_with_explicit_files(node: Node) -> None:
     before = _tree(step)
     with DaemonProc(node) as d:
         d.wait_for("certd.started")
-        done = _stage(node, "--cert", str(step / "node.crt"), "--key", str(step / "node.key"),
-                      "--ca", str(step / "root_ca.crt"), "--wait", "--timeout", "60")
+        done = _stage(
+            node,
+            "--cert",
+            str(step / "node.crt"),
+            "--key",
+            str(step / "node.key"),
+            "--ca",
+            str(step / "root_ca.crt"),
+            "--wait",
+            "--timeout",
+            "60",
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert d.stop() == 0
     assert _tree(step) == before
@@ -130,8 +147,11 @@ def test_staged_folder_is_whole_private_and_owned_by_the_state_owner(node: Node)
     if os.geteuid() == 0:
         os.chown(node.state, 65534, 65534)  # the daemon's user (nobody, for the test)
     files = stage.read_folder(live, {0, os.geteuid()})
-    staged = stage.stage_files(files, node.root / "keys" / "incoming", stage.owner_of(
-        node.state, node.root / "keys" / "incoming"))
+    staged = stage.stage_files(
+        files,
+        node.root / "keys" / "incoming",
+        stage.owner_of(node.state, node.root / "keys" / "incoming"),
+    )
     entries = list((node.root / "keys" / "incoming").iterdir())
     assert entries == [staged.path]  # no dot-folder left behind
     assert sorted(p.name for p in staged.path.iterdir()) == ["fullchain.pem", "privkey.pem"]
@@ -217,8 +237,9 @@ def test_the_shipped_certbot_deploy_hook(node: Node) -> None:
     }
     with DaemonProc(node) as d:
         d.wait_for("certd.started")
-        done = subprocess.run(["/bin/sh", str(hook)], env=env, capture_output=True, text=True,
-                              check=False, timeout=90)
+        done = subprocess.run(
+            ["/bin/sh", str(hook)], env=env, capture_output=True, text=True, check=False, timeout=90
+        )
         assert done.returncode == 0, done.stdout + done.stderr
         assert d.stop() == 0
     assert node.live_fingerprint() == devca.fingerprint_of(

@@ -234,8 +234,14 @@ def test_the_drop_in_example_verifies_with_the_unit(tmp_path: Path) -> None:
     shutil.copy(DROP_IN, units / "harper-certd.service.d" / "override.conf")
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
     assert SYSTEMD_ANALYZE is not None
-    result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(copy)], env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", "--man=no", str(copy)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     about_us = [
         line for line in (result.stdout + result.stderr).splitlines() if "harper-certd" in line
     ]
@@ -257,6 +263,12 @@ def test_the_drop_in_mistake_is_seen(tmp_path: Path) -> None:
         DROP_IN.read_text().replace("LoadCredential=", "LoadCredentail=")
     )
     env = {**os.environ, "SYSTEMD_UNIT_PATH": f"{units}:"}
-    result = subprocess.run([SYSTEMD_ANALYZE, "verify", "--man=no", str(copy)], env=env,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", "--man=no", str(copy)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert "LoadCredentail" in result.stdout + result.stderr

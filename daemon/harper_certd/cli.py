@@ -233,8 +233,10 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
             ca_fallback=ctx.config.ca_file or ctx.managed.live.ca,
         )
     except SourceRefused as exc:
-        verdict: dict[str, object] = {"would": "refuse", "problems": [
-            {"code": exc.code, "severity": "error", "message": str(exc)}]}
+        verdict: dict[str, object] = {
+            "would": "refuse",
+            "problems": [{"code": exc.code, "severity": "error", "message": str(exc)}],
+        }
     else:
         names = tuple(str(folder / n) for n in ("certificate", "private key", "CA file"))
         report = service._validate(ctx, source.data, (names[0], names[1], names[2]))
@@ -244,11 +246,20 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
             if older is not None:
                 problems.append(older)
         errors = [p for p in problems if p.severity.value == "error"]
-        would = "refuse" if errors else (
-            "leave as is (already live)" if service._same_as_live(ctx, source.data) else "install"
+        would = (
+            "refuse"
+            if errors
+            else (
+                "leave as is (already live)"
+                if service._same_as_live(ctx, source.data)
+                else "install"
+            )
         )
-        verdict = {"would": would, "problems": [p.as_dict() for p in problems],
-                   "certificate": report.as_dict()["certificate"]}
+        verdict = {
+            "would": would,
+            "problems": [p.as_dict() for p in problems],
+            "certificate": report.as_dict()["certificate"],
+        }
     if args.json:
         _print_json({"dry_run": True, **verdict})
     else:
@@ -373,8 +384,10 @@ def cmd_stage(args: argparse.Namespace) -> int:
     if args.set is not None:
         name = health.set_name(managed_set(discover.load_config(paths.harper_root)))
         if args.set != name:
-            print(f"harper-certd stage: no set named {args.set!r} here (sets: {name})",
-                  file=sys.stderr)
+            print(
+                f"harper-certd stage: no set named {args.set!r} here (sets: {name})",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
     if (args.source is None) == (args.cert is None):
         print("harper-certd stage: give SOURCE, or --cert and --key (and --ca)", file=sys.stderr)

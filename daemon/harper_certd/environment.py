@@ -79,13 +79,23 @@ def findings(
     method = config.restart.method
     if method == "cli":
         out.append(
-            Finding(True, "restart.method", "cli (harperdb restart) cannot work under systemd "
-                    "(Harper would start inside this unit's sandbox and cgroup)", CLI_FIX)
+            Finding(
+                True,
+                "restart.method",
+                "cli (harperdb restart) cannot work under systemd "
+                "(Harper would start inside this unit's sandbox and cgroup)",
+                CLI_FIX,
+            )
         )
     elif method == "command" and _is_harper_cli(config.restart.command):
         out.append(
-            Finding(True, "restart.command", f"{' '.join(config.restart.command)} is Harper's "
-                    "CLI restart, which cannot work under systemd", CLI_FIX)
+            Finding(
+                True,
+                "restart.command",
+                f"{' '.join(config.restart.command)} is Harper's "
+                "CLI restart, which cannot work under systemd",
+                CLI_FIX,
+            )
         )
     elif method in ("auto", "hot-reload"):
         api = operations_api(config, harper, env)
@@ -123,9 +133,7 @@ def require_workable(
     found = findings(config, harper, env)
     fatal = [f for f in found if f.fatal]
     if fatal:
-        raise ConfigError(
-            "cannot work under systemd: " + " | ".join(f.sentence() for f in fatal)
-        )
+        raise ConfigError("cannot work under systemd: " + " | ".join(f.sentence() for f in fatal))
     return found
 
 

@@ -98,7 +98,8 @@ def table(found: list[Row]) -> list[str]:
             r.set,
             r.role,
             "?" if r.days_left is None else f"{r.days_left:.1f}",
-            {True: "live", False: "OTHER", None: "-"}[r.served_matches_live] if r.role == "leaf"
+            {True: "live", False: "OTHER", None: "-"}[r.served_matches_live]
+            if r.role == "leaf"
             else "",
             r.sha256[:16],
             r.subject,
@@ -106,5 +107,7 @@ def table(found: list[Row]) -> list[str]:
         for r in found
     ]
     widths = [max(len(x[i]) for x in (header, *body)) for i in range(len(header))]
-    return ["  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
-            for line in (header, *body)]
+    return [
+        "  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+        for line in (header, *body)
+    ]

@@ -177,9 +177,7 @@ def verify_served(
     pid = None
     while True:
         pid = harper_pid(root)
-        last = tuple(
-            served_local(hosts, port, server_name=server_name) for port in ports.values()
-        )
+        last = tuple(served_local(hosts, port, server_name=server_name) for port in ports.values())
         failed += sum(s.sha256 is None for s in last)
         if pid is not None and last and all(s.sha256 == expected for s in last):
             return Verification(True, time.monotonic() - started, last, pid, failed)

@@ -252,8 +252,7 @@ class Snapshot:
                 for s in self.sets
             ],
             "waiting": [
-                {"path": w.path, "since": w.since.isoformat(), "held": w.held}
-                for w in self.waiting
+                {"path": w.path, "since": w.since.isoformat(), "held": w.held} for w in self.waiting
             ],
             "held": [w.path for w in self.waiting if w.held],
             "refusals": [r.as_dict() for r in self.refusals],
@@ -313,9 +312,7 @@ def refusals(rejected: Path, last: int = 10) -> list[Operation]:
             continue
         codes = [p.get("code") for p in reason.get("problems", []) if isinstance(p, dict)]
         detail = ",".join(map(str, codes))
-        out.append(
-            Operation("refusal", str(reason.get("stage", "refused")), when, detail)
-        )
+        out.append(Operation("refusal", str(reason.get("stage", "refused")), when, detail))
     out.sort(key=lambda o: o.time, reverse=True)
     return out[:last]
 
@@ -461,8 +458,10 @@ def snapshot(
     rollback = last.get("rollback")
     if rollback is not None and rollback.outcome == "restore_unverified":
         findings.append(Finding("rollback_failed", f"rollback at {rollback.time.isoformat()}"))
-    elif rotation is not None and rotation.outcome == "failed" and (
-        rollback is None or rollback.time >= rotation.time
+    elif (
+        rotation is not None
+        and rotation.outcome == "failed"
+        and (rollback is None or rollback.time >= rotation.time)
     ):
         findings.append(
             Finding("rolled_back", f"rotation at {rotation.time.isoformat()} was rolled back")

@@ -35,8 +35,12 @@ def _datagram(name: str, fields: Mapping[str, Any]) -> bytes:
     body.update({k: v for k, v in event.items() if k not in body})
     message = json.dumps(body, default=str)  # no raw newline: JSON escapes them
     priority = logs.PRIORITIES.get(level, logs.PRIORITIES["info"])
-    lines = [f"MESSAGE={message}", f"PRIORITY={priority}", f"SYSLOG_IDENTIFIER={IDENTIFIER}",
-             f"HARPER_CERTD_EVENT={name}"]
+    lines = [
+        f"MESSAGE={message}",
+        f"PRIORITY={priority}",
+        f"SYSLOG_IDENTIFIER={IDENTIFIER}",
+        f"HARPER_CERTD_EVENT={name}",
+    ]
     return ("\n".join(lines) + "\n").encode("utf-8", "backslashreplace")
 
 

@@ -311,9 +311,7 @@ def remove_observer(observer: Observer) -> None:
         _OBSERVERS.remove(observer)
 
 
-def _notify_observers(
-    logger: WrappedLogger, method_name: str, event_dict: EventDict
-) -> EventDict:
+def _notify_observers(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     name = str(event_dict.get("event", ""))
     for observer in list(_OBSERVERS):
         with contextlib.suppress(Exception):  # an observer never breaks logging

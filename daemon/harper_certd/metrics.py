@@ -3,8 +3,9 @@
 ``Monitor.tick(ctx)`` is the one call the daemon loop makes each cycle (the loop wakes at
 least every minute).  Every ``metrics.interval`` seconds (60 by default) it dials Harper's
 secure ports (``health.probe_served``: 127.0.0.1/::1 with the node name as SNI) and
-logs ``certd.served_mismatch`` when what is served stops matching the live set (Harper
-restarted by its own unit on other files, say: not only after our own swaps) and
+logs ``certd.served_mismatch`` when what is served stops matching the live set for
+``MISMATCH_CONFIRM_SECONDS`` (Harper restarted by its own unit on other files, say: not
+only after our own swaps) and
 ``certd.served_matches`` when it matches again.  When ``metrics.textfile`` is set it
 writes node_exporter's textfile collector format with prometheus_client's own
 ``write_to_textfile`` (a private ``CollectorRegistry``; a temporary file renamed over
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("harper_certd")
 TEXTFILE_MODE = 0o644  # node_exporter runs as its own user; no secret is in this file
+MISMATCH_CONFIRM_SECONDS = 10.0  # a served != live lasting this long is reported
 
 # Events after which the textfile is rewritten at once, and the operation they record.
 _OPERATION_EVENTS: dict[str, tuple[str, str]] = {
@@ -83,7 +85,8 @@ def registry_for(snap: health.Snapshot, extra_ops: Mapping[str, health.Operation
         "harper_certd_certificate_not_before_seconds", "notBefore of each certificate", cert_labels
     )
     matches = gauge(
-        "harper_certd_served_matches_live", "1 if Harper serves the live leaf on every port",
+        "harper_certd_served_matches_live",
+        "1 if Harper serves the live leaf on every port",
         ("set",),
     )
     due = gauge("harper_certd_renewal_due_seconds", "start of the renewal window", ("set",))
@@ -106,7 +109,8 @@ def registry_for(snap: health.Snapshot, extra_ops: Mapping[str, health.Operation
     up = gauge("harper_certd_harper_up", "1 when Harper's process is alive")
     up.set(0 if any(f.code == "harper_not_running" for f in snap.findings) else 1)
     last = gauge(
-        "harper_certd_last_operation_seconds", "time of the last operation of each kind",
+        "harper_certd_last_operation_seconds",
+        "time of the last operation of each kind",
         ("kind", "outcome"),
     )
     ops = {**snap.last, **extra_ops}
@@ -148,6 +152,7 @@ class Monitor:
     next_due: float = 0.0
     signature: tuple[Any, ...] | None = None
     mismatch: bool | None = None  # last seen: None unknown, True mismatch reported
+    mismatch_since: float | None = None  # monotonic time a mismatch was first seen
     served: tuple[health.ServedView, ...] | None = None
     operations: dict[str, health.Operation] = field(default_factory=dict)
     dirty: threading.Event = field(default_factory=threading.Event)
@@ -194,7 +199,7 @@ class Monitor:
             self.next_due = now + ctx.config.metrics.interval
             if ctx.config.verify.enabled:
                 self.served = self.probe(ctx)
-                self._report_served(ctx)
+                self._report_served(ctx, now)
         if path is None or not write:
             return
         self.dirty.clear()
@@ -208,8 +213,10 @@ class Monitor:
         except OSError as exc:
             log.warning("certd.metrics_failed", textfile=str(path), error=str(exc))
 
-    def _report_served(self, ctx: Context) -> None:
+    def _report_served(self, ctx: Context, now: float) -> None:
+        """Log a mismatch once it has lasted MISMATCH_CONFIRM_SECONDS, and its end."""
         if self.served is None:
+            self.mismatch_since = None
             return  # Harper stopped: nothing served, nothing to compare
         from harper_certd import service
         from harper_certd.errors import CertdError
@@ -221,28 +228,34 @@ class Monitor:
         if live is None:
             return
         bad = [s for s in self.served if s.sha256 != live.sha256]
-        if bad and self.mismatch is not True:
-            # One handshake can lie for 10-60 ms while Harper rebuilds its contexts (issue
-            # 11): a mismatch is reported only when a second probe, 0.3 s later, agrees.
-            time.sleep(0.3)
-            again = self.probe(ctx)
-            if again is None or all(s.sha256 == live.sha256 for s in again):
-                return
-            self.served = again
-            bad = [s for s in again if s.sha256 != live.sha256]
-        if bad and self.mismatch is not True:
-            self.mismatch = True
-            log.error(
-                "certd.served_mismatch",
-                live=live.sha256,
-                served=[{"dialled": s.dialled, "sha256": s.sha256, "error": s.error or None}
-                        for s in bad],
-            )
-            self.dirty.set()
-        elif not bad and self.mismatch is True:
+        if not bad:
+            self.mismatch_since = None
+            if self.mismatch is True:
+                log.info(
+                    "certd.served_matches",
+                    live=live.sha256,
+                    dialled=[s.dialled for s in self.served],
+                )
+                self.dirty.set()
             self.mismatch = False
-            log.info("certd.served_matches", live=live.sha256,
-                     dialled=[s.dialled for s in self.served])
-            self.dirty.set()
-        elif not bad:
-            self.mismatch = False
+            return
+        if self.mismatch is True:
+            return  # reported already
+        # Harper reloads ~1.6 s after a file change (a hand change the daemon just adopted)
+        # and a rebuilding port can serve the other set for 10-60 ms (issue 11): a mismatch
+        # is reported when probes MISMATCH_CONFIRM_SECONDS apart still see it.
+        if self.mismatch_since is None:
+            self.mismatch_since = now
+        if now - self.mismatch_since < MISMATCH_CONFIRM_SECONDS:
+            self.next_due = min(self.next_due, self.mismatch_since + MISMATCH_CONFIRM_SECONDS)
+            return
+        self.mismatch = True
+        log.error(
+            "certd.served_mismatch",
+            live=live.sha256,
+            served=[
+                {"dialled": s.dialled, "sha256": s.sha256, "error": s.error or None} for s in bad
+            ],
+            seen_for_seconds=round(now - self.mismatch_since, 1),
+        )
+        self.dirty.set()

@@ -64,9 +64,7 @@ def release(store: Store) -> Released:
                 tmp = path.with_name(f".{path.name}.release-{os.getpid()}")
                 if os.path.lexists(tmp):
                     os.unlink(tmp)
-                fsio.write_new(
-                    tmp, data, mode=st.st_mode & 0o777, uid=st.st_uid, gid=st.st_gid
-                )
+                fsio.write_new(tmp, data, mode=st.st_mode & 0o777, uid=st.st_uid, gid=st.st_gid)
                 os.rename(tmp, path)
                 fsio.fsync_dir(path.parent)
             except OSError as exc:

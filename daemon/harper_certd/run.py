@@ -538,8 +538,12 @@ class Daemon:
                 problems=[p.message for p in report.problems if p.severity.value == "error"],
             )
         for finding in self.environment:  # h-ops: what may not work under the unit
-            log.warning("certd.environment_warning", key=finding.key, problem=finding.problem,
-                        fix=finding.fix)
+            log.warning(
+                "certd.environment_warning",
+                key=finding.key,
+                problem=finding.problem,
+                fix=finding.fix,
+            )
         sdnotify.ready(env=self.env)
         self.next_ping = time.monotonic()
 
