@@ -222,10 +222,12 @@ def _private_copy(ctx: object, source: Path) -> Path | None:
 def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int:
     """Everything install does before the swap: read, validate, compare with the live set."""
     from harper_certd import service
+    from harper_certd.problems import Problem, problem
     from harper_certd.service import Context
     from harper_certd.source import SourceRefused, read_source
 
     assert isinstance(ctx, Context)
+    certificate: object = None
     try:
         source = read_source(
             folder,
@@ -233,40 +235,37 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
             ca_fallback=ctx.config.ca_file or ctx.managed.live.ca,
         )
     except SourceRefused as exc:
-        verdict: dict[str, object] = {
-            "would": "refuse",
-            "problems": [{"code": exc.code, "severity": "error", "message": str(exc)}],
-        }
+        problems: list[Problem] = [problem(exc.code, str(exc))]
+        would = "refuse"
     else:
         names = tuple(str(folder / n) for n in ("certificate", "private key", "CA file"))
         report = service._validate(ctx, source.data, (names[0], names[1], names[2]))
+        certificate = report.as_dict()["certificate"]
         problems = list(report.problems)
         if report.valid and not args.force_older:
             older = service._older_than_live(ctx, report)
             if older is not None:
                 problems.append(older)
-        errors = [p for p in problems if p.severity.value == "error"]
-        would = (
-            "refuse"
-            if errors
-            else (
-                "leave as is (already live)"
-                if service._same_as_live(ctx, source.data)
-                else "install"
-            )
-        )
-        verdict = {
-            "would": would,
-            "problems": [p.as_dict() for p in problems],
-            "certificate": report.as_dict()["certificate"],
-        }
+        if any(p.severity.value == "error" for p in problems):
+            would = "refuse"
+        elif service._same_as_live(ctx, source.data):
+            would = "leave as is (already live)"
+        else:
+            would = "install"
     if args.json:
-        _print_json({"dry_run": True, **verdict})
+        _print_json(
+            {
+                "dry_run": True,
+                "would": would,
+                "problems": [p.as_dict() for p in problems],
+                "certificate": certificate,
+            }
+        )
     else:
-        for p in verdict["problems"]:  # type: ignore[attr-defined]  # a list of dicts, above
-            print(f"{p['severity']}: {p['code']}: {p['message']}")
-        print(f"Dry run: harper-certd would {verdict['would']}; nothing was changed.")
-    return EXIT_INVALID if verdict["would"] == "refuse" else EXIT_OK
+        for p in problems:
+            print(f"{p.severity.value}: {p.code}: {p.message}")
+        print(f"Dry run: harper-certd would {would}; nothing was changed.")
+    return EXIT_INVALID if would == "refuse" else EXIT_OK
 
 
 def _install_sentence(outcome: object) -> str:
