@@ -349,3 +349,21 @@ def test_a_mismatch_gone_within_the_confirmation_is_never_reported(
         assert monitor.mismatch is False
     finally:
         monitor.close()
+
+
+def test_a_failing_probe_never_breaks_the_cycle(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    node.config_data["verify"] = {"enabled": True}
+
+    def broken(ctx: object) -> None:
+        raise RuntimeError("probe exploded")
+
+    monitor = metrics.Monitor(probe=broken)
+    try:
+        with capture_logs() as logs:
+            monitor.tick(build_context(node.config))
+    finally:
+        monitor.close()
+    assert [(e["event"], e["error"]) for e in logs] == [
+        ("certd.metrics_failed", "RuntimeError: probe exploded")
+    ]

@@ -187,7 +187,22 @@ class Monitor:
         )
 
     def tick(self, ctx: Context) -> None:
-        """Re-check what is served when due; rewrite the textfile when due or changed."""
+        """Re-check what is served when due; rewrite the textfile when due or changed.
+
+        Never raises: monitoring must not take the daemon's cycle (and its watchdog ping)
+        down with it; a failure is a ``certd.metrics_failed`` warning, retried next time.
+        """
+        try:
+            self._tick(ctx)
+        except Exception as exc:  # any failure here is the monitor's, reported, not fatal
+            self.next_due = self.monotonic() + ctx.config.metrics.interval
+            log.warning(
+                "certd.metrics_failed",
+                textfile=str(ctx.config.metrics.textfile),
+                error=f"{type(exc).__name__}: {exc}",
+            )
+
+    def _tick(self, ctx: Context) -> None:
         now = self.monotonic()
         due = now >= self.next_due
         path = ctx.config.metrics.textfile
