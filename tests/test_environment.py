@@ -16,7 +16,7 @@ from structlog.testing import capture_logs
 from harper_certd import discover, environment
 from harper_certd.cli import main
 from harper_certd.errors import ConfigError
-from harper_certd.harper import LOCAL_ADDRESSES, make_harper, served_local, sni_for
+from harper_certd.harper import LOCAL_ADDRESSES, make_harper, peer_sni, served_local, sni_for
 from harper_certd.service import build_context, install
 from nodefix import Node, make_node
 from tlsfix import LiveTlsServer, ipv6_loopback
@@ -25,9 +25,11 @@ UNIT_ENV = {"INVOCATION_ID": "0123456789abcdef", "PATH": os.environ.get("PATH", 
 
 
 def _serve_on(node: Node, port: int) -> Node:
-    """The node's replication port becomes ``port``, with this test process as 'Harper'."""
+    """The node's replication port becomes ``port``, its URL a name peers dial (which need
+    not resolve: verification dials the node itself), this test process 'Harper'."""
     tree = yaml.safe_load((node.root / "harperdb-config.yaml").read_text())
     tree["replication"]["securePort"] = port
+    tree["replication"]["url"] = f"wss://nodea:{port}"
     (node.root / "harperdb-config.yaml").write_text(yaml.safe_dump(tree))
     (node.root / "hdb.pid").write_text(f"{os.getpid()}\n")
     node.config_data["verify"] = {"enabled": True, "timeout": 10, "interval": 0.1}
@@ -35,7 +37,8 @@ def _serve_on(node: Node, port: int) -> Node:
 
 
 def test_verification_dials_the_node_itself_with_the_node_name_as_sni(tmp_path: Path) -> None:
-    """By default the applier dials 127.0.0.1 then ::1, sends SNI = node name, and the
+    """By default the applier dials 127.0.0.1 then ::1, sends the SNI peers send (the
+    replication URL's host), and the
     verification names the address dialled."""
     node = make_node(tmp_path, method="hot-reload")
     with LiveTlsServer(node.live.cert, node.live.key) as server:
@@ -73,6 +76,21 @@ def test_ipv6_only_node_is_reached_on_the_second_address(tmp_path: Path) -> None
     assert seen.sha256 is not None, seen.describe()
     assert seen.address == "::1"
     assert seen.dialled == f"[::1]:{server.port} (SNI nodea)"
+
+
+def test_sni_is_what_peers_send(tmp_path: Path) -> None:
+    """The replication URL's host when it is a name; none for an IP URL (peers send none);
+    the node name without a URL."""
+    node = make_node(tmp_path)  # url wss://127.0.0.2:9933
+    config = tmp_path / "hdb" / "harperdb-config.yaml"
+    assert peer_sni(discover.load_config(node.root)) is None
+    tree = yaml.safe_load(config.read_text())
+    tree["replication"]["url"] = "wss://node1.example.com:9933"
+    config.write_text(yaml.safe_dump(tree))
+    assert peer_sni(discover.load_config(node.root)) == "node1.example.com"
+    del tree["replication"]["url"]
+    config.write_text(yaml.safe_dump(tree))
+    assert peer_sni(discover.load_config(node.root)) == "nodea"
 
 
 def test_no_sni_for_an_ip_node_name() -> None:

@@ -70,6 +70,7 @@ def served_node(tmp_path: Path) -> Iterator[tuple[Node, LiveTlsServer]]:
     with LiveTlsServer(node.live.cert, node.live.key) as server:
         tree = yaml.safe_load((node.root / "harperdb-config.yaml").read_text())
         tree["replication"]["securePort"] = server.port
+        tree["replication"]["url"] = f"wss://nodea:{server.port}"  # peers send SNI nodea
         (node.root / "harperdb-config.yaml").write_text(yaml.safe_dump(tree))
         (node.root / "hdb.pid").write_text(f"{os.getpid()}\n")  # "Harper" is this process
         yield node, server

@@ -95,6 +95,27 @@ def sni_for(name: str | None) -> str | None:
     return None
 
 
+def peer_sni(harper_config: discover.HarperConfig) -> str | None:
+    """The SNI a peer sends when it dials this node, which verification must send too.
+
+    Peers dial ``replication.url``: its host when that is a DNS name (usually the node
+    name), no SNI for an IP address; the node name when there is no URL.  Measured on
+    Harper 4.7.29 (tests/test_harper_integration.py, the uppercase/wildcard SAN sets): with
+    SNI set to the node name Harper answered with the new certificate while, without SNI
+    (what a peer dialling an IP sends), it served its self-signed fallback: an SNI peers
+    do not send makes verification pass a set that breaks replication.
+    """
+    from harper_certd.config import read_yaml
+
+    try:
+        url = discover._get(read_yaml(harper_config.config_path), "replication.url")
+    except ConfigError:
+        url = None
+    if isinstance(url, str) and url:
+        return sni_for(urlsplit(url).hostname)
+    return sni_for(harper_config.node_name)
+
+
 def served(host: str, port: int, timeout: float = 3.0, *, server_name: str | None = None) -> Served:
     """The leaf a TLS server presents (no verification: we compare fingerprints)."""
     context = ssl.create_default_context()
@@ -357,7 +378,7 @@ class Harper:
 
     root: Path
     hosts: tuple[str, ...]  # dialled in order to verify: the node itself by default
-    server_name: str | None  # SNI sent: the node name
+    server_name: str | None  # SNI sent: what a peer sends (peer_sni)
     ports: Mapping[str, int]
     api: OperationsApi | None
     config: Config
@@ -437,7 +458,7 @@ def make_harper(
     if ops_entry is not None and primary is not None and ops_entry.paths != primary.paths:
         ports.pop("operationsApi", None)  # that port serves another set
     api = operations_api(config, harper_config, env)
-    server_name = sni_for(harper_config.node_name)
+    server_name = peer_sni(harper_config)
     return Harper(harper_config.root, hosts, server_name, ports, api, config, env, interrupted)
 
 
