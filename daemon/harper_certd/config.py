@@ -42,7 +42,7 @@ class VerifySection:
     enabled: bool = True  # false: trust the restart method's own success (exit status)
     timeout: float = 60.0  # seconds for Harper to serve the new certificate
     interval: float = 0.5  # between TLS handshakes while waiting
-    host: str | None = None  # address to dial; default 127.0.0.1, then ::1 (SNI: the node name)
+    host: str | None = None  # address to dial; default 127.0.0.1, then ::1 (SNI: as peers)
 
 
 @dataclass(frozen=True, slots=True)

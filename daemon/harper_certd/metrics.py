@@ -2,7 +2,7 @@
 
 ``Monitor.tick(ctx)`` is the one call the daemon loop makes each cycle (the loop wakes at
 least every minute).  Every ``metrics.interval`` seconds (60 by default) it dials Harper's
-secure ports (``health.probe_served``: 127.0.0.1/::1 with the node name as SNI) and
+secure ports (``health.probe_served``: 127.0.0.1/::1 with the SNI peers send) and
 logs ``certd.served_mismatch`` when what is served stops matching the live set for
 ``MISMATCH_CONFIRM_SECONDS`` (Harper restarted by its own unit on other files, say: not
 only after our own swaps) and
