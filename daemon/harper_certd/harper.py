@@ -484,6 +484,7 @@ def harper_applier(
                 f"served on {len(result.last)} port(s) after {seconds:.1f}s",
                 seconds,
                 restarted,
+                verified=True,
             )
         alive = "Harper is not running" if result.pid is None else f"Harper pid {result.pid}"
         return Applied(

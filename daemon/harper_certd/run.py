@@ -22,7 +22,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harper_certd import __version__, fsio, logs, sdnotify, service
+from harper_certd import __version__, logs, sdnotify, service
 from harper_certd.config import Config, load_config, with_overrides
 from harper_certd.errors import CertdError, ConfigError, Interrupted
 from harper_certd.schedule import (
@@ -476,7 +476,7 @@ class Daemon:
 
     def _startup(self) -> None:
         store = self.ctx.store
-        with fsio.locked(store.lock_path):
+        with store.locked():
             recovery = store.recover()
         if recovery is not None:
             log.warning(
@@ -488,6 +488,7 @@ class Daemon:
             if recovery.needs_verify:
                 with contextlib.suppress(Interrupted):
                     service.verify_current(self.ctx)
+        service.on_start(self.ctx)  # watch-only said at start; retention of filed sets
         self._start_watching()
         self._refresh_schedule()
         self._rescan(time.monotonic())

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -22,14 +23,21 @@ from typing import Any
 
 import structlog
 
-from harper_certd import discover, fsio, load
+from harper_certd import discover, fsio, load, retention
 from harper_certd.config import Config, Paths, resolve_paths
-from harper_certd.errors import ConfigError, SwapError
+from harper_certd.errors import ConfigError, StateError, SwapError
 from harper_certd.problems import Problem, problem
 from harper_certd.restart import Applied, Applier, command_applier, none_applier, run_command
 from harper_certd.schedule import RestartBudget
 from harper_certd.source import Source, SourceRefused, read_source
-from harper_certd.swap import Generation, Recovery, SetBytes, Store, require_no_foreign_files
+from harper_certd.swap import (
+    Generation,
+    Recovery,
+    SetBytes,
+    Store,
+    cert_meta,
+    require_no_foreign_files,
+)
 from harper_certd.validate import (
     Inputs,
     Purpose,
@@ -147,7 +155,7 @@ def build_context(
 
 @dataclass(frozen=True, slots=True)
 class InstallOutcome:
-    status: str  # installed, unchanged, refused, rolled_back, rollback_failed
+    status: str  # installed, unchanged, refused, rolled_back, rollback_failed, swap_failed
     problems: tuple[Problem, ...] = ()
     generation: str | None = None
     previous: str | None = None
@@ -156,6 +164,8 @@ class InstallOutcome:
     recovery: Recovery | None = None
     kept_at: Path | None = None  # where the source went (processed/ or rejected/)
     report: Report | None = None
+    # swap_failed: why; installed: why the source could not be filed (a warning)
+    error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -165,6 +175,8 @@ class InstallOutcome:
             "problems": [p.as_dict() for p in self.problems],
             "applied": None if self.applied is None else self.applied.detail,
             "kept_at": None if self.kept_at is None else str(self.kept_at),
+            "verified": None if self.applied is None else self.applied.verified,
+            "error": self.error,
         }
 
 
@@ -270,9 +282,13 @@ def _same_as_live(ctx: Context, data: SetBytes) -> bool:
 
 def install(ctx: Context, folder: Path, *, force_older: bool = False) -> InstallOutcome:
     """Validate the set in ``folder``, swap it in, make Harper use it, roll back if not."""
-    with fsio.locked(ctx.store.lock_path):
+    with ctx.store.locked():
         recovery = ctx.store.recover()
-        return _install_locked(ctx, folder, force_older, recovery)
+        outcome = _install_locked(ctx, folder, force_older, recovery)
+    if outcome.status == "swap_failed":
+        # The command line says "nothing changed" (exit 1) with the cause.
+        raise SwapError(outcome.error or "the swap failed; the live set is unchanged")
+    return outcome
 
 
 Judged = tuple[Source, Report, tuple[Problem, ...]]
@@ -330,7 +346,7 @@ def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
 
     Older valid sets are kept in processed/ as superseded; refused ones in rejected/.
     """
-    with fsio.locked(ctx.store.lock_path):
+    with ctx.store.locked():
         recovery = ctx.store.recover()
         judged: list[tuple[Path, Judged]] = []
         for folder in folders:
@@ -351,10 +367,13 @@ def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
 
         judged.sort(key=newest)
         chosen, verdict = judged[-1]
+        outcome = _install_judged(ctx, chosen, verdict, recovery)
+        if outcome.status not in ("installed", "unchanged"):
+            return outcome  # the others were superseded by nothing: they stay for the next try
         for folder, (source, _, _) in judged[:-1]:
             kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
             log.info("certd.set_superseded", source=str(folder), by=str(chosen), kept_at=str(kept))
-        return _install_judged(ctx, chosen, verdict, recovery)
+        return outcome
 
 
 def _install_locked(
@@ -366,12 +385,124 @@ def _install_locked(
     return _install_judged(ctx, folder, verdict, recovery)
 
 
+def _swap_cause(exc: BaseException) -> str:
+    """The OS's reason behind a failed swap, in words ("no space left on the device")."""
+    cause = exc.__cause__
+    return fsio.describe_os_error(cause) if isinstance(cause, OSError) else str(exc)
+
+
+def _no_space(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno == errno.ENOSPC
+
+
+def _prune(ctx: Context, keep: int) -> list[str]:
+    """Prune generations beyond ``keep`` (never the live one or the one before it); logs
+    ``certd.generation_pruned`` only for directories really gone, ``certd.prune_failed``
+    for the others."""
+    try:
+        result = ctx.store.prune(max(keep, 2))
+    except OSError as exc:
+        log.warning("certd.prune_failed", generation=None, error=fsio.describe_os_error(exc))
+        return []
+    for gen_id in result.removed:
+        log.info("certd.generation_pruned", generation=gen_id)
+    for gen_id, why in result.failed:
+        log.warning("certd.prune_failed", generation=gen_id, error=why)
+    return result.removed
+
+
+def _swap_in(ctx: Context, data: SetBytes, meta: dict[str, Any], folder: Path) -> Generation:
+    """Adopt the live files if needed, stage ``data`` and flip to it; SwapError when it fails.
+
+    The state directory is pruned before staging (room for one more generation), and again
+    to the minimum (the live generation and the one before it) when a write finds no
+    space, then tried once more.
+    """
+    store = ctx.store
+    _prune(ctx, ctx.config.generations_kept - 1)
+    for attempt in (1, 2):
+        try:
+            adopted = store.adopt(lambda: _read_live(ctx), {"source": "live files"})
+            if adopted is not None:
+                log.info(
+                    "certd.live_adopted", generation=adopted.id, live=str(ctx.managed.live.cert)
+                )
+                if ctx.config.restart.method in ("auto", "hot-reload"):
+                    # Harper's watchers move from the replaced files to the links' targets a
+                    # few ms after adoption; a flip before that goes unseen (measured: 6 of 6
+                    # misses without this pause, 0 of 3 with it). Once per node, ever.
+                    time.sleep(ADOPTION_SETTLE)
+            gen = store.stage(data, meta, str(folder))
+            store.commit_flip(gen)
+        except SwapError as exc:
+            # Whatever was written is undone; the live set never changed.
+            with contextlib.suppress(SwapError, OSError):
+                store.recover()
+            if attempt == 1 and _no_space(exc) and _prune(ctx, 2):
+                continue
+            raise
+        except OSError as exc:
+            with contextlib.suppress(SwapError, OSError):
+                store.recover()
+            raise SwapError(
+                f"the swap failed: {fsio.describe_os_error(exc)}; the live set is unchanged"
+            ) from exc
+        else:
+            return gen
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _name_change(ctx: Context, previous: Generation | None, new: dict[str, Any]) -> str | None:
+    """The record name Harper keeps for the live set, when the new set's differs (item 15).
+
+    Harper files a certificate in ``system.hdb_certificate`` under its CN, or its first
+    SAN; a new name leaves the old record behind, and Harper logs ``key values mismatch``
+    for it at every later TLS update (tests/HARPER-RIG-FINDINGS.md, h).
+    """
+    old = None if previous is None else previous.meta.get("record_name")
+    new_name = new.get("record_name")
+    if not old or not new_name or old == new_name:
+        return None
+    return str(old)
+
+
+def remove_certificate_command(ctx: Context, record: str) -> str:
+    """The Operations API call that removes Harper's record ``record``: printed, never run.
+
+    Measured on Harper 4.7.29: ``remove_certificate`` also deletes the record's private key
+    file when no other record names it, which may be the key harper-certd manages; so the
+    operator runs it after checking ``list_certificates``.
+    """
+    body = json.dumps({"operation": "remove_certificate", "name": record})
+    harper = ctx.harper
+    if harper.operations_socket is not None:
+        where = f"--unix-socket {harper.operations_socket} http://localhost/"
+    else:
+        where = f"http://127.0.0.1:{harper.operations_port or 9925}/"
+    return f"curl -u ADMIN -H 'Content-Type: application/json' -d '{body}' {where}"
+
+
 def _install_judged(
     ctx: Context, folder: Path, verdict: Judged, recovery: Recovery | None
 ) -> InstallOutcome:
     store = ctx.store
     require_no_foreign_files(store)
     source, report, problems = verdict
+    if (why := store.foreign()) is not None:
+        # Watch-only: these files belong to someone else (or cannot be written). The source
+        # stays where it is; nothing is written anywhere.
+        refused = (
+            problem("live_not_managed", f"Not installed: {why}; harper-certd only watches."),
+        )
+        log.error(
+            "certd.set_refused",
+            source=str(folder),
+            codes=["live_not_managed"],
+            reason=refused[0].message,
+            kept_at=None,
+        )
+        return InstallOutcome("refused", (*problems, *refused), recovery=recovery, report=report)
     if _same_as_live(ctx, source.data):
         kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
         log.info("certd.set_unchanged", source=str(folder), kept_at=str(kept))
@@ -386,6 +517,7 @@ def _install_judged(
 
     assert report.certificate is not None
     meta = {
+        **cert_meta(source.data.cert),
         "fingerprint": report.certificate.sha256,
         "subject": report.certificate.subject,
         "not_after": report.certificate.not_after.isoformat(),
@@ -393,26 +525,26 @@ def _install_judged(
         "warnings": [p.code for p in problems],
     }
     try:
-        adopted = store.adopt(lambda: _read_live(ctx), {"source": "live files"})
-        if adopted is not None:
-            log.info("certd.live_adopted", generation=adopted.id, live=str(ctx.managed.live.cert))
-            if ctx.config.restart.method in ("auto", "hot-reload"):
-                # Harper's watchers move from the replaced files to the links' targets a
-                # few ms after adoption; a flip before that goes unseen (measured: 6 of 6
-                # misses without this pause, 0 of 3 with it). Once per node, ever.
-                time.sleep(ADOPTION_SETTLE)
-        previous = store.current()
-        gen = store.stage(source.data, meta, str(folder))
-        store.commit_flip(gen)
-    except SwapError as exc:
-        # Whatever was written is undone; the live set never changed. The source stays
-        # where it is (it was not found wanting) for the next attempt.
-        with contextlib.suppress(SwapError, OSError):
-            store.recover()
+        previous_before = store.current()
+    except StateError:
+        previous_before = None
+    try:
+        gen = _swap_in(ctx, source.data, meta, folder)
+        previous = (
+            None
+            if gen.meta.get("replaced") is None
+            else store.generation(str(gen.meta["replaced"]))
+        )
+    except (SwapError, StateError) as exc:
+        cause = _swap_cause(exc)
         with contextlib.suppress(OSError):
             store.record("install", "failed", source=str(folder), error=str(exc))
-        log.error("certd.swap_failed", source=str(folder), error=str(exc))
-        raise
+        # The source stays where it is (it was not found wanting) for the next attempt.
+        log.error("certd.swap_failed", source=str(folder), cause=cause, error=str(exc))
+        return InstallOutcome(
+            "swap_failed", problems, recovery=recovery, report=report, error=str(exc)
+        )
+    stale = _name_change(ctx, previous or previous_before, meta)
     applied = ctx.applier(previous, gen)
     if applied.ok:
         store.finish(gen, "installed", method=applied.method)
@@ -424,13 +556,37 @@ def _install_judged(
             subject=meta["subject"],
             not_after=meta["not_after"],
             method=applied.method,
+            verified=applied.verified,
             seconds=round(applied.seconds, 2),
             source=str(folder),
         )
-        kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
-        pruned = store.prune(ctx.config.generations_kept)
-        for gen_id in pruned:
-            log.info("certd.generation_pruned", generation=gen_id)
+        if stale is not None:
+            # Only a verified install proves the new record serves: then the old one is
+            # stale for sure, and the command to remove it is given (never run: see
+            # remove_certificate_command).
+            log.warning(
+                "certd.name_changed",
+                generation=gen.id,
+                old_name=stale,
+                new_name=meta.get("record_name"),
+                command=remove_certificate_command(ctx, stale) if applied.verified else None,
+            )
+        filed: Path | None = None
+        filing_error = None
+        try:
+            filed = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
+        except OSError as exc:
+            # Installed and live: a source we cannot move (a folder the user running us
+            # cannot write) is said, not turned into a failure.
+            filing_error = (
+                f"{folder} could not be moved to {ctx.paths.processed}: "
+                f"{fsio.describe_os_error(exc)}; move or remove it by hand"
+            )
+            log.warning(
+                "certd.source_not_filed", source=str(folder), generation=gen.id, error=filing_error
+            )
+        _prune(ctx, ctx.config.generations_kept)
+        retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock())
         return InstallOutcome(
             "installed",
             problems,
@@ -438,8 +594,9 @@ def _install_judged(
             previous.id if previous else None,
             applied,
             recovery=recovery,
-            kept_at=kept,
+            kept_at=filed,
             report=report,
+            error=filing_error,
         )
     # Harper could not use the new set: put the previous one back, and say so loudly.
     back = _roll_back_to(ctx, previous, gen, reason=applied.detail)
@@ -486,6 +643,19 @@ def _roll_back_to(
         )
         store.finish(failed, "failed", op="install")
         return None
+    if (damage := store.intact(target)) is not None:
+        # Written through a live path's link since: go back to the newest intact, valid one.
+        good = _last_good(ctx, exclude={failed.id})
+        if good is None:
+            log.critical(
+                "certd.rollback_failed",
+                generation=failed.id,
+                reason=f"{damage}; no other kept generation is intact and valid",
+                failure=reason,
+            )
+            store.finish(failed, "failed", op="install")
+            return None
+        target = good
     # Marked first: a crash during the rollback must not find it "pending" and keep it.
     store.update_meta(failed, outcome="rolled_back", failure=reason)
     back = _switch_back(ctx, target, failed)
@@ -521,7 +691,9 @@ class RollbackOutcome:
 
 
 def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
-    with fsio.locked(ctx.store.lock_path):
+    if (why := ctx.store.foreign()) is not None:
+        return RollbackOutcome("refused", gen_id, None, None, f"watch-only: {why}")
+    with ctx.store.locked():
         ctx.store.recover()
         store = ctx.store
         current = store.current()
@@ -546,6 +718,8 @@ def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
             return RollbackOutcome(
                 "nothing", current.id, current.id, None, f"generation {current.id} is already live"
             )
+        if (damage := store.intact(target)) is not None:
+            return RollbackOutcome("refused", target.id, current.id, None, damage)
         report = _validate(
             ctx,
             target.read(),
@@ -642,8 +816,10 @@ class Status:
 
 
 def status(ctx: Context) -> Status:
-    with fsio.locked(ctx.store.lock_path):
-        recovery = ctx.store.recover()
+    recovery = None
+    if ctx.store.foreign() is None:
+        with ctx.store.locked():
+            recovery = ctx.store.recover()
     try:
         live: Report | None = _validate(
             ctx,
@@ -682,8 +858,11 @@ def _digests(data: SetBytes) -> dict[str, str]:
     return {r: hashlib.sha256(data.role(r)).hexdigest() for r in ("cert", "key", "ca")}
 
 
-def _last_good(ctx: Context) -> Generation | None:
+def _last_good(ctx: Context, exclude: set[str] | None = None) -> Generation | None:
+    """The newest kept generation that is intact (its digests) and valid now."""
     for gen in reversed(ctx.store.generations()):
+        if gen.id in (exclude or set()):
+            continue
         try:
             data = gen.read()
         except OSError:
@@ -698,8 +877,10 @@ def _last_good(ctx: Context) -> Generation | None:
 def handle_live_change(ctx: Context) -> None:
     """The live files changed, not by us: adopt a valid set, report (or restore) an invalid one."""
     store = ctx.store
-    with fsio.locked(store.lock_path):
-        store.recover()
+    watch_only = store.foreign()
+    with store.locked():
+        if watch_only is None:
+            store.recover()
         try:
             data: SetBytes | None = _read_live(ctx)
         except SwapError:
@@ -722,6 +903,22 @@ def handle_live_change(ctx: Context) -> None:
             ):
                 return  # only touched: the content is the live generation's
             assert report.certificate is not None
+            if watch_only is not None:
+                # Someone else's files: said, never written (Harper reads them itself).
+                log.warning(
+                    "certd.live_changed",
+                    generation=None,
+                    fingerprint=report.certificate.sha256,
+                    subject=report.certificate.subject,
+                    written_through=None,
+                    watch_only=True,
+                )
+                return
+            through = (
+                current.id
+                if current is not None and store.managed() and store.intact(current)
+                else None
+            )
             gen = store.take_live(
                 data,
                 {
@@ -736,6 +933,8 @@ def handle_live_change(ctx: Context) -> None:
                 generation=gen.id,
                 fingerprint=report.certificate.sha256,
                 subject=report.certificate.subject,
+                written_through=through,
+                watch_only=False,
             )
             applied = ctx.applier(current, gen)
             if not applied.ok:
@@ -752,10 +951,12 @@ def handle_live_change(ctx: Context) -> None:
             problems=[]
             if report is None
             else [p.message for p in report.problems if p.severity.value == "error"],
-            action=ctx.config.on_invalid_live,
+            action="report" if watch_only is not None else ctx.config.on_invalid_live,
         )
-        if ctx.config.on_invalid_live != "restore":
+        if ctx.config.on_invalid_live != "restore" or watch_only is not None:
             return
+        if current is not None and (damage := store.intact(current)) is not None:
+            store.update_meta(current, outcome="changed_in_place", damage=damage)
         target = _last_good(ctx)
         if target is None:
             log.critical("certd.rollback_failed", reason="no kept generation is valid to restore")
@@ -769,6 +970,22 @@ def handle_live_change(ctx: Context) -> None:
             verified=applied.ok,
             detail=applied.detail,
         )
+
+
+def on_start(ctx: Context) -> str | None:
+    """What the daemon does once at start for the store: say when it only watches (the
+    reason, or None), and apply the retention to processed/ and rejected/."""
+    why = ctx.store.foreign()
+    if why is not None:
+        log.warning(
+            "certd.watch_only",
+            reason=why,
+            live=[str(p) for p in ctx.store.live_paths().values()],
+            does="validates, warns about expiry and invalid sets; never writes the live files",
+        )
+    with contextlib.suppress(OSError):
+        retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock())
+    return why
 
 
 def verify_current(ctx: Context) -> Applied | None:
