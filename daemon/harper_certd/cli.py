@@ -179,6 +179,9 @@ def _install_sentence(outcome: object) -> str:
     kept = f" The source is kept in {outcome.kept_at}." if outcome.kept_at else ""
     if outcome.status == "installed":
         how = outcome.applied.detail if outcome.applied else ""
+        if outcome.error:  # installed and live; only filing the source failed
+            gen = outcome.generation
+            return f"Installed as generation {gen} ({how}). Warning: {outcome.error}."
         return f"Installed as generation {outcome.generation} ({how}).{kept}"
     if outcome.status == "unchanged":
         return f"The set is already live (generation {outcome.generation}).{kept}"
@@ -233,10 +236,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     print("generations:")
     for g in data["generations"]:
         mark = "*" if g["current"] else " "
-        print(
-            f" {mark} {g['id']}  {g['created']}  {g['outcome']:<18} {g['subject']}"
-            f"  until {g['not_after']}"
-        )
+        subject = g["subject"] or "(certificate unreadable)"
+        until = f"  until {g['not_after']}" if g["not_after"] else ""
+        print(f" {mark} {g['id']}  {g['created']}  {g['outcome']:<18} {subject}{until}")
     print("last operations:")
     for h in data["history"]:
         print(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")

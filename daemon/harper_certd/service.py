@@ -396,10 +396,11 @@ def _no_space(exc: BaseException) -> bool:
     return isinstance(cause, OSError) and cause.errno == errno.ENOSPC
 
 
-def _prune(ctx: Context, keep: int) -> list[str]:
+def _prune(ctx: Context, keep: int, said: set[str] | None = None) -> list[str]:
     """Prune generations beyond ``keep`` (never the live one or the one before it); logs
     ``certd.generation_pruned`` only for directories really gone, ``certd.prune_failed``
-    for the others."""
+    for the others (once per operation: ids in ``said`` are not said again)."""
+    said = set() if said is None else said
     try:
         result = ctx.store.prune(max(keep, 2))
     except OSError as exc:
@@ -408,11 +409,15 @@ def _prune(ctx: Context, keep: int) -> list[str]:
     for gen_id in result.removed:
         log.info("certd.generation_pruned", generation=gen_id)
     for gen_id, why in result.failed:
-        log.warning("certd.prune_failed", generation=gen_id, error=why)
+        if gen_id not in said:
+            said.add(gen_id)
+            log.warning("certd.prune_failed", generation=gen_id, error=why)
     return result.removed
 
 
-def _swap_in(ctx: Context, data: SetBytes, meta: dict[str, Any], folder: Path) -> Generation:
+def _swap_in(
+    ctx: Context, data: SetBytes, meta: dict[str, Any], folder: Path, said: set[str]
+) -> Generation:
     """Adopt the live files if needed, stage ``data`` and flip to it; SwapError when it fails.
 
     The state directory is pruned before staging (room for one more generation), and again
@@ -420,7 +425,7 @@ def _swap_in(ctx: Context, data: SetBytes, meta: dict[str, Any], folder: Path) -
     space, then tried once more.
     """
     store = ctx.store
-    _prune(ctx, ctx.config.generations_kept - 1)
+    _prune(ctx, ctx.config.generations_kept - 1, said)
     for attempt in (1, 2):
         try:
             adopted = store.adopt(lambda: _read_live(ctx), {"source": "live files"})
@@ -439,7 +444,7 @@ def _swap_in(ctx: Context, data: SetBytes, meta: dict[str, Any], folder: Path) -
             # Whatever was written is undone; the live set never changed.
             with contextlib.suppress(SwapError, OSError):
                 store.recover()
-            if attempt == 1 and _no_space(exc) and _prune(ctx, 2):
+            if attempt == 1 and _no_space(exc) and _prune(ctx, 2, said):
                 continue
             raise
         except OSError as exc:
@@ -528,8 +533,9 @@ def _install_judged(
         previous_before = store.current()
     except StateError:
         previous_before = None
+    said: set[str] = set()
     try:
-        gen = _swap_in(ctx, source.data, meta, folder)
+        gen = _swap_in(ctx, source.data, meta, folder, said)
         previous = (
             None
             if gen.meta.get("replaced") is None
@@ -585,7 +591,7 @@ def _install_judged(
             log.warning(
                 "certd.source_not_filed", source=str(folder), generation=gen.id, error=filing_error
             )
-        _prune(ctx, ctx.config.generations_kept)
+        _prune(ctx, ctx.config.generations_kept, said)
         retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock())
         return InstallOutcome(
             "installed",
@@ -601,9 +607,20 @@ def _install_judged(
     # Harper could not use the new set: put the previous one back, and say so loudly.
     back = _roll_back_to(ctx, previous, gen, reason=applied.detail)
     after = (problem("applied_failed", f"After the swap: {applied.detail}"),)
-    rejected_at = _reject(
-        ctx, folder, (*problems, *after), "after_swap", source.is_certbot_lineage, report
-    )
+    rejected_at: Path | None = None
+    filing_error = None
+    try:
+        rejected_at = _reject(
+            ctx, folder, (*problems, *after), "after_swap", source.is_certbot_lineage, report
+        )
+    except OSError as exc:
+        filing_error = (
+            f"{folder} could not be moved to {ctx.paths.rejected}: "
+            f"{fsio.describe_os_error(exc)}; move or remove it by hand"
+        )
+        log.warning(
+            "certd.source_not_filed", source=str(folder), generation=gen.id, error=filing_error
+        )
     status = "rolled_back" if back is not None and back.ok else "rollback_failed"
     return InstallOutcome(
         status,
@@ -615,6 +632,7 @@ def _install_judged(
         recovery,
         rejected_at,
         report,
+        filing_error,
     )
 
 

@@ -151,6 +151,8 @@ class Store:
                     # An existing directory keeps its mode (systemd's StateDirectoryMode).
                     path.mkdir(parents=True, mode=0o711)
                     os.chmod(path, 0o711)  # noqa: S103 - traverse only, despite the umask
+                    if path != self.root:
+                        self.own(path)
         except OSError as exc:
             raise StateError(f"state directory {self.root}: {fsio.describe_os_error(exc)}") from exc
         # The lock file exists before anyone locks it, owned by the state directory's owner:
