@@ -184,7 +184,8 @@ def _install_sentence(outcome: object) -> str:
             return f"Installed as generation {gen} ({how}). Warning: {outcome.error}."
         return f"Installed as generation {outcome.generation} ({how}).{kept}"
     if outcome.status == "unchanged":
-        return f"The set is already live (generation {outcome.generation}).{kept}"
+        warning = f" Warning: {outcome.error}." if outcome.error else ""
+        return f"The set is already live (generation {outcome.generation}).{kept}{warning}"
     if outcome.status == "refused":
         return f"Refused; nothing changed.{kept}"
     if outcome.status == "rolled_back":

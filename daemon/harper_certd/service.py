@@ -488,6 +488,23 @@ def remove_certificate_command(ctx: Context, record: str) -> str:
     return f"curl -u ADMIN -H 'Content-Type: application/json' -d '{body}' {where}"
 
 
+def _file_installed(
+    ctx: Context, folder: Path, source: Source, generation: str | None
+) -> tuple[Path | None, str | None]:
+    """File a live (installed or unchanged) source in processed/: (where, None), or
+    (None, why) when it cannot be moved: the set is live whatever happens to the folder,
+    so that is a warning (``certd.source_not_filed``), never a failure."""
+    try:
+        return _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage), None
+    except OSError as exc:
+        why = (
+            f"{folder} could not be moved to {ctx.paths.processed}: "
+            f"{fsio.describe_os_error(exc)}; move or remove it by hand"
+        )
+        log.warning("certd.source_not_filed", source=str(folder), generation=generation, error=why)
+        return None, why
+
+
 def _install_judged(
     ctx: Context, folder: Path, verdict: Judged, recovery: Recovery | None
 ) -> InstallOutcome:
@@ -509,8 +526,8 @@ def _install_judged(
         )
         return InstallOutcome("refused", (*problems, *refused), recovery=recovery, report=report)
     if _same_as_live(ctx, source.data):
-        kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
-        log.info("certd.set_unchanged", source=str(folder), kept_at=str(kept))
+        kept, filing_error = _file_installed(ctx, folder, source, store.current_id())
+        log.info("certd.set_unchanged", source=str(folder), kept_at=str(kept) if kept else None)
         return InstallOutcome(
             "unchanged",
             problems,
@@ -518,6 +535,7 @@ def _install_judged(
             recovery=recovery,
             kept_at=kept,
             report=report,
+            error=filing_error,
         )
 
     assert report.certificate is not None
@@ -577,20 +595,7 @@ def _install_judged(
                 new_name=meta.get("record_name"),
                 command=remove_certificate_command(ctx, stale) if applied.verified else None,
             )
-        filed: Path | None = None
-        filing_error = None
-        try:
-            filed = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
-        except OSError as exc:
-            # Installed and live: a source we cannot move (a folder the user running us
-            # cannot write) is said, not turned into a failure.
-            filing_error = (
-                f"{folder} could not be moved to {ctx.paths.processed}: "
-                f"{fsio.describe_os_error(exc)}; move or remove it by hand"
-            )
-            log.warning(
-                "certd.source_not_filed", source=str(folder), generation=gen.id, error=filing_error
-            )
+        filed, filing_error = _file_installed(ctx, folder, source, gen.id)
         _prune(ctx, ctx.config.generations_kept, said)
         retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock())
         return InstallOutcome(
