@@ -25,7 +25,7 @@ import structlog
 
 from harper_certd import discover, fsio, load, retention
 from harper_certd.config import Config, Paths, resolve_paths
-from harper_certd.errors import ConfigError, StateError, SwapError
+from harper_certd.errors import ConfigError, Interrupted, StateError, SwapError
 from harper_certd.problems import Problem, problem
 from harper_certd.restart import Applied, Applier, command_applier, none_applier, run_command
 from harper_certd.schedule import RestartBudget
@@ -936,6 +936,7 @@ def handle_live_change(ctx: Context) -> None:
                     written_through=None,
                     watch_only=True,
                 )
+                check_served(ctx, report.certificate.sha256)
                 return
             through = (
                 current.id
@@ -993,6 +994,54 @@ def handle_live_change(ctx: Context) -> None:
             verified=applied.ok,
             detail=applied.detail,
         )
+
+
+def check_served(ctx: Context, fingerprint: str) -> bool | None:
+    """Watch-only: does Harper serve ``fingerprint`` on every secure port (within
+    ``verify.timeout``, Harper reloading by itself)?  Nothing is restarted or written.
+
+    None when there is nothing to check (verification off, no port, Harper not running);
+    otherwise logs ``certd.served_verified`` or ``certd.verify_failed`` and says which.
+    """
+    if not ctx.config.verify.enabled or ctx.config.restart.method == "none":
+        return None
+    from harper_certd.harper import harper_pid, make_harper, verify_served
+
+    harper = make_harper(ctx.config, ctx.harper, interrupted=ctx.interrupted)
+    if not harper.ports or harper_pid(harper.root) is None:
+        return None
+    def sleep(seconds: float) -> None:
+        if ctx.interrupted is not None and ctx.interrupted.wait(seconds):
+            raise Interrupted("stopped while checking what Harper serves")
+        if ctx.interrupted is None:
+            time.sleep(seconds)
+
+    result = verify_served(
+        harper.host,
+        harper.ports,
+        fingerprint,
+        root=harper.root,
+        timeout=ctx.config.verify.timeout,
+        interval=ctx.config.verify.interval,
+        sleep=sleep,
+    )
+    if result.ok:
+        log.info(
+            "certd.served_verified",
+            fingerprint=fingerprint,
+            ports=dict(harper.ports),
+            pid=result.pid,
+            seconds=round(result.seconds, 2),
+            failed_handshakes=result.failed_handshakes,
+            method="watch-only",
+        )
+        return True
+    log.error(
+        "certd.verify_failed",
+        generation=None,
+        detail=f"watch-only: Harper does not serve the live set: {result.describe()}",
+    )
+    return False
 
 
 def on_start(ctx: Context) -> str | None:
