@@ -26,6 +26,7 @@ import structlog
 from harper_certd import discover, fsio, load, retention
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, Interrupted, StateError, SwapError
+from harper_certd.journal import Outcome
 from harper_certd.problems import Problem, problem
 from harper_certd.restart import Applied, Applier, command_applier, none_applier, run_command
 from harper_certd.schedule import RestartBudget
@@ -571,7 +572,7 @@ def _install_judged(
     stale = _name_change(ctx, previous or previous_before, meta)
     applied = ctx.applier(previous, gen)
     if applied.ok:
-        store.finish(gen, "installed", method=applied.method)
+        store.finish(gen, Outcome.INSTALLED, method=applied.method)
         # Said before the source is moved: the set is live whatever happens to the folder.
         log.info(
             "certd.set_installed",
@@ -647,9 +648,9 @@ def _switch_back(ctx: Context, target: Generation, leaving: Generation) -> Appli
     ctx.store.commit_flip(target, op="rollback")
     applied = ctx.applier(leaving, target)
     if applied.ok:
-        ctx.store.finish(target, "restored", op="rollback", replaced=leaving.id)
+        ctx.store.finish(target, Outcome.RESTORED, op="rollback", replaced=leaving.id)
     else:
-        ctx.store.finish(target, "restore_unverified", op="rollback", failure=applied.detail)
+        ctx.store.finish(target, Outcome.RESTORE_UNVERIFIED, op="rollback", failure=applied.detail)
     return applied
 
 
@@ -664,7 +665,7 @@ def _roll_back_to(
             reason="no earlier generation to return to",
             failure=reason,
         )
-        store.finish(failed, "failed", op="install")
+        store.finish(failed, Outcome.FAILED, op="install")
         return None
     if (damage := store.intact(target)) is not None:
         # Written through a live path's link since: go back to the newest intact, valid one.
@@ -676,11 +677,11 @@ def _roll_back_to(
                 reason=f"{damage}; no other kept generation is intact and valid",
                 failure=reason,
             )
-            store.finish(failed, "failed", op="install")
+            store.finish(failed, Outcome.FAILED, op="install")
             return None
         target = good
     # Marked first: a crash during the rollback must not find it "pending" and keep it.
-    store.update_meta(failed, outcome="rolled_back", failure=reason)
+    store.update_meta(failed, outcome=Outcome.ROLLED_BACK, failure=reason)
     back = _switch_back(ctx, target, failed)
     if back.ok:
         log.error(
@@ -980,7 +981,7 @@ def handle_live_change(ctx: Context) -> None:
         if ctx.config.on_invalid_live != "restore" or watch_only is not None:
             return
         if current is not None and (damage := store.intact(current)) is not None:
-            store.update_meta(current, outcome="changed_in_place", damage=damage)
+            store.update_meta(current, outcome=Outcome.CHANGED_IN_PLACE, damage=damage)
         target = _last_good(ctx)
         if target is None:
             log.critical("certd.rollback_failed", reason="no kept generation is valid to restore")
@@ -1010,6 +1011,7 @@ def check_served(ctx: Context, fingerprint: str) -> bool | None:
     harper = make_harper(ctx.config, ctx.harper, interrupted=ctx.interrupted)
     if not harper.ports or harper_pid(harper.root) is None:
         return None
+
     def sleep(seconds: float) -> None:
         if ctx.interrupted is not None and ctx.interrupted.wait(seconds):
             raise Interrupted("stopped while checking what Harper serves")

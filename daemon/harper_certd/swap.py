@@ -36,8 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harper_certd import fsio, load, names
+from harper_certd import fsio, load, names, recovery
 from harper_certd.errors import StateError, SwapError
+from harper_certd.journal import Journal, Op, Outcome
+from harper_certd.recovery import Act
 from harper_certd.validate import SetPaths, summarize
 
 ROLE_FILES = {"cert": "certificate.pem", "key": "privateKey.pem", "ca": "ca.pem"}
@@ -426,7 +428,7 @@ class Store:
             current = self.current()
         except StateError:
             return False
-        return current is not None and current.meta.get("outcome") == "pending"
+        return current is not None and current.meta.get("outcome") == Outcome.PENDING
 
     def clear_journal(self) -> None:
         # Not fsynced: a journal that comes back after a crash names a generation that is
@@ -499,7 +501,7 @@ class Store:
             return None
         data = read_live()
         previous = self.current_id()
-        meta = {**cert_meta(data.cert), **meta, "outcome": "adopted"}
+        meta = {**cert_meta(data.cert), **meta, "outcome": Outcome.ADOPTED}
         if previous is not None:
             meta["replaced"] = previous
         self.write_journal(op="adopt", step="writing", prev=previous, started=_now())
@@ -523,13 +525,13 @@ class Store:
         current = self.current()
         replaced = None if current is None else current.id
         if current is not None and (damage := self.intact(current)) is not None:
-            self.update_meta(current, outcome="changed_in_place", damage=damage)
+            self.update_meta(current, outcome=Outcome.CHANGED_IN_PLACE, damage=damage)
             replaced = current.meta.get("replaced")
         self.write_journal(op="adopt", step="writing", prev=self.current_id(), started=_now())
         gen = self.write_generation(
             data,
             self.live_attrs(),
-            {**cert_meta(data.cert), **meta, "outcome": "adopted", "replaced": replaced},
+            {**cert_meta(data.cert), **meta, "outcome": Outcome.ADOPTED, "replaced": replaced},
         )
         previous = self.current_id()
         self.write_journal(op="adopt", step="flipping", new=gen.id, prev=previous, started=_now())
@@ -623,7 +625,7 @@ class Store:
         self.begin_rollback(target)
         self.commit_flip(target, op="rollback")
         self._link_live()
-        self.finish(target, "restored", op="restore")
+        self.finish(target, Outcome.RESTORED, op=Op.RESTORE)
 
     # --- install and rollback -----------------------------------------------------------
 
@@ -636,7 +638,9 @@ class Store:
         # does not. No separate journal: two fsyncs fewer on every install.
         attrs = self.live_attrs()
         return self.write_generation(
-            data, attrs, {**meta, "source": source, "replaced": current, "outcome": "pending"}
+            data,
+            attrs,
+            {**meta, "source": source, "replaced": current, "outcome": Outcome.PENDING},
         )
 
     def commit_flip(self, gen: Generation, op: str = "install") -> None:
@@ -688,35 +692,21 @@ class Store:
 
     # --- recovery ---------------------------------------------------------------------
 
-    def _recover_pending(self) -> Recovery | None:
-        """An install a crash interrupted: completed if it was switched in, else undone."""
-        current = self.current_id()
-        outcome: Recovery | None = None
+    def _pending(self, current: str | None) -> list[str]:
+        """Ids, not older than ``current``, whose generation still says ``pending``; older
+        ones were settled when a newer generation became live."""
         floor = int(current or 0)
-        candidates = [
-            p.name
-            for p in self.generations_dir.iterdir()
-            if p.name.isdigit() and int(p.name) >= floor
-        ]  # older generations were settled when a newer one became live
-        for gen_id in sorted(candidates):
+        out = []
+        for entry in self.generations_dir.iterdir():
+            if not entry.name.isdigit() or int(entry.name) < floor:
+                continue
             try:
-                gen = self.generation(gen_id)
+                gen = self.generation(entry.name)
             except StateError:
                 continue
-            if gen.meta.get("outcome") != "pending":
-                continue
-            if gen.id == current:
-                # The switch happened: the new set is live and complete; keep it and let
-                # the caller make Harper use it and verify, as the interrupted run would.
-                recovered = self.update_meta(gen, outcome="recovered")
-                self.nudge(recovered)  # the crash may have come before Harper was woken
-                self.record("install", "completed after a crash", generation=gen.id)
-                outcome = Recovery("install", "completed", gen.id, needs_verify=True)
-            elif int(gen.id) > int(current or 0):
-                self.discard(gen.id)  # written whole, never switched in
-                self.record("install", "undone after a crash", generation=current)
-                outcome = outcome or Recovery("install", "undone", current, needs_verify=False)
-        return outcome
+            if gen.meta.get("outcome") == Outcome.PENDING:
+                out.append(gen.id)
+        return out
 
     def _clean_temporaries(self) -> None:
         if self.generations_dir.is_dir():
@@ -736,55 +726,43 @@ class Store:
                         yield entry
 
     def recover(self) -> Recovery | None:
-        """Complete or undo whatever a crash interrupted; None when nothing was under way."""
+        """Complete or undo whatever a crash interrupted; None when nothing was under way.
+
+        The decision is ``recovery.decide`` (pure); this carries it out.
+        """
         self.ensure()
-        journal = self.journal()
+        raw = self.journal()
+        journal = None if raw is None else Journal.from_dict(raw)
         self._clean_temporaries()
-        pending = self._recover_pending()
-        if journal is None:
-            return pending
-        op, step, new = journal.get("op", "?"), journal.get("step"), journal.get("new")
         current = self.current_id()
-        if op == "adopt":
-            if step in ("flipping", "linking") and new is not None and current == new:
-                gen = self.generation(new)
-                prev = journal.get("prev") or gen.meta.get("replaced")
+        existing = {p.name for p in self.generations_dir.iterdir() if p.name.isdigit()}
+        plan = recovery.decide(journal, current, self._pending(current), existing)
+        if plan.op is None:
+            return None
+        for action in plan.actions:
+            gen_id = action.generation
+            if action.act is Act.MARK_RECOVERED and gen_id is not None:
+                with contextlib.suppress(StateError):
+                    recovered = self.update_meta(self.generation(gen_id), outcome=Outcome.RECOVERED)
+                    self.nudge(recovered)  # the crash may have come before Harper was woken
+            elif action.act is Act.DISCARD and gen_id is not None:
+                self.discard(gen_id)
+            elif action.act is Act.LINK_LIVE and gen_id is not None:
+                gen = self.generation(gen_id)
+                prev = action.prev or gen.meta.get("replaced")
                 try:
                     self._link_or_undo(gen, prev)
                 except SwapError:
                     if self.journal() is not None:
-                        raise  # not even undone: say so, the next operation tries again
-                    return Recovery(op, "undone", prev, needs_verify=False)
+                        raise  # not even undone: said, and the next operation tries again
+                    return Recovery(plan.op, "undone", prev, needs_verify=False)
+            elif action.act is Act.FLIP and gen_id is not None:
+                self.commit_flip(self.generation(gen_id), op=Op.ROLLBACK)
+            elif action.act is Act.CLEAR_JOURNAL:
                 self.clear_journal()
-                self.record("adopt", "completed after a crash", generation=new)
-                return Recovery(op, "completed", new, needs_verify=False)
-            if new is not None and current != new:
-                self.discard(new)
-            self.clear_journal()
-            self.record("adopt", "undone after a crash")
-            return Recovery(op, "undone", None, needs_verify=False)
-        if new is not None and current == new:
-            # The switch happened: the new set is live and complete; keep it and let the
-            # caller make Harper use it and verify, as the interrupted run would have.
-            with contextlib.suppress(StateError):
-                recovered = self.update_meta(self.generation(new), outcome="recovered")
-                self.nudge(recovered)  # the crash may have come before Harper was woken
-            self.clear_journal()
-            self.record(op, "completed after a crash", generation=new)
-            return Recovery(op, "completed", new, needs_verify=True)
-        if op == "rollback" and new is not None and (self.generations_dir / new).is_dir():
-            # A rollback goes back to a set that was live and whole: finishing it is the
-            # safe direction (undoing it would leave the set it was fleeing).
-            target = self.generation(new)
-            self.commit_flip(target, op="rollback")
-            self.clear_journal()
-            self.record(op, "completed after a crash", generation=new)
-            return Recovery(op, "completed", new, needs_verify=True)
-        if op == "install" and new is not None:
-            self.discard(new)  # a journal from before generations carried their own state
-        self.clear_journal()
-        self.record(op, "undone after a crash", generation=current)
-        return Recovery(op, "undone", current, needs_verify=False)
+            elif action.act is Act.RECORD:
+                self.record(str(action.op), str(action.outcome), generation=gen_id)
+        return Recovery(plan.op, str(plan.outcome), plan.generation, plan.needs_verify)
 
 
 def require_no_foreign_files(store: Store) -> None:
