@@ -173,6 +173,8 @@ def test_cp_over_live_path_is_a_live_change_not_a_changed_generation(tmp_path: P
     assert "changed in place" in overwritten["damage"]
     taken = _meta(node, changed["generation"])
     assert taken["replaced"] == "000001"  # not the overwritten one
+    status = json.loads(_cli(node, "status", "--json").stdout)
+    assert list(status["damaged"]) == ["000002"]
     refused = _cli(node, "rollback", "000002")
     assert refused.returncode == 1
     assert "changed in place" in refused.stdout
@@ -265,6 +267,10 @@ def test_read_only_live_mount_is_watch_only(tmp_path: Path) -> None:
         assert node.live_fingerprint() == original
         assert not (node.state / "current").exists()
         assert (node.tmp / "src" / "a").is_dir()
+        status = _cli(node, "status")
+        assert status.returncode == 0, status.stderr
+        assert "watch-only:" in status.stdout
+        assert "read-only mount" in status.stdout
 
 
 def test_failed_adoption_is_undone_and_blocks_nothing(tmp_path: Path) -> None:

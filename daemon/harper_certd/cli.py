@@ -234,12 +234,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for p in live["problems"]:
             print(f"  {p['severity']}: {p['code']}: {p['message']}")
+    if data["watch_only"]:
+        print(f"watch-only: {data['watch_only']}")
     print("generations:")
     for g in data["generations"]:
         mark = "*" if g["current"] else " "
         subject = g["subject"] or "(certificate unreadable)"
         until = f"  until {g['not_after']}" if g["not_after"] else ""
         print(f" {mark} {g['id']}  {g['created']}  {g['outcome']:<18} {subject}{until}")
+        if g["id"] in data["damaged"]:
+            print(f"     {data['damaged'][g['id']]}")
     print("last operations:")
     for h in data["history"]:
         print(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")

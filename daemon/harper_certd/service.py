@@ -798,6 +798,8 @@ class Status:
     history: tuple[dict[str, Any], ...]
     recovery: Recovery | None
     live_paths: dict[str, str] = field(default_factory=dict)
+    watch_only: str | None = None  # why the live paths are only watched (Store.foreign)
+    damaged: dict[str, str] = field(default_factory=dict)  # generation id -> Store.intact's
 
     def as_dict(self, at: dt.datetime) -> dict[str, Any]:
         live = None
@@ -836,6 +838,8 @@ class Status:
             ],
             "history": list(self.history),
             "recovered": None if self.recovery is None else self.recovery.outcome,
+            "watch_only": self.watch_only,
+            "damaged": self.damaged,
         }
 
 
@@ -859,13 +863,17 @@ def status(ctx: Context) -> Status:
         )
     except SwapError:
         live = None
+    generations = tuple(ctx.store.generations())
+    damaged = {g.id: d for g in generations if (d := ctx.store.intact(g)) is not None}
     return Status(
         live,
         ctx.store.current_id(),
-        tuple(ctx.store.generations()),
+        generations,
         tuple(ctx.store.history(10)),
         recovery,
         {r: str(p) for r, p in ctx.store.live_paths().items()},
+        ctx.store.foreign(),
+        damaged,
     )
 
 
