@@ -191,6 +191,30 @@ def test_first_install_after_adoption_reloads_hot(rig: Rig) -> None:
 # --------------------------------------------------------------------------- rotations
 
 
+def test_rollback_to_adopted_generation_is_verified(rig: Rig) -> None:
+    """Issue 9 item 5: the adopted generation records its fingerprint, so a rollback to it is
+    verified like any other (was: verified against "", 122 s, rollback_failed, exit 3).
+    Runs right after adoption, while the adopted generation is still kept."""
+    from harper_certd import devca
+
+    assert rig.adoption is not None
+    assert rig.adoption.previous is not None
+    ctx = build_context(rig.config("hot-reload"))
+    adopted = ctx.store.generation(rig.adoption.previous)
+    on_disk = devca.fingerprint_of(devca.load_cert(adopted.file("cert").read_bytes()))
+    assert adopted.meta["fingerprint"] == on_disk
+    t0 = time.monotonic()
+    back = rollback(ctx, adopted.id)
+    took = round(time.monotonic() - t0, 2)
+    print(f"\n[rollback to the adopted generation] {back.status} in {took} s")
+    assert back.status == "rolled_back", back.message
+    assert back.applied is not None
+    assert back.applied.verified
+    assert set(rig.served_everywhere().values()) == {on_disk}
+    forward = install(ctx, rig.source(rig.leaf()))  # leave a harper-certd generation live
+    assert forward.status == "installed", forward.as_dict()
+
+
 def test_daemon_sees_every_secure_port(rig: Rig) -> None:
     """Discovery names all four secure ports of the node, so verify covers each of them."""
     harper = discover.load_config(rig.node.root)
@@ -389,29 +413,6 @@ def test_rollback_by_hand_hot_serves_previous_certificate(rig: Rig) -> None:
 
 
 # --------------------------------------------------------------------------- the store
-
-
-def test_rollback_to_adopted_generation_is_verified(rig: Rig) -> None:
-    """Issue 9 item 5: the adopted generation records its fingerprint, so a rollback to it is
-    verified like any other (was: verified against "", 122 s, rollback_failed, exit 3)."""
-    from harper_certd import devca
-
-    assert rig.adoption is not None
-    assert rig.adoption.previous is not None
-    ctx = build_context(rig.config("hot-reload"))
-    adopted = ctx.store.generation(rig.adoption.previous)
-    on_disk = devca.fingerprint_of(devca.load_cert(adopted.file("cert").read_bytes()))
-    assert adopted.meta["fingerprint"] == on_disk
-    t0 = time.monotonic()
-    back = rollback(ctx, adopted.id)
-    took = round(time.monotonic() - t0, 2)
-    print(f"\n[rollback to the adopted generation] {back.status} in {took} s")
-    assert back.status == "rolled_back", back.message
-    assert back.applied is not None
-    assert back.applied.verified
-    assert set(rig.served_everywhere().values()) == {on_disk}
-    forward = install(ctx, rig.source(rig.leaf()))  # leave a harper-certd generation live
-    assert forward.status == "installed", forward.as_dict()
 
 
 def test_cn_change_names_the_stale_record_and_the_command(rig: Rig) -> None:

@@ -476,9 +476,10 @@ def _name_change(ctx: Context, previous: Generation | None, new: dict[str, Any])
 def remove_certificate_command(ctx: Context, record: str) -> str:
     """The Operations API call that removes Harper's record ``record``: printed, never run.
 
-    Measured on Harper 4.7.29: ``remove_certificate`` also deletes the record's private key
-    file when no other record names it, which may be the key harper-certd manages; so the
-    operator runs it after checking ``list_certificates``.
+    On Harper 4.7.29 ``remove_certificate`` also deletes the record's private key file when
+    no other record names it (measured in issue 9), which may be the key harper-certd
+    manages; with another record naming the same key file only the record goes (measured in
+    tests/test_harper_integration.py).  So the operator runs it after ``list_certificates``.
     """
     body = json.dumps({"operation": "remove_certificate", "name": record})
     harper = ctx.harper

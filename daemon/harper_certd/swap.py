@@ -229,8 +229,8 @@ class Store:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError) as exc:
             raise StateError(f"generation {gen_id} is unreadable: {exc}") from exc
-        if not meta.get("fingerprint"):
-            # Adopted by a release that recorded no certificate details: read them from
+        if not all(meta.get(k) for k in ("fingerprint", "subject", "not_after", "record_name")):
+            # Written by a release that recorded fewer certificate details: read them from
             # the file, so that verification and rollback have a fingerprint to expect.
             with contextlib.suppress(OSError):
                 found = cert_meta((path / ROLE_FILES["cert"]).read_bytes())
