@@ -434,8 +434,8 @@ def test_cn_change_names_the_stale_record_and_the_command(rig: Rig) -> None:
     assert out.applied.verified
     changed = [e for e in captured if e["event"] == "certd.name_changed"]
     assert len(changed) == 1
-    assert changed[0]["old_name"] == NODE
-    assert changed[0]["new_name"] == "renamed.cluster.test"
+    assert changed[0]["stale_record"] == NODE
+    assert changed[0]["new_name"] == f"CN=renamed.cluster.test, first SAN={NODE}"
     command = changed[0]["command"]
     assert '{"operation": "remove_certificate", "name": "nodea.cluster.test"}' in command
     records = _certificates(rig)

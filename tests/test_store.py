@@ -446,10 +446,32 @@ def test_cn_change_is_warned(tmp_path: Path) -> None:
             "event": "certd.name_changed",
             "log_level": "warning",
             "generation": out.generation,
-            "old_name": "nodea",
-            "new_name": "nodea.example",
+            "old_name": "CN=nodea, first SAN=nodea",
+            "new_name": "CN=nodea.example, first SAN=nodea",
+            "stale_record": "nodea",
             "command": None,
         }
+    ]
+
+
+def test_first_san_change_is_warned_without_a_stale_record(tmp_path: Path) -> None:
+    """Same CN, another first SAN: warned; Harper's record (named by the CN) is not stale."""
+    node = make_node(tmp_path)
+    logs.configure(json=True, stream=sys.stderr)
+    leaf = devca.make_leaf(node.ca, "nodea", dns=["other.example", "nodea"], ips=["127.0.0.2"])
+    with capture_logs() as captured:
+        out = install(build_context(node.config), node.source("a", leaf))
+    assert out.status == "installed"
+    changed = [e for e in captured if e["event"] == "certd.name_changed"]
+    assert [(e["new_name"], e["stale_record"], e["command"]) for e in changed] == [
+        ("CN=nodea, first SAN=other.example", None, None)
+    ]
+    with capture_logs() as again:
+        assert install(build_context(node.config), node.source("b", leaf=None)).status == (
+            "installed"
+        )
+    assert [e["new_name"] for e in again if e["event"] == "certd.name_changed"] == [
+        "CN=nodea, first SAN=nodea"
     ]
 
 

@@ -459,18 +459,35 @@ def _swap_in(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _name_change(ctx: Context, previous: Generation | None, new: dict[str, Any]) -> str | None:
-    """The record name Harper keeps for the live set, when the new set's differs (item 15).
+@dataclass(frozen=True, slots=True)
+class NameChange:
+    """The CN or first SAN changed between two generations (issue 9 item 15)."""
+
+    old_name: str  # "CN=a, SAN=b" of the previous generation
+    new_name: str
+    stale_record: str | None  # Harper's record left behind (its name), when it changed
+
+
+def _name_change(previous: Generation | None, new: dict[str, Any]) -> NameChange | None:
+    """Whether the new set's CN or first SAN differs from ``previous``'s.
 
     Harper files a certificate in ``system.hdb_certificate`` under its CN, or its first
-    SAN; a new name leaves the old record behind, and Harper logs ``key values mismatch``
-    for it at every later TLS update (tests/HARPER-RIG-FINDINGS.md, h).
+    SAN; a new record name leaves the old record behind, and Harper logs ``key values
+    mismatch`` for it at every later TLS update (tests/HARPER-RIG-FINDINGS.md, h).
     """
-    old = None if previous is None else previous.meta.get("record_name")
-    new_name = new.get("record_name")
-    if not old or not new_name or old == new_name:
+    if previous is None:
         return None
-    return str(old)
+    old = previous.meta
+    if not old.get("record_name") or not new.get("record_name"):
+        return None  # a certificate that could not be read: nothing to compare
+    if (old.get("cn"), old.get("first_san")) == (new.get("cn"), new.get("first_san")):
+        return None
+
+    def label(meta: dict[str, Any]) -> str:
+        return f"CN={meta.get('cn') or '-'}, first SAN={meta.get('first_san') or '-'}"
+
+    record = old["record_name"] if old["record_name"] != new["record_name"] else None
+    return NameChange(label(old), label(new), None if record is None else str(record))
 
 
 def remove_certificate_command(ctx: Context, record: str) -> str:
@@ -570,7 +587,7 @@ def _install_judged(
         return InstallOutcome(
             "swap_failed", problems, recovery=recovery, report=report, error=str(exc)
         )
-    stale = _name_change(ctx, previous or previous_before, meta)
+    renamed = _name_change(previous or previous_before, meta)
     applied = ctx.applier(previous, gen)
     if applied.ok:
         store.finish(gen, Outcome.INSTALLED, method=applied.method)
@@ -586,16 +603,22 @@ def _install_judged(
             seconds=round(applied.seconds, 2),
             source=str(folder),
         )
-        if stale is not None:
+        if renamed is not None:
             # Only a verified install proves the new record serves: then the old one is
             # stale for sure, and the command to remove it is given (never run: see
             # remove_certificate_command).
+            stale = renamed.stale_record
             log.warning(
                 "certd.name_changed",
                 generation=gen.id,
-                old_name=stale,
-                new_name=meta.get("record_name"),
-                command=remove_certificate_command(ctx, stale) if applied.verified else None,
+                old_name=renamed.old_name,
+                new_name=renamed.new_name,
+                stale_record=stale,
+                command=(
+                    remove_certificate_command(ctx, stale)
+                    if stale is not None and applied.verified
+                    else None
+                ),
             )
         filed, filing_error = _file_installed(ctx, folder, source, gen.id)
         _prune(ctx, ctx.config.generations_kept, said)

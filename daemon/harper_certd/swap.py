@@ -95,7 +95,8 @@ def cert_meta(cert_pem: bytes) -> dict[str, str]:
     from a generation.
 
     ``record_name`` is the name Harper 4.7 files the certificate under in
-    ``system.hdb_certificate``: its CN, or its first SAN (tests/HARPER-RIG-FINDINGS.md).
+    ``system.hdb_certificate``: its CN, or its first SAN (tests/HARPER-RIG-FINDINGS.md);
+    ``cn`` and ``first_san`` (DNS names before IP addresses) are kept beside it.
     Empty when the certificate cannot be parsed (an adopted set may be broken).
     """
     try:
@@ -110,7 +111,12 @@ def cert_meta(cert_pem: bytes) -> dict[str, str]:
         "subject": leaf.subject,
         "not_after": leaf.not_after.isoformat(),
         "record_name": record,
+        "cn": next(iter(ids.cns), ""),
+        "first_san": next(iter((*ids.dns, *ids.ips)), ""),
     }
+
+
+_CERT_KEYS = ("fingerprint", "subject", "not_after", "record_name", "cn", "first_san")
 
 
 def read_only(mode: int, role: str) -> int:
@@ -229,12 +235,14 @@ class Store:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError) as exc:
             raise StateError(f"generation {gen_id} is unreadable: {exc}") from exc
-        if not all(meta.get(k) for k in ("fingerprint", "subject", "not_after", "record_name")):
+        if not meta.get("fingerprint") or any(meta.get(k) is None for k in _CERT_KEYS):
             # Written by a release that recorded fewer certificate details: read them from
             # the file, so that verification and rollback have a fingerprint to expect.
             with contextlib.suppress(OSError):
                 found = cert_meta((path / ROLE_FILES["cert"]).read_bytes())
-                meta = {**meta, **{k: v for k, v in found.items() if not meta.get(k)}}
+                meta = {**meta, **{k: v for k, v in found.items() if meta.get(k) is None}}
+                if not meta.get("fingerprint") and found.get("fingerprint"):
+                    meta["fingerprint"] = found["fingerprint"]
         return Generation(gen_id, path, meta)
 
     def intact(self, gen: Generation) -> str | None:
