@@ -68,3 +68,18 @@ def test_old_journal_without_new_fields_is_read() -> None:
     assert journal == Journal("adopt", "writing", None, None, "x")
     plan = decide(journal, None, [], set())
     assert _acts(plan) == [("clear_journal", None), ("record", None)]
+
+
+def test_generation_meta_is_read_typed_and_tolerant() -> None:
+    """meta.json as written by this release, by an older one, and with an unknown outcome."""
+    from harper_certd.journal import GenerationMeta, Outcome
+
+    meta = GenerationMeta.from_dict(
+        "000002",
+        {"outcome": "installed", "replaced": "000001", "digests": {"cert": "ab"}, "x": 1},
+    )
+    assert meta.outcome is Outcome.INSTALLED
+    assert (meta.replaced, meta.digests, meta.fingerprint) == ("000001", {"cert": "ab"}, None)
+    old = GenerationMeta.from_dict("000001", {"outcome": "adopted", "source": "live files"})
+    assert (old.outcome, old.digests, old.subject) == (Outcome.ADOPTED, {}, None)
+    assert GenerationMeta.from_dict("000003", {"outcome": "archived"}).outcome == "archived"

@@ -1,4 +1,4 @@
-"""The store's small typed records: generation outcomes, and the journal of an operation.
+"""The store's small typed records: generation metadata and outcomes, the journal.
 
 A generation's ``meta.json`` says what became of it (``Outcome``); an install needs no
 separate journal (its generation says ``pending`` until it finishes), adoptions and
@@ -74,3 +74,52 @@ class Journal:
             )
             if v is not None
         }
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationMeta:
+    """A generation's ``meta.json``, typed: what it holds, where it came from, what became
+    of it.  Read from the stored mapping (``Generation.meta``), which stays the storage
+    form so that keys written by other releases survive a rewrite."""
+
+    id: str
+    created: str | None
+    outcome: str | None  # an Outcome, or the text of an unknown one
+    source: str | None
+    replaced: str | None  # the generation live before this one
+    fingerprint: str | None  # the leaf's SHA-256, hex
+    subject: str | None  # RFC 4514
+    not_after: str | None  # ISO 8601, UTC
+    record_name: str | None  # Harper's hdb_certificate record name (CN, or first SAN)
+    digests: dict[str, str]  # role ("cert", "key", "ca") -> SHA-256 hex of the file
+
+    @classmethod
+    def from_dict(cls, gen_id: str, data: dict[str, Any]) -> GenerationMeta:
+        def text(key: str) -> str | None:
+            value = data.get(key)
+            return None if value is None or value == "" else str(value)
+
+        raw = data.get("digests")
+        digests = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else {}
+        return cls(
+            gen_id,
+            text("created"),
+            _outcome(text("outcome")),
+            text("source"),
+            text("replaced"),
+            text("fingerprint"),
+            text("subject"),
+            text("not_after"),
+            text("record_name"),
+            digests,
+        )
+
+
+def _outcome(value: str | None) -> str | None:
+    """An Outcome when the text is one; the text itself otherwise (a newer release's)."""
+    if value is None:
+        return None
+    try:
+        return Outcome(value)
+    except ValueError:
+        return value

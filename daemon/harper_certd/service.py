@@ -846,17 +846,12 @@ class Status:
                 {
                     "id": g.id,
                     "current": g.id == self.current,
-                    **{
-                        k: g.meta.get(k)
-                        for k in (
-                            "created",
-                            "outcome",
-                            "fingerprint",
-                            "subject",
-                            "not_after",
-                            "source",
-                        )
-                    },
+                    "created": g.info.created,
+                    "outcome": g.info.outcome,
+                    "fingerprint": g.info.fingerprint,
+                    "subject": g.info.subject,
+                    "not_after": g.info.not_after,
+                    "source": g.info.source,
                 }
                 for g in self.generations
             ],

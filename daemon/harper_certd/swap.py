@@ -38,7 +38,7 @@ from typing import Any
 
 from harper_certd import fsio, load, names, recovery
 from harper_certd.errors import StateError, SwapError
-from harper_certd.journal import Journal, Op, Outcome
+from harper_certd.journal import GenerationMeta, Journal, Op, Outcome
 from harper_certd.recovery import Act
 from harper_certd.validate import SetPaths, summarize
 
@@ -72,6 +72,11 @@ class Generation:
 
     def file(self, role: str) -> Path:
         return self.path / ROLE_FILES[role]
+
+    @property
+    def info(self) -> GenerationMeta:
+        """``meta``, typed."""
+        return GenerationMeta.from_dict(self.id, self.meta)
 
     def read(self) -> SetBytes:
         return SetBytes(*(self.file(r).read_bytes() for r in ("cert", "key", "ca")))
@@ -248,8 +253,8 @@ class Store:
     def intact(self, gen: Generation) -> str | None:
         """None when every file of ``gen`` still has the digest recorded when it was written;
         otherwise a sentence naming the files changed in place (or missing)."""
-        digests = gen.meta.get("digests")
-        if not isinstance(digests, dict):
+        digests = gen.info.digests
+        if not digests:
             return None  # written before digests were kept: nothing to compare
         changed = []
         for role in _ROLES:
@@ -378,7 +383,7 @@ class Store:
         protected = {current}
         if current is not None:
             with contextlib.suppress(StateError):
-                protected.add(self.generation(current).meta.get("replaced"))
+                protected.add(self.generation(current).info.replaced)
         removable = [g for g in gens if g.id not in protected]
         excess = len(gens) - keep
         removed: list[str] = []
