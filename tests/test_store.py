@@ -402,6 +402,36 @@ def test_root_cli_leaves_a_store_the_daemon_user_can_prune(
     assert sorted(p.name for p in (node.state / "generations").iterdir()) == ["000002", "000003"]
 
 
+def test_cp_over_live_path_fails_for_the_daemon_user(shared_tmp: Path, system_user: str) -> None:
+    """For anyone but root the read-only generation files stop the `cp` itself: it fails,
+    and the generation keeps the bytes its digests say."""
+    pw = pwd.getpwnam(system_user)
+    node = make_node(shared_tmp)
+    node.state.mkdir(mode=0o711)
+    _give(node.root, pw.pw_uid, pw.pw_gid)
+    _give(node.state, pw.pw_uid, pw.pw_gid)
+    assert install(build_context(node.config), node.source("a")).status == "installed"
+    live_file = node.state / "generations" / "000002" / "certificate.pem"
+    assert os.stat(live_file).st_uid == pw.pw_uid  # the live files' owner, kept
+    before = live_file.read_bytes()
+    hand = node.source("by-hand")
+    os.chmod(hand / "certificate.pem", 0o644)
+    cp = subprocess.run(
+        ["cp", str(hand / "certificate.pem"), str(node.root / "keys" / "certificate.pem")],
+        capture_output=True,
+        text=True,
+        check=False,
+        user=system_user,
+        cwd="/",
+    )
+    assert cp.returncode != 0
+    assert "Permission denied" in cp.stderr
+    assert live_file.read_bytes() == before
+    assert (
+        build_context(node.config).store.intact(build_context(node.config).store.current()) is None
+    )
+
+
 def test_generation_pruned_only_when_it_was(tmp_path: Path) -> None:
     """A generation that cannot be removed (chattr +i) gives certd.prune_failed, never
     certd.generation_pruned, and stays listed."""
