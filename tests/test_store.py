@@ -427,9 +427,10 @@ def test_cp_over_live_path_fails_for_the_daemon_user(shared_tmp: Path, system_us
     assert cp.returncode != 0
     assert "Permission denied" in cp.stderr
     assert live_file.read_bytes() == before
-    assert (
-        build_context(node.config).store.intact(build_context(node.config).store.current()) is None
-    )
+    store = build_context(node.config).store
+    current = store.current()
+    assert current is not None
+    assert store.intact(current) is None
 
 
 def test_generation_pruned_only_when_it_was(tmp_path: Path) -> None:
