@@ -388,7 +388,7 @@ def _install_locked(
 
 def _swap_cause(exc: BaseException) -> str:
     """The OS's reason behind a failed swap, in words ("no space left on the device")."""
-    cause = exc.__cause__
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
     return fsio.describe_os_error(cause) if isinstance(cause, OSError) else str(exc)
 
 
@@ -971,15 +971,27 @@ def handle_live_change(ctx: Context) -> None:
                 if current is not None and store.managed() and store.intact(current)
                 else None
             )
-            gen = store.take_live(
-                data,
-                {
-                    "source": "changed by hand",
-                    "fingerprint": report.certificate.sha256,
-                    "subject": report.certificate.subject,
-                    "not_after": report.certificate.not_after.isoformat(),
-                },
-            )
+            try:
+                gen = store.take_live(
+                    data,
+                    {
+                        "source": "changed by hand",
+                        "fingerprint": report.certificate.sha256,
+                        "subject": report.certificate.subject,
+                        "not_after": report.certificate.not_after.isoformat(),
+                    },
+                )
+            except (SwapError, OSError) as exc:
+                # Harper already reads the new files; only our record of them failed.
+                with contextlib.suppress(SwapError, OSError):
+                    store.recover()
+                log.error(
+                    "certd.swap_failed",
+                    source="live files (changed by hand)",
+                    cause=_swap_cause(exc),
+                    error=str(exc),
+                )
+                return
             log.warning(
                 "certd.live_changed",
                 generation=gen.id,
@@ -1013,7 +1025,16 @@ def handle_live_change(ctx: Context) -> None:
         if target is None:
             log.critical("certd.rollback_failed", reason="no kept generation is valid to restore")
             return
-        store.restore(target)
+        try:
+            store.restore(target)
+        except (SwapError, OSError) as exc:
+            log.error(
+                "certd.swap_failed",
+                source=f"generation {target.id} (restore)",
+                cause=_swap_cause(exc),
+                error=str(exc),
+            )
+            return
         applied = ctx.applier(None, target)
         log.warning(
             "certd.live_restored",
