@@ -577,7 +577,7 @@ def test_full_state_directory_prunes_and_installs(tmp_path: Path) -> None:
 def test_read_only_state_directory_is_swap_failed_with_cause(tmp_path: Path) -> None:
     """The daemon with a state directory remounted read-only: `certd.swap_failed` with the
     cause, no `certd.cycle_failed`, and the sets of the burst stay in incoming/ (none is
-    called superseded)."""
+    called superseded); a hand change it cannot record is swap_failed too."""
     node = make_node(tmp_path, extra=json.loads(json.dumps(FAST)))
     original = node.live_fingerprint()
     with _tmpfs(node.state, "1m"):
@@ -592,9 +592,20 @@ def test_read_only_state_directory_is_swap_failed_with_cause(tmp_path: Path) -> 
             for name in ("x", "y"):
                 os.rename(node.source(name), incoming / name)
             failed = d.wait_for("certd.swap_failed")
+            time.sleep(1.0)
+            hand = node.source("by-hand")
+            for name in ("privateKey.pem", "ca.pem", "certificate.pem"):
+                subprocess.run(
+                    ["cp", "--remove-destination", str(hand / name), str(node.root / "keys")],
+                    check=True,
+                    timeout=10,
+                )
+            by_hand = d.wait_for("certd.swap_failed", count=2)
             assert d.stop() == 0
+        assert by_hand["source"] == "live files (changed by hand)"
+        assert by_hand["cause"] == "read-only file system"
         assert failed["cause"] == "read-only file system"
         assert not d.named("certd.cycle_failed")
         assert not d.named("certd.set_superseded")
         assert sorted(p.name for p in incoming.iterdir()) == ["x", "y"]
-        assert node.live_fingerprint() == installed_fp
+        assert node.live_fingerprint() == _fp((hand / "certificate.pem").read_bytes())
