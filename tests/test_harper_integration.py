@@ -191,6 +191,30 @@ def test_first_install_after_adoption_reloads_hot(rig: Rig) -> None:
 # --------------------------------------------------------------------------- rotations
 
 
+def test_rollback_to_adopted_generation_is_verified(rig: Rig) -> None:
+    """Issue 9 item 5: the adopted generation records its fingerprint, so a rollback to it is
+    verified like any other (was: verified against "", 122 s, rollback_failed, exit 3).
+    Runs right after adoption, while the adopted generation is still kept."""
+    from harper_certd import devca
+
+    assert rig.adoption is not None
+    assert rig.adoption.previous is not None
+    ctx = build_context(rig.config("hot-reload"))
+    adopted = ctx.store.generation(rig.adoption.previous)
+    on_disk = devca.fingerprint_of(devca.load_cert(adopted.file("cert").read_bytes()))
+    assert adopted.meta["fingerprint"] == on_disk
+    t0 = time.monotonic()
+    back = rollback(ctx, adopted.id)
+    took = round(time.monotonic() - t0, 2)
+    print(f"\n[rollback to the adopted generation] {back.status} in {took} s")
+    assert back.status == "rolled_back", back.message
+    assert back.applied is not None
+    assert back.applied.verified
+    assert set(rig.served_everywhere().values()) == {on_disk}
+    forward = install(ctx, rig.source(rig.leaf()))  # leave a harper-certd generation live
+    assert forward.status == "installed", forward.as_dict()
+
+
 def test_daemon_sees_every_secure_port(rig: Rig) -> None:
     """Discovery names all four secure ports of the node, so verify covers each of them."""
     harper = discover.load_config(rig.node.root)
@@ -386,3 +410,59 @@ def test_rollback_by_hand_hot_serves_previous_certificate(rig: Rig) -> None:
     log = node.log_text(log_offset)
     assert "is older" not in log, "Harper ignored the rolled-back files (mtime rule)"
     assert "key values mismatch" not in log
+
+
+# --------------------------------------------------------------------------- the store
+
+
+def test_cn_change_names_the_stale_record_and_the_command(rig: Rig) -> None:
+    """Issue 9 item 15 on a real node: a new CN leaves Harper's old record behind; after the
+    verified install, certd.name_changed gives the remove_certificate call. Running that call
+    (measured here) removes only the stale record while another record names the same key."""
+    from structlog.testing import capture_logs
+
+    from harper_certd import logs
+
+    ctx = build_context(rig.config("hot-reload"))
+    before = {r.get("name") for r in _certificates(rig)}
+    logs.configure(json=True)
+    renamed = rig.ca.issue("renamed.cluster.test", dns_names=[NODE], ip_addresses=[NODE_IP])
+    with capture_logs() as captured:
+        out = install(ctx, rig.source(renamed))
+    assert out.status == "installed", out.as_dict()
+    assert out.applied is not None
+    assert out.applied.verified
+    changed = [e for e in captured if e["event"] == "certd.name_changed"]
+    assert len(changed) == 1
+    assert changed[0]["stale_record"] == NODE
+    assert changed[0]["new_name"] == f"CN=renamed.cluster.test, first SAN={NODE}"
+    command = changed[0]["command"]
+    assert '{"operation": "remove_certificate", "name": "nodea.cluster.test"}' in command
+    records = _certificates(rig)
+    names = {r.get("name") for r in records}
+    print(
+        f"\n[CN change] records before {sorted(map(str, before))}, after {sorted(map(str, names))}"
+    )
+    assert {NODE, "renamed.cluster.test"} <= names  # the stale record, as measured
+    key = rig.node.root / "keys" / KEY_FILE
+    key_target = os.path.realpath(key)
+    rig.node.operation({"operation": "remove_certificate", "name": NODE})
+    time.sleep(2.0)  # Harper's 1.5 s updateTLS delay
+    after = {r.get("name") for r in _certificates(rig)}
+    print(
+        f"[remove_certificate {NODE}] records now {sorted(map(str, after))}; key kept: "
+        f"{key.exists()} ({key_target})"
+    )
+    assert NODE not in after
+    assert key.is_symlink()
+    assert os.path.exists(key_target)
+    assert set(rig.served_everywhere().values()) == {renamed.fingerprint}
+    back = install(ctx, rig.source(rig.leaf()))  # the node's own name again
+    assert back.status == "installed", back.as_dict()
+    rig.node.operation({"operation": "remove_certificate", "name": "renamed.cluster.test"})
+
+
+def _certificates(rig: Rig) -> list[dict[str, Any]]:
+    raw = rig.node.operation_raw({"operation": "list_certificates"})
+    assert isinstance(raw, list), raw
+    return [r for r in raw if isinstance(r, dict)]

@@ -52,12 +52,14 @@ def test_install_swaps_all_three_files_through_one_link(node: Node) -> None:
 
 
 def test_modes_and_key_privacy_are_kept(node: Node) -> None:
-    """The new files keep the live files' modes; the key is never wider than the live key."""
+    """The new files keep the live files' modes without write bits (generation files are
+    read-only once written); the key is never wider than the live key."""
     os.chmod(node.live.cert, 0o640)
     os.chmod(node.live.key, 0o600)
     install(build_context(node.config), node.source("new"))
-    assert stat.S_IMODE(os.stat(node.live.cert).st_mode) == 0o640
-    assert stat.S_IMODE(os.stat(node.live.key).st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(node.live.cert).st_mode) == 0o440
+    assert stat.S_IMODE(os.stat(node.live.key).st_mode) == 0o400
+    assert stat.S_IMODE(os.stat(node.live.ca).st_mode) == 0o444
 
 
 def test_refused_set_changes_nothing_and_is_kept_with_reason(node: Node) -> None:

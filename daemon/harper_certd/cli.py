@@ -124,10 +124,10 @@ def _context(args: argparse.Namespace) -> object:
 
 
 def _configure_cli_logging() -> None:
-    from harper_certd import journal, logs
+    from harper_certd import journald, logs
 
     logs.configure(json=False, stream=sys.stderr)
-    journal.attach()  # the same JSON events in the journal, identifier harper-certd
+    journald.attach()  # the same JSON events in the journal, identifier harper-certd
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -275,9 +275,13 @@ def _install_sentence(outcome: object) -> str:
     kept = f" The source is kept in {outcome.kept_at}." if outcome.kept_at else ""
     if outcome.status == "installed":
         how = outcome.applied.detail if outcome.applied else ""
+        if outcome.error:  # installed and live; only filing the source failed
+            gen = outcome.generation
+            return f"Installed as generation {gen} ({how}). Warning: {outcome.error}."
         return f"Installed as generation {outcome.generation} ({how}).{kept}"
     if outcome.status == "unchanged":
-        return f"The set is already live (generation {outcome.generation}).{kept}"
+        warning = f" Warning: {outcome.error}." if outcome.error else ""
+        return f"The set is already live (generation {outcome.generation}).{kept}{warning}"
     if outcome.status == "refused":
         return f"Refused; nothing changed.{kept}"
     if outcome.status == "rolled_back":
@@ -343,13 +347,16 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"  next renewal {s['next_renewal']}, overdue from {s['renewal_overdue_at']}")
     for w in data["waiting"]:
         print(f"waiting: {w['path']} since {w['since']}{' (HELD)' if w['held'] else ''}")
+    if data["watch_only"]:
+        print(f"watch-only: {data['watch_only']}")
     print("generations:")
     for g in data["generations"]:
         mark = "*" if g["current"] else " "
-        print(
-            f" {mark} {g['id']}  {g['created']}  {g['outcome']:<18} {g['subject']}"
-            f"  until {g['not_after']}"
-        )
+        subject = g["subject"] or "(certificate unreadable)"
+        until = f"  until {g['not_after']}" if g["not_after"] else ""
+        print(f" {mark} {g['id']}  {g['created']}  {g['outcome']:<18} {subject}{until}")
+        if g["id"] in data["damaged"]:
+            print(f"     {data['damaged'][g['id']]}")
     print("last operations:")
     for h in data["history"]:
         print(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")

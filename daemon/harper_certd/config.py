@@ -75,6 +75,20 @@ class RenewSection:
     backoff_max: float = 3600.0
 
 
+# --- h-store's keys (the store and filed sources) ---------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionSection:
+    """Sets filed in processed/ and rejected/ (each holds a private key): how many, how long."""
+
+    keep: int = 20  # the newest folders kept in each of processed/ and rejected/
+    days: float | None = 90.0  # older folders are removed (the newest one never); null: no limit
+
+
+# --- end of h-store's keys ----------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class LogSection:
     level: Literal["debug", "info", "warning", "error"] = "info"
@@ -117,6 +131,7 @@ class Config:
     log: LogSection = field(default_factory=LogSection)
     health: HealthSection = field(default_factory=HealthSection)  # h-ops
     metrics: MetricsSection = field(default_factory=MetricsSection)  # h-ops
+    retention: RetentionSection = field(default_factory=RetentionSection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +252,10 @@ def _check(config: Config) -> Config:
         raise ConfigError("generations_kept: must be 2 or more (the live set and the one before)")
     if config.restart.method == "command" and not config.restart.command:
         raise ConfigError("restart.command: must name an argv list when restart.method is command")
+    if config.retention.keep < 1:
+        raise ConfigError("retention.keep: must be 1 or more")
+    if config.retention.days is not None and config.retention.days <= 0:
+        raise ConfigError("retention.days: must be more than 0, or null for no age limit")
     if config.restart.restarts_per_hour < 1:
         raise ConfigError("restart.restarts_per_hour: must be 1 or more")
     if not 0 < config.renew.before_fraction < 1:

@@ -561,6 +561,7 @@ def harper_applier(
                 f"served on {', '.join(s.dialled for s in result.last)} after {seconds:.1f}s",
                 seconds,
                 restarted,
+                verified=True,
             )
         alive = "Harper is not running" if result.pid is None else f"Harper pid {result.pid}"
         return Applied(

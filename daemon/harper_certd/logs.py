@@ -141,6 +141,28 @@ EVENTS: dict[str, tuple[str, str]] = {
         "A cycle failed on an unexpected error; the daemon goes on with the next one.",
     ),
     "certd.generation_pruned": ("info", "An old generation was deleted from the state directory."),
+    "certd.prune_failed": (
+        "warning",
+        "An old generation could not be deleted (owner, permissions); it is kept and said.",
+    ),
+    "certd.sources_pruned": (
+        "info",
+        "Sets filed in processed/ or rejected/ beyond the retention (count, age) were deleted.",
+    ),
+    "certd.source_not_filed": (
+        "warning",
+        "A set was installed but its folder could not be moved to processed/; move it by hand.",
+    ),
+    "certd.name_changed": (
+        "warning",
+        "The new certificate's CN or first SAN differs: Harper keeps a stale record of the old "
+        "name (the command to remove it is given once the install is verified).",
+    ),
+    "certd.watch_only": (
+        "warning",
+        "The live paths are someone else's links or on a read-only mount: the daemon only "
+        "watches them (validates, warns), never writes.",
+    ),
     "certd.harper_discovered": (
         "info",
         "Harper's configuration was read: root, certificate sets, ports and node name.",

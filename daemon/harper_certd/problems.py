@@ -125,6 +125,11 @@ CODES: dict[str, tuple[Severity, str]] = {
         Severity.ERROR,
         "The set was swapped in but Harper did not come back serving it; it was rolled back.",
     ),
+    "live_not_managed": (
+        Severity.ERROR,
+        "The live paths are someone else's links (certbot, a Kubernetes secret volume) or on "
+        "a read-only mount: harper-certd only watches them and installs nothing.",
+    ),
 }
 
 INSTALL_CODES = frozenset(

@@ -24,6 +24,7 @@ class Applied:
     detail: str
     seconds: float = 0.0
     restarted: bool = False
+    verified: bool = False  # Harper was seen serving the set (a TLS handshake), not assumed
 
 
 # (previous live generation or None, generation now live) -> Applied

@@ -25,7 +25,6 @@ from typing import Any
 from harper_certd import (
     __version__,
     environment,
-    fsio,
     health,
     logs,
     metrics,
@@ -491,7 +490,7 @@ class Daemon:
 
     def _startup(self) -> None:
         store = self.ctx.store
-        with fsio.locked(store.lock_path):
+        with store.locked():
             recovery = store.recover()
         if recovery is not None:
             log.warning(
@@ -503,6 +502,7 @@ class Daemon:
             if recovery.needs_verify:
                 with contextlib.suppress(Interrupted):
                     service.verify_current(self.ctx)
+        service.on_start(self.ctx)  # watch-only said at start; retention of filed sets
         self._start_watching()
         self._refresh_schedule()
         self._rescan(time.monotonic())

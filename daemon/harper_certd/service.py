@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
@@ -22,14 +23,22 @@ from typing import Any
 
 import structlog
 
-from harper_certd import discover, environment, fsio, load
+from harper_certd import discover, environment, fsio, load, retention
 from harper_certd.config import Config, Paths, resolve_paths
-from harper_certd.errors import ConfigError, SwapError
+from harper_certd.errors import ConfigError, Interrupted, StateError, SwapError
+from harper_certd.journal import Outcome
 from harper_certd.problems import Problem, problem
 from harper_certd.restart import Applied, Applier, command_applier, none_applier, run_command
 from harper_certd.schedule import RestartBudget
 from harper_certd.source import Source, SourceRefused, read_source
-from harper_certd.swap import Generation, Recovery, SetBytes, Store, require_no_foreign_files
+from harper_certd.swap import (
+    Generation,
+    Recovery,
+    SetBytes,
+    Store,
+    cert_meta,
+    require_no_foreign_files,
+)
 from harper_certd.validate import (
     Inputs,
     Purpose,
@@ -148,7 +157,7 @@ def build_context(
 
 @dataclass(frozen=True, slots=True)
 class InstallOutcome:
-    status: str  # installed, unchanged, refused, rolled_back, rollback_failed
+    status: str  # installed, unchanged, refused, rolled_back, rollback_failed, swap_failed
     problems: tuple[Problem, ...] = ()
     generation: str | None = None
     previous: str | None = None
@@ -157,6 +166,8 @@ class InstallOutcome:
     recovery: Recovery | None = None
     kept_at: Path | None = None  # where the source went (processed/ or rejected/)
     report: Report | None = None
+    # swap_failed: why; installed: why the source could not be filed (a warning)
+    error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -166,6 +177,8 @@ class InstallOutcome:
             "problems": [p.as_dict() for p in self.problems],
             "applied": None if self.applied is None else self.applied.detail,
             "kept_at": None if self.kept_at is None else str(self.kept_at),
+            "verified": None if self.applied is None else self.applied.verified,
+            "error": self.error,
         }
 
 
@@ -271,9 +284,13 @@ def _same_as_live(ctx: Context, data: SetBytes) -> bool:
 
 def install(ctx: Context, folder: Path, *, force_older: bool = False) -> InstallOutcome:
     """Validate the set in ``folder``, swap it in, make Harper use it, roll back if not."""
-    with fsio.locked(ctx.store.lock_path):
+    with ctx.store.locked():
         recovery = ctx.store.recover()
-        return _install_locked(ctx, folder, force_older, recovery)
+        outcome = _install_locked(ctx, folder, force_older, recovery)
+    if outcome.status == "swap_failed":
+        # The command line says "nothing changed" (exit 1) with the cause.
+        raise SwapError(outcome.error or "the swap failed; the live set is unchanged")
+    return outcome
 
 
 Judged = tuple[Source, Report, tuple[Problem, ...]]
@@ -331,7 +348,7 @@ def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
 
     Older valid sets are kept in processed/ as superseded; refused ones in rejected/.
     """
-    with fsio.locked(ctx.store.lock_path):
+    with ctx.store.locked():
         recovery = ctx.store.recover()
         judged: list[tuple[Path, Judged]] = []
         for folder in folders:
@@ -352,10 +369,13 @@ def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
 
         judged.sort(key=newest)
         chosen, verdict = judged[-1]
+        outcome = _install_judged(ctx, chosen, verdict, recovery)
+        if outcome.status not in ("installed", "unchanged"):
+            return outcome  # the others were superseded by nothing: they stay for the next try
         for folder, (source, _, _) in judged[:-1]:
             kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
             log.info("certd.set_superseded", source=str(folder), by=str(chosen), kept_at=str(kept))
-        return _install_judged(ctx, chosen, verdict, recovery)
+        return outcome
 
 
 def _install_locked(
@@ -367,15 +387,167 @@ def _install_locked(
     return _install_judged(ctx, folder, verdict, recovery)
 
 
+def _swap_cause(exc: BaseException) -> str:
+    """The OS's reason behind a failed swap, in words ("no space left on the device")."""
+    cause = exc if isinstance(exc, OSError) else exc.__cause__
+    return fsio.describe_os_error(cause) if isinstance(cause, OSError) else str(exc)
+
+
+def _no_space(exc: BaseException) -> bool:
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and cause.errno == errno.ENOSPC
+
+
+def _prune(ctx: Context, keep: int, said: set[str] | None = None) -> list[str]:
+    """Prune generations beyond ``keep`` (never the live one or the one before it); logs
+    ``certd.generation_pruned`` only for directories really gone, ``certd.prune_failed``
+    for the others (once per operation: ids in ``said`` are not said again)."""
+    said = set() if said is None else said
+    try:
+        result = ctx.store.prune(max(keep, 2))
+    except OSError as exc:
+        log.warning("certd.prune_failed", generation=None, error=fsio.describe_os_error(exc))
+        return []
+    for gen_id in result.removed:
+        log.info("certd.generation_pruned", generation=gen_id)
+    for gen_id, why in result.failed:
+        if gen_id not in said:
+            said.add(gen_id)
+            log.warning("certd.prune_failed", generation=gen_id, error=why)
+    return result.removed
+
+
+def _swap_in(
+    ctx: Context, data: SetBytes, meta: dict[str, Any], folder: Path, said: set[str]
+) -> Generation:
+    """Adopt the live files if needed, stage ``data`` and flip to it; SwapError when it fails.
+
+    The state directory is pruned before staging (room for one more generation), and again
+    to the minimum (the live generation and the one before it) when a write finds no
+    space, then tried once more.
+    """
+    store = ctx.store
+    _prune(ctx, ctx.config.generations_kept - 1, said)
+    for attempt in (1, 2):
+        try:
+            adopted = store.adopt(lambda: _read_live(ctx), {"source": "live files"})
+            if adopted is not None:
+                log.info(
+                    "certd.live_adopted", generation=adopted.id, live=str(ctx.managed.live.cert)
+                )
+                if ctx.config.restart.method in ("auto", "hot-reload"):
+                    # Harper's watchers move from the replaced files to the links' targets a
+                    # few ms after adoption; a flip before that goes unseen (measured: 6 of 6
+                    # misses without this pause, 0 of 3 with it). Once per node, ever.
+                    time.sleep(ADOPTION_SETTLE)
+            gen = store.stage(data, meta, str(folder))
+            store.commit_flip(gen)
+        except SwapError as exc:
+            # Whatever was written is undone; the live set never changed.
+            with contextlib.suppress(SwapError, OSError):
+                store.recover()
+            if attempt == 1 and _no_space(exc) and _prune(ctx, 2, said):
+                continue
+            raise
+        except OSError as exc:
+            with contextlib.suppress(SwapError, OSError):
+                store.recover()
+            raise SwapError(
+                f"the swap failed: {fsio.describe_os_error(exc)}; the live set is unchanged"
+            ) from exc
+        else:
+            return gen
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@dataclass(frozen=True, slots=True)
+class NameChange:
+    """The CN or first SAN changed between two generations (issue 9 item 15)."""
+
+    old_name: str  # "CN=a, SAN=b" of the previous generation
+    new_name: str
+    stale_record: str | None  # Harper's record left behind (its name), when it changed
+
+
+def _name_change(previous: Generation | None, new: dict[str, Any]) -> NameChange | None:
+    """Whether the new set's CN or first SAN differs from ``previous``'s.
+
+    Harper files a certificate in ``system.hdb_certificate`` under its CN, or its first
+    SAN; a new record name leaves the old record behind, and Harper logs ``key values
+    mismatch`` for it at every later TLS update (tests/HARPER-RIG-FINDINGS.md, h).
+    """
+    if previous is None:
+        return None
+    old = previous.meta
+    if not old.get("record_name") or not new.get("record_name"):
+        return None  # a certificate that could not be read: nothing to compare
+    if (old.get("cn"), old.get("first_san")) == (new.get("cn"), new.get("first_san")):
+        return None
+
+    def label(meta: dict[str, Any]) -> str:
+        return f"CN={meta.get('cn') or '-'}, first SAN={meta.get('first_san') or '-'}"
+
+    record = old["record_name"] if old["record_name"] != new["record_name"] else None
+    return NameChange(label(old), label(new), None if record is None else str(record))
+
+
+def remove_certificate_command(ctx: Context, record: str) -> str:
+    """The Operations API call that removes Harper's record ``record``: printed, never run.
+
+    On Harper 4.7.29 ``remove_certificate`` also deletes the record's private key file when
+    no other record names it (measured in issue 9), which may be the key harper-certd
+    manages; with another record naming the same key file only the record goes (measured in
+    tests/test_harper_integration.py).  So the operator runs it after ``list_certificates``.
+    """
+    body = json.dumps({"operation": "remove_certificate", "name": record})
+    harper = ctx.harper
+    if harper.operations_socket is not None:
+        where = f"--unix-socket {harper.operations_socket} http://localhost/"
+    else:
+        where = f"http://127.0.0.1:{harper.operations_port or 9925}/"
+    return f"curl -u ADMIN -H 'Content-Type: application/json' -d '{body}' {where}"
+
+
+def _file_installed(
+    ctx: Context, folder: Path, source: Source, generation: str | None
+) -> tuple[Path | None, str | None]:
+    """File a live (installed or unchanged) source in processed/: (where, None), or
+    (None, why) when it cannot be moved: the set is live whatever happens to the folder,
+    so that is a warning (``certd.source_not_filed``), never a failure."""
+    try:
+        return _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage), None
+    except OSError as exc:
+        why = (
+            f"{folder} could not be moved to {ctx.paths.processed}: "
+            f"{fsio.describe_os_error(exc)}; move or remove it by hand"
+        )
+        log.warning("certd.source_not_filed", source=str(folder), generation=generation, error=why)
+        return None, why
+
+
 def _install_judged(
     ctx: Context, folder: Path, verdict: Judged, recovery: Recovery | None
 ) -> InstallOutcome:
     store = ctx.store
     require_no_foreign_files(store)
     source, report, problems = verdict
+    if (why := store.foreign()) is not None:
+        # Watch-only: these files belong to someone else (or cannot be written). The source
+        # stays where it is; nothing is written anywhere.
+        refused = (
+            problem("live_not_managed", f"Not installed: {why}; harper-certd only watches."),
+        )
+        log.error(
+            "certd.set_refused",
+            source=str(folder),
+            codes=["live_not_managed"],
+            reason=refused[0].message,
+            kept_at=None,
+        )
+        return InstallOutcome("refused", (*problems, *refused), recovery=recovery, report=report)
     if _same_as_live(ctx, source.data):
-        kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
-        log.info("certd.set_unchanged", source=str(folder), kept_at=str(kept))
+        kept, filing_error = _file_installed(ctx, folder, source, store.current_id())
+        log.info("certd.set_unchanged", source=str(folder), kept_at=str(kept) if kept else None)
         return InstallOutcome(
             "unchanged",
             problems,
@@ -383,10 +555,12 @@ def _install_judged(
             recovery=recovery,
             kept_at=kept,
             report=report,
+            error=filing_error,
         )
 
     assert report.certificate is not None
     meta = {
+        **cert_meta(source.data.cert),
         "fingerprint": report.certificate.sha256,
         "subject": report.certificate.subject,
         "not_after": report.certificate.not_after.isoformat(),
@@ -394,29 +568,30 @@ def _install_judged(
         "warnings": [p.code for p in problems],
     }
     try:
-        adopted = store.adopt(lambda: _read_live(ctx), {"source": "live files"})
-        if adopted is not None:
-            log.info("certd.live_adopted", generation=adopted.id, live=str(ctx.managed.live.cert))
-            if ctx.config.restart.method in ("auto", "hot-reload"):
-                # Harper's watchers move from the replaced files to the links' targets a
-                # few ms after adoption; a flip before that goes unseen (measured: 6 of 6
-                # misses without this pause, 0 of 3 with it). Once per node, ever.
-                time.sleep(ADOPTION_SETTLE)
-        previous = store.current()
-        gen = store.stage(source.data, meta, str(folder))
-        store.commit_flip(gen)
-    except SwapError as exc:
-        # Whatever was written is undone; the live set never changed. The source stays
-        # where it is (it was not found wanting) for the next attempt.
-        with contextlib.suppress(SwapError, OSError):
-            store.recover()
+        previous_before = store.current()
+    except StateError:
+        previous_before = None
+    said: set[str] = set()
+    try:
+        gen = _swap_in(ctx, source.data, meta, folder, said)
+        previous = (
+            None
+            if gen.meta.get("replaced") is None
+            else store.generation(str(gen.meta["replaced"]))
+        )
+    except (SwapError, StateError) as exc:
+        cause = _swap_cause(exc)
         with contextlib.suppress(OSError):
             store.record("install", "failed", source=str(folder), error=str(exc))
-        log.error("certd.swap_failed", source=str(folder), error=str(exc))
-        raise
+        # The source stays where it is (it was not found wanting) for the next attempt.
+        log.error("certd.swap_failed", source=str(folder), cause=cause, error=str(exc))
+        return InstallOutcome(
+            "swap_failed", problems, recovery=recovery, report=report, error=str(exc)
+        )
+    renamed = _name_change(previous or previous_before, meta)
     applied = ctx.applier(previous, gen)
     if applied.ok:
-        store.finish(gen, "installed", method=applied.method)
+        store.finish(gen, Outcome.INSTALLED, method=applied.method)
         # Said before the source is moved: the set is live whatever happens to the folder.
         log.info(
             "certd.set_installed",
@@ -425,13 +600,30 @@ def _install_judged(
             subject=meta["subject"],
             not_after=meta["not_after"],
             method=applied.method,
+            verified=applied.verified,
             seconds=round(applied.seconds, 2),
             source=str(folder),
         )
-        kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
-        pruned = store.prune(ctx.config.generations_kept)
-        for gen_id in pruned:
-            log.info("certd.generation_pruned", generation=gen_id)
+        if renamed is not None:
+            # Only a verified install proves the new record serves: then the old one is
+            # stale for sure, and the command to remove it is given (never run: see
+            # remove_certificate_command).
+            stale = renamed.stale_record
+            log.warning(
+                "certd.name_changed",
+                generation=gen.id,
+                old_name=renamed.old_name,
+                new_name=renamed.new_name,
+                stale_record=stale,
+                command=(
+                    remove_certificate_command(ctx, stale)
+                    if stale is not None and applied.verified
+                    else None
+                ),
+            )
+        filed, filing_error = _file_installed(ctx, folder, source, gen.id)
+        _prune(ctx, ctx.config.generations_kept, said)
+        retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock())
         return InstallOutcome(
             "installed",
             problems,
@@ -439,15 +631,27 @@ def _install_judged(
             previous.id if previous else None,
             applied,
             recovery=recovery,
-            kept_at=kept,
+            kept_at=filed,
             report=report,
+            error=filing_error,
         )
     # Harper could not use the new set: put the previous one back, and say so loudly.
     back = _roll_back_to(ctx, previous, gen, reason=applied.detail)
     after = (problem("applied_failed", f"After the swap: {applied.detail}"),)
-    rejected_at = _reject(
-        ctx, folder, (*problems, *after), "after_swap", source.is_certbot_lineage, report
-    )
+    rejected_at: Path | None = None
+    filing_error = None
+    try:
+        rejected_at = _reject(
+            ctx, folder, (*problems, *after), "after_swap", source.is_certbot_lineage, report
+        )
+    except OSError as exc:
+        filing_error = (
+            f"{folder} could not be moved to {ctx.paths.rejected}: "
+            f"{fsio.describe_os_error(exc)}; move or remove it by hand"
+        )
+        log.warning(
+            "certd.source_not_filed", source=str(folder), generation=gen.id, error=filing_error
+        )
     status = "rolled_back" if back is not None and back.ok else "rollback_failed"
     return InstallOutcome(
         status,
@@ -459,6 +663,7 @@ def _install_judged(
         recovery,
         rejected_at,
         report,
+        filing_error,
     )
 
 
@@ -468,9 +673,9 @@ def _switch_back(ctx: Context, target: Generation, leaving: Generation) -> Appli
     ctx.store.commit_flip(target, op="rollback")
     applied = ctx.applier(leaving, target)
     if applied.ok:
-        ctx.store.finish(target, "restored", op="rollback", replaced=leaving.id)
+        ctx.store.finish(target, Outcome.RESTORED, op="rollback", replaced=leaving.id)
     else:
-        ctx.store.finish(target, "restore_unverified", op="rollback", failure=applied.detail)
+        ctx.store.finish(target, Outcome.RESTORE_UNVERIFIED, op="rollback", failure=applied.detail)
     return applied
 
 
@@ -485,10 +690,23 @@ def _roll_back_to(
             reason="no earlier generation to return to",
             failure=reason,
         )
-        store.finish(failed, "failed", op="install")
+        store.finish(failed, Outcome.FAILED, op="install")
         return None
+    if (damage := store.intact(target)) is not None:
+        # Written through a live path's link since: go back to the newest intact, valid one.
+        good = _last_good(ctx, exclude={failed.id})
+        if good is None:
+            log.critical(
+                "certd.rollback_failed",
+                generation=failed.id,
+                reason=f"{damage}; no other kept generation is intact and valid",
+                failure=reason,
+            )
+            store.finish(failed, Outcome.FAILED, op="install")
+            return None
+        target = good
     # Marked first: a crash during the rollback must not find it "pending" and keep it.
-    store.update_meta(failed, outcome="rolled_back", failure=reason)
+    store.update_meta(failed, outcome=Outcome.ROLLED_BACK, failure=reason)
     back = _switch_back(ctx, target, failed)
     if back.ok:
         log.error(
@@ -522,7 +740,9 @@ class RollbackOutcome:
 
 
 def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
-    with fsio.locked(ctx.store.lock_path):
+    if (why := ctx.store.foreign()) is not None:
+        return RollbackOutcome("refused", gen_id, None, None, f"watch-only: {why}")
+    with ctx.store.locked():
         ctx.store.recover()
         store = ctx.store
         current = store.current()
@@ -547,6 +767,8 @@ def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
             return RollbackOutcome(
                 "nothing", current.id, current.id, None, f"generation {current.id} is already live"
             )
+        if (damage := store.intact(target)) is not None:
+            return RollbackOutcome("refused", target.id, current.id, None, damage)
         report = _validate(
             ctx,
             target.read(),
@@ -601,6 +823,8 @@ class Status:
     history: tuple[dict[str, Any], ...]
     recovery: Recovery | None
     live_paths: dict[str, str] = field(default_factory=dict)
+    watch_only: str | None = None  # why the live paths are only watched (Store.foreign)
+    damaged: dict[str, str] = field(default_factory=dict)  # generation id -> Store.intact's
 
     def as_dict(self, at: dt.datetime) -> dict[str, Any]:
         live = None
@@ -623,28 +847,27 @@ class Status:
                 {
                     "id": g.id,
                     "current": g.id == self.current,
-                    **{
-                        k: g.meta.get(k)
-                        for k in (
-                            "created",
-                            "outcome",
-                            "fingerprint",
-                            "subject",
-                            "not_after",
-                            "source",
-                        )
-                    },
+                    "created": g.info.created,
+                    "outcome": g.info.outcome,
+                    "fingerprint": g.info.fingerprint,
+                    "subject": g.info.subject,
+                    "not_after": g.info.not_after,
+                    "source": g.info.source,
                 }
                 for g in self.generations
             ],
             "history": list(self.history),
             "recovered": None if self.recovery is None else self.recovery.outcome,
+            "watch_only": self.watch_only,
+            "damaged": self.damaged,
         }
 
 
 def status(ctx: Context) -> Status:
-    with fsio.locked(ctx.store.lock_path):
-        recovery = ctx.store.recover()
+    recovery = None
+    if ctx.store.foreign() is None:
+        with ctx.store.locked():
+            recovery = ctx.store.recover()
     try:
         live: Report | None = _validate(
             ctx,
@@ -660,13 +883,17 @@ def status(ctx: Context) -> Status:
         )
     except SwapError:
         live = None
+    generations = tuple(ctx.store.generations())
+    damaged = {g.id: d for g in generations if (d := ctx.store.intact(g)) is not None}
     return Status(
         live,
         ctx.store.current_id(),
-        tuple(ctx.store.generations()),
+        generations,
         tuple(ctx.store.history(10)),
         recovery,
         {r: str(p) for r, p in ctx.store.live_paths().items()},
+        ctx.store.foreign(),
+        damaged,
     )
 
 
@@ -683,8 +910,11 @@ def _digests(data: SetBytes) -> dict[str, str]:
     return {r: hashlib.sha256(data.role(r)).hexdigest() for r in ("cert", "key", "ca")}
 
 
-def _last_good(ctx: Context) -> Generation | None:
+def _last_good(ctx: Context, exclude: set[str] | None = None) -> Generation | None:
+    """The newest kept generation that is intact (its digests) and valid now."""
     for gen in reversed(ctx.store.generations()):
+        if gen.id in (exclude or set()):
+            continue
         try:
             data = gen.read()
         except OSError:
@@ -699,8 +929,10 @@ def _last_good(ctx: Context) -> Generation | None:
 def handle_live_change(ctx: Context) -> None:
     """The live files changed, not by us: adopt a valid set, report (or restore) an invalid one."""
     store = ctx.store
-    with fsio.locked(store.lock_path):
-        store.recover()
+    watch_only = store.foreign()
+    with store.locked():
+        if watch_only is None:
+            store.recover()
         try:
             data: SetBytes | None = _read_live(ctx)
         except SwapError:
@@ -723,20 +955,51 @@ def handle_live_change(ctx: Context) -> None:
             ):
                 return  # only touched: the content is the live generation's
             assert report.certificate is not None
-            gen = store.take_live(
-                data,
-                {
-                    "source": "changed by hand",
-                    "fingerprint": report.certificate.sha256,
-                    "subject": report.certificate.subject,
-                    "not_after": report.certificate.not_after.isoformat(),
-                },
+            if watch_only is not None:
+                # Someone else's files: said, never written (Harper reads them itself).
+                log.warning(
+                    "certd.live_changed",
+                    generation=None,
+                    fingerprint=report.certificate.sha256,
+                    subject=report.certificate.subject,
+                    written_through=None,
+                    watch_only=True,
+                )
+                check_served(ctx, report.certificate.sha256)
+                return
+            through = (
+                current.id
+                if current is not None and store.managed() and store.intact(current)
+                else None
             )
+            try:
+                gen = store.take_live(
+                    data,
+                    {
+                        "source": "changed by hand",
+                        "fingerprint": report.certificate.sha256,
+                        "subject": report.certificate.subject,
+                        "not_after": report.certificate.not_after.isoformat(),
+                    },
+                )
+            except (SwapError, OSError) as exc:
+                # Harper already reads the new files; only our record of them failed.
+                with contextlib.suppress(SwapError, OSError):
+                    store.recover()
+                log.error(
+                    "certd.swap_failed",
+                    source="live files (changed by hand)",
+                    cause=_swap_cause(exc),
+                    error=str(exc),
+                )
+                return
             log.warning(
                 "certd.live_changed",
                 generation=gen.id,
                 fingerprint=report.certificate.sha256,
                 subject=report.certificate.subject,
+                written_through=through,
+                watch_only=False,
             )
             applied = ctx.applier(current, gen)
             if not applied.ok:
@@ -753,15 +1016,26 @@ def handle_live_change(ctx: Context) -> None:
             problems=[]
             if report is None
             else [p.message for p in report.problems if p.severity.value == "error"],
-            action=ctx.config.on_invalid_live,
+            action="report" if watch_only is not None else ctx.config.on_invalid_live,
         )
-        if ctx.config.on_invalid_live != "restore":
+        if ctx.config.on_invalid_live != "restore" or watch_only is not None:
             return
+        if current is not None and (damage := store.intact(current)) is not None:
+            store.update_meta(current, outcome=Outcome.CHANGED_IN_PLACE, damage=damage)
         target = _last_good(ctx)
         if target is None:
             log.critical("certd.rollback_failed", reason="no kept generation is valid to restore")
             return
-        store.restore(target)
+        try:
+            store.restore(target)
+        except (SwapError, OSError) as exc:
+            log.error(
+                "certd.swap_failed",
+                source=f"generation {target.id} (restore)",
+                cause=_swap_cause(exc),
+                error=str(exc),
+            )
+            return
         applied = ctx.applier(None, target)
         log.warning(
             "certd.live_restored",
@@ -770,6 +1044,72 @@ def handle_live_change(ctx: Context) -> None:
             verified=applied.ok,
             detail=applied.detail,
         )
+
+
+def check_served(ctx: Context, fingerprint: str) -> bool | None:
+    """Watch-only: does Harper serve ``fingerprint`` on every secure port (within
+    ``verify.timeout``, Harper reloading by itself)?  Nothing is restarted or written.
+
+    None when there is nothing to check (verification off, no port, Harper not running);
+    otherwise logs ``certd.served_verified`` or ``certd.verify_failed`` and says which.
+    """
+    if not ctx.config.verify.enabled or ctx.config.restart.method == "none":
+        return None
+    from harper_certd.harper import harper_pid, make_harper, verify_served
+
+    harper = make_harper(ctx.config, ctx.harper, interrupted=ctx.interrupted)
+    if not harper.ports or harper_pid(harper.root) is None:
+        return None
+
+    def sleep(seconds: float) -> None:
+        if ctx.interrupted is not None and ctx.interrupted.wait(seconds):
+            raise Interrupted("stopped while checking what Harper serves")
+        if ctx.interrupted is None:
+            time.sleep(seconds)
+
+    result = verify_served(
+        harper.hosts,
+        harper.ports,
+        fingerprint,
+        root=harper.root,
+        timeout=ctx.config.verify.timeout,
+        interval=ctx.config.verify.interval,
+        sleep=sleep,
+        server_name=harper.server_name,
+    )
+    if result.ok:
+        log.info(
+            "certd.served_verified",
+            fingerprint=fingerprint,
+            ports=dict(harper.ports),
+            pid=result.pid,
+            seconds=round(result.seconds, 2),
+            failed_handshakes=result.failed_handshakes,
+            method="watch-only",
+        )
+        return True
+    log.error(
+        "certd.verify_failed",
+        generation=None,
+        detail=f"watch-only: Harper does not serve the live set: {result.describe()}",
+    )
+    return False
+
+
+def on_start(ctx: Context) -> str | None:
+    """What the daemon does once at start for the store: say when it only watches (the
+    reason, or None), and apply the retention to processed/ and rejected/."""
+    why = ctx.store.foreign()
+    if why is not None:
+        log.warning(
+            "certd.watch_only",
+            reason=why,
+            live=[str(p) for p in ctx.store.live_paths().values()],
+            does="validates, warns about expiry and invalid sets; never writes the live files",
+        )
+    with contextlib.suppress(OSError):
+        retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock())
+    return why
 
 
 def verify_current(ctx: Context) -> Applied | None:

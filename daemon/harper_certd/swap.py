@@ -11,25 +11,36 @@ three files at once: at any instant, and after a crash at any point, Harper's
 paths hold one complete set, the old or the new.  A generation is written
 complete and fsynced before it can become current.  A journal in the state
 directory says what was under way; ``recover()`` completes or undoes it.
+
+Generation files are read-only once written (certificate and CA file ``0444``, the key
+``0400``: the live files' modes without their write bits), and ``meta.json`` keeps each
+file's SHA-256: ``intact()`` is checked before a generation is rolled back to or restored
+from, because a ``cp`` over a live path writes *through* the link into the generation
+(root ignores the read-only mode).  Everything the store creates belongs to the state
+directory's owner, whoever runs the command (a root CLI chowns), so that the daemon's user
+can always prune, journal and record.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harper_certd import fsio
+from harper_certd import fsio, load, names, recovery
 from harper_certd.errors import StateError, SwapError
-from harper_certd.validate import SetPaths
+from harper_certd.journal import GenerationMeta, Journal, Op, Outcome
+from harper_certd.recovery import Act
+from harper_certd.validate import SetPaths, summarize
 
 ROLE_FILES = {"cert": "certificate.pem", "key": "privateKey.pem", "ca": "ca.pem"}
 _ROLES = ("key", "ca", "cert")  # write order inside a generation; the key first
@@ -62,6 +73,11 @@ class Generation:
     def file(self, role: str) -> Path:
         return self.path / ROLE_FILES[role]
 
+    @property
+    def info(self) -> GenerationMeta:
+        """``meta``, typed."""
+        return GenerationMeta.from_dict(self.id, self.meta)
+
     def read(self) -> SetBytes:
         return SetBytes(*(self.file(r).read_bytes() for r in ("cert", "key", "ca")))
 
@@ -76,6 +92,54 @@ class Recovery:
 
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def cert_meta(cert_pem: bytes) -> dict[str, str]:
+    """The leaf's ``fingerprint`` (SHA-256 hex), ``subject`` (RFC 4514), ``not_after``
+    (ISO 8601, UTC) and ``record_name``: what verification, rollback and ``status`` need
+    from a generation.
+
+    ``record_name`` is the name Harper 4.7 files the certificate under in
+    ``system.hdb_certificate``: its CN, or its first SAN (tests/HARPER-RIG-FINDINGS.md);
+    ``cn`` and ``first_san`` (DNS names before IP addresses) are kept beside it.
+    Empty when the certificate cannot be parsed (an adopted set may be broken).
+    """
+    try:
+        cert = load.parse_certificates(cert_pem, name="certificate").certs[0]
+        leaf = summarize(cert)
+        ids = names.identities(cert)
+    except (load.Unreadable, IndexError, ValueError):
+        return {}
+    record = next(iter((*ids.cns, *ids.dns, *ids.ips)), "")
+    return {
+        "fingerprint": leaf.sha256,
+        "subject": leaf.subject,
+        "not_after": leaf.not_after.isoformat(),
+        "record_name": record,
+        "cn": next(iter(ids.cns), ""),
+        "first_san": next(iter((*ids.dns, *ids.ips)), ""),
+    }
+
+
+_CERT_KEYS = ("fingerprint", "subject", "not_after", "record_name", "cn", "first_san")
+
+
+def read_only(mode: int, role: str) -> int:
+    """A generation file's mode: the live file's, without write bits; a key never for others."""
+    mode = stat.S_IMODE(mode) & ~0o222
+    return mode & 0o770 if role == "key" else mode
+
+
+def _digest_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Pruned:
+    """What ``Store.prune`` did: ids removed, and ids it could not remove with the cause."""
+
+    removed: list[str]
+    failed: list[tuple[str, str]]
 
 
 class Store:
@@ -100,8 +164,63 @@ class Store:
                     # An existing directory keeps its mode (systemd's StateDirectoryMode).
                     path.mkdir(parents=True, mode=0o711)
                     os.chmod(path, 0o711)  # noqa: S103 - traverse only, despite the umask
+                    if path != self.root:
+                        self.own(path)
         except OSError as exc:
             raise StateError(f"state directory {self.root}: {fsio.describe_os_error(exc)}") from exc
+        # The lock file exists before anyone locks it, owned by the state directory's owner:
+        # a root CLI run first must not leave a lock the daemon's user cannot open.
+        if not self.lock_path.exists():
+            with contextlib.suppress(OSError):
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                os.close(fd)
+                self.own(self.lock_path)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """The exclusive lock between the daemon and commands run by hand (``fsio.locked``).
+
+        On a read-only or full state directory the lock file may not be creatable or
+        writable: flock(2) needs neither, so the lock is then taken on a read-only
+        descriptor, and the operation goes on to the step that fails and says why.
+        """
+        try:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            try:
+                fd = os.open(self.lock_path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                raise SwapError(
+                    f"the state directory {self.root} cannot be locked: "
+                    f"{fsio.describe_os_error(exc)}; the live set is unchanged"
+                ) from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def owner(self) -> tuple[int, int]:
+        """(uid, gid) of the state directory: whose everything the store writes is."""
+        try:
+            st = os.stat(self.root)
+        except OSError:
+            return os.geteuid(), os.getegid()
+        return st.st_uid, st.st_gid
+
+    def own(self, path: Path) -> None:
+        """Give ``path`` (not what a link points to) to the state directory's owner.
+
+        Only root can, and only root needs to: a CLI run by root (a certbot deploy hook)
+        must leave nothing the daemon's user cannot prune, journal or append to.
+        """
+        if os.geteuid() != 0:
+            return
+        uid, gid = self.owner()
+        if (uid, gid) == (0, 0):
+            return
+        with contextlib.suppress(OSError):
+            os.lchown(path, uid, gid)
 
     def live_paths(self) -> dict[str, Path]:
         return {"cert": self.live.cert, "key": self.live.key, "ca": self.live.ca}
@@ -121,7 +240,37 @@ class Store:
             meta = json.loads((path / "meta.json").read_text())
         except (OSError, ValueError) as exc:
             raise StateError(f"generation {gen_id} is unreadable: {exc}") from exc
+        if not meta.get("fingerprint") or any(meta.get(k) is None for k in _CERT_KEYS):
+            # Written by a release that recorded fewer certificate details: read them from
+            # the file, so that verification and rollback have a fingerprint to expect.
+            with contextlib.suppress(OSError):
+                found = cert_meta((path / ROLE_FILES["cert"]).read_bytes())
+                meta = {**meta, **{k: v for k, v in found.items() if meta.get(k) is None}}
+                if not meta.get("fingerprint") and found.get("fingerprint"):
+                    meta["fingerprint"] = found["fingerprint"]
         return Generation(gen_id, path, meta)
+
+    def intact(self, gen: Generation) -> str | None:
+        """None when every file of ``gen`` still has the digest recorded when it was written;
+        otherwise a sentence naming the files changed in place (or missing)."""
+        digests = gen.info.digests
+        if not digests:
+            return None  # written before digests were kept: nothing to compare
+        changed = []
+        for role in _ROLES:
+            try:
+                if _digest_file(gen.file(role)) != digests.get(role):
+                    changed.append(ROLE_FILES[role])
+            except FileNotFoundError:
+                changed.append(f"{ROLE_FILES[role]} (missing)")
+            except OSError:
+                continue  # not readable by whoever asks (a key, say): cannot tell, not damage
+        if not changed:
+            return None
+        return (
+            f"generation {gen.id} was changed in place since it was written "
+            f"({', '.join(changed)}): probably written through a live path's link"
+        )
 
     def generations(self) -> list[Generation]:
         if not self.generations_dir.is_dir():
@@ -158,18 +307,29 @@ class Store:
         try:
             tmp.mkdir(mode=0o711)
             os.chmod(tmp, 0o711)  # noqa: S103 - traverse only
+            self.own(tmp)
             for role in _ROLES:
                 a = attrs[role]
-                mode = stat.S_IMODE(a.mode)
-                if role == "key":
-                    mode &= 0o770  # a key is never world-readable, not for an instant
+                # Read-only from the first byte: a `cp` through a live path's link then
+                # fails for anyone but root (and root's is caught by the digests).
                 fsio.write_new(
-                    tmp / ROLE_FILES[role], data.role(role), mode=mode, uid=a.uid, gid=a.gid
+                    tmp / ROLE_FILES[role],
+                    data.role(role),
+                    mode=read_only(a.mode, role),
+                    uid=a.uid,
+                    gid=a.gid,
                 )
                 fsio.crash_point(f"generation_file_written:{role}")
             digests = {r: hashlib.sha256(data.role(r)).hexdigest() for r in _ROLES}
             full_meta = {**meta, "id": gen_id, "created": _now(), "digests": digests}
-            fsio.write_new(tmp / "meta.json", json.dumps(full_meta, indent=2).encode(), mode=0o644)
+            uid, gid = self.owner()
+            fsio.write_new(
+                tmp / "meta.json",
+                json.dumps(full_meta, indent=2).encode(),
+                mode=0o644,
+                uid=uid,
+                gid=gid,
+            )
             fsio.fsync_dir(tmp)
             fsio.crash_point("generation_written")
             os.rename(tmp, self.generations_dir / gen_id)
@@ -190,7 +350,10 @@ class Store:
             os.unlink(tmp)
         # Bookkeeping after the swap, not part of it: renamed whole, but not fsynced (a
         # crash may leave the previous outcome, never a torn file).
-        fsio.write_new(tmp, json.dumps(meta, indent=2).encode(), mode=0o644, sync=False)
+        uid, gid = self.owner()
+        fsio.write_new(
+            tmp, json.dumps(meta, indent=2).encode(), mode=0o644, uid=uid, gid=gid, sync=False
+        )
         os.rename(tmp, gen.path / "meta.json")
         return Generation(gen.id, gen.path, meta)
 
@@ -198,6 +361,7 @@ class Store:
         """Make ``gen_id`` current: the one atomic step that switches all three files."""
         try:
             fsio.replace_symlink(self.current_link, f"generations/{gen_id}")
+            self.own(self.current_link)
         except OSError as exc:
             raise SwapError(
                 f"switching {self.current_link} to generation {gen_id} failed: "
@@ -210,23 +374,39 @@ class Store:
             with contextlib.suppress(OSError):
                 os.utime(gen.file(role))
 
-    def prune(self, keep: int) -> list[str]:
-        """Remove the oldest generations beyond ``keep``; never the live one or the one before."""
+    def prune(self, keep: int) -> Pruned:
+        """Remove the oldest generations beyond ``keep``; never the live one or the one before.
+
+        A generation counts as removed only when its directory is gone (a root-owned one
+        may not be removable by the daemon's user): the others are in ``failed`` with why.
+        """
         gens = self.generations()
         current = self.current_id()
         protected = {current}
         if current is not None:
             with contextlib.suppress(StateError):
-                protected.add(self.generation(current).meta.get("replaced"))
+                protected.add(self.generation(current).info.replaced)
         removable = [g for g in gens if g.id not in protected]
         excess = len(gens) - keep
-        pruned = []
+        removed: list[str] = []
+        failed: list[tuple[str, str]] = []
         for gen in removable[: max(excess, 0)]:
-            shutil.rmtree(gen.path, ignore_errors=True)
-            pruned.append(gen.id)
-        if pruned:
-            fsio.fsync_dir(self.generations_dir)
-        return pruned
+            errors: list[str] = []
+
+            def note(func: object, path: str, info: Any, errors: list[str] = errors) -> None:
+                exc = info[1]
+                why = fsio.describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+                errors.append(f"{path}: {why}")
+
+            shutil.rmtree(gen.path, onerror=note)  # onexc is Python 3.12
+            if os.path.lexists(gen.path):
+                failed.append((gen.id, errors[0] if errors else "still present"))
+            else:
+                removed.append(gen.id)
+        if removed:
+            with contextlib.suppress(OSError):
+                fsio.fsync_dir(self.generations_dir)
+        return Pruned(removed, failed)
 
     # --- journal and history ------------------------------------------------------------
 
@@ -245,7 +425,8 @@ class Store:
         try:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
-            fsio.write_new(tmp, json.dumps(entry).encode(), mode=0o600)
+            uid, gid = self.owner()
+            fsio.write_new(tmp, json.dumps(entry).encode(), mode=0o600, uid=uid, gid=gid)
             os.rename(tmp, self.journal_path)
             fsio.fsync_dir(self.root)
         except OSError as exc:
@@ -262,7 +443,7 @@ class Store:
             current = self.current()
         except StateError:
             return False
-        return current is not None and current.meta.get("outcome") == "pending"
+        return current is not None and current.meta.get("outcome") == Outcome.PENDING
 
     def clear_journal(self) -> None:
         # Not fsynced: a journal that comes back after a crash names a generation that is
@@ -276,6 +457,8 @@ class Store:
             self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         try:
+            if os.fstat(fd).st_uid != self.owner()[0]:
+                self.own(self.history_path)  # created by a root CLI: the daemon appends too
             os.write(fd, line.encode() + b"\n")  # history, not state: no fsync
         finally:
             os.close(fd)
@@ -323,45 +506,141 @@ class Store:
         """Copy the live files into a generation and link the live paths to it.
 
         Returns the new generation, or None when the live paths are already managed and
-        match ``current``.  The content seen at Harper's paths never changes here.
+        match ``current``.  The content seen at Harper's paths never changes here.  The
+        generation records the leaf's fingerprint, subject and not_after (``cert_meta``),
+        so that a rollback to it can be verified.  An adoption that cannot link the live
+        paths (a read-only mount, an immutable folder) is undone before SwapError is raised:
+        it never leaves a journal that blocks later operations.
         """
         if self.managed() and self.current_id() is not None:
             return None
         data = read_live()
-        self.write_journal(op="adopt", step="writing", started=_now())
-        gen = self.write_generation(data, self.live_attrs(), {**meta, "outcome": "adopted"})
-        self.write_journal(op="adopt", step="flipping", new=gen.id, started=_now())
         previous = self.current_id()
+        meta = {**cert_meta(data.cert), **meta, "outcome": Outcome.ADOPTED}
         if previous is not None:
-            gen = self.update_meta(gen, replaced=previous)
+            meta["replaced"] = previous
+        self.write_journal(op="adopt", step="writing", prev=previous, started=_now())
+        gen = self.write_generation(data, self.live_attrs(), meta)
+        self.write_journal(op="adopt", step="flipping", new=gen.id, prev=previous, started=_now())
         self.flip(gen.id)
         fsio.crash_point("adopt_flipped")
-        self.write_journal(op="adopt", step="linking", new=gen.id, started=_now())
-        self._link_live()
+        self._link_or_undo(gen, previous)
         self.clear_journal()
         self.record("adopt", "adopted", generation=gen.id)
         return gen
 
     def take_live(self, data: SetBytes, meta: dict[str, Any]) -> Generation:
-        """A set changed by hand at the live paths becomes a generation of its own."""
-        self.write_journal(op="adopt", step="writing", started=_now())
+        """A set changed by hand at the live paths becomes a generation of its own.
+
+        When the hand change was written *through* a live path's link (``cp`` over it), it
+        changed the live generation's files in place: that generation is marked
+        ``changed_in_place`` and the new one replaces the one before it, so that a rollback
+        never goes to a generation whose content is no longer what it recorded.
+        """
+        current = self.current()
+        replaced = None if current is None else current.id
+        if current is not None and (damage := self.intact(current)) is not None:
+            self.update_meta(current, outcome=Outcome.CHANGED_IN_PLACE, damage=damage)
+            replaced = current.meta.get("replaced")
+        self.write_journal(op="adopt", step="writing", prev=self.current_id(), started=_now())
         gen = self.write_generation(
-            data, self.live_attrs(), {**meta, "outcome": "adopted", "replaced": self.current_id()}
+            data,
+            self.live_attrs(),
+            {**cert_meta(data.cert), **meta, "outcome": Outcome.ADOPTED, "replaced": replaced},
         )
-        self.write_journal(op="adopt", step="flipping", new=gen.id, started=_now())
+        previous = self.current_id()
+        self.write_journal(op="adopt", step="flipping", new=gen.id, prev=previous, started=_now())
         self.commit_flip(gen, op="adopt")
-        self.write_journal(op="adopt", step="linking", new=gen.id, started=_now())
-        self._link_live()
+        self._link_or_undo(gen, previous)
         self.clear_journal()
         self.record("adopt", "adopted", generation=gen.id, source=meta.get("source"))
         return gen
+
+    def _link_or_undo(self, gen: Generation, previous: str | None) -> None:
+        self.write_journal(op="adopt", step="linking", new=gen.id, prev=previous, started=_now())
+        try:
+            self._link_live()
+        except SwapError as exc:
+            self._undo_adoption(gen, previous, str(exc))
+            raise
+
+    def _undo_adoption(self, gen: Generation, previous: str | None, why: str) -> None:
+        """Put the live paths back as they were before ``gen`` was adopted, and forget it.
+
+        Paths already linked become regular files again (the generation's bytes, the live
+        files' modes); ``current`` goes back to ``previous`` (or away); the journal is
+        cleared.  Raises SwapError, leaving the journal for the next recovery, only when a
+        linked path cannot be put back (then ``current`` must keep naming ``gen``).
+        """
+        for role, path in self.live_paths().items():
+            if not fsio.is_link_to(path, self.link_target(role)):
+                continue
+            tmp = path.with_name(f".{path.name}.tmp-undo-{os.getpid()}")
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                st = os.stat(gen.file(role))
+                mode = stat.S_IMODE(st.st_mode) | 0o200  # the live file was writable
+                fsio.write_new(
+                    tmp, gen.file(role).read_bytes(), mode=mode, uid=st.st_uid, gid=st.st_gid
+                )
+                os.rename(tmp, path)
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise SwapError(
+                    f"{why}; undoing the adoption failed too ({path}: "
+                    f"{fsio.describe_os_error(exc)})"
+                ) from exc
+        try:
+            if previous is not None and (self.generations_dir / previous).is_dir():
+                self.flip(previous)
+            else:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.current_link)
+            shutil.rmtree(gen.path, ignore_errors=True)
+            self.clear_journal()
+        except OSError as exc:
+            raise SwapError(f"{why}; undoing the adoption failed too: {exc}") from exc
+        with contextlib.suppress(OSError):
+            self.record("adopt", "undone", generation=gen.id, error=why)
+
+    def foreign(self) -> str | None:
+        """Why harper-certd must only watch the live paths (never write them), or None.
+
+        A live path that is a link harper-certd did not make (certbot's ``live/``, a
+        Kubernetes secret volume's ``..data`` links written by AtomicWriter), a path through
+        a ``..``-named link (``<mount>/..data/tls.crt``), or a live folder on a read-only
+        mount: replacing those files would be undone, or ignored, by their owner.
+        """
+        for role, path in self.live_paths().items():
+            try:
+                target: str | None = os.readlink(path)
+            except OSError:
+                target = None
+            if target is not None and target != self.link_target(role):
+                return (
+                    f"{path} is a link harper-certd did not make (-> {target}); its owner "
+                    "(certbot, a Kubernetes secret volume, ...) replaces it"
+                )
+            absolute = path.absolute()
+            for parent in absolute.parents:
+                if parent.name.startswith("..") and parent.is_symlink():
+                    return f"{path} resolves through {parent}, a link written by its owner"
+            try:
+                flags = os.statvfs(path.parent).f_flag
+            except OSError:
+                continue
+            if flags & os.ST_RDONLY:
+                return f"{path.parent} is on a read-only mount"
+        return None
 
     def restore(self, target: Generation) -> None:
         """Put ``target`` back at the live paths (the links too, if someone replaced them)."""
         self.begin_rollback(target)
         self.commit_flip(target, op="rollback")
         self._link_live()
-        self.finish(target, "restored", op="restore")
+        self.finish(target, Outcome.RESTORED, op=Op.RESTORE)
 
     # --- install and rollback -----------------------------------------------------------
 
@@ -374,7 +653,9 @@ class Store:
         # does not. No separate journal: two fsyncs fewer on every install.
         attrs = self.live_attrs()
         return self.write_generation(
-            data, attrs, {**meta, "source": source, "replaced": current, "outcome": "pending"}
+            data,
+            attrs,
+            {**meta, "source": source, "replaced": current, "outcome": Outcome.PENDING},
         )
 
     def commit_flip(self, gen: Generation, op: str = "install") -> None:
@@ -426,35 +707,21 @@ class Store:
 
     # --- recovery ---------------------------------------------------------------------
 
-    def _recover_pending(self) -> Recovery | None:
-        """An install a crash interrupted: completed if it was switched in, else undone."""
-        current = self.current_id()
-        outcome: Recovery | None = None
+    def _pending(self, current: str | None) -> list[str]:
+        """Ids, not older than ``current``, whose generation still says ``pending``; older
+        ones were settled when a newer generation became live."""
         floor = int(current or 0)
-        candidates = [
-            p.name
-            for p in self.generations_dir.iterdir()
-            if p.name.isdigit() and int(p.name) >= floor
-        ]  # older generations were settled when a newer one became live
-        for gen_id in sorted(candidates):
+        out = []
+        for entry in self.generations_dir.iterdir():
+            if not entry.name.isdigit() or int(entry.name) < floor:
+                continue
             try:
-                gen = self.generation(gen_id)
+                gen = self.generation(entry.name)
             except StateError:
                 continue
-            if gen.meta.get("outcome") != "pending":
-                continue
-            if gen.id == current:
-                # The switch happened: the new set is live and complete; keep it and let
-                # the caller make Harper use it and verify, as the interrupted run would.
-                recovered = self.update_meta(gen, outcome="recovered")
-                self.nudge(recovered)  # the crash may have come before Harper was woken
-                self.record("install", "completed after a crash", generation=gen.id)
-                outcome = Recovery("install", "completed", gen.id, needs_verify=True)
-            elif int(gen.id) > int(current or 0):
-                self.discard(gen.id)  # written whole, never switched in
-                self.record("install", "undone after a crash", generation=current)
-                outcome = outcome or Recovery("install", "undone", current, needs_verify=False)
-        return outcome
+            if gen.meta.get("outcome") == Outcome.PENDING:
+                out.append(gen.id)
+        return out
 
     def _clean_temporaries(self) -> None:
         if self.generations_dir.is_dir():
@@ -474,48 +741,43 @@ class Store:
                         yield entry
 
     def recover(self) -> Recovery | None:
-        """Complete or undo whatever a crash interrupted; None when nothing was under way."""
+        """Complete or undo whatever a crash interrupted; None when nothing was under way.
+
+        The decision is ``recovery.decide`` (pure); this carries it out.
+        """
         self.ensure()
-        journal = self.journal()
+        raw = self.journal()
+        journal = None if raw is None else Journal.from_dict(raw)
         self._clean_temporaries()
-        pending = self._recover_pending()
-        if journal is None:
-            return pending
-        op, step, new = journal.get("op", "?"), journal.get("step"), journal.get("new")
         current = self.current_id()
-        if op == "adopt":
-            if step in ("flipping", "linking") and new is not None and current == new:
-                self._link_live()
+        existing = {p.name for p in self.generations_dir.iterdir() if p.name.isdigit()}
+        plan = recovery.decide(journal, current, self._pending(current), existing)
+        if plan.op is None:
+            return None
+        for action in plan.actions:
+            gen_id = action.generation
+            if action.act is Act.MARK_RECOVERED and gen_id is not None:
+                with contextlib.suppress(StateError):
+                    recovered = self.update_meta(self.generation(gen_id), outcome=Outcome.RECOVERED)
+                    self.nudge(recovered)  # the crash may have come before Harper was woken
+            elif action.act is Act.DISCARD and gen_id is not None:
+                self.discard(gen_id)
+            elif action.act is Act.LINK_LIVE and gen_id is not None:
+                gen = self.generation(gen_id)
+                prev = action.prev or gen.meta.get("replaced")
+                try:
+                    self._link_or_undo(gen, prev)
+                except SwapError:
+                    if self.journal() is not None:
+                        raise  # not even undone: said, and the next operation tries again
+                    return Recovery(plan.op, "undone", prev, needs_verify=False)
+            elif action.act is Act.FLIP and gen_id is not None:
+                self.commit_flip(self.generation(gen_id), op=Op.ROLLBACK)
+            elif action.act is Act.CLEAR_JOURNAL:
                 self.clear_journal()
-                self.record("adopt", "completed after a crash", generation=new)
-                return Recovery(op, "completed", new, needs_verify=False)
-            if new is not None and current != new:
-                self.discard(new)
-            self.clear_journal()
-            self.record("adopt", "undone after a crash")
-            return Recovery(op, "undone", None, needs_verify=False)
-        if new is not None and current == new:
-            # The switch happened: the new set is live and complete; keep it and let the
-            # caller make Harper use it and verify, as the interrupted run would have.
-            with contextlib.suppress(StateError):
-                recovered = self.update_meta(self.generation(new), outcome="recovered")
-                self.nudge(recovered)  # the crash may have come before Harper was woken
-            self.clear_journal()
-            self.record(op, "completed after a crash", generation=new)
-            return Recovery(op, "completed", new, needs_verify=True)
-        if op == "rollback" and new is not None and (self.generations_dir / new).is_dir():
-            # A rollback goes back to a set that was live and whole: finishing it is the
-            # safe direction (undoing it would leave the set it was fleeing).
-            target = self.generation(new)
-            self.commit_flip(target, op="rollback")
-            self.clear_journal()
-            self.record(op, "completed after a crash", generation=new)
-            return Recovery(op, "completed", new, needs_verify=True)
-        if op == "install" and new is not None:
-            self.discard(new)  # a journal from before generations carried their own state
-        self.clear_journal()
-        self.record(op, "undone after a crash", generation=current)
-        return Recovery(op, "undone", current, needs_verify=False)
+            elif action.act is Act.RECORD:
+                self.record(str(action.op), str(action.outcome), generation=gen_id)
+        return Recovery(plan.op, str(plan.outcome), plan.generation, plan.needs_verify)
 
 
 def require_no_foreign_files(store: Store) -> None:

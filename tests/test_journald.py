@@ -61,16 +61,16 @@ def test_install_and_rollback_reach_the_journal(tmp_path: Path) -> None:
 
 
 def test_no_journald_is_a_silent_no_op(tmp_path: Path) -> None:
-    from harper_certd import journal
+    from harper_certd import journald
 
-    assert journal.attach({"HARPER_CERTD_JOURNAL_SOCKET": str(tmp_path / "none")}) is None
+    assert journald.attach({"HARPER_CERTD_JOURNAL_SOCKET": str(tmp_path / "none")}) is None
 
 
 def test_key_material_is_redacted_in_the_datagram() -> None:
-    from harper_certd import devca, journal
+    from harper_certd import devca, journald
 
     key = devca.make_leaf(devca.make_ca()).key_pem.decode()
-    gram = journal._datagram(
+    gram = journald._datagram(
         "certd.set_refused", {"level": "error", "reason": key, "nested": {"k": [key]}}
     )
     assert b"PRIVATE KEY" not in gram
