@@ -247,11 +247,11 @@ def _keep(ctx: Context, folder: Path, where: Path, source: Source | None) -> Pat
     try:
         os.rename(folder, dest)
     except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            st = fsio.lstat_or_none(folder)
-            raise FilingError(
-                _cannot_move(folder, st.st_uid if st is not None else -1)
-            ) from None
+        st = fsio.lstat_or_none(folder)
+        if exc.errno in (errno.EACCES, errno.EPERM) and st is not None and (
+            st.st_uid != os.geteuid() and os.geteuid() != 0
+        ):
+            raise FilingError(_cannot_move(folder, st.st_uid)) from None
         if exc.errno == errno.EXDEV:
             raise FilingError(
                 f"{folder} cannot be moved to {where}: another file system; keep incoming/, "

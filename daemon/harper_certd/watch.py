@@ -63,10 +63,14 @@ class _OverflowHook(logging.Handler):
 class _Forward(FileSystemEventHandler):
     def __init__(self, notify: Callable[[str], None]) -> None:
         self.notify = notify
+        self.roots: set[str] = set()
+        self.deleted: set[str] = set()  # watched roots seen deleted or moved away
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return  # reading is not changing
+        if event.event_type in ("deleted", "moved") and os.fsdecode(event.src_path) in self.roots:
+            self.deleted.add(os.fsdecode(event.src_path))
         self.notify(os.fsdecode(event.src_path))
         dest = getattr(event, "dest_path", "")
         if dest:
@@ -84,6 +88,7 @@ class Watcher:
     def __init__(self, roots: Iterable[Root], notify: Callable[[str], None]) -> None:
         self.roots = list(roots)
         self.handler = _Forward(notify)
+        self.handler.roots = {str(r.path) for r in self.roots}
         self.overflow = _OverflowHook(notify)
         inotify_log = logging.getLogger("watchdog.observers.inotify_c")
         inotify_log.setLevel(logging.WARNING)
@@ -111,7 +116,11 @@ class Watcher:
         rescans when the list is not empty.  A missing ``create`` root is made again.
         """
         changes = []
+        deleted, self.handler.deleted = self.handler.deleted, set()
         for root in self.roots:
+            # A folder deleted and made again often gets its inode number back: a deletion
+            # seen (an event, or the folder missing now) re-arms whatever the inode says.
+            gone = str(root.path) in deleted or not os.path.exists(root.path)
             if root.create and not os.path.lexists(root.path) and root.path.parent.is_dir():
                 try:
                     root.path.mkdir(mode=0o750)
@@ -122,7 +131,7 @@ class Watcher:
             except OSError:
                 inode = None
             armed = self.watches.get(root.path)
-            if armed is not None and armed[1] == inode:
+            if armed is not None and armed[1] == inode and not gone:
                 continue
             if armed is not None:
                 with contextlib.suppress(KeyError, OSError):
