@@ -18,10 +18,37 @@ from nodefix import Node
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
 
+# Started as root, the daemon drops to another user (setresuid) after importing what it
+# needs: the interpreter lives under /root (0700), which that user cannot reach.
+AS_USER = (
+    "import os, sys, importlib\n"
+    "for m in ('harper_certd.cli', 'harper_certd.run', 'harper_certd.check', 'harper_certd.harper',"
+    " 'harper_certd.restart', 'harper_certd.incoming', 'harper_certd.watch', 'psutil',"
+    " 'subprocess', 'json', 'traceback', 'hashlib', 'shutil', 'pwd', 'grp', 'errno', 'socket',"
+    " 'ssl', 'http.client', 'urllib.request', 'zoneinfo', 'logging.handlers', 'tempfile',"
+    " 'watchdog.observers.inotify', 'watchdog.observers.inotify_buffer', 'cryptography.x509'):\n"
+    "    importlib.import_module(m)\n"
+    "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
+    "os.setgroups([]); os.setresgid(gid, gid, gid); os.setresuid(uid, uid, uid)\n"
+    "from harper_certd.cli import main\n"
+    "sys.exit(main(sys.argv[3:]))\n"
+)
+
+
 class DaemonProc:
-    def __init__(self, node: Node, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        env: Mapping[str, str] | None = None,
+        as_user: tuple[int, int] | None = None,
+    ) -> None:
         self.node = node
         self.config = node.write_config()
+        argv = ["run", "--config", str(self.config)]
+        if as_user is None:
+            command = [sys.executable, "-m", "harper_certd", *argv]
+        else:
+            command = [sys.executable, "-c", AS_USER, *map(str, as_user), *argv]
         self.events: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self.cond = threading.Condition()
@@ -29,7 +56,7 @@ class DaemonProc:
         full_env.pop("NOTIFY_SOCKET", None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harper_certd", "run", "--config", str(self.config)],
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

@@ -266,7 +266,7 @@ class Tracker:
             missing = ["privkey.pem"] if "privkey.pem" not in have else ["fullchain.pem"]
         else:
             missing = [n for n in HARPER_NAMES if n not in have]
-        return present, missing
+        return present, sorted(missing)
 
     def _waiting(self) -> list[Candidate]:
         """Candidates that count for the settle rule (an incomplete loose set does not)."""
@@ -306,7 +306,8 @@ class Tracker:
             self.backlog = False
             return []
         ready = sorted(
-            (c for c in waiting if now - c.changed >= self.settle), key=lambda c: c.changed
+            (c for c in waiting if now - c.changed >= self.settle),
+            key=lambda c: (c.changed, c.path.name),
         )
         self.backlog = len(ready) > self.drain
         return ready[: self.drain]

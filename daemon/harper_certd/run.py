@@ -16,6 +16,7 @@ import queue
 import signal
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,6 +80,7 @@ class Daemon:
         self.tracker: Tracker | None = None
         self.inbox: Inbox | None = None
         self.overflow_reported = -OVERFLOW_REPORT_SECONDS
+        self.content_failed: str | None = None  # the live set's last judging error, said once
         self.fired: set[tuple[str, str, float]] = set()
         self.marks: list[Mark] = []
         self.leaf: Watched | None = None
@@ -199,9 +201,18 @@ class Daemon:
 
     def _live_report(self) -> Report | None:
         try:
-            return service.live_report(self.ctx)
+            report = service.live_report(self.ctx)
+            report.as_dict()  # parts are read lazily: anything raising must raise here
         except CertdError:
             return None
+        except Exception as exc:  # a set's content never kills the daemon (issue 10 item 2)
+            text = f"{type(exc).__name__}: {exc}"[:300]
+            if text != self.content_failed:
+                self.content_failed = text
+                log.error("certd.content_failed", live=str(self.ctx.managed.live.cert), error=text)
+            return None
+        self.content_failed = None
+        return report
 
     def _refresh_schedule(self) -> None:
         report = self._live_report()
@@ -618,5 +629,23 @@ class Daemon:
         return 0
 
 
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """An exception escaping a library's thread (watchdog's) is an event, never raw text."""
+    name = args.thread.name if args.thread is not None else "thread"
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    log.warning("certd.library_message", logger=name, message=text[-2000:])
+
+
 def main(config_path: Path | None, overrides: Overrides, clock_factory: Callable[[], Clock]) -> int:
-    return Daemon(config_path, overrides, clock_factory()).run()
+    """Run the daemon; every line it writes, even on a crash, is a catalogued JSON event."""
+    logs.configure()  # JSON lines under systemd even before the configuration is read
+    threading.excepthook = _thread_failed
+    try:
+        return Daemon(config_path, overrides, clock_factory()).run()
+    except Exception as exc:  # the last word is an event with the traceback, then exit 1
+        log.critical(
+            "certd.crashed",
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            traceback=traceback.format_exc()[-4000:],
+        )
+        return 1

@@ -210,7 +210,12 @@ class _Reader:
         return data
 
     def _through_link(self, name: str, shown: str) -> bytes:
-        target = os.readlink(name, dir_fd=self.dir_fd)
+        try:
+            target = os.readlink(name, dir_fd=self.dir_fd)
+        except OSError:  # replaced between the open and here: the folder is being written
+            raise SourceRefused(
+                "source_unreadable", f"{shown} changed while it was read; hand sets over whole"
+            ) from None
         if "/" not in target and target not in (".", ".."):
             # A sibling inside the folder: opened with O_NOFOLLOW too (no chains of links).
             try:
