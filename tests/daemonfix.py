@@ -26,7 +26,7 @@ AS_USER = (
     " 'harper_certd.restart', 'harper_certd.incoming', 'harper_certd.watch', 'psutil',"
     " 'subprocess', 'json', 'traceback', 'hashlib', 'shutil', 'pwd', 'grp', 'errno', 'socket',"
     " 'ssl', 'http.client', 'urllib.request', 'zoneinfo', 'logging.handlers', 'tempfile',"
-    " 'watchdog.observers.inotify', 'watchdog.observers.inotify_buffer', 'cryptography.x509'):\n"
+    " 'watchdog.observers.inotify', 'cryptography.x509'):\n"
     "    importlib.import_module(m)\n"
     "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
     "os.setgroups([]); os.setresgid(gid, gid, gid); os.setresuid(uid, uid, uid)\n"

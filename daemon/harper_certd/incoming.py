@@ -34,6 +34,9 @@ log = logs.get_logger()
 
 LOOSE_NAMES = frozenset({*HARPER_NAMES, *CERTBOT_NAMES})
 LOOSE = ""  # the key of the loose set: files dropped straight into incoming/
+# Work per loop cycle is kept near this (the drain adapts to the measured cost of a source),
+# so that watchdog pings and SIGTERM are answered within seconds whatever arrives.
+CYCLE_SECONDS = 1.0
 INBOX_LIMIT = 10_000  # distinct dirty names held before falling back to one rescan
 OVERFLOW = "<inotify overflow>"  # a note meaning "events were lost: rescan everything"
 
@@ -155,6 +158,13 @@ class Tracker:
     incomplete_warned: bool = False
     unsafe_seen: tuple[int, int] | None = None  # (mode, uid) last warned about
     backlog: bool = False  # ready sources left over by the drain cap
+    paced: int = 10  # sources a cycle of CYCLE_SECONDS can judge, as last measured
+
+    def pace(self, seconds: float, sources: int) -> None:
+        """Judging ``sources`` took ``seconds``: take as many next time as fit CYCLE_SECONDS."""
+        if sources > 0:
+            per = max(seconds / sources, 1e-4)
+            self.paced = max(1, min(self.drain, int(CYCLE_SECONDS / per)))
 
     # --- what changed ---------------------------------------------------------------
 
@@ -254,9 +264,7 @@ class Tracker:
 
     def _loose_state(self) -> tuple[list[str], list[str]]:
         """(present, missing) set files among the loose names in incoming/."""
-        present = sorted(
-            n for n in LOOSE_NAMES if classify(n, self._lstat(n)) is Kind.LOOSE
-        )
+        present = sorted(n for n in LOOSE_NAMES if classify(n, self._lstat(n)) is Kind.LOOSE)
         have = set(present)
         if set(HARPER_NAMES) <= have:
             return present, []
@@ -309,8 +317,9 @@ class Tracker:
             (c for c in waiting if now - c.changed >= self.settle),
             key=lambda c: (c.changed, c.path.name),
         )
-        self.backlog = len(ready) > self.drain
-        return ready[: self.drain]
+        cap = min(self.paced, self.drain)
+        self.backlog = len(ready) > cap
+        return ready[:cap]
 
     def _warn_incomplete(self, now: float) -> None:
         loose = self.candidates.get(LOOSE)

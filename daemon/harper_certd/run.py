@@ -139,9 +139,7 @@ class Daemon:
             self.tracker.unsafe_seen = old.unsafe_seen
         roots = self._roots()
         # One wake-up note per clean-to-dirty change, whatever the rate of events.
-        self.inbox = Inbox(
-            incoming, {r.path for r in roots}, lambda: self.notes.put(("fs", ""))
-        )
+        self.inbox = Inbox(incoming, {r.path for r in roots}, lambda: self.notes.put(("fs", "")))
         self.watcher = Watcher(roots, self.inbox.put)
         self._watch_changes(self.watcher.start(), time.monotonic())
 
@@ -334,6 +332,7 @@ class Daemon:
         if not folders:
             return
         # One rotation is one restart, however many sets arrived: the newest valid one wins.
+        started = time.monotonic()
         try:
             outcome = service.install_newest(self.ctx, folders)
         except (SwapError, Interrupted):
@@ -342,6 +341,8 @@ class Daemon:
             tracker.settled(taken)
             raise
         tracker.settled(taken)  # what could not be filed is not judged again until it changes
+        if outcome is None or outcome.applied is None:  # judging only: a fair measure of pace
+            tracker.pace(time.monotonic() - started, len(folders))
         if (
             outcome is not None
             and outcome.applied is not None

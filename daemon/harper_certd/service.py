@@ -248,8 +248,10 @@ def _keep(ctx: Context, folder: Path, where: Path, source: Source | None) -> Pat
         os.rename(folder, dest)
     except OSError as exc:
         st = fsio.lstat_or_none(folder)
-        if exc.errno in (errno.EACCES, errno.EPERM) and st is not None and (
-            st.st_uid != os.geteuid() and os.geteuid() != 0
+        if (
+            exc.errno in (errno.EACCES, errno.EPERM)
+            and st is not None
+            and (st.st_uid != os.geteuid() and os.geteuid() != 0)
         ):
             raise FilingError(_cannot_move(folder, st.st_uid)) from None
         if exc.errno == errno.EXDEV:

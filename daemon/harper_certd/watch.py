@@ -49,15 +49,29 @@ if not any(isinstance(h, _LibraryRecords) for h in _WATCHDOG_LOG.handlers):
 
 
 class _OverflowHook(logging.Handler):
-    """watchdog's only signal of a kernel queue overflow is a log record: turn it into a note."""
+    """watchdog's only signal of a kernel queue overflow is a log record: turn it into a note.
 
-    def __init__(self, notify: Callable[[str], None]) -> None:
+    Installed once for the process and never removed: with no handler at all, Python's
+    last-resort handler would print watchdog's records as raw text on stderr.
+    """
+
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.notify = notify
+        self.notify: Callable[[str], None] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self.notify(OVERFLOW)
+        notify = self.notify
+        if notify is not None and "overflow" in record.getMessage().lower():
+            notify(OVERFLOW)
+
+
+_OVERFLOW_HOOK = _OverflowHook()
+for _name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
+    _inotify_log = logging.getLogger(_name)
+    _inotify_log.setLevel(logging.WARNING)
+    _inotify_log.propagate = False  # the daemon logs certd.watch_lost instead
+    if _OVERFLOW_HOOK not in _inotify_log.handlers:
+        _inotify_log.addHandler(_OVERFLOW_HOOK)
 
 
 class _Forward(FileSystemEventHandler):
@@ -89,23 +103,20 @@ class Watcher:
         self.roots = list(roots)
         self.handler = _Forward(notify)
         self.handler.roots = {str(r.path) for r in self.roots}
-        self.overflow = _OverflowHook(notify)
-        inotify_log = logging.getLogger("watchdog.observers.inotify_c")
-        inotify_log.setLevel(logging.WARNING)
-        inotify_log.propagate = False  # the daemon logs certd.watch_lost instead
-        inotify_log.addHandler(self.overflow)
+        _OVERFLOW_HOOK.notify = notify
         self.observer = Observer()
         self.watches: dict[Path, tuple[ObservedWatch, tuple[int, int]]] = {}
         self.lost: set[Path] = set()
 
     def start(self) -> list[str]:
+        _WATCHDOG_LOG.setLevel(logging.ERROR)  # a previous stop() silenced it
         self.observer.start()
         return self.check()
 
     def stop(self) -> None:
         # Stopping races watchdog's own emitter threads, which then log a harmless error.
         _WATCHDOG_LOG.setLevel(logging.CRITICAL)
-        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self.overflow)
+        _OVERFLOW_HOOK.notify = None
         self.observer.stop()
         self.observer.join(timeout=5)
 
