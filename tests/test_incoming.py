@@ -525,19 +525,20 @@ def test_filing_never_follows_links(open_tmp: Path, second_user: pwd.struct_pass
     wrong = devca.make_leaf(node.ca, "other", dns=["other"])
     leaf = devca.make_leaf(node.ca, "nodea", dns=["nodea"], ips=["127.0.0.2"])
     stage.mkdir()
-    (stage / "certificate.pem").write_bytes(leaf.cert_pem)
+    (stage / "fullchain.pem").write_bytes(leaf.cert_pem)
     (stage / "k").write_bytes(wrong.key_pem)  # key of another certificate: refused
     (stage / "ca.pem").write_bytes(node.ca.cert_pem)
     _chown_tree(stage, second_user.pw_uid, second_user.pw_gid)
     evil, evil2 = incoming / ".evil", incoming / ".evil2"
     _as(second_user, "mkdir", "-m", "0755", str(evil), str(evil2))
-    for name in ("certificate.pem", "k", "ca.pem"):
+    for name in ("fullchain.pem", "k", "ca.pem"):
         _as(second_user, "cp", str(stage / name), str(evil / name))
-    _as(second_user, "ln", "-s", "k", str(evil / "privateKey.pem"))
+    # certbot's names with a link among them: what made the old filing copy with links followed
+    _as(second_user, "ln", "-s", "k", str(evil / "privkey.pem"))
     _as(second_user, "ln", "-s", "/etc/shadow", str(evil / "shadow"))
     _as(second_user, "mkfifo", str(evil / "fifo"))
     _as(second_user, "truncate", "-s", "64M", str(evil / "sparse"))
-    _as(second_user, "cp", str(stage / "certificate.pem"), str(evil2 / "fullchain.pem"))
+    _as(second_user, "cp", str(stage / "fullchain.pem"), str(evil2 / "fullchain.pem"))
     _as(second_user, "ln", "-s", "/etc/shadow", str(evil2 / "privkey.pem"))
     with DaemonProc(node) as d:
         d.wait_for("certd.started")
@@ -567,7 +568,7 @@ def test_filing_never_follows_links(open_tmp: Path, second_user: pwd.struct_pass
     assert sum(sizes) < 1 << 20  # the sparse file was moved, never copied
     [kept] = [p for p in rejected.iterdir() if p.name.endswith("-evil")]
     assert (kept / "shadow").is_symlink()
-    assert (kept / "privateKey.pem").is_symlink()
+    assert (kept / "privkey.pem").is_symlink()
     _all_lines_are_catalogued_json(d)
 
 
@@ -778,17 +779,19 @@ def test_content_that_raises_never_stops_the_daemon_at_start(node: Node) -> None
 
 
 def test_an_unexpected_error_at_start_is_an_event(node: Node) -> None:
-    """An error outside any cycle (the state directory is a file): certd.crashed (critical,
-    traceback inside), exit 1, and still every line is a catalogued JSON event."""
-    node.state.parent.mkdir(parents=True, exist_ok=True)
-    node.state.write_text("not a folder")
+    """An error outside any cycle (incoming_dir under a regular file): certd.crashed
+    (critical, the traceback inside the event), exit 1; every line a catalogued JSON event."""
+    blocker = node.tmp / "a-file"
+    blocker.write_text("not a folder")
+    node.config_data["incoming_dir"] = str(blocker / "incoming")
     with DaemonProc(node) as d:
         code = d.proc.wait(timeout=30)
         d.reader.join(timeout=5)
-    assert code in (1, 2)
-    names = [e["event"] for e in d.events]
-    assert names
-    assert names[-1] in ("certd.crashed", "certd.config_refused")
+    assert code == 1
+    crashed = d.named("certd.crashed")
+    assert [e["event"] for e in d.events][-1] == "certd.crashed"
+    assert "NotADirectoryError" in crashed[0]["error"]
+    assert "Traceback" in crashed[0]["traceback"]
     _all_lines_are_catalogued_json(d)
 
 
@@ -863,7 +866,37 @@ def test_keys_folder_swapped_with_ln_sfn(node: Node) -> None:
         installed = d.wait_for("certd.set_installed", timeout=20)
         assert d.stop() == 0
     print(f"ln -sfn: watching again after {seen_s:.2f} s")
+    print([(e["event"], e.get("change")) for e in d.events if "watch" in e["event"]])
     assert "incoming" in rearmed["change"]
     assert "again" in rearmed["change"]
     assert installed["source"].endswith("/incoming/later")
     assert (second / "incoming").is_dir()
+
+
+def test_certbot_lineage_filed_as_the_bytes_read_and_only_once(node: Node) -> None:
+    """`harper-certd install` of a certbot live/ folder, twice: processed/ holds one copy with
+    only the member files read (0600; certbot's README and a planted link are not copied),
+    and certbot's links stay where they are."""
+    le = node.tmp / "le"
+    leaf = devca.make_leaf(node.ca, "nodea", dns=["nodea"], ips=["127.0.0.2"])
+    archive, live = le / "archive" / "nodea", le / "live" / "nodea"
+    archive.mkdir(parents=True)
+    live.mkdir(parents=True)
+    (archive / "fullchain1.pem").write_bytes(leaf.cert_pem)
+    devca.write_private(archive / "privkey1.pem", leaf.key_pem)
+    for name in ("fullchain", "privkey"):
+        (live / f"{name}.pem").symlink_to(f"../../archive/nodea/{name}1.pem")
+    (live / "README").write_text("certbot's own README\n")
+    (live / "zero").symlink_to("/dev/zero")
+    config = node.write_config()
+    argv = [sys.executable, "-m", "harper_certd", "install", "--config", str(config), str(live)]
+    first = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    second = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    assert (first.returncode, second.returncode) == (0, 0), first.stderr + second.stderr
+    processed = node.root / "keys" / "processed"
+    [copy] = list(processed.iterdir())
+    assert sorted(p.name for p in copy.iterdir()) == ["fullchain.pem", "privkey.pem"]
+    assert (copy / "privkey.pem").read_bytes() == leaf.key_pem
+    assert oct((copy / "privkey.pem").stat().st_mode & 0o777) == "0o600"
+    assert (live / "fullchain.pem").is_symlink()
+    assert node.live_fingerprint() == devca.fingerprint_of(leaf.cert)
