@@ -1,7 +1,8 @@
 """``harper-certd run``: the daemon, left alone for months and judged by its log.
 
-One thread decides everything; watchdog's thread and the signal handlers only put
-notes on a queue.  The loop sleeps until the next thing is due (a set settling in
+One thread decides everything; the signal handlers only put notes on a queue, and
+watchdog's thread only marks entries dirty in a bounded inbox (``incoming.Inbox``) that
+wakes the loop once per burst.  The loop sleeps until the next thing is due (a set settling in
 the incoming folder, an expiry threshold, a renewal, a systemd watchdog ping) or a
 note arrives.  An exception in one cycle is an error event, not a dead daemon.
 """

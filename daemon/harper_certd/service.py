@@ -219,18 +219,26 @@ def _members_digest(source: Source) -> str:
     return digest.hexdigest()
 
 
+def _is_lineage(ctx: Context, folder: Path, source: Source | None) -> bool:
+    """A certbot lineage (read through live/ -> archive/, a live/<name> folder, or the
+    configured ``renew.lineage_dir``): certbot's to keep, never ours to move."""
+    if source is not None and source.is_certbot_lineage:
+        return True
+    return folder.parent.name == "live" or folder == ctx.config.renew.lineage_dir
+
+
 def _keep(ctx: Context, folder: Path, where: Path, source: Source | None) -> Path:
     """File ``folder`` under ``where``; returns where it went. Raises FilingError.
 
-    A folder of incoming/ is moved (rename(2): links stay links, nothing is read or
-    copied).  Anything else (a certbot lineage, a configured ``renew.lineage_dir``) is
-    not ours to move: only the member files already read are written, from memory,
-    0600, and the same content is never written twice.  A source refused before it was
-    read is never copied (issue 10 item 4).
+    A folder is moved (rename(2): links stay links, nothing is read or copied).  A
+    certbot lineage is not ours to move: only the member files already read are
+    written, from memory, 0600, and the same content is never written twice; a lineage
+    refused before it was read gets a record (reason.json) only, never a copy (issue 10
+    item 4: filing once copied with links followed, /etc/shadow and /dev/zero included).
     """
     where.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = _stamp(ctx.clock)
-    if not _in_incoming(ctx, folder) or (source is not None and source.is_certbot_lineage):
+    if _is_lineage(ctx, folder, source):
         if source is None:
             dest = where / f"{stamp}-{folder.name}"
             dest.mkdir(mode=0o700)  # a record of the refusal only (reason.json)

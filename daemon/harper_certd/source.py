@@ -66,6 +66,11 @@ def user_name(uid: int) -> str:
         return f"uid {uid}"
 
 
+def _uid_text(uid: int) -> str:
+    name = user_name(uid)
+    return name if name.startswith("uid ") else f"uid {uid} ({name})"
+
+
 def _mode_text(st: os.stat_result) -> str:
     return f"owner {user_name(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}"
 
@@ -92,7 +97,7 @@ def _check_dir(st: os.stat_result, shown: Path | str, trusted_uids: set[int]) ->
     if st.st_uid not in trusted_uids:
         raise SourceRefused(
             "source_unsafe",
-            f"{shown} is owned by {user_name(st.st_uid)}, not root or Harper's user",
+            f"{shown} is owned by {_uid_text(st.st_uid)}, not root or Harper's user",
         )
 
 
@@ -140,7 +145,7 @@ def _read_fd(fd: int, shown: str, trusted_uids: set[int]) -> bytes:
     if st.st_uid not in trusted_uids:
         raise SourceRefused(
             "source_unsafe",
-            f"{shown} is owned by {user_name(st.st_uid)}, not root or Harper's user",
+            f"{shown} is owned by {_uid_text(st.st_uid)}, not root or Harper's user",
         )
     if st.st_size > MEMBER_LIMIT:
         raise SourceRefused(
