@@ -211,6 +211,9 @@ def test_tracker_settles_drains_in_batches_and_remembers(tmp_path: Path) -> None
     second = tracker.ready(101.0)
     taken = tracker.take(second)
     assert [p.name for p in taken] == ["s2", "s3"]
+    tracker.held = True  # held back by the restart budget: no busy loop on the settle rule
+    assert tracker.next_due(101.0) is None
+    tracker.held = False
     tracker.settled(taken)  # both still there, unchanged: remembered
     assert set(tracker.remembered) == {"s2", "s3"}
     tracker.touch("s2", 102.0)

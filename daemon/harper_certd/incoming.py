@@ -158,6 +158,7 @@ class Tracker:
     incomplete_warned: bool = False
     unsafe_seen: tuple[int, int] | None = None  # (mode, uid) last warned about
     backlog: bool = False  # ready sources left over by the drain cap
+    held: bool = False  # ready sources held back by the restart budget: not due by settling
     paced: int = 10  # sources a cycle of CYCLE_SECONDS can judge, as last measured
 
     def pace(self, seconds: float, sources: int) -> None:
@@ -286,11 +287,11 @@ class Tracker:
 
     def next_due(self, now: float) -> float | None:
         """Monotonic time of the next ``tick`` with something to do, or None."""
-        if self.backlog:
+        if self.backlog and not self.held:
             return now
         dues = []
         waiting = self._waiting()
-        if waiting:
+        if waiting and not self.held:
             last = max(c.changed for c in waiting)
             first = min(c.changed for c in waiting)
             dues.append(min(last + self.settle, first + 10 * self.settle))

@@ -38,7 +38,7 @@ from harper_certd.schedule import (
     next_mark,
     renewal_at,
 )
-from harper_certd.source import identity_of
+from harper_certd.source import Identity, identity_of
 from harper_certd.validate import Report
 from harper_certd.watch import Root, Watcher
 
@@ -47,6 +47,7 @@ log = logs.get_logger()
 # watch (``ln -sfn`` of keys/) is seen again within seconds, not at the hourly rescan.
 WATCH_CHECK_SECONDS = 5.0
 OVERFLOW_REPORT_SECONDS = 60.0  # one watch_lost warning per burst of overflows
+PENDING_MAX_SECONDS = 30.0  # a burst that never ends still gets its newest valid set installed
 SUMMARY_SECONDS = 86400.0  # a daily line saying all is well (or not), for months of quiet
 
 
@@ -82,6 +83,10 @@ class Daemon:
         self.inbox: Inbox | None = None
         self.overflow_reported = -OVERFLOW_REPORT_SECONDS
         self.content_failed: str | None = None  # the live set's last judging error, said once
+        # Valid sets of a burst judged in earlier cycles, installed together (one rotation).
+        self.pending: list[tuple[Path, service.Judged]] = []
+        self.pending_taken: dict[Path, Identity | None] = {}
+        self.pending_since = 0.0
         self.fired: set[tuple[str, str, float]] = set()
         self.marks: list[Mark] = []
         self.leaf: Watched | None = None
@@ -299,10 +304,11 @@ class Daemon:
 
     def _process_candidates(self, now: float) -> None:
         tracker = self.tracker
-        if tracker is None or not tracker.candidates:
+        if tracker is None:
             return
-        ready = tracker.ready(now)
+        ready = tracker.ready(now) if tracker.candidates else []
         if not ready:
+            self._install_pending()  # the rest of a burst went away meanwhile
             return
         for cand in ready:
             if not cand.announced:
@@ -310,7 +316,7 @@ class Daemon:
                 log.info("certd.set_detected", source=str(cand.path))
         wall = self.clock.now()
         if not self.ctx.budget.allowed(wall):
-            tracker.backlog = False  # woken by the budget, not by the backlog
+            tracker.held = True  # woken by the budget's own timer, not by the settle rule
             if not self.held_announced:
                 self.held_announced = True
                 log.error(
@@ -321,6 +327,7 @@ class Daemon:
                 )
             return
         self.held_announced = False
+        tracker.held = False
         taken = tracker.take(ready)
         folders = []
         for path in list(taken):
@@ -332,18 +339,37 @@ class Daemon:
                 folders.append(folder)
         if not folders:
             return
-        # One rotation is one restart, however many sets arrived: the newest valid one wins.
+        # Judged a paced batch a cycle; one rotation is one restart however many sets
+        # arrived: the newest valid one of the whole burst wins, once it is all judged.
         started = time.monotonic()
         try:
-            outcome = service.install_newest(self.ctx, folders)
+            judged = service.judge_sources(self.ctx, folders)
         except (SwapError, Interrupted):
             raise  # the sources stay; they are taken again at the next rescan
         except Exception:
             tracker.settled(taken)
             raise
-        tracker.settled(taken)  # what could not be filed is not judged again until it changes
-        if outcome is None or outcome.applied is None:  # judging only: a fair measure of pace
-            tracker.pace(time.monotonic() - started, len(folders))
+        tracker.pace(time.monotonic() - started, len(folders))
+        valid = {folder for folder, _ in judged}
+        # what could not be filed is not judged again until it changes
+        tracker.settled({p: i for p, i in taken.items() if p not in valid})
+        if not self.pending:
+            self.pending_since = now
+        self.pending += judged
+        self.pending_taken.update({p: i for p, i in taken.items() if p in valid})
+        if tracker.backlog and now - self.pending_since < PENDING_MAX_SECONDS:
+            return  # more of this burst next cycle
+        self._install_pending()
+
+    def _install_pending(self) -> None:
+        if not self.pending or self.tracker is None:
+            return
+        pending, taken = self.pending, self.pending_taken
+        self.pending, self.pending_taken = [], {}
+        try:
+            outcome = service.install_judged_newest(self.ctx, pending)
+        finally:
+            self.tracker.settled(taken)
         if (
             outcome is not None
             and outcome.applied is not None

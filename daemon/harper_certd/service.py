@@ -470,40 +470,69 @@ def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
     """
     with fsio.locked(ctx.store.lock_path):
         recovery = ctx.store.recover()
-        judged: list[tuple[Path, Judged]] = []
-        for folder in folders:
-            if ctx.interrupted is not None and ctx.interrupted.is_set():
-                raise Interrupted("stopping")
-            try:
-                verdict = _judge(ctx, folder, False, recovery)
-            except Exception as exc:  # one source never stops the others
-                judge_failed(ctx, folder, exc, recovery)
-                continue
-            if not isinstance(verdict, InstallOutcome):
-                judged.append((folder, verdict))
-        if not judged:
-            return None
+        judged = _judge_each(ctx, folders, recovery)
+        return _install_best(ctx, judged, recovery) if judged else None
 
-        def newest(item: tuple[Path, Judged]) -> tuple[dt.datetime, dt.datetime, int]:
-            folder, (_, report, _) = item
-            assert report.certificate is not None
-            try:
-                written = folder.stat().st_mtime_ns
-            except OSError:
-                written = 0
-            return report.certificate.not_before, report.certificate.not_after, written
 
-        judged.sort(key=newest)
-        chosen, verdict = judged[-1]
-        for folder, (source, _, _) in judged[:-1]:
-            kept = _file(ctx, folder, ctx.paths.processed, source)
-            log.info(
-                "certd.set_superseded",
-                source=str(folder),
-                by=str(chosen),
-                kept_at=str(kept) if kept else None,
-            )
-        return _install_judged(ctx, chosen, verdict, recovery)
+def judge_sources(ctx: Context, folders: list[Path]) -> list[tuple[Path, Judged]]:
+    """The valid ones of ``folders`` (read and validated); the others refused and filed.
+
+    For a burst judged over several loop cycles: ``install_judged_newest`` then installs
+    the newest of everything judged, one rotation.  Raises ``Interrupted`` when asked to stop.
+    """
+    with fsio.locked(ctx.store.lock_path):
+        return _judge_each(ctx, folders, ctx.store.recover())
+
+
+def install_judged_newest(
+    ctx: Context, judged: list[tuple[Path, Judged]]
+) -> InstallOutcome | None:
+    """Install the newest of sets judged valid earlier (``judge_sources``); file the others."""
+    with fsio.locked(ctx.store.lock_path):
+        recovery = ctx.store.recover()
+        return _install_best(ctx, judged, recovery) if judged else None
+
+
+def _judge_each(
+    ctx: Context, folders: list[Path], recovery: Recovery | None
+) -> list[tuple[Path, Judged]]:
+    judged: list[tuple[Path, Judged]] = []
+    for folder in folders:
+        if ctx.interrupted is not None and ctx.interrupted.is_set():
+            raise Interrupted("stopping")
+        try:
+            verdict = _judge(ctx, folder, False, recovery)
+        except Exception as exc:  # one source never stops the others
+            judge_failed(ctx, folder, exc, recovery)
+            continue
+        if not isinstance(verdict, InstallOutcome):
+            judged.append((folder, verdict))
+    return judged
+
+
+def _install_best(
+    ctx: Context, judged: list[tuple[Path, Judged]], recovery: Recovery | None
+) -> InstallOutcome:
+    def newest(item: tuple[Path, Judged]) -> tuple[dt.datetime, dt.datetime, int]:
+        folder, (_, report, _) = item
+        assert report.certificate is not None
+        try:
+            written = folder.stat().st_mtime_ns
+        except OSError:
+            written = 0
+        return report.certificate.not_before, report.certificate.not_after, written
+
+    judged = sorted(judged, key=newest)
+    chosen, verdict = judged[-1]
+    for folder, (source, _, _) in judged[:-1]:
+        kept = _file(ctx, folder, ctx.paths.processed, source)
+        log.info(
+            "certd.set_superseded",
+            source=str(folder),
+            by=str(chosen),
+            kept_at=str(kept) if kept else None,
+        )
+    return _install_judged(ctx, chosen, verdict, recovery)
 
 
 def _install_locked(
