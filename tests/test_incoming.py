@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import datetime as dt
+import io
 import itertools
 import json
 import os
@@ -903,3 +904,35 @@ def test_certbot_lineage_filed_as_the_bytes_read_and_only_once(node: Node) -> No
     assert oct((copy / "privkey.pem").stat().st_mode & 0o777) == "0o600"
     assert (live / "fullchain.pem").is_symlink()
     assert node.live_fingerprint() == devca.fingerprint_of(leaf.cert)
+
+
+def test_library_records_become_events_never_raw_lines(tmp_path: Path) -> None:
+    """watchdog's log records: an overflow becomes a rescan note for the live watcher, an
+    error a certd.library_message event; after stop() neither reaches Python's last-resort
+    handler (which would print raw text)."""
+    import logging
+
+    from harper_certd.incoming import OVERFLOW
+    from harper_certd.watch import Root, Watcher
+
+    notes: list[str] = []
+    watcher = Watcher([Root(tmp_path, recursive=False)], notes.append)
+    watcher.start()
+    with capture_logs() as logged:
+        logging.getLogger("watchdog.observers.inotify_c").warning(
+            "Inotify queue overflowed; filesystem events were lost"
+        )
+        logging.getLogger("watchdog.observers.api").error("emitter failed: %s", "boom")
+    watcher.stop()
+    assert notes == [OVERFLOW]
+    assert [(e["event"], e["message"]) for e in logged] == [
+        ("certd.library_message", "emitter failed: boom")
+    ]
+    stderr = sys.stderr
+    try:
+        sys.stderr = captured = io.StringIO()
+        logging.getLogger("watchdog.observers.inotify_c").warning("Inotify queue overflowed")
+    finally:
+        sys.stderr = stderr
+    assert captured.getvalue() == ""
+    assert notes == [OVERFLOW]
