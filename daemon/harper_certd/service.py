@@ -484,9 +484,7 @@ def judge_sources(ctx: Context, folders: list[Path]) -> list[tuple[Path, Judged]
         return _judge_each(ctx, folders, ctx.store.recover())
 
 
-def install_judged_newest(
-    ctx: Context, judged: list[tuple[Path, Judged]]
-) -> InstallOutcome | None:
+def install_judged_newest(ctx: Context, judged: list[tuple[Path, Judged]]) -> InstallOutcome | None:
     """Install the newest of sets judged valid earlier (``judge_sources``); file the others."""
     with fsio.locked(ctx.store.lock_path):
         recovery = ctx.store.recover()
