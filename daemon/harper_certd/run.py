@@ -335,9 +335,13 @@ class Daemon:
             if folder is not None and folder != path:
                 del taken[path]
                 taken[folder] = identity_of(os.lstat(folder))
-            if folder is not None and os.path.lexists(folder):
+            if folder in self.pending_taken:  # judged valid already; installed with its burst
+                del taken[folder]
+            elif folder is not None and os.path.lexists(folder):
                 folders.append(folder)
         if not folders:
+            if not tracker.backlog:
+                self._install_pending()
             return
         # Judged a paced batch a cycle; one rotation is one restart however many sets
         # arrived: the newest valid one of the whole burst wins, once it is all judged.
