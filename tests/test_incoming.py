@@ -604,6 +604,8 @@ def test_the_daemon_never_opens_a_file_a_racing_swapper_points_at(node: Node) ->
     """30 sets dropped at once while a thread flips each one's ca.pem between a regular file and
     a link to a secret outside: the secret is never opened (inotify IN_OPEN on it); the next
     valid set is installed."""
+    # folders that never stop changing are taken in several rotations: not what is tested here
+    node.config_data["restart"]["restarts_per_hour"] = 100
     secret_dir = node.tmp / "secret"
     secret_dir.mkdir(mode=0o700)
     secret = secret_dir / "other-service.pem"
@@ -936,3 +938,32 @@ def test_library_records_become_events_never_raw_lines(tmp_path: Path) -> None:
         sys.stderr = stderr
     assert captured.getvalue() == ""
     assert notes == [OVERFLOW]
+
+
+def test_python_warnings_and_thread_errors_become_events() -> None:
+    """What Python itself would print raw (a warning, an exception in a library's thread)
+    becomes a certd.library_message event once the daemon's main() has installed its hooks."""
+    import warnings
+
+    from harper_certd import run
+
+    saved_show, saved_hook = warnings.showwarning, threading.excepthook
+    warnings.showwarning, threading.excepthook = run._warning_shown, run._thread_failed
+    try:
+        with capture_logs() as logged, warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.warn("an old API", DeprecationWarning, stacklevel=1)
+
+            def boom() -> None:
+                raise RuntimeError("emitter thread died")
+
+            thread = threading.Thread(target=boom, name="emitter")
+            thread.start()
+            thread.join()
+    finally:
+        warnings.showwarning, threading.excepthook = saved_show, saved_hook
+    assert [e["event"] for e in logged] == ["certd.library_message"] * 2
+    assert logged[0]["message"] == "an old API"
+    assert logged[0]["logger"].startswith("DeprecationWarning at ")
+    assert logged[1]["logger"] == "emitter"
+    assert "RuntimeError: emitter thread died" in logged[1]["message"]

@@ -170,7 +170,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     ),
     "certd.library_message": (
         "warning",
-        "A library (watchdog) reported an error; passed on as an event, never a raw line.",
+        "A library (watchdog) reported an error, or Python a warning: an event, never a raw line.",
     ),
     "certd.crashed": (
         "critical",

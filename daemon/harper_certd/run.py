@@ -18,11 +18,12 @@ import signal
 import threading
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from harper_certd import __version__, fsio, logs, sdnotify, service
 from harper_certd.config import Config, load_config, with_overrides
@@ -661,6 +662,22 @@ class Daemon:
         return 0
 
 
+def _warning_shown(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A Python warning (a library's deprecation, say) is an event, never a raw stderr line."""
+    log.warning(
+        "certd.library_message",
+        logger=f"{category.__name__} at {filename}:{lineno}",
+        message=str(message)[:500],
+    )
+
+
 def _thread_failed(args: threading.ExceptHookArgs) -> None:
     """An exception escaping a library's thread (watchdog's) is an event, never raw text."""
     name = args.thread.name if args.thread is not None else "thread"
@@ -672,6 +689,7 @@ def main(config_path: Path | None, overrides: Overrides, clock_factory: Callable
     """Run the daemon; every line it writes, even on a crash, is a catalogued JSON event."""
     logs.configure()  # JSON lines under systemd even before the configuration is read
     threading.excepthook = _thread_failed
+    warnings.showwarning = _warning_shown
     try:
         return Daemon(config_path, overrides, clock_factory()).run()
     except Exception as exc:  # the last word is an event with the traceback, then exit 1
