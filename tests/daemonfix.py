@@ -18,10 +18,39 @@ from nodefix import Node
 PRIORITY = {"debug": 7, "info": 6, "warning": 4, "error": 3, "critical": 2}
 
 
+# Started as root, the daemon drops to another user (setresuid) after importing what it
+# needs: the interpreter lives under /root (0700), which that user cannot reach.
+AS_USER = (
+    "import os, sys, importlib, pkgutil\n"
+    "import harper_certd\n"
+    "for info in pkgutil.iter_modules(harper_certd.__path__, 'harper_certd.'):\n"
+    "    if not info.name.endswith('__main__'):\n"
+    "        importlib.import_module(info.name)\n"
+    "for m in ('psutil', 'subprocess', 'json', 'traceback', 'hashlib', 'shutil', 'pwd', 'grp',"
+    " 'errno', 'socket', 'ssl', 'http.client', 'urllib.request', 'zoneinfo', 'logging.handlers',"
+    " 'tempfile', '_strptime', 'watchdog.observers.inotify', 'cryptography.x509'):\n"
+    "    importlib.import_module(m)\n"
+    "uid, gid = int(sys.argv[1]), int(sys.argv[2])\n"
+    "os.setgroups([]); os.setresgid(gid, gid, gid); os.setresuid(uid, uid, uid)\n"
+    "from harper_certd.cli import main\n"
+    "sys.exit(main(sys.argv[3:]))\n"
+)
+
+
 class DaemonProc:
-    def __init__(self, node: Node, env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        node: Node,
+        env: Mapping[str, str] | None = None,
+        as_user: tuple[int, int] | None = None,
+    ) -> None:
         self.node = node
         self.config = node.write_config()
+        argv = ["run", "--config", str(self.config)]
+        if as_user is None:
+            command = [sys.executable, "-m", "harper_certd", *argv]
+        else:
+            command = [sys.executable, "-c", AS_USER, *map(str, as_user), *argv]
         self.events: list[dict[str, Any]] = []
         self.raw: list[str] = []
         self.cond = threading.Condition()
@@ -30,7 +59,7 @@ class DaemonProc:
         full_env.pop("INVOCATION_ID", None)  # a CI job under systemd is not the daemon's unit
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "harper_certd", "run", "--config", str(self.config)],
+            command,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,

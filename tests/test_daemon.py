@@ -176,14 +176,15 @@ def test_sigterm_mid_swap_exits_fast_and_completes_at_next_start(node: Node) -> 
 
 
 def test_incoming_deleted_and_recreated(node: Node) -> None:
-    """The incoming folder removed and made again: the daemon lives on and takes the next set."""
+    """The incoming folder removed (and perhaps made again by hand): the daemon makes it again
+    if need be, says "watching … again", and takes the next set."""
     incoming = node.root / "keys" / "incoming"
     with DaemonProc(node) as d:
         d.wait_for("certd.started")
         shutil.rmtree(incoming)
         time.sleep(0.5)
-        incoming.mkdir()
-        time.sleep(0.5)
+        incoming.mkdir(exist_ok=True)  # the daemon may have made it again already
+        d.wait_for("certd.watch_rearmed", timeout=15)
         drop(node, "later")
         d.wait_for("certd.set_installed", timeout=20)
         assert d.proc.poll() is None
@@ -281,7 +282,7 @@ def test_renewal_command_and_backoff(node: Node, tmp_path: Path) -> None:
 
 def test_exception_in_a_cycle_is_an_event_not_a_death(node: Node) -> None:
     """An OS failure inside a cycle is an event (filing the installed source into an
-    immutable processed/: certd.source_not_filed, the set installed); the daemon keeps working."""
+    immutable processed/: certd.source_left, the set installed); the daemon keeps working."""
     processed = node.root / "keys" / "processed"
     processed.mkdir(parents=True)
     if (
@@ -296,7 +297,7 @@ def test_exception_in_a_cycle_is_an_event_not_a_death(node: Node) -> None:
             d.wait_for("certd.started")
             drop(node, "one")
             d.wait_for("certd.set_installed")  # the swap itself did not need processed/
-            failed = d.wait_for("certd.source_not_filed")
+            failed = d.wait_for("certd.source_left")  # left in incoming/, said once
             subprocess.run(["chattr", "-i", str(processed)], check=True)
             drop(node, "two")
             d.wait_for("certd.set_installed", count=2)
@@ -304,8 +305,9 @@ def test_exception_in_a_cycle_is_an_event_not_a_death(node: Node) -> None:
             assert d.stop() == 0
     finally:
         subprocess.run(["chattr", "-i", str(processed)], check=False)
-    assert "permission denied" in failed["error"]
+    assert "permission denied" in failed["reason"]
     assert not d.named("certd.cycle_failed")
+    assert len(d.named("certd.source_left")) == 1  # remembered, not judged again
 
 
 def test_log_lines_are_catalogued_prefixed_and_keyless(node: Node) -> None:

@@ -366,7 +366,7 @@ def test_cli_as_daemon_user_installs_even_when_source_cannot_move(
     out = _cli(node, "install", str(src), user=system_user)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "could not be moved" in out.stdout
-    assert "certd.source_not_filed" in out.stderr
+    assert "certd.source_left" in out.stderr
     assert "Traceback" not in out.stderr
     assert node.live_fingerprint() == new_fp
     assert src.is_dir()

@@ -57,6 +57,9 @@ class OperationsApiSection:
 class WatchSection:
     settle_seconds: float = 2.0  # files must stop changing this long before a set is taken
     rescan_seconds: float = 3600.0  # full rescan, a safety net beside inotify
+    # incoming/ under hostile input (h-incoming):
+    loose_wait_seconds: float = 300.0  # an incomplete loose set waits this long for a warning
+    drain_per_cycle: int = 50  # sources judged per loop cycle at most (event storms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,3 +116,17 @@ def describe_os_error(exc: OSError) -> str:
     if exc.errno == errno.EROFS:
         return "read-only file system"
     return exc.strerror or str(exc)
+
+
+def write_folder(path: Path, files: list[tuple[str, bytes]], *, mode: int = 0o600) -> None:
+    """Create folder ``path`` (0700) holding ``files`` (name, bytes), each ``mode``, fsynced.
+
+    Writes only the bytes given: nothing is copied from elsewhere, no link is followed.
+    A name with a slash or a leading dot is refused (``ValueError``).
+    """
+    os.mkdir(path, 0o700)
+    for name, data in files:
+        if "/" in name or name.startswith(".") or not name:
+            raise ValueError(f"refusing to write a file named {name!r}")
+        write_new(path / name, data, mode=mode)
+    fsync_dir(path)

@@ -149,10 +149,6 @@ EVENTS: dict[str, tuple[str, str]] = {
         "info",
         "Sets filed in processed/ or rejected/ beyond the retention (count, age) were deleted.",
     ),
-    "certd.source_not_filed": (
-        "warning",
-        "A set was installed but its folder could not be moved to processed/; move it by hand.",
-    ),
     "certd.name_changed": (
         "warning",
         "The new certificate's CN or first SAN differs: Harper keeps a stale record of the old "
@@ -193,6 +189,41 @@ EVENTS: dict[str, tuple[str, str]] = {
     "certd.metrics_failed": (
         "warning",
         "The Prometheus textfile could not be written; the daemon goes on.",
+    ),
+    "certd.source_left": (
+        "warning",
+        "A source could not be filed in processed/ or rejected/; it stays in incoming/ and is "
+        "not judged again until it changes (the event says what to do).",
+    ),
+    "certd.incoming_stray": (
+        "warning",
+        "A file in incoming/ that is not part of a set; left alone, reported once.",
+    ),
+    "certd.incoming_unsafe": (
+        "warning",
+        "The incoming folder is writable by group or others (once per change of mode or owner).",
+    ),
+    "certd.set_incomplete": (
+        "warning",
+        "Loose set files in incoming/ have waited watch.loose_wait_seconds for the rest of the "
+        "set; they are still held.",
+    ),
+    "certd.watch_rearmed": (
+        "info",
+        "A watch lost with its folder is in place again; incoming/ was rescanned at once.",
+    ),
+    "certd.library_message": (
+        "warning",
+        "A library (watchdog) reported an error, or Python a warning: an event, never a raw line.",
+    ),
+    "certd.crashed": (
+        "critical",
+        "An unexpected error outside a cycle; the daemon exits 1 (the traceback is in the event).",
+    ),
+    "certd.content_failed": (
+        "error",
+        "Judging the live set's content raised (a fault in harper-certd); the daemon goes on "
+        "as if the live set could not be read.",
     ),
 }
 

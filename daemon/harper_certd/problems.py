@@ -117,6 +117,16 @@ CODES: dict[str, tuple[Severity, str]] = {
         Severity.ERROR,
         "The source folder does not hold a whole set (Harper's or certbot's file names).",
     ),
+    "source_unmovable": (
+        Severity.ERROR,
+        "The source folder cannot be moved out of incoming/ by the daemon's user (handed over "
+        "by another user); it is left in place and not judged again until it changes.",
+    ),
+    "judge_failed": (
+        Severity.ERROR,
+        "Judging the set raised an unexpected error (a fault in harper-certd); the set is "
+        "refused, left in place and not judged again until it changes.",
+    ),
     "older_than_live": (
         Severity.ERROR,
         "The new certificate expires before the live one for the same names (--force-older).",
@@ -133,7 +143,15 @@ CODES: dict[str, tuple[Severity, str]] = {
 }
 
 INSTALL_CODES = frozenset(
-    {"source_unreadable", "source_unsafe", "source_incomplete", "older_than_live", "applied_failed"}
+    {
+        "source_unreadable",
+        "source_unsafe",
+        "source_incomplete",
+        "source_unmovable",
+        "judge_failed",
+        "older_than_live",
+        "applied_failed",
+    }
 )
 VALIDATION_CODES = frozenset(CODES) - INSTALL_CODES
 

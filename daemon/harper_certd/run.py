@@ -1,7 +1,8 @@
 """``harper-certd run``: the daemon, left alone for months and judged by its log.
 
-One thread decides everything; watchdog's thread and the signal handlers only put
-notes on a queue.  The loop sleeps until the next thing is due (a set settling in
+One thread decides everything; the signal handlers only put notes on a queue, and
+watchdog's thread only marks entries dirty in a bounded inbox (``incoming.Inbox``) that
+wakes the loop once per burst.  The loop sleeps until the next thing is due (a set settling in
 the incoming folder, an expiry threshold, a renewal, a systemd watchdog ping) or a
 note arrives.  An exception in one cycle is an error event, not a dead daemon.
 """
@@ -16,11 +17,13 @@ import queue
 import signal
 import threading
 import time
+import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import Any, TextIO
 
 from harper_certd import (
     __version__,
@@ -32,7 +35,8 @@ from harper_certd import (
     service,
 )
 from harper_certd.config import Config, load_config, with_overrides
-from harper_certd.errors import CertdError, ConfigError, Interrupted
+from harper_certd.errors import CertdError, ConfigError, Interrupted, SwapError
+from harper_certd.incoming import LOOSE_NAMES, Candidate, Inbox, Kind, Taken, Tracker, classify
 from harper_certd.schedule import (
     Backoff,
     Clock,
@@ -43,21 +47,17 @@ from harper_certd.schedule import (
     next_mark,
     renewal_at,
 )
-from harper_certd.source import HARPER_NAMES
+from harper_certd.source import Identity, identity_of
 from harper_certd.validate import Report
-from harper_certd.watch import OVERFLOW, Root, Watcher
+from harper_certd.watch import Root, Watcher
 
 log = logs.get_logger()
-LOOSE_NAMES = {*HARPER_NAMES, "fullchain.pem", "cert.pem", "chain.pem", "privkey.pem"}
-WATCH_CHECK_SECONDS = 60.0
+# Watched folders are checked (a few stat calls) this often: a folder swapped under a
+# watch (``ln -sfn`` of keys/) is seen again within seconds, not at the hourly rescan.
+WATCH_CHECK_SECONDS = 5.0
+OVERFLOW_REPORT_SECONDS = 60.0  # one watch_lost warning per burst of overflows
+PENDING_MAX_SECONDS = 30.0  # a burst that never ends still gets its newest valid set installed
 SUMMARY_SECONDS = 86400.0  # a daily line saying all is well (or not), for months of quiet
-
-
-@dataclass
-class Candidate:
-    path: Path
-    changed: float  # monotonic time of the last event under it
-    announced: bool = False
 
 
 @dataclass
@@ -88,7 +88,14 @@ class Daemon:
     def __post_init__(self) -> None:
         self.notes: queue.Queue[tuple[str, str]] = queue.Queue()
         self.stopping = threading.Event()
-        self.candidates: dict[Path, Candidate] = {}
+        self.tracker: Tracker | None = None
+        self.inbox: Inbox | None = None
+        self.overflow_reported = -OVERFLOW_REPORT_SECONDS
+        self.content_failed: str | None = None  # the live set's last judging error, said once
+        # Valid sets of a burst judged in earlier cycles, installed together (one rotation).
+        self.pending: list[tuple[Path, service.Judged]] = []
+        self.pending_taken: dict[Path, Identity | None] = {}
+        self.pending_since = 0.0
         self.fired: set[tuple[str, str, float]] = set()
         self.marks: list[Mark] = []
         self.leaf: Watched | None = None
@@ -124,18 +131,43 @@ class Daemon:
     def _roots(self) -> list[Root]:
         paths = self.ctx.paths
         live_dirs = {p.parent for p in self.ctx.store.live_paths().values()}
-        roots = [Root(paths.incoming, recursive=True), Root(paths.incoming.parent, False)]
+        roots = [
+            Root(paths.incoming, recursive=True, create=True),
+            Root(paths.incoming.parent, False),
+        ]
         roots += [Root(d, recursive=False) for d in sorted(live_dirs)]
         roots.append(Root(self.ctx.store.generations_dir, recursive=True))
         return list(dict.fromkeys(roots))  # in order, without repeats
 
+    @property
+    def candidates(self) -> dict[str, Candidate]:
+        return {} if self.tracker is None else self.tracker.candidates
+
     def _start_watching(self) -> None:
         if self.watcher is not None:
             self.watcher.stop()
-        self.ctx.paths.incoming.mkdir(parents=True, exist_ok=True, mode=0o750)
-        self.watcher = Watcher(self._roots(), lambda path: self.notes.put(("fs", path)))
-        for change in self.watcher.start():
-            log.warning("certd.watch_lost", change=change)
+        incoming = self.ctx.paths.incoming
+        incoming.mkdir(parents=True, exist_ok=True, mode=0o750)
+        watch = self.ctx.config.watch
+        old = self.tracker
+        self.tracker = Tracker(
+            incoming, watch.settle_seconds, watch.loose_wait_seconds, watch.drain_per_cycle
+        )
+        if old is not None and old.incoming == incoming:  # a reload keeps what is known
+            self.tracker.remembered, self.tracker.strays = old.remembered, old.strays
+            self.tracker.unsafe_seen = old.unsafe_seen
+        roots = self._roots()
+        # One wake-up note per clean-to-dirty change, whatever the rate of events.
+        self.inbox = Inbox(incoming, {r.path for r in roots}, lambda: self.notes.put(("fs", "")))
+        self.watcher = Watcher(roots, self.inbox.put)
+        self._watch_changes(self.watcher.start(), time.monotonic())
+
+    def _watch_changes(self, changes: list[str], now: float) -> None:
+        for change in changes:
+            if "again" in change:
+                log.info("certd.watch_rearmed", change=change)
+            else:
+                log.warning("certd.watch_lost", change=change)
 
     def _signals(self) -> None:
         def stop(signum: int, frame: FrameType | None) -> None:
@@ -186,9 +218,18 @@ class Daemon:
 
     def _live_report(self) -> Report | None:
         try:
-            return service.live_report(self.ctx)
+            report = service.live_report(self.ctx)
+            report.as_dict()  # parts are read lazily: anything raising must raise here
         except CertdError:
             return None
+        except Exception as exc:  # a set's content never kills the daemon (issue 10 item 2)
+            text = f"{type(exc).__name__}: {exc}"[:300]
+            if text != self.content_failed:
+                self.content_failed = text
+                log.error("certd.content_failed", live=str(self.ctx.managed.live.cert), error=text)
+            return None
+        self.content_failed = None
+        return report
 
     def _refresh_schedule(self) -> None:
         report = self._live_report()
@@ -214,57 +255,45 @@ class Daemon:
     # --- cycle pieces -------------------------------------------------------------------
 
     def _note_path(self, raw: str, now: float) -> None:
-        if raw == OVERFLOW:
-            log.warning(
-                "certd.watch_lost",
-                change="the kernel's inotify queue overflowed; "
-                "events were lost, rescanning everything",
-            )
-            self._rescan(now)
-            return
-        path = Path(raw)
-        incoming = self.ctx.paths.incoming
-        if self.watcher is not None and (
-            path in {r.path for r in self.watcher.roots} or path == incoming.parent
-        ):
-            self.next_watch_check = 0.0  # a watched folder itself changed: re-arm if needed
-        if path == incoming or incoming in path.parents:
-            rel = path.relative_to(incoming).parts if path != incoming else ()
-            if not rel:
-                self._rescan(now, quiet=True)
-                return
-            top = incoming / rel[0]
-            if rel[0].startswith("."):
-                return  # hidden names are being written; their rename brings them in
-            key = incoming if top.name in LOOSE_NAMES and not top.is_dir() else top
-            self._touch_candidate(key, now)
-            return
-        self.live_dirty = now
+        """A path from the watcher, for callers outside the loop (tests, tools)."""
+        if self.inbox is not None:
+            self.inbox.put(raw)
+        self._drain_inbox(now)
 
-    def _touch_candidate(self, key: Path, now: float) -> None:
-        if not os.path.lexists(key) and key != self.ctx.paths.incoming:
-            self.candidates.pop(key, None)
+    def _drain_inbox(self, now: float) -> None:
+        """What the watcher saw since the last cycle, coalesced: one pass, bounded work."""
+        if self.inbox is None or self.tracker is None:
             return
-        cand = self.candidates.get(key)
-        if cand is None:
-            self.candidates[key] = Candidate(key, now)
+        taken: Taken = self.inbox.take()
+        if taken.watched:
+            self.next_watch_check = 0.0  # a watched folder itself changed: re-arm if needed
+        if taken.rescan:
+            if now - self.overflow_reported >= OVERFLOW_REPORT_SECONDS:
+                self.overflow_reported = now
+                log.warning(
+                    "certd.watch_lost",
+                    change="the kernel's inotify queue overflowed; "
+                    "events were lost, rescanning everything",
+                )
+            self._rescan(now)
         else:
-            cand.changed = now
+            for name in taken.names:
+                self._touch_candidate(name, now)
+        if taken.incoming_self:
+            self.tracker.check_mode()
+        if taken.live:
+            self.live_dirty = now
+
+    def _touch_candidate(self, name: str, now: float) -> None:
+        if self.tracker is not None:
+            self.tracker.touch(name, now)
 
     def _rescan(self, now: float, *, quiet: bool = False) -> None:
-        incoming = self.ctx.paths.incoming
+        if self.tracker is None:
+            return
         if not quiet:
-            log.debug("certd.rescan", incoming=str(incoming))
-        try:
-            entries = list(incoming.iterdir())
-        except OSError:
-            entries = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            key = incoming if entry.name in LOOSE_NAMES and not entry.is_dir() else entry
-            if key not in self.candidates:
-                self.candidates[key] = Candidate(key, now)
+            log.debug("certd.rescan", incoming=str(self.ctx.paths.incoming))
+        self.tracker.rescan(now)
         if not quiet:  # a folder event in incoming/ says nothing about the live files
             self.live_dirty = now
             self.next_rescan = time.monotonic() + self.ctx.config.watch.rescan_seconds
@@ -272,7 +301,11 @@ class Daemon:
     def _gather_loose(self) -> Path | None:
         """Loose set files in the incoming folder, moved together into a folder of their own."""
         incoming = self.ctx.paths.incoming
-        names = [n for n in LOOSE_NAMES if (incoming / n).is_file()]
+        names = []
+        for name in sorted(LOOSE_NAMES):
+            with contextlib.suppress(OSError):
+                if classify(name, os.lstat(incoming / name)) is Kind.LOOSE:
+                    names.append(name)
         if not names:
             return None
         folder = incoming / f".loose-{self.clock.now():%Y%m%dT%H%M%S%f}"
@@ -284,21 +317,12 @@ class Daemon:
         return renamed
 
     def _process_candidates(self, now: float) -> None:
-        settle = self.ctx.config.watch.settle_seconds
-        if not self.candidates:
+        tracker = self.tracker
+        if tracker is None:
             return
-        # A burst is taken whole once the incoming folder has been quiet for the settle
-        # period (one rotation, one restart); a folder that never stops changing does not
-        # hold the others back for more than ten settle periods.
-        quiet = now - max(c.changed for c in self.candidates.values()) >= settle
-        oldest = now - min(c.changed for c in self.candidates.values())
-        if not quiet and oldest < 10 * settle:
-            return
-        ready = sorted(
-            (c for c in self.candidates.values() if now - c.changed >= settle),
-            key=lambda c: c.changed,
-        )
+        ready = tracker.ready(now) if tracker.candidates else []
         if not ready:
+            self._install_pending()  # the rest of a burst went away meanwhile
             return
         for cand in ready:
             if not cand.announced:
@@ -306,6 +330,7 @@ class Daemon:
                 log.info("certd.set_detected", source=str(cand.path))
         wall = self.clock.now()
         if not self.ctx.budget.allowed(wall):
+            tracker.held = True  # woken by the budget's own timer, not by the settle rule
             if not self.held_announced:
                 self.held_announced = True
                 log.error(
@@ -316,17 +341,53 @@ class Daemon:
                 )
             return
         self.held_announced = False
-        for cand in ready:
-            self.candidates.pop(cand.path, None)
+        tracker.held = False
+        taken = tracker.take(ready)
         folders = []
-        for cand in ready:
-            folder = self._gather_loose() if cand.path == self.ctx.paths.incoming else cand.path
-            if folder is not None and folder.exists():
+        for path in list(taken):
+            folder = self._gather_loose() if path == self.ctx.paths.incoming else path
+            if folder is not None and folder != path:
+                del taken[path]
+                taken[folder] = identity_of(os.lstat(folder))
+            if folder in self.pending_taken:  # judged valid already; installed with its burst
+                del taken[folder]
+            elif folder is not None and os.path.lexists(folder):
                 folders.append(folder)
         if not folders:
+            if not tracker.backlog:
+                self._install_pending()
             return
-        # One rotation is one restart, however many sets arrived: the newest valid one wins.
-        outcome = service.install_newest(self.ctx, folders)
+        # Judged a paced batch a cycle; one rotation is one restart however many sets
+        # arrived: the newest valid one of the whole burst wins, once it is all judged.
+        started = time.monotonic()
+        try:
+            judged = service.judge_sources(self.ctx, folders)
+        except (SwapError, Interrupted):
+            raise  # the sources stay; they are taken again at the next rescan
+        except Exception:
+            tracker.settled(taken)
+            raise
+        tracker.pace(time.monotonic() - started, len(folders))
+        valid = {folder for folder, _ in judged}
+        # what could not be filed is not judged again until it changes
+        tracker.settled({p: i for p, i in taken.items() if p not in valid})
+        if not self.pending:
+            self.pending_since = now
+        self.pending += judged
+        self.pending_taken.update({p: i for p, i in taken.items() if p in valid})
+        if tracker.backlog and now - self.pending_since < PENDING_MAX_SECONDS:
+            return  # more of this burst next cycle
+        self._install_pending()
+
+    def _install_pending(self) -> None:
+        if not self.pending or self.tracker is None:
+            return
+        pending, taken = self.pending, self.pending_taken
+        self.pending, self.pending_taken = [], {}
+        try:
+            outcome = service.install_judged_newest(self.ctx, pending)
+        finally:
+            self.tracker.settled(taken)
         if (
             outcome is not None
             and outcome.applied is not None
@@ -432,10 +493,9 @@ class Daemon:
         waits = [self.next_rescan - now, self.next_watch_check - now, self.next_summary - now]
         waits.append(self.monitor.next_due - now)  # h-ops
         settle = self.ctx.config.watch.settle_seconds
-        if self.candidates:
-            last = max(c.changed for c in self.candidates.values())
-            first = min(c.changed for c in self.candidates.values())
-            waits.append(min(last + settle, first + 10 * settle) - now)
+        incoming_due = None if self.tracker is None else self.tracker.next_due(now)
+        if incoming_due is not None:
+            waits.append(incoming_due - now)
         if self.live_dirty is not None:
             waits.append(self.live_dirty + settle - now)
         wall = self.clock.now()
@@ -584,15 +644,15 @@ class Daemon:
         for kind, value in notes:
             if kind == "signal" and value == "hup":
                 self._reload()
-            elif kind == "fs":
+            elif kind == "fs" and value:
                 self._note_path(value, now)
+        self._drain_inbox(now)
         if self.stopping.is_set():
             return
         if now >= self.next_watch_check and self.watcher is not None:
             self.next_watch_check = now + WATCH_CHECK_SECONDS
             changes = self.watcher.check()
-            for change in changes:
-                log.warning("certd.watch_lost", change=change)
+            self._watch_changes(changes, now)
             if changes:
                 self._rescan(now)
         if now >= self.next_rescan:
@@ -625,5 +685,40 @@ class Daemon:
         return 0
 
 
+def _warning_shown(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    """A Python warning (a library's deprecation, say) is an event, never a raw stderr line."""
+    log.warning(
+        "certd.library_message",
+        logger=f"{category.__name__} at {filename}:{lineno}",
+        message=str(message)[:500],
+    )
+
+
+def _thread_failed(args: threading.ExceptHookArgs) -> None:
+    """An exception escaping a library's thread (watchdog's) is an event, never raw text."""
+    name = args.thread.name if args.thread is not None else "thread"
+    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    log.warning("certd.library_message", logger=name, message=text[-2000:])
+
+
 def main(config_path: Path | None, overrides: Overrides, clock_factory: Callable[[], Clock]) -> int:
-    return Daemon(config_path, overrides, clock_factory()).run()
+    """Run the daemon; every line it writes, even on a crash, is a catalogued JSON event."""
+    logs.configure()  # JSON lines under systemd even before the configuration is read
+    threading.excepthook = _thread_failed
+    warnings.showwarning = _warning_shown
+    try:
+        return Daemon(config_path, overrides, clock_factory()).run()
+    except Exception as exc:  # the last word is an event with the traceback, then exit 1
+        log.critical(
+            "certd.crashed",
+            error=f"{type(exc).__name__}: {exc}"[:500],
+            traceback=traceback.format_exc()[-4000:],
+        )
+        return 1

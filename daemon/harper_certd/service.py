@@ -13,7 +13,7 @@ import errno
 import hashlib
 import json
 import os
-import shutil
+import stat
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +30,7 @@ from harper_certd.journal import Outcome
 from harper_certd.problems import Problem, problem
 from harper_certd.restart import Applied, Applier, command_applier, none_applier, run_command
 from harper_certd.schedule import RestartBudget
-from harper_certd.source import Source, SourceRefused, read_source
+from harper_certd.source import Source, SourceRefused, read_source, user_name
 from harper_certd.swap import (
     Generation,
     Recovery,
@@ -189,19 +189,126 @@ def _stamp(clock: Clock) -> str:
     return clock().strftime("%Y%m%dT%H%M%S%fZ")
 
 
-def _keep(ctx: Context, folder: Path, where: Path, lineage: bool) -> Path:
+class FilingError(Exception):
+    """A source could not be moved into processed/ or rejected/; it stays where it is."""
+
+
+def _in_incoming(ctx: Context, folder: Path) -> bool:
+    return folder.parent == ctx.paths.incoming
+
+
+def _cannot_move(folder: Path, owner: int) -> str:
+    me = user_name(os.geteuid())
+    return (
+        f"{folder} is owned by {user_name(owner)} and cannot be moved by {me}: "
+        f"hand sets over owned by {me}"
+    )
+
+
+def unmovable(ctx: Context, folder: Path) -> str | None:
+    """Why the daemon's user could not move ``folder`` out of incoming/, or None.
+
+    rename(2) of a folder to another parent needs write permission on the folder itself
+    (its ``..`` changes), and a sticky incoming/ needs its entries to be ours: a folder
+    handed over by root (a certbot deploy hook) fails both when the daemon runs as
+    Harper's user (issue 9 item 3).
+    """
+    if os.geteuid() == 0 or not _in_incoming(ctx, folder):
+        return None
+    st = fsio.lstat_or_none(folder)
+    parent = fsio.lstat_or_none(folder.parent)
+    if st is None or parent is None or st.st_uid == os.geteuid():
+        return None
+    sticky = bool(parent.st_mode & stat.S_ISVTX) and parent.st_uid != os.geteuid()
+    if sticky or (stat.S_ISDIR(st.st_mode) and not os.access(folder, os.W_OK)):
+        return _cannot_move(folder, st.st_uid)
+    return None
+
+
+def _members_digest(source: Source) -> str:
+    digest = hashlib.sha256()
+    for name, data in source.members:
+        digest.update(name.encode() + b"\0" + hashlib.sha256(data).digest())
+    return digest.hexdigest()
+
+
+def _is_lineage(ctx: Context, folder: Path, source: Source | None) -> bool:
+    """A certbot lineage (read through live/ -> archive/, a live/<name> folder, or the
+    configured ``renew.lineage_dir``): certbot's to keep, never ours to move."""
+    if source is not None and source.is_certbot_lineage:
+        return True
+    return folder.parent.name == "live" or folder == ctx.config.renew.lineage_dir
+
+
+def _keep(ctx: Context, folder: Path, where: Path, source: Source | None) -> Path:
+    """File ``folder`` under ``where``; returns where it went. Raises FilingError.
+
+    A folder is moved (rename(2): links stay links, nothing is read or copied).  A
+    certbot lineage is not ours to move: only the member files already read are
+    written, from memory, 0600, and the same content is never written twice; a lineage
+    refused before it was read gets a record (reason.json) only, never a copy (issue 10
+    item 4: filing once copied with links followed, /etc/shadow and /dev/zero included).
+    """
     where.mkdir(parents=True, exist_ok=True, mode=0o700)
-    dest = where / f"{_stamp(ctx.clock)}-{folder.name}"
-    if lineage:
-        # A certbot lineage stays where certbot keeps it; we keep a copy of what we saw.
-        shutil.copytree(folder, dest, symlinks=False)
-    else:
-        try:
-            os.rename(folder, dest)
-        except OSError:
-            shutil.move(str(folder), dest)
+    stamp = _stamp(ctx.clock)
+    if _is_lineage(ctx, folder, source):
+        if source is None:
+            dest = where / f"{stamp}-{folder.name}"
+            dest.mkdir(mode=0o700)  # a record of the refusal only (reason.json)
+        else:
+            tail = f"-{folder.name}-{_members_digest(source)[:12]}"
+            existing = sorted(n for n in os.listdir(where) if n.endswith(tail))
+            if existing:
+                return where / existing[-1]  # this content was filed before: never copied twice
+            dest = where / f"{stamp}{tail}"
+            fsio.write_folder(dest, list(source.members), mode=0o600)
+        fsio.fsync_dir(where)
+        return dest
+    dest = where / f"{stamp}-{folder.name}"
+    try:
+        os.rename(folder, dest)
+    except OSError as exc:
+        st = fsio.lstat_or_none(folder)
+        if (
+            exc.errno in (errno.EACCES, errno.EPERM)
+            and st is not None
+            and (st.st_uid != os.geteuid() and os.geteuid() != 0)
+        ):
+            raise FilingError(_cannot_move(folder, st.st_uid)) from None
+        if exc.errno == errno.EXDEV:
+            raise FilingError(
+                f"{folder} cannot be moved to {where}: another file system; keep incoming/, "
+                "processed/ and rejected/ on one"
+            ) from None
+        raise FilingError(
+            f"{folder} cannot be moved to {where}: {fsio.describe_os_error(exc)}"
+        ) from None
     fsio.fsync_dir(where)
     return dest
+
+
+def _filing(
+    ctx: Context, folder: Path, where: Path, source: Source | None
+) -> tuple[Path | None, str | None]:
+    """``_keep``: (where it went, None), or (None, why) with a ``certd.source_left`` warning
+    when the source cannot be filed (it stays in incoming/, ignored until it changes)."""
+    try:
+        return _keep(ctx, folder, where, source), None
+    except (FilingError, OSError, ValueError) as exc:
+        why = fsio.describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
+        log.warning(
+            "certd.source_left",
+            source=str(folder),
+            to=str(where),
+            reason=why,
+            note="left in place and ignored until it changes; move or remove it by hand",
+        )
+        return None, f"{folder} could not be moved to {where}: {why}; move or remove it by hand"
+
+
+def _file(ctx: Context, folder: Path, where: Path, source: Source | None) -> Path | None:
+    """``_filing`` when only the place matters."""
+    return _filing(ctx, folder, where, source)[0]
 
 
 def _reject(
@@ -209,12 +316,14 @@ def _reject(
     folder: Path,
     problems: tuple[Problem, ...],
     stage: str,
-    lineage: bool,
+    source: Source | None,
     report: Report | None = None,
 ) -> Path | None:
-    if not folder.exists():
+    if not os.path.lexists(folder):
         return None
-    dest = _keep(ctx, folder, ctx.paths.rejected, lineage)
+    dest = _file(ctx, folder, ctx.paths.rejected, source)
+    if dest is None:
+        return None
     reason = {
         "source": str(folder),
         "time": ctx.clock().isoformat(),
@@ -222,7 +331,8 @@ def _reject(
         "problems": [p.as_dict() for p in problems],
         "certificate": None if report is None else report.as_dict()["certificate"],
     }
-    fsio.write_new(dest / "reason.json", json.dumps(reason, indent=2).encode(), mode=0o644)
+    if not os.path.lexists(dest / "reason.json"):
+        fsio.write_new(dest / "reason.json", json.dumps(reason, indent=2).encode(), mode=0o644)
     return dest
 
 
@@ -296,10 +406,59 @@ def install(ctx: Context, folder: Path, *, force_older: bool = False) -> Install
 Judged = tuple[Source, Report, tuple[Problem, ...]]
 
 
+def _refuse(
+    ctx: Context,
+    folder: Path,
+    problems: tuple[Problem, ...],
+    stage: str,
+    source: Source | None,
+    recovery: Recovery | None,
+    report: Report | None = None,
+    *,
+    file: bool = True,
+) -> InstallOutcome:
+    """The one outcome event of a refused source; the source filed in rejected/ if it can be."""
+    errors = tuple(p for p in problems if p.severity.value == "error")
+    kept = _reject(ctx, folder, problems, stage, source, report) if file else None
+    log.error(
+        "certd.set_refused",
+        source=str(folder),
+        codes=[p.code for p in errors],
+        reason=errors[0].message,
+        kept_at=str(kept) if kept else None,
+    )
+    return InstallOutcome("refused", problems, recovery=recovery, kept_at=kept, report=report)
+
+
+def _crash_text(exc: BaseException) -> str:
+    text = f"{type(exc).__name__}: {exc}"
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+def judge_failed(
+    ctx: Context, folder: Path, exc: BaseException, recovery: Recovery | None
+) -> InstallOutcome:
+    """A source whose judging raised: refused by name, left in place (nothing filed)."""
+    refused = (
+        problem(
+            "judge_failed",
+            f"Judging {folder} raised {_crash_text(exc)} (a fault in harper-certd: please report "
+            "it with the certificate, never the key); it is left in place and ignored until it "
+            "changes.",
+        ),
+    )
+    return _refuse(ctx, folder, refused, "judge", None, recovery, file=False)
+
+
 def _judge(
     ctx: Context, folder: Path, force_older: bool, recovery: Recovery | None
 ) -> Judged | InstallOutcome:
     """The source, read and validated; or the refusal (the source then kept in rejected/)."""
+    why = unmovable(ctx, folder)
+    if why is not None:
+        # Checked first: a set that could never be filed would be judged at every event.
+        refused = (problem("source_unmovable", why),)
+        return _refuse(ctx, folder, refused, "source", None, recovery, file=False)
     try:
         source: Source = read_source(
             folder,
@@ -307,37 +466,21 @@ def _judge(
             ca_fallback=ctx.config.ca_file or ctx.managed.live.ca,
         )
     except SourceRefused as exc:
-        refused = (problem(exc.code, str(exc)),)
-        lineage = folder.resolve().parent.name == "live"
-        kept = (
-            _reject(ctx, folder, refused, "source", lineage)
-            if exc.code != "source_unreadable" or folder.is_dir()
-            else None
-        )
-        log.error(
-            "certd.set_refused",
-            source=str(folder),
-            codes=[exc.code],
-            reason=str(exc),
-            kept_at=str(kept) if kept else None,
-        )
-        return InstallOutcome("refused", refused, recovery=recovery, kept_at=kept)
+        return _refuse(ctx, folder, (problem(exc.code, str(exc)),), "source", None, recovery)
+    except OSError as exc:
+        text = f"{folder} cannot be read: {fsio.describe_os_error(exc)}"
+        return _refuse(ctx, folder, (problem("source_unreadable", text),), "source", None, recovery)
     names = tuple(str(folder / n) for n in ("certificate", "private key", "CA file"))
-    report = _validate(ctx, source.data, (names[0], names[1], names[2]))
-    problems = report.problems
-    if report.valid and not force_older and (older := _older_than_live(ctx, report)):
-        problems = (*problems, older)
-    errors = tuple(p for p in problems if p.severity.value == "error")
-    if errors:
-        kept = _reject(ctx, folder, problems, "validate", source.is_certbot_lineage, report)
-        log.error(
-            "certd.set_refused",
-            source=str(folder),
-            codes=[p.code for p in errors],
-            reason=errors[0].message,
-            kept_at=str(kept) if kept else None,
-        )
-        return InstallOutcome("refused", problems, recovery=recovery, kept_at=kept, report=report)
+    try:
+        report = _validate(ctx, source.data, (names[0], names[1], names[2]))
+        problems = report.problems
+        if report.valid and not force_older and (older := _older_than_live(ctx, report)):
+            problems = (*problems, older)
+        report.as_dict()  # parts are read lazily: anything raising must raise here
+    except Exception as exc:  # a set's content never stops the daemon
+        return judge_failed(ctx, folder, exc, recovery)
+    if any(p.severity.value == "error" for p in problems):
+        return _refuse(ctx, folder, problems, "validate", source, recovery, report)
     return source, report, problems
 
 
@@ -347,35 +490,75 @@ def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
     Newest: issued last (notBefore, then notAfter), then written last.
 
     Older valid sets are kept in processed/ as superseded; refused ones in rejected/.
+    Each source is judged and filed on its own: one that raises is refused by name
+    (``judge_failed``) and the others go ahead.  Raises ``Interrupted`` when asked to stop.
     """
     with ctx.store.locked():
         recovery = ctx.store.recover()
-        judged: list[tuple[Path, Judged]] = []
-        for folder in folders:
+        judged = _judge_each(ctx, folders, recovery)
+        return _install_best(ctx, judged, recovery) if judged else None
+
+
+def judge_sources(ctx: Context, folders: list[Path]) -> list[tuple[Path, Judged]]:
+    """The valid ones of ``folders`` (read and validated); the others refused and filed.
+
+    For a burst judged over several loop cycles: ``install_judged_newest`` then installs
+    the newest of everything judged, one rotation.  Raises ``Interrupted`` when asked to stop.
+    """
+    with ctx.store.locked():
+        return _judge_each(ctx, folders, ctx.store.recover())
+
+
+def install_judged_newest(ctx: Context, judged: list[tuple[Path, Judged]]) -> InstallOutcome | None:
+    """Install the newest of sets judged valid earlier (``judge_sources``); file the others."""
+    with ctx.store.locked():
+        recovery = ctx.store.recover()
+        return _install_best(ctx, judged, recovery) if judged else None
+
+
+def _judge_each(
+    ctx: Context, folders: list[Path], recovery: Recovery | None
+) -> list[tuple[Path, Judged]]:
+    judged: list[tuple[Path, Judged]] = []
+    for folder in folders:
+        if ctx.interrupted is not None and ctx.interrupted.is_set():
+            raise Interrupted("stopping")
+        try:
             verdict = _judge(ctx, folder, False, recovery)
-            if not isinstance(verdict, InstallOutcome):
-                judged.append((folder, verdict))
-        if not judged:
-            return None
+        except Exception as exc:  # one source never stops the others
+            judge_failed(ctx, folder, exc, recovery)
+            continue
+        if not isinstance(verdict, InstallOutcome):
+            judged.append((folder, verdict))
+    return judged
 
-        def newest(item: tuple[Path, Judged]) -> tuple[dt.datetime, dt.datetime, int]:
-            folder, (_, report, _) = item
-            assert report.certificate is not None
-            try:
-                written = folder.stat().st_mtime_ns
-            except OSError:
-                written = 0
-            return report.certificate.not_before, report.certificate.not_after, written
 
-        judged.sort(key=newest)
-        chosen, verdict = judged[-1]
-        outcome = _install_judged(ctx, chosen, verdict, recovery)
-        if outcome.status not in ("installed", "unchanged"):
-            return outcome  # the others were superseded by nothing: they stay for the next try
-        for folder, (source, _, _) in judged[:-1]:
-            kept = _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage)
-            log.info("certd.set_superseded", source=str(folder), by=str(chosen), kept_at=str(kept))
-        return outcome
+def _install_best(
+    ctx: Context, judged: list[tuple[Path, Judged]], recovery: Recovery | None
+) -> InstallOutcome:
+    def newest(item: tuple[Path, Judged]) -> tuple[dt.datetime, dt.datetime, int]:
+        folder, (_, report, _) = item
+        assert report.certificate is not None
+        try:
+            written = folder.stat().st_mtime_ns
+        except OSError:
+            written = 0
+        return report.certificate.not_before, report.certificate.not_after, written
+
+    judged = sorted(judged, key=newest)
+    chosen, verdict = judged[-1]
+    outcome = _install_judged(ctx, chosen, verdict, recovery)
+    if outcome.status not in ("installed", "unchanged"):
+        return outcome  # the others were superseded by nothing: they stay for the next try
+    for folder, (source, _, _) in judged[:-1]:
+        kept = _file(ctx, folder, ctx.paths.processed, source)
+        log.info(
+            "certd.set_superseded",
+            source=str(folder),
+            by=str(chosen),
+            kept_at=str(kept) if kept else None,
+        )
+    return outcome
 
 
 def _install_locked(
@@ -512,17 +695,10 @@ def _file_installed(
     ctx: Context, folder: Path, source: Source, generation: str | None
 ) -> tuple[Path | None, str | None]:
     """File a live (installed or unchanged) source in processed/: (where, None), or
-    (None, why) when it cannot be moved: the set is live whatever happens to the folder,
-    so that is a warning (``certd.source_not_filed``), never a failure."""
-    try:
-        return _keep(ctx, folder, ctx.paths.processed, source.is_certbot_lineage), None
-    except OSError as exc:
-        why = (
-            f"{folder} could not be moved to {ctx.paths.processed}: "
-            f"{fsio.describe_os_error(exc)}; move or remove it by hand"
-        )
-        log.warning("certd.source_not_filed", source=str(folder), generation=generation, error=why)
-        return None, why
+    (None, why) when it cannot be filed: the set is live whatever happens to the folder,
+    so that is a warning (``certd.source_left``), never a failure."""
+    del generation  # the event names the source; the outcome names the generation
+    return _filing(ctx, folder, ctx.paths.processed, source)
 
 
 def _install_judged(
@@ -638,20 +814,8 @@ def _install_judged(
     # Harper could not use the new set: put the previous one back, and say so loudly.
     back = _roll_back_to(ctx, previous, gen, reason=applied.detail)
     after = (problem("applied_failed", f"After the swap: {applied.detail}"),)
-    rejected_at: Path | None = None
     filing_error = None
-    try:
-        rejected_at = _reject(
-            ctx, folder, (*problems, *after), "after_swap", source.is_certbot_lineage, report
-        )
-    except OSError as exc:
-        filing_error = (
-            f"{folder} could not be moved to {ctx.paths.rejected}: "
-            f"{fsio.describe_os_error(exc)}; move or remove it by hand"
-        )
-        log.warning(
-            "certd.source_not_filed", source=str(folder), generation=gen.id, error=filing_error
-        )
+    rejected_at = _reject(ctx, folder, (*problems, *after), "after_swap", source, report)
     status = "rolled_back" if back is not None and back.ok else "rollback_failed"
     return InstallOutcome(
         status,

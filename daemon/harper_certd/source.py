@@ -2,16 +2,26 @@
 
 Harper's names: ``certificate.pem``, ``privateKey.pem``, ``ca.pem``.
 certbot's: ``fullchain.pem`` (or ``cert.pem`` + ``chain.pem``) and ``privkey.pem``; the CA
-file then comes from the configuration or the live ``ca.pem``.  A certbot
-``live/<name>`` folder of symlinks into ``../../archive/<name>/`` is read as certbot
-lays it out; any other symlink must stay inside the folder.
+file then comes from the configuration or the live ``ca.pem``.
+
+Every member is opened with ``O_NOFOLLOW`` relative to a descriptor of the folder
+(openat(2)), then ``fstat``-ed for type, size and owner: a link swapped in between a
+check and the open can never make us read a file outside the set (issue 10 item 5:
+16 of 200 timed swaps did before).  The only links followed are a sibling name inside
+the folder and, in a certbot ``live/<name>`` folder, certbot's own
+``../../archive/<name>/<file>`` shape, walked one ``O_NOFOLLOW`` step at a time.  The
+bytes read are kept (``Source.members``): filing copies those, never the folder.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
+import pwd
+import re
 import stat
-from collections.abc import Iterable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,110 +35,333 @@ class SourceRefused(Exception):
         self.code = code
 
 
+Identity = tuple[int, int, int]  # st_dev, st_ino, st_mtime_ns of the folder as it was read
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     folder: Path
     data: SetBytes
-    is_certbot_lineage: bool
+    is_certbot_lineage: bool  # a member was read through certbot's live/ -> archive/ link
+    members: tuple[tuple[str, bytes], ...] = ()  # (name in the folder, bytes read), in order
+    identity: Identity | None = None
 
 
 HARPER_NAMES = ("certificate.pem", "privateKey.pem", "ca.pem")
+CERTBOT_NAMES = ("fullchain.pem", "cert.pem", "chain.pem", "privkey.pem")
+KEY_NAMES = frozenset({"privateKey.pem", "privkey.pem"})
+MEMBER_LIMIT = load.MAX_FILE_BYTES  # bytes per member file
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# O_NONBLOCK: opening a FIFO planted under a member's name must not hang the daemon.
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+_ARCHIVE_LINK = re.compile(r"\.\./\.\./archive/([^/]+)/([^/]+)")
 
 
-def _allowed_roots(folder: Path) -> list[Path]:
-    real = folder.resolve()
-    roots = [real]
-    # certbot: live/<name>/x.pem -> ../../archive/<name>/x1.pem
-    if real.parent.name == "live":
-        roots.append(real.parent.parent / "archive" / real.name)
-    return roots
-
-
-def _inside(path: Path, roots: Iterable[Path]) -> bool:
-    return any(path == r or r in path.parents for r in roots)
-
-
-def check_folder(folder: Path, trusted_uids: set[int]) -> None:
+def user_name(uid: int) -> str:
+    """``name`` for a uid known to the system, else ``uid N``."""
     try:
-        st = os.stat(folder)
-    except FileNotFoundError:
-        raise SourceRefused("source_unreadable", f"{folder} does not exist") from None
-    if not stat.S_ISDIR(st.st_mode):
-        raise SourceRefused("source_unreadable", f"{folder} is not a folder")
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def _uid_text(uid: int) -> str:
+    name = user_name(uid)
+    return name if name.startswith("uid ") else f"uid {uid} ({name})"
+
+
+def _mode_text(st: os.stat_result) -> str:
+    return f"owner {user_name(st.st_uid)}, mode {stat.S_IMODE(st.st_mode):04o}"
+
+
+def identity_of(st: os.stat_result) -> Identity:
+    return st.st_dev, st.st_ino, st.st_mtime_ns
+
+
+@contextlib.contextmanager
+def _fd(fd: int) -> Iterator[int]:
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _check_dir(st: os.stat_result, shown: Path | str, trusted_uids: set[int]) -> None:
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise SourceRefused(
             "source_unsafe",
-            f"{folder} is writable by users other than its owner (mode "
+            f"{shown} is writable by users other than its owner (mode "
             f"{stat.S_IMODE(st.st_mode):04o}); its files could change under us",
         )
     if st.st_uid not in trusted_uids:
         raise SourceRefused(
-            "source_unsafe", f"{folder} is owned by uid {st.st_uid}, not root or Harper's user"
+            "source_unsafe",
+            f"{shown} is owned by {_uid_text(st.st_uid)}, not root or Harper's user",
         )
 
 
-def _read_member(folder: Path, name: str, trusted_uids: set[int], roots: list[Path]) -> bytes:
-    path = folder / name
-    st = os.lstat(path)
-    if stat.S_ISLNK(st.st_mode):
-        target = path.resolve()
-        if not _inside(target, roots):
+def open_folder(folder: Path, trusted_uids: set[int]) -> tuple[int, os.stat_result]:
+    """A descriptor of ``folder`` (never through a link) and its fstat; checked for safety."""
+    try:
+        fd = os.open(folder, _DIR_FLAGS)
+    except FileNotFoundError:
+        raise SourceRefused("source_unreadable", f"{folder} does not exist") from None
+    except OSError as exc:
+        st = fsio_lstat(folder)
+        if st is not None and stat.S_ISLNK(st.st_mode):
             raise SourceRefused(
-                "source_unsafe", f"{path} is a symlink pointing outside the source folder"
-            )
-        st = os.stat(target)
-        path = target
+                "source_unsafe",
+                f"{folder} is a symlink; hand over a folder holding the set's files",
+            ) from None
+        if exc.errno == errno.ENOTDIR:
+            raise SourceRefused("source_unreadable", f"{folder} is not a folder") from None
+        detail = f" ({_mode_text(st)})" if st is not None else ""
+        raise SourceRefused(
+            "source_unreadable",
+            f"{folder}{detail} cannot be opened by {user_name(os.geteuid())}: "
+            f"{os.strerror(exc.errno or errno.EIO)}",
+        ) from None
+    try:
+        st = os.fstat(fd)
+        _check_dir(st, folder, trusted_uids)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def fsio_lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _read_fd(fd: int, shown: str, trusted_uids: set[int]) -> bytes:
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise SourceRefused("source_unreadable", f"{shown} is not a regular file")
     if st.st_uid not in trusted_uids:
         raise SourceRefused(
-            "source_unsafe", f"{path} is owned by uid {st.st_uid}, not root or Harper's user"
+            "source_unsafe",
+            f"{shown} is owned by {_uid_text(st.st_uid)}, not root or Harper's user",
         )
-    try:
-        return load.read_bounded(path)
-    except load.Unreadable as exc:
-        raise SourceRefused("source_unreadable", str(exc)) from None
+    if st.st_size > MEMBER_LIMIT:
+        raise SourceRefused(
+            "source_unreadable",
+            f"{shown} is {st.st_size} bytes, over the {MEMBER_LIMIT} byte limit for a PEM file",
+        )
+    chunks: list[bytes] = []
+    total = 0
+    while total <= MEMBER_LIMIT:
+        chunk = os.read(fd, MEMBER_LIMIT + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    if total > MEMBER_LIMIT:
+        raise SourceRefused(
+            "source_unreadable", f"{shown} grew over the {MEMBER_LIMIT} byte limit while read"
+        )
+    return b"".join(chunks)
 
 
-def _exists(folder: Path, name: str) -> bool:
-    return os.path.lexists(folder / name)
+def _open_error(exc: OSError, dir_fd: int, name: str, shown: str) -> SourceRefused:
+    if isinstance(exc, FileNotFoundError):
+        return SourceRefused("source_unreadable", f"{shown} does not exist")
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        try:
+            st: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+        except OSError:
+            st = None
+        detail = f" ({_mode_text(st)})" if st is not None else ""
+        return SourceRefused(
+            "source_unreadable",
+            f"{shown}{detail} cannot be read by {user_name(os.geteuid())}: permission denied; "
+            f"hand sets over readable by {user_name(os.geteuid())}",
+        )
+    return SourceRefused(
+        "source_unreadable", f"{shown} cannot be opened: {os.strerror(exc.errno or errno.EIO)}"
+    )
+
+
+class _Reader:
+    """Members of one folder, read through its descriptor."""
+
+    def __init__(self, folder: Path, dir_fd: int, trusted_uids: set[int]) -> None:
+        self.folder = folder
+        self.dir_fd = dir_fd
+        self.trusted = trusted_uids
+        self.names = set(os.listdir(dir_fd))
+        self.lineage = False
+        self.read: list[tuple[str, bytes]] = []
+
+    def has(self, name: str) -> bool:
+        return name in self.names
+
+    def member(self, name: str) -> bytes:
+        shown = f"{self.folder}/{name}"
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=self.dir_fd)
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise _open_error(exc, self.dir_fd, name, shown) from None
+            data = self._through_link(name, shown)
+        else:
+            with _fd(fd):
+                data = _read_fd(fd, shown, self.trusted)
+        self.read.append((name, data))
+        return data
+
+    def _through_link(self, name: str, shown: str) -> bytes:
+        try:
+            target = os.readlink(name, dir_fd=self.dir_fd)
+        except OSError:  # replaced between the open and here: the folder is being written
+            raise SourceRefused(
+                "source_unreadable", f"{shown} changed while it was read; hand sets over whole"
+            ) from None
+        if "/" not in target and target not in (".", ".."):
+            # A sibling inside the folder: opened with O_NOFOLLOW too (no chains of links).
+            try:
+                fd = os.open(target, _FILE_FLAGS, dir_fd=self.dir_fd)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise SourceRefused(
+                        "source_unsafe", f"{shown} is a link to a link ({target})"
+                    ) from None
+                raise _open_error(exc, self.dir_fd, target, f"{self.folder}/{target}") from None
+            with _fd(fd):
+                return _read_fd(fd, shown, self.trusted)
+        shape = _ARCHIVE_LINK.fullmatch(target)
+        if shape is None:
+            raise SourceRefused(
+                "source_unsafe",
+                f"{shown} is a symlink pointing outside the source folder ({target})",
+            )
+        if self.folder.parent.name != "live":
+            raise SourceRefused(
+                "source_unreadable",
+                f"{shown} is a link to {target}, which points nowhere here: this is a copy of a "
+                "certbot live/ folder made without following its links; copy it with -L "
+                f"(cp -rL /etc/letsencrypt/live/{shape[1]} …)",
+            )
+        self.lineage = True
+        return self._from_archive(shape[1], shape[2], shown, target)
+
+    def _from_archive(self, lineage: str, file: str, shown: str, target: str) -> bytes:
+        """certbot's ``../../archive/<lineage>/<file>``, one O_NOFOLLOW step at a time."""
+        fds: list[int] = []
+        try:
+            fds.append(os.open("..", _DIR_FLAGS, dir_fd=self.dir_fd))  # live/
+            fds.append(os.open("..", _DIR_FLAGS, dir_fd=fds[-1]))  # the certbot config dir
+            for part in ("archive", lineage):
+                fds.append(os.open(part, _DIR_FLAGS, dir_fd=fds[-1]))
+                _check_dir(os.fstat(fds[-1]), f"{shown} -> {target}: {part}", self.trusted)
+            fd = os.open(file, _FILE_FLAGS, dir_fd=fds[-1])
+        except FileNotFoundError:
+            raise SourceRefused(
+                "source_unreadable",
+                f"{shown} is a link to {target}, which points nowhere; if this folder is a copy "
+                "of a certbot live/ folder, copy it with -L",
+            ) from None
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise SourceRefused(
+                    "source_unsafe", f"{shown} -> {target} passes through a symlink"
+                ) from None
+            raise _open_error(exc, fds[-1] if fds else self.dir_fd, file, shown) from None
+        finally:
+            for opened in fds:
+                os.close(opened)
+        with _fd(fd):
+            return _read_fd(fd, shown, self.trusted)
 
 
 def read_source(folder: Path, *, trusted_uids: set[int], ca_fallback: Path | None) -> Source:
-    """The set in ``folder``; raises SourceRefused with a code and a sentence."""
-    check_folder(folder, trusted_uids)
-    roots = _allowed_roots(folder)
-    lineage = any((folder / n).is_symlink() for n in ("fullchain.pem", "cert.pem", "privkey.pem"))
+    """The set in ``folder``; raises SourceRefused with a code and a sentence.
 
-    def member(name: str) -> bytes:
-        return _read_member(folder, name, trusted_uids, roots)
+    Reads at most four members of at most ``MEMBER_LIMIT`` bytes each, each a regular
+    file owned by a uid in ``trusted_uids``; never opens anything through a link other
+    than the two shapes in the module docstring.
+    """
+    dir_fd, st = open_folder(folder, trusted_uids)
+    with _fd(dir_fd):
+        try:
+            reader = _Reader(folder, dir_fd, trusted_uids)
+        except OSError as exc:
+            raise SourceRefused(
+                "source_unreadable",
+                f"{folder} ({_mode_text(st)}) cannot be listed: "
+                f"{os.strerror(exc.errno or errno.EIO)}",
+            ) from None
+        data = _read_set(folder, reader, ca_fallback)
+    return Source(folder, data, reader.lineage, tuple(reader.read), identity_of(st))
 
-    if all(_exists(folder, n) for n in HARPER_NAMES):
+
+@dataclass(frozen=True, slots=True)
+class Members:
+    """A set folder's files by role; ``ca`` None when a certbot folder has no ``ca.pem``."""
+
+    cert: bytes
+    key: bytes
+    ca: bytes | None
+    certbot_names: bool  # fullchain.pem/cert.pem(+chain.pem) + privkey.pem, not Harper's
+
+
+def read_members(folder: Path, *, trusted_uids: set[int]) -> Members:
+    """The set's files as ``read_source`` reads them (same links, owners, sizes), with no
+    CA fallback: for copying a set elsewhere (``harper-certd stage``).  Raises SourceRefused."""
+    dir_fd, st = open_folder(folder, trusted_uids)
+    with _fd(dir_fd):
+        try:
+            reader = _Reader(folder, dir_fd, trusted_uids)
+        except OSError as exc:
+            raise SourceRefused(
+                "source_unreadable",
+                f"{folder} ({_mode_text(st)}) cannot be listed: "
+                f"{os.strerror(exc.errno or errno.EIO)}",
+            ) from None
+        return _read_members(folder, reader)
+
+
+def _read_set(folder: Path, reader: _Reader, ca_fallback: Path | None) -> SetBytes:
+    found = _read_members(folder, reader)
+    if found.ca is not None:
+        return SetBytes(found.cert, found.key, found.ca)
+    if ca_fallback is None:
+        raise SourceRefused(
+            "source_incomplete",
+            f"{folder} has no ca.pem and no CA file is configured (ca_file)",
+        )
+    try:
+        ca = load.read_bounded(ca_fallback)
+    except load.Unreadable as exc:
+        raise SourceRefused("source_unreadable", f"CA file {ca_fallback}: {exc}") from None
+    return SetBytes(found.cert, found.key, ca)
+
+
+def _read_members(folder: Path, reader: _Reader) -> Members:
+    member = reader.member
+    if all(reader.has(n) for n in HARPER_NAMES):
         cert, key, ca = (member(n) for n in HARPER_NAMES)
-        return Source(folder, SetBytes(cert, key, ca), lineage)
-    if _exists(folder, "privkey.pem") and (
-        _exists(folder, "fullchain.pem") or _exists(folder, "cert.pem")
-    ):
-        if _exists(folder, "fullchain.pem"):
+        return Members(cert, key, ca, certbot_names=False)
+    if reader.has("privkey.pem") and (reader.has("fullchain.pem") or reader.has("cert.pem")):
+        if reader.has("fullchain.pem"):
             cert = member("fullchain.pem")
         else:
             cert = member("cert.pem")
-            if _exists(folder, "chain.pem"):
+            if reader.has("chain.pem"):
                 cert = cert.rstrip(b"\n") + b"\n" + member("chain.pem")
         key = member("privkey.pem")
-        if _exists(folder, "ca.pem"):
-            return Source(folder, SetBytes(cert, key, member("ca.pem")), lineage)
-        if ca_fallback is None:
-            raise SourceRefused(
-                "source_incomplete",
-                f"{folder} has no ca.pem and no CA file is configured (ca_file)",
-            )
-        try:
-            ca = load.read_bounded(ca_fallback)
-        except load.Unreadable as exc:
-            raise SourceRefused("source_unreadable", f"CA file {ca_fallback}: {exc}") from None
-        return Source(folder, SetBytes(cert, key, ca), lineage)
-    present = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+        return Members(
+            cert, key, member("ca.pem") if reader.has("ca.pem") else None, certbot_names=True
+        )
+    present = sorted(reader.names)
+    more = f" and {len(present) - 20} more" if len(present) > 20 else ""
+    shown = ", ".join(present[:20]) + more
     raise SourceRefused(
         "source_incomplete",
         f"{folder} holds neither Harper's {', '.join(HARPER_NAMES)} nor certbot's "
-        f"fullchain.pem/cert.pem + privkey.pem (found: {', '.join(present) or 'nothing'})",
+        f"fullchain.pem/cert.pem + privkey.pem (found: {shown or 'nothing'})",
     )

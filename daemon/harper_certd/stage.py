@@ -27,13 +27,7 @@ from pathlib import Path
 
 from harper_certd import fsio, load
 from harper_certd.errors import CertdError
-from harper_certd.source import (
-    HARPER_NAMES,
-    SourceRefused,
-    _allowed_roots,
-    _read_member,
-    check_folder,
-)
+from harper_certd.source import HARPER_NAMES, SourceRefused, read_members
 
 
 class StageError(CertdError):
@@ -66,34 +60,14 @@ def read_folder(folder: Path, trusted_uids: set[int]) -> dict[str, bytes]:
     A certbot set without ``ca.pem`` is staged without one: the daemon takes its CA file from
     ``ca_file`` or the live one.  Raises SourceRefused (code and sentence).
     """
-    check_folder(folder, trusted_uids)
-    roots = _allowed_roots(folder)
-
-    def member(name: str) -> bytes:
-        return _read_member(folder, name, trusted_uids, roots)
-
-    def has(name: str) -> bool:
-        return os.path.lexists(folder / name)
-
-    if all(has(n) for n in HARPER_NAMES):
-        return {n: member(n) for n in HARPER_NAMES}
-    if has("privkey.pem") and (has("fullchain.pem") or has("cert.pem")):
-        if has("fullchain.pem"):
-            chain = member("fullchain.pem")
-        else:
-            chain = member("cert.pem")
-            if has("chain.pem"):
-                chain = chain.rstrip(b"\n") + b"\n" + member("chain.pem")
-        out = {"fullchain.pem": chain, "privkey.pem": member("privkey.pem")}
-        if has("ca.pem"):
-            out["ca.pem"] = member("ca.pem")
-        return out
-    present = sorted(p.name for p in folder.iterdir())
-    raise SourceRefused(
-        "source_incomplete",
-        f"{folder} holds neither Harper's {', '.join(HARPER_NAMES)} nor certbot's "
-        f"fullchain.pem/cert.pem + privkey.pem (found: {', '.join(present) or 'nothing'})",
-    )
+    found = read_members(folder, trusted_uids=trusted_uids)
+    if not found.certbot_names:
+        assert found.ca is not None
+        return dict(zip(HARPER_NAMES, (found.cert, found.key, found.ca), strict=True))
+    out = {"fullchain.pem": found.cert, "privkey.pem": found.key}
+    if found.ca is not None:
+        out["ca.pem"] = found.ca
+    return out
 
 
 def read_files(cert: Path, key: Path, ca: Path | None) -> dict[str, bytes]:

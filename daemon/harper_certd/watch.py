@@ -7,6 +7,7 @@ re-arms the watch and tells the caller to rescan.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -17,33 +18,73 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
-# watchdog reports a watch torn down with its folder at warning level through the root
-# logger; the daemon re-arms such watches itself and logs certd.watch_lost instead.
-logging.getLogger("watchdog").setLevel(logging.ERROR)
+from harper_certd import logs
+from harper_certd.incoming import OVERFLOW
+
+log = logs.get_logger()
 
 
-OVERFLOW = "<inotify overflow>"  # a note meaning "events were lost: rescan everything"
+class _LibraryRecords(logging.Handler):
+    """watchdog's own log records become ``certd.library_message`` events, never raw lines.
+
+    Every line the daemon writes is a catalogued JSON event (issue 10 item 11); without
+    this, Python's last-resort handler prints a library's errors as plain text.
+    """
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = record.getMessage()
+        except Exception:  # a record that cannot be formatted is still reported
+            message = str(record.msg)
+        log.warning("certd.library_message", logger=record.name, message=message[:500])
+
+
+# watchdog reports a watch torn down with its folder at warning level; the daemon re-arms
+# such watches itself and logs certd.watch_lost instead: only errors are passed on.
+_WATCHDOG_LOG = logging.getLogger("watchdog")
+_WATCHDOG_LOG.setLevel(logging.ERROR)
+_WATCHDOG_LOG.propagate = False
+if not any(isinstance(h, _LibraryRecords) for h in _WATCHDOG_LOG.handlers):
+    _WATCHDOG_LOG.addHandler(_LibraryRecords(logging.ERROR))
 
 
 class _OverflowHook(logging.Handler):
-    """watchdog's only signal of a kernel queue overflow is a log record: turn it into a note."""
+    """watchdog's only signal of a kernel queue overflow is a log record: turn it into a note.
 
-    def __init__(self, notify: Callable[[str], None]) -> None:
+    Installed once for the process and never removed: with no handler at all, Python's
+    last-resort handler would print watchdog's records as raw text on stderr.
+    """
+
+    def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.notify = notify
+        self.notify: Callable[[str], None] | None = None
 
     def emit(self, record: logging.LogRecord) -> None:
-        if "overflow" in record.getMessage().lower():
-            self.notify(OVERFLOW)
+        notify = self.notify
+        if notify is not None and "overflow" in record.getMessage().lower():
+            notify(OVERFLOW)
+
+
+_OVERFLOW_HOOK = _OverflowHook()
+for _name in ("watchdog.observers.inotify_c", "watchdog.observers.inotify"):
+    _inotify_log = logging.getLogger(_name)
+    _inotify_log.setLevel(logging.WARNING)
+    _inotify_log.propagate = False  # the daemon logs certd.watch_lost instead
+    if _OVERFLOW_HOOK not in _inotify_log.handlers:
+        _inotify_log.addHandler(_OVERFLOW_HOOK)
 
 
 class _Forward(FileSystemEventHandler):
     def __init__(self, notify: Callable[[str], None]) -> None:
         self.notify = notify
+        self.roots: set[str] = set()
+        self.deleted: set[str] = set()  # watched roots seen deleted or moved away
 
     def on_any_event(self, event: FileSystemEvent) -> None:
         if event.event_type in ("opened", "closed_no_write"):
             return  # reading is not changing
+        if event.event_type in ("deleted", "moved") and os.fsdecode(event.src_path) in self.roots:
+            self.deleted.add(os.fsdecode(event.src_path))
         self.notify(os.fsdecode(event.src_path))
         dest = getattr(event, "dest_path", "")
         if dest:
@@ -54,45 +95,60 @@ class _Forward(FileSystemEventHandler):
 class Root:
     path: Path
     recursive: bool
+    create: bool = False  # made again (0750) when it goes missing, if its parent is there
 
 
 class Watcher:
     def __init__(self, roots: Iterable[Root], notify: Callable[[str], None]) -> None:
         self.roots = list(roots)
         self.handler = _Forward(notify)
-        self.overflow = _OverflowHook(notify)
-        inotify_log = logging.getLogger("watchdog.observers.inotify_c")
-        inotify_log.setLevel(logging.WARNING)
-        inotify_log.propagate = False  # the daemon logs certd.watch_lost instead
-        inotify_log.addHandler(self.overflow)
+        self.handler.roots = {str(r.path) for r in self.roots}
+        _OVERFLOW_HOOK.notify = notify
         self.observer = Observer()
-        self.watches: dict[Path, tuple[ObservedWatch, int]] = {}
+        self.watches: dict[Path, tuple[ObservedWatch, tuple[int, int]]] = {}
+        self.lost: set[Path] = set()
 
     def start(self) -> list[str]:
+        _WATCHDOG_LOG.setLevel(logging.ERROR)  # a previous stop() silenced it
         self.observer.start()
         return self.check()
 
     def stop(self) -> None:
         # Stopping races watchdog's own emitter threads, which then log a harmless error.
-        logging.getLogger("watchdog").setLevel(logging.CRITICAL)
-        logging.getLogger("watchdog.observers.inotify_c").removeHandler(self.overflow)
+        _WATCHDOG_LOG.setLevel(logging.CRITICAL)
+        _OVERFLOW_HOOK.notify = None
         self.observer.stop()
         self.observer.join(timeout=5)
 
     def check(self) -> list[str]:
-        """Re-arm watches on folders that vanished or were made again; say what changed."""
+        """Re-arm watches on folders that vanished or were made again; say what changed.
+
+        Each line is "lost X", "watching X again" or "cannot watch X: why"; the caller
+        rescans when the list is not empty.  A missing ``create`` root is made again.
+        """
         changes = []
+        deleted, self.handler.deleted = self.handler.deleted, set()
         for root in self.roots:
+            # A folder deleted and made again often gets its inode number back: a deletion
+            # seen (an event, or the folder missing now) re-arms whatever the inode says.
+            gone = str(root.path) in deleted or not os.path.exists(root.path)
+            if root.create and not os.path.lexists(root.path) and root.path.parent.is_dir():
+                try:
+                    root.path.mkdir(mode=0o750)
+                except OSError as exc:
+                    changes.append(f"cannot make {root.path} again: {exc.strerror}")
             try:
-                inode = os.stat(root.path).st_ino
+                inode: tuple[int, int] | None = _ident(os.stat(root.path))
             except OSError:
                 inode = None
             armed = self.watches.get(root.path)
-            if armed is not None and armed[1] == inode:
+            if armed is not None and armed[1] == inode and not gone:
                 continue
             if armed is not None:
-                self.observer.unschedule(armed[0])
+                with contextlib.suppress(KeyError, OSError):
+                    self.observer.unschedule(armed[0])
                 del self.watches[root.path]
+                self.lost.add(root.path)
                 changes.append(f"lost {root.path}")
             if inode is not None:
                 try:
@@ -103,6 +159,11 @@ class Watcher:
                     changes.append(f"cannot watch {root.path}: {exc.strerror}")
                     continue
                 self.watches[root.path] = (watch, inode)
-                if armed is not None:
+                if root.path in self.lost:
+                    self.lost.discard(root.path)
                     changes.append(f"watching {root.path} again")
         return changes
+
+
+def _ident(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
