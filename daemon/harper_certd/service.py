@@ -147,7 +147,7 @@ def build_context(
 
 @dataclass(frozen=True, slots=True)
 class InstallOutcome:
-    status: str  # installed, unchanged, refused, rolled_back, rollback_failed
+    status: str  # installed, unchanged, refused, held (daemon only), rolled_back, rollback_failed
     problems: tuple[Problem, ...] = ()
     generation: str | None = None
     previous: str | None = None
@@ -278,10 +278,27 @@ def install(ctx: Context, folder: Path, *, force_older: bool = False) -> Install
 Judged = tuple[Source, Report, tuple[Problem, ...]]
 
 
+class SwapFailed(SwapError):
+    """The swap of ``source`` could not be written; nothing changed.  Logged by the caller
+    (the daemon, as one ``certd.swap_failed`` naming its next attempt)."""
+
+    def __init__(self, message: str, source: Path) -> None:
+        super().__init__(message)
+        self.source = source
+
+
 def _judge(
-    ctx: Context, folder: Path, force_older: bool, recovery: Recovery | None
+    ctx: Context,
+    folder: Path,
+    force_older: bool,
+    recovery: Recovery | None,
+    hold_seconds: float = 0.0,
 ) -> Judged | InstallOutcome:
-    """The source, read and validated; or the refusal (the source then kept in rejected/)."""
+    """The source, read and validated; or the refusal (the source then kept in rejected/).
+
+    With ``hold_seconds``, a set whose only error is a notBefore at most that many seconds
+    ahead of ``ctx.clock()`` is not refused: the outcome is "held" and the source stays.
+    """
     try:
         source: Source = read_source(
             folder,
@@ -302,6 +319,7 @@ def _judge(
             codes=[exc.code],
             reason=str(exc),
             kept_at=str(kept) if kept else None,
+            now=ctx.clock().isoformat(),
         )
         return InstallOutcome("refused", refused, recovery=recovery, kept_at=kept)
     names = tuple(str(folder / n) for n in ("certificate", "private key", "CA file"))
@@ -310,6 +328,11 @@ def _judge(
     if report.valid and not force_older and (older := _older_than_live(ctx, report)):
         problems = (*problems, older)
     errors = tuple(p for p in problems if p.severity.value == "error")
+    if errors and hold_seconds > 0 and {p.code for p in errors} == {"not_yet_valid"}:
+        assert report.certificate is not None
+        ahead = (report.certificate.not_before - ctx.clock()).total_seconds()
+        if 0 < ahead <= hold_seconds:
+            return InstallOutcome("held", problems, recovery=recovery, report=report)
     if errors:
         kept = _reject(ctx, folder, problems, "validate", source.is_certbot_lineage, report)
         log.error(
@@ -318,13 +341,23 @@ def _judge(
             codes=[p.code for p in errors],
             reason=errors[0].message,
             kept_at=str(kept) if kept else None,
+            now=ctx.clock().isoformat(),
         )
         return InstallOutcome("refused", problems, recovery=recovery, kept_at=kept, report=report)
     return source, report, problems
 
 
-def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
+def install_newest(
+    ctx: Context,
+    folders: list[Path],
+    *,
+    hold_seconds: float = 0.0,
+    on_held: Callable[[Path, Report], None] | None = None,
+) -> InstallOutcome | None:
     """A burst of sets is one rotation: each is judged, the newest valid one is installed.
+
+    A set held for its notBefore (see ``_judge``) is left in place and passed to
+    ``on_held``.
 
     Newest: issued last (notBefore, then notAfter), then written last.
 
@@ -334,9 +367,12 @@ def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
         recovery = ctx.store.recover()
         judged: list[tuple[Path, Judged]] = []
         for folder in folders:
-            verdict = _judge(ctx, folder, False, recovery)
+            verdict = _judge(ctx, folder, False, recovery, hold_seconds)
             if not isinstance(verdict, InstallOutcome):
                 judged.append((folder, verdict))
+            elif verdict.status == "held" and on_held is not None:
+                assert verdict.report is not None
+                on_held(folder, verdict.report)
         if not judged:
             return None
 
@@ -411,8 +447,7 @@ def _install_judged(
             store.recover()
         with contextlib.suppress(OSError):
             store.record("install", "failed", source=str(folder), error=str(exc))
-        log.error("certd.swap_failed", source=str(folder), error=str(exc))
-        raise
+        raise SwapFailed(str(exc), folder) from exc
     applied = ctx.applier(previous, gen)
     if applied.ok:
         store.finish(gen, "installed", method=applied.method)
