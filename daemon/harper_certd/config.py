@@ -74,6 +74,20 @@ class RenewSection:
     lineage_dir: Path | None = None  # a certbot live/<name> folder to take results from
     backoff_initial: float = 60.0
     backoff_max: float = 3600.0
+    # After the command exits 0, a new set must arrive (incoming/ or lineage_dir) and be
+    # installed within this many seconds, or the renewal counts as failed.
+    arrival_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSection:
+    # A set whose notBefore is at most this far ahead (a CA's clock running fast) is held
+    # and installed when it becomes valid; further ahead it is refused (not_yet_valid).
+    hold_not_yet_valid_seconds: float = 600.0
+    # A swap that could not be written (disk full, read-only state) is retried after
+    # swap_retry_initial seconds, doubling up to swap_retry_max.
+    swap_retry_initial: float = 30.0
+    swap_retry_max: float = 1800.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +113,7 @@ class Config:
     watch: WatchSection = field(default_factory=WatchSection)
     expiry: ExpirySection = field(default_factory=ExpirySection)
     renew: RenewSection = field(default_factory=RenewSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
     log: LogSection = field(default_factory=LogSection)
 
 
@@ -224,6 +239,10 @@ def _check(config: Config) -> Config:
         raise ConfigError("restart.restarts_per_hour: must be 1 or more")
     if not 0 < config.renew.before_fraction < 1:
         raise ConfigError("renew.before_fraction: must be between 0 and 1")
+    if config.schedule.hold_not_yet_valid_seconds < 0:
+        raise ConfigError("schedule.hold_not_yet_valid_seconds: must be 0 or more")
+    if not 0 < config.schedule.swap_retry_initial <= config.schedule.swap_retry_max:
+        raise ConfigError("schedule.swap_retry_initial: must be above 0 and at most swap_retry_max")
     return config
 
 

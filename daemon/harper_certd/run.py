@@ -9,6 +9,7 @@ note arrives.  An exception in one cycle is an error event, not a dead daemon.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -24,18 +25,22 @@ from typing import Any
 
 from harper_certd import __version__, fsio, logs, sdnotify, service
 from harper_certd.config import Config, load_config, with_overrides
-from harper_certd.errors import CertdError, ConfigError, Interrupted
+from harper_certd.errors import CertdError, Interrupted, SwapError
 from harper_certd.schedule import (
     Backoff,
     Clock,
     Mark,
+    RestartBudget,
     Watched,
     due_marks,
     expiry_marks,
     next_mark,
     renewal_at,
+    wall_minus_monotonic,
 )
-from harper_certd.source import HARPER_NAMES
+from harper_certd.source import HARPER_NAMES, SourceRefused, read_source
+from harper_certd.swap import SetBytes
+from harper_certd.trackers import Burst, ClockWatch, HeldSets, Retry
 from harper_certd.validate import Report
 from harper_certd.watch import OVERFLOW, Root, Watcher
 
@@ -43,6 +48,7 @@ log = logs.get_logger()
 LOOSE_NAMES = {*HARPER_NAMES, "fullchain.pem", "cert.pem", "chain.pem", "privkey.pem"}
 WATCH_CHECK_SECONDS = 60.0
 SUMMARY_SECONDS = 86400.0  # a daily line saying all is well (or not), for months of quiet
+BUDGET_FILE = "restart-budget.json"  # in the state directory: spent restarts survive a restart
 
 
 @dataclass
@@ -53,9 +59,21 @@ class Candidate:
 
 
 @dataclass
+class RenewWait:
+    """A renewal command exited 0: its set must arrive and be installed by ``deadline``."""
+
+    deadline: float  # monotonic
+    fingerprint: str  # the live leaf's when the command ran
+    output: str
+
+
+@dataclass
 class RenewState:
     failures: int = 0
-    next_try: dt.datetime | None = None
+    next_try: float | None = None  # monotonic: an interval, immune to clock steps
+    waiting: RenewWait | None = None
+    # Content digests of lineage sets already judged (and the live set's): never filed twice.
+    seen: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -94,16 +112,24 @@ class Daemon:
         self.next_summary = 0.0
         self.next_ping = 0.0
         self.watcher: Watcher | None = None
+        self.clock_watch = ClockWatch(wall_minus_monotonic, time.monotonic())
+        self.overflows = Burst()
+        self.held = HeldSets()
+        self.swap_retry = Retry(Backoff(30.0, 1800.0))
 
     # --- setup ----------------------------------------------------------------------
 
     def _load(self) -> service.Context:
         config = _apply_overrides(load_config(self.config_path), self.overrides)
-        return service.build_context(
+        ctx = service.build_context(
             config,
             clock=self.clock.now,
             interrupted=self.stopping,
         )
+        budget = RestartBudget(config.restart.restarts_per_hour, ctx.paths.state / BUDGET_FILE)
+        sched = config.schedule
+        self.swap_retry.backoff = Backoff(sched.swap_retry_initial, sched.swap_retry_max)
+        return dataclasses.replace(ctx, budget=budget)
 
     def _configure_logging(self, config: Config) -> None:
         fmt = config.log.format
@@ -202,12 +228,15 @@ class Daemon:
 
     def _note_path(self, raw: str, now: float) -> None:
         if raw == OVERFLOW:
-            log.warning(
-                "certd.watch_lost",
-                change="the kernel's inotify queue overflowed; "
-                "events were lost, rescanning everything",
-            )
-            self._rescan(now)
+            if self.overflows.first(now):  # one warning per burst, however many overflows
+                log.warning(
+                    "certd.watch_lost",
+                    change="the kernel's inotify queue overflowed; "
+                    "events were lost, rescanning everything",
+                )
+                self._rescan(now)
+            else:
+                self.next_rescan = min(self.next_rescan, now + self.ctx.config.watch.settle_seconds)
             return
         path = Path(raw)
         incoming = self.ctx.paths.incoming
@@ -291,18 +320,8 @@ class Daemon:
             if not cand.announced:
                 cand.announced = True
                 log.info("certd.set_detected", source=str(cand.path))
-        wall = self.clock.now()
-        if not self.ctx.budget.allowed(wall):
-            if not self.held_announced:
-                self.held_announced = True
-                log.error(
-                    "certd.restart_held",
-                    waiting=[str(c.path) for c in ready],
-                    limit_per_hour=self.ctx.config.restart.restarts_per_hour,
-                    next_allowed=self.ctx.budget.next_allowed(wall).isoformat(),
-                )
+        if not self._budget_allows([c.path for c in ready]):
             return
-        self.held_announced = False
         for cand in ready:
             self.candidates.pop(cand.path, None)
         folders = []
@@ -312,15 +331,91 @@ class Daemon:
                 folders.append(folder)
         if not folders:
             return
-        # One rotation is one restart, however many sets arrived: the newest valid one wins.
-        outcome = service.install_newest(self.ctx, folders)
-        if (
-            outcome is not None
-            and outcome.applied is not None
-            and (outcome.applied.method != "none")
-        ):
-            self.ctx.budget.spend(self.clock.now())  # Harper was made to reload or restart
+        self._rotate(folders)
+
+    # --- time, renewal and the restart budget ---------------------------------------------
+
+    def _live_urgent(self, wall: dt.datetime) -> bool:
+        """The live leaf is unreadable, expired, or inside its last warning threshold."""
+        if self.leaf is None:
+            return True
+        last = min(self.ctx.config.expiry.warn_days, default=0.0)
+        return wall >= self.leaf.not_after - dt.timedelta(days=last)
+
+    def _budget_allows(self, waiting: list[Path]) -> bool:
+        """Whether a rotation may run now; says once (restart_held) when it may not.
+
+        The budget never holds a set while the live one is expired or about to be.
+        """
+        wall = self.clock.now()
+        if self.ctx.budget.allowed(wall) or self._live_urgent(wall):
+            self.held_announced = False
+            return True
+        if not self.held_announced:
+            self.held_announced = True
+            log.error(
+                "certd.restart_held",
+                waiting=[str(p) for p in waiting],
+                limit_per_hour=self.ctx.config.restart.restarts_per_hour,
+                next_allowed=self.ctx.budget.next_allowed(wall).isoformat(),
+            )
+        return False
+
+    def _waiting(self) -> list[str]:
+        """Sets waiting to be installed: settling or held back in incoming/, or held."""
+        paths = [*self.candidates, *self.held.sets]
+        return [str(p) for p in dict.fromkeys(paths)]
+
+    def _on_judged(self, folder: Path, outcome: service.InstallOutcome) -> None:
+        wall = self.clock.now()
+        if outcome.status == "held":
+            assert outcome.report is not None
+            assert outcome.report.certificate is not None
+            not_before = outcome.report.certificate.not_before
+            if self.held.hold(folder, not_before, wall):
+                log.warning(
+                    "certd.set_held",
+                    source=str(folder),
+                    not_before=not_before.isoformat(),
+                    now=wall.isoformat(),
+                    seconds_ahead=round((not_before - wall).total_seconds(), 1),
+                    hold_limit_seconds=self.ctx.config.schedule.hold_not_yet_valid_seconds,
+                )
+        elif outcome.status == "refused" and self.renew.waiting is not None:
+            self._renewal_failed(
+                0,
+                self.renew.waiting.output,
+                "what the renewal produced was refused",
+                [p.code for p in outcome.problems if p.severity.value == "error"],
+            )
+
+    def _rotate(self, folders: list[Path]) -> service.InstallOutcome | None:
+        """One rotation (one restart at most): the newest valid set of ``folders`` goes live."""
+        try:
+            outcome = service.install_newest(
+                self.ctx,
+                folders,
+                hold_seconds=self.ctx.config.schedule.hold_not_yet_valid_seconds,
+                on_judged=self._on_judged,
+            )
+        except SwapError as exc:
+            # The live set never changed and the source stays where it was: try again later.
+            mono, wall = time.monotonic(), self.clock.now()
+            delay = self.swap_retry.failed(mono)
+            log.error(
+                "certd.swap_failed",
+                source=str(exc.source) if isinstance(exc, service.SwapFailed) else None,
+                error=str(exc),
+                failures=self.swap_retry.failures,
+                next_attempt=(wall + dt.timedelta(seconds=delay)).isoformat(),
+            )
+            return None
+        self.swap_retry.succeeded()
+        if outcome is not None and outcome.applied is not None and outcome.applied.restarted:
+            self.ctx.budget.spend(self.clock.now())  # Harper was restarted, not hot-reloaded
         self._refresh_schedule()
+        self._renewal_check(outcome)
+        return outcome
 
     def _check_live(self, now: float) -> None:
         if self.live_dirty is None or now - self.live_dirty < self.ctx.config.watch.settle_seconds:
@@ -350,6 +445,8 @@ class Daemon:
                 "fingerprint": mark.cert.sha256,
                 "not_after": mark.cert.not_after.isoformat(),
                 "days_left": round(days, 2),
+                "now": now.isoformat(),
+                "waiting": self._waiting(),
             }
             if mark.kind == "expired":
                 log.critical("certd.expired", **fields)
@@ -359,15 +456,37 @@ class Daemon:
             if mark.at <= now:
                 self.fired.add(mark.key)
 
-    def _renewal(self) -> None:
+    def _clock_check(self, mono: float) -> None:
+        """A step of the wall clock: say so, and plan again from the new wall time."""
+        step = self.clock_watch.tick(mono)
+        if step is None:
+            return
+        wall = self.clock.now()
+        log.warning("certd.clock_jumped", seconds=round(step, 1), now=wall.isoformat())
+        # Marks now in the future again (the clock went back) are due again; marks passed
+        # by a step forward fire at once in _expiry.  Backoffs are monotonic: unchanged.
+        self.fired = {m.key for m in self.marks if m.at <= wall and m.key in self.fired}
+        self._refresh_schedule()
+
+    def _renewal_due(self) -> dt.datetime | None:
         config = self.ctx.config.renew
         if not config.command or self.leaf is None:
-            return
-        now = self.clock.now()
-        due = renewal_at(
+            return None
+        return renewal_at(
             self.leaf, before_fraction=config.before_fraction, before_days=config.before_days
         )
-        if now < due or (self.renew.next_try is not None and now < self.renew.next_try):
+
+    def _renewal(self) -> None:
+        config = self.ctx.config.renew
+        due = self._renewal_due()
+        if due is None or self.leaf is None:
+            return
+        mono = time.monotonic()
+        if self.renew.waiting is not None:
+            self._renewal_check(None)
+            return
+        backing_off = self.renew.next_try is not None and mono < self.renew.next_try
+        if self.clock.now() < due or backing_off:
             return
         log.info(
             "certd.renewal_started",
@@ -376,44 +495,111 @@ class Daemon:
             not_after=self.leaf.not_after.isoformat(),
         )
         status, output = service.run_renewal(self.ctx, self.stopping)
-        backoff = Backoff(config.backoff_initial, config.backoff_max)
-        if status == 0:
-            self.renew.failures = 0
-            log.info("certd.renewal_succeeded", output=output[-1000:])
-            if config.lineage_dir is not None:
-                service.install_newest(self.ctx, [config.lineage_dir])
-                self._refresh_schedule()
-            # The renewed set may take a while to arrive; do not run again at once.
-            self.renew.next_try = now + dt.timedelta(seconds=config.backoff_initial)
+        if status != 0:
+            self._renewal_failed(status, output, f"the command exited {status}", [])
             return
+        self.renew.waiting = RenewWait(
+            time.monotonic() + config.arrival_seconds, self.leaf.sha256, output
+        )
+        if config.lineage_dir is not None:
+            self._from_lineage(config.lineage_dir)
+        else:
+            self._renewal_check(None)
+
+    @staticmethod
+    def _digest(data: SetBytes) -> str:
+        return hashlib.sha256(b"\0".join((data.cert, data.key, data.ca))).hexdigest()
+
+    def _from_lineage(self, lineage: Path) -> None:
+        """Take a certbot lineage's set, unless this very content was judged before.
+
+        The live generation's content counts as judged: certbot's "not yet due" leaves the
+        lineage as it was, and an unchanged lineage is never copied into processed/ again.
+        """
+        with contextlib.suppress(CertdError, OSError):
+            current = self.ctx.store.current()
+            if current is not None:
+                self.renew.seen.add(self._digest(current.read()))
+        try:
+            source = read_source(
+                lineage,
+                trusted_uids=self.ctx.trusted_uids(),
+                ca_fallback=self.ctx.config.ca_file or self.ctx.managed.live.ca,
+            )
+            digest: str | None = self._digest(source.data)
+        except (SourceRefused, OSError):
+            digest = None  # judged (and refused) by the rotation, which says why
+        if digest is not None and digest in self.renew.seen:
+            self._renewal_check(None)  # nothing new arrived; nothing is filed again
+            return
+        if digest is not None:
+            self.renew.seen.add(digest)
+        self._rotate([lineage])
+        self._renewal_check(None)
+
+    def _renewal_check(self, outcome: service.InstallOutcome | None) -> None:
+        """Whether the renewal being waited for has ended: a new live leaf, or nothing."""
+        waiting = self.renew.waiting
+        if waiting is None:
+            return
+        if self.leaf is not None and self.leaf.sha256 != waiting.fingerprint:
+            self.renew.waiting = None
+            self.renew.failures = 0
+            self.renew.next_try = None
+            log.info(
+                "certd.renewal_succeeded",
+                output=waiting.output[-1000:],
+                fingerprint=self.leaf.sha256,
+                not_after=self.leaf.not_after.isoformat(),
+            )
+            return
+        lineage = self.ctx.config.renew.lineage_dir is not None
+        pending = bool(self.candidates or self.held.sets)
+        now = time.monotonic()
+        if (not lineage or pending) and now < waiting.deadline:
+            return  # the set may still be on its way through incoming/, or being judged
+        if pending and now < waiting.deadline + self.ctx.config.renew.arrival_seconds:
+            return  # something arrived late and is being judged, or waits to become valid
+        self._renewal_failed(0, waiting.output, "nothing new arrived", [])
+
+    def _renewal_failed(
+        self, status: int | None, output: str, reason: str, codes: list[str]
+    ) -> None:
+        config = self.ctx.config.renew
+        self.renew.waiting = None
         self.renew.failures += 1
-        wait = backoff.delay(self.renew.failures)
-        self.renew.next_try = now + dt.timedelta(seconds=wait)
+        wait = Backoff(config.backoff_initial, config.backoff_max).delay(self.renew.failures)
+        self.renew.next_try = time.monotonic() + wait
         log.error(
             "certd.renewal_failed",
             exit_status=status,
+            reason=reason,
+            codes=codes,
             output=output[-1000:],
             failures=self.renew.failures,
-            next_attempt=self.renew.next_try.isoformat(),
+            next_attempt=(self.clock.now() + dt.timedelta(seconds=wait)).isoformat(),
         )
 
     def _reload(self) -> None:
+        """SIGHUP: the configuration again; READY=1 always follows RELOADING=1."""
         sdnotify.reloading(env=self.env)
         try:
-            ctx = self._load()
-        except (ConfigError, CertdError) as exc:
-            log.error("certd.config_refused", error=str(exc), config=str(self.config_path))
+            try:
+                ctx = self._load()
+            except Exception as exc:  # any failure to load keeps the old config
+                log.error(
+                    "certd.config_refused", error=_describe(exc), config=str(self.config_path)
+                )
+                return
+            ctx.budget.carry_over(self.ctx.budget)  # restarts spent stay spent
+            self.ctx = ctx
+            self._configure_logging(ctx.config)
+            self._start_watching()
+            self._rescan(time.monotonic())
+            self._refresh_schedule()
+            log.info("certd.config_reloaded", config=str(self.config_path))
+        finally:
             sdnotify.ready(env=self.env)
-            return
-        budget = self.ctx.budget
-        self.ctx = ctx
-        self.ctx.budget.__dict__.update(budget.__dict__)  # restarts spent stay spent
-        self._configure_logging(ctx.config)
-        self._start_watching()
-        self._rescan(time.monotonic())
-        self._refresh_schedule()
-        log.info("certd.config_reloaded", config=str(self.config_path))
-        sdnotify.ready(env=self.env)
 
     def _next_timeout(self, now: float) -> float:
         waits = [self.next_rescan - now, self.next_watch_check - now, self.next_summary - now]
@@ -428,17 +614,24 @@ class Daemon:
         mark = next_mark(self.marks, self.fired, wall)
         if mark is not None:
             waits.append(self.clock.real_seconds(mark))
-        if self.ctx.config.renew.command and self.leaf is not None:
-            due = renewal_at(
-                self.leaf,
-                before_fraction=self.ctx.config.renew.before_fraction,
-                before_days=self.ctx.config.renew.before_days,
-            )
+        due = self._renewal_due()
+        if self.renew.waiting is not None:
+            waits.append(self.renew.waiting.deadline - now)
+        elif due is not None:
+            wait = self.clock.real_seconds(due)
             if self.renew.next_try is not None:
-                due = max(due, self.renew.next_try)
-            waits.append(self.clock.real_seconds(due))
+                wait = max(wait, self.renew.next_try - now)
+            waits.append(wait)
         if self.candidates and not self.ctx.budget.allowed(wall):
             waits.append(self.clock.real_seconds(self.ctx.budget.next_allowed(wall)))
+        if self.candidates and self.leaf is not None:  # the budget gives way near expiry
+            last = min(self.ctx.config.expiry.warn_days, default=0.0)
+            waits.append(self.clock.real_seconds(self.leaf.not_after - dt.timedelta(days=last)))
+        held = self.held.next_wall()
+        if held is not None:
+            waits.append(self.clock.real_seconds(held))
+        waits.append(self.clock_watch.next_due(now) - now)
+        waits.append(self.swap_retry.next_due(now) - now)
         interval = sdnotify.watchdog_interval(self.env)
         if interval is not None:
             waits.append(self.next_ping - now)
@@ -449,9 +642,9 @@ class Daemon:
     def run(self) -> int:
         try:
             self.ctx = self._load()
-        except CertdError as exc:
+        except Exception as exc:  # a bad start: exit 2 with one event
             logs.configure()
-            log.error("certd.config_refused", error=str(exc), config=str(self.config_path))
+            log.error("certd.config_refused", error=_describe(exc), config=str(self.config_path))
             return 2
         self._configure_logging(self.ctx.config)
         self._signals()
@@ -541,8 +734,17 @@ class Daemon:
             managed=str(self.ctx.managed.live.cert),
             purpose=self.ctx.managed.purpose.value,
             hostnames=list(self.ctx.managed.hostnames),
-            notes=[e.note for e in harper.entries if e.note] + list(harper.notes),
+            notes=[e.note for e in harper.entries if e.note and e.paths is not None]
+            + list(harper.notes),
         )
+        for entry in harper.entries:
+            if entry.paths is None:  # fresh Harper 4.7: certificates kept in its database
+                log.warning(
+                    "certd.certificates_in_database",
+                    where=entry.where,
+                    uses=list(entry.uses),
+                    note=entry.note,
+                )
 
     def _summary(self) -> None:
         report = self._live_report()
@@ -559,6 +761,7 @@ class Daemon:
 
     def _cycle(self, notes: list[tuple[str, str]]) -> None:
         now = time.monotonic()
+        self._clock_check(now)
         for kind, value in notes:
             if kind == "signal" and value == "hup":
                 self._reload()
@@ -579,6 +782,12 @@ class Daemon:
             if self.next_summary:
                 self._summary()
             self.next_summary = now + SUMMARY_SECONDS
+        if self.swap_retry.due(now):
+            self.swap_retry.taken()
+            self._rescan(now)  # the sources are still in incoming/: take them again
+        self.held.forget_missing()
+        for path in self.held.due(self.clock.now()):
+            self._touch_candidate(path, now - self.ctx.config.watch.settle_seconds)
         self._process_candidates(now)
         self._check_live(now)
         self._expiry()
@@ -600,6 +809,15 @@ class Daemon:
             note="completed at next start" if in_flight else None,
         )
         return 0
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one sentence: ours by their message, others by type and message."""
+    if isinstance(exc, CertdError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "the configuration is nested too deeply to read"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def main(config_path: Path | None, overrides: Overrides, clock_factory: Callable[[], Clock]) -> int:

@@ -186,6 +186,10 @@ class RestartBudget:
         hour_ago = now - dt.timedelta(hours=1)
         self._times = [min(t, now) for t in self._times if t > hour_ago]
 
+    def carry_over(self, older: RestartBudget) -> None:
+        """Keep restarts spent under an earlier configuration (SIGHUP) as spent."""
+        self._times = sorted(set(self._times) | set(older._times))
+
     @property
     def spent(self) -> tuple[dt.datetime, ...]:
         return tuple(self._times)

@@ -331,7 +331,7 @@ def _judge(
     if errors and hold_seconds > 0 and {p.code for p in errors} == {"not_yet_valid"}:
         assert report.certificate is not None
         ahead = (report.certificate.not_before - ctx.clock()).total_seconds()
-        if 0 < ahead <= hold_seconds:
+        if ahead <= hold_seconds:  # not_yet_valid: notBefore is ahead (ahead >= 0)
             return InstallOutcome("held", problems, recovery=recovery, report=report)
     if errors:
         kept = _reject(ctx, folder, problems, "validate", source.is_certbot_lineage, report)
@@ -352,12 +352,12 @@ def install_newest(
     folders: list[Path],
     *,
     hold_seconds: float = 0.0,
-    on_held: Callable[[Path, Report], None] | None = None,
+    on_judged: Callable[[Path, InstallOutcome], None] | None = None,
 ) -> InstallOutcome | None:
     """A burst of sets is one rotation: each is judged, the newest valid one is installed.
 
-    A set held for its notBefore (see ``_judge``) is left in place and passed to
-    ``on_held``.
+    A set held for its notBefore (see ``_judge``) is left in place.  Each set that is held
+    or refused is passed to ``on_judged`` with its outcome.
 
     Newest: issued last (notBefore, then notAfter), then written last.
 
@@ -370,9 +370,8 @@ def install_newest(
             verdict = _judge(ctx, folder, False, recovery, hold_seconds)
             if not isinstance(verdict, InstallOutcome):
                 judged.append((folder, verdict))
-            elif verdict.status == "held" and on_held is not None:
-                assert verdict.report is not None
-                on_held(folder, verdict.report)
+            elif on_judged is not None:
+                on_judged(folder, verdict)
         if not judged:
             return None
 
