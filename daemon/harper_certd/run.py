@@ -545,7 +545,8 @@ class Daemon:
         if self.leaf is not None and self.leaf.sha256 != waiting.fingerprint:
             self.renew.waiting = None
             self.renew.failures = 0
-            self.renew.next_try = None
+            # Not again at once, even if the new leaf is still inside the window.
+            self.renew.next_try = time.monotonic() + self.ctx.config.renew.backoff_initial
             log.info(
                 "certd.renewal_succeeded",
                 output=waiting.output[-1000:],
