@@ -358,8 +358,18 @@ def test_restart_budget_survives_a_daemon_restart(node: Node) -> None:
         drop(node, "two")
         held = d.wait_for("certd.restart_held")
         time.sleep(1.0)
+        status = subprocess.run(
+            [sys.executable, "-m", "harper_certd", "status", "--json", "--config", str(d.config)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         assert d.stop() == 0
     assert held["waiting"][0].endswith("incoming/two")
+    [waiting] = json.loads(status.stdout)["waiting"]
+    assert waiting["source"].endswith("incoming/two")
+    assert waiting["reason"] == "restart budget"
+    assert waiting["until"] == held["next_allowed"]
     assert d.named("certd.set_installed") == []
     assert node.restarts() == 1
 

@@ -237,6 +237,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f" {mark} {g['id']}  {g['created']}  {g['outcome']:<18} {g['subject']}"
             f"  until {g['not_after']}"
         )
+    for w in data["waiting"]:
+        print(f"waiting: {w.get('source')} ({w.get('reason')}, until {w.get('until')})")
     print("last operations:")
     for h in data["history"]:
         print(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")

@@ -23,7 +23,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from harper_certd import __version__, fsio, logs, sdnotify, service
+from harper_certd import __version__, fsio, logs, sdnotify, service, statefile
 from harper_certd.config import Config, load_config, with_overrides
 from harper_certd.errors import CertdError, Interrupted, SwapError
 from harper_certd.schedule import (
@@ -48,7 +48,6 @@ log = logs.get_logger()
 LOOSE_NAMES = {*HARPER_NAMES, "fullchain.pem", "cert.pem", "chain.pem", "privkey.pem"}
 WATCH_CHECK_SECONDS = 60.0
 SUMMARY_SECONDS = 86400.0  # a daily line saying all is well (or not), for months of quiet
-BUDGET_FILE = "restart-budget.json"  # in the state directory: spent restarts survive a restart
 
 
 @dataclass
@@ -115,6 +114,8 @@ class Daemon:
         self.clock_watch = ClockWatch(wall_minus_monotonic, time.monotonic())
         self.overflows = Burst()
         self.held = HeldSets()
+        self.budget_waiting: tuple[list[Path], dt.datetime] | None = None
+        self.published: list[dict[str, Any]] = []
         self.swap_retry = Retry(Backoff(30.0, 1800.0))
 
     # --- setup ----------------------------------------------------------------------
@@ -126,7 +127,8 @@ class Daemon:
             clock=self.clock.now,
             interrupted=self.stopping,
         )
-        budget = RestartBudget(config.restart.restarts_per_hour, ctx.paths.state / BUDGET_FILE)
+        budget_file = ctx.paths.state / statefile.BUDGET_FILE
+        budget = RestartBudget(config.restart.restarts_per_hour, budget_file)
         sched = config.schedule
         self.swap_retry.backoff = Backoff(sched.swap_retry_initial, sched.swap_retry_max)
         return dataclasses.replace(ctx, budget=budget)
@@ -350,7 +352,9 @@ class Daemon:
         wall = self.clock.now()
         if self.ctx.budget.allowed(wall) or self._live_urgent(wall):
             self.held_announced = False
+            self.budget_waiting = None
             return True
+        self.budget_waiting = (waiting, self.ctx.budget.next_allowed(wall))
         if not self.held_announced:
             self.held_announced = True
             log.error(
@@ -365,6 +369,24 @@ class Daemon:
         """Sets waiting to be installed: settling or held back in incoming/, or held."""
         paths = [*self.candidates, *self.held.sets]
         return [str(p) for p in dict.fromkeys(paths)]
+
+    def _publish_waiting(self) -> None:
+        """Tell ``harper-certd status`` what waits and why (state/waiting.json)."""
+        entries: list[dict[str, Any]] = []
+        if self.budget_waiting is not None:
+            paths, until = self.budget_waiting
+            entries += [
+                {"source": str(p), "reason": "restart budget", "until": until.isoformat()}
+                for p in paths
+                if p.exists()
+            ]
+        entries += [
+            {"source": str(h.path), "reason": "notBefore ahead", "until": h.not_before.isoformat()}
+            for h in self.held.sets.values()
+        ]
+        if entries != self.published:
+            self.published = entries
+            statefile.write_waiting(self.ctx.paths.state, entries)
 
     def _on_judged(self, folder: Path, outcome: service.InstallOutcome) -> None:
         wall = self.clock.now()
@@ -790,6 +812,7 @@ class Daemon:
         for path in self.held.due(self.clock.now()):
             self._touch_candidate(path, now - self.ctx.config.watch.settle_seconds)
         self._process_candidates(now)
+        self._publish_waiting()
         self._check_live(now)
         self._expiry()
         self._renewal()

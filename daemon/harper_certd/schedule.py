@@ -8,13 +8,14 @@ the real daemon on a clock that starts at a chosen instant and runs faster.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from harper_certd import statefile
 
 CLOCK_ENV = "HARPER_CERTD_CLOCK"
 
@@ -159,28 +160,15 @@ class RestartBudget:
 
     def _read(self) -> list[dt.datetime]:
         assert self.path is not None
+        data = statefile.read_json(self.path)
         try:
-            data = json.loads(self.path.read_bytes())
             return [dt.datetime.fromisoformat(t) for t in data["restarts"]]
-        except (OSError, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             return []  # missing or damaged: a full budget, as before the file existed
 
     def _write(self) -> None:
-        if self.path is None:
-            return
-        data = json.dumps({"restarts": [t.isoformat() for t in self._times]}).encode()
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        try:
-            tmp.unlink(missing_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a full or read-only state directory: the budget still holds in memory
+        if self.path is not None:
+            statefile.write_json(self.path, {"restarts": [t.isoformat() for t in self._times]})
 
     def _prune(self, now: dt.datetime) -> None:
         hour_ago = now - dt.timedelta(hours=1)

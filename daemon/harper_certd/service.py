@@ -22,7 +22,7 @@ from typing import Any
 
 import structlog
 
-from harper_certd import discover, fsio, load
+from harper_certd import discover, fsio, load, statefile
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, SwapError
 from harper_certd.problems import Problem, problem
@@ -634,6 +634,7 @@ class Status:
     history: tuple[dict[str, Any], ...]
     recovery: Recovery | None
     live_paths: dict[str, str] = field(default_factory=dict)
+    waiting: tuple[dict[str, Any], ...] = ()  # what the daemon holds back (statefile)
 
     def as_dict(self, at: dt.datetime) -> dict[str, Any]:
         live = None
@@ -672,6 +673,7 @@ class Status:
             ],
             "history": list(self.history),
             "recovered": None if self.recovery is None else self.recovery.outcome,
+            "waiting": list(self.waiting),
         }
 
 
@@ -700,6 +702,7 @@ def status(ctx: Context) -> Status:
         tuple(ctx.store.history(10)),
         recovery,
         {r: str(p) for r, p in ctx.store.live_paths().items()},
+        tuple(statefile.read_waiting(ctx.paths.state)),
     )
 
 
