@@ -115,7 +115,7 @@ class Daemon:
         self.overflows = Burst()
         self.held = HeldSets()
         self.budget_waiting: tuple[list[Path], dt.datetime] | None = None
-        self.published: list[dict[str, Any]] = []
+        self.published: list[dict[str, Any]] | None = None  # None: not yet written
         self.swap_retry = Retry(Backoff(30.0, 1800.0))
 
     # --- setup ----------------------------------------------------------------------
@@ -554,9 +554,10 @@ class Daemon:
         if digest is not None and digest in self.renew.seen:
             self._renewal_check(None)  # nothing new arrived; nothing is filed again
             return
-        if digest is not None:
-            self.renew.seen.add(digest)
+        failures = self.swap_retry.failures
         self._rotate([lineage])
+        if digest is not None and self.swap_retry.failures <= failures:
+            self.renew.seen.add(digest)  # judged; a set whose swap failed is tried again
         self._renewal_check(None)
 
     def _renewal_check(self, outcome: service.InstallOutcome | None) -> None:
@@ -639,7 +640,10 @@ class Daemon:
             waits.append(self.clock.real_seconds(mark))
         due = self._renewal_due()
         if self.renew.waiting is not None:
-            waits.append(self.renew.waiting.deadline - now)
+            end = self.renew.waiting.deadline
+            if now >= end:  # late arrivals get one more arrival period (_renewal_check)
+                end += self.ctx.config.renew.arrival_seconds
+            waits.append(end - now)
         elif due is not None:
             wait = self.clock.real_seconds(due)
             if self.renew.next_try is not None:
@@ -647,9 +651,11 @@ class Daemon:
             waits.append(wait)
         if self.candidates and not self.ctx.budget.allowed(wall):
             waits.append(self.clock.real_seconds(self.ctx.budget.next_allowed(wall)))
-        if self.candidates and self.leaf is not None:  # the budget gives way near expiry
-            last = min(self.ctx.config.expiry.warn_days, default=0.0)
-            waits.append(self.clock.real_seconds(self.leaf.not_after - dt.timedelta(days=last)))
+            if self.leaf is not None:  # the budget gives way near expiry
+                last = min(self.ctx.config.expiry.warn_days, default=0.0)
+                urgent_at = self.leaf.not_after - dt.timedelta(days=last)
+                if urgent_at > wall:
+                    waits.append(self.clock.real_seconds(urgent_at))
         held = self.held.next_wall()
         if held is not None:
             waits.append(self.clock.real_seconds(held))
@@ -824,6 +830,8 @@ class Daemon:
     def _shutdown(self) -> int:
         log.info("certd.stopping")
         sdnotify.stopping(env=self.env)
+        with contextlib.suppress(OSError):
+            statefile.write_waiting(self.ctx.paths.state, [])  # nothing waits on a stopped daemon
         if self.watcher is not None:
             self.watcher.stop()
         in_flight = self.ctx.store.in_flight()
