@@ -9,8 +9,8 @@ import stat
 from pathlib import Path
 
 from harper_certd import statefile
-from harper_certd.schedule import Backoff, RestartBudget
-from harper_certd.trackers import Burst, ClockWatch, HeldSets, Retry
+from harper_certd.schedule import Backoff, RestartBudget, Watched
+from harper_certd.trackers import Burst, ClockWatch, Expiry, HeldSets, Renewal, Retry
 
 T0 = dt.datetime(2027, 1, 1, tzinfo=dt.UTC)
 
@@ -134,3 +134,44 @@ def test_waiting_file_is_written_whole_and_removed_when_empty(tmp_path: Path) ->
     statefile.write_waiting(tmp_path, [])
     assert not (tmp_path / statefile.WAITING_FILE).exists()
     assert statefile.read_waiting(tmp_path) == []
+
+
+def _cert(not_after: dt.datetime) -> Watched:
+    return Watched("leaf", "CN=nodea", "ab" * 32, not_after - dt.timedelta(days=90), not_after)
+
+
+def test_expiry_reports_the_most_urgent_band_once_and_again_after_a_step_back() -> None:
+    """At start 5 days before expiry only the 7-day warning is reported; each later mark
+    once; after the clock is set back past a mark, that mark is due again."""
+    end = T0 + dt.timedelta(days=5)
+    expiry = Expiry()
+    expiry.plan([_cert(end)], (30, 14, 7, 3, 1))
+    assert [(m.kind, m.days) for m in expiry.tick(T0)] == [("warning", 7)]
+    assert expiry.tick(T0) == []
+    assert expiry.next_wall(T0) == end - dt.timedelta(days=3)
+    late = end + dt.timedelta(seconds=1)
+    assert [(m.kind, m.days) for m in expiry.tick(late)] == [("expired", 0.0)]
+    back = end - dt.timedelta(days=2)  # the clock was set back by three days
+    expiry.stepped(back)
+    assert expiry.next_wall(back) == end - dt.timedelta(days=1)
+    assert [(m.kind, m.days) for m in expiry.tick(late)] == [("expired", 0.0)]
+
+
+def test_renewal_backoff_waits_and_success_pauses() -> None:
+    renewal = Renewal(Backoff(10.0, 40.0, jitter=0.0))
+    assert renewal.may_start(0.0)
+    assert renewal.next_due(0.0, window_in=100.0, grace=5.0) == 100.0
+    renewal.await_result(0.0, 60.0, "fp", "out")
+    assert not renewal.may_start(1.0)
+    assert renewal.next_due(1.0, None, grace=5.0) == 60.0
+    assert renewal.next_due(61.0, None, grace=5.0) == 65.0  # late arrivals: one grace more
+    assert [renewal.failed(100.0) for _ in range(3)] == [10.0, 20.0, 40.0]
+    assert renewal.waiting is None
+    assert not renewal.may_start(139.0)
+    assert renewal.may_start(140.0)
+    assert renewal.next_due(100.0, window_in=0.0, grace=5.0) == 140.0
+    renewal.await_result(200.0, 60.0, "fp", "out")
+    waited = renewal.succeeded(210.0)
+    assert waited is not None
+    assert waited.output == "out"
+    assert (renewal.failures, renewal.next_try) == (0, 220.0)

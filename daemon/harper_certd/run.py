@@ -29,18 +29,14 @@ from harper_certd.errors import CertdError, Interrupted, SwapError
 from harper_certd.schedule import (
     Backoff,
     Clock,
-    Mark,
     RestartBudget,
     Watched,
-    due_marks,
-    expiry_marks,
-    next_mark,
     renewal_at,
     wall_minus_monotonic,
 )
 from harper_certd.source import HARPER_NAMES, SourceRefused, read_source
 from harper_certd.swap import SetBytes
-from harper_certd.trackers import Burst, ClockWatch, HeldSets, Retry
+from harper_certd.trackers import Burst, ClockWatch, Expiry, HeldSets, Renewal, Retry
 from harper_certd.validate import Report
 from harper_certd.watch import OVERFLOW, Root, Watcher
 
@@ -55,24 +51,6 @@ class Candidate:
     path: Path
     changed: float  # monotonic time of the last event under it
     announced: bool = False
-
-
-@dataclass
-class RenewWait:
-    """A renewal command exited 0: its set must arrive and be installed by ``deadline``."""
-
-    deadline: float  # monotonic
-    fingerprint: str  # the live leaf's when the command ran
-    output: str
-
-
-@dataclass
-class RenewState:
-    failures: int = 0
-    next_try: float | None = None  # monotonic: an interval, immune to clock steps
-    waiting: RenewWait | None = None
-    # Content digests of lineage sets already judged (and the live set's): never filed twice.
-    seen: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -98,13 +76,12 @@ class Daemon:
         self.notes: queue.Queue[tuple[str, str]] = queue.Queue()
         self.stopping = threading.Event()
         self.candidates: dict[Path, Candidate] = {}
-        self.fired: set[tuple[str, str, float]] = set()
-        self.marks: list[Mark] = []
+        self.expiry = Expiry()
         self.leaf: Watched | None = None
         self.expected_live: tuple[Any, ...] = ()
         self.live_dirty: float | None = None
         self.live_seen: tuple[Any, ...] | None = None
-        self.renew = RenewState()
+        self.renew = Renewal(Backoff(60.0, 3600.0))
         self.held_announced = False
         self.next_watch_check = 0.0
         self.next_rescan = 0.0
@@ -131,6 +108,7 @@ class Daemon:
         budget = RestartBudget(config.restart.restarts_per_hour, budget_file)
         sched = config.schedule
         self.swap_retry.backoff = Backoff(sched.swap_retry_initial, sched.swap_retry_max)
+        self.renew.backoff = Backoff(config.renew.backoff_initial, config.renew.backoff_max)
         return dataclasses.replace(ctx, budget=budget)
 
     def _configure_logging(self, config: Config) -> None:
@@ -210,14 +188,15 @@ class Daemon:
         report = self._live_report()
         self.expected_live = self._expected_identity()
         if report is None or report.certificate is None:
-            self.marks, self.leaf = [], None
+            self.expiry.plan([], ())
+            self.leaf = None
             return
         cert = report.certificate
         self.leaf = Watched("leaf", cert.subject, cert.sha256, cert.not_before, cert.not_after)
         cas = [
             Watched("ca", c.subject, c.sha256, c.not_before, c.not_after) for c in report.ca_file
         ]
-        self.marks = expiry_marks([self.leaf, *cas], self.ctx.config.expiry.warn_days)
+        self.expiry.plan([self.leaf, *cas], self.ctx.config.expiry.warn_days)
         days = cert.days_left(self.clock.now())
         current = self.ctx.store.current_id()
         sdnotify.status(
@@ -459,7 +438,7 @@ class Daemon:
 
     def _expiry(self) -> None:
         now = self.clock.now()
-        for mark in due_marks(self.marks, self.fired, now):
+        for mark in self.expiry.tick(now):
             days = (mark.cert.not_after - now).total_seconds() / 86400
             fields = {
                 "certificate": mark.cert.role,
@@ -474,9 +453,6 @@ class Daemon:
                 log.critical("certd.expired", **fields)
             else:
                 log.warning("certd.expiry_warning", threshold_days=mark.days, **fields)
-        for mark in self.marks:
-            if mark.at <= now:
-                self.fired.add(mark.key)
 
     def _clock_check(self, mono: float) -> None:
         """A step of the wall clock: say so, and plan again from the new wall time."""
@@ -487,7 +463,7 @@ class Daemon:
         log.warning("certd.clock_jumped", seconds=round(step, 1), now=wall.isoformat())
         # Marks now in the future again (the clock went back) are due again; marks passed
         # by a step forward fire at once in _expiry.  Backoffs are monotonic: unchanged.
-        self.fired = {m.key for m in self.marks if m.at <= wall and m.key in self.fired}
+        self.expiry.stepped(wall)
         self._refresh_schedule()
 
     def _renewal_due(self) -> dt.datetime | None:
@@ -503,12 +479,10 @@ class Daemon:
         due = self._renewal_due()
         if due is None or self.leaf is None:
             return
-        mono = time.monotonic()
         if self.renew.waiting is not None:
             self._renewal_check(None)
             return
-        backing_off = self.renew.next_try is not None and mono < self.renew.next_try
-        if self.clock.now() < due or backing_off:
+        if self.clock.now() < due or not self.renew.may_start(time.monotonic()):
             return
         log.info(
             "certd.renewal_started",
@@ -520,9 +494,7 @@ class Daemon:
         if status != 0:
             self._renewal_failed(status, output, f"the command exited {status}", [])
             return
-        self.renew.waiting = RenewWait(
-            time.monotonic() + config.arrival_seconds, self.leaf.sha256, output
-        )
+        self.renew.await_result(time.monotonic(), config.arrival_seconds, self.leaf.sha256, output)
         if config.lineage_dir is not None:
             self._from_lineage(config.lineage_dir)
         else:
@@ -566,10 +538,8 @@ class Daemon:
         if waiting is None:
             return
         if self.leaf is not None and self.leaf.sha256 != waiting.fingerprint:
-            self.renew.waiting = None
-            self.renew.failures = 0
             # Not again at once, even if the new leaf is still inside the window.
-            self.renew.next_try = time.monotonic() + self.ctx.config.renew.backoff_initial
+            self.renew.succeeded(time.monotonic())
             log.info(
                 "certd.renewal_succeeded",
                 output=waiting.output[-1000:],
@@ -589,11 +559,7 @@ class Daemon:
     def _renewal_failed(
         self, status: int | None, output: str, reason: str, codes: list[str]
     ) -> None:
-        config = self.ctx.config.renew
-        self.renew.waiting = None
-        self.renew.failures += 1
-        wait = Backoff(config.backoff_initial, config.backoff_max).delay(self.renew.failures)
-        self.renew.next_try = time.monotonic() + wait
+        wait = self.renew.failed(time.monotonic())
         log.error(
             "certd.renewal_failed",
             exit_status=status,
@@ -635,20 +601,14 @@ class Daemon:
         if self.live_dirty is not None:
             waits.append(self.live_dirty + settle - now)
         wall = self.clock.now()
-        mark = next_mark(self.marks, self.fired, wall)
+        mark = self.expiry.next_wall(wall)
         if mark is not None:
             waits.append(self.clock.real_seconds(mark))
         due = self._renewal_due()
-        if self.renew.waiting is not None:
-            end = self.renew.waiting.deadline
-            if now >= end:  # late arrivals get one more arrival period (_renewal_check)
-                end += self.ctx.config.renew.arrival_seconds
-            waits.append(end - now)
-        elif due is not None:
-            wait = self.clock.real_seconds(due)
-            if self.renew.next_try is not None:
-                wait = max(wait, self.renew.next_try - now)
-            waits.append(wait)
+        window_in = None if due is None else self.clock.real_seconds(due)
+        waits.append(
+            self.renew.next_due(now, window_in, self.ctx.config.renew.arrival_seconds) - now
+        )
         if self.candidates and not self.ctx.budget.allowed(wall):
             waits.append(self.clock.real_seconds(self.ctx.budget.next_allowed(wall)))
             if self.leaf is not None:  # the budget gives way near expiry

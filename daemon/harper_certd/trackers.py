@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harper_certd.schedule import Backoff
+from harper_certd.schedule import Backoff, Mark, Watched, due_marks, expiry_marks, next_mark
 
 # Wall minus monotonic moving by more than this is a step of the clock, not NTP slewing
 # (at most 500 ppm: 2.5 ms over a check interval).
@@ -151,3 +151,88 @@ class HeldSets:
     def forget_missing(self) -> None:
         for path in [p for p in self.sets if not p.exists()]:
             del self.sets[path]
+
+
+class Expiry:
+    """The expiry thresholds of the watched certificates, each reported once.
+
+    Works on wall time (``dt.datetime``): a threshold is a date.  ``tick(now)`` answers the
+    marks to report (for each certificate only its most urgent one) and counts every mark
+    passed as reported; ``stepped(now)`` after a clock step back makes marks that are in
+    the future again due again.
+    """
+
+    def __init__(self) -> None:
+        self.marks: list[Mark] = []
+        self.fired: set[tuple[str, str, float]] = set()
+
+    def plan(self, certs: Sequence[Watched], warn_days: Sequence[float]) -> None:
+        self.marks = expiry_marks(certs, warn_days)
+
+    def next_wall(self, now: dt.datetime) -> dt.datetime | None:
+        return next_mark(self.marks, self.fired, now)
+
+    def tick(self, now: dt.datetime) -> list[Mark]:
+        due = due_marks(self.marks, self.fired, now)
+        self.fired |= {m.key for m in self.marks if m.at <= now}
+        return due
+
+    def stepped(self, now: dt.datetime) -> None:
+        self.fired = {m.key for m in self.marks if m.at <= now and m.key in self.fired}
+
+
+@dataclass
+class RenewWait:
+    """A renewal command exited 0: its set must arrive and be installed by ``deadline``."""
+
+    deadline: float  # monotonic
+    fingerprint: str  # the live leaf's when the command ran
+    output: str
+
+
+@dataclass
+class Renewal:
+    """The renewal command's record: failures, backoff, a result awaited, contents seen.
+
+    Intervals are monotonic (a clock step neither skips nor repeats a backoff); whether the
+    leaf is in its renewal window is a wall-time question the caller answers.
+    """
+
+    backoff: Backoff
+    failures: int = 0
+    next_try: float | None = None  # monotonic
+    waiting: RenewWait | None = None
+    # Content digests of lineage sets already judged (and the live set's): never filed twice.
+    seen: set[str] = field(default_factory=set)
+
+    def may_start(self, now: float) -> bool:
+        return self.waiting is None and (self.next_try is None or now >= self.next_try)
+
+    def next_due(self, now: float, window_in: float | None, grace: float) -> float:
+        """When to look again: the arrival deadline (plus ``grace`` once it passed), or the
+        window's opening (``window_in`` seconds from now), not before the backoff ends."""
+        if self.waiting is not None:
+            end = self.waiting.deadline
+            return end + grace if now >= end else end
+        if window_in is None:
+            return math.inf
+        due = now + window_in
+        return max(due, self.next_try) if self.next_try is not None else due
+
+    def await_result(self, now: float, within: float, fingerprint: str, output: str) -> None:
+        self.waiting = RenewWait(now + within, fingerprint, output)
+
+    def succeeded(self, now: float) -> RenewWait | None:
+        """The live leaf changed: the awaited result (if any), cleared; not again at once."""
+        waiting, self.waiting = self.waiting, None
+        self.failures = 0
+        self.next_try = now + self.backoff.initial
+        return waiting
+
+    def failed(self, now: float) -> float:
+        """Count a failure; seconds until the command may run again."""
+        self.waiting = None
+        self.failures += 1
+        delay = self.backoff.delay(self.failures)
+        self.next_try = now + delay
+        return delay
