@@ -4,6 +4,12 @@ One thread decides everything; watchdog's thread and the signal handlers only pu
 notes on a queue.  The loop sleeps until the next thing is due (a set settling in
 the incoming folder, an expiry threshold, a renewal, a systemd watchdog ping) or a
 note arrives.  An exception in one cycle is an error event, not a dead daemon.
+
+Time: validity, expiry and renewal windows are wall-clock questions asked of
+``schedule.Clock`` at the moment they are decided; settle periods, backoffs and retries are
+monotonic intervals.  The loop's duties over time are small trackers (``trackers``: clock
+steps, expiry marks, renewal, swap retry, held sets, overflow bursts; ``schedule``: the
+restart budget), each asked when it is next due; the loop sleeps until the earliest.
 """
 
 from __future__ import annotations
