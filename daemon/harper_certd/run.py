@@ -421,7 +421,7 @@ class Daemon:
         if outcome is not None and outcome.applied is not None and outcome.applied.restarted:
             self.ctx.budget.spend(self.clock.now())  # Harper was restarted, not hot-reloaded
         self._refresh_schedule()
-        self._renewal_check(outcome)
+        self._renewal_check()
         return outcome
 
     def _check_live(self, now: float) -> None:
@@ -486,7 +486,7 @@ class Daemon:
         if due is None or self.leaf is None:
             return
         if self.renew.waiting is not None:
-            self._renewal_check(None)
+            self._renewal_check()
             return
         if self.clock.now() < due or not self.renew.may_start(time.monotonic()):
             return
@@ -498,13 +498,14 @@ class Daemon:
         )
         status, output = service.run_renewal(self.ctx, self.stopping)
         if status != 0:
-            self._renewal_failed(status, output, f"the command exited {status}", [])
+            reason = "the command timed out" if status is None else f"the command exited {status}"
+            self._renewal_failed(status, output, reason, [])
             return
         self.renew.await_result(time.monotonic(), config.arrival_seconds, self.leaf.sha256, output)
         if config.lineage_dir is not None:
             self._from_lineage(config.lineage_dir)
         else:
-            self._renewal_check(None)
+            self._renewal_check()
 
     @staticmethod
     def _digest(data: SetBytes) -> str:
@@ -530,15 +531,21 @@ class Daemon:
         except (SourceRefused, OSError):
             digest = None  # judged (and refused) by the rotation, which says why
         if digest is not None and digest in self.renew.seen:
-            self._renewal_check(None)  # nothing new arrived; nothing is filed again
+            self._renewal_check()  # nothing new arrived; nothing is filed again
             return
         failures = self.swap_retry.failures
         self._rotate([lineage])
-        if digest is not None and self.swap_retry.failures <= failures:
-            self.renew.seen.add(digest)  # judged; a set whose swap failed is tried again
-        self._renewal_check(None)
+        if self.swap_retry.failures > failures and self.renew.waiting is not None:
+            # Not "seen": the same content is tried again at the next attempt.
+            self._renewal_failed(
+                0, self.renew.waiting.output, "its set could not be swapped in", []
+            )
+            return
+        if digest is not None:
+            self.renew.seen.add(digest)
+        self._renewal_check()
 
-    def _renewal_check(self, outcome: service.InstallOutcome | None) -> None:
+    def _renewal_check(self) -> None:
         """Whether the renewal being waited for has ended: a new live leaf, or nothing."""
         waiting = self.renew.waiting
         if waiting is None:
