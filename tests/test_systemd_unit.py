@@ -70,6 +70,9 @@ def test_unit_says_what_the_daemon_relies_on() -> None:
     assert service["ExecStart"] == f"{EXEC_START} run --config /etc/harper-certd/config.yaml"
     assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
     assert (service["Restart"], service["RestartSec"]) == ("on-failure", "5")
+    # Exit 2 is a configuration the daemon cannot use (harper_certd.run): restarting every
+    # 5 s cannot mend it, so systemd must not loop on it.
+    assert service["RestartPreventExitStatus"] == "2"
     assert (service["User"], service["Group"]) == ("harperdb", "harperdb")
     assert (service["StateDirectory"], service["StateDirectoryMode"]) == ("harper-certd", "0700")
     assert service["Environment"] == "ROOTPATH=/home/harperdb/hdb"

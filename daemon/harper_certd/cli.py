@@ -346,7 +346,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {c['role']:<12} {c['days_left']:>8.1f} days  {c['subject']}")
         print(f"  next renewal {s['next_renewal']}, overdue from {s['renewal_overdue_at']}")
     for w in data["waiting"]:
-        print(f"waiting: {w['path']} since {w['since']}{' (HELD)' if w['held'] else ''}")
+        held = f" (HELD: {w['reason'] or 'waiting too long'})" if w["held"] else ""
+        print(f"waiting: {w['path']} since {w['since']}{held}")
     if data["watch_only"]:
         print(f"watch-only: {data['watch_only']}")
     print("generations:")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 import types
 import typing
 from collections.abc import Mapping
@@ -76,6 +77,20 @@ class RenewSection:
     lineage_dir: Path | None = None  # a certbot live/<name> folder to take results from
     backoff_initial: float = 60.0
     backoff_max: float = 3600.0
+    # After the command exits 0, a new set must arrive (incoming/ or lineage_dir) and be
+    # installed within this many seconds, or the renewal counts as failed.
+    arrival_seconds: float = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleSection:
+    # A set whose notBefore is at most this far ahead (a CA's clock running fast) is held
+    # and installed when it becomes valid; further ahead it is refused (not_yet_valid).
+    hold_not_yet_valid_seconds: float = 600.0
+    # A swap that could not be written (disk full, read-only state) is retried after
+    # swap_retry_initial seconds, doubling up to swap_retry_max.
+    swap_retry_initial: float = 30.0
+    swap_retry_max: float = 1800.0
 
 
 # --- h-store's keys (the store and filed sources) ---------------------------------------
@@ -131,6 +146,7 @@ class Config:
     watch: WatchSection = field(default_factory=WatchSection)
     expiry: ExpirySection = field(default_factory=ExpirySection)
     renew: RenewSection = field(default_factory=RenewSection)
+    schedule: ScheduleSection = field(default_factory=ScheduleSection)
     log: LogSection = field(default_factory=LogSection)
     health: HealthSection = field(default_factory=HealthSection)  # h-ops
     metrics: MetricsSection = field(default_factory=MetricsSection)  # h-ops
@@ -267,6 +283,10 @@ def _check(config: Config) -> Config:
         raise ConfigError("health.overdue_after: must be at least 0 and below 1")
     if not 5 <= config.metrics.interval <= 60:  # h-ops
         raise ConfigError("metrics.interval: must be between 5 and 60 seconds")
+    if config.schedule.hold_not_yet_valid_seconds < 0:
+        raise ConfigError("schedule.hold_not_yet_valid_seconds: must be 0 or more")
+    if not 0 < config.schedule.swap_retry_initial <= config.schedule.swap_retry_max:
+        raise ConfigError("schedule.swap_retry_initial: must be above 0 and at most swap_retry_max")
     return config
 
 
@@ -278,18 +298,74 @@ def parse_config(data: Any, source: str = "configuration") -> Config:
     return _check(config)
 
 
+# Bounds for any YAML file we read (ours and Harper's): both are a few kB.  A file nested
+# 50,000 deep made PyYAML's recursive constructor raise RecursionError (issue 10 item 8);
+# PyYAML's event parser is iterative, so depth and size are measured on the event stream
+# before anything is constructed.
+YAML_MAX_BYTES = 1 << 20
+YAML_MAX_DEPTH = 64
+YAML_MAX_NODES = 100_000
+# libyaml's event parser when PyYAML has it: PyYAML's pure-Python scanner looks up to 1024
+# characters ahead for a simple key at every flow level, 0.6 s for a 50,000-deep "[[[..."
+# (measured); libyaml refuses nesting past its own limit at once.  Only the shape check
+# uses it: the document itself is loaded by PyYAML's SafeLoader as before.
+_EVENT_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_yaml_shape(text: str, path: Path) -> None:
+    depth = nodes = 0
+    for event in yaml.parse(text, Loader=_EVENT_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > YAML_MAX_DEPTH:
+                raise ConfigError(
+                    f"{path} is nested more than {YAML_MAX_DEPTH} levels deep; "
+                    "no configuration needs that"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if isinstance(event, yaml.NodeEvent):
+            nodes += 1
+            if nodes > YAML_MAX_NODES:
+                raise ConfigError(f"{path} has more than {YAML_MAX_NODES} YAML nodes")
+
+
 def read_yaml(path: Path, *, missing: str = "") -> Any:
-    """A YAML file's content; ConfigError with a sentence (and ``missing``'s hint) otherwise."""
+    """A YAML file's content; ConfigError with a sentence (and ``missing``'s hint) otherwise.
+
+    Refused with ConfigError: a path that is not a regular file (after links), a file over
+    ``YAML_MAX_BYTES``, nested deeper than ``YAML_MAX_DEPTH`` or with more than
+    ``YAML_MAX_NODES`` nodes, and invalid YAML.
+    """
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist{missing}") from None
     except OSError as exc:
         raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read(YAML_MAX_BYTES + 1)
+    if len(raw) > YAML_MAX_BYTES:
+        raise ConfigError(f"{path} is larger than {YAML_MAX_BYTES} bytes")
     try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        _check_yaml_shape(text, path)
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:
+        if "nesting depth" in str(exc):  # libyaml's own limit (1000), past ours
+            raise ConfigError(
+                f"{path} is nested more than {YAML_MAX_DEPTH} levels deep; "
+                "no configuration needs that"
+            ) from None
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except RecursionError:  # a last guard; the shape check should have refused it
+        raise ConfigError(f"{path} is nested too deeply to read") from None
 
 
 # --- h-ops: the default configuration path, the same for every command -----------------

@@ -138,6 +138,12 @@ def _entry(
             "those paths in harperdb-config.yaml, then restart Harper."
         )
         return TlsEntry(where, None, purpose, uses, hostnames, insecure, note)
+    for name, path in (("certificate", cert), ("privateKey", key), ("certificateAuthority", ca)):
+        # A directory (or a device, a FIFO) here was accepted on SIGHUP and failed later
+        # outside the swap's error path (issue 10 item 8). Missing files are left to the
+        # checks that know what to do with them.
+        if path.exists() and not path.is_file():
+            raise ConfigError(f"{where}.{name} names {path}, which is not a regular file")
     return TlsEntry(where, SetPaths(cert, key, ca), purpose, uses, hostnames, insecure)
 
 

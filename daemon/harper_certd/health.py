@@ -24,11 +24,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harper_certd import statefile
 from harper_certd.config import Config
 from harper_certd.schedule import Mark, Watched, renewal_at
 
@@ -202,6 +204,8 @@ class Waiting:
     path: str
     since: dt.datetime
     held: bool
+    reason: str | None = None  # the daemon's, when it holds the set (restart budget, notBefore)
+    until: str | None = None  # ISO 8601: when the daemon expects to take it
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +256,14 @@ class Snapshot:
                 for s in self.sets
             ],
             "waiting": [
-                {"path": w.path, "since": w.since.isoformat(), "held": w.held} for w in self.waiting
+                {
+                    "path": w.path,
+                    "since": w.since.isoformat(),
+                    "held": w.held,
+                    "reason": w.reason,
+                    "until": w.until,
+                }
+                for w in self.waiting
             ],
             "held": [w.path for w in self.waiting if w.held],
             "refusals": [r.as_dict() for r in self.refusals],
@@ -332,19 +343,35 @@ def last_operations(history: list[dict[str, Any]]) -> dict[str, Operation]:
     return out
 
 
-def waiting_sets(incoming: Path, at: dt.datetime, settle: float) -> list[Waiting]:
-    """Candidate sets in the incoming folder (not dot-names, which are being written)."""
+def waiting_sets(
+    incoming: Path, at: dt.datetime, settle: float, held: Sequence[Mapping[str, Any]] = ()
+) -> list[Waiting]:
+    """Candidate sets in the incoming folder (not dot-names, which are being written).
+
+    ``held``: the daemon's own list (``statefile.read_waiting``: source, reason, until); a
+    set there is held with the daemon's reason.  Another set is called held when it has
+    waited far longer than the settle rule allows (the daemon is stopped or stuck).
+    """
     try:
         entries = [e for e in incoming.iterdir() if not e.name.startswith(".")]
     except OSError:
         return []
+    said = {str(h.get("source")): h for h in held}
     out = []
     for entry in entries:
         with contextlib.suppress(OSError):
             since = dt.datetime.fromtimestamp(entry.lstat().st_mtime, dt.UTC)
             age = (at - since).total_seconds()
+            hold = said.get(str(entry))
+            stuck = age > settle * WAITING_HELD_FACTOR + WAITING_HELD_EXTRA
             out.append(
-                Waiting(str(entry), since, age > settle * WAITING_HELD_FACTOR + WAITING_HELD_EXTRA)
+                Waiting(
+                    str(entry),
+                    since,
+                    hold is not None or stuck,
+                    None if hold is None else str(hold.get("reason")),
+                    None if hold is None else str(hold.get("until")),
+                )
             )
     return sorted(out, key=lambda w: w.since)
 
@@ -473,10 +500,18 @@ def snapshot(
                 f"a set was refused at {refused[0].time.isoformat()} ({refused[0].detail})",
             )
         )
-    waiting = waiting_sets(ctx.paths.incoming, at, config.watch.settle_seconds)
+    waiting = waiting_sets(
+        ctx.paths.incoming,
+        at,
+        config.watch.settle_seconds,
+        statefile.read_waiting(ctx.paths.state),
+    )
     for w in waiting:
         if w.held:
-            findings.append(Finding("set_held", f"{w.path} waiting since {w.since.isoformat()}"))
+            why = f" (held: {w.reason}, until {w.until})" if w.reason else ""
+            findings.append(
+                Finding("set_held", f"{w.path} waiting since {w.since.isoformat()}{why}")
+            )
     future = [t for t in warnings_at if t > at]
     return Snapshot(
         at=at,

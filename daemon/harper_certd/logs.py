@@ -68,7 +68,8 @@ EVENTS: dict[str, tuple[str, str]] = {
     "certd.set_installed": ("info", "A validated set replaced the live files (atomic swap)."),
     "certd.swap_failed": (
         "error",
-        "Putting a validated set in place failed and was undone; the live set is unchanged.",
+        "Putting a validated set in place failed and was undone; the live set is unchanged "
+        "and the swap is retried with backoff (next_attempt).",
     ),
     "certd.swap_recovered": (
         "warning",
@@ -90,10 +91,14 @@ EVENTS: dict[str, tuple[str, str]] = {
     "certd.expiry_warning": ("warning", "A live certificate expires within the warning window."),
     "certd.expired": ("critical", "A live certificate has expired; peers will refuse it."),
     "certd.renewal_started": ("info", "A renewal command was started for a set."),
-    "certd.renewal_succeeded": ("info", "A renewal command produced a new candidate set."),
+    "certd.renewal_succeeded": (
+        "info",
+        "A renewal command produced a new set and it is installed (the live leaf changed).",
+    ),
     "certd.renewal_failed": (
         "error",
-        "A renewal command failed or produced nothing usable; it will be retried.",
+        "A renewal command failed, or exited 0 but what it produced was refused or nothing "
+        "new arrived; retried with backoff (next_attempt).",
     ),
     "certd.harper_restarted": (
         "info",
@@ -224,6 +229,21 @@ EVENTS: dict[str, tuple[str, str]] = {
         "error",
         "Judging the live set's content raised (a fault in harper-certd); the daemon goes on "
         "as if the live set could not be read.",
+    ),
+    "certd.clock_jumped": (
+        "warning",
+        "The wall clock was set (NTP step, VM resume) by more than 5 s; expiry and renewal "
+        "were planned again from the new time.",
+    ),
+    "certd.set_held": (
+        "warning",
+        "A set's notBefore is a little ahead of the clock; it waits in place and is installed "
+        "when it becomes valid (schedule.hold_not_yet_valid_seconds).",
+    ),
+    "certd.certificates_in_database": (
+        "warning",
+        "A TLS section of harperdb-config.yaml names no files: its certificates are in "
+        "Harper's database, which harper-certd cannot manage.",
     ),
 }
 

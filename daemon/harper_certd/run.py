@@ -5,11 +5,18 @@ watchdog's thread only marks entries dirty in a bounded inbox (``incoming.Inbox`
 wakes the loop once per burst.  The loop sleeps until the next thing is due (a set settling in
 the incoming folder, an expiry threshold, a renewal, a systemd watchdog ping) or a
 note arrives.  An exception in one cycle is an error event, not a dead daemon.
+
+Time: validity, expiry and renewal windows are wall-clock questions asked of
+``schedule.Clock`` at the moment they are decided; settle periods, backoffs and retries are
+monotonic intervals.  The loop's duties over time are small trackers (``trackers``: clock
+steps, expiry marks, renewal, swap retry, held sets, overflow bursts; ``schedule``: the
+restart budget), each asked when it is next due; the loop sleeps until the earliest.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import hashlib
 import os
@@ -33,21 +40,22 @@ from harper_certd import (
     metrics,
     sdnotify,
     service,
+    statefile,
 )
 from harper_certd.config import Config, load_config, with_overrides
-from harper_certd.errors import CertdError, ConfigError, Interrupted, SwapError
+from harper_certd.errors import CertdError, Interrupted, SwapError
 from harper_certd.incoming import LOOSE_NAMES, Candidate, Inbox, Kind, Taken, Tracker, classify
 from harper_certd.schedule import (
     Backoff,
     Clock,
-    Mark,
+    RestartBudget,
     Watched,
-    due_marks,
-    expiry_marks,
-    next_mark,
     renewal_at,
+    wall_minus_monotonic,
 )
-from harper_certd.source import Identity, identity_of
+from harper_certd.source import Identity, SourceRefused, identity_of, read_source
+from harper_certd.swap import SetBytes
+from harper_certd.trackers import ClockWatch, Expiry, HeldSets, Renewal, Retry
 from harper_certd.validate import Report
 from harper_certd.watch import Root, Watcher
 
@@ -58,12 +66,6 @@ WATCH_CHECK_SECONDS = 5.0
 OVERFLOW_REPORT_SECONDS = 60.0  # one watch_lost warning per burst of overflows
 PENDING_MAX_SECONDS = 30.0  # a burst that never ends still gets its newest valid set installed
 SUMMARY_SECONDS = 86400.0  # a daily line saying all is well (or not), for months of quiet
-
-
-@dataclass
-class RenewState:
-    failures: int = 0
-    next_try: dt.datetime | None = None
 
 
 @dataclass
@@ -86,7 +88,11 @@ class Daemon:
     ctx: service.Context = field(init=False)
 
     def __post_init__(self) -> None:
-        self.notes: queue.Queue[tuple[str, str]] = queue.Queue()
+        # SimpleQueue, not Queue: its put() is reentrant, and the signal handlers put notes
+        # while the main thread may be inside get() on the same queue.  queue.Queue's lock
+        # deadlocked SIGTERM there (measured: 2 of 7 stops after a renewal hung for good;
+        # 0 of 12 with SimpleQueue).
+        self.notes: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
         self.stopping = threading.Event()
         self.tracker: Tracker | None = None
         self.inbox: Inbox | None = None
@@ -96,13 +102,12 @@ class Daemon:
         self.pending: list[tuple[Path, service.Judged]] = []
         self.pending_taken: dict[Path, Identity | None] = {}
         self.pending_since = 0.0
-        self.fired: set[tuple[str, str, float]] = set()
-        self.marks: list[Mark] = []
+        self.expiry = Expiry()
         self.leaf: Watched | None = None
         self.expected_live: tuple[Any, ...] = ()
         self.live_dirty: float | None = None
         self.live_seen: tuple[Any, ...] | None = None
-        self.renew = RenewState()
+        self.renew = Renewal(Backoff(60.0, 3600.0))
         self.held_announced = False
         self.next_watch_check = 0.0
         self.next_rescan = 0.0
@@ -111,6 +116,11 @@ class Daemon:
         self.watcher: Watcher | None = None
         self.environment: list[environment.Finding] = []
         self.monitor = metrics.Monitor()  # h-ops: served re-check, Prometheus textfile
+        self.clock_watch = ClockWatch(wall_minus_monotonic, time.monotonic())
+        self.held = HeldSets()
+        self.budget_waiting: tuple[list[Path], dt.datetime] | None = None
+        self.published: list[dict[str, Any]] | None = None  # None: not yet written
+        self.swap_retry = Retry(Backoff(30.0, 1800.0))
 
     # --- setup ----------------------------------------------------------------------
 
@@ -122,7 +132,12 @@ class Daemon:
             interrupted=self.stopping,
         )
         self.environment = environment.require_workable(config, ctx.harper, self.env)  # h-ops
-        return ctx
+        budget_file = ctx.paths.state / statefile.BUDGET_FILE
+        budget = RestartBudget(config.restart.restarts_per_hour, budget_file)
+        sched = config.schedule
+        self.swap_retry.backoff = Backoff(sched.swap_retry_initial, sched.swap_retry_max)
+        self.renew.backoff = Backoff(config.renew.backoff_initial, config.renew.backoff_max)
+        return dataclasses.replace(ctx, budget=budget)
 
     def _configure_logging(self, config: Config) -> None:
         fmt = config.log.format
@@ -235,15 +250,16 @@ class Daemon:
         report = self._live_report()
         self.expected_live = self._expected_identity()
         if report is None or report.certificate is None:
-            self.marks, self.leaf = [], None
+            self.expiry.plan([], ())
+            self.leaf = None
             return
         cert = report.certificate
         self.leaf = Watched("leaf", cert.subject, cert.sha256, cert.not_before, cert.not_after)
         cas = [
             Watched("ca", c.subject, c.sha256, c.not_before, c.not_after) for c in report.ca_file
         ]
-        self.marks = expiry_marks([self.leaf, *cas], self.ctx.config.expiry.warn_days)
-        self.marks = health.warning_marks(self.marks, self.leaf, self.ctx.config)  # h-ops
+        self.expiry.plan([self.leaf, *cas], self.ctx.config.expiry.warn_days)
+        self.expiry.marks = health.warning_marks(self.expiry.marks, self.leaf, self.ctx.config)
         days = cert.days_left(self.clock.now())
         current = self.ctx.store.current_id()
         sdnotify.status(
@@ -328,19 +344,9 @@ class Daemon:
             if not cand.announced:
                 cand.announced = True
                 log.info("certd.set_detected", source=str(cand.path))
-        wall = self.clock.now()
-        if not self.ctx.budget.allowed(wall):
+        if not self._budget_allows([c.path for c in ready]):
             tracker.held = True  # woken by the budget's own timer, not by the settle rule
-            if not self.held_announced:
-                self.held_announced = True
-                log.error(
-                    "certd.restart_held",
-                    waiting=[str(c.path) for c in ready],
-                    limit_per_hour=self.ctx.config.restart.restarts_per_hour,
-                    next_allowed=self.ctx.budget.next_allowed(wall).isoformat(),
-                )
             return
-        self.held_announced = False
         tracker.held = False
         taken = tracker.take(ready)
         folders = []
@@ -361,7 +367,12 @@ class Daemon:
         # arrived: the newest valid one of the whole burst wins, once it is all judged.
         started = time.monotonic()
         try:
-            judged = service.judge_sources(self.ctx, folders)
+            judged = service.judge_sources(
+                self.ctx,
+                folders,
+                hold_seconds=self.ctx.config.schedule.hold_not_yet_valid_seconds,
+                on_judged=self._on_judged,
+            )
         except (SwapError, Interrupted):
             raise  # the sources stay; they are taken again at the next rescan
         except Exception:
@@ -369,8 +380,11 @@ class Daemon:
             raise
         tracker.pace(time.monotonic() - started, len(folders))
         valid = {folder for folder, _ in judged}
-        # what could not be filed is not judged again until it changes
-        tracker.settled({p: i for p, i in taken.items() if p not in valid})
+        # what could not be filed is not judged again until it changes (a held set is
+        # taken again when it becomes valid)
+        tracker.settled(
+            {p: i for p, i in taken.items() if p not in valid and p not in self.held.sets}
+        )
         if not self.pending:
             self.pending_since = now
         self.pending += judged
@@ -384,17 +398,117 @@ class Daemon:
             return
         pending, taken = self.pending, self.pending_taken
         self.pending, self.pending_taken = [], {}
+        outcome: service.InstallOutcome | None = None
         try:
-            outcome = service.install_judged_newest(self.ctx, pending)
+            outcome = self._rotate(lambda: service.install_judged_newest(self.ctx, pending))
         finally:
-            self.tracker.settled(taken)
-        if (
-            outcome is not None
-            and outcome.applied is not None
-            and (outcome.applied.method != "none")
-        ):
-            self.ctx.budget.spend(self.clock.now())  # Harper was made to reload or restart
+            if outcome is None or outcome.status != "swap_failed":
+                self.tracker.settled(taken)  # a failed swap's sources are taken again
+
+    # --- time, renewal and the restart budget ---------------------------------------------
+
+    def _live_urgent(self, wall: dt.datetime) -> bool:
+        """The live leaf is unreadable, expired, or inside its last warning threshold."""
+        if self.leaf is None:
+            return True
+        last = min(self.ctx.config.expiry.warn_days, default=0.0)
+        return wall >= self.leaf.not_after - dt.timedelta(days=last)
+
+    def _budget_allows(self, waiting: list[Path]) -> bool:
+        """Whether a rotation may run now; says once (restart_held) when it may not.
+
+        The budget never holds a set while the live one is expired or about to be.
+        """
+        wall = self.clock.now()
+        if self.ctx.budget.allowed(wall) or self._live_urgent(wall):
+            self.held_announced = False
+            self.budget_waiting = None
+            return True
+        self.budget_waiting = (waiting, self.ctx.budget.next_allowed(wall))
+        if not self.held_announced:
+            self.held_announced = True
+            log.error(
+                "certd.restart_held",
+                waiting=[str(p) for p in waiting],
+                limit_per_hour=self.ctx.config.restart.restarts_per_hour,
+                next_allowed=self.ctx.budget.next_allowed(wall).isoformat(),
+            )
+        return False
+
+    def _waiting(self) -> list[str]:
+        """Sets waiting to be installed: settling or held back in incoming/, or held."""
+        paths = [*(c.path for c in self.candidates.values()), *self.held.sets]
+        return [str(p) for p in dict.fromkeys(paths)]
+
+    def _publish_waiting(self) -> None:
+        """Tell ``harper-certd status`` what waits and why (state/waiting.json)."""
+        entries: list[dict[str, Any]] = []
+        if self.budget_waiting is not None:
+            paths, until = self.budget_waiting
+            entries += [
+                {"source": str(p), "reason": "restart budget", "until": until.isoformat()}
+                for p in paths
+                if p.exists()
+            ]
+        entries += [
+            {"source": str(h.path), "reason": "notBefore ahead", "until": h.not_before.isoformat()}
+            for h in self.held.sets.values()
+        ]
+        if entries != self.published:
+            self.published = entries
+            statefile.write_waiting(self.ctx.paths.state, entries)
+
+    def _on_judged(self, folder: Path, outcome: service.InstallOutcome) -> None:
+        wall = self.clock.now()
+        if outcome.status == "held":
+            assert outcome.report is not None
+            assert outcome.report.certificate is not None
+            not_before = outcome.report.certificate.not_before
+            if self.held.hold(folder, not_before, wall):
+                log.warning(
+                    "certd.set_held",
+                    source=str(folder),
+                    not_before=not_before.isoformat(),
+                    now=wall.isoformat(),
+                    seconds_ahead=round((not_before - wall).total_seconds(), 1),
+                    hold_limit_seconds=self.ctx.config.schedule.hold_not_yet_valid_seconds,
+                )
+        elif outcome.status == "refused" and self.renew.waiting is not None:
+            self._renewal_failed(
+                0,
+                self.renew.waiting.output,
+                "what the renewal produced was refused",
+                [p.code for p in outcome.problems if p.severity.value == "error"],
+            )
+
+    def _rotate(
+        self, install: Callable[[], service.InstallOutcome | None]
+    ) -> service.InstallOutcome | None:
+        """One rotation (one restart at most): ``install`` puts the newest valid set live.
+
+        A swap that cannot be written leaves the live set and the sources as they were: one
+        ``certd.swap_failed`` with the next attempt, taken again then (``swap_retry``).
+        """
+        try:
+            outcome = install()
+        except SwapError as exc:  # the live set could not even be read: the same retry
+            outcome = service.InstallOutcome("swap_failed", error=str(exc), cause=str(exc))
+        if outcome is not None and outcome.status == "swap_failed":
+            delay = self.swap_retry.failed(time.monotonic())
+            service.log_swap_failed(
+                str(outcome.source or self.ctx.paths.incoming),
+                outcome.cause,
+                outcome.error,
+                failures=self.swap_retry.failures,
+                next_attempt=self.clock.now() + dt.timedelta(seconds=delay),
+            )
+            return outcome
+        self.swap_retry.succeeded()
+        if outcome is not None and outcome.applied is not None and outcome.applied.restarted:
+            self.ctx.budget.spend(self.clock.now())  # Harper was restarted, not hot-reloaded
         self._refresh_schedule()
+        self._renewal_check()
+        return outcome
 
     def _check_live(self, now: float) -> None:
         if self.live_dirty is None or now - self.live_dirty < self.ctx.config.watch.settle_seconds:
@@ -416,7 +530,7 @@ class Daemon:
 
     def _expiry(self) -> None:
         now = self.clock.now()
-        for mark in due_marks(self.marks, self.fired, now):
+        for mark in self.expiry.tick(now):
             days = (mark.cert.not_after - now).total_seconds() / 86400
             fields = {
                 "certificate": mark.cert.role,
@@ -424,24 +538,43 @@ class Daemon:
                 "fingerprint": mark.cert.sha256,
                 "not_after": mark.cert.not_after.isoformat(),
                 "days_left": round(days, 2),
+                "now": now.isoformat(),
+                "waiting": self._waiting(),
             }
             if mark.kind == "expired":
                 log.critical("certd.expired", **fields)
             else:
                 log.warning("certd.expiry_warning", threshold_days=mark.days, **fields)
-        for mark in self.marks:
-            if mark.at <= now:
-                self.fired.add(mark.key)
+
+    def _clock_check(self, mono: float) -> None:
+        """A step of the wall clock: say so, and plan again from the new wall time."""
+        step = self.clock_watch.tick(mono)
+        if step is None:
+            return
+        wall = self.clock.now()
+        log.warning("certd.clock_jumped", seconds=round(step, 1), now=wall.isoformat())
+        # Marks now in the future again (the clock went back) are due again; marks passed
+        # by a step forward fire at once in _expiry.  Backoffs are monotonic: unchanged.
+        self.expiry.stepped(wall)
+        self._refresh_schedule()
+
+    def _renewal_due(self) -> dt.datetime | None:
+        config = self.ctx.config.renew
+        if not config.command or self.leaf is None:
+            return None
+        return renewal_at(
+            self.leaf, before_fraction=config.before_fraction, before_days=config.before_days
+        )
 
     def _renewal(self) -> None:
         config = self.ctx.config.renew
-        if not config.command or self.leaf is None:
+        due = self._renewal_due()
+        if due is None or self.leaf is None:
             return
-        now = self.clock.now()
-        due = renewal_at(
-            self.leaf, before_fraction=config.before_fraction, before_days=config.before_days
-        )
-        if now < due or (self.renew.next_try is not None and now < self.renew.next_try):
+        if self.renew.waiting is not None:
+            self._renewal_check()
+            return
+        if self.clock.now() < due or not self.renew.may_start(time.monotonic()):
             return
         log.info(
             "certd.renewal_started",
@@ -450,44 +583,119 @@ class Daemon:
             not_after=self.leaf.not_after.isoformat(),
         )
         status, output = service.run_renewal(self.ctx, self.stopping)
-        backoff = Backoff(config.backoff_initial, config.backoff_max)
-        if status == 0:
-            self.renew.failures = 0
-            log.info("certd.renewal_succeeded", output=output[-1000:])
-            if config.lineage_dir is not None:
-                service.install_newest(self.ctx, [config.lineage_dir])
-                self._refresh_schedule()
-            # The renewed set may take a while to arrive; do not run again at once.
-            self.renew.next_try = now + dt.timedelta(seconds=config.backoff_initial)
+        if status != 0:
+            reason = "the command timed out" if status is None else f"the command exited {status}"
+            self._renewal_failed(status, output, reason, [])
             return
-        self.renew.failures += 1
-        wait = backoff.delay(self.renew.failures)
-        self.renew.next_try = now + dt.timedelta(seconds=wait)
+        self.renew.await_result(time.monotonic(), config.arrival_seconds, self.leaf.sha256, output)
+        if config.lineage_dir is not None:
+            self._from_lineage(config.lineage_dir)
+        else:
+            self._renewal_check()
+
+    @staticmethod
+    def _digest(data: SetBytes) -> str:
+        return hashlib.sha256(b"\0".join((data.cert, data.key, data.ca))).hexdigest()
+
+    def _from_lineage(self, lineage: Path) -> None:
+        """Take a certbot lineage's set, unless this very content was judged before.
+
+        The live generation's content counts as judged: certbot's "not yet due" leaves the
+        lineage as it was, and an unchanged lineage is never copied into processed/ again.
+        """
+        with contextlib.suppress(CertdError, OSError):
+            current = self.ctx.store.current()
+            if current is not None:
+                self.renew.seen.add(self._digest(current.read()))
+        try:
+            source = read_source(
+                lineage,
+                trusted_uids=self.ctx.trusted_uids(),
+                ca_fallback=self.ctx.config.ca_file or self.ctx.managed.live.ca,
+            )
+            digest: str | None = self._digest(source.data)
+        except (SourceRefused, OSError):
+            digest = None  # judged (and refused) by the rotation, which says why
+        if digest is not None and digest in self.renew.seen:
+            self._renewal_check()  # nothing new arrived; nothing is filed again
+            return
+        failures = self.swap_retry.failures
+        self._rotate(
+            lambda: service.install_newest(
+                self.ctx,
+                [lineage],
+                hold_seconds=self.ctx.config.schedule.hold_not_yet_valid_seconds,
+                on_judged=self._on_judged,
+            )
+        )
+        if self.swap_retry.failures > failures and self.renew.waiting is not None:
+            # Not "seen": the same content is tried again at the next attempt.
+            self._renewal_failed(
+                0, self.renew.waiting.output, "its set could not be swapped in", []
+            )
+            return
+        if digest is not None:
+            self.renew.seen.add(digest)
+        self._renewal_check()
+
+    def _renewal_check(self) -> None:
+        """Whether the renewal being waited for has ended: a new live leaf, or nothing."""
+        waiting = self.renew.waiting
+        if waiting is None:
+            return
+        if self.leaf is not None and self.leaf.sha256 != waiting.fingerprint:
+            # Not again at once, even if the new leaf is still inside the window.
+            self.renew.succeeded(time.monotonic())
+            log.info(
+                "certd.renewal_succeeded",
+                output=waiting.output[-1000:],
+                fingerprint=self.leaf.sha256,
+                not_after=self.leaf.not_after.isoformat(),
+            )
+            return
+        lineage = self.ctx.config.renew.lineage_dir is not None
+        pending = bool(self.candidates or self.held.sets)
+        now = time.monotonic()
+        if (not lineage or pending) and now < waiting.deadline:
+            return  # the set may still be on its way through incoming/, or being judged
+        if pending and now < waiting.deadline + self.ctx.config.renew.arrival_seconds:
+            return  # something arrived late and is being judged, or waits to become valid
+        self._renewal_failed(0, waiting.output, "nothing new arrived", [])
+
+    def _renewal_failed(
+        self, status: int | None, output: str, reason: str, codes: list[str]
+    ) -> None:
+        wait = self.renew.failed(time.monotonic())
         log.error(
             "certd.renewal_failed",
             exit_status=status,
+            reason=reason,
+            codes=codes,
             output=output[-1000:],
             failures=self.renew.failures,
-            next_attempt=self.renew.next_try.isoformat(),
+            next_attempt=(self.clock.now() + dt.timedelta(seconds=wait)).isoformat(),
         )
 
     def _reload(self) -> None:
+        """SIGHUP: the configuration again; READY=1 always follows RELOADING=1."""
         sdnotify.reloading(env=self.env)
         try:
-            ctx = self._load()
-        except (ConfigError, CertdError) as exc:
-            log.error("certd.config_refused", error=str(exc), config=str(self.config_path))
+            try:
+                ctx = self._load()
+            except Exception as exc:  # any failure to load keeps the old config
+                log.error(
+                    "certd.config_refused", error=_describe(exc), config=str(self.config_path)
+                )
+                return
+            ctx.budget.carry_over(self.ctx.budget)  # restarts spent stay spent
+            self.ctx = ctx
+            self._configure_logging(ctx.config)
+            self._start_watching()
+            self._rescan(time.monotonic())
+            self._refresh_schedule()
+            log.info("certd.config_reloaded", config=str(self.config_path))
+        finally:
             sdnotify.ready(env=self.env)
-            return
-        budget = self.ctx.budget
-        self.ctx = ctx
-        self.ctx.budget.__dict__.update(budget.__dict__)  # restarts spent stay spent
-        self._configure_logging(ctx.config)
-        self._start_watching()
-        self._rescan(time.monotonic())
-        self._refresh_schedule()
-        log.info("certd.config_reloaded", config=str(self.config_path))
-        sdnotify.ready(env=self.env)
 
     def _next_timeout(self, now: float) -> float:
         waits = [self.next_rescan - now, self.next_watch_check - now, self.next_summary - now]
@@ -499,20 +707,26 @@ class Daemon:
         if self.live_dirty is not None:
             waits.append(self.live_dirty + settle - now)
         wall = self.clock.now()
-        mark = next_mark(self.marks, self.fired, wall)
+        mark = self.expiry.next_wall(wall)
         if mark is not None:
             waits.append(self.clock.real_seconds(mark))
-        if self.ctx.config.renew.command and self.leaf is not None:
-            due = renewal_at(
-                self.leaf,
-                before_fraction=self.ctx.config.renew.before_fraction,
-                before_days=self.ctx.config.renew.before_days,
-            )
-            if self.renew.next_try is not None:
-                due = max(due, self.renew.next_try)
-            waits.append(self.clock.real_seconds(due))
+        due = self._renewal_due()
+        window_in = None if due is None else self.clock.real_seconds(due)
+        waits.append(
+            self.renew.next_due(now, window_in, self.ctx.config.renew.arrival_seconds) - now
+        )
         if self.candidates and not self.ctx.budget.allowed(wall):
             waits.append(self.clock.real_seconds(self.ctx.budget.next_allowed(wall)))
+            if self.leaf is not None:  # the budget gives way near expiry
+                last = min(self.ctx.config.expiry.warn_days, default=0.0)
+                urgent_at = self.leaf.not_after - dt.timedelta(days=last)
+                if urgent_at > wall:
+                    waits.append(self.clock.real_seconds(urgent_at))
+        held = self.held.next_wall()
+        if held is not None:
+            waits.append(self.clock.real_seconds(held))
+        waits.append(self.clock_watch.next_due(now) - now)
+        waits.append(self.swap_retry.next_due(now) - now)
         interval = sdnotify.watchdog_interval(self.env)
         if interval is not None:
             waits.append(self.next_ping - now)
@@ -523,9 +737,9 @@ class Daemon:
     def run(self) -> int:
         try:
             self.ctx = self._load()
-        except CertdError as exc:
+        except Exception as exc:  # a bad start: exit 2 with one event
             logs.configure()
-            log.error("certd.config_refused", error=str(exc), config=str(self.config_path))
+            log.error("certd.config_refused", error=_describe(exc), config=str(self.config_path))
             return 2
         self._configure_logging(self.ctx.config)
         self._signals()
@@ -623,8 +837,17 @@ class Daemon:
             managed=str(self.ctx.managed.live.cert),
             purpose=self.ctx.managed.purpose.value,
             hostnames=list(self.ctx.managed.hostnames),
-            notes=[e.note for e in harper.entries if e.note] + list(harper.notes),
+            notes=[e.note for e in harper.entries if e.note and e.paths is not None]
+            + list(harper.notes),
         )
+        for entry in harper.entries:
+            if entry.paths is None:  # fresh Harper 4.7: certificates kept in its database
+                log.warning(
+                    "certd.certificates_in_database",
+                    where=entry.where,
+                    uses=list(entry.uses),
+                    note=entry.note,
+                )
 
     def _summary(self) -> None:
         report = self._live_report()
@@ -641,6 +864,7 @@ class Daemon:
 
     def _cycle(self, notes: list[tuple[str, str]]) -> None:
         now = time.monotonic()
+        self._clock_check(now)
         for kind, value in notes:
             if kind == "signal" and value == "hup":
                 self._reload()
@@ -661,7 +885,14 @@ class Daemon:
             if self.next_summary:
                 self._summary()
             self.next_summary = now + SUMMARY_SECONDS
+        if self.swap_retry.due(now):
+            self.swap_retry.taken()
+            self._rescan(now)  # the sources are still in incoming/: take them again
+        self.held.forget_missing()
+        for path in self.held.due(self.clock.now()):
+            self._touch_candidate(path.name, now - self.ctx.config.watch.settle_seconds)
         self._process_candidates(now)
+        self._publish_waiting()
         self._check_live(now)
         self._expiry()
         self._renewal()
@@ -674,6 +905,8 @@ class Daemon:
     def _shutdown(self) -> int:
         log.info("certd.stopping")
         sdnotify.stopping(env=self.env)
+        with contextlib.suppress(OSError):
+            statefile.write_waiting(self.ctx.paths.state, [])  # nothing waits on a stopped daemon
         if self.watcher is not None:
             self.watcher.stop()
         in_flight = self.ctx.store.in_flight()
@@ -706,6 +939,15 @@ def _thread_failed(args: threading.ExceptHookArgs) -> None:
     name = args.thread.name if args.thread is not None else "thread"
     text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
     log.warning("certd.library_message", logger=name, message=text[-2000:])
+
+
+def _describe(exc: BaseException) -> str:
+    """An exception as one sentence: ours by their message, others by type and message."""
+    if isinstance(exc, CertdError):
+        return str(exc)
+    if isinstance(exc, RecursionError):
+        return "the configuration is nested too deeply to read"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def main(config_path: Path | None, overrides: Overrides, clock_factory: Callable[[], Clock]) -> int:

@@ -12,29 +12,49 @@ import os
 import random
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harper_certd import statefile
 
 CLOCK_ENV = "HARPER_CERTD_CLOCK"
 
 
 @dataclass(frozen=True, slots=True)
 class Clock:
-    """Wall time as ``start + speed * (monotonic - origin)``; the real clock is speed 1."""
+    """The daemon's wall clock: ``start + speed * elapsed + steps of the system clock``.
+
+    ``elapsed`` is monotonic seconds since ``origin``; ``steps`` is how far the system's
+    wall clock (CLOCK_REALTIME) has been set since then, beyond the time that passed
+    (an NTP step, a VM resume, ``date -s``).  The real clock (``start`` = the wall time at
+    ``origin``, speed 1) is therefore the system's wall clock itself, so every validity,
+    expiry and age decision follows it; tests start it elsewhere and run it faster.
+    Intervals (settle, backoff, watchdog) use ``time.monotonic`` directly, never this.
+    """
 
     start: dt.datetime
     origin: float
     speed: float = 1.0
+    wall_origin: float = field(default_factory=time.time)
 
     def now(self) -> dt.datetime:
-        return self.start + dt.timedelta(seconds=(time.monotonic() - self.origin) * self.speed)
+        elapsed = time.monotonic() - self.origin
+        steps = (time.time() - self.wall_origin) - elapsed
+        return self.start + dt.timedelta(seconds=elapsed * self.speed + steps)
 
     def real_seconds(self, until: dt.datetime) -> float:
         """Real seconds to sleep until ``until`` on this clock (0 if it has passed)."""
         return max(0.0, (until - self.now()).total_seconds() / self.speed)
 
 
+def wall_minus_monotonic() -> float:
+    """Seconds between the wall clock and the monotonic one: constant unless the clock is set."""
+    return time.time() - time.monotonic()
+
+
 def real_clock() -> Clock:
-    return Clock(dt.datetime.now(dt.UTC), time.monotonic())
+    origin, wall = time.monotonic(), time.time()
+    return Clock(dt.datetime.fromtimestamp(wall, dt.UTC), origin, 1.0, wall)
 
 
 def clock_from_env(env: Mapping[str, str] | None = None) -> Clock:
@@ -45,7 +65,7 @@ def clock_from_env(env: Mapping[str, str] | None = None) -> Clock:
         return real_clock()
     when, _, speed = spec.partition("*")
     start = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
-    return Clock(start, time.monotonic(), float(speed or 1))
+    return Clock(start, time.monotonic(), float(speed or 1), time.time())
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,25 +144,55 @@ class Backoff:
 
 
 class RestartBudget:
-    """At most ``limit`` rotations an hour: a storm is held back, not obeyed."""
+    """At most ``limit`` Harper restarts an hour: a storm is held back, not obeyed.
 
-    def __init__(self, limit: int) -> None:
+    Only restarts count (``Applied.restarted``): a hot reload costs Harper nothing.  With
+    a ``path`` the spent restarts are kept on disk (JSON list of ISO-8601 UTC times,
+    written to a temporary file, fsynced and renamed), so a daemon restart does not
+    refill the budget.  A time later than ``now`` (the wall clock was set back) counts
+    as ``now``: it neither holds for ever nor is forgotten.
+    """
+
+    def __init__(self, limit: int, path: Path | None = None) -> None:
         self.limit = limit
-        self._times: list[dt.datetime] = []
+        self.path = path
+        self._times: list[dt.datetime] = self._read() if path is not None else []
+
+    def _read(self) -> list[dt.datetime]:
+        assert self.path is not None
+        data = statefile.read_json(self.path)
+        try:
+            return [dt.datetime.fromisoformat(t) for t in data["restarts"]]
+        except (ValueError, KeyError, TypeError):
+            return []  # missing or damaged: a full budget, as before the file existed
+
+    def _write(self) -> None:
+        if self.path is not None:
+            statefile.write_json(self.path, {"restarts": [t.isoformat() for t in self._times]})
 
     def _prune(self, now: dt.datetime) -> None:
         hour_ago = now - dt.timedelta(hours=1)
-        self._times = [t for t in self._times if t > hour_ago]
+        self._times = [min(t, now) for t in self._times if t > hour_ago]
+
+    def carry_over(self, older: RestartBudget) -> None:
+        """Keep restarts spent under an earlier configuration (SIGHUP) as spent."""
+        self._times = sorted(set(self._times) | set(older._times))
+
+    @property
+    def spent(self) -> tuple[dt.datetime, ...]:
+        return tuple(self._times)
 
     def allowed(self, now: dt.datetime) -> bool:
         self._prune(now)
         return len(self._times) < self.limit
 
     def spend(self, now: dt.datetime) -> None:
+        self._prune(now)
         self._times.append(now)
+        self._write()
 
     def next_allowed(self, now: dt.datetime) -> dt.datetime:
         self._prune(now)
         if len(self._times) < self.limit:
             return now
-        return min(self._times) + dt.timedelta(hours=1)
+        return sorted(self._times)[len(self._times) - self.limit] + dt.timedelta(hours=1)

@@ -157,7 +157,8 @@ def build_context(
 
 @dataclass(frozen=True, slots=True)
 class InstallOutcome:
-    status: str  # installed, unchanged, refused, rolled_back, rollback_failed, swap_failed
+    # installed, unchanged, refused, held (daemon), rolled_back, rollback_failed, swap_failed
+    status: str
     problems: tuple[Problem, ...] = ()
     generation: str | None = None
     previous: str | None = None
@@ -168,6 +169,8 @@ class InstallOutcome:
     report: Report | None = None
     # swap_failed: why; installed: why the source could not be filed (a warning)
     error: str | None = None
+    cause: str | None = None  # swap_failed: the cause in a few words (disk full, read-only)
+    source: Path | None = None  # swap_failed: the source that stays for the next attempt
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -398,12 +401,33 @@ def install(ctx: Context, folder: Path, *, force_older: bool = False) -> Install
         recovery = ctx.store.recover()
         outcome = _install_locked(ctx, folder, force_older, recovery)
     if outcome.status == "swap_failed":
+        log_swap_failed(str(folder), outcome.cause, outcome.error)
         # The command line says "nothing changed" (exit 1) with the cause.
         raise SwapError(outcome.error or "the swap failed; the live set is unchanged")
     return outcome
 
 
 Judged = tuple[Source, Report, tuple[Problem, ...]]
+
+
+def log_swap_failed(
+    source: str,
+    cause: str | None,
+    error: str | None,
+    *,
+    failures: int | None = None,
+    next_attempt: dt.datetime | None = None,
+) -> None:
+    """The one shape of ``certd.swap_failed``: the live set is unchanged.  ``failures`` and
+    ``next_attempt`` when the daemon retries (None from the command line, which does not)."""
+    log.error(
+        "certd.swap_failed",
+        source=source,
+        cause=cause,
+        error=error,
+        failures=failures,
+        next_attempt=None if next_attempt is None else next_attempt.isoformat(),
+    )
 
 
 def _refuse(
@@ -426,6 +450,7 @@ def _refuse(
         codes=[p.code for p in errors],
         reason=errors[0].message,
         kept_at=str(kept) if kept else None,
+        now=ctx.clock().isoformat(),
     )
     return InstallOutcome("refused", problems, recovery=recovery, kept_at=kept, report=report)
 
@@ -451,9 +476,17 @@ def judge_failed(
 
 
 def _judge(
-    ctx: Context, folder: Path, force_older: bool, recovery: Recovery | None
+    ctx: Context,
+    folder: Path,
+    force_older: bool,
+    recovery: Recovery | None,
+    hold_seconds: float = 0.0,
 ) -> Judged | InstallOutcome:
-    """The source, read and validated; or the refusal (the source then kept in rejected/)."""
+    """The source, read and validated; or the refusal (the source then kept in rejected/).
+
+    With ``hold_seconds``, a set whose only error is a notBefore at most that many seconds
+    ahead of ``ctx.clock()`` is not refused: the outcome is "held" and the source stays.
+    """
     why = unmovable(ctx, folder)
     if why is not None:
         # Checked first: a set that could never be filed would be judged at every event.
@@ -479,13 +512,28 @@ def _judge(
         report.as_dict()  # parts are read lazily: anything raising must raise here
     except Exception as exc:  # a set's content never stops the daemon
         return judge_failed(ctx, folder, exc, recovery)
-    if any(p.severity.value == "error" for p in problems):
+    errors = tuple(p for p in problems if p.severity.value == "error")
+    if errors and hold_seconds > 0 and {p.code for p in errors} == {"not_yet_valid"}:
+        assert report.certificate is not None
+        ahead = (report.certificate.not_before - ctx.clock()).total_seconds()
+        if ahead <= hold_seconds:  # not_yet_valid: notBefore is ahead (ahead >= 0)
+            return InstallOutcome("held", problems, recovery=recovery, report=report)
+    if errors:
         return _refuse(ctx, folder, problems, "validate", source, recovery, report)
     return source, report, problems
 
 
-def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
+def install_newest(
+    ctx: Context,
+    folders: list[Path],
+    *,
+    hold_seconds: float = 0.0,
+    on_judged: Callable[[Path, InstallOutcome], None] | None = None,
+) -> InstallOutcome | None:
     """A burst of sets is one rotation: each is judged, the newest valid one is installed.
+
+    A set held for its notBefore (see ``_judge``) is left in place.  Each set that is held
+    or refused is passed to ``on_judged`` with its outcome.
 
     Newest: issued last (notBefore, then notAfter), then written last.
 
@@ -495,18 +543,24 @@ def install_newest(ctx: Context, folders: list[Path]) -> InstallOutcome | None:
     """
     with ctx.store.locked():
         recovery = ctx.store.recover()
-        judged = _judge_each(ctx, folders, recovery)
+        judged = _judge_each(ctx, folders, recovery, hold_seconds, on_judged)
         return _install_best(ctx, judged, recovery) if judged else None
 
 
-def judge_sources(ctx: Context, folders: list[Path]) -> list[tuple[Path, Judged]]:
+def judge_sources(
+    ctx: Context,
+    folders: list[Path],
+    *,
+    hold_seconds: float = 0.0,
+    on_judged: Callable[[Path, InstallOutcome], None] | None = None,
+) -> list[tuple[Path, Judged]]:
     """The valid ones of ``folders`` (read and validated); the others refused and filed.
 
     For a burst judged over several loop cycles: ``install_judged_newest`` then installs
     the newest of everything judged, one rotation.  Raises ``Interrupted`` when asked to stop.
     """
     with ctx.store.locked():
-        return _judge_each(ctx, folders, ctx.store.recover())
+        return _judge_each(ctx, folders, ctx.store.recover(), hold_seconds, on_judged)
 
 
 def install_judged_newest(ctx: Context, judged: list[tuple[Path, Judged]]) -> InstallOutcome | None:
@@ -517,19 +571,24 @@ def install_judged_newest(ctx: Context, judged: list[tuple[Path, Judged]]) -> In
 
 
 def _judge_each(
-    ctx: Context, folders: list[Path], recovery: Recovery | None
+    ctx: Context,
+    folders: list[Path],
+    recovery: Recovery | None,
+    hold_seconds: float = 0.0,
+    on_judged: Callable[[Path, InstallOutcome], None] | None = None,
 ) -> list[tuple[Path, Judged]]:
     judged: list[tuple[Path, Judged]] = []
     for folder in folders:
         if ctx.interrupted is not None and ctx.interrupted.is_set():
             raise Interrupted("stopping")
         try:
-            verdict = _judge(ctx, folder, False, recovery)
+            verdict = _judge(ctx, folder, False, recovery, hold_seconds)
         except Exception as exc:  # one source never stops the others
-            judge_failed(ctx, folder, exc, recovery)
-            continue
+            verdict = judge_failed(ctx, folder, exc, recovery)
         if not isinstance(verdict, InstallOutcome):
             judged.append((folder, verdict))
+        elif on_judged is not None:
+            on_judged(folder, verdict)
     return judged
 
 
@@ -719,6 +778,7 @@ def _install_judged(
             codes=["live_not_managed"],
             reason=refused[0].message,
             kept_at=None,
+            now=ctx.clock().isoformat(),
         )
         return InstallOutcome("refused", (*problems, *refused), recovery=recovery, report=report)
     if _same_as_live(ctx, source.data):
@@ -759,10 +819,16 @@ def _install_judged(
         cause = _swap_cause(exc)
         with contextlib.suppress(OSError):
             store.record("install", "failed", source=str(folder), error=str(exc))
-        # The source stays where it is (it was not found wanting) for the next attempt.
-        log.error("certd.swap_failed", source=str(folder), cause=cause, error=str(exc))
+        # The source stays where it is (it was not found wanting) for the next attempt;
+        # the caller says so (log_swap_failed): the daemon with its next attempt.
         return InstallOutcome(
-            "swap_failed", problems, recovery=recovery, report=report, error=str(exc)
+            "swap_failed",
+            problems,
+            recovery=recovery,
+            report=report,
+            error=str(exc),
+            cause=cause,
+            source=folder,
         )
     renamed = _name_change(previous or previous_before, meta)
     applied = ctx.applier(previous, gen)
@@ -1150,12 +1216,7 @@ def handle_live_change(ctx: Context) -> None:
                 # Harper already reads the new files; only our record of them failed.
                 with contextlib.suppress(SwapError, OSError):
                     store.recover()
-                log.error(
-                    "certd.swap_failed",
-                    source="live files (changed by hand)",
-                    cause=_swap_cause(exc),
-                    error=str(exc),
-                )
+                log_swap_failed("live files (changed by hand)", _swap_cause(exc), str(exc))
                 return
             log.warning(
                 "certd.live_changed",
@@ -1193,12 +1254,7 @@ def handle_live_change(ctx: Context) -> None:
         try:
             store.restore(target)
         except (SwapError, OSError) as exc:
-            log.error(
-                "certd.swap_failed",
-                source=f"generation {target.id} (restore)",
-                cause=_swap_cause(exc),
-                error=str(exc),
-            )
+            log_swap_failed(f"generation {target.id} (restore)", _swap_cause(exc), str(exc))
             return
         applied = ctx.applier(None, target)
         log.warning(

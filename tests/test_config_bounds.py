@@ -1,0 +1,70 @@
+"""The one YAML reader refuses bombs with a sentence, fast (issue 10 item 8)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from harper_certd.config import YAML_MAX_BYTES, YAML_MAX_DEPTH, YAML_MAX_NODES, read_yaml
+from harper_certd.errors import ConfigError
+
+
+def _nested_block(depth: int) -> str:
+    return "".join("  " * i + f"k{i}:\n" for i in range(depth)) + "  " * depth + "leaf\n"
+
+
+def _refused(path: Path) -> str:
+    started = time.perf_counter()
+    with pytest.raises(ConfigError) as info:
+        read_yaml(path)
+    took = time.perf_counter() - started
+    print(f"{path.name}: refused in {took * 1000:.1f} ms")  # a reported figure, no bound
+    return str(info.value)
+
+
+def test_depth_limit_is_exact(tmp_path: Path) -> None:
+    """Nested exactly YAML_MAX_DEPTH deep loads; one level more is refused."""
+    ok = tmp_path / "ok.yaml"
+    ok.write_text(_nested_block(YAML_MAX_DEPTH))
+    data = read_yaml(ok)
+    for i in range(YAML_MAX_DEPTH - 1):
+        data = data[f"k{i}"]
+    assert data == {f"k{YAML_MAX_DEPTH - 1}": "leaf"}
+    deep = tmp_path / "deep.yaml"
+    deep.write_text(_nested_block(YAML_MAX_DEPTH + 1))
+    assert "nested more than 64 levels" in _refused(deep)
+
+
+@pytest.mark.parametrize("depth", [1_001, 50_000])
+def test_flow_nesting_bomb_is_refused_as_nesting(tmp_path: Path, depth: int) -> None:
+    """The issue's bomb ("[" 50,000 deep) and one just past libyaml's own limit: the same
+    sentence, never RecursionError."""
+    path = tmp_path / f"flow{depth}.yaml"
+    path.write_text("tls:\n  certificate: " + "[" * depth + "]" * depth + "\n")
+    assert "nested more than 64 levels" in _refused(path)
+
+
+def test_too_many_nodes_and_too_large(tmp_path: Path) -> None:
+    many = tmp_path / "many.yaml"
+    many.write_text("".join(f"k{i}: {i}\n" for i in range(YAML_MAX_NODES // 2 + 1)))
+    assert f"more than {YAML_MAX_NODES} YAML nodes" in _refused(many)
+    large = tmp_path / "large.yaml"
+    large.write_text("# " + "x" * YAML_MAX_BYTES + "\n")
+    assert f"larger than {YAML_MAX_BYTES} bytes" in _refused(large)
+
+
+def test_not_a_regular_file(tmp_path: Path) -> None:
+    """A directory or a FIFO is refused without blocking on it."""
+    assert "not a regular file" in _refused(tmp_path)
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    assert "not a regular file" in _refused(fifo)
+
+
+def test_not_utf8_is_a_sentence(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes(b"a: \xff\n")
+    assert "not UTF-8" in _refused(path)
