@@ -181,6 +181,7 @@ def _key_description(key: CertificatePublicKeyTypes | PrivateKeyTypes) -> tuple[
     return type(key).__name__, 0
 
 
+@functools.lru_cache(maxsize=4096)
 def summarize(cert: x509.Certificate) -> CertSummary:
     """The certificate in plain values; never raises, whatever the certificate holds."""
     ids = names.identities(cert)
@@ -385,10 +386,8 @@ def _issuer_name(cert: x509.Certificate) -> str:
 def check_key_strength(cert: x509.Certificate, role: str) -> list[Problem]:
     try:
         key = cert.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        return [
-            problem("weak_key", f"The {role} '{_name(cert)}' has a key Harper cannot use: {exc}")
-        ]
+    except Exception:  # unknown algorithm: key_type_unusable (leaf) or chain_invalid (CA)
+        return []
     _, size = _key_description(key)
     if isinstance(key, rsa.RSAPublicKey) and size < MIN_RSA_BITS:
         why = f"an RSA key of {size} bits (at least {MIN_RSA_BITS} needed)"
@@ -886,11 +885,17 @@ def check_pair(leaf: x509.Certificate, key: PrivateKeyTypes) -> list[Problem]:
         )
 
     try:
-        if spki(leaf.public_key()) == spki(key.public_key()):  # type: ignore[arg-type]
+        leaf_key: CertificatePublicKeyTypes | None = leaf.public_key()
+    except Exception:  # an unknown or malformed SubjectPublicKeyInfo: key_type_unusable
+        leaf_key = None
+    try:
+        if leaf_key is not None and spki(leaf_key) == spki(key.public_key()):  # type: ignore[arg-type]
             return []
     except (ValueError, UnsupportedAlgorithm):
         pass
-    cert_kind = _key_description(leaf.public_key())
+    if leaf_key is None:
+        return []  # key_type_unusable says what is wrong with the certificate's key
+    cert_kind = _key_description(leaf_key)
     key_kind = _key_description(key)
     return [
         problem(
