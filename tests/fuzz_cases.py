@@ -149,18 +149,24 @@ def der_of(issued: devca.Issued) -> bytes:
     return issued.cert.public_bytes(serialization.Encoding.DER)
 
 
-def edited(cert_der: bytes, issuer: devca.Issued, old: bytes, new: bytes) -> bytes:
-    """``cert_der`` with ``old`` replaced by ``new`` (same length) in its TBS, re-signed."""
+def edited(
+    cert_der: bytes, issuer: devca.Issued, old: bytes, new: bytes, *, last: bool = False
+) -> bytes:
+    """``cert_der`` with the first (``last``: the last) ``old`` replaced by ``new`` (same
+    length) in its TBS, re-signed."""
     assert len(old) == len(new)
     tbs, algorithm = split_certificate(cert_der)
-    assert old in tbs, old
-    return resign(tbs.replace(old, new, 1), algorithm, issuer)
+    at = tbs.rfind(old) if last else tbs.find(old)
+    assert at >= 0, old
+    return resign(tbs[:at] + new + tbs[at + len(old) :], algorithm, issuer)
 
 
 # --- certificates carrying what the fuzz needs --------------------------------------------
 
 
-def _builder(issuer: devca.Issued, subject: x509.Name, public_key: object) -> x509.CertificateBuilder:
+def _builder(
+    issuer: devca.Issued, subject: x509.Name, public_key: object
+) -> x509.CertificateBuilder:
     return (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -175,7 +181,7 @@ def _builder(issuer: devca.Issued, subject: x509.Name, public_key: object) -> x5
 def _sign(builder: x509.CertificateBuilder, issuer: devca.Issued) -> bytes:
     key = issuer.key
     algorithm = None if isinstance(key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    return builder.sign(key, algorithm).public_bytes(serialization.Encoding.DER)  # type: ignore[arg-type]
+    return builder.sign(key, algorithm).public_bytes(serialization.Encoding.DER)
 
 
 def _leaf_builder(base: Base, cn: str, public_key: object) -> x509.CertificateBuilder:
@@ -224,10 +230,10 @@ def _oid_der(oid: x509.ObjectIdentifier) -> bytes:
     body = bytearray([parts[0] * 40 + parts[1]])
     for part in parts[2:]:
         chunk = [part & 0x7F]
-        part >>= 7
-        while part:
-            chunk.append(0x80 | (part & 0x7F))
-            part >>= 7
+        rest = part >> 7
+        while rest:
+            chunk.append(0x80 | (rest & 0x7F))
+            rest >>= 7
         body += bytes(reversed(chunk))
     return _tlv(0x06, bytes(body))
 
@@ -245,8 +251,9 @@ def malformed_extension_cert(base: Base, *, ca: bool) -> bytes:
     return _sign(builder, base.root)
 
 
-def unknown_spki_leaf(base: Base) -> bytes:
-    """The leaf with its key's algorithm OID changed to an unknown one (re-signed)."""
+def unknown_spki_leaf(base: Base, *, spki: bool = True) -> bytes:
+    """The leaf with its key's algorithm OID changed to an unknown one (re-signed); with
+    ``spki`` False, the same edit on the TBS signature field (EdDSA keys' OID is both)."""
     der = der_of(base.leaf)
     key = base.leaf.key
     if isinstance(key, ec.EllipticCurvePrivateKey):
@@ -258,7 +265,7 @@ def unknown_spki_leaf(base: Base) -> bytes:
     else:
         old = _oid_der(x509.ObjectIdentifier("1.3.101.112"))
         new = _oid_der(x509.ObjectIdentifier("1.3.101.119"))
-    return edited(der, base.inter, old, new)
+    return edited(der, base.inter, old, new, last=spki)
 
 
 def unusable_key_leaf(base: Base, kind: str) -> tuple[bytes, bytes]:
@@ -270,8 +277,8 @@ def unusable_key_leaf(base: Base, kind: str) -> tuple[bytes, bytes]:
         key = ec.generate_private_key(ec.SECP256K1())
     else:
         key = ec.generate_private_key(ec.BrainpoolP256R1())
-    der = _sign(_leaf_builder(base, "nodea", key.public_key()), base.inter)  # type: ignore[attr-defined]
-    key_pem = key.private_bytes(  # type: ignore[attr-defined]
+    der = _sign(_leaf_builder(base, "nodea", key.public_key()), base.inter)
+    key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
     return der, key_pem
@@ -382,7 +389,7 @@ _PEM_DAMAGE: list[tuple[str, Callable[[random.Random, bytes], bytes]]] = [
     ("label", lambda r, d: d.replace(b"BEGIN ", b"BEGIN X509 ", 1)),
     ("garbage_around", lambda r, d: b"subject=junk\n" + d + b"trailing junk\n"),
     ("base64_of_pem", lambda r, d: base64.b64encode(d) + b"\n"),
-    ("many_begins", lambda r, d: b"-----BEGIN X-----\n" * r.randint(100, 3000)),
+    ("many_begins", lambda r, d: b"-----BEGIN X-----\n" * r.randint(50, 400)),
     ("empty", lambda r, d: b""),
     ("nul", lambda r, d: d[: len(d) // 2] + b"\x00" + d[len(d) // 2 :]),
 ]
@@ -415,6 +422,9 @@ def m_ca_entry_damage(rng: random.Random, base: Base) -> FuzzSet:
 
 
 def m_unknown_spki(rng: random.Random, base: Base) -> FuzzSet:
+    if isinstance(base.leaf.key, ed25519.Ed25519PrivateKey) and rng.random() < 0.5:
+        leaf = pem(unknown_spki_leaf(base, spki=False))
+        return _replace(base.files(), "unknown_sigalg_tbs", "cert", leaf + base.inter.cert_pem)
     leaf = pem(unknown_spki_leaf(base))
     return _replace(base.files(), "unknown_spki_leaf", "cert", leaf + base.inter.cert_pem)
 
@@ -439,7 +449,9 @@ def m_flood(rng: random.Random, base: Base) -> FuzzSet:
     s = base.files()
     kind = rng.choice(("ca_copies", "cert_copies", "sans"))
     if kind == "ca_copies":
-        return _replace(s, "flood_ca_copies", "ca", base.inter.cert_pem * rng.randint(50, 400) + s.ca)
+        return _replace(
+            s, "flood_ca_copies", "ca", base.inter.cert_pem * rng.randint(50, 400) + s.ca
+        )
     if kind == "cert_copies":
         return _replace(s, "flood_cert_copies", "cert", s.cert + base.inter.cert_pem * 200)
     leaf = pem(many_san_leaf(base, rng.choice((10, 1000, 5000))))

@@ -14,6 +14,7 @@ SAN extension as no SAN.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import re
@@ -70,6 +71,7 @@ def safe_name(get: Callable[[], x509.Name], *, empty: str = "(empty name)") -> s
     return ",".join(reversed(parts)) or empty
 
 
+@functools.lru_cache(maxsize=1024)
 def identities(cert: x509.Certificate) -> Identities:
     """SAN DNS names and IPs, and subject CNs; a malformed SAN or name reads as empty."""
     try:

@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
     CertificatePublicKeyTypes,
     PrivateKeyTypes,
 )
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 from cryptography.x509.verification import (
     Criticality,
     ExtensionPolicy,
@@ -317,6 +317,13 @@ def _verify_signature(child: x509.Certificate, issuer: x509.Certificate) -> None
             raise UnsupportedAlgorithm("not an ECDSA signature")
         key.verify(child.signature, tbs, params)
     elif isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        expected = (
+            SignatureAlgorithmOID.ED25519
+            if isinstance(key, ed25519.Ed25519PublicKey)
+            else SignatureAlgorithmOID.ED448
+        )
+        if child.signature_algorithm_oid != expected:
+            raise UnsupportedAlgorithm("signature algorithm does not fit the issuer's key")
         key.verify(child.signature, tbs)
     elif isinstance(key, dsa.DSAPublicKey) and algorithm is not None:
         key.verify(child.signature, tbs, algorithm)
@@ -332,7 +339,55 @@ def _directly_issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     return True
 
 
+def _algorithms_agree(cert: x509.Certificate) -> bool:
+    """Whether the outer signatureAlgorithm equals the TBS's signature field (OpenSSL's
+    X509_verify refuses a certificate where they differ)."""
+    der = _original_der(cert) or cert.public_bytes(serialization.Encoding.DER)
+    try:
+        inner, _ = _der_header(der, 0)
+        tbs_start, tbs_end = _der_header(der, inner)
+        outer = der[tbs_end : _der_header(der, tbs_end)[1]]
+        pos = tbs_start
+        if der[pos] == 0xA0:  # [0] version
+            pos = _der_header(der, pos)[1]
+        pos = _der_header(der, pos)[1]  # serialNumber
+        return der[pos : _der_header(der, pos)[1]] == outer
+    except IndexError:
+        return False
+
+
+def _invalid_utf8(encoded: bytes) -> bool:
+    """Whether a DER Name holds a UTF8String that is not UTF-8 (OpenSSL 3's decoder refuses
+    such a certificate: ERR_OSSL_ASN1_INVALID_UTF8STRING; measured with Node 20)."""
+    stack = [(0, len(encoded))]
+    while stack:
+        pos, end = stack.pop()
+        while pos < end:
+            try:
+                start, stop = _der_header(encoded, pos)
+            except IndexError:
+                return False
+            tag = encoded[pos]
+            if tag & 0x20:  # constructed: SEQUENCE, SET
+                stack.append((start, min(stop, end)))
+            elif tag == 0x0C:
+                try:
+                    encoded[start:stop].decode("utf-8")
+                except UnicodeDecodeError:
+                    return True
+            pos = stop
+    return False
+
+
+def undecodable_by_openssl(cert: x509.Certificate) -> bool:
+    """Whether OpenSSL (so Node) refuses to load ``cert`` though cryptography loads it."""
+    issuer, subject = _raw_names(cert)
+    return _invalid_utf8(issuer) or _invalid_utf8(subject)
+
+
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
+    if not _algorithms_agree(child):
+        return False
     if _raw_names(child)[0] != _raw_names(issuer)[1]:
         try:
             if child.issuer != issuer.subject:  # same name, another encoding
@@ -1356,6 +1411,31 @@ def _check_ca_eku(cert: x509.Certificate, purpose: Purpose) -> list[Problem]:
     ]
 
 
+def _readable_ca_entries(
+    ca_certs: tuple[x509.Certificate, ...], ca_name: str, problems: list[Problem]
+) -> tuple[x509.Certificate, ...]:
+    """The CA-file entries Node loads: OpenSSL stops reading a CA file at the first entry
+    it cannot decode, silently, so that entry and all after it are not trusted."""
+    bad = next((i for i, c in enumerate(ca_certs) if undecodable_by_openssl(c)), None)
+    if bad is None:
+        return ca_certs
+    why = (
+        f"{ca_name}: certificate #{bad + 1} has a name with an invalid UTF8String; OpenSSL, "
+        "so Node, stops reading the CA file there"
+    )
+    if bad == 0:
+        problems.append(problem("ca_unreadable", f"{why}, so it trusts nothing from it."))
+    else:
+        problems.append(
+            problem(
+                "ca_file_damaged_entry",
+                f"{why}: that entry and the {len(ca_certs) - bad - 1} after it are ignored. "
+                "Remove or reissue it.",
+            )
+        )
+    return ca_certs[:bad]
+
+
 def _check_ca_file_damaged(
     ca_certs: Sequence[x509.Certificate], path: Sequence[x509.Certificate], ca_name: str
 ) -> list[Problem]:
@@ -1545,6 +1625,20 @@ def _validate(
     except load.Unreadable as exc:
         unreadable("ca_unreadable", exc)
 
+    if ca_certs:
+        ca_certs = _readable_ca_entries(ca_certs, inputs.ca_name, problems)
+    if cert_file is not None:
+        bad = next((i for i, c in enumerate(cert_file.certs) if undecodable_by_openssl(c)), None)
+        if bad is not None:
+            problems.append(
+                problem(
+                    "cert_unreadable",
+                    f"{inputs.cert_name}: certificate #{bad + 1} has a name with an invalid "
+                    "UTF8String; OpenSSL, so Node, refuses to load it "
+                    "(ERR_OSSL_ASN1_INVALID_UTF8STRING). Reissue it.",
+                )
+            )
+            cert_file = None
     if cert_file is None:
         return Report(tuple(problems), ca_certs=ca_certs, at=at)
     leaf, extras = cert_file.certs[0], cert_file.certs[1:]
