@@ -290,11 +290,12 @@ def _der_int(value: int) -> bytes:
 
 
 def damaged_rsa_key(key: rsa.RSAPrivateKey, part: str) -> bytes:
-    """The key with one private part changed and the public half intact, as PKCS#1 PEM
-    (encoded by hand: cryptography refuses to build an inconsistent key)."""
+    """The key with private parts changed (``part``: names joined by '+') and the public half
+    intact, as PKCS#1 PEM (encoded by hand: cryptography refuses to build such a key)."""
     n = key.private_numbers()
     values = {"p": n.p, "q": n.q, "d": n.d, "dmp1": n.dmp1, "dmq1": n.dmq1, "iqmp": n.iqmp}
-    values[part] = values[part] ^ 0b10
+    for name in part.split("+"):
+        values[name] = values[name] ^ 0b10
     fields = [
         0,
         n.public_numbers.n,
@@ -441,7 +442,9 @@ def m_damaged_rsa(rng: random.Random, base: Base) -> FuzzSet:
     s = base.files()
     if not isinstance(key, rsa.RSAPrivateKey):
         return _replace(s, "key_flip", "key", _flip(rng, s.key, 1))
-    part = rng.choice(("p", "q", "d", "dmp1", "dmq1", "iqmp"))
+    # One part: OpenSSL's RSA signing survives it (a faulty CRT result is redone with d).
+    # A CRT part and d: every signature is wrong.
+    part = rng.choice(("p", "q", "d", "dmp1", "dmq1", "iqmp", "p+d", "dmp1+d", "iqmp+d"))
     return _replace(s, f"damaged_rsa_{part}", "key", damaged_rsa_key(key, part))
 
 

@@ -59,6 +59,10 @@ POLICY_DIVERGENCES: dict[str, str] = {
     "key_usage_invalid": "Key Usage must allow the handshake: digitalSignature, or for RSA "
     "keyEncipherment; OpenSSL's sslserver purpose also takes keyEncipherment on an EC key.",
     "key_mismatch": "openssl verify never sees the private key.",
+    "ca_file_missing_intermediate": "Harper, not policy: openssl verify takes intermediates from "
+    "-untrusted (the certificate file), but two real Harper 4.7.29 nodes refuse each other's "
+    "replication connection unless the intermediate is in the CA file "
+    "(tests/test_replication_sets.py).",
     "hostname_mismatch": "Names are matched as Node's checkServerIdentity does, minus partial "
     "wildcards (policy); OpenSSL takes 'node*.example.com' and falls back to the CN when the "
     "only SANs are IP addresses.",

@@ -267,6 +267,29 @@ def _raw_names(cert: x509.Certificate) -> tuple[bytes, bytes]:
     return issuer, subject
 
 
+_EC_PUBLIC_KEY_OID = bytes.fromhex("06072a8648ce3d0201")  # id-ecPublicKey, DER
+
+
+@functools.lru_cache(maxsize=4096)
+def _explicit_ec_parameters(cert: x509.Certificate) -> bool:
+    """Whether the key is EC with explicit curve parameters, which OpenSSL 3 refuses in
+    verification (X509_V_ERR_EC_KEY_EXPLICIT_PARAMS, checked with openssl verify 3.0)."""
+    tbs = cert.tbs_certificate_bytes
+    try:
+        pos, _ = _der_header(tbs, 0)
+        if tbs[pos] == 0xA0:  # [0] version
+            pos = _der_header(tbs, pos)[1]
+        for _ in range(5):  # serialNumber, signature, issuer, validity, subject
+            pos = _der_header(tbs, pos)[1]
+        spki_start, _ = _der_header(tbs, pos)
+        alg_start, alg_end = _der_header(tbs, spki_start)
+        oid_end = _der_header(tbs, alg_start)[1]
+    except IndexError:
+        return False
+    is_ec = tbs[alg_start:oid_end] == _EC_PUBLIC_KEY_OID
+    return is_ec and oid_end < alg_end and tbs[oid_end] == 0x30
+
+
 def _self_issued(cert: x509.Certificate) -> bool:
     issuer, subject = _raw_names(cert)
     return issuer == subject
@@ -398,10 +421,12 @@ def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
         return True
     try:
         _verify_signature(child, issuer)
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        if _weak_hash(child) or "Unsupported signature algorithm" in str(exc):
-            # cryptography no longer verifies SHA-1/MD5 signatures; the path is real and
-            # weak_signature says what is wrong with it.
+    except (ValueError, UnsupportedAlgorithm):
+        if _weak_hash(child):
+            # A SHA-1/MD5 signature cryptography will not verify: the path is real and
+            # weak_signature says what is wrong with it.  Nothing else passes unverified
+            # (an issuer key cryptography cannot load, such as explicit EC parameters,
+            # which OpenSSL refuses too: EC_KEY_EXPLICIT_PARAMS).
             return _key_ids_match(child, issuer)
         return False
     except Exception:  # InvalidSignature, TypeError: not signed by this key
@@ -1174,8 +1199,8 @@ def check_chain(
         return (), [
             problem(
                 "chain_invalid",
-                f"The CA certificate '{_name(bad)}' on the chain has a malformed or duplicate "
-                "extension; OpenSSL refuses to use it.",
+                f"The CA certificate '{_name(bad)}' on the chain has a malformed extension "
+                "(or a duplicate one); OpenSSL refuses to use it.",
             )
         ], path
     for cert in path[1:]:
@@ -1250,6 +1275,14 @@ def _openssl_path_problems(
     """The RFC 5280 rules OpenSSL applies, on a path whose signatures are verified."""
     out = _basic_path_problems(path)
     for cert in path:
+        if _explicit_ec_parameters(cert):
+            out.append(
+                problem(
+                    "chain_invalid",
+                    f"'{_name(cert)}' has an EC key with explicit curve parameters, which "
+                    "OpenSSL refuses (EC_KEY_EXPLICIT_PARAMS); reissue it with a named curve.",
+                )
+            )
         oid = _unhandled_critical(cert)
         if oid is not None:
             out.append(
