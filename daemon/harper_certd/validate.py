@@ -184,6 +184,13 @@ def _key_description(key: CertificatePublicKeyTypes | PrivateKeyTypes) -> tuple[
 @functools.lru_cache(maxsize=4096)
 def summarize(cert: x509.Certificate) -> CertSummary:
     """The certificate in plain values; never raises, whatever the certificate holds."""
+    with warnings.catch_warnings():
+        # cryptography warns about names OpenSSL accepts (Harper's own C=USA, for one).
+        warnings.simplefilter("ignore")
+        return _summarize(cert)
+
+
+def _summarize(cert: x509.Certificate) -> CertSummary:
     ids = names.identities(cert)
     try:
         key_type, key_size = _key_description(cert.public_key())
