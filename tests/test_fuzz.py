@@ -32,7 +32,14 @@ from cryptography import x509
 import fuzz_cases as fc
 from harper_certd import names, render
 from harper_certd.problems import Severity
-from harper_certd.validate import Inputs, Report, summarize, validate
+from harper_certd.validate import (
+    MAX_CERT_LIST,
+    Inputs,
+    Report,
+    certificate_message_size,
+    summarize,
+    validate,
+)
 
 SEED = 20261129
 COUNT = 2000
@@ -230,3 +237,30 @@ def test_node_agrees(outcomes: list[Outcome], tmp_path: Path) -> None:
     )
     assert len(sample) >= NODE_SAMPLE
     assert disagree == []
+
+
+def test_certificate_message_limit_is_nodes(tmp_path: Path) -> None:
+    """chain_too_large starts exactly where Node 20 starts refusing (102,400-byte message)."""
+    base = fc.make_bases()[0]
+    below = above = None
+    for count in range(5100, 5200):
+        der = fc.many_san_leaf(base, count)
+        size = certificate_message_size([x509.load_der_x509_certificate(der), base.inter.cert])
+        if size <= MAX_CERT_LIST:
+            below = (size, der)
+        elif above is None:
+            above = (size, der)
+    assert below is not None
+    assert above is not None
+    sets = []
+    for size, der in (below, above):
+        files = base.files()
+        case = fc.FuzzSet(f"sans_{size}", fc.pem(der) + base.inter.cert_pem, files.key, files.ca)
+        report = validate(Inputs(case.cert, case.key, case.ca), at=fc.NOW)
+        assert ("chain_too_large" in report.codes) is (size > MAX_CERT_LIST), report.codes
+        sets.append(Outcome(case, report, 0.0))
+    verdicts = _node_verdicts(sets, tmp_path)
+    print(f"\nnode: {below[0]} bytes {verdicts['0']}, {above[0]} bytes {verdicts['1']}")
+    assert verdicts["0"]["ok"] is True
+    assert verdicts["1"]["ok"] is False
+    assert "EXCESSIVE_MESSAGE_SIZE" in str(verdicts["1"]["error"])

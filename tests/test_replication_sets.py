@@ -113,7 +113,9 @@ def replicates(pair: Pair, timeout: float) -> tuple[float, float]:
         ways = both_ways(pair, 3.0)
         if ways[0] is not None and ways[1] is not None:
             return ways[0], ways[1]
-        assert time.monotonic() < deadline, f"no replication within {timeout} s: {ways}"
+        if time.monotonic() > deadline:
+            logs = "\n".join(f"--- {n.name}\n{n.log_tail(25)}" for n in pair.nodes.values())
+            raise AssertionError(f"no replication within {timeout} s: {ways}\n{logs}")
 
 
 @pytest.fixture(scope="module")
