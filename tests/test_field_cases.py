@@ -12,6 +12,7 @@ this branch (the lead removes the marks after merging).
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import json
 import warnings
@@ -180,3 +181,79 @@ def test_public_ca_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert "public CA (its root 'CN=Throw-away Public Root'" in message
     assert "private CA" in message
     assert validate(inputs, at=now, purpose=Purpose.SERVER).valid
+
+
+def _tlvs(data: bytes) -> list[tuple[int, bytes]]:
+    """The (tag, value) elements of a DER/BER run with definite lengths."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        tag, length = data[pos], data[pos + 1]
+        pos += 2
+        if length & 0x80:
+            count = length & 0x7F
+            length = int.from_bytes(data[pos : pos + count], "big")
+            pos += count
+        out.append((tag, data[pos : pos + length]))
+        pos += length
+    return out
+
+
+def _encode(tag: int, value: bytes) -> bytes:
+    n = len(value)
+    if n < 0x80:
+        return bytes([tag, n]) + value
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([tag, 0x80 | len(raw)]) + raw + value
+
+
+def _to_der(tag: int, value: bytes, *, in_extension: bool = False) -> bytes:
+    """Re-encode, dropping an Extension's explicit 'critical FALSE' (its DEFAULT)."""
+    if not tag & 0x20:
+        return _encode(tag, value)
+    children = _tlvs(value)
+    is_extension = (
+        tag == 0x30 and len(children) == 3 and children[0][0] == 0x06 and children[1][0] == 0x01
+    )
+    parts = [
+        _to_der(t, v)
+        for index, (t, v) in enumerate(children)
+        if not (is_extension and index == 1 and v == b"\x00")
+    ]
+    return _encode(tag, b"".join(parts))
+
+
+def test_ber_certificate_is_checked_over_its_original_bytes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Case 22's kind through load.original_der (h-pem's interface, simulated here with the
+    same DER normalisation): the signature is verified over the original BER bytes, the set
+    is valid with cert_not_strict_der; without the original bytes the signature fails."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from harper_certd import load
+
+    folder = FIELD_CASES / "22_explicit_default_boolean_leaf"
+    blocks = (folder / "certificate.pem").read_bytes().split(b"-----END CERTIFICATE-----\n")
+    ber = x509.load_pem_x509_certificates(blocks[1] + b"-----END CERTIFICATE-----\n")
+    body = blocks[0].replace(b"-----BEGIN CERTIFICATE-----", b"")
+    leaf_ber = base64.b64decode(b"".join(body.split()))
+    tag, value = _tlvs(leaf_ber)[0]
+    der = _to_der(tag, value)
+    assert der != leaf_ber
+    normalised = x509.load_der_x509_certificate(der)
+    pem = normalised.public_bytes(serialization.Encoding.PEM) + ber[0].public_bytes(
+        serialization.Encoding.PEM
+    )
+    inputs = Inputs(pem, (folder / "privateKey.pem").read_bytes(), (folder / "ca.pem").read_bytes())
+    at = dt.datetime.fromisoformat("2026-11-29T09:00:00+00:00")
+    # Without the original bytes, the signature over the re-encoded TBS does not verify.
+    monkeypatch.setattr(load, "original_der", lambda cert: None, raising=False)
+    assert not validate(inputs, at=at, purpose=Purpose.SERVER).valid
+    monkeypatch.setattr(
+        load, "original_der", lambda cert: leaf_ber if cert == normalised else None, raising=False
+    )
+    report = validate(inputs, at=at, purpose=Purpose.SERVER)
+    assert report.valid, report.problems
+    assert report.codes == ("cert_not_strict_der",)
