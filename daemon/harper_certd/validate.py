@@ -806,6 +806,9 @@ def check_key_consistent(leaf: x509.Certificate, key: PrivateKeyTypes) -> list[P
     """
     try:
         public = leaf.public_key()
+    except Exception:  # unknown key algorithm: key_type_unusable says so
+        return []
+    try:
         message = _CONSISTENCY_MESSAGE
         if isinstance(key, rsa.RSAPrivateKey) and isinstance(public, rsa.RSAPublicKey):
             pss = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
@@ -1623,6 +1626,27 @@ def validate(
         )
 
 
+def _parse_certificates(data: bytes, *, name: str, eager: bool = True) -> load.CertFile:
+    """load.parse_certificates, with any failure it did not foresee as Unreadable."""
+    try:
+        return load.parse_certificates(data, name=name, eager=eager)
+    except load.Unreadable:
+        raise
+    except Exception:  # a library failure: our own words only
+        raise load.Unreadable(f"{name} cannot be decoded") from None
+
+
+def _parse_private_key(data: bytes, *, name: str) -> PrivateKeyTypes:
+    """load.parse_private_key, with any failure it did not foresee as Unreadable (never the
+    library's text, which could quote the key)."""
+    try:
+        return load.parse_private_key(data, name=name)
+    except load.Unreadable:
+        raise
+    except Exception:  # e.g. cryptography's InternalError on a damaged key
+        raise load.Unreadable(f"{name}: the private key cannot be decoded") from None
+
+
 def _validate(
     inputs: Inputs,
     *,
@@ -1645,20 +1669,20 @@ def _validate(
     try:
         if isinstance(inputs.cert, load.Unreadable):
             raise inputs.cert
-        cert_file = load.parse_certificates(inputs.cert, name=inputs.cert_name)
+        cert_file = _parse_certificates(inputs.cert, name=inputs.cert_name)
     except load.Unreadable as exc:
         unreadable("cert_unreadable", exc)
     try:
         if isinstance(inputs.key, load.Unreadable):
             raise inputs.key
         if inputs.key is not None:
-            key = load.parse_private_key(inputs.key, name=inputs.key_name)
+            key = _parse_private_key(inputs.key, name=inputs.key_name)
     except load.Unreadable as exc:
         unreadable("key_unreadable", exc)
     try:
         if isinstance(inputs.ca, load.Unreadable):
             raise inputs.ca
-        ca_file = load.parse_certificates(inputs.ca, name=inputs.ca_name, eager=False)
+        ca_file = _parse_certificates(inputs.ca, name=inputs.ca_name, eager=False)
         ca_certs = ca_file.certs
         if ca_file.holds_private_key:
             problems.append(problem("key_in_cert_file", f"{inputs.ca_name} holds a private key."))
