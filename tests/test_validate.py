@@ -431,11 +431,8 @@ CASES = [
         "ca_file_damaged_entry",
         lambda p, t: run(p.inputs(cas=(_malformed_root(), p.root, p.inter))),
     ),
-    # Only a bug produces check_failed; a caller passing a wrong type is one.
-    Case(
-        "check_failed",
-        lambda p, t: run(Inputs(cert=1, key=None, ca=b"")),  # type: ignore[arg-type]
-    ),
+    # Only a bug produces check_failed; a caller passing a naive datetime is one.
+    Case("check_failed", lambda p, t: validate(p.inputs(), at=dt.datetime(2026, 1, 1))),
     Case("cert_not_strict_der", lambda p, t: _field_case_22()),
 ]
 

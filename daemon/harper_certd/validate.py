@@ -389,6 +389,8 @@ def _algorithms_agree(cert: x509.Certificate) -> bool:
 def _invalid_utf8(encoded: bytes) -> bool:
     """Whether a DER Name holds a UTF8String that is not UTF-8 (OpenSSL 3's decoder refuses
     such a certificate: ERR_OSSL_ASN1_INVALID_UTF8STRING; measured with Node 20)."""
+    if b"\x0c" not in encoded:
+        return False
     stack = [(0, len(encoded))]
     while stack:
         pos, end = stack.pop()
@@ -409,6 +411,7 @@ def _invalid_utf8(encoded: bytes) -> bool:
     return False
 
 
+@functools.lru_cache(maxsize=4096)
 def undecodable_by_openssl(cert: x509.Certificate) -> bool:
     """Whether OpenSSL (so Node) refuses to load ``cert`` though cryptography loads it."""
     issuer, subject = _raw_names(cert)
