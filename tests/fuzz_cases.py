@@ -52,7 +52,7 @@ class Base:
             self.name,
             self.leaf.cert_pem + self.inter.cert_pem,
             self.leaf.key_pem,
-            self.root.cert_pem + self.inter.cert_pem,
+            self.inter.cert_pem + self.root.cert_pem,  # the issuer first, as Harper needs
         )
 
 
@@ -372,8 +372,8 @@ def m_der_flip(rng: random.Random, base: Base) -> FuzzSet:
     if which == "leaf":
         return _replace(s, "der_flip_leaf", "cert", damaged + base.inter.cert_pem)
     if which == "inter":
-        return _replace(s, "der_flip_ca_entry", "ca", base.root.cert_pem + damaged)
-    return _replace(s, "der_flip_root", "ca", damaged + base.inter.cert_pem)
+        return _replace(s, "der_flip_ca_entry", "ca", damaged + base.root.cert_pem)
+    return _replace(s, "der_flip_root", "ca", base.inter.cert_pem + damaged)
 
 
 _PEM_DAMAGE: list[tuple[str, Callable[[random.Random, bytes], bytes]]] = [
@@ -416,7 +416,7 @@ def m_ca_entry_damage(rng: random.Random, base: Base) -> FuzzSet:
     entry = pem(maker(base, ca=True))
     s = base.files()
     if rng.random() < 0.5:
-        return _replace(s, f"ca_entry_{kind}_unused", "ca", entry + s.ca)
+        return _replace(s, f"ca_entry_{kind}_unused", "ca", s.ca + entry)
     # The same damage on a leaf of the certificate file.
     leaf = pem(maker(base, ca=False))
     return _replace(s, f"leaf_{kind}_extension", "cert", leaf)

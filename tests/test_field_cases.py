@@ -5,7 +5,7 @@ Each case was judged by its author with a Node 20 mutual-TLS handshake, which is
 ``server`` purpose checks here (the node's own TLS; ``expected.json``'s ``right_behaviour``).
 A replication (``cluster``) set must also satisfy Harper's own replication rules, measured on
 two real Harper 4.7.29 nodes (tests/test_replication_sets.py): the intermediates must be in the
-CA file, so the cases whose CA file holds the root only get ``ca_file_missing_intermediate``
+CA file, so the cases whose CA file holds the root only get ``ca_file_issuer_not_first``
 for that purpose in addition.  Cases that depend on h-pem's PEM reader are strict xfails on
 this branch (the lead removes the marks after merging).
 """
@@ -65,7 +65,7 @@ CASES: dict[str, Expected] = {
     ),
     "17_concat_no_newline_cert_file": _e({"cert_unreadable"}, says=("line",)),
     "20_le2026_server_auth_only": _e(
-        {"eku_missing", "ca_file_missing_intermediate"},
+        {"eku_missing", "ca_file_issuer_not_first"},
         server=set(),
         says=("2026-02-11", "private CA", "step-ca", "uses", "INVALID_PURPOSE"),
     ),
@@ -76,9 +76,9 @@ CASES: dict[str, Expected] = {
     "25_literal_backslash_n": _e(
         {"cert_unreadable", "key_unreadable", "ca_unreadable"}, says=("\\n",)
     ),
-    "27_rsassa_pss_signatures_max_salt": _e({"ca_file_missing_intermediate"}, server=set()),
+    "27_rsassa_pss_signatures_max_salt": _e({"ca_file_issuer_not_first"}, server=set()),
     "34_harper_generated_certs": _e(set()),
-    "36_blank_line_in_ec_key": _e({"key_unreadable", "ca_file_missing_intermediate"}),
+    "36_blank_line_in_ec_key": _e({"key_unreadable", "ca_file_issuer_not_first"}),
     "38_many_unterminated_begin_lines": _e({"cert_unreadable"}),
     "39_fullchain_leaf_last": _e({"leaf_not_first"}, says=("#2", "cat cert.pem chain.pem")),
 }
@@ -139,7 +139,7 @@ def test_field_case(name: str) -> None:
     assert _errors(server) == expected.server, server.problems
     # The case's Node verdict is a mutual-TLS handshake: the cluster purpose's, less Harper's
     # own CA-file rule for replication.
-    node_errors = _errors(cluster) - {"ca_file_missing_intermediate"}
+    node_errors = _errors(cluster) - {"ca_file_issuer_not_first"}
     assert (not node_errors) is bool(meta["node20_mutual_tls_accepts"])
     extra = {p.code for p in cluster.problems if p.severity is Severity.WARNING}
     assert extra <= expected.warnings, cluster.problems
@@ -163,7 +163,7 @@ def test_public_ca_is_named_as_such(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     root = devca.make_ca("Throw-away Public Root")
     inter = devca.make_ca("Throw-away Public R1", parent=root)
     leaf = devca.make_leaf(inter, "nodea", dns=["nodea"], eku=[devca.CLUSTER_EKU[0]])
-    inputs = Inputs(leaf.cert_pem + inter.cert_pem, leaf.key_pem, root.cert_pem + inter.cert_pem)
+    inputs = Inputs(leaf.cert_pem + inter.cert_pem, leaf.key_pem, inter.cert_pem + root.cert_pem)
     now = dt.datetime.now(dt.UTC)
     empty = tmp_path / "empty.pem"
     empty.write_bytes(devca.make_ca("Unrelated").cert_pem)

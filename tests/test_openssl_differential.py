@@ -59,10 +59,10 @@ POLICY_DIVERGENCES: dict[str, str] = {
     "key_usage_invalid": "Key Usage must allow the handshake: digitalSignature, or for RSA "
     "keyEncipherment; OpenSSL's sslserver purpose also takes keyEncipherment on an EC key.",
     "key_mismatch": "openssl verify never sees the private key.",
-    "ca_file_missing_intermediate": "Harper, not policy: openssl verify takes intermediates from "
-    "-untrusted (the certificate file), but two real Harper 4.7.29 nodes refuse each other's "
-    "replication connection unless the intermediate is in the CA file "
-    "(tests/test_replication_sets.py).",
+    "ca_file_issuer_not_first": "Harper, not policy: openssl verify builds the chain from "
+    "-untrusted and the whole CA file, but two real Harper 4.7.29 nodes replicate only when "
+    "the CA file starts with the leaf's issuer (tests/test_replication_sets.py); this matrix "
+    "writes the root first.",
     "hostname_mismatch": "Names are matched as Node's checkServerIdentity does, minus partial "
     "wildcards (policy); OpenSSL takes 'node*.example.com' and falls back to the CN when the "
     "only SANs are IP addresses.",
@@ -566,9 +566,9 @@ def test_same_verdict_as_openssl_or_documented_policy(
 
 def test_harness_openssl_accepts_a_good_set(outcomes: dict[str, Outcome]) -> None:
     """The openssl invocation itself accepts a sound set, so agreement is not vacuous."""
-    # Intermediates in the CA file: sound for every purpose (a replication set needs them
-    # there: ca_file_missing_intermediate).
-    good = outcomes["depth2-intermediates_in_ca-root_ca"]
+    # A leaf issued by the root, the root in the CA file: sound for every purpose (with an
+    # intermediate, this matrix's CA files start with the root: ca_file_issuer_not_first).
+    good = outcomes["depth1-root_ca"]
     assert good.openssl_ok, good.describe()
     assert good.report.valid, good.describe()
 

@@ -1,9 +1,9 @@
 """Two real Harper 4.7.29 nodes: replication sets the validator must refuse (issue 8, items 7-8).
 
-* The intermediate only in the certificate file (``certificate.pem`` = leaf + intermediate,
-  ``ca.pem`` = root): each node sends leaf + intermediate, yet each refuses the other's
-  incoming connection with UNABLE_TO_GET_ISSUER_CERT_LOCALLY; with the intermediate appended
-  to both CA files they replicate.  The product refuses the set: ``ca_file_missing_intermediate``.
+* ``certificate.pem`` = leaf + intermediate with ``ca.pem`` = root only (the issue's case) or
+  root + intermediate (the issue's fix): the nodes refuse each other (unable to get local
+  issuer certificate) although each sends leaf + intermediate; with ``ca.pem`` = intermediate
+  + root they replicate.  The product refuses both: ``ca_file_issuer_not_first``.
 * The host of ``replication.url`` (an IP here) not in the certificate (DNS node name only):
   the dialling peer fails with ERR_TLS_CERT_ALTNAME_INVALID.  The product refuses the set
   read from the node's own configuration: ``url_host_mismatch``.
@@ -65,9 +65,16 @@ class Pair:
             key=devca.make_key("rsa", 2048),
         )
 
-    def write(self, *, ip_san: bool = True, intermediate_in_ca: bool = True) -> None:
-        """A new set on both nodes, then both restarted so every connection is made afresh."""
-        ca = self.root.cert_pem + (self.inter.cert_pem if intermediate_in_ca else b"")
+    def write(self, *, ip_san: bool = True, ca_layout: str = "issuer_first") -> None:
+        """A new set on both nodes, then both restarted so every connection is made afresh.
+
+        ``ca_layout``: ``issuer_first`` (intermediate + root), ``root_only`` or
+        ``root_first`` (root + intermediate)."""
+        ca = {
+            "issuer_first": self.inter.cert_pem + self.root.cert_pem,
+            "root_only": self.root.cert_pem,
+            "root_first": self.root.cert_pem + self.inter.cert_pem,
+        }[ca_layout]
         served = {}
         for node in self.nodes.values():
             leaf = self.leaf(node, ip_san=ip_san)
@@ -134,7 +141,7 @@ def pair() -> Iterator[Pair]:
             node.install()
             leaf = the_pair.leaf(node)
             node.write_tls_files(
-                leaf.cert_pem + inter.cert_pem, leaf.key_pem, root.cert_pem + inter.cert_pem
+                leaf.cert_pem + inter.cert_pem, leaf.key_pem, inter.cert_pem + root.cert_pem
             )
             served[node.name] = fingerprint_pem(leaf.cert_pem)
         for node in nodes.values():
@@ -181,18 +188,22 @@ def _product_report(node: HarperNode) -> set[str]:
     return {p.code for p in result.report.problems if p.severity.value == "error"}
 
 
-def test_intermediate_only_in_certificate_file_breaks_replication(pair: Pair) -> None:
-    """Refused by the product; forced in, the nodes refuse each other; appended, they replicate."""
-    pair.write(intermediate_in_ca=False)
+@pytest.mark.parametrize("layout", ["root_only", "root_first"])
+def test_ca_file_not_starting_with_the_issuer_breaks_replication(pair: Pair, layout: str) -> None:
+    """root only (the issue's case) and root + intermediate (the issue's fix): refused by the
+    product; forced in, the nodes do not replicate; intermediate + root does."""
+    pair.write(ca_layout=layout)
     try:
         for node in pair.nodes.values():
-            assert _product_report(node) == {"ca_file_missing_intermediate"}
+            assert _product_report(node) == {"ca_file_issuer_not_first"}
         broken = both_ways(pair, BROKEN_WAIT)
         log = pair.nodes["nodea"].log_text() + pair.nodes["nodeb"].log_text()
-        print(f"\nintermediate only in certificate.pem: replication a->b, b->a = {broken}")
+        print(f"\nca.pem {layout}: replication a->b, b->a = {broken}")
         assert broken == (None, None)
-        assert "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" in log
-        # The same leaf chain as a server-only (HTTPS) set keeps the usual rule.
+        assert "unable to get local issuer certificate" in log.lower() or (
+            "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" in log
+        )
+        # The same files as a server-only (HTTPS) set keep the usual rule.
         node = pair.nodes["nodea"]
         server = validate(
             Inputs(node.certificate_path.read_bytes(), None, node.ca_path.read_bytes()),
@@ -203,7 +214,7 @@ def test_intermediate_only_in_certificate_file_breaks_replication(pair: Pair) ->
     finally:
         pair.write()
     fixed = replicates(pair, JOIN_TIMEOUT)
-    print(f"intermediate appended to ca.pem: replication a->b, b->a = {fixed} s")
+    print(f"ca.pem intermediate + root: replication a->b, b->a = {fixed} s")
 
 
 def test_url_host_missing_from_certificate_breaks_replication(pair: Pair) -> None:

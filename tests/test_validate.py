@@ -42,9 +42,9 @@ class Pki:
     ) -> Inputs:
         leaf = leaf or self.leaf
         chain = (self.inter,) if chain is None else chain
-        # The CA file holds the intermediates too: Harper's replication peers need them there
-        # (ca_file_missing_intermediate; tests/test_replication_sets.py).
-        cas = (self.root, *chain) if cas is None else cas
+        # The CA file starts with the leaf's issuer: Harper's replication peers need that
+        # (ca_file_issuer_not_first; tests/test_replication_sets.py).
+        cas = (*chain, self.root) if cas is None else cas
         return Inputs(
             cert=leaf.cert_pem + b"".join(c.cert_pem for c in chain),
             key=leaf.key_pem if key is None else key,
@@ -90,20 +90,29 @@ def test_typical_cluster_set_is_valid(pki: Pki) -> None:
 
 
 @pytest.mark.parametrize(
-    ("chain", "cas"),
+    ("chain", "cas", "cluster_ok"),
     [
-        ((), ("inter", "root")),
-        ((), ("root", "inter")),
-        (("inter",), ("root", "inter")),
+        ((), ("inter", "root"), True),
+        ((), ("root", "inter"), False),
+        (("inter",), ("root", "inter"), False),
+        (("inter",), ("inter", "root"), True),
+        (("inter",), ("root",), False),
     ],
 )
 def test_intermediates_from_either_file_in_any_order(
-    pki: Pki, chain: tuple[str, ...], cas: tuple[str, ...]
+    pki: Pki, chain: tuple[str, ...], cas: tuple[str, ...], cluster_ok: bool
 ) -> None:
-    """Intermediates may sit after the leaf or in the CA file, in any order."""
+    """HTTPS sets: intermediates after the leaf or in the CA file, in any order.  Replication
+    sets: the CA file must start with the leaf's issuer (measured on two real Harper nodes:
+    tests/test_replication_sets.py)."""
     named = {"inter": pki.inter, "root": pki.root}
-    report = run(pki.inputs(chain=tuple(named[n] for n in chain), cas=tuple(named[n] for n in cas)))
-    assert report.valid, report.problems
+    inputs = pki.inputs(chain=tuple(named[n] for n in chain), cas=tuple(named[n] for n in cas))
+    server = run(inputs, purpose=Purpose.SERVER)
+    assert server.valid, server.problems
+    cluster = run(inputs)
+    assert cluster.valid is cluster_ok, cluster.problems
+    if not cluster_ok:
+        assert errors(cluster) == {"ca_file_issuer_not_first"}
 
 
 @pytest.mark.parametrize(
@@ -137,7 +146,7 @@ def test_self_signed_node_certificate_trusted_as_itself(pki: Pki) -> None:
 def test_ca_file_with_150_roots(pki: Pki) -> None:
     """Many unrelated roots in the CA file do not change the verdict."""
     others = tuple(devca.make_ca(f"Other Root {i}") for i in range(150))
-    report = run(pki.inputs(cas=(*others[:75], pki.root, *others[75:], pki.inter)))
+    report = run(pki.inputs(cas=(pki.inter, *others[:75], pki.root, *others[75:])))
     assert report.valid, report.problems
     assert len(report.ca_file) == 152
 
@@ -373,8 +382,8 @@ CASES = [
         lambda p, t: run(
             p.inputs(
                 cas=(
-                    p.root,
                     p.inter,
+                    p.root,
                     devca.make_ca("Gone", not_before=NOW - 9 * DAY, not_after=NOW - DAY),
                 )
             )
@@ -401,7 +410,9 @@ CASES = [
             )
         ),
     ),
-    Case("ca_file_missing_intermediate", lambda p, t: run(p.inputs(cas=(p.root,)))),
+    Case("ca_file_issuer_not_first", lambda p, t: run(p.inputs(cas=(p.root,)))),
+    # The issue's own fix (intermediate appended after the root) fails on real nodes too.
+    Case("ca_file_issuer_not_first", lambda p, t: run(p.inputs(cas=(p.root, p.inter)))),
     Case(
         "key_inconsistent",
         lambda p, t: run(
@@ -423,13 +434,13 @@ CASES = [
             Inputs(
                 fuzz_cases.pem(fuzz_cases.many_san_leaf(_fuzz_base(p), 6000)) + p.inter.cert_pem,
                 p.leaf.key_pem,
-                p.root.cert_pem + p.inter.cert_pem,
+                p.inter.cert_pem + p.root.cert_pem,
             )
         ),
     ),
     Case(
         "ca_file_damaged_entry",
-        lambda p, t: run(p.inputs(cas=(_malformed_root(), p.root, p.inter))),
+        lambda p, t: run(p.inputs(cas=(p.inter, _malformed_root(), p.root))),
     ),
     # Only a bug produces check_failed; a caller passing a naive datetime is one.
     Case("check_failed", lambda p, t: validate(p.inputs(), at=dt.datetime(2026, 1, 1))),
@@ -550,7 +561,7 @@ def _malformed_root() -> devca.Issued:
 def test_malformed_root_in_ca_file_matters_only_when_used(pki: Pki) -> None:
     """A CA-file root with a malformed extension is ignored unless the chain needs it."""
     bad = _malformed_root()
-    assert run(pki.inputs(cas=(bad, pki.root, pki.inter))).valid
+    assert run(pki.inputs(cas=(pki.inter, bad, pki.root))).valid
     leaf = devca.make_leaf(bad)
     report = run(pki.inputs(leaf, chain=(), cas=(bad,)))
     assert errors(report) == {"chain_invalid"}

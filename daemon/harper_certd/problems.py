@@ -98,10 +98,10 @@ CODES: dict[str, tuple[Severity, str]] = {
         "The key matches a later certificate of the certificate file, not the first: the leaf "
         "must come first, then its chain.",
     ),
-    "ca_file_missing_intermediate": (
+    "ca_file_issuer_not_first": (
         Severity.ERROR,
-        "Replication set: an intermediate of the chain is only in the certificate file; "
-        "Harper's peers need it in the CA file.",
+        "Replication set: the CA file does not start with the leaf's issuer (or lacks an "
+        "intermediate); Harper's peers then cannot find the node's CA.",
     ),
     "key_inconsistent": (
         Severity.ERROR,

@@ -893,26 +893,46 @@ def check_strict_der(certs: Sequence[x509.Certificate], cert_name: str) -> list[
     ]
 
 
-def check_ca_file_intermediates(
+def check_ca_file_issuer_first(
     chain: Sequence[x509.Certificate], ca_certs: Sequence[x509.Certificate], ca_name: str
 ) -> list[Problem]:
-    """``ca_file_missing_intermediate``: replication peers build the chain from the CA file.
+    """``ca_file_issuer_not_first``: a replication set's CA file must start with the leaf's
+    issuer and hold every intermediate.
 
-    Measured on two Harper 4.7.29 nodes (tests/HARPER-RIG-FINDINGS.md): with the
-    intermediate only after the leaf in the certificate file, peers refuse each other
-    (UNABLE_TO_GET_ISSUER_CERT_LOCALLY).
+    Measured on two Harper 4.7.29 nodes (tests/HARPER-RIG-FINDINGS.md): with a root ->
+    intermediate -> leaf chain, replication works with ca.pem = intermediate + root and fails
+    (unable to get local issuer certificate) with root only or with root + intermediate.
+    Harper names a CA record after the first certificate of the CA file and finds a node's
+    replication CA by the name of its leaf's issuer (``getReplicationCertAuth`` in
+    ``bin/harperdb.js``).
     """
-    in_ca = {fingerprint(c) for c in ca_certs}
+    if len(chain) < 2 or not ca_certs:
+        return []
+    issuer = chain[1]
+    in_ca = [fingerprint(c) for c in ca_certs]
     missing = [c for c in chain[1:] if not _self_issued(c) and fingerprint(c) not in in_ca]
+    first_ok = _raw_names(ca_certs[0])[1] == _raw_names(chain[0])[0]
+    if first_ok and not missing:
+        return []
+    fix = (
+        "Harper names the CA file after its first certificate and looks a node's replication "
+        "CA up by the name of its leaf's issuer, so peers refuse the node (unable to get local "
+        "issuer certificate). Put the issuer first, then the rest of the chain, on every node: "
+        "cat intermediate.pem root.pem > ca.pem."
+    )
+    if fingerprint(issuer) not in in_ca:
+        where = f"is not in {ca_name} (only in the certificate file)"
+    elif not first_ok:
+        index = in_ca.index(fingerprint(issuer)) + 1
+        where = f"is certificate #{index} of {ca_name}, whose first is '{_name(ca_certs[0])}'"
+    else:
+        names_ = ", ".join(f"'{_name(c)}'" for c in missing)
+        where = f"is first in {ca_name}, but the intermediate(s) {names_} are not in it"
     return [
         problem(
-            "ca_file_missing_intermediate",
-            f"The intermediate '{_name(cert)}' is in the certificate file but not in {ca_name}; "
-            "Harper's replication peers build the chain from the CA file and refuse the node "
-            "(UNABLE_TO_GET_ISSUER_CERT_LOCALLY). Append it to the CA file on every node: "
-            "cat intermediate.pem >> ca.pem.",
+            "ca_file_issuer_not_first",
+            f"The leaf's issuer '{_name(issuer)}' {where}. {fix}",
         )
-        for cert in missing
     ]
 
 
@@ -1742,7 +1762,7 @@ def _validate(
         problems += _check_ca_file_entries(ca_certs, path, at, expiry_warning_days)
         problems += _check_ca_file_damaged(ca_certs, path, inputs.ca_name)
         if purpose is Purpose.CLUSTER and chain:
-            problems += check_ca_file_intermediates(chain, ca_certs, inputs.ca_name)
+            problems += check_ca_file_issuer_first(chain, ca_certs, inputs.ca_name)
     problems += check_eku(leaf, purpose, path)
     problems += check_certificate_message(leaf, extras, path)
     problems.sort(key=lambda p: p.severity is not Severity.ERROR)
