@@ -566,3 +566,34 @@ def test_malformed_root_in_ca_file_matters_only_when_used(pki: Pki) -> None:
     report = run(pki.inputs(leaf, chain=(), cas=(bad,)))
     assert errors(report) == {"chain_invalid"}
     assert "malformed extension" in report.problems[0].message
+
+
+def test_replication_url_host_reaches_the_check(pki: Pki, tmp_path: Path) -> None:
+    """The host of replication.url (not the node name) is checked as Node checks a dialled
+    host: from Harper's configuration (discover -> check) and from `validate --url-host`."""
+    from harper_certd import cli, discover
+    from harper_certd.check import check_entry
+
+    paths = devca.write_set(
+        tmp_path / "keys", devca.make_leaf(pki.inter, "node1.example.test"), [pki.inter, pki.root]
+    )
+    tree = {
+        "replication": {"hostname": "node1.example.test", "url": "wss://127.0.0.31:9933"},
+        "tls": {
+            "certificate": str(paths.cert),
+            "privateKey": str(paths.key),
+            "certificateAuthority": str(paths.ca),
+        },
+    }
+    config = discover.parse(tree, tmp_path, tmp_path / "harperdb-config.yaml")
+    (entry,) = config.file_entries()
+    assert entry.url_hosts == ("127.0.0.31",)
+    report = check_entry(entry, NOW, 30).report
+    assert report is not None
+    assert errors(report) == {"url_host_mismatch"}
+    assert "IP:127.0.0.31" in report.problems[0].message
+    argv = ["validate", "--cert", str(paths.cert), "--key", str(paths.key), "--ca", str(paths.ca)]
+    argv.append("--json")
+    assert cli.main(argv) == 0
+    assert cli.main([*argv, "--url-host", "127.0.0.31"]) == 1
+    assert cli.main([*argv, "--url-host", "node1.example.test"]) == 0

@@ -261,7 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate a certificate set")
     v.add_argument("--cert", required=True, help="certificate file (leaf, then intermediates)")
     v.add_argument("--key", required=True, help="private key file")
-    v.add_argument("--ca", required=True, help="CA file (root, and intermediates)")
+    v.add_argument(
+        "--ca",
+        required=True,
+        help="CA file (replication: the leaf's issuer first, then up to the root)",
+    )
     v.add_argument("--purpose", choices=["cluster", "server", "client"], default="cluster")
     v.add_argument("--hostname", action="append", default=[], help="name or IP (repeatable)")
     v.add_argument(
