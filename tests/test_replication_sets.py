@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from harper_certd import devca, discover
 from harper_certd.check import check_entry
@@ -77,11 +77,23 @@ class Pair:
         }[ca_layout]
         served = {}
         for node in self.nodes.values():
+            # Harper keeps a CA record per CA-file name in its database; a stale record of
+            # the intermediate's name would stand in for the new file (measured).
+            for authority in (self.inter, self.root):
+                with contextlib.suppress(HarperError):
+                    node.operation(
+                        {"operation": "remove_certificate", "name": _common_name(authority)}
+                    )
             leaf = self.leaf(node, ip_san=ip_san)
             node.write_tls_files(leaf.cert_pem + self.inter.cert_pem, leaf.key_pem, ca)
             served[node.name] = fingerprint_pem(leaf.cert_pem)
         for node in self.nodes.values():
             node.restart(expect_fingerprint=served[node.name])
+
+
+def _common_name(issued: devca.Issued) -> str:
+    value = issued.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    return value if isinstance(value, str) else value.decode()
 
 
 def replicate(src: HarperNode, dst: HarperNode, timeout: float) -> float | None:
