@@ -1,11 +1,20 @@
 """Validate stage: is a certificate set fit for a Harper node, and if not, why.
 
-The reference is what Harper's TLS stack (Node.js on OpenSSL) accepts between
-two nodes, plus Harper's documented requirements, plus a short security policy
-(weak keys and signatures, CA leaves).  Chain building and signature checks are
-pyca/cryptography's verifier; the rules that differ from its web-PKI defaults
-(CN-only certificates, per-purpose EKU, self-signed roots only as anchors) are
-checked here, so that every refusal has its own code.
+The reference is what Harper's TLS stack (Node.js 20 on OpenSSL 3.0) accepts
+between two nodes, plus what Harper itself needs (measured on real nodes: the
+replication CA file starts with the leaf's issuer, the replication URL's host is
+in the certificate), plus a short security policy (weak keys and signatures, CA
+leaves).  Chain building is pyca/cryptography's verifier, used as a tool: when
+its web-PKI profile refuses a chain for a rule OpenSSL does not apply (AKI/SKI
+presence, RSASSA-PSS salt length, EdDSA CAs, a BER certificate), the chain is
+judged again without that profile or by our own walk (signatures verified as
+OpenSSL does) plus the RFC 5280 rules OpenSSL applies.  The rules that differ
+from web-PKI (CN-only certificates, per-purpose EKU, self-signed roots only as
+anchors) are checked here, so that every refusal has its own code.
+
+``validate`` never raises: every input, however hostile, yields a Report
+(names that cannot be decoded are rendered by ``names.safe_name``; a failure of
+a check itself is the error ``check_failed``).
 """
 
 from __future__ import annotations
