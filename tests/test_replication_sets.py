@@ -1,17 +1,20 @@
-"""Two real Harper 4.7.29 nodes: replication sets the validator must refuse (issue 8, items 7-8).
+"""Two real Harper 4.7.29 nodes joining: replication sets the validator must refuse (issue 8,
+items 7-8).  Findings: tests/HARPER-RIG-FINDINGS.md, "Replication sets".
 
-* ``certificate.pem`` = leaf + intermediate with ``ca.pem`` = root only (the issue's case) or
-  root + intermediate (the issue's fix): the nodes refuse each other (unable to get local
-  issuer certificate) although each sends leaf + intermediate; with ``ca.pem`` = intermediate
-  + root they replicate.  The product refuses both: ``ca_file_issuer_not_first``.
-* The host of ``replication.url`` (an IP here) not in the certificate (DNS node name only):
-  the dialling peer fails with ERR_TLS_CERT_ALTNAME_INVALID.  The product refuses the set
-  read from the node's own configuration: ``url_host_mismatch``.
+Harper exchanges the nodes' CAs when a node joins (``add_node``), so a set matters most at
+that moment: once joined, nodes keep the CA they exchanged (measured: a restart with a root-only
+CA file then still replicates).  Each scenario therefore starts two fresh nodes with the set
+and joins them; a row inserted on one node must reach the other (good set) or must not within
+``BROKEN_WAIT`` seconds (bad set):
 
-Each bad set is forced into both nodes' files and the nodes restarted (a hot reload keeps
-open connections), then a row inserted on one node must not reach the other within
-``BROKEN_WAIT`` seconds; the good set restores replication.  One module-scoped pair of nodes.
-Findings: tests/HARPER-RIG-FINDINGS.md, "Replication sets".
+* ``certificate.pem`` = leaf + intermediate, ``ca.pem`` = intermediate + root: replicates.
+* the same with ``ca.pem`` = root only (the issue's case): no replication, unable to get local
+  issuer certificate; the product refuses it: ``ca_file_issuer_not_first``.
+* ``ca.pem`` = intermediate + root but no IP SAN for the host of ``replication.url``: the join
+  fails (ERR_TLS_CERT_ALTNAME_INVALID), no replication; the product refuses it, read from the
+  node's own configuration: ``url_host_mismatch``.
+
+The nodes are copies of one pristine install per name (module-scoped cache), ~30 s a scenario.
 """
 
 from __future__ import annotations
@@ -26,139 +29,110 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harper_certd import devca, discover
 from harper_certd.check import check_entry
 from harper_certd.validate import Inputs, Purpose, validate
-from harper_rig import (
-    HarperError,
-    HarperNode,
-    fingerprint_pem,
-    iter_rig_processes,
-    needs_harper,
-)
+from harper_rig import HarperNode, fingerprint_pem, iter_rig_processes, needs_harper
 
-pytestmark = needs_harper(timeout=400)
+pytestmark = needs_harper(timeout=300)
 
 NODES = (("nodea", "127.0.0.2"), ("nodeb", "127.0.0.3"))
 DATABASE = "certd"
 TABLE = "probe"
-JOIN_TIMEOUT = 60.0
-BROKEN_WAIT = 8.0  # replication normally takes 0.1-0.4 s on the rig
+JOIN_TIMEOUT = 30.0
+BROKEN_WAIT = 8.0  # replication of a row takes 0.1-0.5 s on the rig
 EKU = [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
 
 
-@dataclass
-class Pair:
+@dataclass(frozen=True)
+class Rig:
+    base: Path
+    cache: Path
     root: devca.Issued
     inter: devca.Issued
-    nodes: dict[str, HarperNode]
-
-    def leaf(self, node: HarperNode, *, ip_san: bool = True) -> devca.Issued:
-        return devca.make_leaf(
-            self.inter,
-            node.name,
-            dns=[node.name],
-            ips=[node.ip] if ip_san else [],
-            eku=EKU,
-            key=devca.make_key("rsa", 2048),
-        )
-
-    def write(self, *, ip_san: bool = True, ca_layout: str = "issuer_first") -> None:
-        """A new set on both nodes, then both restarted so every connection is made afresh.
-
-        ``ca_layout``: ``issuer_first`` (intermediate + root), ``root_only`` or
-        ``root_first`` (root + intermediate)."""
-        ca = {
-            "issuer_first": self.inter.cert_pem + self.root.cert_pem,
-            "root_only": self.root.cert_pem,
-            "root_first": self.root.cert_pem + self.inter.cert_pem,
-        }[ca_layout]
-        served = {}
-        for node in self.nodes.values():
-            # Harper keeps a CA record per CA-file name in its database; a stale record of
-            # the intermediate's name would stand in for the new file (measured).
-            for authority in (self.inter, self.root):
-                with contextlib.suppress(HarperError):
-                    node.operation(
-                        {"operation": "remove_certificate", "name": _common_name(authority)}
-                    )
-            leaf = self.leaf(node, ip_san=ip_san)
-            node.write_tls_files(leaf.cert_pem + self.inter.cert_pem, leaf.key_pem, ca)
-            served[node.name] = fingerprint_pem(leaf.cert_pem)
-        for node in self.nodes.values():
-            node.restart(expect_fingerprint=served[node.name])
-
-
-def _common_name(issued: devca.Issued) -> str:
-    value = issued.cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
-    return value if isinstance(value, str) else value.decode()
-
-
-def replicate(src: HarperNode, dst: HarperNode, timeout: float) -> float | None:
-    """Seconds until a row inserted on ``src`` is readable on ``dst``; None after ``timeout``."""
-    row_id = f"{src.name}-{uuid.uuid4().hex}"
-    src.operation(
-        {"operation": "insert", "database": DATABASE, "table": TABLE, "records": [{"id": row_id}]}
-    )
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        found = dst.operation_raw(
-            {
-                "operation": "search_by_id",
-                "database": DATABASE,
-                "table": TABLE,
-                "ids": [row_id],
-                "get_attributes": ["id"],
-            }
-        )
-        if isinstance(found, list) and found:
-            return time.monotonic() - t0
-        time.sleep(0.05)
-    return None
-
-
-def both_ways(pair: Pair, timeout: float) -> tuple[float | None, float | None]:
-    a, b = pair.nodes["nodea"], pair.nodes["nodeb"]
-    return replicate(a, b, timeout), replicate(b, a, timeout)
-
-
-def replicates(pair: Pair, timeout: float) -> tuple[float, float]:
-    """Both ways within ``timeout`` seconds, a new row every 3 s (connections take a moment
-    after a restart); AssertionError otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        ways = both_ways(pair, 3.0)
-        if ways[0] is not None and ways[1] is not None:
-            return ways[0], ways[1]
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {n.name}\n{n.log_tail(25)}" for n in pair.nodes.values())
-            raise AssertionError(f"no replication within {timeout} s: {ways}\n{logs}")
 
 
 @pytest.fixture(scope="module")
-def pair() -> Iterator[Pair]:
+def rig() -> Iterator[Rig]:
     # Short base path: Harper's rootPath check backtracks on long dotted paths (FINDINGS).
     base = Path(tempfile.mkdtemp(prefix="hc.", dir="/tmp"))
     root = devca.make_ca("replication-sets root", key=devca.make_key("rsa", 2048))
     inter = devca.make_ca(
         "replication-sets intermediate", parent=root, key=devca.make_key("rsa", 2048)
     )
-    nodes = {name: HarperNode(base, name, ip, pristine_cache=base / "cache") for name, ip in NODES}
-    the_pair = Pair(root, inter, nodes)
+    yield Rig(base, base / "pristine", root, inter)
+    assert not list(iter_rig_processes(base)), "Harper processes left behind"
+
+
+@dataclass
+class Joined:
+    nodes: dict[str, HarperNode]
+    add_node_answer: str
+
+    def replicate(self, src: str, dst: str, timeout: float) -> float | None:
+        """Seconds until a row inserted on ``src`` is readable on ``dst``; None on timeout."""
+        a, b = self.nodes[src], self.nodes[dst]
+        row_id = f"{src}-{uuid.uuid4().hex}"
+        a.operation(
+            {
+                "operation": "insert",
+                "database": DATABASE,
+                "table": TABLE,
+                "records": [{"id": row_id}],
+            }
+        )
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            found = b.operation_raw(
+                {
+                    "operation": "search_by_id",
+                    "database": DATABASE,
+                    "table": TABLE,
+                    "ids": [row_id],
+                    "get_attributes": ["id"],
+                }
+            )
+            if isinstance(found, list) and found:
+                return time.monotonic() - t0
+            time.sleep(0.05)
+        return None
+
+    def both_ways(self, timeout: float) -> tuple[float | None, float | None]:
+        return self.replicate("nodea", "nodeb", timeout), self.replicate("nodeb", "nodea", timeout)
+
+    def log(self) -> str:
+        return "".join(n.log_text() for n in self.nodes.values())
+
+
+@contextlib.contextmanager
+def joined(rig: Rig, scenario: str, *, ca_layout: str, ip_san: bool = True) -> Iterator[Joined]:
+    """Two fresh nodes with the set (``ca_layout``: issuer_first, root_only, root_first),
+    started, a replicated table on each, nodea joined to nodeb through nodeb's URL."""
+    ca = {
+        "issuer_first": rig.inter.cert_pem + rig.root.cert_pem,
+        "root_only": rig.root.cert_pem,
+        "root_first": rig.root.cert_pem + rig.inter.cert_pem,
+    }[ca_layout]
+    base = rig.base / scenario
+    nodes = {name: HarperNode(base, name, ip, pristine_cache=rig.cache) for name, ip in NODES}
     try:
         served = {}
         for node in nodes.values():
             node.install()
-            leaf = the_pair.leaf(node)
-            node.write_tls_files(
-                leaf.cert_pem + inter.cert_pem, leaf.key_pem, inter.cert_pem + root.cert_pem
+            leaf = devca.make_leaf(
+                rig.inter,
+                node.name,
+                dns=[node.name],
+                ips=[node.ip] if ip_san else [],
+                eku=EKU,
+                key=devca.make_key("rsa", 2048),
             )
+            node.write_tls_files(leaf.cert_pem + rig.inter.cert_pem, leaf.key_pem, ca)
             served[node.name] = fingerprint_pem(leaf.cert_pem)
         for node in nodes.values():
             node.start(expect_fingerprint=served[node.name])
-        for node in nodes.values():
             node.operation({"operation": "create_database", "database": DATABASE})
             node.operation(
                 {
@@ -169,7 +143,7 @@ def pair() -> Iterator[Pair]:
                 }
             )
         a, b = nodes["nodea"], nodes["nodeb"]
-        a.operation(
+        answer = a.operation(
             {
                 "operation": "add_node",
                 "hostname": b.name,
@@ -178,21 +152,14 @@ def pair() -> Iterator[Pair]:
             },
             timeout=30,
         )
-        # Restart both with a fresh good set: the CA records are in the database from the
-        # start, so the replication server's contexts are built with them (the first start
-        # races Harper's own records: measured, replication then fails either way).
-        the_pair.write()
-        replicates(the_pair, JOIN_TIMEOUT)
-        yield the_pair
+        yield Joined(nodes, str(answer))
     finally:
         for node in nodes.values():
-            with contextlib.suppress(HarperError):
-                node.stop()
-        assert not list(iter_rig_processes(base))
+            node.stop()
 
 
-def _product_report(node: HarperNode) -> set[str]:
-    """Codes of ``check`` for the node's replication set, read from its own configuration."""
+def _product_errors(node: HarperNode) -> set[str]:
+    """Error codes of ``check`` for the node's replication set, read from its configuration."""
     config = discover.load_config(node.root)
     entry = next(e for e in config.file_entries() if e.purpose is Purpose.CLUSTER)
     result = check_entry(entry, dt.datetime.now(dt.UTC), 30)
@@ -200,22 +167,31 @@ def _product_report(node: HarperNode) -> set[str]:
     return {p.code for p in result.report.problems if p.severity.value == "error"}
 
 
-@pytest.mark.parametrize("layout", ["root_only", "root_first"])
-def test_ca_file_not_starting_with_the_issuer_breaks_replication(pair: Pair, layout: str) -> None:
-    """root only (the issue's case) and root + intermediate (the issue's fix): refused by the
-    product; forced in, the nodes do not replicate; intermediate + root does."""
-    pair.write(ca_layout=layout)
-    try:
+def test_issuer_first_in_the_ca_file_replicates(rig: Rig) -> None:
+    """The layout the product asks for: accepted, and the joined nodes replicate."""
+    with joined(rig, "issuer-first", ca_layout="issuer_first") as pair:
         for node in pair.nodes.values():
-            assert _product_report(node) == {"ca_file_issuer_not_first"}
-        broken = both_ways(pair, BROKEN_WAIT)
-        log = pair.nodes["nodea"].log_text() + pair.nodes["nodeb"].log_text()
-        print(f"\nca.pem {layout}: replication a->b, b->a = {broken}")
-        assert broken == (None, None)
-        assert "unable to get local issuer certificate" in log.lower() or (
-            "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" in log
+            assert _product_errors(node) == set()
+        deadline = time.monotonic() + JOIN_TIMEOUT
+        ways = pair.both_ways(5.0)
+        while None in ways and time.monotonic() < deadline:
+            ways = pair.both_ways(5.0)
+        print(f"\nca.pem intermediate + root: replication a->b, b->a = {ways} s")
+        assert None not in ways
+
+
+def test_root_only_ca_file_breaks_replication(rig: Rig) -> None:
+    """The issue's set: refused by the product; forced in, the nodes refuse each other."""
+    with joined(rig, "root-only", ca_layout="root_only") as pair:
+        for node in pair.nodes.values():
+            assert _product_errors(node) == {"ca_file_issuer_not_first"}
+        ways = pair.both_ways(BROKEN_WAIT)
+        print(f"\nca.pem root only: replication a->b, b->a = {ways}")
+        assert ways == (None, None)
+        assert "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" in pair.log() or (
+            "unable to get local issuer certificate" in pair.log()
         )
-        # The same files as a server-only (HTTPS) set keep the usual rule.
+        # The same files as an HTTPS-only set keep the usual rule.
         node = pair.nodes["nodea"]
         server = validate(
             Inputs(node.certificate_path.read_bytes(), None, node.ca_path.read_bytes()),
@@ -223,46 +199,16 @@ def test_ca_file_not_starting_with_the_issuer_breaks_replication(pair: Pair, lay
             purpose=Purpose.SERVER,
         )
         assert server.valid, server.problems
-    finally:
-        pair.write()
-    fixed = replicates(pair, JOIN_TIMEOUT)
-    print(f"ca.pem intermediate + root: replication a->b, b->a = {fixed} s")
 
 
-def _rejoin(pair: Pair) -> str:
-    """nodea forgets nodeb and joins it again through its URL; add_node's answer."""
-    a, b = pair.nodes["nodea"], pair.nodes["nodeb"]
-    for key in ("hostname", "name"):
-        with contextlib.suppress(HarperError):
-            a.operation({"operation": "remove_node", key: b.name})
-            break
-    answer = a.operation(
-        {
-            "operation": "add_node",
-            "hostname": b.name,
-            "url": f"wss://{b.ip}:{b.ports.replication}",
-            "authorization": {"username": "admin", "password": b.password},
-        },
-        timeout=30,
-    )
-    return str(answer)
-
-
-def test_url_host_missing_from_certificate_breaks_replication(pair: Pair) -> None:
+def test_url_host_missing_from_certificate_breaks_replication(rig: Rig) -> None:
     """replication.url dials an IP the certificate does not name: refused by the product;
-    forced in, joining the node through its URL fails and nothing replicates."""
-    pair.write(ip_san=False)
-    try:
+    forced in, the join fails and nothing replicates."""
+    with joined(rig, "no-ip-san", ca_layout="issuer_first", ip_san=False) as pair:
         for node in pair.nodes.values():
-            assert _product_report(node) == {"url_host_mismatch"}
-        answer = _rejoin(pair)
-        broken = both_ways(pair, BROKEN_WAIT)
-        log = pair.nodes["nodea"].log_text() + pair.nodes["nodeb"].log_text()
-        print(f"\nno IP SAN for the URL host: add_node {answer[:200]}; replication {broken}")
-        assert "is not in the cert's list" in answer
-        assert "ERR_TLS_CERT_ALTNAME_INVALID" in log
-        assert broken == (None, None)
-    finally:
-        pair.write()
-        _rejoin(pair)
-    replicates(pair, JOIN_TIMEOUT)
+            assert _product_errors(node) == {"url_host_mismatch"}
+        ways = pair.both_ways(BROKEN_WAIT)
+        print(f"\nno IP SAN: add_node {pair.add_node_answer[:160]}; replication {ways}")
+        assert "is not in the cert's list" in pair.add_node_answer
+        assert "ERR_TLS_CERT_ALTNAME_INVALID" in pair.log()
+        assert ways == (None, None)
