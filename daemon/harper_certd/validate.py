@@ -908,12 +908,12 @@ def check_ca_file_issuer_first(
     """``ca_file_issuer_not_first``: a replication set's CA file must start with the leaf's
     issuer and hold every intermediate.
 
-    Measured on two Harper 4.7.29 nodes (tests/HARPER-RIG-FINDINGS.md): with a root ->
-    intermediate -> leaf chain, replication works with ca.pem = intermediate + root and fails
-    (unable to get local issuer certificate) with root only or with root + intermediate.
-    Harper names a CA record after the first certificate of the CA file and finds a node's
-    replication CA by the name of its leaf's issuer (``getReplicationCertAuth`` in
-    ``bin/harperdb.js``).
+    Measured on two fresh Harper 4.7.29 nodes joined with add_node (tests/HARPER-RIG-FINDINGS.md):
+    with a root -> intermediate -> leaf chain, replication works with ca.pem = intermediate +
+    root and fails (unable to get local issuer certificate) with root only, and mostly with
+    root + intermediate.  Harper names a CA record after the first certificate of the CA file
+    and, at the join, hands peers the record named like the leaf's issuer
+    (``getReplicationCertAuth`` in ``bin/harperdb.js``); joined nodes keep that CA.
     """
     if len(chain) < 2 or not ca_certs:
         return []
@@ -924,9 +924,10 @@ def check_ca_file_issuer_first(
     if first_ok and not missing:
         return []
     fix = (
-        "Harper names the CA file after its first certificate and looks a node's replication "
-        "CA up by the name of its leaf's issuer, so peers refuse the node (unable to get local "
-        "issuer certificate). Put the issuer first, then the rest of the chain, on every node: "
+        "Harper names the CA file after its first certificate and, when a node joins "
+        "(add_node), hands its peers the CA named like the leaf's issuer; with another first "
+        "certificate the peers get no CA and refuse the node (unable to get local issuer "
+        "certificate). Put the issuer first, then the rest of the chain, on every node: "
         "cat intermediate.pem root.pem > ca.pem."
     )
     if fingerprint(issuer) not in in_ca:
