@@ -597,3 +597,19 @@ def test_replication_url_host_reaches_the_check(pki: Pki, tmp_path: Path) -> Non
     assert cli.main(argv) == 0
     assert cli.main([*argv, "--url-host", "127.0.0.31"]) == 1
     assert cli.main([*argv, "--url-host", "node1.example.test"]) == 0
+
+
+def test_pinned_library_texts_still_match() -> None:
+    """cryptography's refusal texts that _failure_text shortens are still what it says (an
+    upgrade that changes them fails here, not silently in reports)."""
+    from harper_certd import validate as v
+
+    root = devca.make_ca("Ed Root", key=devca.make_key("ed25519", 0))
+    leaf = devca.make_leaf(root, "nodea")
+    chain, failure = v._build_chain(leaf.cert, [], [root.cert], NOW, None, web_pki=True)
+    assert chain == ()
+    assert failure is not None
+    assert "Forbidden public key algorithm" in failure or "Forbidden signature algorithm" in failure
+    assert "web-PKI profile forbids" in v._failure_text(failure)
+    # The same chain is OpenSSL's to accept: the own walk does.
+    assert run(Inputs(leaf.cert_pem, leaf.key_pem, root.cert_pem)).valid
