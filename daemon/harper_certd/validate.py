@@ -588,33 +588,31 @@ def _server_auth_only_advice(path: Sequence[x509.Certificate]) -> str:
     )
 
 
-def _system_store_files() -> list[Path]:
-    """The files of OpenSSL's default trust store, honouring SSL_CERT_FILE / SSL_CERT_DIR."""
-    paths = ssl.get_default_verify_paths()
-    files: list[Path] = []
-    if paths.cafile:
-        files.append(Path(paths.cafile))
-    if paths.capath and os.path.isdir(paths.capath):
-        try:
-            with os.scandir(paths.capath) as entries:
-                for entry in entries:
-                    if len(files) > _MAX_STORE_FILES:
-                        break
-                    if entry.is_file():
-                        files.append(Path(entry.path))
-        except OSError:
-            pass
-    return files
-
-
 _MAX_STORE_FILES = 4096
+
+
+def _store_paths(folder: str) -> list[Path]:
+    """The files of an OpenSSL hashed certificate directory (bounded)."""
+    files: list[Path] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if len(files) >= _MAX_STORE_FILES:
+                    break
+                if entry.is_file():
+                    files.append(Path(entry.path))
+    except OSError:
+        return []
+    return files
 
 
 @functools.lru_cache(maxsize=4)
 def _store_fingerprints(key: tuple[tuple[str, int, int], ...]) -> frozenset[str]:
     out: set[str] = set()
     for name, _, _ in key:
-        out.update(fingerprint(c) for c in _store_file_certs(Path(name)))
+        files = _store_paths(name) if os.path.isdir(name) else [Path(name)]
+        for path in files:
+            out.update(fingerprint(c) for c in _store_file_certs(path))
     return frozenset(out)
 
 
@@ -627,14 +625,19 @@ def _store_file_certs(path: Path) -> tuple[x509.Certificate, ...]:
 
 
 def system_trust_fingerprints() -> frozenset[str]:
-    """SHA-256 fingerprints of the system trust store's certificates (cached by mtime)."""
+    """SHA-256 fingerprints of OpenSSL's default trust store (``ssl.get_default_verify_paths``:
+    the CA file and hashed directory, honouring SSL_CERT_FILE / SSL_CERT_DIR as OpenSSL
+    does), read once per change of the file's or the directory's mtime."""
+    paths = ssl.get_default_verify_paths()
     key = []
-    for path in _system_store_files():
+    for name in (paths.cafile, paths.capath):
+        if not name:
+            continue
         try:
-            st = os.stat(path)
+            st = os.stat(name)
         except OSError:
             continue
-        key.append((str(path), st.st_mtime_ns, st.st_size))
+        key.append((name, st.st_mtime_ns, st.st_size))
     return _store_fingerprints(tuple(key))
 
 
