@@ -95,7 +95,8 @@ class Case:
     name: str
     purpose: Purpose = Purpose.CLUSTER
     depth: int = 2  # CA certificates above the leaf: root only (1) up to root + 2 intermediates
-    intermediates: str = "cert"  # cert | ca | missing | split (lowest in cert, rest in CA)
+    # Default "ca" (issuer first): a sound replication set (ca_file_issuer_not_first).
+    intermediates: str = "ca"  # cert | ca | missing | split (lowest in cert, rest in CA)
     root: str = "ca"  # ca | missing | wrong | cert (cert file only) | both
     leaf_key: str = "ec-256"
     ca_key: str = "ec-256"  # intermediates' keys
@@ -250,7 +251,9 @@ def _build(case: Case, folder: Path) -> Files:
     if case.intermediates == "cert":
         in_cert = intermediates[::-1]
     elif case.intermediates == "ca":
-        in_ca = list(intermediates)
+        # The leaf's issuer first, then up to the root: what Harper's replication needs
+        # (ca_file_issuer_not_first); openssl verify takes any order.
+        in_ca = intermediates[::-1]
     elif case.intermediates == "split":
         in_cert, in_ca = intermediates[-1:], intermediates[:-1]
     else:
@@ -258,9 +261,9 @@ def _build(case: Case, folder: Path) -> Files:
 
     other_root = devca.make_ca("differential other root", key=_key("ec-256", SLOT_OTHER_ROOT))
     if case.root == "ca":
-        in_ca.insert(0, root)
+        in_ca.append(root)
     elif case.root == "both":
-        in_ca.insert(0, root)
+        in_ca.append(root)
         in_cert.append(root)
     elif case.root == "wrong":
         impostor = devca.make_ca("differential root", key=_key("ec-256", SLOT_WRONG_ROOT))
