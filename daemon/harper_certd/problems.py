@@ -115,8 +115,7 @@ CODES: dict[str, tuple[Severity, str]] = {
     ),
     "chain_too_large": (
         Severity.ERROR,
-        "The certificates the node sends exceed OpenSSL's 100 KiB limit on a Certificate "
-        "message.",
+        "The certificates the node sends exceed OpenSSL's 100 KiB limit on a Certificate message.",
     ),
     "check_failed": (
         Severity.ERROR,

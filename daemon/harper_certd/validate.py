@@ -833,9 +833,10 @@ def check_key_consistent(leaf: x509.Certificate, key: PrivateKeyTypes) -> list[P
         ):
             ecdsa = ec.ECDSA(hashes.SHA256())
             public.verify(key.sign(message, ecdsa), message, ecdsa)
-        elif (isinstance(key, ed25519.Ed25519PrivateKey) and isinstance(
-            public, ed25519.Ed25519PublicKey
-        )) or (isinstance(key, ed448.Ed448PrivateKey) and isinstance(public, ed448.Ed448PublicKey)):
+        elif (
+            isinstance(key, ed25519.Ed25519PrivateKey)
+            and isinstance(public, ed25519.Ed25519PublicKey)
+        ) or (isinstance(key, ed448.Ed448PrivateKey) and isinstance(public, ed448.Ed448PublicKey)):
             public.verify(key.sign(message), message)
         else:
             return []  # other key types: key_type_unusable or weak_key speak for them
@@ -1242,13 +1243,17 @@ def check_chain(
             chain = path
     bad = _malformed_ca(path)
     if bad is not None:
-        return (), [
-            problem(
-                "chain_invalid",
-                f"The CA certificate '{_name(bad)}' on the chain has a malformed extension "
-                "(or a duplicate one); OpenSSL refuses to use it.",
-            )
-        ], path
+        return (
+            (),
+            [
+                problem(
+                    "chain_invalid",
+                    f"The CA certificate '{_name(bad)}' on the chain has a malformed extension "
+                    "(or a duplicate one); OpenSSL refuses to use it.",
+                )
+            ],
+            path,
+        )
     for cert in path[1:]:
         problems += check_key_strength(cert, "CA certificate")
         if not _self_issued(cert):
