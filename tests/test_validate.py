@@ -613,3 +613,58 @@ def test_pinned_library_texts_still_match() -> None:
     assert "web-PKI profile forbids" in v._failure_text(failure)
     # The same chain is OpenSSL's to accept: the own walk does.
     assert run(Inputs(leaf.cert_pem, leaf.key_pem, root.cert_pem)).valid
+
+
+def _self_signed_root(subject: str, issuer: str) -> devca.Issued:
+    key = devca.make_key()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 100 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return devca.Issued(cert, key)
+
+
+def test_names_compare_as_openssl_compares_them() -> None:
+    """A root whose issuer differs from its subject only in case and spacing is self-issued
+    for OpenSSL (canonical name comparison), so it anchors the chain (found by the fuzz:
+    Node accepted such a root, the validator did not)."""
+    root = _self_signed_root("Case  Root", "case root")
+    leaf = devca.make_leaf(root, "nodea")
+    assert run(Inputs(leaf.cert_pem, leaf.key_pem, root.cert_pem)).valid
+
+
+def test_authority_key_identifier_must_match() -> None:
+    """An intermediate whose AKI names another key than its issuer's SKI: OpenSSL does not
+    take that issuer (AKID_SKID_MISMATCH), although the signature verifies."""
+    root = devca.make_ca("AKI Root")
+    other = devca.make_key()
+    inter_key = devca.make_key()
+    inter = devca.Issued(
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AKI Inter")]))
+        .issuer_name(root.cert.subject)
+        .public_key(inter_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 100 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(other.public_key()),
+            critical=False,
+        )
+        .sign(root.key, hashes.SHA256()),
+        inter_key,
+    )
+    leaf = devca.make_leaf(inter, "nodea")
+    report = run(
+        Inputs(leaf.cert_pem + inter.cert_pem, leaf.key_pem, inter.cert_pem + root.cert_pem)
+    )
+    assert errors(report) == {"chain_invalid"}
+    assert "Authority Key Identifier" in report.problems[0].message

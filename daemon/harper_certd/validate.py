@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import functools
+import itertools
 import os
 import ssl
 import stat
@@ -306,8 +307,61 @@ def _explicit_ec_parameters(cert: x509.Certificate) -> bool:
     return is_ec and oid_end < alg_end and tbs[oid_end] == 0x30
 
 
-def _self_issued(cert: x509.Certificate) -> bool:
+_STRING_CODECS = {
+    0x0C: "utf-8",  # UTF8String
+    0x13: "latin-1",  # PrintableString
+    0x16: "latin-1",  # IA5String
+    0x14: "latin-1",  # T61String
+    0x1A: "latin-1",  # VisibleString
+    0x1E: "utf-16-be",  # BMPString
+    0x1C: "utf-32-be",  # UniversalString
+}
+
+
+def _tlv_items(data: bytes) -> list[tuple[int, bytes, bytes]]:
+    """(tag, value, whole element) of a run of DER elements; IndexError when damaged."""
+    out = []
+    pos = 0
+    while pos < len(data):
+        start, end = _der_header(data, pos)
+        if end > len(data):
+            raise IndexError(pos)
+        out.append((data[pos], data[start:end], data[pos:end]))
+        pos = end
+    return out
+
+
+def _canonical_name(encoded: bytes) -> bytes:
+    """A DER Name as OpenSSL compares names (x509_name_canon): string values as UTF-8,
+    ASCII lowercased, leading/trailing whitespace dropped and inner runs folded to one
+    space; other values as encoded.  Falls back to the encoding itself when damaged."""
+    try:
+        ((_, rdns, _),) = _tlv_items(encoded)
+        parts = []
+        for _, rdn, _ in _tlv_items(rdns):
+            for _, atv, _ in _tlv_items(rdn):
+                (_, _, oid), (vtag, value, whole) = _tlv_items(atv)
+                codec = _STRING_CODECS.get(vtag)
+                if codec is None:
+                    parts.append(oid + whole)
+                    continue
+                text = " ".join(value.decode(codec).split()).encode("utf-8")
+                parts.append(oid + b"\x0c" + bytes(c + 32 if 65 <= c <= 90 else c for c in text))
+            parts.append(b"\x00|")
+    except (IndexError, ValueError, UnicodeDecodeError):
+        return encoded
+    return b"".join(parts)
+
+
+@functools.lru_cache(maxsize=4096)
+def _name_keys(cert: x509.Certificate) -> tuple[bytes, bytes]:
+    """(issuer, subject) as OpenSSL compares them (``_canonical_name``)."""
     issuer, subject = _raw_names(cert)
+    return _canonical_name(issuer), _canonical_name(subject)
+
+
+def _self_issued(cert: x509.Certificate) -> bool:
+    issuer, subject = _name_keys(cert)
     return issuer == subject
 
 
@@ -430,12 +484,8 @@ def undecodable_by_openssl(cert: x509.Certificate) -> bool:
 def _signed_by(child: x509.Certificate, issuer: x509.Certificate) -> bool:
     if not _algorithms_agree(child):
         return False
-    if _raw_names(child)[0] != _raw_names(issuer)[1]:
-        try:
-            if child.issuer != issuer.subject:  # same name, another encoding
-                return False
-        except Exception:  # undecodable names: no match
-            return False
+    if _name_keys(child)[0] != _name_keys(issuer)[1]:
+        return False
     if _directly_issued(child, issuer):
         return True
     try:
@@ -924,7 +974,7 @@ def check_ca_file_issuer_first(
     issuer = chain[1]
     in_ca = [fingerprint(c) for c in ca_certs]
     missing = [c for c in chain[1:] if not _self_issued(c) and fingerprint(c) not in in_ca]
-    first_ok = _raw_names(ca_certs[0])[1] == _raw_names(chain[0])[0]
+    first_ok = _name_keys(ca_certs[0])[1] == _name_keys(chain[0])[0]
     if first_ok and not missing:
         return []
     fix = (
@@ -1074,7 +1124,7 @@ class _Walk:
             return path
         if len(path) > _MAX_DEPTH:
             return None
-        for candidate in self.by_subject.get(_raw_names(cert)[0], []):
+        for candidate in self.by_subject.get(_name_keys(cert)[0], []):
             if candidate in path or self.budget <= 0:
                 continue
             self.budget -= 1
@@ -1092,7 +1142,7 @@ def _diagnose_path(
 ) -> tuple[list[x509.Certificate] | None, Problem | None]:
     by_subject: dict[bytes, list[x509.Certificate]] = {}
     for cert in pool:
-        by_subject.setdefault(_raw_names(cert)[1], []).append(cert)
+        by_subject.setdefault(_name_keys(cert)[1], []).append(cert)
     walk = _Walk(by_subject, anchors)
     found = walk.find([leaf])
     if found is not None:
@@ -1254,6 +1304,16 @@ def check_chain(
             ],
             path,
         )
+    for child, issuer in itertools.pairwise(path):
+        if not _key_ids_match(child, issuer):
+            problems.append(
+                problem(
+                    "chain_invalid",
+                    f"The Authority Key Identifier of '{_name(child)}' does not match the "
+                    f"Subject Key Identifier of '{_name(issuer)}', so OpenSSL does not take it "
+                    "as the issuer (AKID_SKID_MISMATCH): a CA of that name with another key?",
+                )
+            )
     for cert in path[1:]:
         problems += check_key_strength(cert, "CA certificate")
         if not _self_issued(cert):
