@@ -8,8 +8,9 @@ and joins them; a row inserted on one node must reach the other (good set) or mu
 ``BROKEN_WAIT`` seconds (bad set):
 
 * ``certificate.pem`` = leaf + intermediate, ``ca.pem`` = intermediate + root: replicates.
-* the same with ``ca.pem`` = root only (the issue's case): no replication, unable to get local
-  issuer certificate; the product refuses it: ``ca_file_issuer_not_first``.
+* the same with ``ca.pem`` = root only (the issue's case): the product refuses it
+  (``ca_file_issuer_not_first``); Harper itself then fails in most joins (a race: 4 of 5
+  measured), so that outcome is printed, not asserted.
 * ``ca.pem`` = intermediate + root but no IP SAN for the host of ``replication.url``: the join
   fails (ERR_TLS_CERT_ALTNAME_INVALID), no replication; the product refuses it, read from the
   node's own configuration: ``url_host_mismatch``.
@@ -180,17 +181,17 @@ def test_issuer_first_in_the_ca_file_replicates(rig: Rig) -> None:
         assert None not in ways
 
 
-def test_root_only_ca_file_breaks_replication(rig: Rig) -> None:
-    """The issue's set: refused by the product; forced in, the nodes refuse each other."""
+def test_root_only_ca_file_is_refused(rig: Rig) -> None:
+    """The issue's set: refused by the product.  Forced in, whether the nodes replicate is a
+    race inside Harper (no replication in 4 of 5 fresh joins measured, FINDINGS), so the
+    outcome is reported, not asserted; the layout the product asks for replicates every time
+    (test_issuer_first_in_the_ca_file_replicates)."""
     with joined(rig, "root-only", ca_layout="root_only") as pair:
         for node in pair.nodes.values():
             assert _product_errors(node) == {"ca_file_issuer_not_first"}
         ways = pair.both_ways(BROKEN_WAIT)
-        print(f"\nca.pem root only: replication a->b, b->a = {ways}")
-        assert ways == (None, None)
-        assert "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" in pair.log() or (
-            "unable to get local issuer certificate" in pair.log()
-        )
+        refused = "UNABLE_TO_GET_ISSUER_CERT_LOCALLY" in pair.log()
+        print(f"\nca.pem root only: replication a->b, b->a = {ways}; peers refused: {refused}")
         # The same files as an HTTPS-only set keep the usual rule.
         node = pair.nodes["nodea"]
         server = validate(
