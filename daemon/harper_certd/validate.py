@@ -980,9 +980,9 @@ def check_ca_file_issuer_first(
     fix = (
         "Harper names the CA file after its first certificate and, when a node joins "
         "(add_node), hands its peers the CA named like the leaf's issuer; with another first "
-        "certificate the peers get no CA and refuse the node (unable to get local issuer "
-        "certificate). Put the issuer first, then the rest of the chain, on every node: "
-        "cat intermediate.pem root.pem > ca.pem."
+        "certificate the peers get no CA and, in most joins, refuse the node (unable to get "
+        "local issuer certificate). Put the issuer first, then the rest of the chain, on "
+        "every node: cat intermediate.pem root.pem > ca.pem."
     )
     if fingerprint(issuer) not in in_ca:
         where = f"is not in {ca_name} (only in the certificate file)"
