@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import shutil
 import tempfile
 import time
 import uuid
@@ -65,6 +66,7 @@ def rig() -> Iterator[Rig]:
     )
     yield Rig(base, base / "pristine", root, inter)
     assert not list(iter_rig_processes(base)), "Harper processes left behind"
+    shutil.rmtree(base, ignore_errors=True)
 
 
 @dataclass
