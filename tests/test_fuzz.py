@@ -265,3 +265,39 @@ def test_certificate_message_limit_is_nodes(tmp_path: Path) -> None:
     assert verdicts["0"]["ok"] is True
     assert verdicts["1"]["ok"] is False
     assert "EXCESSIVE_MESSAGE_SIZE" in str(verdicts["1"]["error"])
+
+
+# Refusals that are ours, not Node's: the policy codes (README), Harper's own replication rule,
+# and load.py's (h-pem's part) known differences, each measured with tests/node_handshake.js.
+NOT_NODE_REFUSALS = frozenset(
+    {"weak_key", "weak_signature", "leaf_is_ca", "eku_any", "key_usage_invalid"}
+    | {"ca_file_issuer_not_first"}
+)
+LOAD_DIFFERENCES = {
+    "leaf_duplicate_extension": "load.py parses a leaf's extensions eagerly and refuses two "
+    "unknown extensions of one OID; OpenSSL, so Node, accepts the certificate",
+}
+
+
+def test_node_refuses_what_we_refuse(outcomes: list[Outcome], tmp_path: Path) -> None:
+    """A sample of 80 sets refused for reasons other than policy: Node refuses them too."""
+    refused = [
+        o
+        for o in outcomes
+        if o.report is not None
+        and not o.report.valid
+        and not o.case.kind.startswith(NEEDS_PEM_READER)
+        and o.case.kind not in LOAD_DIFFERENCES
+        and not {p.code for p in o.report.problems if p.severity is Severity.ERROR}
+        & NOT_NODE_REFUSALS
+    ]
+    sample = random.Random(SEED + 1).sample(refused, min(80, len(refused)))
+    verdicts = _node_verdicts(sample, tmp_path)
+    accepted = [
+        (o.case.kind, o.report.codes if o.report else ())
+        for index, o in enumerate(sample)
+        if verdicts[str(index)]["ok"]
+    ]
+    print(f"\nnode: {len(sample)} refused sets, Node accepted {len(accepted)}: {accepted}")
+    assert len(sample) == 80
+    assert accepted == []
