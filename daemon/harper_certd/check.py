@@ -63,6 +63,7 @@ def check_entry(entry: TlsEntry, at: dt.datetime, expiry_warning_days: float) ->
         hostnames=entry.hostnames,
         expiry_warning_days=expiry_warning_days,
         node_names=() if entry.insecure else entry.verbatim_names,
+        url_hosts=entry.url_hosts,
     )
     if entry.insecure:
         report = _soften_for_insecure(report)

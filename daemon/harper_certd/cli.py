@@ -60,6 +60,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         purpose=Purpose(args.purpose),
         hostnames=args.hostname,
         expiry_warning_days=args.warn_days,
+        url_hosts=args.url_host,
     )
     if args.json:
         _print_json(report.as_dict())
@@ -489,9 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     v = sub.add_parser("validate", help="validate a certificate set")
     v.add_argument("--cert", required=True, help="certificate file (leaf, then intermediates)")
     v.add_argument("--key", required=True, help="private key file")
-    v.add_argument("--ca", required=True, help="CA file (root, and intermediates)")
+    v.add_argument(
+        "--ca",
+        required=True,
+        help="CA file (replication: the leaf's issuer first, then up to the root)",
+    )
     v.add_argument("--purpose", choices=["cluster", "server", "client"], default="cluster")
     v.add_argument("--hostname", action="append", default=[], help="name or IP (repeatable)")
+    v.add_argument(
+        "--url-host",
+        action="append",
+        default=[],
+        help="host of replication.url that peers dial (repeatable; an IP needs an IP SAN)",
+    )
     v.add_argument("--at", type=_instant, help="validate as of this instant (default: now)")
     v.add_argument("--warn-days", type=float, default=30, help="expires_soon window (days)")
     v.add_argument("--json", action="store_true", help="print one JSON object")

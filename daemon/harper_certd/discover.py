@@ -34,6 +34,8 @@ class TlsEntry:
     note: str = ""
     # Names Harper looks this certificate up by, verbatim (replication without hostname(s)).
     verbatim_names: tuple[str, ...] = ()
+    # Host of replication.url, which peers dial and check the certificate against.
+    url_hosts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,6 +211,15 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
                     node_names,
                 )
             )
+    url = _get(tree, "replication.url")
+    url_host = urlsplit(url).hostname if isinstance(url, str) and url else None
+    if url_host and url_host != node:
+        entries = [
+            replace(e, url_hosts=(url_host,))
+            if e.purpose is Purpose.CLUSTER and not e.insecure
+            else e
+            for e in entries
+        ]
     ports = {
         name: port
         for name, key in (

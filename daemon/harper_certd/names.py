@@ -5,12 +5,20 @@ exactly when Node would accept it: IP addresses against IP SANs only; DNS
 names against DNS SANs, and against the subject CN only when the certificate
 has no DNS or IP SAN; one wildcard in the leftmost label, never for a name
 of two labels or fewer, never in an A-label (``xn--``).
+
+Names are hostile input: ``safe_name`` renders any subject or issuer, never raising
+(an undecodable UTF8String or an odd-length BMPString make cryptography's
+``rfc4514_string()`` raise ``ValueError``), and ``identities`` treats a malformed
+SAN extension as no SAN.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import ipaddress
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -26,20 +34,59 @@ class Identities:
     cns: tuple[str, ...]
 
 
+def _attribute_text(value: str | bytes) -> str:
+    return value if isinstance(value, str) else value.decode("latin-1")
+
+
+def safe_name(get: Callable[[], x509.Name], *, empty: str = "(empty name)") -> str:
+    """RFC 4514 text of the name ``get()`` returns; never raises.
+
+    Falls back to the attributes that decode, then to ``(undecodable name)``; the
+    fallback never includes raw bytes, only what decoded and our own words.
+    """
+    try:
+        name = get()
+    except Exception:  # hostile input: cryptography parses names lazily
+        return "(undecodable name)"
+    try:
+        text = name.rfc4514_string()
+    except Exception:  # undecodable UTF8String/BMPString values, unknown string types
+        text = None
+    if text is not None:
+        return text or empty
+    parts = []
+    try:
+        for rdn in name.rdns:
+            for attribute in rdn:
+                try:
+                    parts.append(f"{attribute.rfc4514_string()}")
+                except Exception:  # this attribute only
+                    parts.append(f"{attribute.oid.dotted_string}=(undecodable)")
+    except Exception:  # the name's structure itself
+        try:
+            digest = hashlib.sha256(name.public_bytes()).hexdigest()[:16]
+        except Exception:  # nothing left to describe it by
+            return "(undecodable name)"
+        return f"(undecodable name, DER sha256 {digest}...)"
+    return ",".join(reversed(parts)) or empty
+
+
+@functools.lru_cache(maxsize=1024)
 def identities(cert: x509.Certificate) -> Identities:
-    dns: list[str] = []
-    ips: list[str] = []
+    """SAN DNS names and IPs, and subject CNs; a malformed SAN or name reads as empty."""
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        pass
-    else:
         dns = [str(n) for n in san.get_values_for_type(x509.DNSName)]
         ips = [str(a) for a in san.get_values_for_type(x509.IPAddress)]
-    cns = [
-        a.value if isinstance(a.value, str) else a.value.decode("latin-1")
-        for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    ]
+    except Exception:  # ExtensionNotFound, or a malformed/duplicate extension: no SAN
+        dns, ips = [], []
+    try:
+        cns = [
+            _attribute_text(a.value)
+            for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        ]
+    except Exception:  # an undecodable subject names nothing
+        cns = []
     return Identities(tuple(dns), tuple(ips), tuple(cns))
 
 
@@ -73,6 +120,10 @@ def _as_ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
         return ipaddress.ip_address(name.strip("[]"))
     except ValueError:
         return None
+
+
+def is_ip_address(name: str) -> bool:
+    return _as_ip(name) is not None
 
 
 def matches_hostname(ids: Identities, hostname: str) -> bool:

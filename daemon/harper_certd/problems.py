@@ -88,6 +88,48 @@ CODES: dict[str, tuple[Severity, str]] = {
         "A certificate on the chain (other than the root's self-signature) is signed with "
         "SHA-1 or MD5.",
     ),
+    "url_host_mismatch": (
+        Severity.ERROR,
+        "The certificate is not valid for the host of replication.url, which peers dial and "
+        "check as Node's checkServerIdentity does (an IP address needs an IP SAN).",
+    ),
+    "leaf_not_first": (
+        Severity.ERROR,
+        "The key matches a later certificate of the certificate file, not the first: the leaf "
+        "must come first, then its chain.",
+    ),
+    "ca_file_issuer_not_first": (
+        Severity.ERROR,
+        "Replication set: the CA file does not start with the leaf's issuer (or lacks an "
+        "intermediate); Harper's peers then cannot find the node's CA.",
+    ),
+    "key_inconsistent": (
+        Severity.ERROR,
+        "The key's public half matches the certificate but its private parts are damaged: "
+        "its signatures do not verify.",
+    ),
+    "key_type_unusable": (
+        Severity.ERROR,
+        "The certificate's key is of a type no TLS handshake can sign with (X25519, X448, "
+        "secp256k1, brainpool curves, unknown algorithms).",
+    ),
+    "chain_too_large": (
+        Severity.ERROR,
+        "The certificates the node sends exceed OpenSSL's 100 KiB limit on a Certificate message.",
+    ),
+    "check_failed": (
+        Severity.ERROR,
+        "harper-certd could not finish checking the set (a bug); the set is refused.",
+    ),
+    "cert_not_strict_der": (
+        Severity.WARNING,
+        "A certificate is BER, not strict DER (an explicit DEFAULT value); OpenSSL and Node "
+        "accept it.",
+    ),
+    "ca_file_damaged_entry": (
+        Severity.WARNING,
+        "A CA-file certificate the chain does not use has a malformed or duplicate extension.",
+    ),
     "expires_soon": (Severity.WARNING, "The certificate expires within the warning window."),
     "ca_expires_soon": (
         Severity.WARNING,

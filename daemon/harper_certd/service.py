@@ -67,6 +67,7 @@ class Managed:
     hostnames: tuple[str, ...]
     uses: tuple[str, ...]
     verbatim_names: tuple[str, ...] = ()
+    url_hosts: tuple[str, ...] = ()
 
 
 def managed_set(harper: discover.HarperConfig) -> Managed:
@@ -85,7 +86,8 @@ def managed_set(harper: discover.HarperConfig) -> Managed:
     uses = tuple(dict.fromkeys(u for e in same for u in e.uses))
     verbatim = tuple(dict.fromkeys(n for e in same for n in e.verbatim_names))
     assert primary.paths is not None
-    return Managed(primary.paths, purpose, hostnames, uses, verbatim)
+    url_hosts = tuple(dict.fromkeys(h for e in same for h in e.url_hosts))
+    return Managed(primary.paths, purpose, hostnames, uses, verbatim, url_hosts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -360,6 +362,7 @@ def _validate(ctx: Context, data: SetBytes, names: tuple[str, str, str]) -> Repo
         hostnames=ctx.managed.hostnames,
         expiry_warning_days=ctx.config.expiry_warning_days,
         node_names=ctx.managed.verbatim_names,
+        url_hosts=ctx.managed.url_hosts,
     )
 
 
