@@ -208,7 +208,7 @@ def _reject(
         "problems": [p.as_dict() for p in problems],
         "certificate": None if report is None else report.as_dict()["certificate"],
     }
-    fsio.write_new(dest / "reason.json", json.dumps(reason, indent=2).encode(), mode=0o644)
+    fsio.write_new(dest / "reason.json", json.dumps(reason, indent=2).encode(), mode=0o600)
     return dest
 
 

@@ -916,7 +916,7 @@ def validate(
     try:
         if isinstance(inputs.ca, load.Unreadable):
             raise inputs.ca
-        ca_file = load.parse_certificates(inputs.ca, name=inputs.ca_name, eager=False)
+        ca_file = load.parse_ca_file(inputs.ca, name=inputs.ca_name)
         ca_certs = ca_file.certs
         if ca_file.holds_private_key:
             problems.append(problem("key_in_cert_file", f"{inputs.ca_name} holds a private key."))

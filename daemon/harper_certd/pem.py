@@ -1,0 +1,312 @@
+"""OpenSSL 3.0's PEM reader, emulated byte for byte: what Node 20 (Harper's runtime) accepts.
+
+The source of truth is ``crypto/pem/pem_lib.c`` (``PEM_read_bio_ex`` with
+``PEM_FLAG_EAY_COMPATIBLE``, which is what ``PEM_read_bio`` and every
+``PEM_read_bio_X509*`` / ``PEM_read_bio_PrivateKey`` call of Node 20 uses) and
+``crypto/evp/encode.c`` (``EVP_DecodeUpdate``/``EVP_DecodeFinal``):
+
+- Lines come from ``BIO_gets(bp, buf, 255)`` on a memory BIO: at most 254 bytes a read,
+  ending after a ``\\n``.  A longer physical line is read as several chunks; a chunk that
+  is empty after sanitising and follows a 254-byte chunk is skipped (it is the end of a
+  long line, not a blank line).
+- ``sanitize_line``: trailing bytes ``<= ' '`` are dropped, compared as C ``char``, which is
+  signed on x86-64, so bytes 0x80-0xFF count too; then ``\\n`` is appended.  Leading
+  whitespace stays.  A UTF-8 BOM is removed from the first line ``get_name`` reads.
+- ``get_name``: the first line that starts with ``-----BEGIN `` and ends with ``-----``;
+  end of input first is ``PEM_R_NO_START_LINE``.
+- ``get_header_and_data``: lines go to the "header" until a blank line, then to the data;
+  a line holding ``:`` before any blank line makes the block a header block.  The END line
+  must be ``-----END <label>-----`` exactly.  After a blank line the data lines must be 64
+  characters, a shorter one only as the last.  A block with no blank line and no ``:`` has
+  its lines as data.
+- ``BIO_puts`` writes each line up to its first NUL byte.
+- Base64: whitespace is skipped, ``-`` ends the input (the rest is ignored), ``=`` only as
+  one or two final characters, the count of base64 characters a multiple of 4, any other
+  byte ``PEM_R_BAD_BASE64_DECODE``.
+
+Everything here is linear in the input: regular-expression jumps over the lines that are
+skipped, and a Python loop only over data lines after a blank line (at most 1/65 of the
+input).  Errors carry our own words and positions only, never input bytes: callers build
+messages about key files from them.
+"""
+
+from __future__ import annotations
+
+import binascii
+import enum
+import re
+from dataclasses import dataclass
+
+LINE_READ = 254  # BIO_gets(bp, linebuf, LINESIZE=255) reads at most 254 bytes
+DATA_LINE = 64  # base64 characters of a full data line after a header
+
+BEGIN = b"-----BEGIN "
+END = b"-----END "
+TAIL = b"-----"
+_BOM = b"\xef\xbb\xbf"
+
+# Bytes sanitize_line strips from a line's end: <= 0x20 as a signed char (0x80-0xFF too).
+STRIP = bytes(range(0x21)) + bytes(range(0x80, 0x100))
+_S = rb"[\x00-\x09\x0b-\x20\x80-\xff]"  # STRIP without the newline, as a regex class
+# A line that is blank once sanitised, or one that starts an END line: where a header ends.
+_STOP = re.compile(rb"^(?:" + _S + rb"*\n|-----END )", re.MULTILINE)
+_BEGIN_LINE = re.compile(rb"^-----BEGIN ([^\n]*)-----" + _S + rb"*$", re.MULTILINE)
+_TRAILING = re.compile(rb"(?<!" + _S + rb")" + _S + rb"+$", re.MULTILINE)
+_NUL_TO_EOL = re.compile(rb"\x00[^\n]*\n?")
+_B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+_B64_WS = b" \t\r\n"
+_SAFE = _B64 + _B64_WS
+
+
+class Reason(enum.Enum):
+    """Why ``PEM_read_bio_ex`` (or the check of its header) failed; OpenSSL's reason codes."""
+
+    NO_START_LINE = "no start line"  # no BEGIN line before the end of the input
+    BAD_END_LINE = "bad end line"  # END line wrong, missing, or a line where none may be
+    LINE_TOO_LONG = "data line too long"  # OpenSSL fails silently here (no reason code)
+    NO_DATA = "no data"  # nothing between BEGIN and END; silent in OpenSSL too
+    BAD_BASE64_DECODE = "bad base64 decode"
+    NOT_PROC_TYPE = "not proc type"  # a non-empty header that is not "Proc-Type: "
+    ENCRYPTED = "encrypted"  # Proc-Type: 4,ENCRYPTED (Node gives no passphrase)
+
+
+class BadEndCause(enum.Enum):
+    """What the line that ended a block badly was (for the message)."""
+
+    EOF = "eof"  # the input ended inside the block
+    WRONG_END = "wrong_end"  # an END line with another label or trailing text
+    BLANK_AFTER_DATA = "blank_after_data"  # a second blank line
+    AFTER_SHORT_LINE = "after_short_line"  # a data line after a short one
+
+
+@dataclass(frozen=True, slots=True)
+class PemError(Exception):
+    """A failed read. ``line``: 1-based physical line of the cause; ``begin_line``: the block's."""
+
+    reason: Reason
+    line: int
+    begin_line: int = 0
+    cause: BadEndCause | None = None
+    label: bytes = b""
+
+    def __str__(self) -> str:
+        return f"{self.reason.value} at line {self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """One block as ``PEM_read_bio_ex`` returns it: label (C string), header text, DER bytes."""
+
+    label: bytes
+    header: bytes
+    der: bytes
+    begin_line: int  # 1-based physical line of the BEGIN line
+    end_line: int
+    blank_line: int = 0  # the blank line that ended a header, 0 when there was none
+
+
+def _normalise(data: bytes) -> tuple[bytes, list[int] | None]:
+    """The chunks BIO_gets returns, one per line of the result, skipped chunks left out.
+
+    Returns the text and, when long lines were split, the physical line of each chunk.
+    """
+    if not data:
+        return b"", None
+    text = data if data.endswith(b"\n") else data + b"\n"
+    lines = text.split(b"\n")
+    lines.pop()  # after the final newline
+    if max(map(len, lines)) <= LINE_READ:
+        return text, None
+    out: list[bytes] = []
+    phys: list[int] = []
+    last = len(lines) - 1  # lines before the last one all had their newline
+    for number, line in enumerate(lines, 1):
+        if len(line) <= LINE_READ:
+            out.append(line)
+            phys.append(number)
+            continue
+        raw = line + (b"\n" if number <= last or data.endswith(b"\n") else b"")
+        for start in range(0, len(raw), LINE_READ):
+            piece = raw[start : start + LINE_READ]
+            # A chunk after a 254-byte one that sanitises to nothing is the rest of the
+            # line, not a blank line: OpenSSL skips it (prev_partial_line_read).
+            if start and not piece.rstrip(STRIP):
+                continue
+            out.append(piece.rstrip(b"\n"))
+            phys.append(number)
+    return b"\n".join(out) + b"\n", phys
+
+
+def _puts_text(region: bytes) -> bytes:
+    """What BIO_puts wrote for these lines: each sanitised, cut at its first NUL."""
+    if not region.translate(None, _SAFE):
+        return region  # trailing blanks are skipped by the decoder anyway
+    region = _TRAILING.sub(b"", region)
+    return _NUL_TO_EOL.sub(b"", region) if b"\x00" in region else region
+
+
+def evp_decode(text: bytes) -> bytes | None:
+    """``EVP_DecodeUpdate`` + ``EVP_DecodeFinal`` on ``text``; None where OpenSSL fails."""
+    cut = text.find(b"-")
+    if cut >= 0:
+        text = text[:cut]  # B64_EOF: the decoder stops reading here
+    if text.translate(None, _SAFE):
+        return None
+    s = text.translate(None, _B64_WS)
+    pad = s.find(b"=")
+    if pad >= 0 and (len(s) - pad > 2 or s[pad:].strip(b"=")):
+        return None
+    if len(s) % 4:
+        return None
+    return binascii.a2b_base64(s)
+
+
+class Reader:
+    """Successive ``PEM_read_bio_ex`` calls on one memory BIO holding ``data``."""
+
+    def __init__(self, data: bytes) -> None:
+        self._text, self._phys = _normalise(data)
+        self._pos = 0
+
+    @property
+    def at_eof(self) -> bool:
+        return self._pos >= len(self._text)
+
+    def line_at(self, pos: int) -> int:
+        """The 1-based physical line of offset ``pos`` of the normalised text."""
+        index = self._text.count(b"\n", 0, min(pos, len(self._text)))
+        if self._phys is None:
+            return index + 1
+        return self._phys[index] if index < len(self._phys) else self._phys[-1] + 1
+
+    def _get_name(self) -> tuple[bytes, int]:
+        text = self._text
+        pos = self._pos
+        if pos >= len(text):
+            raise PemError(Reason.NO_START_LINE, self.line_at(pos))
+        nl = text.index(b"\n", pos)
+        first = text[pos:nl]
+        if len(first) + 1 > 3 and first.startswith(_BOM):
+            first = first[3:]
+        first = first.rstrip(STRIP)
+        if first.startswith(BEGIN) and len(first) >= 16 and first.endswith(TAIL):
+            self._pos = nl + 1
+            return first[11:-5], pos
+        m = _BEGIN_LINE.search(text, nl + 1)
+        if m is None:
+            self._pos = len(text)
+            raise PemError(Reason.NO_START_LINE, self.line_at(len(text)))
+        self._pos = m.end() + 1
+        return m.group(1), m.start()
+
+    def read(self) -> Block:
+        """The next block; raises ``PemError`` (``NO_START_LINE`` at the end of the input)."""
+        raw_name, begin_pos = self._get_name()
+        name = raw_name.split(b"\x00", 1)[0]
+        begin_line = self.line_at(begin_pos)
+        text = self._text
+        end_line_bytes = END + name + TAIL
+
+        def fail(reason: Reason, pos: int, cause: BadEndCause | None = None) -> PemError:
+            self._pos = len(text)  # a failed read leaves the BIO somewhere; we stop
+            return PemError(reason, self.line_at(pos), begin_line, cause, name)
+
+        start = self._pos
+        m = _STOP.search(text, start)
+        if m is None or m.start() >= len(text):
+            raise fail(Reason.BAD_END_LINE, len(text), BadEndCause.EOF)
+        region = text[start : m.start()]
+        colon = b":" in region
+        nl = text.index(b"\n", m.start())
+        if m.group(0).startswith(END):
+            if text[m.start() : nl].rstrip(STRIP) != end_line_bytes:
+                raise fail(Reason.BAD_END_LINE, m.start(), BadEndCause.WRONG_END)
+            self._pos = nl + 1
+            end_line = self.line_at(m.start())
+            if colon:  # IN_HEADER at the END line: no swap, the data BIO stays empty
+                raise fail(Reason.NO_DATA, m.start())
+            if not region:
+                raise fail(Reason.NO_DATA, m.start())
+            der = evp_decode(_puts_text(region))
+            if der is None:
+                raise fail(Reason.BAD_BASE64_DECODE, start)
+            return Block(name, b"", der, begin_line, end_line)
+        # A blank line: what came before is the header; now 64-character data lines.
+        header = _puts_text(region)
+        blank_line = self.line_at(m.start())
+        pos = nl + 1
+        parts: list[bytes] = []
+        short = False
+        while True:
+            if pos >= len(text):
+                raise fail(Reason.BAD_END_LINE, pos, BadEndCause.EOF)
+            nl = text.index(b"\n", pos)
+            line = text[pos:nl].rstrip(STRIP)
+            if not line:
+                raise fail(Reason.BAD_END_LINE, pos, BadEndCause.BLANK_AFTER_DATA)
+            if line.startswith(END):
+                if line != end_line_bytes:
+                    raise fail(Reason.BAD_END_LINE, pos, BadEndCause.WRONG_END)
+                break
+            if short:
+                raise fail(Reason.BAD_END_LINE, pos, BadEndCause.AFTER_SHORT_LINE)
+            parts.append(line.split(b"\x00", 1)[0])
+            if len(line) > DATA_LINE:
+                raise fail(Reason.LINE_TOO_LONG, pos)
+            short = len(line) < DATA_LINE
+            pos = nl + 1
+        end_pos = pos
+        self._pos = nl + 1
+        if not parts:
+            raise fail(Reason.NO_DATA, end_pos)
+        der = evp_decode(b"\n".join(parts))
+        if der is None:
+            raise fail(Reason.BAD_BASE64_DECODE, start)
+        return Block(name, header, der, begin_line, self.line_at(end_pos), blank_line)
+
+
+def header_error(block: Block) -> Reason | None:
+    """``PEM_get_EVP_CIPHER_INFO`` on the block's header: None when the header is empty."""
+    if not block.header:
+        return None
+    if not block.header.startswith(b"Proc-Type: "):
+        return Reason.NOT_PROC_TYPE
+    return Reason.ENCRYPTED  # any valid or invalid Proc-Type fails without a passphrase
+
+
+# --- how Node 20 calls the reader -------------------------------------------------------
+
+X509_AUX_LABELS = frozenset({b"TRUSTED CERTIFICATE", b"CERTIFICATE", b"X509 CERTIFICATE"})
+X509_LABELS = frozenset({b"CERTIFICATE", b"X509 CERTIFICATE"})
+# check_pem(nm, "ANY PRIVATE KEY"): PKCS#8 labels, or "<T> PRIVATE KEY" with a legacy decoder.
+KEY_LABELS = frozenset(
+    {
+        b"PRIVATE KEY",
+        b"ENCRYPTED PRIVATE KEY",
+        b"RSA PRIVATE KEY",
+        b"EC PRIVATE KEY",
+        b"DSA PRIVATE KEY",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """A block read and passed over because its label was not the one asked for."""
+
+    label: bytes
+    begin_line: int
+
+
+def read_matching(reader: Reader, labels: frozenset[bytes], skipped: list[Skipped]) -> Block:
+    """``PEM_bytes_read_bio``: blocks are read (and must be valid) until one has a label in
+    ``labels``; then its header is checked.  Raises ``PemError``."""
+    while True:
+        block = reader.read()
+        if block.label in labels:
+            reason = header_error(block)
+            if reason is not None:
+                line = block.blank_line or block.begin_line
+                raise PemError(reason, line, block.begin_line, label=block.label)
+            return block
+        skipped.append(Skipped(block.label, block.begin_line))
