@@ -115,6 +115,8 @@ def _bool_false(buf: bytes, node: Tlv) -> bool:
 
 def _fix_extension(buf: bytes, ext: Tlv) -> bytes:
     parts = children(buf, ext)
+    if ext.tag != SEQUENCE or len(parts) not in (2, 3) or parts[0].tag != OID:
+        raise DerError(ext.start)  # not an Extension: no repair, the parser will say
     out: list[bytes] = []
     for i, part in enumerate(parts):
         raw = buf[part.start : part.end]
@@ -148,7 +150,7 @@ def normalise_certificate(der: bytes) -> bytes | None:
     try:
         cert = tlv(der, 0)
         top = children(der, cert)
-        if len(top) != 3 or top[0].tag != SEQUENCE:
+        if cert.tag != SEQUENCE or len(top) != 3 or top[0].tag != SEQUENCE:
             return None
         tbs = top[0]
         fields = children(der, tbs)
@@ -165,9 +167,10 @@ def normalise_certificate(der: bytes) -> bytes | None:
                     continue
             if f.tag == 0xA3:  # [3] EXPLICIT Extensions
                 outer = children(der, f)
-                if len(outer) == 1 and outer[0].tag == SEQUENCE:
-                    exts = [_fix_extension(der, e) for e in children(der, outer[0])]
-                    raw = _encode(0xA3, _encode(SEQUENCE, b"".join(exts)))
+                if len(outer) != 1 or outer[0].tag != SEQUENCE:
+                    return None
+                exts = [_fix_extension(der, e) for e in children(der, outer[0])]
+                raw = _encode(0xA3, _encode(SEQUENCE, b"".join(exts)))
             new_fields.append(raw)
         new_tbs = _encode(SEQUENCE, b"".join(new_fields))
         rest = b"".join(der[t.start : t.end] for t in top[1:])
