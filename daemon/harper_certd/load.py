@@ -162,14 +162,9 @@ def _block(label: bytes) -> str:
 
 
 def _line(data: bytes, number: int) -> bytes:
-    """Physical line ``number`` (1-based) of ``data``, without its newline; linear."""
-    start = 0
-    for _ in range(number - 1):
-        start = data.find(b"\n", start) + 1
-        if start == 0:
-            return b""
-    end = data.find(b"\n", start)
-    return data[start : len(data) if end < 0 else end]
+    """Physical line ``number`` (1-based) of ``data``, without its newline."""
+    parts = data.split(b"\n", number)
+    return parts[number - 1] if len(parts) >= number else b""
 
 
 def _format_hint(data: bytes, name: str) -> str | None:
@@ -257,7 +252,6 @@ def _describe(err: pem.PemError, data: bytes, name: str, what: str) -> str:
         return _no_start_hint(data, name) or f"{name} holds no {what}: it has no '-----BEGIN' line"
     block = f"{_block(err.label)} that starts on line {err.begin_line}"
     if err.reason is r.BAD_END_LINE:
-        line = _line(data, err.line)
         if err.cause is pem.BadEndCause.EOF:
             if _FOLDED.search(_line(data, err.begin_line)):
                 return (
@@ -265,7 +259,7 @@ def _describe(err: pem.PemError, data: bytes, name: str, what: str) -> str:
                     "replaced by spaces; put each line back on its own line"
                 )
             return f"{name}: {block} has no END line (the file is truncated?)"
-        if _JOINED.search(line):
+        if _JOINED.search(_line(data, err.line)):
             return (
                 f"{name}: line {err.line} joins an END and a BEGIN line (a file concatenated "
                 "without a final newline); put a line break between them"
@@ -379,10 +373,7 @@ def _certificate(blob: bytes, *, aux: bool, eager: bool, where: str) -> x509.Cer
 
 def _load_cert(blob: bytes) -> x509.Certificate | None:
     try:
-        with warnings.catch_warnings():
-            # Negative serials and similar oddities warn; OpenSSL accepts them too.
-            warnings.simplefilter("ignore")
-            return x509.load_der_x509_certificate(blob)
+        return x509.load_der_x509_certificate(blob)
     except Exception:  # hostile input: any parse failure
         return None
 
@@ -400,8 +391,8 @@ def _check_extensions(cert: x509.Certificate, where: str) -> None:
         raise Unreadable(problem)
 
 
-def _key_blocks(skipped: list[pem.Skipped]) -> bool:
-    return any(_KEYISH.search(s.label) for s in skipped)
+def _key_blocks(skipped: set[bytes]) -> bool:
+    return any(_KEYISH.search(label) for label in skipped)
 
 
 def _pem_failure(err: pem.PemError, data: bytes, name: str, what: str) -> Unreadable:
@@ -417,7 +408,7 @@ def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFil
     if not data.strip():
         raise Unreadable(f"{name} is empty")
     reader = pem.Reader(data)
-    skipped: list[pem.Skipped] = []
+    skipped: set[bytes] = set()
     certs: list[x509.Certificate] = []
     failure: pem.PemError | None = None
     try:
@@ -426,7 +417,7 @@ def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFil
         failure = err
     if failure is not None:
         if failure.reason is pem.Reason.NO_START_LINE and skipped:
-            labels = ", ".join(sorted({_label(s.label) for s in skipped}))
+            labels = ", ".join(sorted(_label(label) for label in skipped))
             hint = " (the key and certificate files swapped?)" if _key_blocks(skipped) else ""
             raise Unreadable(f"{name} holds no certificate, only: {labels}{hint}")
         raise _pem_failure(failure, data, name, "certificate")
@@ -439,9 +430,12 @@ def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFil
             break
     if failure.reason is not pem.Reason.NO_START_LINE:
         raise _pem_failure(failure, data, name, "certificate")
-    for index, block in enumerate(blocks):
-        where = f"{name}: certificate #{index + 1} (line {block.begin_line})"
-        certs.append(_certificate(block.der, aux=index == 0, eager=eager, where=where))
+    with warnings.catch_warnings():
+        # Negative serials and similar oddities warn; OpenSSL accepts them too.
+        warnings.simplefilter("ignore")
+        for index, block in enumerate(blocks):
+            where = f"{name}: certificate #{index + 1} (line {block.begin_line})"
+            certs.append(_certificate(block.der, aux=index == 0, eager=eager, where=where))
     return CertFile(tuple(certs), holds_private_key=_key_blocks(skipped))
 
 
@@ -456,7 +450,7 @@ def parse_ca_file(data: bytes, *, name: str) -> CertFile:
     if not data.strip():
         raise Unreadable(f"{name} is empty")
     reader = pem.Reader(data)
-    skipped: list[pem.Skipped] = []
+    skipped: set[bytes] = set()
     certs: list[x509.Certificate] = []
     while True:
         entry = len(certs) + 1
@@ -466,7 +460,7 @@ def parse_ca_file(data: bytes, *, name: str) -> CertFile:
             if err.reason is pem.Reason.NO_START_LINE and certs:
                 break
             if err.reason is pem.Reason.NO_START_LINE and skipped:
-                labels = ", ".join(sorted({_label(s.label) for s in skipped}))
+                labels = ", ".join(sorted(_label(label) for label in skipped))
                 raise Unreadable(f"{name} holds no certificate, only: {labels}") from None
             if not certs:
                 raise _pem_failure(err, data, name, "certificate") from None
@@ -474,7 +468,9 @@ def parse_ca_file(data: bytes, *, name: str) -> CertFile:
             raise Unreadable(_dropped(name, entry, cause)) from None
         where = f"{name}: entry #{entry} (line {block.begin_line})"
         try:
-            certs.append(_certificate(block.der, aux=True, eager=False, where=where))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # as in parse_certificates
+                certs.append(_certificate(block.der, aux=True, eager=False, where=where))
         except Unreadable as exc:
             if not certs:
                 raise
@@ -514,7 +510,7 @@ def parse_private_key(data: bytes, *, name: str) -> PrivateKeyTypes:
     if not data.strip():
         raise Unreadable(f"{name} is empty")
     reader = pem.Reader(data)
-    skipped: list[pem.Skipped] = []
+    skipped: set[bytes] = set()
     failure: pem.PemError | None = None
     try:
         block = pem.read_matching(reader, pem.KEY_LABELS, skipped)
@@ -522,14 +518,14 @@ def parse_private_key(data: bytes, *, name: str) -> PrivateKeyTypes:
         failure = err
     if failure is not None:
         if failure.reason is pem.Reason.NO_START_LINE and skipped:
-            if any(s.label == b"OPENSSH PRIVATE KEY" for s in skipped):
+            if b"OPENSSH PRIVATE KEY" in skipped:
                 raise Unreadable(
                     f"{name} is in OpenSSH format; Harper needs PEM: ssh-keygen -p -m PEM -f {name}"
                 )
-            labels = ", ".join(sorted({_label(s.label) for s in skipped}))
+            labels = ", ".join(sorted(_label(label) for label in skipped))
             hint = (
                 " (the key and certificate files swapped?)"
-                if any(s.label in pem.X509_AUX_LABELS for s in skipped)
+                if bool(skipped & pem.X509_AUX_LABELS)
                 else ""
             )
             raise Unreadable(f"{name} holds no private key, only: {labels}{hint}")

@@ -36,6 +36,7 @@ import binascii
 import enum
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 LINE_READ = 254  # BIO_gets(bp, linebuf, LINESIZE=255) reads at most 254 bytes
 DATA_LINE = 64  # base64 characters of a full data line after a header
@@ -49,8 +50,14 @@ _BOM = b"\xef\xbb\xbf"
 STRIP = bytes(range(0x21)) + bytes(range(0x80, 0x100))
 _S = rb"[\x00-\x09\x0b-\x20\x80-\xff]"  # STRIP without the newline, as a regex class
 # A line that is blank once sanitised, or one that starts an END line: where a header ends.
-_STOP = re.compile(rb"^(?:" + _S + rb"*\n|-----END )", re.MULTILINE)
-_BEGIN_LINE = re.compile(rb"^-----BEGIN ([^\n]*)-----" + _S + rb"*$", re.MULTILINE)
+# Searched from the newline that ends the line before (a literal first byte is a fast scan).
+_BLANK_AFTER = re.compile(rb"\n" + _S + rb"*\n")  # a line that is blank once sanitised
+_BEGIN_AFTER = re.compile(rb"\n-----BEGIN ([^\n]*)-----" + _S + rb"*\n")
+# A block OpenSSL reads without any of the rules above mattering: a plain label, 1-64 base64
+# characters a line, no header, the matching END line.  Runs of them are skipped in bulk.
+_SIMPLE = re.compile(
+    rb"\n*+-----BEGIN ([A-Z0-9 ]{0,200}+)-----\n((?:[A-Za-z0-9+/=]{1,64}+\n)++)-----END \1-----\n"
+)
 _TRAILING = re.compile(rb"(?<!" + _S + rb")" + _S + rb"+$", re.MULTILINE)
 _NUL_TO_EOL = re.compile(rb"\x00[^\n]*\n?")
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
@@ -93,8 +100,7 @@ class PemError(Exception):
         return f"{self.reason.value} at line {self.line}"
 
 
-@dataclass(frozen=True, slots=True)
-class Block:
+class Block(NamedTuple):
     """One block as ``PEM_read_bio_ex`` returns it: label (C string), header text, DER bytes."""
 
     label: bytes
@@ -167,14 +173,25 @@ class Reader:
     def __init__(self, data: bytes) -> None:
         self._text, self._phys = _normalise(data)
         self._pos = 0
+        self._count_pos = 0  # line_at: newlines before _count_pos
+        self._count = 0
 
     @property
     def at_eof(self) -> bool:
         return self._pos >= len(self._text)
 
     def line_at(self, pos: int) -> int:
-        """The 1-based physical line of offset ``pos`` of the normalised text."""
-        index = self._text.count(b"\n", 0, min(pos, len(self._text)))
+        """The 1-based physical line of offset ``pos`` of the normalised text.
+
+        Counted on from the last position asked (reads move forward), so that the line
+        numbers of a file of many blocks cost linear time in all.
+        """
+        pos = min(pos, len(self._text))
+        if pos < self._count_pos:
+            self._count_pos, self._count = 0, 0
+        self._count += self._text.count(b"\n", self._count_pos, pos)
+        self._count_pos = pos
+        index = self._count
         if self._phys is None:
             return index + 1
         return self._phys[index] if index < len(self._phys) else self._phys[-1] + 1
@@ -192,12 +209,57 @@ class Reader:
         if first.startswith(BEGIN) and len(first) >= 16 and first.endswith(TAIL):
             self._pos = nl + 1
             return first[11:-5], pos
-        m = _BEGIN_LINE.search(text, nl + 1)
+        m = _BEGIN_AFTER.search(text, nl)
         if m is None:
             self._pos = len(text)
             raise PemError(Reason.NO_START_LINE, self.line_at(len(text)))
-        self._pos = m.end() + 1
-        return m.group(1), m.start()
+        self._pos = m.end()
+        return m.group(1), m.start() + 1
+
+    def _fail(
+        self,
+        reason: Reason,
+        pos: int,
+        begin_line: int,
+        label: bytes,
+        cause: BadEndCause | None = None,
+    ) -> PemError:
+        error = PemError(reason, self.line_at(pos), begin_line, cause, label)
+        self._pos = len(self._text)  # a failed read leaves the BIO somewhere; we stop
+        return error
+
+    def _find_stop(self, start: int) -> int:
+        """Where the first blank line or line starting with ``-----END `` at or after
+        ``start`` (a line start) begins; -1 when there is none."""
+        text = self._text
+        end_at = text.find(b"\n" + END, start - 1)
+        limit = len(text) if end_at < 0 else end_at + 1
+        blank = _BLANK_AFTER.search(text, start - 1, limit)
+        if blank is not None:
+            return blank.start() + 1
+        return -1 if end_at < 0 else end_at + 1
+
+    def skip_simple(self, wanted: frozenset[bytes], skipped: set[bytes]) -> None:
+        """Read past consecutive plain blocks whose label is not ``wanted``, as ``read`` would
+        (they are valid by construction once their base64 passes), in one scan each."""
+        text = self._text
+        match = _SIMPLE.match
+        add = skipped.add
+        pos = self._pos
+        while True:
+            m = match(text, pos)
+            if m is None:
+                break
+            label, body = m.groups()
+            if label in wanted:
+                break
+            s = body.replace(b"\n", b"")
+            pad = s.find(b"=")
+            if len(s) % 4 or (pad >= 0 and (len(s) - pad > 2 or s[pad:].strip(b"="))):
+                break  # read() names the error
+            add(label)
+            pos = m.end()
+        self._pos = pos
 
     def read(self) -> Block:
         """The next block; raises ``PemError`` (``NO_START_LINE`` at the end of the input)."""
@@ -207,61 +269,63 @@ class Reader:
         text = self._text
         end_line_bytes = END + name + TAIL
 
-        def fail(reason: Reason, pos: int, cause: BadEndCause | None = None) -> PemError:
-            self._pos = len(text)  # a failed read leaves the BIO somewhere; we stop
-            return PemError(reason, self.line_at(pos), begin_line, cause, name)
-
         start = self._pos
-        m = _STOP.search(text, start)
-        if m is None or m.start() >= len(text):
-            raise fail(Reason.BAD_END_LINE, len(text), BadEndCause.EOF)
-        region = text[start : m.start()]
+        stop = self._find_stop(start)
+        if stop < 0:
+            raise self._fail(Reason.BAD_END_LINE, len(text), begin_line, name, BadEndCause.EOF)
+        m_start = stop
+        region = text[start:m_start]
         colon = b":" in region
-        nl = text.index(b"\n", m.start())
-        if m.group(0).startswith(END):
-            if text[m.start() : nl].rstrip(STRIP) != end_line_bytes:
-                raise fail(Reason.BAD_END_LINE, m.start(), BadEndCause.WRONG_END)
+        nl = text.index(b"\n", m_start)
+        if text.startswith(END, m_start):
+            if text[m_start:nl].rstrip(STRIP) != end_line_bytes:
+                raise self._fail(
+                    Reason.BAD_END_LINE, m_start, begin_line, name, BadEndCause.WRONG_END
+                )
             self._pos = nl + 1
-            end_line = self.line_at(m.start())
-            if colon:  # IN_HEADER at the END line: no swap, the data BIO stays empty
-                raise fail(Reason.NO_DATA, m.start())
-            if not region:
-                raise fail(Reason.NO_DATA, m.start())
+            if colon or not region:  # IN_HEADER at the END line: the data BIO stays empty
+                raise self._fail(Reason.NO_DATA, m_start, begin_line, name)
             der = evp_decode(_puts_text(region))
             if der is None:
-                raise fail(Reason.BAD_BASE64_DECODE, start)
-            return Block(name, b"", der, begin_line, end_line)
+                raise self._fail(Reason.BAD_BASE64_DECODE, start, begin_line, name)
+            return Block(name, b"", der, begin_line, self.line_at(m_start))
         # A blank line: what came before is the header; now 64-character data lines.
         header = _puts_text(region)
-        blank_line = self.line_at(m.start())
+        blank_line = self.line_at(m_start)
         pos = nl + 1
         parts: list[bytes] = []
         short = False
         while True:
             if pos >= len(text):
-                raise fail(Reason.BAD_END_LINE, pos, BadEndCause.EOF)
+                raise self._fail(Reason.BAD_END_LINE, pos, begin_line, name, BadEndCause.EOF)
             nl = text.index(b"\n", pos)
             line = text[pos:nl].rstrip(STRIP)
             if not line:
-                raise fail(Reason.BAD_END_LINE, pos, BadEndCause.BLANK_AFTER_DATA)
+                raise self._fail(
+                    Reason.BAD_END_LINE, pos, begin_line, name, BadEndCause.BLANK_AFTER_DATA
+                )
             if line.startswith(END):
                 if line != end_line_bytes:
-                    raise fail(Reason.BAD_END_LINE, pos, BadEndCause.WRONG_END)
+                    raise self._fail(
+                        Reason.BAD_END_LINE, pos, begin_line, name, BadEndCause.WRONG_END
+                    )
                 break
             if short:
-                raise fail(Reason.BAD_END_LINE, pos, BadEndCause.AFTER_SHORT_LINE)
+                raise self._fail(
+                    Reason.BAD_END_LINE, pos, begin_line, name, BadEndCause.AFTER_SHORT_LINE
+                )
             parts.append(line.split(b"\x00", 1)[0])
             if len(line) > DATA_LINE:
-                raise fail(Reason.LINE_TOO_LONG, pos)
+                raise self._fail(Reason.LINE_TOO_LONG, pos, begin_line, name)
             short = len(line) < DATA_LINE
             pos = nl + 1
         end_pos = pos
         self._pos = nl + 1
         if not parts:
-            raise fail(Reason.NO_DATA, end_pos)
+            raise self._fail(Reason.NO_DATA, end_pos, begin_line, name)
         der = evp_decode(b"\n".join(parts))
         if der is None:
-            raise fail(Reason.BAD_BASE64_DECODE, start)
+            raise self._fail(Reason.BAD_BASE64_DECODE, start, begin_line, name)
         return Block(name, header, der, begin_line, self.line_at(end_pos), blank_line)
 
 
@@ -290,18 +354,12 @@ KEY_LABELS = frozenset(
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Skipped:
-    """A block read and passed over because its label was not the one asked for."""
-
-    label: bytes
-    begin_line: int
-
-
-def read_matching(reader: Reader, labels: frozenset[bytes], skipped: list[Skipped]) -> Block:
+def read_matching(reader: Reader, labels: frozenset[bytes], skipped: set[bytes]) -> Block:
     """``PEM_bytes_read_bio``: blocks are read (and must be valid) until one has a label in
-    ``labels``; then its header is checked.  Raises ``PemError``."""
+    ``labels``; then its header is checked.  ``skipped`` gets the labels passed over.
+    Raises ``PemError``."""
     while True:
+        reader.skip_simple(labels, skipped)
         block = reader.read()
         if block.label in labels:
             reason = header_error(block)
@@ -309,4 +367,4 @@ def read_matching(reader: Reader, labels: frozenset[bytes], skipped: list[Skippe
                 line = block.blank_line or block.begin_line
                 raise PemError(reason, line, block.begin_line, label=block.label)
             return block
-        skipped.append(Skipped(block.label, block.begin_line))
+        skipped.add(block.label)
