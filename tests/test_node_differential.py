@@ -412,6 +412,16 @@ class Case:
     files: Files
 
 
+# Damage inside a certificate's DER (not the PEM layer) of a CA-file copy of an intermediate
+# that the cert file also holds meets OpenSSL's trusted-first chain building, which is the
+# validator's chain logic, not the reader's: see test_trusted_first_shadows_cert_file_copy.
+DER_DAMAGE = {"base64_damage"}
+
+
+def _shares_certificate(base: Base) -> bool:
+    return any(block in base.files["ca"] for block in _blocks(base.files["cert"]))
+
+
 def _cases(bases: list[Base]) -> list[Case]:
     rng = random.Random(SEED)
     out: list[Case] = []
@@ -420,6 +430,8 @@ def _cases(bases: list[Base]) -> list[Case]:
         for n in range(count):
             base = bases[(n + len(out)) % len(bases)]
             role = rng.choice(["cert", "key", "ca"])
+            if kind in DER_DAMAGE and role == "ca" and _shares_certificate(base):
+                base = next(b for b in bases if not _shares_certificate(b))
             files = dict(base.files)
             files[role] = mutate(rng, files[role])
             out.append(Case(f"{kind}-{n}-{base.name}-{role}", kind, files))
@@ -487,3 +499,32 @@ def test_reader_agrees_with_node(capsys: pytest.CaptureFixture[str]) -> None:
     assert sum(c["agree-refuse"] for c in counts.values()) > 50
     assert sum(c["agree-accept"] for c in counts.values()) > 50
     assert not disagreements, "\n".join(disagreements[:40])
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="validator chain logic (h-verdict's part): OpenSSL builds chains trusted-first, so "
+    "a CA-file copy of an intermediate is used instead of the cert file's; a damaged CA-file "
+    "copy fails Node's handshake (CERT_SIGNATURE_FAILURE) while we find the good copy",
+)
+def test_trusted_first_shadows_cert_file_copy() -> None:
+    """Found by the differential (seed 5): our verdict must be Node's here too."""
+    root = devca.make_ca("tf root")
+    inter = devca.make_ca("tf intermediate", parent=root)
+    leaf = devca.make_leaf(inter, "nodea")
+    der = bytearray(inter.cert.public_bytes(serialization.Encoding.DER))
+    der[-5] ^= 0x01  # inside the signature: the certificate parses, its signature fails
+    damaged = (
+        b"-----BEGIN CERTIFICATE-----\n"
+        + base64.encodebytes(bytes(der))
+        + b"-----END CERTIFICATE-----\n"
+    )
+    files = {
+        "cert": leaf.cert_pem + inter.cert_pem,
+        "key": leaf.key_pem,
+        "ca": root.cert_pem + damaged,
+    }
+    node = _node_verdicts([Case("trusted-first", "chain", files)])["trusted-first"]
+    assert node["ok"] is False, node
+    report = validate(Inputs(files["cert"], files["key"], files["ca"]), at=dt.datetime.now(dt.UTC))
+    assert not report.valid
