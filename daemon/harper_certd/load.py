@@ -391,6 +391,20 @@ def _check_extensions(cert: x509.Certificate, where: str) -> None:
         raise Unreadable(problem)
 
 
+def _check_public_key(cert: x509.Certificate, where: str) -> None:
+    """OpenSSL decodes the leaf's key when the certificate is set (``SSL_CTX_use_certificate``
+    fails on a damaged one); an algorithm cryptography does not know is left to the validator."""
+    damaged = False
+    try:
+        cert.public_key()
+    except ValueError:
+        damaged = True
+    except Exception:  # UnsupportedAlgorithm and the like: not damage
+        damaged = False
+    if damaged:
+        raise Unreadable(f"{where} holds a public key that cannot be decoded (a damaged key value)")
+
+
 def _key_blocks(skipped: set[bytes]) -> bool:
     return any(_KEYISH.search(label) for label in skipped)
 
@@ -436,6 +450,7 @@ def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFil
         for index, block in enumerate(blocks):
             where = f"{name}: certificate #{index + 1} (line {block.begin_line})"
             certs.append(_certificate(block.der, aux=index == 0, eager=eager, where=where))
+    _check_public_key(certs[0], f"{name}: certificate #1 (line {blocks[0].begin_line})")
     return CertFile(tuple(certs), holds_private_key=_key_blocks(skipped))
 
 
