@@ -285,6 +285,11 @@ def _describe(err: pem.PemError, data: bytes, name: str, what: str) -> str:
             f"{name}: line {err.line} is longer than 64 characters inside {block}, after a "
             "blank line (which makes OpenSSL check line lengths); remove the blank line"
         )
+    if err.reason is r.HEADER_ONLY:
+        return (
+            f"{name}: line {err.line} is blank inside {block}: OpenSSL reads the lines before "
+            "it as a header and finds no data after it; remove the blank line"
+        )
     if err.reason is r.NO_DATA:
         return (
             f"{name}: {block} holds no base64 data (or a line with ':' and no blank line "

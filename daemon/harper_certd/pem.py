@@ -72,6 +72,7 @@ class Reason(enum.Enum):
     BAD_END_LINE = "bad end line"  # END line wrong, missing, or a line where none may be
     LINE_TOO_LONG = "data line too long"  # OpenSSL fails silently here (no reason code)
     NO_DATA = "no data"  # nothing between BEGIN and END; silent in OpenSSL too
+    HEADER_ONLY = "no data after the header"  # a blank line after all the data; silent too
     BAD_BASE64_DECODE = "bad base64 decode"
     NOT_PROC_TYPE = "not proc type"  # a non-empty header that is not "Proc-Type: "
     ENCRYPTED = "encrypted"  # Proc-Type: 4,ENCRYPTED (Node gives no passphrase)
@@ -111,36 +112,37 @@ class Block(NamedTuple):
     blank_line: int = 0  # the blank line that ended a header, 0 when there was none
 
 
-def _normalise(data: bytes) -> tuple[bytes, list[int] | None]:
-    """The chunks BIO_gets returns, one per line of the result, skipped chunks left out.
+def _normalise(data: bytes) -> tuple[bytes, list[int] | None, frozenset[int]]:
+    """The chunks BIO_gets returns, one per line of the result.
 
-    Returns the text and, when long lines were split, the physical line of each chunk.
+    Returns the text; when long lines were split, the physical line of each chunk; and the
+    offsets of "soft" blank lines: chunks that sanitise to nothing right after a 254-byte
+    chunk.  ``get_header_and_data`` skips them (``prev_partial_line_read``), except the one
+    right after the BEGIN line, which ``get_name`` read (its partial-read flag starts at 0).
     """
     if not data:
-        return b"", None
+        return b"", None, frozenset()
     text = data if data.endswith(b"\n") else data + b"\n"
     lines = text.split(b"\n")
     lines.pop()  # after the final newline
-    if max(map(len, lines)) <= LINE_READ:
-        return text, None
+    if max(map(len, lines)) < LINE_READ:
+        return text, None, frozenset()
     out: list[bytes] = []
     phys: list[int] = []
-    last = len(lines) - 1  # lines before the last one all had their newline
+    soft: set[int] = set()
+    offset = 0
+    last = len(lines)  # lines before the last one all had their newline
     for number, line in enumerate(lines, 1):
-        if len(line) <= LINE_READ:
-            out.append(line)
-            phys.append(number)
-            continue
-        raw = line + (b"\n" if number <= last or data.endswith(b"\n") else b"")
+        raw = line + (b"\n" if number < last or data.endswith(b"\n") else b"")
         for start in range(0, len(raw), LINE_READ):
-            piece = raw[start : start + LINE_READ]
-            # A chunk after a 254-byte one that sanitises to nothing is the rest of the
-            # line, not a blank line: OpenSSL skips it (prev_partial_line_read).
+            piece = raw[start : start + LINE_READ].rstrip(b"\n")
             if start and not piece.rstrip(STRIP):
-                continue
-            out.append(piece.rstrip(b"\n"))
+                soft.add(offset)
+                piece = b""
+            out.append(piece)
             phys.append(number)
-    return b"\n".join(out) + b"\n", phys
+            offset += len(piece) + 1
+    return b"\n".join(out) + b"\n", phys, frozenset(soft)
 
 
 def _puts_text(region: bytes) -> bytes:
@@ -171,7 +173,7 @@ class Reader:
     """Successive ``PEM_read_bio_ex`` calls on one memory BIO holding ``data``."""
 
     def __init__(self, data: bytes) -> None:
-        self._text, self._phys = _normalise(data)
+        self._text, self._phys, self._soft = _normalise(data)
         self._pos = 0
         self._count_pos = 0  # line_at: newlines before _count_pos
         self._count = 0
@@ -230,14 +232,19 @@ class Reader:
 
     def _find_stop(self, start: int) -> int:
         """Where the first blank line or line starting with ``-----END `` at or after
-        ``start`` (a line start) begins; -1 when there is none."""
+        ``start`` (the line after BEGIN) begins; -1 when there is none."""
         text = self._text
         end_at = text.find(b"\n" + END, start - 1)
         limit = len(text) if end_at < 0 else end_at + 1
-        blank = _BLANK_AFTER.search(text, start - 1, limit)
-        if blank is not None:
-            return blank.start() + 1
-        return -1 if end_at < 0 else end_at + 1
+        at = start - 1
+        while True:
+            blank = _BLANK_AFTER.search(text, at, limit)
+            if blank is None:
+                return -1 if end_at < 0 else end_at + 1
+            line = blank.start() + 1
+            if line == start or line not in self._soft:
+                return line
+            at = line  # the rest of a long line, not a blank line
 
     def skip_simple(self, wanted: frozenset[bytes], skipped: set[bytes]) -> None:
         """Read past consecutive plain blocks whose label is not ``wanted``, as ``read`` would
@@ -292,6 +299,7 @@ class Reader:
         # A blank line: what came before is the header; now 64-character data lines.
         header = _puts_text(region)
         blank_line = self.line_at(m_start)
+        blank_pos = m_start
         pos = nl + 1
         parts: list[bytes] = []
         short = False
@@ -299,6 +307,9 @@ class Reader:
             if pos >= len(text):
                 raise self._fail(Reason.BAD_END_LINE, pos, begin_line, name, BadEndCause.EOF)
             nl = text.index(b"\n", pos)
+            if pos in self._soft:
+                pos = nl + 1
+                continue
             line = text[pos:nl].rstrip(STRIP)
             if not line:
                 raise self._fail(
@@ -321,8 +332,8 @@ class Reader:
             pos = nl + 1
         end_pos = pos
         self._pos = nl + 1
-        if not parts:
-            raise self._fail(Reason.NO_DATA, end_pos, begin_line, name)
+        if not parts:  # everything was before the blank line: a "header"
+            raise self._fail(Reason.HEADER_ONLY, blank_pos, begin_line, name)
         der = evp_decode(b"\n".join(parts))
         if der is None:
             raise self._fail(Reason.BAD_BASE64_DECODE, start, begin_line, name)
