@@ -394,12 +394,15 @@ def test_explicit_default_boolean_is_read_and_the_original_kept(
 # --- messages that name the cause (item 5) ------------------------------------------------
 
 
+READERS: dict[str, Callable[..., object]] = {
+    "cert": load.parse_certificates,
+    "key": load.parse_private_key,
+    "ca": load.parse_ca_file,
+}
+
+
 def _message(role: str, data: bytes) -> str:
-    fn: Callable[..., object] = {
-        "cert": load.parse_certificates,
-        "key": load.parse_private_key,
-        "ca": load.parse_ca_file,
-    }[role]
+    fn = READERS[role]
     with pytest.raises(load.Unreadable) as info:
         fn(data, name="F")
     return str(info.value)
@@ -587,11 +590,7 @@ def test_worst_shapes_take_under_a_tenth_of_a_second(capsys: pytest.CaptureFixtu
     """Every shape through the cert, key and CA readers: CPU time, best of 3, reported."""
     small = devca.make_self_signed_leaf("w", key=devca.make_key("ed25519")).cert_pem
     rows: list[tuple[float, str, str]] = []
-    readers: dict[str, Callable[..., object]] = {
-        "cert": load.parse_certificates,
-        "key": load.parse_private_key,
-        "ca": load.parse_ca_file,
-    }
+    readers = READERS
     for shape, data in _shapes(small).items():
         assert len(data) <= load.MAX_FILE_BYTES
         for role, reader in readers.items():
