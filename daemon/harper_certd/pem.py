@@ -246,9 +246,10 @@ class Reader:
                 return line
             at = line  # the rest of a long line, not a blank line
 
-    def skip_simple(self, wanted: frozenset[bytes], skipped: set[bytes]) -> None:
+    def read_simple(self, wanted: frozenset[bytes], skipped: set[bytes]) -> Block | None:
         """Read past consecutive plain blocks whose label is not ``wanted``, as ``read`` would
-        (they are valid by construction once their base64 passes), in one scan each."""
+        (they are valid by construction once their base64 passes), in one scan each; return
+        the next block when it is plain and wanted, else None (``read`` takes over)."""
         text = self._text
         match = _SIMPLE.match
         add = skipped.add
@@ -258,15 +259,21 @@ class Reader:
             if m is None:
                 break
             label, body = m.groups()
-            if label in wanted:
-                break
             s = body.replace(b"\n", b"")
             pad = s.find(b"=")
             if len(s) % 4 or (pad >= 0 and (len(s) - pad > 2 or s[pad:].strip(b"="))):
                 break  # read() names the error
+            if label in wanted:
+                self._pos = m.end()
+                begin = m.start(1) - len(BEGIN)
+                end = m.end() - len(label) - len(END) - len(TAIL) - 1
+                return Block(
+                    label, b"", binascii.a2b_base64(s), self.line_at(begin), self.line_at(end)
+                )
             add(label)
             pos = m.end()
         self._pos = pos
+        return None
 
     def read(self) -> Block:
         """The next block; raises ``PemError`` (``NO_START_LINE`` at the end of the input)."""
@@ -370,8 +377,7 @@ def read_matching(reader: Reader, labels: frozenset[bytes], skipped: set[bytes])
     ``labels``; then its header is checked.  ``skipped`` gets the labels passed over.
     Raises ``PemError``."""
     while True:
-        reader.skip_simple(labels, skipped)
-        block = reader.read()
+        block = reader.read_simple(labels, skipped) or reader.read()
         if block.label in labels:
             reason = header_error(block)
             if reason is not None:
