@@ -419,6 +419,26 @@ def _pem_failure(err: pem.PemError, data: bytes, name: str, what: str) -> Unread
     return Unreadable(_describe(err, data, name, what))
 
 
+# Ordinary files, in one call: only plain CERTIFICATE blocks (1-64 base64 characters a line,
+# '=' only at the end) and blank lines.  OpenSSL reads such a file block by block with no
+# rule of the state machine coming into play, so cryptography's PEM loader returns the same
+# certificates; anything it refuses (bad padding, trailing DER bytes, BER) goes the slow way.
+_PLAIN_FILE = re.compile(
+    rb"(?:\n*+-----BEGIN CERTIFICATE-----\n(?:[A-Za-z0-9+/]{1,64}+\n)*+"
+    rb"(?:[A-Za-z0-9+/]{0,63}+={1,2}+\n)?+-----END CERTIFICATE-----\n)++\n*+"
+)
+
+
+def _plain_certificates(data: bytes) -> list[x509.Certificate] | None:
+    if _PLAIN_FILE.fullmatch(data) is None:
+        return None
+    try:
+        certs = x509.load_pem_x509_certificates(data)
+    except Exception:  # any doubt: the state machine decides and names the cause
+        return None
+    return certs if len(certs) == data.count(b"-----BEGIN CERTIFICATE-----") else None
+
+
 def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFile:
     """The certificates of a ``cert`` file, in file order, read as Node 20 reads them.
 
@@ -427,6 +447,15 @@ def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFil
     """
     if not data.strip():
         raise Unreadable(f"{name} is empty")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as below
+        plain = _plain_certificates(data)
+        if plain is not None:
+            where = f"{name}: certificate #1 (line 1)"
+            for index, cert in enumerate(plain[:EAGER_CERTS] if eager else ()):
+                _check_extensions(cert, f"{name}: certificate #{index + 1}")
+            _check_public_key(plain[0], where)
+            return CertFile(tuple(plain), holds_private_key=False)
     reader = pem.Reader(data)
     skipped: set[bytes] = set()
     certs: list[x509.Certificate] = []
@@ -474,6 +503,11 @@ def parse_ca_file(data: bytes, *, name: str) -> CertFile:
     """
     if not data.strip():
         raise Unreadable(f"{name} is empty")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # as in parse_certificates
+        plain = _plain_certificates(data)
+    if plain is not None:
+        return CertFile(tuple(plain), holds_private_key=False)
     reader = pem.Reader(data)
     skipped: set[bytes] = set()
     certs: list[x509.Certificate] = []
