@@ -432,3 +432,21 @@ def test_log_scrubber_keeps_paths_and_fingerprints() -> None:
     ]
     for text in keep:
         assert logs.redact_base64(text) == text
+
+
+def test_reader_objects_never_show_their_bytes(world: tuple[devca.Issued, list[KeyCase]]) -> None:
+    """A block of a key file, or a read error on one, shows no key bytes in repr or str
+    (what a traceback or a debugger prints)."""
+    from harper_certd import pem
+
+    for k in world[1]:
+        secret = Secret(k, k.leaf.cert_pem)
+        block = pem.Reader(k.pem).read()
+        assert block.der == k.der
+        assert not secret.leaks(repr(block) + str(block))
+        folded = k.pem.rstrip(b"\n").replace(b"\n", b" ")  # the label swallows the body
+        with pytest.raises(pem.PemError) as info:
+            pem.Reader(folded).read()
+        if len(folded) < pem.LINE_READ:  # one read: the whole key is taken for a BEGIN line
+            assert info.value.label  # the error knows it, for the caller's checks...
+        assert not secret.leaks(repr(info.value) + str(info.value))  # ...and never shows it

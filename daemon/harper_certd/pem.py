@@ -35,7 +35,7 @@ from __future__ import annotations
 import binascii
 import enum
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 LINE_READ = 254  # BIO_gets(bp, linebuf, LINESIZE=255) reads at most 254 bytes
@@ -95,7 +95,7 @@ class PemError(Exception):
     line: int
     begin_line: int = 0
     cause: BadEndCause | None = None
-    label: bytes = b""
+    label: bytes = field(default=b"", repr=False)  # may hold any text of a damaged line
 
     def __str__(self) -> str:
         return f"{self.reason.value} at line {self.line}"
@@ -110,6 +110,10 @@ class Block(NamedTuple):
     begin_line: int  # 1-based physical line of the BEGIN line
     end_line: int
     blank_line: int = 0  # the blank line that ended a header, 0 when there was none
+
+    def __repr__(self) -> str:
+        # Never the bytes: a block of a key file holds the key.
+        return f"Block(<{len(self.label)}-byte label>, lines {self.begin_line}-{self.end_line})"
 
 
 def _normalise(data: bytes) -> tuple[bytes, list[int] | None, frozenset[int]]:
