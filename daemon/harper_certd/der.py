@@ -201,8 +201,8 @@ def describe_binary(data: bytes) -> str | None:
     """
     try:
         outer = tlv(data, 0)
-        if outer.tag != SEQUENCE:
-            return None
+        if outer.tag != SEQUENCE or outer.end < len(data.rstrip(b"\r\n")):
+            return None  # a binary file is one element (a text starting with '0' is not)
         items = children(data, outer)
     except DerError:
         return None

@@ -197,7 +197,8 @@ def _format_hint(data: bytes, name: str) -> str | None:
                 f"{name} is a binary (DER) private key, not PEM; convert it: "
                 f"openssl pkey -inform der -in {name} -out {name}.pem (then chmod 600)"
             )
-        return f"{name} is binary, not PEM text"
+        if data.translate(None, bytes(range(0x20, 0x7F)) + b"\t\r\n"):
+            return f"{name} is binary, not PEM text"
     stripped = data.strip()
     if b"-----BEGIN" not in data and stripped and _B64_BODY.match(stripped):
         try:
