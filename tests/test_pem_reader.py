@@ -668,3 +668,53 @@ def test_node_reads_chunk_boundaries_as_we_do(pki: tuple[devca.Issued, devca.Iss
     }
     assert {k: bool(v["ok"]) for k, v in node.items()} == got
     assert set(got.values()) == {True, False}
+
+
+def test_node_reads_key_labels_as_we_do(pki: tuple[devca.Issued, devca.Issued]) -> None:
+    """Which body OpenSSL 3 reads under which private-key label, checked against Node."""
+    if shutil.which("node") is None:
+        pytest.skip("node (Node.js 20) is not on PATH")
+    from test_node_differential import Case, _node_verdicts
+
+    root, ec_leaf = pki
+    rsa_key = devca.make_key("rsa", 2048)
+    rsa_leaf = devca.make_leaf(root, "rsa", key=rsa_key)
+    p8, trad = serialization.PrivateFormat.PKCS8, serialization.PrivateFormat.TraditionalOpenSSL
+    variants = {
+        "RSA PKCS#8 as RSA PRIVATE KEY": (
+            rsa_leaf,
+            devca.key_pem(rsa_key, p8).replace(b"PRIVATE KEY", b"RSA PRIVATE KEY"),
+            True,
+        ),
+        "EC PKCS#8 as RSA PRIVATE KEY": (
+            ec_leaf,
+            devca.key_pem(ec_leaf.key, p8).replace(b"PRIVATE KEY", b"RSA PRIVATE KEY"),
+            False,
+        ),
+        "EC PKCS#8 as EC PRIVATE KEY": (
+            ec_leaf,
+            devca.key_pem(ec_leaf.key, p8).replace(b"PRIVATE KEY", b"EC PRIVATE KEY"),
+            True,
+        ),
+        "PKCS#1 as PRIVATE KEY": (
+            rsa_leaf,
+            devca.key_pem(rsa_key, trad).replace(b"RSA PRIVATE KEY", b"PRIVATE KEY"),
+            False,
+        ),
+        "SEC1 as PRIVATE KEY": (
+            ec_leaf,
+            devca.key_pem(ec_leaf.key, trad).replace(b"EC PRIVATE KEY", b"PRIVATE KEY"),
+            False,
+        ),
+    }
+    cases = [
+        Case(name, "labels", {"cert": leaf.cert_pem, "key": key, "ca": root.cert_pem})
+        for name, (leaf, key, _want) in variants.items()
+    ]
+    node = _node_verdicts(cases)
+    now = dt.datetime.now(dt.UTC)
+    for case in cases:
+        ours = validate(
+            Inputs(case.files["cert"], case.files["key"], case.files["ca"]), at=now
+        ).valid
+        assert bool(node[case.id]["ok"]) is ours is variants[case.id][2], case.id
