@@ -9,7 +9,8 @@ loopback mutual-TLS handshake, one Node process for all cases) and through ``val
 (purpose cluster).  A disagreement fails the test unless our refusal carries a documented
 policy code (``POLICY``).  The counts per mutation kind are printed.
 
-Seed: ``HARPER_CERTD_DIFF_SEED`` (default below); cases per kind: ``HARPER_CERTD_DIFF_N``.
+Seed: ``HARPER_CERTD_DIFF_SEED`` (default below); cases per kind: ``HARPER_CERTD_DIFF_N``;
+``HARPER_CERTD_DIFF_DUMP=DIR`` keeps the files of each disagreement there.
 """
 
 from __future__ import annotations
@@ -480,6 +481,12 @@ def test_reader_agrees_with_node(capsys: pytest.CaptureFixture[str]) -> None:
         else:
             outcome = "disagree"
             got = "; ".join(f"{p.code}: {p.message}" for p in errors) or "valid"
+            dump = os.environ.get("HARPER_CERTD_DIFF_DUMP")
+            if dump:  # keep the files of a disagreement, to look at them
+                for role, data in case.files.items():
+                    folder = Path(dump) / case.id
+                    folder.mkdir(parents=True, exist_ok=True)
+                    (folder / f"{role}.pem").write_bytes(data)
             disagreements.append(
                 f"{case.id}: node {'accepts' if theirs else 'refuses'} "
                 f"({node[case.id]['stage']} {node[case.id]['code']}), we say {got}"

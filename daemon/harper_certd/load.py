@@ -30,6 +30,7 @@ import re
 import stat
 import warnings
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -398,18 +399,21 @@ def _check_extensions(cert: x509.Certificate, where: str) -> None:
         raise Unreadable(problem)
 
 
-def _check_public_key(cert: x509.Certificate, where: str) -> None:
-    """OpenSSL decodes the leaf's key when the certificate is set (``SSL_CTX_use_certificate``
-    fails on a damaged one); an algorithm cryptography does not know is left to the validator."""
-    damaged = False
-    try:
-        cert.public_key()
-    except ValueError:
-        damaged = True
-    except Exception:  # UnsupportedAlgorithm and the like: not damage
+def _check_public_keys(certs: list[x509.Certificate], where: Callable[[int], str]) -> None:
+    """OpenSSL decodes the key of every certificate of ``cert`` when it is set (the security
+    level check of ``SSL_CTX_use_certificate`` and ``SSL_CTX_add0_chain_cert``) and refuses
+    the file when one fails: a damaged key value, an unknown curve or algorithm."""
+    for index, cert in enumerate(certs):
         damaged = False
-    if damaged:
-        raise Unreadable(f"{where} holds a public key that cannot be decoded (a damaged key value)")
+        try:
+            cert.public_key()
+        except Exception:  # ValueError, UnsupportedAlgorithm: OpenSSL cannot decode it either
+            damaged = True
+        if damaged:
+            raise Unreadable(
+                f"{where(index)} holds a public key that cannot be decoded (a damaged key "
+                "value, or a curve or algorithm OpenSSL does not know)"
+            )
 
 
 def _key_blocks(skipped: set[bytes]) -> bool:
@@ -452,10 +456,9 @@ def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFil
         warnings.simplefilter("ignore")  # as below
         plain = _plain_certificates(data)
         if plain is not None:
-            where = f"{name}: certificate #1 (line 1)"
             for index, cert in enumerate(plain[:EAGER_CERTS] if eager else ()):
                 _check_extensions(cert, f"{name}: certificate #{index + 1}")
-            _check_public_key(plain[0], where)
+            _check_public_keys(plain, lambda i: f"{name}: certificate #{i + 1}")
             return CertFile(tuple(plain), holds_private_key=False)
     reader = pem.Reader(data)
     skipped: set[bytes] = set()
@@ -490,7 +493,9 @@ def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFil
             # small certificates would otherwise take ~0.1 s in cryptography alone.
             eager_here = eager and index < EAGER_CERTS
             certs.append(_certificate(block.der, aux=index == 0, eager=eager_here, where=where))
-    _check_public_key(certs[0], f"{name}: certificate #1 (line {blocks[0].begin_line})")
+    _check_public_keys(
+        certs, lambda i: f"{name}: certificate #{i + 1} (line {blocks[i].begin_line})"
+    )
     return CertFile(tuple(certs), holds_private_key=_key_blocks(skipped))
 
 
