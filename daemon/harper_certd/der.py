@@ -39,11 +39,6 @@ class Tlv:
     content: int  # offset of the first content byte
     end: int  # offset after the last content byte
 
-    def header_minimal(self) -> bool:
-        length = self.end - self.content
-        header = self.content - self.start - 1
-        return header == (1 if length < 0x80 else 1 + (length.bit_length() + 7) // 8)
-
 
 class DerError(Exception):
     """Structure broken at ``offset`` (0-based byte position in the DER)."""

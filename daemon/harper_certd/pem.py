@@ -49,8 +49,7 @@ _BOM = b"\xef\xbb\xbf"
 # Bytes sanitize_line strips from a line's end: <= 0x20 as a signed char (0x80-0xFF too).
 STRIP = bytes(range(0x21)) + bytes(range(0x80, 0x100))
 _S = rb"[\x00-\x09\x0b-\x20\x80-\xff]"  # STRIP without the newline, as a regex class
-# A line that is blank once sanitised, or one that starts an END line: where a header ends.
-# Searched from the newline that ends the line before (a literal first byte is a fast scan).
+# Searched from the newline that ends the line before (a literal first byte is a fast scan):
 _BLANK_AFTER = re.compile(rb"\n" + _S + rb"*\n")  # a line that is blank once sanitised
 _BEGIN_AFTER = re.compile(rb"\n-----BEGIN ([^\n]*)-----" + _S + rb"*\n")
 # A block OpenSSL reads without any of the rules above mattering: a plain label, 1-64 base64
