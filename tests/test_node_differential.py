@@ -329,6 +329,22 @@ def _rewrap(r: random.Random, d: bytes) -> bytes:
     return b"".join(out)
 
 
+def _long_lines(r: random.Random, d: bytes) -> bytes:
+    """Lines around BIO_gets' 254-byte reads: body rewrapped, BEGIN/END lines padded."""
+    width = r.choice([253, 254, 255, 256, 508, 509])
+    pad = r.choice([0, 0, 226, 227, 228, 240, 300])
+    blank = r.random() < 0.3
+    out = []
+    for block in _blocks(d):
+        lines = _lines(block)[:-1]
+        body = b"".join(lines[1:-1])
+        wrapped = [body[i : i + width] for i in range(0, len(body), width)]
+        begin = lines[0] + b" " * pad if r.random() < 0.5 else lines[0]
+        end = lines[-1] + b" " * pad if r.random() < 0.5 else lines[-1]
+        out.append(b"\n".join([begin, *([b""] if blank else []), *wrapped, end]) + b"\n")
+    return b"".join(out)
+
+
 def _header(r: random.Random, d: bytes) -> bytes:
     blocks = _blocks(d)
     i = r.randrange(len(blocks))
@@ -398,6 +414,7 @@ MUTATIONS: dict[str, Callable[[random.Random, bytes], bytes]] = {
     "literal_backslash_n": _literal_newline,
     "folded_spaces": _folded,
     "base64_line_length": _rewrap,
+    "long_lines": _long_lines,
     "header": _header,
     "nul_byte": _nul,
     "base64_damage": _base64_damage,
@@ -413,14 +430,13 @@ class Case:
     files: Files
 
 
-# Damage inside a certificate's DER (not the PEM layer) of a CA-file copy of an intermediate
-# that the cert file also holds meets OpenSSL's trusted-first chain building, which is the
-# validator's chain logic, not the reader's: see test_trusted_first_shadows_cert_file_copy.
+# Damage that changes a CA-file certificate's DER content (not the PEM layer) tests the
+# validator's chain logic, not the reader: OpenSSL builds chains trusted-first (see
+# test_trusted_first_shadows_cert_file_copy) and never checks a trust anchor's own signature
+# or signature-algorithm field (seed 22: a root whose outer signatureAlgorithm OID was
+# damaged is used by Node; cryptography's verifier refuses it).  That kind goes to the cert
+# and key files only.
 DER_DAMAGE = {"base64_damage"}
-
-
-def _shares_certificate(base: Base) -> bool:
-    return any(block in base.files["ca"] for block in _blocks(base.files["cert"]))
 
 
 def _cases(bases: list[Base]) -> list[Case]:
@@ -431,8 +447,8 @@ def _cases(bases: list[Base]) -> list[Case]:
         for n in range(count):
             base = bases[(n + len(out)) % len(bases)]
             role = rng.choice(["cert", "key", "ca"])
-            if kind in DER_DAMAGE and role == "ca" and _shares_certificate(base):
-                base = next(b for b in bases if not _shares_certificate(b))
+            if kind in DER_DAMAGE and role == "ca":
+                role = rng.choice(["cert", "key"])
             files = dict(base.files)
             files[role] = mutate(rng, files[role])
             out.append(Case(f"{kind}-{n}-{base.name}-{role}", kind, files))
