@@ -299,9 +299,14 @@ def _describe(err: pem.PemError, data: bytes, name: str, what: str) -> str:
             "after it, which OpenSSL reads as a header)"
         )
     if err.reason is r.BAD_BASE64_DECODE:
+        if err.line > err.begin_line:
+            return (
+                f"{name}: line {err.line} of {block} holds a character that is not base64 "
+                "(A-Z a-z 0-9 + / and '=' at the end); remove it or copy the file again"
+            )
         return (
-            f"{name}: {block} is not valid base64 (a character outside A-Z a-z 0-9 + / =, "
-            "'=' before the end, or a missing character)"
+            f"{name}: {block} is not valid base64: '=' before the end, or characters "
+            "missing (the count is not a multiple of 4: a line lost or cut?)"
         )
     if err.reason is r.NOT_PROC_TYPE:
         return (

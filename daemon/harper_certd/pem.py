@@ -57,8 +57,10 @@ _BEGIN_AFTER = re.compile(rb"\n-----BEGIN ([^\n]*)-----" + _S + rb"*\n")
 _SIMPLE = re.compile(
     rb"\n*+-----BEGIN ([A-Z0-9 ]{0,200}+)-----\n((?:[A-Za-z0-9+/=]{1,64}+\n)++)-----END \1-----\n"
 )
-_TRAILING = re.compile(rb"(?<!" + _S + rb")" + _S + rb"+$", re.MULTILINE)
-_NUL_TO_EOL = re.compile(rb"\x00[^\n]*\n?")
+_NOT_B64_LINE = re.compile(rb"[^A-Za-z0-9+/=\n]")
+_NUL_REST = re.compile(rb"\x00[^\n]*")  # BIO_puts writes a line up to its first NUL
+_BAD = bytes(b for b in STRIP if b not in b" \t\r\n")  # stripped at a line's end, else bad
+_BAD_INSIDE = re.compile(rb"[" + re.escape(_BAD) + rb"][^\n" + re.escape(_BAD) + rb"]")
 _B64 = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 _B64_WS = b" \t\r\n"
 _SAFE = _B64 + _B64_WS
@@ -148,12 +150,21 @@ def _normalise(data: bytes) -> tuple[bytes, list[int] | None, frozenset[int]]:
     return b"\n".join(out) + b"\n", phys, frozenset(soft)
 
 
-def _puts_text(region: bytes) -> bytes:
-    """What BIO_puts wrote for these lines: each sanitised, cut at its first NUL."""
+def data_text(region: bytes) -> bytes:
+    """Text that decodes as what BIO_puts wrote for these lines (each sanitised, cut at its
+    first NUL), in C-speed passes: decoding stops at '-' and skips blanks, so only control
+    and high bytes matter, and those are fine exactly when they end their line."""
     if not region.translate(None, _SAFE):
-        return region  # trailing blanks are skipped by the decoder anyway
-    region = _TRAILING.sub(b"", region)
-    return _NUL_TO_EOL.sub(b"", region) if b"\x00" in region else region
+        return region
+    if b"\x00" in region:
+        region = _NUL_REST.sub(b"", region)
+    cut = region.find(b"-")
+    if cut >= 0:
+        region = region[:cut]  # B64_EOF: nothing after it is read
+    region = region.translate(None, b" \t\r")
+    if _BAD_INSIDE.search(region):
+        return region  # a control or high byte inside a line: the decoder refuses it
+    return region.translate(None, _BAD)
 
 
 def evp_decode(text: bytes) -> bytes | None:
@@ -233,6 +244,17 @@ class Reader:
         self._pos = len(self._text)  # a failed read leaves the BIO somewhere; we stop
         return error
 
+    def _bad_char_line(self, start: int, decoded_text: bytes) -> int:
+        """The line (counted from ``start``) holding the first byte base64 does not allow in
+        ``decoded_text`` (which keeps the lines' newlines); ``start``'s line if none."""
+        m = _NOT_B64_LINE.search(decoded_text)
+        index = self._text.count(b"\n", 0, start)
+        if m is not None:
+            index += decoded_text.count(b"\n", 0, m.start())
+        if self._phys is None:
+            return index + 1
+        return self._phys[min(index, len(self._phys) - 1)]
+
     def _find_stop(self, start: int) -> int:
         """Where the first blank line or line starting with ``-----END `` at or after
         ``start`` (the line after BEGIN) begins; -1 when there is none."""
@@ -302,15 +324,19 @@ class Reader:
             self._pos = nl + 1
             if colon or not region:  # IN_HEADER at the END line: the data BIO stays empty
                 raise self._fail(Reason.NO_DATA, m_start, begin_line, name)
-            der = evp_decode(_puts_text(region))
+            decoded_text = data_text(region)
+            der = evp_decode(decoded_text)
             if der is None:
-                raise self._fail(Reason.BAD_BASE64_DECODE, start, begin_line, name)
+                bad_line = self._bad_char_line(start, decoded_text)
+                self._pos = len(text)
+                raise PemError(Reason.BAD_BASE64_DECODE, bad_line, begin_line, label=name)
             return Block(name, b"", der, begin_line, self.line_at(m_start))
         # A blank line: what came before is the header; now 64-character data lines.
-        header = _puts_text(region)
+        # Only its start matters (header_error): the first line, as BIO_puts wrote it.
+        header = region[: region.find(b"\n")].split(b"\x00", 1)[0].rstrip(STRIP)
         blank_line = self.line_at(m_start)
         blank_pos = m_start
-        pos = nl + 1
+        pos = data_start = nl + 1
         parts: list[bytes] = []
         short = False
         while True:
@@ -346,7 +372,9 @@ class Reader:
             raise self._fail(Reason.HEADER_ONLY, blank_pos, begin_line, name)
         der = evp_decode(b"\n".join(parts))
         if der is None:
-            raise self._fail(Reason.BAD_BASE64_DECODE, start, begin_line, name)
+            bad_line = self._bad_char_line(data_start, data_text(b"\n".join(parts)))
+            self._pos = len(text)
+            raise PemError(Reason.BAD_BASE64_DECODE, bad_line, begin_line, label=name)
         return Block(name, header, der, begin_line, self.line_at(end_pos), blank_line)
 
 
