@@ -246,11 +246,11 @@ class Reader:
 
     def _bad_char_line(self, start: int, decoded_text: bytes) -> int:
         """The line (counted from ``start``) holding the first byte base64 does not allow in
-        ``decoded_text`` (which keeps the lines' newlines); ``start``'s line if none."""
+        ``decoded_text`` (which keeps the lines' newlines); 0 if none (a padding error)."""
         m = _NOT_B64_LINE.search(decoded_text)
-        index = self._text.count(b"\n", 0, start)
-        if m is not None:
-            index += decoded_text.count(b"\n", 0, m.start())
+        if m is None:
+            return 0
+        index = self._text.count(b"\n", 0, start) + decoded_text.count(b"\n", 0, m.start())
         if self._phys is None:
             return index + 1
         return self._phys[min(index, len(self._phys) - 1)]
@@ -329,7 +329,9 @@ class Reader:
             if der is None:
                 bad_line = self._bad_char_line(start, decoded_text)
                 self._pos = len(text)
-                raise PemError(Reason.BAD_BASE64_DECODE, bad_line, begin_line, label=name)
+                raise PemError(
+                    Reason.BAD_BASE64_DECODE, bad_line or begin_line, begin_line, label=name
+                )
             return Block(name, b"", der, begin_line, self.line_at(m_start))
         # A blank line: what came before is the header; now 64-character data lines.
         # Only its start matters (header_error): the first line, as BIO_puts wrote it.
@@ -374,7 +376,7 @@ class Reader:
         if der is None:
             bad_line = self._bad_char_line(data_start, data_text(b"\n".join(parts)))
             self._pos = len(text)
-            raise PemError(Reason.BAD_BASE64_DECODE, bad_line, begin_line, label=name)
+            raise PemError(Reason.BAD_BASE64_DECODE, bad_line or begin_line, begin_line, label=name)
         return Block(name, header, der, begin_line, self.line_at(end_pos), blank_line)
 
 
