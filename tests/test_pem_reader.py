@@ -718,3 +718,21 @@ def test_node_reads_key_labels_as_we_do(pki: tuple[devca.Issued, devca.Issued]) 
             Inputs(case.files["cert"], case.files["key"], case.files["ca"]), at=now
         ).valid
         assert bool(node[case.id]["ok"]) is ours is variants[case.id][2], case.id
+
+
+def test_bad_base64_is_named_by_line(pki: tuple[devca.Issued, devca.Issued]) -> None:
+    """A bad character: its line; a padding or length error: the block, and why."""
+    lines = pki[1].cert_pem.split(b"\n")
+    bad = [*lines]
+    bad[3] = bad[3][:10] + b"!" + bad[3][11:]
+    assert "F: line 4 of the 'CERTIFICATE' block that starts on line 1 holds a character" in (
+        _message("cert", b"\n".join(bad))
+    )
+    after_blank = [lines[0], b"", *lines[1:]]
+    after_blank[5] = after_blank[5][:10] + b"*" + after_blank[5][11:]
+    assert "line 6 of the" in _message("ca", b"\n".join(after_blank))
+    padding = [*lines]
+    padding[-3] = padding[-3][:-4] + b"A=AA"
+    msg = _message("cert", b"\n".join(padding))
+    assert "is not valid base64: '=' before the end, or characters missing" in msg
+    assert "holds a character" not in msg
