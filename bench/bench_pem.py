@@ -37,6 +37,12 @@ def _fit(unit: bytes, prefix: bytes = b"", size: int = MiB) -> bytes:
     return prefix + unit * ((size - len(prefix)) // len(unit))
 
 
+def _bad_tail(unit: bytes) -> bytes:
+    """1 MiB of ``unit`` lines in a CERTIFICATE block whose last data line holds a '!'."""
+    tail = b"A!AA\n-----END CERTIFICATE-----\n"
+    return _fit(unit, b"-----BEGIN CERTIFICATE-----\n")[: -10 * len(unit)] + tail
+
+
 def shapes() -> dict[str, bytes]:
     small = devca.make_self_signed_leaf("w", key=devca.make_key("ed25519")).cert_pem
     begin = b"-----BEGIN CERTIFICATE-----\n"
@@ -56,6 +62,9 @@ def shapes() -> dict[str, bytes]:
         "runs of stripped bytes": _fit(b"A" + b"\x01" * 200 + b"B\n", begin),
         "many END lines": _fit(b"-----END X-----\n"),
         "many colon lines": _fit(b"A:\n", begin),
+        "bad character on the last line": _bad_tail(b"AAAA\n"),
+        "NUL then text on every line": _bad_tail(b"AAAA\x00x\n"),
+        "control byte ending every line": _bad_tail(b"AAAA\x01\n"),
         "many valid certificates": _fit(small),
     }
 
