@@ -439,8 +439,11 @@ _PLAIN_FILE = re.compile(
 )
 
 
+_PLAIN_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=- \n"
+
+
 def _plain_certificates(data: bytes) -> list[x509.Certificate] | None:
-    if _PLAIN_FILE.fullmatch(data) is None:
+    if data.translate(None, _PLAIN_BYTES) or _PLAIN_FILE.fullmatch(data) is None:
         return None
     try:
         certs = x509.load_pem_x509_certificates(data)
