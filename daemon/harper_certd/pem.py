@@ -8,7 +8,9 @@ The source of truth is ``crypto/pem/pem_lib.c`` (``PEM_read_bio_ex`` with
 - Lines come from ``BIO_gets(bp, buf, 255)`` on a memory BIO: at most 254 bytes a read,
   ending after a ``\\n``.  A longer physical line is read as several chunks; a chunk that
   is empty after sanitising and follows a 254-byte chunk is skipped (it is the end of a
-  long line, not a blank line).
+  long line, not a blank line), except right after the BEGIN line: ``get_name`` read that
+  chunk and ``get_header_and_data`` starts with its flag at 0, so it is a blank line there
+  (Node refuses a BEGIN line padded to 254 bytes followed by a one-line body).
 - ``sanitize_line``: trailing bytes ``<= ' '`` are dropped, compared as C ``char``, which is
   signed on x86-64, so bytes 0x80-0xFF count too; then ``\\n`` is appended.  Leading
   whitespace stays.  A UTF-8 BOM is removed from the first line ``get_name`` reads.
