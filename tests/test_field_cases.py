@@ -3,11 +3,10 @@ code set and a message that names the cause.
 
 Each case was judged by its author with a Node 20 mutual-TLS handshake, which is what the
 ``server`` purpose checks here (the node's own TLS; ``expected.json``'s ``right_behaviour``).
-A replication (``cluster``) set must also satisfy Harper's own replication rules, measured on
-two real Harper 4.7.29 nodes (tests/test_replication_sets.py): the intermediates must be in the
-CA file, so the cases whose CA file holds the root only get ``ca_file_issuer_not_first``
-for that purpose in addition.  Cases that depend on h-pem's PEM reader are strict xfails on
-this branch (the lead removes the marks after merging).
+The ``cluster`` purpose's verdict is Node's.  A Harper node's replication set must also satisfy
+Harper's own CA-file rule, measured on two real Harper 4.7.29 nodes
+(tests/test_replication_sets.py): judged as one (``replication=True``, implied when the node
+name is known), the cases whose CA file holds the root only get ``ca_file_issuer_not_first``.
 """
 
 from __future__ import annotations
@@ -29,7 +28,6 @@ FIELD_CASES = Path(__file__).resolve().parents[2] / "shared" / "field-cases" / "
 pytestmark = pytest.mark.skipif(
     not FIELD_CASES.exists(), reason=f"{FIELD_CASES} is not there (shared/ absent)"
 )
-NEEDS_PEM_READER = pytest.mark.xfail(strict=True, reason="needs h-pem's reader")
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,7 @@ CASES: dict[str, Expected] = {
     ),
     "17_concat_no_newline_cert_file": _e({"cert_unreadable"}, says=("line",)),
     "20_le2026_server_auth_only": _e(
-        {"eku_missing", "ca_file_issuer_not_first"},
+        {"eku_missing"},
         server=set(),
         says=("2026-02-11", "private CA", "step-ca", "uses", "INVALID_PURPOSE"),
     ),
@@ -76,23 +74,12 @@ CASES: dict[str, Expected] = {
     "25_literal_backslash_n": _e(
         {"cert_unreadable", "key_unreadable", "ca_unreadable"}, says=("\\n",)
     ),
-    "27_rsassa_pss_signatures_max_salt": _e({"ca_file_issuer_not_first"}, server=set()),
+    "27_rsassa_pss_signatures_max_salt": _e(set()),
     "34_harper_generated_certs": _e(set()),
-    "36_blank_line_in_ec_key": _e({"key_unreadable", "ca_file_issuer_not_first"}),
+    "36_blank_line_in_ec_key": _e({"key_unreadable"}),
     "38_many_unterminated_begin_lines": _e({"cert_unreadable"}),
     "39_fullchain_leaf_last": _e({"leaf_not_first"}, says=("#2", "cat cert.pem chain.pem")),
 }
-PEM_READER_CASES = {
-    "05_trusted_certificate_ca",
-    "07_pkcs12_binary_as_certificate",
-    "17_concat_no_newline_cert_file",
-    "22_explicit_default_boolean_leaf",  # load.original_der: BER -> DER normalisation
-    "24_indented_pem_from_yaml",
-    "25_literal_backslash_n",
-    "36_blank_line_in_ec_key",
-}
-# Right verdict today, but load.py takes ~15 s on it (quadratic); h-pem's reader fixes that.
-SLOW_UNTIL_PEM_READER = {"38_many_unterminated_begin_lines"}
 
 
 def _judge(folder: Path, purpose: Purpose) -> tuple[Report, dict[str, object]]:
@@ -111,25 +98,26 @@ def _errors(report: Report) -> set[str]:
     return {p.code for p in report.problems if p.severity is Severity.ERROR}
 
 
-def _params() -> list[object]:
-    return [
-        pytest.param(
-            name,
-            marks=[NEEDS_PEM_READER]
-            if name in PEM_READER_CASES
-            else [pytest.mark.skip(reason="15 s in load.py until h-pem's reader is merged")]
-            if name in SLOW_UNTIL_PEM_READER
-            else [],
-        )
-        for name in sorted(CASES)
-    ]
+@pytest.mark.parametrize(
+    "name", sorted(n for n in CASES if not CASES[n].cluster and n != "34_harper_generated_certs")
+)
+def test_accepted_case_as_a_replication_set_needs_the_issuer_first(name: str) -> None:
+    """Node accepts these files; as a Harper node's replication set, the CA file holding only
+    the root (the intermediate only after the leaf) is refused with Harper's own rule."""
+    folder = FIELD_CASES / name
+    meta = json.loads((folder / "expected.json").read_text())
+    at = dt.datetime.fromisoformat(meta["at"]) + dt.timedelta(minutes=5)
+    paths = SetPaths(folder / "certificate.pem", folder / "privateKey.pem", folder / "ca.pem")
+    report = validate(read_set(paths), at=at, replication=True)
+    assert _errors(report) == {"ca_file_issuer_not_first"}, report.problems
+    assert "cat intermediate.pem root.pem > ca.pem" in report.problems[0].message
 
 
 def test_every_case_has_an_expectation() -> None:
     assert {p.name for p in FIELD_CASES.iterdir() if p.is_dir()} == set(CASES)
 
 
-@pytest.mark.parametrize("name", _params())
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_field_case(name: str) -> None:
     expected = CASES[name]
     folder = FIELD_CASES / name
@@ -137,10 +125,8 @@ def test_field_case(name: str) -> None:
     server, _ = _judge(folder, Purpose.SERVER)
     assert _errors(cluster) == expected.cluster, cluster.problems
     assert _errors(server) == expected.server, server.problems
-    # The case's Node verdict is a mutual-TLS handshake: the cluster purpose's, less Harper's
-    # own CA-file rule for replication.
-    node_errors = _errors(cluster) - {"ca_file_issuer_not_first"}
-    assert (not node_errors) is bool(meta["node20_mutual_tls_accepts"])
+    # The case's Node verdict is a mutual-TLS handshake: the cluster purpose's.
+    assert (not _errors(cluster)) is bool(meta["node20_mutual_tls_accepts"])
     extra = {p.code for p in cluster.problems if p.severity is Severity.WARNING}
     assert extra <= expected.warnings, cluster.problems
     text = " ".join(p.message for p in cluster.problems)

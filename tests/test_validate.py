@@ -109,7 +109,8 @@ def test_intermediates_from_either_file_in_any_order(
     inputs = pki.inputs(chain=tuple(named[n] for n in chain), cas=tuple(named[n] for n in cas))
     server = run(inputs, purpose=Purpose.SERVER)
     assert server.valid, server.problems
-    cluster = run(inputs)
+    assert run(inputs).valid, "Node's verdict for the files: any order"
+    cluster = run(inputs, replication=True)
     assert cluster.valid is cluster_ok, cluster.problems
     if not cluster_ok:
         assert errors(cluster) == {"ca_file_issuer_not_first"}
@@ -410,9 +411,12 @@ CASES = [
             )
         ),
     ),
-    Case("ca_file_issuer_not_first", lambda p, t: run(p.inputs(cas=(p.root,)))),
+    Case("ca_file_issuer_not_first", lambda p, t: run(p.inputs(cas=(p.root,)), replication=True)),
     # The issue's own fix (intermediate appended after the root) fails on real nodes too.
-    Case("ca_file_issuer_not_first", lambda p, t: run(p.inputs(cas=(p.root, p.inter)))),
+    Case(
+        "ca_file_issuer_not_first",
+        lambda p, t: run(p.inputs(cas=(p.root, p.inter)), node_names=["nodea"]),
+    ),
     Case(
         "key_inconsistent",
         lambda p, t: run(
@@ -447,9 +451,6 @@ CASES = [
     Case("cert_not_strict_der", lambda p, t: _field_case_22()),
 ]
 
-# Codes whose case needs h-pem's reader (load.original_der); the lead removes this after merging.
-NEEDS_PEM_READER = {"cert_not_strict_der"}
-
 
 def _fuzz_base(p: Pki) -> fuzz_cases.Base:
     return fuzz_cases.Base("validate", p.root, p.inter, p.leaf)
@@ -469,15 +470,7 @@ def _field_case_22() -> Report:
 
 @pytest.mark.parametrize(
     "case",
-    [
-        pytest.param(
-            c,
-            marks=[pytest.mark.xfail(strict=True, reason="needs h-pem's reader")]
-            if c.code in NEEDS_PEM_READER
-            else [],
-        )
-        for c in CASES
-    ],
+    CASES,
     ids=[f"{c.code}-{i}" for i, c in enumerate(CASES)],
 )
 def test_code_is_produced(case: Case, pki: Pki, tmp_path: Path) -> None:

@@ -61,6 +61,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         hostnames=args.hostname,
         expiry_warning_days=args.warn_days,
         url_hosts=args.url_host,
+        replication=args.replication,
     )
     if args.json:
         _print_json(report.as_dict())
@@ -497,6 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("--purpose", choices=["cluster", "server", "client"], default="cluster")
     v.add_argument("--hostname", action="append", default=[], help="name or IP (repeatable)")
+    v.add_argument(
+        "--replication",
+        action="store_true",
+        help="judge as a Harper node's replication set: Harper's CA-file rule too "
+        "(the leaf's issuer first in the CA file, every intermediate in it)",
+    )
     v.add_argument(
         "--url-host",
         action="append",

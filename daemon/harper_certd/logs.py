@@ -16,6 +16,7 @@ import datetime as dt
 import json as _json
 import logging
 import os
+import re
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -40,6 +41,15 @@ PRIORITIES: dict[str, int] = {"debug": 7, "info": 6, "warning": 4, "error": 3, "
 REDACTED = "[redacted]"
 _KEY_MARKER = "PRIVATE KEY-----"  # ends both "BEGIN ... PRIVATE KEY-----" and "END ..."
 _KEY_MARKER_BYTES = _KEY_MARKER.encode()
+# Key material without armour (a renewal command printing a key body, a library quoting a
+# base64 line): a run of 40+ base64 characters, or a group of base64-only lines with one of
+# 40+ characters or three of 16+, is replaced when it mixes upper and lower case letters
+# (random base64 of 30 bytes lacks one of them with probability < 1e-8; paths, hex
+# fingerprints and words do not mix them in 40 unbroken characters).
+_B64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
+_B64_LINE = re.compile(r"[ \t]*[A-Za-z0-9+/]+={0,2}[ \t\r]*")
+_UPPER = re.compile(r"[A-Z]")
+_LOWER = re.compile(r"[a-z]")
 
 # name -> (level it is logged at, what it means). One table, so that the README and
 # the tests can check that every event is documented and that code logs only these.
@@ -272,7 +282,8 @@ _write_lock = threading.Lock()
 
 
 def drop_key_material(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    """Replace every value holding PEM private key material by ``"[redacted]"``.
+    """Replace every value holding PEM private key material by ``"[redacted]"``, and
+    long base64 runs (unarmoured key bodies) inside any string by the same word.
 
     Looks into mappings, lists, tuples and sets, and into other objects through
     ``str()`` (which is how they would be rendered anyway), so that an exception or
@@ -286,13 +297,54 @@ def _scrub_key(key: str) -> str:
     return REDACTED if _KEY_MARKER in key else key
 
 
+def _random_looking(text: str) -> bool:
+    return _UPPER.search(text) is not None and _LOWER.search(text) is not None
+
+
+def redact_base64(text: str) -> str:
+    """``text`` with base64 runs and blocks of base64 lines replaced by ``"[redacted]"``."""
+    if len(text) < 40 or (_B64_RUN.search(text) is None and text.count("\n") < 2):
+        return text
+    lines = text.split("\n")
+    redact = [False] * len(lines)
+    i = 0
+    while i < len(lines):
+        j = i
+        while j < len(lines) and lines[j].strip() and _B64_LINE.fullmatch(lines[j]):
+            j += 1
+        if j == i:
+            i += 1
+            continue
+        sizes = [len(line.strip()) for line in lines[i:j]]
+        if (max(sizes) >= 40 or sum(size >= 16 for size in sizes) >= 3) and _random_looking(
+            "".join(lines[i:j])
+        ):
+            redact[i:j] = [True] * (j - i)
+        i = j
+    out: list[str] = []
+    for line, hidden in zip(lines, redact, strict=True):
+        if hidden:
+            if not out or out[-1] != REDACTED:
+                out.append(REDACTED)
+            continue
+        out.append(
+            _B64_RUN.sub(lambda m: REDACTED if _random_looking(m.group()) else m.group(), line)
+        )
+    return "\n".join(out)
+
+
 def _scrub(value: object) -> object:
     if value is None or isinstance(value, bool | int | float):
         return value
     if isinstance(value, str):
-        return REDACTED if _KEY_MARKER in value else value
+        return REDACTED if _KEY_MARKER in value else redact_base64(value)
     if isinstance(value, bytes | bytearray | memoryview):
-        return REDACTED if _KEY_MARKER_BYTES in bytes(value) else value
+        raw = bytes(value)
+        if _KEY_MARKER_BYTES in raw:
+            return REDACTED
+        text = repr(raw)
+        redacted = redact_base64(text)
+        return raw if redacted == text else redacted
     if isinstance(value, Mapping):
         return {_scrub(k): _scrub(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

@@ -193,6 +193,7 @@ INSTALL_CODES = frozenset(
         "judge_failed",
         "older_than_live",
         "applied_failed",
+        "live_not_managed",
     }
 )
 VALIDATION_CODES = frozenset(CODES) - INSTALL_CODES

@@ -337,7 +337,7 @@ def _reject(
         "certificate": None if report is None else report.as_dict()["certificate"],
     }
     if not os.path.lexists(dest / "reason.json"):
-        fsio.write_new(dest / "reason.json", json.dumps(reason, indent=2).encode(), mode=0o644)
+        fsio.write_new(dest / "reason.json", json.dumps(reason, indent=2).encode(), mode=0o600)
     return dest
 
 

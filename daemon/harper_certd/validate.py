@@ -228,6 +228,7 @@ def _serial(cert: x509.Certificate) -> str:
 
 
 _E = TypeVar("_E", bound=x509.ExtensionType)
+_T = TypeVar("_T")
 
 
 def _extension(cert: x509.Certificate, kind: type[_E]) -> _E | None:
@@ -365,19 +366,10 @@ def _self_issued(cert: x509.Certificate) -> bool:
     return issuer == subject
 
 
-def _original_der(cert: x509.Certificate) -> bytes | None:
-    # TEMPORARY SHIM until h-pem's load.original_der lands: the bytes a BER certificate
-    # had before load.py normalised it to DER (None: it was DER).
-    original: Callable[[x509.Certificate], bytes | None] = getattr(
-        load, "original_der", lambda _c: None
-    )
-    return original(cert)
-
-
 def _signed_bytes(cert: x509.Certificate) -> bytes:
     """The tbsCertificate bytes the signature covers: the original encoding when load.py
     normalised a BER certificate (OpenSSL verifies over the bytes as received)."""
-    original = _original_der(cert)
+    original = load.original_der(cert)
     if original is None:
         return cert.tbs_certificate_bytes
     try:
@@ -435,7 +427,7 @@ def _directly_issued(child: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _algorithms_agree(cert: x509.Certificate) -> bool:
     """Whether the outer signatureAlgorithm equals the TBS's signature field (OpenSSL's
     X509_verify refuses a certificate where they differ)."""
-    der = _original_der(cert) or cert.public_bytes(serialization.Encoding.DER)
+    der = load.original_der(cert) or cert.public_bytes(serialization.Encoding.DER)
     try:
         inner, _ = _der_header(der, 0)
         tbs_start, tbs_end = _der_header(der, inner)
@@ -952,7 +944,7 @@ def check_strict_der(certs: Sequence[x509.Certificate], cert_name: str) -> list[
             "tools refuse it: ask the CA for a DER-conformant certificate.",
         )
         for index, cert in enumerate(certs, start=1)
-        if _original_der(cert) is not None
+        if load.original_der(cert) is not None
     ]
 
 
@@ -1689,12 +1681,16 @@ def validate(
     max_chain_depth: int | None = None,
     node_names: Sequence[str] = (),
     url_hosts: Sequence[str] = (),
+    replication: bool = False,
 ) -> Report:
     """Every problem of a set, at instant ``at``; never raises.
 
     ``node_names``: names Harper looks the certificate up by, verbatim (replication).
     ``url_hosts``: hosts of ``replication.url`` that peers dial (replication); each must
     pass Node's ``checkServerIdentity`` (an IP address needs an IP SAN).
+    ``replication``: the set is a Harper node's replication set, so Harper's own CA-file
+    rule applies too (``ca_file_issuer_not_first``); implied by ``node_names``.  Without
+    it, a cluster-purpose verdict is Node's verdict for these files (a mutual-TLS handshake).
     Whatever the input, the answer is a Report: a failure inside the checks themselves is
     the error ``check_failed`` naming the exception's type (never its text, which could
     quote input), so the set is refused and nothing raises to the caller.
@@ -1713,6 +1709,7 @@ def validate(
                 max_chain_depth=max_chain_depth,
                 node_names=node_names,
                 url_hosts=url_hosts,
+                replication=replication or bool(node_names),
             )
     except Exception as exc:  # the last resort: any bug or hostile input a check missed
         return Report(
@@ -1727,25 +1724,15 @@ def validate(
         )
 
 
-def _parse_certificates(data: bytes, *, name: str, eager: bool = True) -> load.CertFile:
-    """load.parse_certificates, with any failure it did not foresee as Unreadable."""
+def _guard(parse: Callable[[], _T], sentence: str) -> _T:
+    """``parse()`` (a load function), with any failure it did not foresee as Unreadable in
+    our own words (never the library's text, which could quote a key)."""
     try:
-        return load.parse_certificates(data, name=name, eager=eager)
-    except load.Unreadable:
-        raise
-    except Exception:  # a library failure: our own words only
-        raise load.Unreadable(f"{name} cannot be decoded") from None
-
-
-def _parse_private_key(data: bytes, *, name: str) -> PrivateKeyTypes:
-    """load.parse_private_key, with any failure it did not foresee as Unreadable (never the
-    library's text, which could quote the key)."""
-    try:
-        return load.parse_private_key(data, name=name)
+        return parse()
     except load.Unreadable:
         raise
     except Exception:  # e.g. cryptography's InternalError on a damaged key
-        raise load.Unreadable(f"{name}: the private key cannot be decoded") from None
+        raise load.Unreadable(sentence) from None
 
 
 def _validate(
@@ -1758,6 +1745,7 @@ def _validate(
     max_chain_depth: int | None,
     node_names: Sequence[str],
     url_hosts: Sequence[str],
+    replication: bool,
 ) -> Report:
     problems: list[Problem] = []
     cert_file: load.CertFile | None = None
@@ -1770,20 +1758,32 @@ def _validate(
     try:
         if isinstance(inputs.cert, load.Unreadable):
             raise inputs.cert
-        cert_file = _parse_certificates(inputs.cert, name=inputs.cert_name)
+        cert_data = inputs.cert
+        cert_file = _guard(
+            lambda: load.parse_certificates(cert_data, name=inputs.cert_name),
+            f"{inputs.cert_name} cannot be decoded",
+        )
     except load.Unreadable as exc:
         unreadable("cert_unreadable", exc)
     try:
         if isinstance(inputs.key, load.Unreadable):
             raise inputs.key
         if inputs.key is not None:
-            key = _parse_private_key(inputs.key, name=inputs.key_name)
+            key_data = inputs.key
+            key = _guard(
+                lambda: load.parse_private_key(key_data, name=inputs.key_name),
+                f"{inputs.key_name}: the private key cannot be decoded",
+            )
     except load.Unreadable as exc:
         unreadable("key_unreadable", exc)
     try:
         if isinstance(inputs.ca, load.Unreadable):
             raise inputs.ca
-        ca_file = _parse_certificates(inputs.ca, name=inputs.ca_name, eager=False)
+        ca_data = inputs.ca
+        ca_file = _guard(
+            lambda: load.parse_ca_file(ca_data, name=inputs.ca_name),
+            f"{inputs.ca_name} cannot be decoded",
+        )
         ca_certs = ca_file.certs
         if ca_file.holds_private_key:
             problems.append(problem("key_in_cert_file", f"{inputs.ca_name} holds a private key."))
@@ -1839,7 +1839,7 @@ def _validate(
         problems += chain_problems
         problems += _check_ca_file_entries(ca_certs, path, at, expiry_warning_days)
         problems += _check_ca_file_damaged(ca_certs, path, inputs.ca_name)
-        if purpose is Purpose.CLUSTER and chain:
+        if purpose is Purpose.CLUSTER and replication and chain:
             problems += check_ca_file_issuer_first(chain, ca_certs, inputs.ca_name)
     problems += check_eku(leaf, purpose, path)
     problems += check_certificate_message(leaf, extras, path)
@@ -1862,6 +1862,7 @@ def validate_files(
     expiry_warning_days: float = DEFAULT_EXPIRY_WARNING_DAYS,
     node_names: Sequence[str] = (),
     url_hosts: Sequence[str] = (),
+    replication: bool = False,
 ) -> Report:
     report = validate(
         read_set(paths),
@@ -1871,6 +1872,7 @@ def validate_files(
         expiry_warning_days=expiry_warning_days,
         node_names=node_names,
         url_hosts=url_hosts,
+        replication=replication,
     )
     if "key_unreadable" in report.codes:
         return report
