@@ -234,14 +234,14 @@ from nodefix import make_node
 from tlsfix import LiveTlsServer
 
 try:
-    socket.getaddrinfo("nodea.lan.example", 9933)
+    socket.getaddrinfo("nodea", 9933)
     resolves = True
 except OSError:
     resolves = False
 node = make_node(Path(sys.argv[2]), method="hot-reload")
 with LiveTlsServer(node.live.cert, node.live.key) as server:
     tree = yaml.safe_load((node.root / "harperdb-config.yaml").read_text())
-    tree["replication"] = {"hostname": "nodea", "url": "wss://nodea.lan.example:9933",
+    tree["replication"] = {"hostname": "nodea", "url": "wss://nodea:9933",
                            "securePort": server.port}
     (node.root / "harperdb-config.yaml").write_text(yaml.safe_dump(tree))
     (node.root / "hdb.pid").write_text(f"{os.getpid()}\\n")
@@ -259,7 +259,8 @@ with LiveTlsServer(node.live.cert, node.live.key) as server:
 )
 def test_verification_works_with_localhost_only(tmp_path: Path) -> None:
     """The unit's IPAddressAllow=localhost emulated by a network namespace holding only
-    `lo`: the node's LAN name does not resolve there, and a swap is still verified."""
+    `lo`: the node's name (its replication URL's host, which its certificate covers) does not
+    resolve there, and a swap is still verified."""
     script = tmp_path / "netns.py"
     script.write_text(NETNS_SCRIPT)
     done = subprocess.run(

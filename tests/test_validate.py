@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -275,6 +276,19 @@ def _sha1_leaf(pki: Pki, tmp: Path) -> devca.Issued:
     return devca.Issued(x509.load_pem_x509_certificate((tmp / "leaf.pem").read_bytes()), key)
 
 
+def _server_only_trust(p: Pki, tmp: Path) -> Report:
+    """The root as a TRUSTED CERTIFICATE trusted for serverAuth only (real openssl)."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command is not on PATH")
+    (tmp / "root.pem").write_bytes(p.root.cert_pem)
+    trusted = subprocess.run(
+        ["openssl", "x509", "-in", str(tmp / "root.pem"), "-trustout", "-addtrust", "serverAuth"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    return run(Inputs(p.inputs().cert, p.leaf.key_pem, p.inter.cert_pem + trusted))
+
+
 CASES = [
     Case("cert_unreadable", lambda p, t: _from_files(p, t, cert=_der(p))),
     Case("cert_unreadable", lambda p, t: _from_files(p, t, cert=b"hello\n")),
@@ -412,6 +426,7 @@ CASES = [
         ),
     ),
     Case("ca_file_issuer_not_first", lambda p, t: run(p.inputs(cas=(p.root,)), replication=True)),
+    Case("ca_trust_rejected", _server_only_trust),
     # The issue's own fix (intermediate appended after the root) fails on real nodes too.
     Case(
         "ca_file_issuer_not_first",

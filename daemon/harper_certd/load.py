@@ -379,6 +379,8 @@ def _certificate(blob: bytes, *, aux: bool, eager: bool, where: str) -> x509.Cer
                 "OpenSSL trust settings (X509_CERT_AUX)"
             )
         _remember(_AUX, cert.public_bytes(serialization.Encoding.DER), settings)
+    else:  # read plain this time: trust settings read before from another file do not apply
+        _AUX.pop(cert.public_bytes(serialization.Encoding.DER), None)
     if eager:
         _check_extensions(cert, where)
     return cert
@@ -449,7 +451,11 @@ def _plain_certificates(data: bytes) -> list[x509.Certificate] | None:
         certs = x509.load_pem_x509_certificates(data)
     except Exception:  # any doubt: the state machine decides and names the cause
         return None
-    return certs if len(certs) == data.count(b"-----BEGIN CERTIFICATE-----") else None
+    if len(certs) != data.count(b"-----BEGIN CERTIFICATE-----"):
+        return None
+    for cert in certs if _AUX else ():  # read plain: no trust settings from another file
+        _AUX.pop(cert.public_bytes(serialization.Encoding.DER), None)
+    return certs
 
 
 def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFile:

@@ -30,6 +30,11 @@ CODES: dict[str, tuple[Severity, str]] = {
         Severity.ERROR,
         "The CA file is missing, too large, not PEM, truncated or holds no certificate.",
     ),
+    "ca_trust_rejected": (
+        Severity.ERROR,
+        "A CA file entry in OpenSSL's TRUSTED CERTIFICATE form carries trust settings that reject "
+        "(or do not list) a TLS use the purpose needs; Node (OpenSSL) refuses the chain.",
+    ),
     "key_mismatch": (Severity.ERROR, "The private key is not the key of the certificate."),
     "eku_missing": (
         Severity.ERROR,

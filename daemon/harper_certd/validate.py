@@ -58,7 +58,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
-from harper_certd import load, names
+from harper_certd import der, load, names
 from harper_certd.problems import Problem, Severity, has_errors, problem
 
 MIN_RSA_BITS = 2048
@@ -946,6 +946,57 @@ def check_strict_der(certs: Sequence[x509.Certificate], cert_name: str) -> list[
         for index, cert in enumerate(certs, start=1)
         if load.original_der(cert) is not None
     ]
+
+
+def _trust_verdict(aux: der.CertAux | None, oid: str, self_signed: bool) -> bool | None:
+    """OpenSSL's ``obj_trust`` for the SSL trust ids (``trust_1oidany``: anyEKU counts,
+    self-signed compat on): True trusted, False rejected, None no verdict (look higher)."""
+    any_eku = ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE.dotted_string
+    if aux is not None and (oid in aux.reject or any_eku in aux.reject):
+        return False
+    if aux is not None and aux.trust:
+        # Explicit trust uses, none of them this one: rejected (crypto/x509/x509_trust.c).
+        return oid in aux.trust or any_eku in aux.trust
+    return True if self_signed else None
+
+
+def check_trust_settings(
+    chain: Sequence[x509.Certificate],
+    ca_certs: Sequence[x509.Certificate],
+    purpose: Purpose,
+    ca_name: str,
+) -> list[Problem]:
+    """``ca_trust_rejected``: OpenSSL's trust settings of TRUSTED CERTIFICATE entries.
+
+    Node reads ``ca`` with ``PEM_read_bio_X509_AUX``, so a CA file entry written with
+    ``openssl x509 -trustout -addtrust/-addreject`` carries trust and reject uses, which
+    ``X509_verify_cert``'s ``check_trust`` applies to the chain's trusted certificates, from
+    the first one taken from the CA file up to the root: the first with a verdict decides.
+    The uses asked are the purpose's (a replication peer checks serverAuth when it dials and
+    clientAuth when it is dialled).
+    """
+    in_ca = {fingerprint(c) for c in ca_certs}
+    trusted = [c for c in chain[1:] if fingerprint(c) in in_ca]
+    out = []
+    for oid in required_ekus(purpose):
+        for cert in trusted:
+            verdict = _trust_verdict(load.aux_trust(cert), oid.dotted_string, _self_issued(cert))
+            if verdict is None:
+                continue
+            if not verdict:
+                use = "serverAuth" if oid == ExtendedKeyUsageOID.SERVER_AUTH else "clientAuth"
+                out.append(
+                    problem(
+                        "ca_trust_rejected",
+                        f"{ca_name} holds '{_name(cert)}' as a TRUSTED CERTIFICATE whose OpenSSL "
+                        f"trust settings do not allow {_EKU_NAMES[oid]}; Node (OpenSSL) refuses "
+                        "the chain for that use. Write it as a plain certificate "
+                        f"(openssl x509 -in {ca_name} -out ca.plain.pem) or add the use "
+                        f"(-addtrust {use}).",
+                    )
+                )
+            break
+    return out
 
 
 def check_ca_file_issuer_first(
@@ -1841,6 +1892,8 @@ def _validate(
         problems += _check_ca_file_damaged(ca_certs, path, inputs.ca_name)
         if purpose is Purpose.CLUSTER and replication and chain:
             problems += check_ca_file_issuer_first(chain, ca_certs, inputs.ca_name)
+        if chain:
+            problems += check_trust_settings(chain, ca_certs, purpose, inputs.ca_name)
     problems += check_eku(leaf, purpose, path)
     problems += check_certificate_message(leaf, extras, path)
     problems.sort(key=lambda p: p.severity is not Severity.ERROR)
