@@ -36,7 +36,9 @@ def test_two_nodes_side_by_side(tmp_path: Path) -> None:
     tree = yaml.safe_load((b.root / "harperdb-config.yaml").read_text())
     tree["replication"]["hostname"] = "nodeb"
     (b.root / "harperdb-config.yaml").write_text(yaml.safe_dump(tree))
-    devca.write_set(b.live.cert.parent, devca.make_leaf(b.ca, "nodeb", dns=["nodeb"]), [b.ca])
+    devca.write_set(
+        b.live.cert.parent, devca.make_leaf(b.ca, "nodeb", dns=["nodeb"], ips=["127.0.0.2"]), [b.ca]
+    )
     statuses = tmp_path / "statuses"
     statuses.mkdir()
     _status_to(a, statuses / "a.json")

@@ -449,3 +449,19 @@ def test_a_closed_stream_does_not_break_the_caller() -> None:
     stream.close()
     logs.get_logger().warning("certd.watch_lost", change="test")  # must not raise
     logs.configure(json=True)
+
+
+def test_existing_paths_are_not_taken_for_key_material(tmp_path: Path) -> None:
+    """A filing stamp makes a 40-character base64-looking run inside a path (seen by a
+    newcomer: ``kept_at=/tmp/...-[redacted]-set``); a path that exists is never a key."""
+    from harper_certd.logs import REDACTED, redact_base64
+
+    kept = tmp_path / "hdb" / "keys" / "rejected" / "20261129T114854123456Z-badeku"
+    kept.mkdir(parents=True)
+    assert redact_base64(f"kept at {kept}.") == f"kept at {kept}."
+    assert redact_base64(f"kept_at={kept}") == f"kept_at={kept}"
+    gone = tmp_path / "hdb" / "keys" / "rejected" / "20261129T114854999999Z-other"
+    assert REDACTED in redact_base64(str(gone))
+    body = "MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVCHEEb2K0Y9sgzAeoAoGCCqGSM49"
+    assert redact_base64(f"{kept} {body}") == f"{kept} {REDACTED}"
+    assert redact_base64(f"/{body}") == REDACTED

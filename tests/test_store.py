@@ -209,10 +209,12 @@ def test_kubernetes_secret_volume_is_watched_never_written(tmp_path: Path) -> No
     keys = node.root / "keys"
     for name in ("certificate.pem", "privateKey.pem", "ca.pem"):
         (keys / name).unlink()
-    _kubernetes_volume(node, devca.make_leaf(node.ca, "nodea", dns=["nodea"]), "2026_11_29_1")
+    _kubernetes_volume(
+        node, devca.make_leaf(node.ca, "nodea", dns=["nodea"], ips=["127.0.0.2"]), "2026_11_29_1"
+    )
     for name in ("certificate.pem", "privateKey.pem", "ca.pem"):
         (keys / name).symlink_to(f"..data/{name}")
-    renewed = devca.make_leaf(node.ca, "nodea", dns=["nodea"])
+    renewed = devca.make_leaf(node.ca, "nodea", dns=["nodea"], ips=["127.0.0.2"])
     with DaemonProc(node) as d:
         started = d.wait_for("certd.watch_only")
         assert "did not make" in started["reason"]

@@ -245,7 +245,7 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
         certificate = report.as_dict()["certificate"]
         problems = list(report.problems)
         if report.valid and not args.force_older:
-            older = service._older_than_live(ctx, report)
+            older = service._older_than_live(ctx, report, folder)
             if older is not None:
                 problems.append(older)
         if any(p.severity.value == "error" for p in problems):

@@ -169,6 +169,11 @@ def _line(data: bytes, number: int) -> bytes:
     return parts[number - 1] if len(parts) >= number else b""
 
 
+def _in_place(name: str) -> str:
+    """The end of a conversion command that writes ``name`` anew (not ``name.pem``)."""
+    return f"{name}.new && mv {name}.new {name}"
+
+
 def _format_hint(data: bytes, name: str) -> str | None:
     """The cause, when the whole file is in a format other than PEM (never quotes content)."""
     head = data[:4096]
@@ -177,7 +182,7 @@ def _format_hint(data: bytes, name: str) -> str | None:
     ):
         return (
             f"{name} is UTF-16 text (a byte-order mark or NUL bytes between the characters); "
-            f"OpenSSL reads ASCII PEM: iconv -f UTF-16 -t ASCII {name} > {name}.pem"
+            f"OpenSSL reads ASCII PEM: iconv -f UTF-16 -t ASCII {name} > {_in_place(name)}"
         )
     if data[:1] == b"\x30":
         kind = der.describe_binary(data)
@@ -186,17 +191,18 @@ def _format_hint(data: bytes, name: str) -> str | None:
         if kind == "pkcs7":
             return (
                 f"{name} is a binary (DER) PKCS#7 bundle of certificates, not PEM; "
-                f"convert it: openssl pkcs7 -inform der -print_certs -in {name} -out {name}.pem"
+                "convert it: openssl pkcs7 -inform der -print_certs "
+                f"-in {name} -out {_in_place(name)}"
             )
         if kind == "certificate":
             return (
                 f"{name} is a binary (DER) certificate, not PEM; convert it: "
-                f"openssl x509 -inform der -in {name} -out {name}.pem"
+                f"openssl x509 -inform der -in {name} -out {_in_place(name)}"
             )
         if kind is not None:
             return (
                 f"{name} is a binary (DER) private key, not PEM; convert it: "
-                f"openssl pkey -inform der -in {name} -out {name}.pem (then chmod 600)"
+                f"openssl pkey -inform der -in {name} -out {_in_place(name)} (then chmod 600)"
             )
         if data.translate(None, bytes(range(0x20, 0x7F)) + b"\t\r\n"):
             return f"{name} is binary, not PEM text"
@@ -209,7 +215,7 @@ def _format_hint(data: bytes, name: str) -> str | None:
         if b"-----BEGIN " in decoded[:200]:
             return (
                 f"{name} holds base64 of a PEM file (Kubernetes secret data?), not PEM; "
-                f"decode it: base64 -d {name} > {name}.pem"
+                f"decode it: base64 -d {name} > {_in_place(name)}"
             )
         if decoded[:1] == b"\x30":
             return (
@@ -219,12 +225,13 @@ def _format_hint(data: bytes, name: str) -> str | None:
     if b"\\n" in data and re.search(rb"-----BEGIN [A-Z0-9 ]{1,40}-----\\n", data):
         return (
             f"{name} holds the two characters \\n instead of line breaks (copied from JSON or "
-            f"an environment variable); convert it: printf '%b' \"$(cat {name})\" > {name}.pem"
+            "an environment variable); convert it: "
+            f"printf '%b' \"$(cat {name})\" > {_in_place(name)}"
         )
     if b"\r" in data and b"\n" not in data:
         return (
             f"{name} has CR-only line endings (old Mac style), which OpenSSL does not read "
-            f"as lines; convert them: tr '\\r' '\\n' < {name} > {name}.pem"
+            f"as lines; convert them: tr '\\r' '\\n' < {name} > {_in_place(name)}"
         )
     return None
 

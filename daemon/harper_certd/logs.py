@@ -48,6 +48,7 @@ _KEY_MARKER_BYTES = _KEY_MARKER.encode()
 # fingerprints and words do not mix them in 40 unbroken characters).
 _B64_RUN = re.compile(r"[A-Za-z0-9+/]{40,}={0,2}")
 _B64_LINE = re.compile(r"[ \t]*[A-Za-z0-9+/]+={0,2}[ \t\r]*")
+_ABS_PATH = re.compile(r"(?<![^\s'\"=(\[])/[^\s'\",;()\[\]]+")
 _UPPER = re.compile(r"[A-Z]")
 _LOWER = re.compile(r"[a-z]")
 
@@ -327,10 +328,32 @@ def redact_base64(text: str) -> str:
             if not out or out[-1] != REDACTED:
                 out.append(REDACTED)
             continue
-        out.append(
-            _B64_RUN.sub(lambda m: REDACTED if _random_looking(m.group()) else m.group(), line)
-        )
+        out.append(_redact_runs(line))
     return "\n".join(out)
+
+
+def _redact_runs(line: str) -> str:
+    kept = _existing_paths(line)
+    return _B64_RUN.sub(
+        lambda m: REDACTED if _random_looking(m.group()) and not _inside(m, kept) else m.group(),
+        line,
+    )
+
+
+def _existing_paths(line: str) -> list[tuple[int, int]]:
+    """Spans of absolute paths in ``line`` that exist on this machine: a path such as
+    ``/var/lib/.../rejected/20261129T114854123456Z-set`` can hold a 40-character run of
+    base64 letters, and no key is ever a path that exists."""
+    spans = []
+    for m in _ABS_PATH.finditer(line):
+        path = m.group().rstrip(".:")
+        if len(path) <= 4096 and os.path.lexists(path):
+            spans.append((m.start(), m.start() + len(path)))
+    return spans
+
+
+def _inside(run: re.Match[str], spans: list[tuple[int, int]]) -> bool:
+    return any(start <= run.start() and run.end() <= end for start, end in spans)
 
 
 def _scrub(value: object) -> object:

@@ -15,6 +15,7 @@ them again.  Uses: uninstalling, backups of plain files, moving to another state
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +65,10 @@ def release(store: Store) -> Released:
                 tmp = path.with_name(f".{path.name}.release-{os.getpid()}")
                 if os.path.lexists(tmp):
                     os.unlink(tmp)
-                fsio.write_new(tmp, data, mode=st.st_mode & 0o777, uid=st.st_uid, gid=st.st_gid)
+                # Generation files are read-only once written (the live file's mode without
+                # write bits): the plain file gets its owner's write bit back.
+                mode = (st.st_mode & 0o777) | stat.S_IWUSR
+                fsio.write_new(tmp, data, mode=mode, uid=st.st_uid, gid=st.st_gid)
                 os.rename(tmp, path)
                 fsio.fsync_dir(path.parent)
             except OSError as exc:

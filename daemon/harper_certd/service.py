@@ -366,7 +366,7 @@ def _validate(ctx: Context, data: SetBytes, names: tuple[str, str, str]) -> Repo
     )
 
 
-def _older_than_live(ctx: Context, new: Report) -> Problem | None:
+def _older_than_live(ctx: Context, new: Report, folder: Path) -> Problem | None:
     # Only the live leaf's names and expiry matter here: no need to validate the live set.
     try:
         data = load.read_bounded(ctx.managed.live.cert)
@@ -383,7 +383,7 @@ def _older_than_live(ctx: Context, new: Report) -> Problem | None:
             "older_than_live",
             f"The new certificate expires {new.certificate.not_after.isoformat()}, before the "
             f"live one ({live.not_after.isoformat()}) for the same names; "
-            "use --force-older to install it anyway.",
+            f"to install it anyway: harper-certd install --force-older {folder}",
         )
     return None
 
@@ -510,7 +510,7 @@ def _judge(
     try:
         report = _validate(ctx, source.data, (names[0], names[1], names[2]))
         problems = report.problems
-        if report.valid and not force_older and (older := _older_than_live(ctx, report)):
+        if report.valid and not force_older and (older := _older_than_live(ctx, report, folder)):
             problems = (*problems, older)
         report.as_dict()  # parts are read lazily: anything raising must raise here
     except Exception as exc:  # a set's content never stops the daemon
