@@ -868,7 +868,7 @@ def _install_judged(
             )
         filed, filing_error = _file_installed(ctx, folder, source, gen.id)
         _prune(ctx, ctx.config.generations_kept, said)
-        retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock())
+        retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock(), ctx.interrupted)
         return InstallOutcome(
             "installed",
             problems,
@@ -1331,7 +1331,7 @@ def on_start(ctx: Context) -> str | None:
             does="validates, warns about expiry and invalid sets; never writes the live files",
         )
     with contextlib.suppress(OSError):
-        retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock())
+        retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock(), ctx.interrupted)
     return why
 
 
