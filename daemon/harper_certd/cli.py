@@ -69,9 +69,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         print("\n".join(render.report_lines(report, paths)))
     if report.valid:
         return EXIT_OK
-    unreadable = {"cert_unreadable", "key_unreadable", "ca_unreadable"}
-    # Unreadable arguments are a usage error (exit 2) only when nothing else could be judged.
-    if set(report.codes) <= unreadable | {"key_permissions"} and report.certificate is None:
+    # A file that cannot be read at all (missing, not a regular file, no permission) is a
+    # usage error (exit 2); a file that can be read but is not a usable set is invalid (1).
+    if any(not (p.is_file() and os.access(p, os.R_OK)) for p in (paths.cert, paths.key, paths.ca)):
         return EXIT_USAGE
     return EXIT_INVALID
 
@@ -323,46 +323,49 @@ def cmd_status(args: argparse.Namespace) -> int:
     snap = health.snapshot(ctx, now, served=not args.no_probe)
     data = {**info.as_dict(now), **snap.as_dict()}
     if args.json:
-        _print_json(data)
+        _emit(lambda: _print_json(data))
         return int(snap.level)
-    print(f"{snap.level.word.upper()}: node {snap.node_name or '?'} ({snap.harper_root})")
+    lines: list[str] = []
+    out = lines.append  # the report is written at once by _emit, below
+    out(f"{snap.level.word.upper()}: node {snap.node_name or '?'} ({snap.harper_root})")
     for f in snap.findings:
-        print(f"  {f.level.word}: {f.code}: {f.message}")
+        out(f"  {f.level.word}: {f.code}: {f.message}")
     live = data["live"]
     if live is None:
-        print("live set: unreadable")
+        out("live set: unreadable")
     else:
-        print(f"live set: {live['subject']} issued by {live['issuer']}")
-        print(
+        out(f"live set: {live['subject']} issued by {live['issuer']}")
+        out(
             f"  sha256 {live['sha256']}, {live['days_left']:.1f} days left,"
             f" {'valid' if live['valid'] else 'INVALID'}"
         )
         for p in live["problems"]:
-            print(f"  {p['severity']}: {p['code']}: {p['message']}")
+            out(f"  {p['severity']}: {p['code']}: {p['message']}")
     match = {True: "serves the live set", False: "serves ANOTHER certificate", None: "not checked"}
     for s in data["sets"]:
-        print(f"set {s['name']} ({s['role']}): Harper {match[s['served_matches_live']]}")
+        out(f"set {s['name']} ({s['role']}): Harper {match[s['served_matches_live']]}")
         for v in s["served"] or ():
-            print(f"  {v['dialled']}: {v['sha256'] or v['error']}")
+            out(f"  {v['dialled']}: {v['sha256'] or v['error']}")
         for c in s["certificates"]:
-            print(f"  {c['role']:<12} {c['days_left']:>8.1f} days  {c['subject']}")
-        print(f"  next renewal {s['next_renewal']}, overdue from {s['renewal_overdue_at']}")
+            out(f"  {c['role']:<12} {c['days_left']:>8.1f} days  {c['subject']}")
+        out(f"  next renewal {s['next_renewal']}, overdue from {s['renewal_overdue_at']}")
     for w in data["waiting"]:
         held = f" (HELD: {w['reason'] or 'waiting too long'})" if w["held"] else ""
-        print(f"waiting: {w['path']} since {w['since']}{held}")
+        out(f"waiting: {w['path']} since {w['since']}{held}")
     if data["watch_only"]:
-        print(f"watch-only: {data['watch_only']}")
-    print("generations:")
+        out(f"watch-only: {data['watch_only']}")
+    out("generations:")
     for g in data["generations"]:
         mark = "*" if g["current"] else " "
         subject = g["subject"] or "(certificate unreadable)"
         until = f"  until {g['not_after']}" if g["not_after"] else ""
-        print(f" {mark} {g['id']}  {g['created']}  {g['outcome']:<18} {subject}{until}")
+        out(f" {mark} {g['id']}  {g['created']}  {g['outcome']:<18} {subject}{until}")
         if g["id"] in data["damaged"]:
-            print(f"     {data['damaged'][g['id']]}")
-    print("last operations:")
+            out(f"     {data['damaged'][g['id']]}")
+    out("last operations:")
     for h in data["history"]:
-        print(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")
+        out(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")
+    _emit(lambda: sys.stdout.write("".join(f"{line}\n" for line in lines)))
     return int(snap.level)
 
 
@@ -596,6 +599,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--keep", action="store_true", help="keep the temporary folder")
     d.set_defaults(func=cmd_demo)
     return parser
+
+
+def _emit(write: Callable[[], object]) -> None:
+    """Write a report; a reader that went away (``status | head -1``) is no error: the exit
+    status still says the node's health."""
+    try:
+        write()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
+        os.close(devnull)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
