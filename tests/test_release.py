@@ -37,6 +37,10 @@ def test_release_hands_back_plain_files(tmp_path: Path, capsys: pytest.CaptureFi
     assert history[-1]["op"] == "release"
     assert main(["release", "--config", cfg]) == 0
     assert "nothing to release" in capsys.readouterr().out
+    # status says the files are no longer managed (a newcomer could not tell before)
+    assert main(["status", "--json", "--no-probe", "--config", cfg]) == 1
+    findings = json.loads(capsys.readouterr().out)["findings"]
+    assert [f["code"] for f in findings] == ["not_managed"]
     # Released files may be managed from another state directory now (no refusal).
     node.config_data["state_dir"] = str(tmp_path / "new-state")
     assert install(build_context(node.config), node.source("two")).status == "installed"

@@ -72,6 +72,11 @@ FINDINGS: dict[str, tuple[Level, str]] = {
     "refused": (Level.WARNING, "The newest candidate set was refused; nothing newer installed."),
     "set_held": (Level.WARNING, "A set has waited in the incoming folder longer than it should."),
     "harper_not_running": (Level.WARNING, "Harper is not running: nothing is served."),
+    "not_managed": (
+        Level.WARNING,
+        "The live paths are plain files (released, or never installed through harper-certd): "
+        "nothing rotates them; `harper-certd install` adopts them again.",
+    ),
 }
 
 
@@ -458,6 +463,14 @@ def snapshot(
     if served is not False and probed is None:
         findings.append(Finding("harper_not_running", f"no live {ctx.paths.harper_root}/hdb.pid"))
     current = ctx.store.current_id()
+    if current is not None and not ctx.store.managed() and ctx.store.foreign() is None:
+        findings.append(
+            Finding(
+                "not_managed",
+                f"generation {current} is recorded but the live paths are not links to it "
+                "(harper-certd release, or files replaced by hand)",
+            )
+        )
     view = SetView(
         name=set_name(ctx.managed),
         role=ctx.managed.purpose.value,
