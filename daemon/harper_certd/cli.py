@@ -98,7 +98,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"harper-certd check: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    result = check(config, args.at or _now(), args.warn_days)
+    if args.plan:
+        from harper_certd.plan import plan_lines
+
+        print("\n".join(plan_lines(config)))
+        return EXIT_OK
+    result = check(config, args.at or _now(), args.warn_days, certd_config.harper.trust_store)
     if args.json:
         _print_json(render.check_dict(result))
     else:
@@ -505,6 +510,11 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--at", type=_instant, help="check as of this instant (default: now)")
     c.add_argument("--warn-days", type=float, default=30)
     c.add_argument("--json", action="store_true")
+    c.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the two-set layout (public HTTPS, private replication) for this node",
+    )
     c.set_defaults(func=cmd_check)
 
     def common(p: argparse.ArgumentParser) -> None:

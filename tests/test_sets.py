@@ -1,0 +1,321 @@
+"""Every certificate set Harper uses, in its role (issue 11): discovery, hazards, plan.
+
+Real certificates (devca), real files, a throw-away "public" root in a bundle named by
+``SSL_CERT_FILE`` (never the machine's store), the real CLI. Real-Harper evidence is in
+``tests/test_sets_harper.py``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from harper_certd import devca, discover, hazards
+from harper_certd.cli import main
+from harper_certd.roles import Role
+from harper_certd.trust import system_store
+
+NODE = "node1.example.com"
+SERVER_ONLY = [ExtendedKeyUsageOID.SERVER_AUTH]
+
+
+@dataclass
+class Pki:
+    private: devca.Issued
+    public_root: devca.Issued
+    public_int: devca.Issued
+
+
+@pytest.fixture(scope="module")
+def pki() -> Pki:
+    root = devca.make_ca("Throwaway Public Root R1")
+    return Pki(devca.make_ca("Cluster CA"), root, devca.make_ca("Throwaway Public E1", parent=root))
+
+
+@pytest.fixture
+def store(tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The system trust store for this test: a bundle holding only the throw-away root."""
+    bundle = tmp_path / "public-roots.pem"
+    bundle.write_bytes(pki.public_root.cert_pem)
+    (tmp_path / "empty-certs").mkdir()
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setenv("SSL_CERT_DIR", str(tmp_path / "empty-certs"))
+    monkeypatch.delenv("HARPER_CERTD_CONFIG", raising=False)
+    return bundle
+
+
+def write_layout(
+    root: Path,
+    pki: Pki,
+    *,
+    public_cn: str = "www.example.com",
+    public_name: str | None = "public",
+    uses: bool = True,
+    public_ca: bytes | None = None,
+    replication_eku: list[Any] | None = None,
+    enable_root_cas: bool | None = False,
+    replication_ca: devca.Issued | None = None,
+) -> Path:
+    """The issue's two-set layout in ``root``, with one knob per hazard."""
+    keys = root / "keys"
+    cluster = devca.make_leaf(
+        pki.private, NODE, dns=[NODE], eku=replication_eku or list(devca.CLUSTER_EKU)
+    )
+    devca.write_set(keys / "cluster", cluster, [replication_ca or pki.private])
+    public = devca.make_leaf(pki.public_int, public_cn, dns=[public_cn, NODE], eku=SERVER_ONLY)
+    (keys / "public").mkdir(parents=True)
+    (keys / "public" / "fullchain.pem").write_bytes(public.cert_pem + pki.public_int.cert_pem)
+    devca.write_private(keys / "public" / "privkey.pem", public.key_pem)
+    first: dict[str, Any] = {
+        "certificate": str(keys / "cluster" / "certificate.pem"),
+        "certificateAuthority": str(keys / "cluster" / "ca.pem"),
+        "privateKey": str(keys / "cluster" / "privateKey.pem"),
+    }
+    second: dict[str, Any] = {
+        "certificate": str(keys / "public" / "fullchain.pem"),
+        "privateKey": str(keys / "public" / "privkey.pem"),
+    }
+    if public_ca is not None:
+        (keys / "public" / "chain.pem").write_bytes(public_ca)
+        second["certificateAuthority"] = str(keys / "public" / "chain.pem")
+    if uses:
+        first["uses"] = ["replication"]
+        second["uses"] = ["server", "operations-api"]
+    if public_name:
+        second["name"] = public_name
+    replication: dict[str, Any] = {
+        "hostname": NODE,
+        "url": f"wss://{NODE}:9933",
+        "securePort": 9933,
+    }
+    if enable_root_cas is not None:
+        replication["enableRootCAs"] = enable_root_cas
+    config = {
+        "replication": replication,
+        "http": {"securePort": 9926},
+        "operationsApi": {"network": {"securePort": 9925}},
+        "tls": [first, second],
+    }
+    (root / "harperdb-config.yaml").write_text(yaml.safe_dump(config))
+    return root
+
+
+def _check_json(root: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any]]:
+    status = main(["check", "--harper-root", str(root), "--json"])
+    return status, json.loads(capsys.readouterr().out)
+
+
+def _codes(out: dict[str, Any]) -> set[str]:
+    return {h["code"] for h in out["hazards"]}
+
+
+def test_two_sets_discovered_in_their_roles(tmp_path: Path, pki: Pki, store: Path) -> None:
+    """The issue's layout: two sets, named, in their roles, on their ports."""
+    root = write_layout(tmp_path / "hdb", pki)
+    config = discover.load_config(root)
+    sets = config.sets()
+    assert [(s.name, s.role, dict(s.ports)) for s in sets] == [
+        ("replication", Role.REPLICATION, {"replication": 9933}),
+        ("public", Role.SERVER, {"http": 9926, "operationsApi": 9925}),
+    ]
+    assert sets[0].purpose.value == "cluster"
+    assert sets[1].purpose.value == "server"
+    assert sets[1].first.cert_key == (
+        root / "keys" / "public" / "fullchain.pem",
+        root / "keys" / "public" / "privkey.pem",
+    )
+    assert sets[1].first.paths is None  # not a "kept in Harper's database" entry
+    # The daemon's single-set path still manages the replication set only.
+    assert [e.where for e in config.file_entries()] == ["tls[0]"]
+
+
+def test_check_validates_public_set_against_system_store(
+    tmp_path: Path, pki: Pki, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The public set chains to the throw-away root of SSL_CERT_FILE; output names the store."""
+    root = write_layout(tmp_path / "hdb", pki)
+    status, out = _check_json(root, capsys)
+    assert status == 0, out
+    public = out["sets"][1]
+    assert (public["set"], public["role"], public["purpose"]) == ("public", "server", "server")
+    assert public["files"]["certificateAuthority"] is None
+    assert str(store) in public["trust_store"]
+    assert public["report"]["valid"] is True
+    assert [c["subject"] for c in public["report"]["ca_file"]] == ["CN=Throwaway Public Root R1"]
+    assert 80 < public["days_left"] < 100
+    assert out["hazards"] == []
+    # Text output: which store, role and ports.
+    assert main(["check", "--harper-root", str(root)]) == 0
+    text = capsys.readouterr().out
+    assert f"system trust store: {store}" in text
+    assert "set 'public' (server)" in text
+    assert "ports     http 9926, operationsApi 9925" in text
+
+
+def test_public_set_not_in_store_is_refused(
+    tmp_path: Path, pki: Pki, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the throw-away root out of the store, the public chain reaches no root."""
+    root = write_layout(tmp_path / "hdb", pki)
+    store.write_bytes(devca.make_ca("Some Other Root").cert_pem)
+    status, out = _check_json(root, capsys)
+    assert status == 1
+    codes = {p["code"] for p in out["sets"][1]["report"]["problems"]}
+    assert codes == {"chain_incomplete"}
+
+
+def test_trust_store_config_key_overrides_env(
+    tmp_path: Path, pki: Pki, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """harper.trust_store names another bundle; SSL_CERT_FILE is then not read."""
+    root = write_layout(tmp_path / "hdb", pki)
+    other = tmp_path / "other.pem"
+    other.write_bytes(devca.make_ca("Unrelated").cert_pem)
+    conf = tmp_path / "certd.yaml"
+    conf.write_text(yaml.safe_dump({"harper": {"root": str(root), "trust_store": str(other)}}))
+    assert main(["check", "--config", str(conf), "--json"]) == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["sets"][1]["trust_store"] == str(other)
+    assert system_store(other).where == str(other)
+    assert len(system_store(None).certs) == 1  # the env's bundle
+
+
+@pytest.mark.parametrize(
+    ("knobs", "expected"),
+    [
+        ({"public_cn": NODE, "public_name": None}, {"record_name_collision"}),
+        ({"uses": False}, {"tls_uses_missing"}),
+        ({"enable_root_cas": None}, {"enable_root_cas_on"}),
+        ({"enable_root_cas": True}, {"enable_root_cas_on"}),
+        ({"replication_eku": SERVER_ONLY}, {"replication_server_only"}),
+    ],
+    ids=["collision", "no-uses", "root-cas-default", "root-cas-true", "server-only"],
+)
+def test_each_hazard_on_a_config(
+    tmp_path: Path,
+    pki: Pki,
+    store: Path,
+    capsys: pytest.CaptureFixture[str],
+    knobs: dict[str, Any],
+    expected: set[str],
+) -> None:
+    """Each hazard is reported by its code alone, on an otherwise sound layout."""
+    root = write_layout(tmp_path / "hdb", pki, **knobs)
+    status, out = _check_json(root, capsys)
+    assert _codes(out) == expected
+    errors = any(h["severity"] == "error" for h in out["hazards"])
+    # Without uses the public entry is offered for replication too: its own check fails.
+    assert status == (1 if errors or knobs == {"uses": False} else 0)
+
+
+def test_public_root_in_ca_file(
+    tmp_path: Path, pki: Pki, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A public root in the public entry's CA file widens replication trust: refused."""
+    root = write_layout(tmp_path / "hdb", pki, public_ca=pki.public_root.cert_pem)
+    status, out = _check_json(root, capsys)
+    assert status == 1
+    assert _codes(out) == {"public_root_in_ca_file"}
+    assert "Throwaway Public Root R1" in out["hazards"][0]["message"]
+    # The same root, when the cluster itself is on a public CA, is not a widening.
+    root2 = write_layout(
+        tmp_path / "hdb2", pki, public_ca=pki.public_root.cert_pem, replication_ca=pki.public_root
+    )
+    status, out = _check_json(root2, capsys)
+    assert "public_root_in_ca_file" not in _codes(out)
+
+
+def test_replication_name_missing(tmp_path: Path, pki: Pki, store: Path) -> None:
+    root = write_layout(tmp_path / "hdb", pki)
+    leaf = devca.make_leaf(pki.private, "other", dns=["other"])
+    devca.write_set(root / "keys" / "cluster", leaf, [pki.private])
+    config = discover.load_config(root)
+    found = {p.code for p in hazards.find(config, system_store())}
+    assert found == {"replication_name_missing"}
+
+
+def test_collision_needs_no_name_and_a_distinct_set(tmp_path: Path, pki: Pki, store: Path) -> None:
+    """CN == node name is fine with a name, and on a one-set node (it is the replication set)."""
+    named = write_layout(tmp_path / "a", pki, public_cn=NODE, public_name="public")
+    assert hazards.find(discover.load_config(named), system_store()) == ()
+    # First SAN counts when there is no CN (Harper's record name rule).
+    leaf = devca.make_leaf(pki.private, NODE, dns=[NODE])
+    assert hazards.record_name(leaf.cert) == NODE
+
+
+def test_for_candidate_reports_only_new_hazards(tmp_path: Path, pki: Pki, store: Path) -> None:
+    """An install whose CA file brings a public root into replication trust is refused."""
+    root = write_layout(tmp_path / "hdb", pki)
+    config = discover.load_config(root)
+    cert_path = root / "keys" / "cluster" / "certificate.pem"
+    cert = cert_path.read_bytes()
+    same = hazards.for_candidate(config, system_store, cert_path, cert, pki.private.cert_pem)
+    assert same == ()
+    widened = hazards.for_candidate(
+        config, system_store, cert_path, cert, pki.private.cert_pem + pki.public_root.cert_pem
+    )
+    assert [p.code for p in widened] == ["public_root_in_ca_file"]
+
+
+def test_plan_for_a_one_public_set_node(
+    tmp_path: Path, pki: Pki, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check --plan: the two-set layout, and what the private CA must issue."""
+    root = tmp_path / "hdb"
+    keys = root / "keys"
+    public = devca.make_leaf(pki.public_int, NODE, dns=[NODE], eku=SERVER_ONLY)
+    keys.mkdir(parents=True)
+    (keys / "fullchain.pem").write_bytes(public.cert_pem + pki.public_int.cert_pem)
+    devca.write_private(keys / "privkey.pem", public.key_pem)
+    config = {
+        "replication": {"hostname": NODE, "url": "wss://10.0.0.5:9933", "securePort": 9933},
+        "tls": {
+            "certificate": str(keys / "fullchain.pem"),
+            "privateKey": str(keys / "privkey.pem"),
+        },
+    }
+    (root / "harperdb-config.yaml").write_text(yaml.safe_dump(config))
+    # Today: the one public set is the replication set: refused for it.
+    status, out = _check_json(root, capsys)
+    assert status == 1
+    assert _codes(out) == {"replication_server_only"}
+    assert main(["check", "--harper-root", str(root), "--plan"]) == 0
+    text = capsys.readouterr().out
+    assert f"subject       CN={NODE}" in text
+    assert f"SAN           DNS:{NODE}, IP:10.0.0.5" in text
+    assert "TLS Web Server Authentication, TLS Web Client Authentication" in text
+    snippet = "\n".join(
+        line[5:] for line in text.splitlines() if line.startswith("     ") and ":" in line
+    )
+    assert "name: public" in snippet
+    assert "enableRootCAs: false" in snippet
+    # Apply the plan (files the CA issued, the printed tls list): check is then clean.
+    start = text.index("3. In harperdb-config.yaml:")
+    block = text[start:].split("\n   'name: public'")[0].split("\n", 1)[1]
+    planned = yaml.safe_load("\n".join(line[5:] for line in block.splitlines()))
+    cluster = devca.make_leaf(pki.private, NODE, dns=[NODE], ips=["10.0.0.5"])
+    devca.write_set(keys / "cluster", cluster, [pki.private])
+    (root / "harperdb-config.yaml").write_text(yaml.safe_dump(planned))
+    status, out = _check_json(root, capsys)
+    assert (status, out["hazards"]) == (0, []), out
+    assert [s["set"] for s in out["sets"]] == ["replication", "public"]
+    assert main(["check", "--harper-root", str(root), "--plan"]) == 0
+    assert "already runs two sets" in capsys.readouterr().out
+
+
+def test_store_reads_hashed_dir_and_ignores_noise(tmp_path: Path, pki: Pki) -> None:
+    """SSL_CERT_DIR: c_rehash names are read, other files are not (as OpenSSL looks up)."""
+    d = tmp_path / "certs"
+    d.mkdir()
+    (d / "0123abcd.0").write_bytes(pki.public_root.cert_pem)
+    (d / "README").write_bytes(pki.private.cert_pem)
+    s = system_store(None, {"SSL_CERT_FILE": str(tmp_path / "none.pem"), "SSL_CERT_DIR": str(d)})
+    assert s.contains(pki.public_root.cert)
+    assert not s.contains(pki.private.cert)
+    assert s.issuers_of([pki.public_int.cert]) == (pki.public_root.cert,)
