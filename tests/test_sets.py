@@ -8,6 +8,8 @@ Real certificates (devca), real files, a throw-away "public" root in a bundle na
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +21,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from harper_certd import devca, discover, hazards
 from harper_certd.cli import main
 from harper_certd.roles import Role
+from harper_certd.service import build_context, install
 from harper_certd.trust import system_store
+from nodefix import Node, make_node
 
 NODE = "node1.example.com"
 SERVER_ONLY = [ExtendedKeyUsageOID.SERVER_AUTH]
@@ -319,3 +323,108 @@ def test_store_reads_hashed_dir_and_ignores_noise(tmp_path: Path, pki: Pki) -> N
     assert s.contains(pki.public_root.cert)
     assert not s.contains(pki.private.cert)
     assert s.issuers_of([pki.public_int.cert]) == (pki.public_root.cert,)
+
+
+def _add_public_set(node: Node, pki: Pki, **kwargs: Any) -> dict[str, Any]:
+    """Turn a nodefix node (one cluster set for nodea) into the two-set layout."""
+    keys = node.root / "keys" / "public"
+    keys.mkdir(parents=True)
+    public = devca.make_leaf(pki.public_int, "www.example.com", eku=SERVER_ONLY, **kwargs)
+    (keys / "fullchain.pem").write_bytes(public.cert_pem + pki.public_int.cert_pem)
+    devca.write_private(keys / "privkey.pem", public.key_pem)
+    config_path = node.root / "harperdb-config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["replication"]["enableRootCAs"] = False
+    config["http"] = {"securePort": 9926}
+    config["tls"] = [
+        {**config["tls"], "uses": ["replication"]},
+        {
+            "certificate": str(keys / "fullchain.pem"),
+            "privateKey": str(keys / "privkey.pem"),
+            "name": "public",
+            "uses": ["server", "operations-api"],
+        },
+    ]
+    config_path.write_text(yaml.safe_dump(config))
+    return config
+
+
+def test_status_shows_every_set(tmp_path: Path, pki: Pki, store: Path) -> None:
+    """status --json: the managed replication set and the public set, role, ports, days."""
+    node = make_node(tmp_path)
+    _add_public_set(node, pki)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harper_certd",
+            "status",
+            "--json",
+            "--config",
+            str(node.write_config()),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    data = json.loads(done.stdout)
+    sets = [
+        (s["name"], s["harper_role"], s["ports"], s["managed"], s["valid"]) for s in data["sets"]
+    ]
+    assert sets == [
+        ("replication", "replication", {"replication": 9933}, True, True),
+        ("public", "server", {"http": 9926}, False, True),
+    ]
+    assert 89 < data["sets"][1]["days_left"] <= 90
+    assert [c["role"] for c in data["sets"][1]["certificates"]] == ["leaf", "intermediate", "ca"]
+    assert not [f for f in data["findings"] if f["code"] in ("layout_hazard", "live_invalid")]
+
+
+def test_status_reports_layout_hazard(tmp_path: Path, pki: Pki, store: Path) -> None:
+    """A public root in a CA file shows in status as a critical finding, by its code."""
+    node = make_node(tmp_path)
+    config = _add_public_set(node, pki)
+    ca = node.root / "keys" / "public" / "chain.pem"
+    ca.write_bytes(pki.public_root.cert_pem)
+    config["tls"][1]["certificateAuthority"] = str(ca)
+    (node.root / "harperdb-config.yaml").write_text(yaml.safe_dump(config))
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harper_certd",
+            "status",
+            "--json",
+            "--config",
+            str(node.write_config()),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    data = json.loads(done.stdout)
+    hazard = [f for f in data["findings"] if f["code"] == "layout_hazard"]
+    assert len(hazard) == 1
+    assert hazard[0]["message"].startswith("public_root_in_ca_file:")
+    assert data["health"] == "critical"
+
+
+def test_install_refused_when_it_would_widen_replication_trust(
+    tmp_path: Path, pki: Pki, store: Path
+) -> None:
+    """The daemon's install path refuses a replication set whose CA file adds a public root:
+    nothing changes; the same set without that root installs."""
+    node = make_node(tmp_path)
+    before = node.live_fingerprint()
+    wide = node.source("wide", cas=[node.ca, pki.public_root])
+    outcome = install(build_context(node.config), wide)
+    assert outcome.status == "refused"
+    assert [p.code for p in outcome.problems if p.severity.value == "error"] == [
+        "public_root_in_ca_file"
+    ]
+    assert node.live_fingerprint() == before
+    assert node.restarts() == 0
+    ok = install(build_context(node.config), node.source("ok"))
+    assert ok.status == "installed", ok.problems

@@ -13,6 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from harper_certd import hazards, load
 from harper_certd.discover import HarperConfig, TlsEntry
@@ -185,3 +186,25 @@ def check(
             r = replace(r, set_name=cert_set.name, ports=dict(cert_set.ports))
         results.append(r)
     return CheckResult(config, tuple(results), find_process(config), hazards.find(config, store))
+
+
+def set_facts(config: HarperConfig, at: dt.datetime) -> dict[str, dict[str, Any]]:
+    """Per set name: role, uses, ports, days left (certificate file only, no validation).
+
+    For the daemon's discovery and start events; ``check`` and ``status`` validate.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for s in config.sets():
+        leaf = hazards.read_material(s).leaf
+        out[s.name] = {
+            "set": s.name,
+            "role": s.role.value,
+            "uses": list(s.uses),
+            "ports": dict(s.ports),
+            "where": [e.where for e in s.entries],
+            "ca_file": s.first.paths is not None,
+            "days_left": None
+            if leaf is None
+            else round((leaf.not_valid_after_utc - at).total_seconds() / 86400, 1),
+        }
+    return out

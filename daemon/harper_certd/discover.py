@@ -293,9 +293,10 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
         )
         purpose = ROLE_PURPOSE[role_of(uses)]
         names = tuple(str(h) for h in _as_list(section.get("hostname") or section.get("hostnames")))
-        entry = _entry(
-            where, section, keys_dir, purpose, uses, names or node_names, uses_given=bool(given)
-        )
+        # A server / operations-api set answers for its own names (a public certificate need
+        # not hold the node name); the replication set is looked up by the node name.
+        wanted = names or (node_names if Role.REPLICATION.value in uses else ())
+        entry = _entry(where, section, keys_dir, purpose, uses, wanted, uses_given=bool(given))
         if "replication" in uses and not names:
             entry = replace(entry, verbatim_names=node_names)
         entries.append(entry)

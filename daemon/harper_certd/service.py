@@ -363,6 +363,21 @@ def _validate(ctx: Context, data: SetBytes, names: tuple[str, str, str]) -> Repo
     )
 
 
+def new_hazards(ctx: Context, data: SetBytes) -> tuple[Problem, ...]:
+    """The layout hazards installing ``data`` as the managed set would create (hazards.py).
+
+    Errors among them refuse the install; the live layout's own hazards are not repeated
+    (``check`` and the daemon's ``certd.layout_hazard`` report those).
+    """
+    from harper_certd import hazards
+    from harper_certd.trust import system_store
+
+    store = ctx.config.harper.trust_store
+    return hazards.for_candidate(
+        ctx.harper, lambda: system_store(store), ctx.managed.live.cert, data.cert, data.ca
+    )
+
+
 def _older_than_live(ctx: Context, new: Report) -> Problem | None:
     # Only the live leaf's names and expiry matter here: no need to validate the live set.
     try:
@@ -507,6 +522,8 @@ def _judge(
     try:
         report = _validate(ctx, source.data, (names[0], names[1], names[2]))
         problems = report.problems
+        if report.valid:
+            problems = (*problems, *new_hazards(ctx, source.data))
         if report.valid and not force_older and (older := _older_than_live(ctx, report)):
             problems = (*problems, older)
         report.as_dict()  # parts are read lazily: anything raising must raise here
