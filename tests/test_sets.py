@@ -346,7 +346,7 @@ def _add_public_set(node: Node, pki: Pki, **kwargs: Any) -> dict[str, Any]:
         },
     ]
     config_path.write_text(yaml.safe_dump(config))
-    return config
+    return dict(config)
 
 
 def test_status_shows_every_set(tmp_path: Path, pki: Pki, store: Path) -> None:
