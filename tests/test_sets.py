@@ -20,6 +20,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harper_certd import devca, discover, hazards
 from harper_certd.cli import main
+from harper_certd.config import parse_config
+from harper_certd.harper import ServedStreak, make_harper
 from harper_certd.roles import Role
 from harper_certd.service import build_context, install
 from harper_certd.trust import system_store
@@ -428,3 +430,40 @@ def test_install_refused_when_it_would_widen_replication_trust(
     assert node.restarts() == 0
     ok = install(build_context(node.config), node.source("ok"))
     assert ok.status == "installed", ok.problems
+
+
+def test_served_needs_consecutive_matches_over_300_ms() -> None:
+    """One matching handshake is not "served": a rebuild blip (another set's certificate
+    for 10-60 ms) starts over; three matches spanning 0.3 s are."""
+    streak = ServedStreak()
+    assert streak.see(True, 0.0) is False
+    assert streak.see(True, 0.1) is False
+    assert streak.see(False, 0.15) is False  # the other set's certificate, for one probe
+    assert streak.see(True, 0.2) is False
+    assert streak.see(True, 0.3) is False
+    assert streak.see(True, 0.4) is False  # three in a row, but only 0.2 s
+    assert streak.see(True, 0.5) is True
+    fast = ServedStreak()
+    assert [fast.see(True, t) for t in (0.0, 0.01, 0.02)] == [False, False, False]
+    assert fast.wait(0.5) == pytest.approx(0.15)  # rounds come faster while building
+    assert ServedStreak().wait(0.5) == 0.5
+
+
+def test_replication_set_is_verified_on_its_own_port_only(
+    tmp_path: Path, pki: Pki, store: Path
+) -> None:
+    """On the two-set layout the HTTP port serves the public set: the replication set is
+    verified on the replication port only (else every rotation would be rolled back)."""
+    root = write_layout(tmp_path / "hdb", pki)
+    config = discover.load_config(root)
+    harper = make_harper(parse_config({"harper": {"root": str(root)}}), config, env={})
+    assert dict(harper.ports) == {"replication": 9933}
+    one = tmp_path / "one"
+    node = make_node(one)
+    path = node.root / "harperdb-config.yaml"
+    path.write_text(
+        yaml.safe_dump({**yaml.safe_load(path.read_text()), "http": {"securePort": 9926}})
+    )
+    # One set for everything (no uses): it is served, and verified, on every port.
+    single = make_harper(node.config, discover.load_config(node.root), env={})
+    assert dict(single.ports) == {"replication": 9933, "http": 9926}

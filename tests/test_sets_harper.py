@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +24,9 @@ import pytest
 import yaml
 
 from harper_certd import devca
-from harper_rig import HarperNode, LeafMaterial, RigCA, needs_harper
+from harper_certd.config import parse_config
+from harper_certd.service import build_context, install
+from harper_rig import HandshakePoller, HarperNode, LeafMaterial, RigCA, needs_harper
 
 pytestmark = needs_harper(timeout=300)
 
@@ -203,6 +206,69 @@ def test_each_hazard_refused_on_the_real_config(rig: Rig) -> None:
         if status:
             assert code == 1, name
     print({k: sorted(v[0]) for k, v in seen.items()})
+
+
+def test_rotate_replication_set_leaves_public_set_untouched(rig: Rig) -> None:
+    """The daemon's install path rotates the replication set on the two-set node: verified
+    on the replication port only (the HTTPS port serves the public set), the public set
+    served all along with 0 failed handshakes; a candidate adding the public root to the
+    CA file is refused before anything changes."""
+    node = rig.node
+    config = parse_config(
+        {
+            "harper": {"root": str(node.root)},
+            "state_dir": str(rig.base / "state"),
+            "restart": {"method": "hot-reload"},
+            "verify": {"timeout": 20, "interval": 0.2, "host": NODE_IP},
+        }
+    )
+    saved = {k: os.environ.get(k) for k in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+    os.environ.update({k: rig.env[k] for k in saved})
+    try:
+        fresh = rig.cluster_ca.issue(NODE, dns_names=[NODE], ip_addresses=[NODE_IP])
+        wide = _set_folder(
+            rig.base / "wide", fresh, rig.cluster_ca.cert_pem + rig.public_ca.cert_pem
+        )
+        refused = install(build_context(config), wide)
+        assert refused.status == "refused"
+        assert [p.code for p in refused.problems if p.severity.value == "error"] == [
+            "public_root_in_ca_file"
+        ]
+        assert node.served_fingerprint() == rig.cluster.fingerprint
+        ctx = build_context(config)
+        assert ctx.managed.live.cert == node.certificate_path
+        with HandshakePoller(NODE_IP, node.ports.http_secure, interval=0.05) as https:
+            t0 = time.monotonic()
+            outcome = install(ctx, _set_folder(rig.base / "fresh", fresh, rig.cluster_ca.cert_pem))
+            done = time.monotonic()
+            time.sleep(0.5)
+        assert outcome.status == "installed", outcome.problems
+        assert node.served_fingerprint() == fresh.fingerprint
+        assert node.served_fingerprint(server_name=NODE) == fresh.fingerprint
+        samples = https.snapshot(t0)
+        print(
+            f"replication rotation: installed in {done - t0:.2f} s; HTTPS port: {len(samples)} "
+            f"handshakes, {len(https.failures(t0))} failed, "
+            f"{sum(s.fingerprint != rig.public.fingerprint for s in samples)} not the public set"
+        )
+        assert samples
+        assert https.failures(t0) == []
+        assert {s.fingerprint for s in samples} == {rig.public.fingerprint}
+        rig.cluster = fresh
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _set_folder(folder: Path, leaf: LeafMaterial, ca_pem: bytes) -> Path:
+    folder.mkdir(mode=0o700)
+    (folder / "certificate.pem").write_bytes(leaf.cert_pem)
+    (folder / "ca.pem").write_bytes(ca_pem)
+    devca.write_private(folder / "privateKey.pem", leaf.key_pem)
+    return folder
 
 
 def test_collision_damage_on_real_harper_and_prevention(rig: Rig) -> None:

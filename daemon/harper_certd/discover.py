@@ -121,17 +121,29 @@ class HarperConfig:
             groups.values(),
             key=lambda g: role_of(u for e in g for u in e.uses) is not Role.REPLICATION,
         )
+        # Which set a port serves: Harper ranks +3 for a record whose ``uses`` holds the
+        # port's use, so a set that names the use outranks one that only has it by
+        # default (no ``uses``); among equals, the first in the file.
+        owner: dict[str, int] = {}
+        for explicit in (True, False):
+            for index, group in enumerate(ordered):
+                for e in group:
+                    if e.uses_given is not explicit:
+                        continue
+                    for use in e.uses:
+                        if use in set(Role):
+                            for key in ROLE_PORTS[Role(use)]:
+                                owner.setdefault(key, index)
         out: list[CertSet] = []
         taken: set[str] = set()
-        for group in ordered:
+        for index, group in enumerate(ordered):
             uses = [u for e in group for u in e.uses]
-            explicit = next((e.name for e in group if e.name), None)
-            name = explicit or role_of(uses).value
+            explicit_name = next((e.name for e in group if e.name), None)
+            name = explicit_name or role_of(uses).value
             if name in taken:
                 name = group[0].where
             taken.add(name)
-            keys = {k for u in dict.fromkeys(uses) if u in set(Role) for k in ROLE_PORTS[Role(u)]}
-            ports = {k: p for k, p in self.secure_ports.items() if k in keys}
+            ports = {k: p for k, p in self.secure_ports.items() if owner.get(k) == index}
             out.append(CertSet(name, tuple(group), ports))
         return tuple(out)
 
