@@ -18,7 +18,7 @@ import pytest
 import yaml
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from harper_certd import devca, discover, hazards
+from harper_certd import devca, discover, hazards, routing
 from harper_certd.cli import main
 from harper_certd.config import parse_config
 from harper_certd.harper import ServedStreak, make_harper
@@ -467,3 +467,35 @@ def test_replication_set_is_verified_on_its_own_port_only(
     # One set for everything (no uses): it is served, and verified, on every port.
     single = make_harper(node.config, discover.load_config(node.root), env={})
     assert dict(single.ports) == {"replication": 9933, "http": 9926}
+
+
+def test_routing_of_a_folder_dropped_in_incoming(tmp_path: Path, pki: Pki, store: Path) -> None:
+    """A server-only certificate for the public names goes to the public set, a cluster
+    certificate for the node name to the replication set; the rest is refused by reason."""
+    root = write_layout(tmp_path / "hdb", pki, public_cn="www.example.com")
+    sets = discover.load_config(root).sets()
+    live = {s.name: hazards.read_material(s) for s in sets}
+
+    def go(leaf: devca.Issued, *, ca: bool, explicit: str | None = None) -> routing.Routed:
+        return routing.route(
+            sets, live, leaf.cert, has_ca_file=ca, node_name=NODE, explicit=explicit
+        )
+
+    public = devca.make_leaf(
+        pki.public_int, "www.example.com", dns=["www.example.com", NODE], eku=SERVER_ONLY
+    )
+    cluster = devca.make_leaf(pki.private, NODE, dns=[NODE])
+    assert go(public, ca=False).set_name == "public"
+    assert go(cluster, ca=True).set_name == "replication"
+    # A cluster certificate without CA file: fits neither (kind, then EKU).
+    refused = go(cluster, ca=False)
+    assert refused.set_name is None
+    assert "not 'replication' (replication): it has no CA file" in refused.reason
+    assert "not 'public' (server): it lacks www.example.com" in refused.reason
+    # A public renewal that dropped a name is refused, saying which.
+    short = devca.make_leaf(pki.public_int, NODE, dns=[NODE], eku=SERVER_ONLY)
+    assert "lacks www.example.com" in go(short, ca=False).reason
+    # Placed under incoming/<set name>/: that set; an unknown name is refused.
+    assert go(short, ca=False, explicit="public").set_name == "public"
+    unknown = go(short, ca=False, explicit="nope")
+    assert unknown == routing.Routed(None, "no set is named 'nope' (sets: replication, public)")
