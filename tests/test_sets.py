@@ -8,6 +8,7 @@ Real certificates (devca), real files, a throw-away "public" root in a bundle na
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -499,3 +500,57 @@ def test_routing_of_a_folder_dropped_in_incoming(tmp_path: Path, pki: Pki, store
     assert go(short, ca=False, explicit="public").set_name == "public"
     unknown = go(short, ca=False, explicit="nope")
     assert unknown == routing.Routed(None, "no set is named 'nope' (sets: replication, public)")
+
+
+def test_install_and_rollback_per_set(
+    tmp_path: Path, pki: Pki, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """install/rollback --set NAME: the operations-api set (own CA file) gets its own store
+    in <state>/sets/<name>/; the replication set and its store are untouched. A set without
+    a CA file, or an unknown name, is refused with the reason."""
+    node = make_node(tmp_path)
+    ops_ca = devca.make_ca("Ops CA")
+    ops_dir = node.root / "keys" / "ops"
+    devca.write_set(ops_dir, devca.make_leaf(ops_ca, "ops", dns=["ops"], eku=SERVER_ONLY), [ops_ca])
+    _add_public_set(node, pki)
+    path = node.root / "harperdb-config.yaml"
+    tree = yaml.safe_load(path.read_text())
+    tree["operationsApi"] = {
+        "network": {"securePort": 9925},
+        "tls": {
+            "certificate": str(ops_dir / "certificate.pem"),
+            "certificateAuthority": str(ops_dir / "ca.pem"),
+            "privateKey": str(ops_dir / "privateKey.pem"),
+        },
+    }
+    path.write_text(yaml.safe_dump(tree))
+    conf = str(node.write_config())
+    replication_before = node.live_fingerprint()
+    assert [s.name for s in discover.load_config(node.root).sets()] == [
+        "replication",
+        "public",
+        "operations-api",
+    ]
+    first = devca.fingerprint_of(devca.load_cert((ops_dir / "certificate.pem").read_bytes()))
+    new = devca.make_leaf(ops_ca, "ops", dns=["ops"], eku=SERVER_ONLY)
+    src = tmp_path / "ops-new"
+    devca.write_set(src, new, [ops_ca])
+    assert main(["install", str(src), "--config", conf, "--set", "operations-api", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["status"] == "installed"
+    ops_store = node.state / "sets" / "operations-api"
+    assert os.readlink(ops_dir / "certificate.pem") == str(ops_store / "current" / "certificate.pem")
+    served = devca.fingerprint_of(devca.load_cert((ops_dir / "certificate.pem").read_bytes()))
+    assert served == devca.fingerprint_of(new.cert)
+    assert node.live_fingerprint() == replication_before
+    assert not (node.state / "generations").exists()  # the replication store never started
+    assert main(["rollback", "--config", conf, "--set", "operations-api"]) == 0
+    capsys.readouterr()
+    back = devca.fingerprint_of(devca.load_cert((ops_dir / "certificate.pem").read_bytes()))
+    assert back == first
+    assert main(["install", str(src), "--config", conf, "--set", "public"]) == 2
+    assert "has no CA file" in capsys.readouterr().err
+    assert main(["install", str(src), "--config", conf, "--set", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "no certificate set is named 'nope'" in err
+    assert "replication, public, operations-api" in err

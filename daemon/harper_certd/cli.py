@@ -125,7 +125,7 @@ def _context(args: argparse.Namespace) -> object:
         harper=harper,
         state_dir=Path(args.state_dir) if args.state_dir else None,
     )
-    return build_context(config)
+    return build_context(config, set_name=getattr(args, "cert_set", None))
 
 
 def _configure_cli_logging() -> None:
@@ -522,6 +522,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--harper-root", help="Harper's ROOTPATH (overrides harper.root)")
         p.add_argument("--state-dir", help="state directory (overrides state_dir)")
 
+    def per_set(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--set",
+            dest="cert_set",
+            metavar="NAME",
+            help="the certificate set (`check` names them; default: the replication set); "
+            "a set other than the primary one has its store in <state>/sets/NAME/",
+        )
+
     i = sub.add_parser("install", help="validate a set, swap it in, make Harper use it")
     i.add_argument("source", help="folder with the set (Harper's or certbot's file names)")
     i.add_argument(
@@ -537,11 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--json", action="store_true")
     common(i)
+    per_set(i)
     i.set_defaults(func=cmd_install)
 
     r = sub.add_parser("rollback", help="put an earlier generation back")
     r.add_argument("generation", nargs="?", help="generation id (default: the one before)")
     common(r)
+    per_set(r)
     r.set_defaults(func=cmd_rollback)
 
     s = sub.add_parser(
@@ -553,6 +564,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-probe", action="store_true", help="do not dial Harper's ports (served: not checked)"
     )
     common(s)
+    per_set(s)
     s.set_defaults(func=cmd_status)
 
     daemon = sub.add_parser("run", help="the daemon: watch, validate, swap, verify, roll back")

@@ -41,6 +41,7 @@ from harper_certd import discover
 from harper_certd.config import Config
 from harper_certd.errors import ConfigError, HarperError, Interrupted
 from harper_certd.restart import Applied, Applier, run_command
+from harper_certd.roles import Role
 from harper_certd.swap import Generation, Store
 
 log = structlog.get_logger("harper_certd")
@@ -488,7 +489,11 @@ def make_harper(
     harper_config: discover.HarperConfig,
     env: Mapping[str, str] | None = None,
     interrupted: threading.Event | None = None,
+    cert: Path | None = None,
 ) -> Harper:
+    """How to reach, restart and verify the node for one set: ``cert`` is its certificate
+    path (default: the primary set). A set other than the replication set is verified with
+    its first DNS name as SNI, on its own ports."""
     env = os.environ if env is None else env
     hosts = (config.verify.host,) if config.verify.host else LOCAL_ADDRESSES
     ports = dict(harper_config.secure_ports)
@@ -498,17 +503,33 @@ def make_harper(
     )
     if ops_entry is not None and primary is not None and ops_entry.paths != primary.paths:
         ports.pop("operationsApi", None)  # that port serves another set
-    if primary is not None:
+    target = cert if cert is not None else primary.cert_path if primary is not None else None
+    mine = next((c for c in harper_config.sets() if c.first.cert_path == target), None)
+    server_name = peer_sni(harper_config)
+    if mine is not None and mine.ports:
         # Verification per role (issue 11): only the ports this set is served on. On the
         # two-set layout the HTTP and MQTT ports serve the public set, not this one.
-        mine = next(
-            (c for c in harper_config.sets() if c.first.cert_path == primary.cert_path), None
-        )
-        if mine is not None and mine.ports:
-            ports = {k: v for k, v in ports.items() if k in mine.ports}
+        pool = harper_config.secure_ports if cert is not None else ports
+        ports = {k: v for k, v in pool.items() if k in mine.ports}
+    if mine is not None and mine.role is not Role.REPLICATION:
+        server_name = _first_dns_name(mine.first.cert_path) or server_name
     api = operations_api(config, harper_config, env)
-    server_name = peer_sni(harper_config)
     return Harper(harper_config.root, hosts, server_name, ports, api, config, env, interrupted)
+
+
+def _first_dns_name(path: Path | None) -> str | None:
+    """The first DNS SAN of the certificate at ``path`` (SNI for a server set)."""
+    from harper_certd import load
+
+    if path is None:
+        return None
+    try:
+        leaf = load.parse_certificates(load.read_bounded(path), name=str(path)).certs[0]
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (load.Unreadable, x509.ExtensionNotFound):
+        return None
+    names = san.get_values_for_type(x509.DNSName)
+    return sni_for(names[0]) if names else None
 
 
 def harper_applier(
@@ -516,8 +537,9 @@ def harper_applier(
     harper_config: discover.HarperConfig,
     store: Store,
     interrupted: threading.Event | None = None,
+    cert: Path | None = None,
 ) -> Applier:
-    harper = make_harper(config, harper_config, interrupted=interrupted)
+    harper = make_harper(config, harper_config, interrupted=interrupted, cert=cert)
 
     def sleep(seconds: float) -> None:
         if interrupted is None:
