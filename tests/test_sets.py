@@ -539,7 +539,9 @@ def test_install_and_rollback_per_set(
     out = json.loads(capsys.readouterr().out)
     assert out["status"] == "installed"
     ops_store = node.state / "sets" / "operations-api"
-    assert os.readlink(ops_dir / "certificate.pem") == str(ops_store / "current" / "certificate.pem")
+    assert os.readlink(ops_dir / "certificate.pem") == str(
+        ops_store / "current" / "certificate.pem"
+    )
     served = devca.fingerprint_of(devca.load_cert((ops_dir / "certificate.pem").read_bytes()))
     assert served == devca.fingerprint_of(new.cert)
     assert node.live_fingerprint() == replication_before
