@@ -19,6 +19,7 @@ import pytest
 import yaml
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from daemonfix import DaemonProc
 from harper_certd import devca, discover, hazards, routing
 from harper_certd.cli import main
 from harper_certd.config import parse_config
@@ -556,3 +557,30 @@ def test_install_and_rollback_per_set(
     err = capsys.readouterr().err
     assert "no certificate set is named 'nope'" in err
     assert "replication, public, operations-api" in err
+
+
+def test_daemon_shows_every_set_and_logs_hazards(tmp_path: Path, pki: Pki, store: Path) -> None:
+    """The daemon's discovery and start events list every set with role, ports and days
+    left; each hazard of the live layout is one certd.layout_hazard event."""
+    node = make_node(tmp_path)
+    config = _add_public_set(node, pki)
+    ca = node.root / "keys" / "public" / "chain.pem"
+    ca.write_bytes(pki.public_root.cert_pem)
+    config["tls"][1]["certificateAuthority"] = str(ca)
+    (node.root / "harperdb-config.yaml").write_text(yaml.safe_dump(config))
+    with DaemonProc(node) as d:
+        started = d.wait_for("certd.started")
+        discovered = d.named("certd.harper_discovered")
+        hazard = d.wait_for("certd.layout_hazard")
+    assert [(s["set"], s["role"], s["ports"]) for s in discovered[0]["sets"]] == [
+        ("replication", "replication", {"replication": 9933}),
+        ("public", "server", {"http": 9926}),
+    ]
+    assert 89 < discovered[0]["sets"][1]["days_left"] <= 90
+    assert discovered[0]["hazards"] == ["public_root_in_ca_file"]
+    assert [s["set"] for s in started["sets"]] == ["replication", "public"]
+    assert {k: hazard[k] for k in ("code", "severity")} == {
+        "code": "public_root_in_ca_file",
+        "severity": "error",
+    }
+    assert "Throwaway Public Root R1" in hazard["message"]
