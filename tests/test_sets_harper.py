@@ -237,11 +237,27 @@ def test_rotate_replication_set_leaves_public_set_untouched(rig: Rig) -> None:
         assert node.served_fingerprint() == rig.cluster.fingerprint
         ctx = build_context(config)
         assert ctx.managed.live.cert == node.certificate_path
-        with HandshakePoller(NODE_IP, node.ports.http_secure, interval=0.05) as https:
+        with (
+            HandshakePoller(NODE_IP, node.ports.http_secure, interval=0.05) as https,
+            HandshakePoller(NODE_IP, node.ports.replication, interval=0.02) as repl,
+        ):
             t0 = time.monotonic()
             outcome = install(ctx, _set_folder(rig.base / "fresh", fresh, rig.cluster_ca.cert_pem))
             done = time.monotonic()
             time.sleep(0.5)
+        seen = repl.snapshot(t0)
+        stray = [
+            s for s in seen if s.fingerprint not in (rig.cluster.fingerprint, fresh.fingerprint)
+        ]
+        print(
+            f"replication port: {len(seen)} handshakes, {len(repl.failures(t0))} failed, "
+            f"{len(stray)} served another certificate"
+            + (
+                f" (public: {sum(s.fingerprint == rig.public.fingerprint for s in stray)})"
+                if stray
+                else ""
+            )
+        )
         assert outcome.status == "installed", outcome.problems
         assert node.served_fingerprint() == fresh.fingerprint
         assert node.served_fingerprint(server_name=NODE) == fresh.fingerprint
