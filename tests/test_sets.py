@@ -584,3 +584,16 @@ def test_daemon_shows_every_set_and_logs_hazards(tmp_path: Path, pki: Pki, store
         "severity": "error",
     }
     assert "Throwaway Public Root R1" in hazard["message"]
+
+
+def test_plan_for_a_one_private_set_node(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A node on one private-CA set: it stays the replication set, a public set is added."""
+    node = make_node(tmp_path)
+    assert main(["check", "--harper-root", str(node.root), "--plan"]) == 0
+    text = capsys.readouterr().out
+    assert "has a CA file (a private CA)" in text
+    assert f"certificateAuthority: {node.live.ca}" in text
+    assert f"{node.root / 'keys' / 'public'}/" in text
+    assert "name: public" in text

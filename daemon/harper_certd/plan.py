@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import yaml
 
 from harper_certd import hazards
-from harper_certd.discover import HarperConfig
+from harper_certd.discover import CertSet, HarperConfig
 from harper_certd.roles import Role
 
 CLUSTER_DIR = "cluster"  # <root>/keys/cluster/: the private replication set
@@ -38,6 +38,8 @@ def plan_lines(config: HarperConfig) -> list[str]:
         )
         return lines
     public = served[0] if served else sets[0]
+    if public.first.paths is not None:
+        return lines + _private_today(config, public)
     leaf = hazards.read_material(public).leaf
     names = sorted(hazards.names_of(leaf)) if leaf is not None else []
     cert = public.first.cert_path
@@ -104,3 +106,38 @@ def plan_lines(config: HarperConfig) -> list[str]:
         "`harper-certd check`: both sets must be fit and no hazard listed.",
     ]
     return lines
+
+
+def _private_today(config: HarperConfig, current: CertSet) -> list[str]:
+    """The node runs one set with a CA file (a private CA) for everything: it stays the
+    replication set; a public certificate is added for HTTPS and the Operations API."""
+    assert current.first.paths is not None
+    paths = current.first.paths
+    public = config.keys_dir / "public"
+    entries = [
+        {
+            "certificate": str(paths.cert),
+            "certificateAuthority": str(paths.ca),
+            "privateKey": str(paths.key),
+            "uses": [Role.REPLICATION.value],
+        },
+        {
+            "certificate": str(public / "fullchain.pem"),
+            "privateKey": str(public / "privkey.pem"),
+            "name": "public",
+            "uses": [Role.SERVER.value, Role.OPERATIONS_API.value],
+        },
+    ]
+    snippet = yaml.safe_dump({"tls": entries}, sort_keys=False, default_flow_style=False)
+    return [
+        f"Today set '{current.name}' ({current.first.where}) has a CA file (a private CA) and "
+        f"serves {', '.join(current.uses)}. Keep it for replication only; `harper-certd check` "
+        "says whether it fits (serverAuth + clientAuth, the node name).",
+        "",
+        f"1. Get a public certificate for your HTTPS names (ACME) into {public}/:",
+        "     fullchain.pem     the certificate, then its intermediates",
+        "     privkey.pem       its key (mode 0600); no CA file",
+        "2. In harperdb-config.yaml (and replication.enableRootCAs: false):",
+        *("     " + line for line in snippet.splitlines()),
+        "3. Run `harper-certd check`: both sets fit and no hazard is listed.",
+    ]
