@@ -383,6 +383,22 @@ def test_status_shows_every_set(tmp_path: Path, pki: Pki, store: Path) -> None:
     assert 89 < data["sets"][1]["days_left"] <= 90
     assert [c["role"] for c in data["sets"][1]["certificates"]] == ["leaf", "intermediate", "ca"]
     assert not [f for f in data["findings"] if f["code"] in ("layout_hazard", "live_invalid")]
+    text = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harper_certd",
+            "status",
+            "--no-probe",
+            "--config",
+            str(node.write_config()),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    ).stdout
+    assert "set public (server; http 9926, not installed by harper-certd)" in text
 
 
 def test_status_reports_layout_hazard(tmp_path: Path, pki: Pki, store: Path) -> None:

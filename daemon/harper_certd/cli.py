@@ -344,7 +344,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"  {p['severity']}: {p['code']}: {p['message']}")
     match = {True: "serves the live set", False: "serves ANOTHER certificate", None: "not checked"}
     for s in data["sets"]:
-        print(f"set {s['name']} ({s['role']}): Harper {match[s['served_matches_live']]}")
+        role = s["harper_role"] or s["role"]
+        ports = ", ".join(f"{k} {v}" for k, v in s["ports"].items())
+        managed = "" if s["managed"] else ", not installed by harper-certd"
+        print(
+            f"set {s['name']} ({role}{'; ' + ports if ports else ''}{managed}): "
+            f"Harper {match[s['served_matches_live']]}"
+        )
         for v in s["served"] or ():
             print(f"  {v['dialled']}: {v['sha256'] or v['error']}")
         for c in s["certificates"]:
