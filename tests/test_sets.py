@@ -613,3 +613,20 @@ def test_plan_for_a_one_private_set_node(
     assert f"certificateAuthority: {node.live.ca}" in text
     assert f"{node.root / 'keys' / 'public'}/" in text
     assert "name: public" in text
+
+
+def test_stage_names_the_set_the_daemon_does_not_install(
+    tmp_path: Path, pki: Pki, store: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """stage --set public on the two-set node: the daemon installs the replication set only;
+    the message says which command installs the other one."""
+    node = make_node(tmp_path)
+    _add_public_set(node, pki)
+    cfg = str(node.write_config())
+    src = node.source("new")
+    assert main(["stage", str(src), "--set", "public", "--config", cfg]) == 2
+    err = capsys.readouterr().err
+    assert "the daemon installs set 'replication' only" in err
+    assert "install --set public" in err
+    assert main(["stage", str(src), "--set", "nope", "--config", cfg]) == 2
+    assert "(sets: replication, public)" in capsys.readouterr().err

@@ -400,12 +400,18 @@ def cmd_stage(args: argparse.Namespace) -> int:
     assert isinstance(config, Config)
     paths = resolve_paths(config)
     if args.set is not None:
-        name = health.set_name(managed_set(discover.load_config(paths.harper_root)))
+        harper_config = discover.load_config(paths.harper_root)
+        name = health.set_name(managed_set(harper_config))
         if args.set != name:
-            print(
-                f"harper-certd stage: no set named {args.set!r} here (sets: {name})",
-                file=sys.stderr,
+            others = [c.name for c in harper_config.sets() if c.name != name]
+            known = args.set in others
+            why = (
+                f"the daemon installs set {name!r} only; use `harper-certd install --set "
+                f"{args.set}` for {args.set!r}"
+                if known
+                else f"no set named {args.set!r} here (sets: {', '.join([name, *others])})"
             )
+            print(f"harper-certd stage: {why}", file=sys.stderr)
             return EXIT_USAGE
     if (args.source is None) == (args.cert is None):
         print("harper-certd stage: give SOURCE, or --cert and --key (and --ca)", file=sys.stderr)
