@@ -1,23 +1,50 @@
-"""``check``: validate every certificate set Harper's configuration uses."""
+"""``check``: validate every certificate set Harper's configuration uses, in its role.
+
+Each entry is validated for its role's purpose (replication: cluster, with the node
+name verbatim; server and operations-api: server, with their host names). An entry
+with a certificate and key but no CA file is checked against the system trust store
+(``trust.py``); the output names the store. The layout's hazards (``hazards.py``)
+follow the sets.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
 
+from harper_certd import hazards, load
 from harper_certd.discover import HarperConfig, TlsEntry
-from harper_certd.problems import Severity
-from harper_certd.validate import Report, validate_files
+from harper_certd.problems import Problem, Severity, has_errors
+from harper_certd.trust import TrustStore, system_store
+from harper_certd.validate import (
+    Inputs,
+    Report,
+    check_key_file_mode,
+    validate,
+    validate_files,
+)
 
 
 @dataclass(frozen=True, slots=True)
 class EntryResult:
     entry: TlsEntry
     report: Report | None  # None: the entry names no files
+    set_name: str = ""  # CertSet.name of the set the entry belongs to ("" when no files)
+    ports: Mapping[str, int] = field(default_factory=dict)  # where the set is served
+    trust_store: str | None = None  # the system store's paths, for a set without a CA file
 
     @property
     def valid(self) -> bool:
         return self.report is None or self.report.valid
+
+    @property
+    def days_left(self) -> float | None:
+        if self.report is None or self.report.certificate is None:
+            return None
+        return round(self.report.certificate.days_left(self.report.at), 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,10 +58,11 @@ class CheckResult:
     config: HarperConfig
     results: tuple[EntryResult, ...]
     process: Process = Process(None, None)
+    hazards: tuple[Problem, ...] = ()
 
     @property
     def valid(self) -> bool:
-        return all(r.valid for r in self.results)
+        return all(r.valid for r in self.results) and not has_errors(self.hazards)
 
 
 def _soften_for_insecure(report: Report) -> Report:
@@ -53,7 +81,66 @@ def _soften_for_insecure(report: Report) -> Report:
     return replace(report, problems=problems)
 
 
-def check_entry(entry: TlsEntry, at: dt.datetime, expiry_warning_days: float) -> EntryResult:
+# Problems about the CA file's other entries: for the system store they would be about
+# the machine's roots, not the set.
+_STORE_NOISE = frozenset({"ca_file_expired_entry", "ca_expires_soon"})
+
+
+def validate_against_store(cert: Path, key: Path, store: TrustStore, **kwargs: object) -> Report:
+    """Validate a set without a CA file: its chain must reach a root of ``store``.
+
+    Only the store's roots that issued a certificate of the file are given to the chain
+    check (and shown as the set's "CA file"); with none, the whole store is, so the
+    chain check says why no path exists. Keyword arguments go to ``validate``.
+    """
+    cert_data = _read(cert)
+    try:
+        data = cert_data if isinstance(cert_data, bytes) else b""
+        certs = load.parse_certificates(data, name=str(cert), eager=False).certs
+    except load.Unreadable:
+        certs = ()
+    roots = store.issuers_of(certs)
+    ca = store.pem(roots or store.certs)
+    inputs = Inputs(
+        cert=cert_data,
+        key=_read(key),
+        ca=ca if ca else load.Unreadable(f"the system trust store {store.where} is empty"),
+        cert_name=str(cert),
+        key_name=str(key),
+        ca_name=f"system trust store ({store.where})",
+    )
+    report = validate(inputs, **kwargs)  # type: ignore[arg-type]  # validate's own keywords
+    problems = tuple(p for p in report.problems if p.code not in _STORE_NOISE or roots)
+    if "key_unreadable" not in report.codes:
+        problems += tuple(check_key_file_mode(key))
+    return replace(report, problems=problems, ca_certs=tuple(roots))
+
+
+def _read(path: Path) -> bytes | load.Unreadable:
+    try:
+        return load.read_bounded(path)
+    except load.Unreadable as exc:
+        return exc
+
+
+def check_entry(
+    entry: TlsEntry,
+    at: dt.datetime,
+    expiry_warning_days: float,
+    store: Callable[[], TrustStore] | None = None,
+) -> EntryResult:
+    if entry.cert_key is not None:
+        trust = (store or system_store)()
+        report = validate_against_store(
+            *entry.cert_key,
+            trust,
+            at=at,
+            purpose=entry.purpose,
+            hostnames=entry.hostnames,
+            expiry_warning_days=expiry_warning_days,
+            node_names=entry.verbatim_names,
+        )
+        return EntryResult(entry, report, trust_store=trust.where)
     if entry.paths is None:
         return EntryResult(entry, None)
     report = validate_files(
@@ -77,9 +164,48 @@ def find_process(config: HarperConfig) -> Process:
     return Process(pid, harper_version(harper_entry(pid)) if pid is not None else None)
 
 
-def check(config: HarperConfig, at: dt.datetime, expiry_warning_days: float = 30) -> CheckResult:
-    return CheckResult(
-        config,
-        tuple(check_entry(e, at, expiry_warning_days) for e in config.entries),
-        find_process(config),
-    )
+def check(
+    config: HarperConfig,
+    at: dt.datetime,
+    expiry_warning_days: float = 30,
+    trust_store: Path | None = None,
+) -> CheckResult:
+    """Every entry checked in its role, then the layout's hazards.
+
+    ``trust_store``: the config key ``harper.trust_store`` (None: OpenSSL's default).
+    """
+
+    def store() -> TrustStore:
+        return system_store(trust_store)
+
+    by_entry = {id(e): s for s in config.sets() for e in s.entries}
+    results = []
+    for e in config.entries:
+        r = check_entry(e, at, expiry_warning_days, store)
+        cert_set = by_entry.get(id(e))
+        if cert_set is not None:
+            r = replace(r, set_name=cert_set.name, ports=dict(cert_set.ports))
+        results.append(r)
+    return CheckResult(config, tuple(results), find_process(config), hazards.find(config, store))
+
+
+def set_facts(config: HarperConfig, at: dt.datetime) -> dict[str, dict[str, Any]]:
+    """Per set name: role, uses, ports, days left (certificate file only, no validation).
+
+    For the daemon's discovery and start events; ``check`` and ``status`` validate.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for s in config.sets():
+        leaf = hazards.read_material(s).leaf
+        out[s.name] = {
+            "set": s.name,
+            "role": s.role.value,
+            "uses": list(s.uses),
+            "ports": dict(s.ports),
+            "where": [e.where for e in s.entries],
+            "ca_file": s.first.paths is not None,
+            "days_left": None
+            if leaf is None
+            else round((leaf.not_valid_after_utc - at).total_seconds() / 86400, 1),
+        }
+    return out

@@ -100,7 +100,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"harper-certd check: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    result = check(config, args.at or _now(), args.warn_days)
+    if args.plan:
+        from harper_certd.plan import plan_lines
+
+        print("\n".join(plan_lines(config)))
+        return EXIT_OK
+    result = check(config, args.at or _now(), args.warn_days, certd_config.harper.trust_store)
     if args.json:
         _print_json(render.check_dict(result))
     else:
@@ -122,7 +127,7 @@ def _context(args: argparse.Namespace) -> object:
         harper=harper,
         state_dir=Path(args.state_dir) if args.state_dir else None,
     )
-    return build_context(config)
+    return build_context(config, set_name=getattr(args, "cert_set", None))
 
 
 def _configure_cli_logging() -> None:
@@ -343,7 +348,13 @@ def cmd_status(args: argparse.Namespace) -> int:
             out(f"  {p['severity']}: {p['code']}: {p['message']}")
     match = {True: "serves the live set", False: "serves ANOTHER certificate", None: "not checked"}
     for s in data["sets"]:
-        out(f"set {s['name']} ({s['role']}): Harper {match[s['served_matches_live']]}")
+        role = s["harper_role"] or s["role"]
+        ports = ", ".join(f"{k} {v}" for k, v in s["ports"].items())
+        managed = "" if s["managed"] else ", not installed by harper-certd"
+        out(
+            f"set {s['name']} ({role}{'; ' + ports if ports else ''}{managed}): "
+            f"Harper {match[s['served_matches_live']]}"
+        )
         for v in s["served"] or ():
             out(f"  {v['dialled']}: {v['sha256'] or v['error']}")
         for c in s["certificates"]:
@@ -394,12 +405,18 @@ def cmd_stage(args: argparse.Namespace) -> int:
     assert isinstance(config, Config)
     paths = resolve_paths(config)
     if args.set is not None:
-        name = health.set_name(managed_set(discover.load_config(paths.harper_root)))
+        harper_config = discover.load_config(paths.harper_root)
+        name = health.set_name(managed_set(harper_config))
         if args.set != name:
-            print(
-                f"harper-certd stage: no set named {args.set!r} here (sets: {name})",
-                file=sys.stderr,
+            others = [c.name for c in harper_config.sets() if c.name != name]
+            known = args.set in others
+            why = (
+                f"the daemon installs set {name!r} only; use `harper-certd install --set "
+                f"{args.set}` for {args.set!r}"
+                if known
+                else f"no set named {args.set!r} here (sets: {', '.join([name, *others])})"
             )
+            print(f"harper-certd stage: {why}", file=sys.stderr)
             return EXIT_USAGE
     if (args.source is None) == (args.cert is None):
         print("harper-certd stage: give SOURCE, or --cert and --key (and --ca)", file=sys.stderr)
@@ -526,12 +543,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--at", type=_instant, help="check as of this instant (default: now)")
     c.add_argument("--warn-days", type=float, default=30)
     c.add_argument("--json", action="store_true")
+    c.add_argument(
+        "--plan",
+        action="store_true",
+        help="print the two-set layout (public HTTPS, private replication) for this node",
+    )
     c.set_defaults(func=cmd_check)
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument("--config", help=CONFIG_HELP)
         p.add_argument("--harper-root", help="Harper's ROOTPATH (overrides harper.root)")
         p.add_argument("--state-dir", help="state directory (overrides state_dir)")
+
+    def per_set(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--set",
+            dest="cert_set",
+            metavar="NAME",
+            help="the certificate set (`check` names them; default: the replication set); "
+            "a set other than the primary one has its store in <state>/sets/NAME/",
+        )
 
     i = sub.add_parser("install", help="validate a set, swap it in, make Harper use it")
     i.add_argument("source", help="folder with the set (Harper's or certbot's file names)")
@@ -548,11 +579,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     i.add_argument("--json", action="store_true")
     common(i)
+    per_set(i)
     i.set_defaults(func=cmd_install)
 
     r = sub.add_parser("rollback", help="put an earlier generation back")
     r.add_argument("generation", nargs="?", help="generation id (default: the one before)")
     common(r)
+    per_set(r)
     r.set_defaults(func=cmd_rollback)
 
     s = sub.add_parser(
@@ -564,6 +597,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-probe", action="store_true", help="do not dial Harper's ports (served: not checked)"
     )
     common(s)
+    per_set(s)
     s.set_defaults(func=cmd_status)
 
     daemon = sub.add_parser("run", help="the daemon: watch, validate, swap, verify, roll back")

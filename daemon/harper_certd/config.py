@@ -27,6 +27,9 @@ OnInvalidLive = Literal["report", "restore"]
 @dataclass(frozen=True, slots=True)
 class HarperSection:
     root: Path | None = None  # Harper's ROOTPATH; default $ROOTPATH, then ~/hdb
+    # PEM bundle of the roots a set without a CA file must chain to; default OpenSSL's own
+    # ($SSL_CERT_FILE / $SSL_CERT_DIR, else the built-in paths): see trust.py.
+    trust_store: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,10 +15,16 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harper_certd.errors import ConfigError
+from harper_certd.roles import KEY_FILES, ROLE_PORTS, Role, role_of
 from harper_certd.validate import Purpose, SetPaths
 
 CONFIG_NAME = "harperdb-config.yaml"
-KEY_FILES = {"cert": "certificate.pem", "key": "privateKey.pem", "ca": "ca.pem"}
+__all__ = ["KEY_FILES", "CertSet", "HarperConfig", "TlsEntry", "load_config", "parse"]
+ROLE_PURPOSE = {
+    Role.REPLICATION: Purpose.CLUSTER,
+    Role.SERVER: Purpose.SERVER,
+    Role.OPERATIONS_API: Purpose.SERVER,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +42,55 @@ class TlsEntry:
     verbatim_names: tuple[str, ...] = ()
     # Host of replication.url, which peers dial and check the certificate against.
     url_hosts: tuple[str, ...] = ()
+    name: str | None = None  # the entry's own ``name`` (Harper's record name when given)
+    uses_given: bool = True  # False: no ``uses`` in the entry (Harper's defaults apply)
+    # Certificate and key named, no CA file: a file set whose chain must reach a root in
+    # the system trust store (a public certificate). ``paths`` is None for these.
+    cert_key: tuple[Path, Path] | None = None
+
+    @property
+    def role(self) -> Role:
+        return role_of(self.uses)
+
+    @property
+    def cert_path(self) -> Path | None:
+        if self.paths is not None:
+            return self.paths.cert
+        return None if self.cert_key is None else self.cert_key[0]
+
+
+@dataclass(frozen=True, slots=True)
+class CertSet:
+    """One distinct set (entries naming the same certificate file are one set).
+
+    ``name``: an entry's ``name``, else the role (``replication``, ``server``,
+    ``operations-api``), else the first entry's position (``tls[1]``) when the role's
+    name is taken. ``ports``: secure-port key -> port number where Harper serves it.
+    """
+
+    name: str
+    entries: tuple[TlsEntry, ...]
+    ports: Mapping[str, int]
+
+    @property
+    def uses(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(u for e in self.entries for u in e.uses))
+
+    @property
+    def role(self) -> Role:
+        return role_of(self.uses)
+
+    @property
+    def purpose(self) -> Purpose:
+        return ROLE_PURPOSE[self.role]
+
+    @property
+    def first(self) -> TlsEntry:
+        return self.entries[0]
+
+    @property
+    def hostnames(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(h for e in self.entries if not e.insecure for h in e.hostnames))
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +103,8 @@ class HarperConfig:
     operations_port: int | None
     operations_socket: Path | None
     notes: tuple[str, ...]
+    enable_root_cas: bool | None = None  # replication.enableRootCAs as written (None: unset)
+    replication_url: str | None = None  # replication.url as written
 
     @property
     def keys_dir(self) -> Path:
@@ -55,6 +112,42 @@ class HarperConfig:
 
     def file_entries(self) -> tuple[TlsEntry, ...]:
         return tuple(e for e in self.entries if e.paths is not None)
+
+    def sets(self) -> tuple[CertSet, ...]:
+        """Every distinct set with a certificate file, replication first (see CertSet)."""
+        groups: dict[Path, list[TlsEntry]] = {}
+        for e in self.entries:
+            if e.cert_path is not None:
+                groups.setdefault(e.cert_path, []).append(e)
+        ordered = sorted(
+            groups.values(),
+            key=lambda g: role_of(u for e in g for u in e.uses) is not Role.REPLICATION,
+        )
+        # Which set a port serves: Harper ranks +3 for a record whose ``uses`` holds the
+        # port's use, so a set that names the use outranks one that only has it by
+        # default (no ``uses``); among equals, the first in the file.
+        owner: dict[str, int] = {}
+        for explicit in (True, False):
+            for index, group in enumerate(ordered):
+                for e in group:
+                    if e.uses_given is not explicit:
+                        continue
+                    for use in e.uses:
+                        if use in set(Role):
+                            for key in ROLE_PORTS[Role(use)]:
+                                owner.setdefault(key, index)
+        out: list[CertSet] = []
+        taken: set[str] = set()
+        for index, group in enumerate(ordered):
+            uses = [u for e in group for u in e.uses]
+            explicit_name = next((e.name for e in group if e.name), None)
+            name = explicit_name or role_of(uses).value
+            if name in taken:
+                name = group[0].where
+            taken.add(name)
+            ports = {k: p for k, p in self.secure_ports.items() if owner.get(k) == index}
+            out.append(CertSet(name, tuple(group), ports))
+        return tuple(out)
 
 
 def default_root(env: Mapping[str, str] | None = None) -> Path:
@@ -93,6 +186,10 @@ def _path(value: Any, keys_dir: Path) -> Path | None:
     return path if path.is_absolute() else keys_dir / path
 
 
+def _bool(value: Any) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
 def _as_list(value: Any) -> list[Any]:
     if value is None:
         return []
@@ -118,10 +215,34 @@ def _entry(
     uses: tuple[str, ...],
     hostnames: tuple[str, ...],
     insecure: bool = False,
+    *,
+    uses_given: bool = True,
 ) -> TlsEntry:
+    name = section.get("name")
+    name = str(name) if isinstance(name, str | int) and str(name) else None
     cert = _path(section.get("certificate"), keys_dir)
     key = _path(section.get("privateKey"), keys_dir)
     ca = _path(section.get("certificateAuthority"), keys_dir)
+    if cert is not None and key is not None and ca is None:
+        for label, path in (("certificate", cert), ("privateKey", key)):
+            if path.exists() and not path.is_file():
+                raise ConfigError(f"{where}.{label} names {path}, which is not a regular file")
+        note = (
+            f"{where} names a certificate and a key but no CA file: a file set whose chain "
+            "must reach a root in the system trust store (a public certificate)."
+        )
+        return TlsEntry(
+            where,
+            None,
+            purpose,
+            uses,
+            hostnames,
+            insecure,
+            note,
+            name=name,
+            uses_given=uses_given,
+            cert_key=(cert, key),
+        )
     if cert is None or key is None or ca is None:
         missing = [
             name
@@ -139,14 +260,25 @@ def _entry(
             f"set {where}.certificate, {where}.privateKey and {where}.certificateAuthority to "
             "those paths in harperdb-config.yaml, then restart Harper."
         )
-        return TlsEntry(where, None, purpose, uses, hostnames, insecure, note)
-    for name, path in (("certificate", cert), ("privateKey", key), ("certificateAuthority", ca)):
+        return TlsEntry(
+            where, None, purpose, uses, hostnames, insecure, note, name=name, uses_given=uses_given
+        )
+    for label, path in (("certificate", cert), ("privateKey", key), ("certificateAuthority", ca)):
         # A directory (or a device, a FIFO) here was accepted on SIGHUP and failed later
         # outside the swap's error path (issue 10 item 8). Missing files are left to the
         # checks that know what to do with them.
         if path.exists() and not path.is_file():
-            raise ConfigError(f"{where}.{name} names {path}, which is not a regular file")
-    return TlsEntry(where, SetPaths(cert, key, ca), purpose, uses, hostnames, insecure)
+            raise ConfigError(f"{where}.{label} names {path}, which is not a regular file")
+    return TlsEntry(
+        where,
+        SetPaths(cert, key, ca),
+        purpose,
+        uses,
+        hostnames,
+        insecure,
+        name=name,
+        uses_given=uses_given,
+    )
 
 
 def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
@@ -166,19 +298,33 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
         if not isinstance(section, Mapping):
             continue
         where = "tls" if len(tls_sections) == 1 else f"tls[{index}]"
-        uses = tuple(str(u) for u in _as_list(section.get("uses"))) or (
-            ("replication", "https") if replication else ("https",)
+        given = tuple(str(u) for u in _as_list(section.get("uses")))
+        # Without ``uses`` Harper offers the entry on every port (measured, issue 11).
+        uses = given or (
+            (Role.REPLICATION.value, Role.SERVER.value, Role.OPERATIONS_API.value)
+            if replication
+            else (Role.SERVER.value, Role.OPERATIONS_API.value)
         )
-        purpose = Purpose.CLUSTER if "replication" in uses else Purpose.SERVER
+        purpose = ROLE_PURPOSE[role_of(uses)]
         names = tuple(str(h) for h in _as_list(section.get("hostname") or section.get("hostnames")))
-        entry = _entry(where, section, keys_dir, purpose, uses, names or node_names)
+        # A server / operations-api set answers for its own names (a public certificate need
+        # not hold the node name); the replication set is looked up by the node name.
+        wanted = names or (node_names if Role.REPLICATION.value in uses else ())
+        entry = _entry(where, section, keys_dir, purpose, uses, wanted, uses_given=bool(given))
         if "replication" in uses and not names:
             entry = replace(entry, verbatim_names=node_names)
         entries.append(entry)
     ops = _get(tree, "operationsApi.tls")
     if isinstance(ops, Mapping):
         entries.append(
-            _entry("operationsApi.tls", ops, keys_dir, Purpose.SERVER, ("operations",), ())
+            _entry(
+                "operationsApi.tls",
+                ops,
+                keys_dir,
+                Purpose.SERVER,
+                (Role.OPERATIONS_API.value,),
+                (),
+            )
         )
     clustering = _get(tree, "clustering.tls")
     if isinstance(clustering, Mapping) and _get(tree, "clustering.enabled") is not False:
@@ -189,13 +335,13 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
                 clustering,
                 keys_dir,
                 Purpose.CLUSTER,
-                ("clustering",),
+                (Role.REPLICATION.value,),
                 node_names,
                 insecure,
             )
         )
     notes = []
-    if not any(e.paths for e in entries):
+    if not any(e.cert_path for e in entries):
         defaults = SetPaths(*(keys_dir / KEY_FILES[k] for k in ("cert", "key", "ca")))
         if all(p.exists() for p in (defaults.cert, defaults.key, defaults.ca)):
             notes.append(
@@ -207,7 +353,9 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
                     "keys directory",
                     defaults,
                     Purpose.CLUSTER if replication else Purpose.SERVER,
-                    ("replication",) if replication else ("https",),
+                    (Role.REPLICATION.value,)
+                    if replication
+                    else (Role.SERVER.value, Role.OPERATIONS_API.value),
                     node_names,
                 )
             )
@@ -240,6 +388,10 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
         operations_port=_port(_get(tree, "operationsApi.network.port")),
         operations_socket=_path(socket, root) if socket else None,
         notes=tuple(notes),
+        replication_url=u if isinstance(u := _get(tree, "replication.url"), str) else None,
+        enable_root_cas=v
+        if isinstance(v := _get(tree, "replication.enableRootCAs"), bool)
+        else None,
     )
 
 

@@ -41,6 +41,7 @@ from harper_certd import discover
 from harper_certd.config import Config
 from harper_certd.errors import ConfigError, HarperError, Interrupted
 from harper_certd.restart import Applied, Applier, run_command
+from harper_certd.roles import Role
 from harper_certd.swap import Generation, Store
 
 log = structlog.get_logger("harper_certd")
@@ -176,6 +177,41 @@ class Verification:
 
 Sleep = Callable[[float], None]
 
+# "Served" needs this many consecutive rounds in which every port serves the expected
+# certificate, spanning at least SERVED_SPAN seconds: during a rebuild a port can serve
+# another set's certificate for 10-60 ms (measured on Harper 4.7.29, issue 11), so one
+# probe can lie.
+SERVED_STREAK = 3
+SERVED_SPAN = 0.3
+
+
+@dataclass(slots=True)
+class ServedStreak:
+    """Consecutive matching rounds; ``see(match, now)`` is True once they are enough.
+
+    ``now`` in seconds (monotonic). A mismatch starts over.
+    """
+
+    needed: int = SERVED_STREAK
+    span: float = SERVED_SPAN
+    count: int = 0
+    since: float | None = None
+
+    def see(self, match: bool, now: float) -> bool:
+        if not match:
+            self.count, self.since = 0, None
+            return False
+        if self.since is None:
+            self.since = now
+        self.count += 1
+        return self.count >= self.needed and now - self.since >= self.span
+
+    def wait(self, interval: float) -> float:
+        """Seconds to sleep before the next round: shorter while a streak is building."""
+        if self.count == 0:
+            return interval
+        return min(interval, self.span / max(self.needed - 1, 1))
+
 
 def verify_served(
     hosts: Sequence[str],
@@ -187,24 +223,30 @@ def verify_served(
     interval: float,
     sleep: Sleep = time.sleep,
     server_name: str | None = None,
+    now: Callable[[], float] = time.monotonic,
 ) -> Verification:
     """Wait until Harper is alive and every port serves ``expected``; patient with restarts.
 
     ``hosts`` are dialled in order per port (``served_local``), with ``server_name`` as SNI.
+    Served means SERVED_STREAK consecutive matching rounds over SERVED_SPAN seconds
+    (``ServedStreak``); ``timeout`` bounds the whole wait.
     """
-    started = time.monotonic()
+    started = now()
     failed = 0
     last: tuple[Served, ...] = ()
     pid = None
+    streak = ServedStreak()
     while True:
         pid = harper_pid(root)
         last = tuple(served_local(hosts, port, server_name=server_name) for port in ports.values())
         failed += sum(s.sha256 is None for s in last)
-        if pid is not None and last and all(s.sha256 == expected for s in last):
-            return Verification(True, time.monotonic() - started, last, pid, failed)
-        if time.monotonic() - started >= timeout:
-            return Verification(False, time.monotonic() - started, last, pid, failed)
-        sleep(interval)
+        match = pid is not None and bool(last) and all(s.sha256 == expected for s in last)
+        if streak.see(match, now()):
+            return Verification(True, now() - started, last, pid, failed)
+        # A streak under way may finish a little past the timeout (by at most 2 spans).
+        if now() - started >= timeout + (2 * streak.span if streak.count else 0.0):
+            return Verification(False, now() - started, last, pid, failed)
+        sleep(streak.wait(interval))
 
 
 # --- the process --------------------------------------------------------------------------
@@ -447,7 +489,11 @@ def make_harper(
     harper_config: discover.HarperConfig,
     env: Mapping[str, str] | None = None,
     interrupted: threading.Event | None = None,
+    cert: Path | None = None,
 ) -> Harper:
+    """How to reach, restart and verify the node for one set: ``cert`` is its certificate
+    path (default: the primary set). A set other than the replication set is verified with
+    its first DNS name as SNI, on its own ports."""
     env = os.environ if env is None else env
     hosts = (config.verify.host,) if config.verify.host else LOCAL_ADDRESSES
     ports = dict(harper_config.secure_ports)
@@ -457,9 +503,33 @@ def make_harper(
     )
     if ops_entry is not None and primary is not None and ops_entry.paths != primary.paths:
         ports.pop("operationsApi", None)  # that port serves another set
-    api = operations_api(config, harper_config, env)
+    target = cert if cert is not None else primary.cert_path if primary is not None else None
+    mine = next((c for c in harper_config.sets() if c.first.cert_path == target), None)
     server_name = peer_sni(harper_config)
+    if mine is not None and mine.ports:
+        # Verification per role (issue 11): only the ports this set is served on. On the
+        # two-set layout the HTTP and MQTT ports serve the public set, not this one.
+        pool = harper_config.secure_ports if cert is not None else ports
+        ports = {k: v for k, v in pool.items() if k in mine.ports}
+    if mine is not None and mine.role is not Role.REPLICATION:
+        server_name = _first_dns_name(mine.first.cert_path) or server_name
+    api = operations_api(config, harper_config, env)
     return Harper(harper_config.root, hosts, server_name, ports, api, config, env, interrupted)
+
+
+def _first_dns_name(path: Path | None) -> str | None:
+    """The first DNS SAN of the certificate at ``path`` (SNI for a server set)."""
+    from harper_certd import load
+
+    if path is None:
+        return None
+    try:
+        leaf = load.parse_certificates(load.read_bounded(path), name=str(path)).certs[0]
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except (load.Unreadable, x509.ExtensionNotFound):
+        return None
+    names = san.get_values_for_type(x509.DNSName)
+    return sni_for(names[0]) if names else None
 
 
 def harper_applier(
@@ -467,8 +537,9 @@ def harper_applier(
     harper_config: discover.HarperConfig,
     store: Store,
     interrupted: threading.Event | None = None,
+    cert: Path | None = None,
 ) -> Applier:
-    harper = make_harper(config, harper_config, interrupted=interrupted)
+    harper = make_harper(config, harper_config, interrupted=interrupted, cert=cert)
 
     def sleep(seconds: float) -> None:
         if interrupted is None:

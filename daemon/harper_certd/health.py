@@ -35,6 +35,8 @@ from harper_certd.config import Config
 from harper_certd.schedule import Mark, Watched, renewal_at
 
 if TYPE_CHECKING:
+    from harper_certd.discover import CertSet
+    from harper_certd.problems import Problem
     from harper_certd.service import Context, Managed
     from harper_certd.validate import CertSummary, Report
 
@@ -76,6 +78,10 @@ FINDINGS: dict[str, tuple[Level, str]] = {
         Level.WARNING,
         "The live paths are plain files (released, or never installed through harper-certd): "
         "nothing rotates them; `harper-certd install` adopts them again.",
+    ),
+    "layout_hazard": (
+        Level.CRITICAL,
+        "The certificate layout has a hazard (issue 11: a problem code of hazards.py).",
     ),
 }
 
@@ -176,6 +182,9 @@ class SetView:
     served: tuple[ServedView, ...] | None  # None: Harper not running, or not probed
     next_renewal: dt.datetime | None
     renewal_overdue_at: dt.datetime | None
+    harper_role: str | None = None  # replication, server, operations-api (roles.Role)
+    ports: tuple[tuple[str, int], ...] = ()  # secure-port key, port: where Harper serves it
+    managed: bool = True  # False: shown and validated, not installed by the daemon (yet)
 
     @property
     def leaf(self) -> CertView | None:
@@ -243,6 +252,9 @@ class Snapshot:
                 {
                     "name": s.name,
                     "role": s.role,
+                    "harper_role": s.harper_role,
+                    "ports": dict(s.ports),
+                    "managed": s.managed,
                     "uses": list(s.uses),
                     "generation": s.generation,
                     "valid": s.valid,
@@ -471,8 +483,12 @@ def snapshot(
                 "(harper-certd release, or files replaced by hand)",
             )
         )
+    cert_sets = ctx.harper.sets()
+    mine = next((c for c in cert_sets if c.first.cert_path == ctx.managed.live.cert), None)
     view = SetView(
-        name=set_name(ctx.managed),
+        name=set_name(ctx.managed) if mine is None else mine.name,
+        harper_role=None if mine is None else mine.role.value,
+        ports=() if mine is None else tuple(mine.ports.items()),
         role=ctx.managed.purpose.value,
         uses=ctx.managed.uses,
         generation=current,
@@ -525,18 +541,69 @@ def snapshot(
             findings.append(
                 Finding("set_held", f"{w.path} waiting since {w.since.isoformat()}{why}")
             )
+    others = _other_sets(ctx, [c for c in cert_sets if c is not mine], at, findings)
+    for p in _hazards(ctx):
+        findings.append(Finding("layout_hazard", f"{p.code}: {p.message}"))
     future = [t for t in warnings_at if t > at]
     return Snapshot(
         at=at,
         node_name=ctx.harper.node_name,
         harper_root=str(ctx.paths.harper_root),
-        sets=(view,),
+        sets=(view, *others),
         waiting=tuple(waiting),
         refusals=tuple(refused),
         last=last,
         findings=tuple(findings),
         next_warning=min(future, default=None),
         problems_by_code=problems,
+    )
+
+
+def _other_sets(
+    ctx: Context, cert_sets: list[CertSet], at: dt.datetime, findings: list[Finding]
+) -> tuple[SetView, ...]:
+    """The sets the daemon does not install (yet): validated in their role, shown."""
+    from harper_certd.check import check_entry
+    from harper_certd.trust import system_store
+
+    store = ctx.config.harper.trust_store
+    views = []
+    for c in cert_sets:
+        result = check_entry(
+            c.first, at, ctx.config.expiry_warning_days, lambda: system_store(store)
+        )
+        report = result.report
+        if report is not None and not report.valid:
+            codes = ", ".join(p.code for p in report.problems if p.severity.value == "error")
+            findings.append(Finding("live_invalid", f"set '{c.name}' is invalid: {codes}"))
+        views.append(
+            SetView(
+                name=c.name,
+                role=c.purpose.value,
+                uses=c.uses,
+                generation=None,
+                valid=None if report is None else report.valid,
+                certificates=() if report is None else _views(report),
+                served=None,
+                next_renewal=None,
+                renewal_overdue_at=None,
+                harper_role=c.role.value,
+                ports=tuple(c.ports.items()),
+                managed=False,
+            )
+        )
+    return tuple(views)
+
+
+def _hazards(ctx: Context) -> tuple[Problem, ...]:
+    from harper_certd import hazards
+    from harper_certd.trust import system_store
+
+    store = ctx.config.harper.trust_store
+    return tuple(
+        p
+        for p in hazards.find(ctx.harper, lambda: system_store(store))
+        if p.severity.value == "error"
     )
 
 

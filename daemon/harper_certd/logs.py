@@ -179,6 +179,11 @@ EVENTS: dict[str, tuple[str, str]] = {
         "info",
         "Harper's configuration was read: root, certificate sets, ports and node name.",
     ),
+    "certd.layout_hazard": (
+        "error",
+        "A hazard of the node's certificate layout (issue 11: record-name collision, "
+        "public root in a CA file...), one event per hazard with its problem code, at start.",
+    ),
     "certd.summary": ("info", "Periodic summary: each live set, its expiry and its state."),
     # --- operating it (issue 13) ---
     "certd.environment_warning": (

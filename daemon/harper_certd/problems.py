@@ -189,6 +189,53 @@ CODES: dict[str, tuple[Severity, str]] = {
     ),
 }
 
+# Hazards of the node's layout (hazards.py, issue 11): check reports them, the daemon
+# refuses an install that would create one.
+CODES.update(
+    {
+        "record_name_collision": (
+            Severity.ERROR,
+            "A non-replication set without 'name' whose certificate's CN (else first SAN) is the "
+            "node name: Harper stores it under that name, overwriting the replication record.",
+        ),
+        "tls_uses_missing": (
+            Severity.ERROR,
+            "'tls' lists different sets and an entry has no 'uses': Harper then offers the "
+            "replication certificate on every port.",
+        ),
+        "public_root_in_ca_file": (
+            Severity.ERROR,
+            "A CA file holds a root of the system trust store while replication uses a private "
+            "CA: Harper trusts every CA file for replication, so this widens replication trust.",
+        ),
+        "enable_root_cas_on": (
+            Severity.WARNING,
+            "replication.enableRootCAs is on (Harper's default) with a private cluster CA: "
+            "Node.js's public roots are trusted for replication too. Set it to false.",
+        ),
+        "replication_server_only": (
+            Severity.ERROR,
+            "The replication set is for TLS Web Server Authentication only: peers refuse this "
+            "node's outgoing connections (INVALID_PURPOSE).",
+        ),
+        "replication_name_missing": (
+            Severity.ERROR,
+            "The replication set does not hold the node name: Harper makes itself a "
+            "self-signed replication certificate and replication breaks both ways.",
+        ),
+    }
+)
+HAZARD_CODES = frozenset(
+    {
+        "record_name_collision",
+        "tls_uses_missing",
+        "public_root_in_ca_file",
+        "enable_root_cas_on",
+        "replication_server_only",
+        "replication_name_missing",
+    }
+)
+
 INSTALL_CODES = frozenset(
     {
         "source_unreadable",
@@ -201,7 +248,7 @@ INSTALL_CODES = frozenset(
         "live_not_managed",
     }
 )
-VALIDATION_CODES = frozenset(CODES) - INSTALL_CODES
+VALIDATION_CODES = frozenset(CODES) - INSTALL_CODES - HAZARD_CODES
 
 
 @dataclass(frozen=True, slots=True)

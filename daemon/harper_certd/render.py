@@ -11,6 +11,7 @@ from harper_certd.validate import CertSummary, Report, SetPaths
 
 if TYPE_CHECKING:
     from harper_certd.check import CheckResult
+    from harper_certd.discover import TlsEntry
 
 _MARK = {Severity.ERROR: "ERROR  ", Severity.WARNING: "warning"}
 
@@ -76,15 +77,29 @@ def check_lines(result: CheckResult) -> list[str]:
     for entry_result in result.results:
         entry = entry_result.entry
         lines.append("")
-        lines.append(
-            f"{entry.where}: {', '.join(entry.uses)} ({entry.purpose.value} purpose)"
-            + (f", node name {', '.join(entry.hostnames)}" if entry.hostnames else "")
-        )
+        head = f"{entry.where}: {', '.join(entry.uses)} ({entry.purpose.value} purpose)"
+        if entry_result.set_name:
+            head = f"set '{entry_result.set_name}' ({entry.role.value}) from {head}"
+        lines.append(head + (f", names {', '.join(entry.hostnames)}" if entry.hostnames else ""))
+        if entry_result.ports:
+            lines.append(
+                "  ports     " + ", ".join(f"{k} {v}" for k, v in entry_result.ports.items())
+            )
+        if entry_result.days_left is not None:
+            lines.append(f"  days left {entry_result.days_left:.1f}")
+        if entry.cert_key is not None and entry_result.report is not None:
+            lines.append(f"  files     {entry.cert_key[0]}, {entry.cert_key[1]} (no CA file)")
+            lines.append(f"  trust     system trust store: {entry_result.trust_store}")
+            lines += report_lines(entry_result.report, None, indent="  ")
+            continue
         if entry.paths is None or entry_result.report is None:
             lines.append(f"  note: {entry.note}")
             continue
         lines.append(f"  files     {entry.paths.cert}, {entry.paths.key}, {entry.paths.ca}")
         lines += report_lines(entry_result.report, entry.paths, indent="  ")
+    if result.hazards:
+        lines += ["", "Hazards of this layout:"]
+        lines += [f"  {_MARK[p.severity]} {p.code}: {p.message}" for p in result.hazards]
     lines.append("")
     lines.append(
         "All certificate sets are fit." if result.valid else "Some certificate sets have errors."
@@ -105,19 +120,19 @@ def check_dict(result: CheckResult) -> dict[str, object]:
             "socket": None if config.operations_socket is None else str(config.operations_socket),
         },
         "notes": list(config.notes),
+        "hazards": [p.as_dict() for p in result.hazards],
         "sets": [
             {
+                "set": r.set_name or None,
+                "role": r.entry.role.value,
+                "ports": dict(r.ports),
+                "days_left": r.days_left,
+                "trust_store": r.trust_store,
                 "where": r.entry.where,
                 "uses": list(r.entry.uses),
                 "purpose": r.entry.purpose.value,
                 "hostnames": list(r.entry.hostnames),
-                "files": None
-                if r.entry.paths is None
-                else {
-                    "certificate": str(r.entry.paths.cert),
-                    "privateKey": str(r.entry.paths.key),
-                    "certificateAuthority": str(r.entry.paths.ca),
-                },
+                "files": _files(r.entry),
                 "note": r.entry.note or None,
                 "report": None if r.report is None else r.report.as_dict(),
                 "openssl": None
@@ -130,4 +145,17 @@ def check_dict(result: CheckResult) -> dict[str, object]:
             }
             for r in result.results
         ],
+    }
+
+
+def _files(entry: TlsEntry) -> dict[str, str | None] | None:
+    if entry.cert_key is not None:
+        cert, key = entry.cert_key
+        return {"certificate": str(cert), "privateKey": str(key), "certificateAuthority": None}
+    if entry.paths is None:
+        return None
+    return {
+        "certificate": str(entry.paths.cert),
+        "privateKey": str(entry.paths.key),
+        "certificateAuthority": str(entry.paths.ca),
     }

@@ -34,7 +34,9 @@ from typing import Any, TextIO
 
 from harper_certd import (
     __version__,
+    discover,
     environment,
+    hazards,
     health,
     logs,
     metrics,
@@ -42,9 +44,11 @@ from harper_certd import (
     service,
     statefile,
 )
+from harper_certd.check import set_facts
 from harper_certd.config import Config, load_config, with_overrides
 from harper_certd.errors import CertdError, Interrupted, SwapError
 from harper_certd.incoming import LOOSE_NAMES, Candidate, Inbox, Kind, Taken, Tracker, classify
+from harper_certd.problems import Problem, problem
 from harper_certd.schedule import (
     Backoff,
     Clock,
@@ -56,6 +60,7 @@ from harper_certd.schedule import (
 from harper_certd.source import Identity, SourceRefused, identity_of, read_source
 from harper_certd.swap import SetBytes
 from harper_certd.trackers import ClockWatch, Expiry, HeldSets, Renewal, Retry
+from harper_certd.trust import system_store
 from harper_certd.validate import Report
 from harper_certd.watch import Root, Watcher
 
@@ -784,10 +789,14 @@ class Daemon:
         self._discovered()
         report = self._live_report()
         sets = []
+        facts = set_facts(self.ctx.harper, self.clock.now())
+        by_where = {w: f for f in facts.values() for w in f["where"]}
         for entry in self.ctx.harper.entries:
             info: dict[str, Any] = {"where": entry.where, "purpose": entry.purpose.value}
             if entry.note:
                 info["note"] = entry.note
+            if (fact := by_where.get(entry.where)) is not None:
+                info.update({k: fact[k] for k in ("set", "role", "ports", "days_left")})
             if entry.paths == self.ctx.managed.live and report and report.certificate:
                 info["days_left"] = round(report.certificate.days_left(self.clock.now()), 1)
                 info["subject"] = report.certificate.subject
@@ -821,9 +830,18 @@ class Daemon:
         sdnotify.ready(env=self.env)
         self.next_ping = time.monotonic()
 
+    def _hazards(self, harper: discover.HarperConfig) -> tuple[Problem, ...]:
+        """The layout's hazards (hazards.py); a fault here never stops the daemon."""
+        store = self.ctx.config.harper.trust_store
+        try:
+            return hazards.find(harper, lambda: system_store(store))
+        except Exception as exc:  # reported, not fatal: discovery must go on
+            return (problem("judge_failed", f"judging the layout's hazards raised {exc!r}"),)
+
     def _discovered(self) -> None:
         from harper_certd.check import find_process
 
+        found = self._hazards(self.ctx.harper)
         harper = self.ctx.harper
         process = find_process(harper)
         log.info(
@@ -839,9 +857,16 @@ class Daemon:
             hostnames=list(self.ctx.managed.hostnames),
             notes=[e.note for e in harper.entries if e.note and e.paths is not None]
             + list(harper.notes),
+            sets=list(set_facts(harper, self.clock.now()).values()),
+            hazards=[p.code for p in found],
         )
+        for p in found:
+            log.error(
+                "certd.layout_hazard", code=p.code, severity=p.severity.value, message=p.message
+            )
         for entry in harper.entries:
-            if entry.paths is None:  # fresh Harper 4.7: certificates kept in its database
+            # fresh Harper 4.7: certificates kept in its database
+            if entry.paths is None and entry.cert_key is None:
                 log.warning(
                     "certd.certificates_in_database",
                     where=entry.where,

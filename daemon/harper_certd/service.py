@@ -8,6 +8,7 @@ status.  Every operation first completes or undoes an interrupted swap.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import hashlib
@@ -70,7 +71,30 @@ class Managed:
     url_hosts: tuple[str, ...] = ()
 
 
-def managed_set(harper: discover.HarperConfig) -> Managed:
+SETS_DIR = "sets"  # <state>/sets/<set name>/: the store of a set other than the primary one
+
+
+def managed_set(harper: discover.HarperConfig, name: str | None = None) -> Managed:
+    """The set to manage: ``name`` (a ``CertSet`` name), else the primary set (the
+    replication set, else the first). ConfigError for an unknown name or a set without
+    a CA file (the store swaps certificate, key and CA file together)."""
+    if name is not None:
+        by_name = {c.name: c for c in harper.sets()}
+        if name not in by_name:
+            raise ConfigError(
+                f"no certificate set is named '{name}' in {harper.config_path} "
+                f"(sets: {', '.join(by_name) or 'none'})"
+            )
+        chosen = by_name[name]
+        if chosen.first.paths is None:
+            raise ConfigError(
+                f"set '{name}' has no CA file (a public certificate): harper-certd does not "
+                "install such a set yet; `harper-certd check` validates it against the system "
+                "trust store, and its ACME client renews it in place"
+            )
+        harper = dataclasses.replace(
+            harper, entries=tuple(e for e in harper.entries if e in chosen.entries)
+        )
     entries = harper.file_entries()
     if not entries:
         notes = " ".join(e.note for e in harper.entries if e.note)
@@ -117,7 +141,9 @@ def make_applier(
     harper: discover.HarperConfig,
     store: Store,
     interrupted: threading.Event | None = None,
+    cert: Path | None = None,
 ) -> Applier:
+    """``cert``: the managed set's certificate path (verification on that set's ports)."""
     method = config.restart.method
     if method == "none":
         return none_applier
@@ -125,7 +151,7 @@ def make_applier(
         return command_applier(config.restart.command, config.restart.timeout, interrupted)
     from harper_certd.harper import harper_applier
 
-    return harper_applier(config, harper, store, interrupted)
+    return harper_applier(config, harper, store, interrupted, cert)
 
 
 def build_context(
@@ -134,12 +160,17 @@ def build_context(
     clock: Clock = utc_now,
     applier: Applier | None = None,
     interrupted: threading.Event | None = None,
+    set_name: str | None = None,
 ) -> Context:
     paths = resolve_paths(config)
     harper = discover.load_config(paths.harper_root)
-    managed = managed_set(harper)
-    store = Store(paths.state, managed.live)
-    environment.refuse_second_state_dir(store.live_paths(), paths.state)  # h-ops: one store
+    primary = managed_set(harper)
+    managed = primary if set_name is None else managed_set(harper, set_name)
+    # The primary set's store stays where it always was (one-set nodes, crash tests); any
+    # other set has its own under <state>/sets/<name>/.
+    state = paths.state if managed.live == primary.live else paths.state / SETS_DIR / str(set_name)
+    store = Store(state, managed.live)
+    environment.refuse_second_state_dir(store.live_paths(), state)  # h-ops: one store
     store.ensure()
     return Context(
         config,
@@ -147,7 +178,7 @@ def build_context(
         harper,
         managed,
         store,
-        applier or make_applier(config, harper, store, interrupted),
+        applier or make_applier(config, harper, store, interrupted, managed.live.cert),
         clock,
         RestartBudget(config.restart.restarts_per_hour),
         interrupted,
@@ -366,6 +397,21 @@ def _validate(ctx: Context, data: SetBytes, names: tuple[str, str, str]) -> Repo
     )
 
 
+def new_hazards(ctx: Context, data: SetBytes) -> tuple[Problem, ...]:
+    """The layout hazards installing ``data`` as the managed set would create (hazards.py).
+
+    Errors among them refuse the install; the live layout's own hazards are not repeated
+    (``check`` and the daemon's ``certd.layout_hazard`` report those).
+    """
+    from harper_certd import hazards
+    from harper_certd.trust import system_store
+
+    store = ctx.config.harper.trust_store
+    return hazards.for_candidate(
+        ctx.harper, lambda: system_store(store), ctx.managed.live.cert, data.cert, data.ca
+    )
+
+
 def _older_than_live(ctx: Context, new: Report, folder: Path) -> Problem | None:
     # Only the live leaf's names and expiry matter here: no need to validate the live set.
     try:
@@ -510,6 +556,8 @@ def _judge(
     try:
         report = _validate(ctx, source.data, (names[0], names[1], names[2]))
         problems = report.problems
+        if report.valid:
+            problems = (*problems, *new_hazards(ctx, source.data))
         if report.valid and not force_older and (older := _older_than_live(ctx, report, folder)):
             problems = (*problems, older)
         report.as_dict()  # parts are read lazily: anything raising must raise here

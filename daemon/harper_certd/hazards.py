@@ -1,0 +1,232 @@
+"""Hazards of a node's certificate layout, refused before they bite (issue 11).
+
+Each is a problem code in ``problems.CODES``; ``find`` judges the layout Harper's
+configuration names, ``for_candidate`` the layout as it would be with a candidate set
+in place of one live set (the daemon refuses an install that would create a hazard).
+Facts, measured on Harper 4.7.29 (issue 11, ``shared/HARPER-NOTES.md``):
+
+* Every entry becomes a record of ``system.hdb_certificate`` named by the entry's
+  ``name``, else the certificate's CN, else its first SAN: a public certificate whose
+  CN is the node name overwrites the replication record (``record_name_collision``).
+* A ``tls`` list without ``uses`` makes the replication certificate the default on
+  every port (``tls_uses_missing``).
+* Authority records count for every mutual-TLS check whatever their ``uses``: a public
+  root in any CA file widens replication trust (``public_root_in_ca_file``).
+* ``replication.enableRootCAs`` (default on, ``!== false`` in Harper's code) adds
+  Node.js's public roots to replication trust (``enable_root_cas_on``).
+* Peers refuse a serverAuth-only replication certificate (``INVALID_PURPOSE``)
+  (``replication_server_only``); without a certificate for the node name Harper makes
+  itself a self-signed one and both directions break (``replication_name_missing``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from harper_certd import load
+from harper_certd.discover import CertSet, HarperConfig
+from harper_certd.problems import Problem, problem
+from harper_certd.roles import Role
+from harper_certd.trust import TrustStore
+
+
+@dataclass(frozen=True, slots=True)
+class Material:
+    """What a set's files hold: the certificate file's certificates and the CA file's."""
+
+    certs: tuple[x509.Certificate, ...]
+    ca: tuple[x509.Certificate, ...]
+
+    @property
+    def leaf(self) -> x509.Certificate | None:
+        return self.certs[0] if self.certs else None
+
+
+def _certs(path: Path | None) -> tuple[x509.Certificate, ...]:
+    if path is None:
+        return ()
+    try:
+        return load.parse_certificates(load.read_bounded(path), name=str(path), eager=False).certs
+    except load.Unreadable:
+        return ()  # the set's own check reports it
+
+
+def read_material(cert_set: CertSet) -> Material:
+    entry = cert_set.first
+    ca = entry.paths.ca if entry.paths is not None else None
+    return Material(_certs(entry.cert_path), _certs(ca))
+
+
+def record_name(leaf: x509.Certificate) -> str | None:
+    """Harper's record name for an entry without ``name``: CN, else the first SAN."""
+    cn = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    if cn:
+        return str(cn[0].value)
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return None
+    first = next(iter(san), None)
+    return None if first is None else str(first.value)
+
+
+def names_of(leaf: x509.Certificate) -> set[str]:
+    out = {str(a.value) for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
+    try:
+        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        out |= {str(n.value) for n in san}
+    except x509.ExtensionNotFound:
+        pass
+    return out
+
+
+def _ekus(leaf: x509.Certificate) -> set[x509.ObjectIdentifier] | None:
+    try:
+        return set(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    except x509.ExtensionNotFound:
+        return None  # no EKU: any purpose
+
+
+def _subject(cert: x509.Certificate) -> str:
+    return cert.subject.rfc4514_string() or "(empty subject)"
+
+
+def find(
+    config: HarperConfig,
+    store: TrustStore | Callable[[], TrustStore],
+    material: Mapping[str, Material] | None = None,
+) -> tuple[Problem, ...]:
+    """Every hazard of the layout; ``material``: set name -> its files (read when absent).
+
+    ``store`` may be a callable: the trust store is read only when a hazard needs it.
+    """
+    sets = config.sets()
+    mats = {s.name: (material or {}).get(s.name) or read_material(s) for s in sets}
+    node = config.node_name
+    out: list[Problem] = []
+    replication = [s for s in sets if s.role is Role.REPLICATION]
+
+    for s in sets:
+        leaf = mats[s.name].leaf
+        if s.role is Role.REPLICATION or leaf is None or node is None:
+            continue
+        if any(e.name for e in s.entries):
+            continue
+        if record_name(leaf) == node:
+            out.append(
+                problem(
+                    "record_name_collision",
+                    f"Set '{s.name}' ({s.first.where}, uses {', '.join(s.uses)}) has no 'name' "
+                    f"and its certificate's CN/first SAN is the node name '{node}': Harper "
+                    "stores it under that name and overwrites the replication record; "
+                    "replication breaks at the next reconnect. Fix: add 'name: "
+                    f"{s.role.value}' to {s.first.where}.",
+                )
+            )
+
+    listed = [e for e in config.entries if e.where.startswith("tls[")]
+    if len({e.cert_path for e in listed if e.cert_path}) > 1:
+        bare = [e.where for e in listed if not e.uses_given]
+        if bare:
+            out.append(
+                problem(
+                    "tls_uses_missing",
+                    f"tls lists different sets and {', '.join(bare)} has no 'uses': Harper "
+                    "then offers the replication certificate on every port. Fix: give every "
+                    "entry 'uses' (replication; server, operations-api) and a 'name'.",
+                )
+            )
+
+    # The first replication set is the one Harper ranks first for the node name (tls order).
+    for s in replication[:1]:
+        leaf = mats[s.name].leaf
+        if leaf is None:
+            continue
+        ekus = _ekus(leaf)
+        if (
+            ekus is not None
+            and ExtendedKeyUsageOID.SERVER_AUTH in ekus
+            and ExtendedKeyUsageOID.CLIENT_AUTH not in ekus
+        ):
+            out.append(
+                problem(
+                    "replication_server_only",
+                    f"The replication set '{s.name}' is for TLS Web Server Authentication "
+                    "only: peers refuse this node's outgoing connections (INVALID_PURPOSE), "
+                    "one direction of replication breaks. A public CA's certificate cannot be "
+                    "the replication set: see 'check --plan'.",
+                )
+            )
+        # clustering.tls.insecure: Harper does not check names yet (check.py warns).
+        if node is not None and node not in names_of(leaf) and not s.first.insecure:
+            out.append(
+                problem(
+                    "replication_name_missing",
+                    f"The replication set '{s.name}' does not hold the node name '{node}' "
+                    "(CN or SAN): Harper makes itself a self-signed replication certificate "
+                    "and both directions of replication break.",
+                )
+            )
+
+    ca_sets = [s for s in sets if mats[s.name].ca]
+    private = [s for s in replication if mats[s.name].ca]
+    if private:
+        trust = store() if callable(store) else store
+        if not all(trust.contains(c) for s in private for c in mats[s.name].ca):
+            for s in ca_sets:
+                public = [c for c in mats[s.name].ca if trust.contains(c)]
+                for c in public:
+                    out.append(
+                        problem(
+                            "public_root_in_ca_file",
+                            f"The CA file of set '{s.name}' ({s.first.where}) holds "
+                            f"'{_subject(c)}', a root of the system trust store ({trust.where}),"
+                            " while replication trusts a private CA: Harper trusts every CA "
+                            "file for replication too, so a certificate from that public CA "
+                            "for a peer's name would be accepted as that peer. Fix: remove "
+                            f"the CA file from {s.first.where} (a public set needs none).",
+                        )
+                    )
+            if config.enable_root_cas is not False:
+                out.append(
+                    problem(
+                        "enable_root_cas_on",
+                        "replication.enableRootCAs is on (Harper's default) while replication "
+                        "uses a private CA: Harper also trusts Node.js's public roots for "
+                        "replication. Fix: set replication.enableRootCAs: false in "
+                        "harperdb-config.yaml and restart Harper.",
+                    )
+                )
+    return tuple(out)
+
+
+def for_candidate(
+    config: HarperConfig,
+    store: TrustStore | Callable[[], TrustStore],
+    cert_path: Path,
+    cert: bytes,
+    ca: bytes,
+) -> tuple[Problem, ...]:
+    """The hazards the layout would have with ``cert``/``ca`` in place of the set whose
+    certificate file is ``cert_path``, less those it has already (an install must not
+    *create* one; the live ones are reported by ``check`` and ``status``)."""
+
+    def parse(data: bytes, what: str) -> tuple[x509.Certificate, ...]:
+        try:
+            return load.parse_certificates(data, name=what, eager=False).certs
+        except load.Unreadable:
+            return ()
+
+    sets = config.sets()
+    now = {s.name: read_material(s) for s in sets}
+    target = next((s for s in sets if s.first.cert_path == cert_path), None)
+    if target is None:
+        return ()
+    after = {**now, target.name: Material(parse(cert, "candidate"), parse(ca, "candidate CA"))}
+    before_codes = {(p.code, p.message) for p in find(config, store, now)}
+    return tuple(p for p in find(config, store, after) if (p.code, p.message) not in before_codes)

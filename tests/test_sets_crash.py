@@ -1,0 +1,111 @@
+"""Crash tests per set (issue 11): SIGKILL at each named step of ``install --set edge``.
+
+The second set (``edge``, own CA file, its store in ``<state>/sets/edge/``) is old or new
+after every kill and after recovery, never a mix; the replication set's files and its
+store are not touched at all.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harper_certd import devca, fsio, load
+from harper_certd.service import build_context
+from harper_certd.validate import Inputs, Purpose, SetPaths, validate
+from nodefix import Node, make_node
+from test_crash import AFTER_FLIP, STEPS_FIRST_INSTALL, STEPS_SECOND_INSTALL
+
+EDGE = "edge"
+
+
+def _edge_node(tmp: Path) -> tuple[Node, SetPaths, devca.Issued]:
+    node = make_node(tmp)
+    ca = devca.make_ca("Edge CA")
+    live = devca.write_set(node.root / "keys" / EDGE, devca.make_leaf(ca, "edge.test"), [ca])
+    path = node.root / "harperdb-config.yaml"
+    tree = yaml.safe_load(path.read_text())
+    tree["http"] = {"securePort": 9926}
+    tree["tls"] = [
+        {**tree["tls"], "uses": ["replication"]},
+        {
+            "certificate": str(live.cert),
+            "certificateAuthority": str(live.ca),
+            "privateKey": str(live.key),
+            "name": EDGE,
+            "uses": ["server", "operations-api"],
+        },
+    ]
+    path.write_text(yaml.safe_dump(tree))
+    return node, live, ca
+
+
+def _identity(live: SetPaths) -> tuple[str, bytes]:
+    cert, key, ca = (p.read_bytes() for p in (live.cert, live.key, live.ca))
+    report = validate(Inputs(cert, key, ca), at=dt.datetime.now(dt.UTC), purpose=Purpose.SERVER)
+    assert report.valid, f"live edge set is not whole: {report.problems}"
+    return devca.fingerprint_of(load.parse_certificates(cert, name="x").certs[0]), ca
+
+
+def _replication(node: Node) -> tuple[bytes, ...]:
+    return tuple(p.read_bytes() for p in (node.live.cert, node.live.key, node.live.ca))
+
+
+def _source(tmp: Path, ca: devca.Issued, name: str) -> tuple[Path, tuple[str, bytes]]:
+    extra = devca.make_ca(f"Extra CA {name}")
+    leaf = devca.make_leaf(ca, "edge.test")
+    folder = tmp / "src" / name
+    devca.write_set(folder, leaf, [ca, extra])
+    return folder, (devca.fingerprint_of(leaf.cert), (folder / "ca.pem").read_bytes())
+
+
+def _install(cfg: Path, folder: Path, crash_at: str | None) -> int:
+    env = {**os.environ}
+    if crash_at:
+        env[fsio.CRASH_ENV] = crash_at
+    argv = ["install", str(folder), "--config", str(cfg), "--set", EDGE]
+    done = subprocess.run(
+        [sys.executable, "-m", "harper_certd", *argv],
+        env=env,
+        capture_output=True,
+        check=False,
+        timeout=60,
+    )
+    return done.returncode
+
+
+@pytest.mark.parametrize(
+    ("scenario", "step"),
+    [("first", s) for s in STEPS_FIRST_INSTALL] + [("second", s) for s in STEPS_SECOND_INSTALL],
+)
+def test_kill_at_named_step_of_a_second_set(tmp_path: Path, scenario: str, step: str) -> None:
+    node, live, ca = _edge_node(tmp_path)
+    cfg = node.write_config()
+    replication = _replication(node)
+    if scenario == "second":
+        first, _ = _source(tmp_path, ca, "first")
+        assert _install(cfg, first, None) == 0
+    old = _identity(live)
+    folder, new = _source(tmp_path, ca, "new")
+    assert _install(cfg, folder, step) == -signal.SIGKILL
+    assert _identity(live) in (old, new)
+    ctx = build_context(node.config, set_name=EDGE)
+    assert ctx.store.root == node.state / "sets" / EDGE
+    with fsio.locked(ctx.store.lock_path):
+        ctx.store.recover()
+    assert not ctx.store.in_flight()
+    assert _identity(live) == (new if step in AFTER_FLIP else old)
+    again, newer = _source(tmp_path, ca, "again")
+    assert _install(cfg, again, None) == 0
+    assert _identity(live) == newer
+    # The replication set: same bytes, plain files, no store of its own started.
+    assert _replication(node) == replication
+    assert not node.live.cert.is_symlink()
+    assert not (node.state / "generations").exists()
