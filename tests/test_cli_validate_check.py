@@ -180,12 +180,16 @@ def test_check_legacy_insecure_downgrades_names(
 def test_check_fresh_install_keeps_certificates_in_database(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """A fresh 4.7 config naming only tls.privateKey is explained, with how to move to files."""
+    """A fresh 4.7 config naming only tls.privateKey is explained, with how to move to files;
+    with nothing checked, check does not say "fit" and exits 1 (a newcomer took the 0 and
+    "All certificate sets are fit." for a checked node)."""
     root = _harper_root(tmp_path, {"tls": {"privateKey": "/x/privateKey.pem"}})
-    assert main(["check", "--harper-root", str(root)]) == 0
+    assert main(["check", "--harper-root", str(root)]) == 1
     out = capsys.readouterr().out
     assert "system.hdb_certificate" in out
     assert "certificateAuthority" in out
+    assert "No certificate set was checked" in out
+    assert "are fit" not in out
 
 
 def test_check_tls_list_with_hostnames(

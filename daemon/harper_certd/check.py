@@ -64,6 +64,11 @@ class CheckResult:
     def valid(self) -> bool:
         return all(r.valid for r in self.results) and not has_errors(self.hazards)
 
+    @property
+    def checked(self) -> bool:
+        """Whether any set was validated (a fresh Harper 4.7 keeps all in its database)."""
+        return any(r.report is not None for r in self.results)
+
 
 def _soften_for_insecure(report: Report) -> Report:
     # With clustering.tls.insecure Harper does not check names yet; a mismatch only

@@ -110,7 +110,8 @@ def cmd_check(args: argparse.Namespace) -> int:
         _print_json(render.check_dict(result))
     else:
         print("\n".join(render.check_lines(result)))
-    return EXIT_OK if result.valid else EXIT_INVALID
+    # Nothing checked is not "all fine": exit 1, as for an error (the notes say why).
+    return EXIT_OK if result.valid and result.checked else EXIT_INVALID
 
 
 def _context(args: argparse.Namespace) -> object:

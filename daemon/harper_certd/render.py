@@ -101,9 +101,17 @@ def check_lines(result: CheckResult) -> list[str]:
         lines += ["", "Hazards of this layout:"]
         lines += [f"  {_MARK[p.severity]} {p.code}: {p.message}" for p in result.hazards]
     lines.append("")
-    lines.append(
-        "All certificate sets are fit." if result.valid else "Some certificate sets have errors."
-    )
+    if not result.checked:
+        lines.append(
+            "No certificate set was checked: Harper keeps these certificates in its database, "
+            "and harper-certd validates and manages certificate files (see the notes above)."
+        )
+    else:
+        lines.append(
+            "All certificate sets are fit."
+            if result.valid
+            else "Some certificate sets have errors."
+        )
     return lines
 
 
@@ -111,6 +119,7 @@ def check_dict(result: CheckResult) -> dict[str, object]:
     config = result.config
     return {
         "valid": result.valid,
+        "checked": result.checked,
         "harper_root": str(config.root),
         "node_name": config.node_name,
         "harper": {"pid": result.process.pid, "version": result.process.version},
