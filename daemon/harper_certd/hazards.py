@@ -28,7 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from harper_certd import load
+from harper_certd import load, names
 from harper_certd.discover import CertSet, HarperConfig
 from harper_certd.problems import Problem, problem
 from harper_certd.roles import Role
@@ -63,7 +63,15 @@ def read_material(cert_set: CertSet) -> Material:
 
 
 def record_name(leaf: x509.Certificate) -> str | None:
-    """Harper's record name for an entry without ``name``: CN, else the first SAN."""
+    """Harper's record name for an entry without ``name``: CN, else the first SAN (None when
+    the certificate's names cannot be decoded: the set's own validation says why)."""
+    try:
+        return _record_name(leaf)
+    except ValueError:  # an undecodable subject or SAN (hostile input)
+        return None
+
+
+def _record_name(leaf: x509.Certificate) -> str | None:
     cn = leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     if cn:
         return str(cn[0].value)
@@ -76,13 +84,9 @@ def record_name(leaf: x509.Certificate) -> str | None:
 
 
 def names_of(leaf: x509.Certificate) -> set[str]:
-    out = {str(a.value) for a in leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)}
-    try:
-        san = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        out |= {str(n.value) for n in san}
-    except x509.ExtensionNotFound:
-        pass
-    return out
+    """CNs and SAN values; what cannot be decoded reads as no name."""
+    ids = names.identities(leaf)
+    return {*ids.cns, *ids.dns, *ids.ips}
 
 
 def _ekus(leaf: x509.Certificate) -> set[x509.ObjectIdentifier] | None:
@@ -90,10 +94,12 @@ def _ekus(leaf: x509.Certificate) -> set[x509.ObjectIdentifier] | None:
         return set(leaf.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
     except x509.ExtensionNotFound:
         return None  # no EKU: any purpose
+    except ValueError:  # malformed extensions: the set's own validation refuses it
+        return None
 
 
 def _subject(cert: x509.Certificate) -> str:
-    return cert.subject.rfc4514_string() or "(empty subject)"
+    return names.safe_name(lambda: cert.subject, empty="(empty subject)")
 
 
 def find(

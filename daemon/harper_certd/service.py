@@ -407,9 +407,18 @@ def new_hazards(ctx: Context, data: SetBytes) -> tuple[Problem, ...]:
     from harper_certd.trust import system_store
 
     store = ctx.config.harper.trust_store
-    return hazards.for_candidate(
-        ctx.harper, lambda: system_store(store), ctx.managed.live.cert, data.cert, data.ca
-    )
+    try:
+        return hazards.for_candidate(
+            ctx.harper, lambda: system_store(store), ctx.managed.live.cert, data.cert, data.ca
+        )
+    except Exception:  # the live layout's content is hostile: its own checks say so
+        log.error(
+            "certd.layout_hazard",
+            code="check_failed",
+            severity="error",
+            message="the layout's hazards could not be judged; the candidate is judged alone",
+        )
+        return ()
 
 
 def _older_than_live(ctx: Context, new: Report, folder: Path) -> Problem | None:
