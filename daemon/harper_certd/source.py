@@ -285,6 +285,14 @@ def read_source(folder: Path, *, trusted_uids: set[int], ca_fallback: Path | Non
     file owned by a uid in ``trusted_uids``; never opens anything through a link other
     than the two shapes in the module docstring.
     """
+    with _reading(folder, trusted_uids) as (reader, st):
+        data = _read_set(folder, reader, ca_fallback)
+    return Source(folder, data, reader.lineage, tuple(reader.read), identity_of(st))
+
+
+@contextlib.contextmanager
+def _reading(folder: Path, trusted_uids: set[int]) -> Iterator[tuple[_Reader, os.stat_result]]:
+    """A reader of ``folder``'s members through its descriptor, and the folder's stat."""
     dir_fd, st = open_folder(folder, trusted_uids)
     with _fd(dir_fd):
         try:
@@ -295,8 +303,7 @@ def read_source(folder: Path, *, trusted_uids: set[int], ca_fallback: Path | Non
                 f"{folder} ({_mode_text(st)}) cannot be listed: "
                 f"{os.strerror(exc.errno or errno.EIO)}",
             ) from None
-        data = _read_set(folder, reader, ca_fallback)
-    return Source(folder, data, reader.lineage, tuple(reader.read), identity_of(st))
+        yield reader, st
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,16 +319,7 @@ class Members:
 def read_members(folder: Path, *, trusted_uids: set[int]) -> Members:
     """The set's files as ``read_source`` reads them (same links, owners, sizes), with no
     CA fallback: for copying a set elsewhere (``harper-certd stage``).  Raises SourceRefused."""
-    dir_fd, st = open_folder(folder, trusted_uids)
-    with _fd(dir_fd):
-        try:
-            reader = _Reader(folder, dir_fd, trusted_uids)
-        except OSError as exc:
-            raise SourceRefused(
-                "source_unreadable",
-                f"{folder} ({_mode_text(st)}) cannot be listed: "
-                f"{os.strerror(exc.errno or errno.EIO)}",
-            ) from None
+    with _reading(folder, trusted_uids) as (reader, _):
         return _read_members(folder, reader)
 
 

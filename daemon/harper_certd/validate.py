@@ -250,14 +250,13 @@ def _is_ca(cert: x509.Certificate) -> bool:
 
 
 def _der_header(data: bytes, pos: int) -> tuple[int, int]:
-    """(start of the value, end of the element) of the DER element at ``pos``."""
-    length = data[pos + 1]
-    start = pos + 2
-    if length & 0x80:
-        count = length & 0x7F
-        length = int.from_bytes(data[start : start + count], "big")
-        start += count
-    return start, start + length
+    """(start of the value, end of the element) of the DER element at ``pos``; ValueError
+    when the structure is broken there."""
+    try:
+        element = der.tlv(data, pos)
+    except der.DerError:
+        raise ValueError(f"DER broken at byte {pos}") from None
+    return element.content, element.end
 
 
 @functools.lru_cache(maxsize=4096)
