@@ -8,13 +8,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
-
 from harper_certd import peers
 from harper_certd.config import parse_config
 from harper_certd.harper import operations_api
-from harper_certd.service import build_context
-from harper_rig import RigCA, needs_harper
+from harper_certd.service import Context, build_context, install
+from harper_rig import LeafMaterial, RigCA, needs_harper
 from test_two_nodes import Cluster, Member, both_ways, cluster
 
 __all__ = ["cluster"]  # the module-scoped fixture, imported on purpose
@@ -35,12 +33,36 @@ def _peer_view(cluster: Cluster, member: Member) -> peers.Peer:
     return found[0]
 
 
+def _connections(member: Member) -> list[tuple[str, list[tuple[str, bool]]]]:
+    status = member.node.operation({"operation": "cluster_status"})
+    return sorted(
+        (c["name"], sorted((s["database"], s["connected"]) for s in c["database_sockets"]))
+        for c in status["connections"]
+    )
+
+
+def _nodes(member: Member) -> list[Any]:
+    found = member.node.operation_raw(
+        {
+            "operation": "search_by_value",
+            "database": "system",
+            "table": "hdb_nodes",
+            "search_attribute": "name",
+            "search_value": "*",
+            "get_attributes": ["*"],
+        }
+    )
+    assert isinstance(found, list)
+    return sorted(found, key=lambda r: str(r.get("name")))
+
+
 def test_probe_verdicts_leave_replication_alone(cluster: Cluster) -> None:
     a = cluster.members["nodea"]
     b = cluster.members["nodeb"]
     peer_b = _peer_view(cluster, a)
     log_at = b.node.log_size()
-    status_before = b.node.operation({"operation": "cluster_status"})
+    _connections_before = _connections(b)
+    nodes_before = _nodes(b)
     same_ca = cluster.issue(a)
     other = RigCA("harper-certd other CA")
     new_ca = other.issue(a.name, dns_names=[a.name], ip_addresses=[a.node.ip])
@@ -57,11 +79,74 @@ def test_probe_verdicts_leave_replication_alone(cluster: Cluster) -> None:
         assert result.accepts_me.verdict is want_a, (label, result)
         assert result.trusted_by_me.verdict is peers.Verdict.ACCEPTED, (label, result)
     # (b): a CA file without the cluster CA does not trust the peer's served chain.
-    alone = peers.probe_peer(peer_b, peers.Candidate(new_ca.cert_pem, new_ca.key_pem, other.cert_pem))
+    lone = peers.Candidate(new_ca.cert_pem, new_ca.key_pem, other.cert_pem)
+    alone = peers.probe_peer(peer_b, lone)
     assert alone.trusted_by_me.verdict is peers.Verdict.REFUSED, alone
     for row in rows:
         print(f"\n[probe] {row[0]}: {row[1] * 1000:.0f} ms {row[2]}")
     both_ways(cluster)
-    status_after = b.node.operation({"operation": "cluster_status"})
-    print("[probe] peer log:", b.node.log_text(log_at)[-3000:])
-    print("[probe] status before", status_before, "after", status_after)
+    # Nothing left on the peer: the same connections, the same hdb_nodes records; Harper's
+    # own verdict in its log for each refused probe (and none for the accepted one).
+    assert _connections(b) == _connections_before
+    assert _nodes(b) == nodes_before
+    log = b.node.log_text(log_at)
+    assert log.count("No authorization provided") == 3, log[-3000:]
+    assert "Node name mismatch" not in log and "received node name" not in log
+
+
+NEW_CA = RigCA("harper-certd new CA")
+
+
+def _ctx(member: Member) -> Context:
+    return build_context(parse_config(member.config_data()))
+
+
+def _live_state(member: Member) -> tuple[str | None, str | None]:
+    ctx = _ctx(member)
+    return ctx.store.current_id(), member.node.try_fingerprint()
+
+
+def _new_ca_leaf(member: Member) -> LeafMaterial:
+    return NEW_CA.issue(member.name, dns_names=[member.name], ip_addresses=[member.node.ip])
+
+
+def _staged_new_ca(cluster: Cluster, member: Member, leaf: LeafMaterial) -> Any:
+    """A set with a leaf of the new CA and a CA file holding the new and the old CA."""
+    folder = member.staged_set(leaf, cluster.ca)
+    (folder / "ca.pem").write_bytes(NEW_CA.cert_pem + cluster.ca.cert_pem)
+    return folder
+
+
+def test_guard_refuses_a_leaf_the_peer_does_not_trust(cluster: Cluster) -> None:
+    """Issue 12's new-CA renewal: refused before the swap, nothing changed, replication on."""
+    a = cluster.members["nodea"]
+    before = _live_state(a)
+    leaf = _new_ca_leaf(a)
+    outcome = install(_ctx(a), _staged_new_ca(cluster, a, leaf))
+    assert outcome.status == "refused", outcome.as_dict()
+    codes = {p.code for p in outcome.problems if p.severity.value == "error"}
+    assert codes == {"ca_not_trusted_by_peers"}, outcome.as_dict()
+    message = next(p.message for p in outcome.problems if p.code == "ca_not_trusted_by_peers")
+    assert "nodeb" in message and "1008 Unauthorized" in message, message
+    assert _live_state(a) == before
+    assert before[1] == cluster.serving["nodea"]
+    both_ways(cluster)
+
+
+def test_forced_bad_rotation_is_rolled_back_by_the_proof(cluster: Cluster) -> None:
+    """--force gets past the guard (critical event); the probe after the swap rolls back."""
+    a = cluster.members["nodea"]
+    before = _live_state(a)
+    leaf = _new_ca_leaf(a)
+    t0 = time.monotonic()
+    outcome = install(_ctx(a), _staged_new_ca(cluster, a, leaf), force_peers=True)
+    took = time.monotonic() - t0
+    assert outcome.status == "rolled_back", outcome.as_dict()
+    codes = {p.code for p in outcome.problems if p.severity.value == "error"}
+    assert codes == {"applied_failed", "ca_not_trusted_by_peers"}, outcome.as_dict()
+    failed = next(p.message for p in outcome.problems if p.code == "applied_failed")
+    assert "nodeb" in failed and "1008 Unauthorized" in failed, failed
+    assert _live_state(a)[1] == before[1]  # the old leaf is served again
+    assert _live_state(a)[0] != before[0]  # a new generation: the restored one
+    print(f"\n[proof] forced rotation + rollback took {took:.2f} s")
+    both_ways(cluster)

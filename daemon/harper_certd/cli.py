@@ -180,7 +180,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         folder = _private_copy(ctx, Path(args.source))
     if folder is None:
         return EXIT_INVALID
-    outcome = install(ctx, folder, force_older=args.force_older)
+    outcome = install(ctx, folder, force_older=args.force_older, force_peers=args.force)
     if args.json:
         _print_json(outcome.as_dict())
     else:
@@ -518,6 +518,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--force-older",
         action="store_true",
         help="install even if it expires before the live certificate",
+    )
+    i.add_argument(
+        "--force",
+        action="store_true",
+        help="install past the peer guard (a peer refuses it or cannot be reached): logged as "
+        "certd.peers_overridden (critical); the proof after the swap still rolls back a set "
+        "a peer refuses",
     )
     i.add_argument(
         "--dry-run", action="store_true", help="read and validate, compare, change nothing"

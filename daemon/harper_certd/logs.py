@@ -245,6 +245,32 @@ EVENTS: dict[str, tuple[str, str]] = {
         "A TLS section of harperdb-config.yaml names no files: its certificates are in "
         "Harper's database, which harper-certd cannot manage.",
     ),
+    # h-peers (issue 12)
+    "certd.peers_checked": (
+        "info",
+        "Every replication peer was probed with a candidate (before) or the live set (after "
+        "a swap): per-peer verdicts.",
+    ),
+    "certd.peer_unreachable": (
+        "warning",
+        "A replication peer could not be probed; the set is held and the probe retried until "
+        "retry_until, then refused.",
+    ),
+    "certd.peers_unchecked": (
+        "warning",
+        "The peers of a replication set could not be listed (no Operations API or it failed): "
+        "the swap goes ahead unprobed.",
+    ),
+    "certd.peers_overridden": (
+        "critical",
+        "install --force installed a replication set past the peer guard's refusal.",
+    ),
+    "certd.restart_deferred": (
+        "warning",
+        "A full Harper restart waits (jitter, bounded) for every peer to be connected, or "
+        "goes ahead after the wait with proceeding=true.",
+    ),
+
 }
 
 

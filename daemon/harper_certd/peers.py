@@ -28,20 +28,32 @@ Each answer is a :class:`Verdict`; a peer that cannot be reached is ``unreachabl
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import enum
 import hashlib
 import os
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
+import structlog
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 from websockets.sync.client import connect
 from websockets.typing import Subprotocol
+
+from harper_certd.errors import HarperError
+from harper_certd.problems import Problem, problem
+from harper_certd.swap import SetBytes
+from harper_certd.validate import Purpose
+
+if TYPE_CHECKING:
+    from harper_certd.service import Context
+
+log = structlog.get_logger("harper_certd")
 
 SUBPROTOCOL = Subprotocol("harperdb-replication-v1")
 # Harper's replication DISCONNECT command (142) as a one-element msgpack array: 0x91
@@ -112,7 +124,7 @@ class PeerResult:
             "trusted_by_this_node": self.trusted_by_me.verdict.value,
             "trusted_detail": self.trusted_by_me.detail,
             "served_sha256": self.served_sha256,
-            "seconds": round(self.accepts_me.seconds + self.trusted_by_me.seconds, 3),
+            "seconds": [round(self.accepts_me.seconds, 3), round(self.trusted_by_me.seconds, 3)],
         }
 
 
@@ -247,7 +259,8 @@ def probe_accepts(peer: Peer, candidate: Candidate, timeout: float = DEFAULT_TIM
                 return answer(Verdict.UNKNOWN, f"no verdict within {timeout:g} s")
             return answer(Verdict.UNKNOWN, "the peer sent data instead of a verdict")
     except InvalidStatus as exc:
-        return answer(Verdict.UNKNOWN, f"WebSocket upgrade refused: HTTP {exc.response.status_code}")
+        status = exc.response.status_code
+        return answer(Verdict.UNKNOWN, f"WebSocket upgrade refused: HTTP {status}")
     except (InvalidHandshake, OSError, TimeoutError, ssl.SSLError) as exc:
         return answer(Verdict.UNREACHABLE, f"{type(exc).__name__}: {exc}")
 
@@ -332,3 +345,149 @@ def probe_all(
     peers: Sequence[Peer], candidate: Candidate, timeout: float = DEFAULT_TIMEOUT
 ) -> list[PeerResult]:
     return [probe_peer(p, candidate, timeout) for p in peers]
+
+
+# --- the guard before a swap, the proof after it (service.py's hooks) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCheck:
+    """What the peers said of a set.  ``checked`` False: no probe ran (``why``)."""
+
+    checked: bool
+    results: tuple[PeerResult, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    why: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> list[dict[str, Any]] | None:
+        """Per-peer results for ``certd.set_installed``'s ``peers`` (None: not checked)."""
+        return [r.as_dict() for r in self.results] if self.checked else None
+
+
+def _peer_problems(results: Sequence[PeerResult]) -> tuple[Problem, ...]:
+    out: list[Problem] = []
+    refusing = [r for r in results if r.accepts_me.verdict is Verdict.REFUSED]
+    if refusing:
+        named = "; ".join(f"{r.peer.name} ({r.peer.url}): {r.accepts_me.detail}" for r in refusing)
+        out.append(
+            problem(
+                "ca_not_trusted_by_peers",
+                f"Peers would refuse this node's replication connections with this certificate: "
+                f"{named}. Add its CA on every peer first (harper-certd ca add, on each node).",
+            )
+        )
+    untrusted = [r for r in results if r.trusted_by_me.verdict is Verdict.REFUSED]
+    if untrusted:
+        named = "; ".join(
+            f"{r.peer.name} ({r.peer.url}, serves {(r.served_sha256 or '?')[:16]}…): "
+            f"{r.trusted_by_me.detail}"
+            for r in untrusted
+        )
+        out.append(
+            problem(
+                "peer_not_trusted_by_ca",
+                f"This CA file would not trust peers' served certificates: {named}. Keep their "
+                "CA in the CA file until every peer serves a chain to the new one.",
+            )
+        )
+    lost = [r for r in results if not r.reachable or Verdict.UNKNOWN in _verdicts(r)]
+    if lost:
+        named = "; ".join(
+            f"{r.peer.name} ({r.peer.url}): "
+            f"{r.accepts_me.detail if r.accepts_me.verdict is not Verdict.ACCEPTED else ''}"
+            f"{r.trusted_by_me.detail if r.trusted_by_me.verdict is not Verdict.ACCEPTED else ''}"
+            for r in lost
+        )
+        out.append(problem("peer_unreachable", f"Peers without an answer: {named}."))
+    return tuple(out)
+
+
+def _verdicts(result: PeerResult) -> tuple[Verdict, Verdict]:
+    return result.accepts_me.verdict, result.trusted_by_me.verdict
+
+
+def _peer_list(ctx: Context) -> list[Peer] | str:
+    """This node's peers, or why they cannot be listed."""
+    from harper_certd.harper import operations_api
+
+    if ctx.config.peers.check == "off":
+        return "peers.check is off"
+    if ctx.managed.purpose is not Purpose.CLUSTER:
+        return "not a replication set"
+    api = operations_api(ctx.config, ctx.harper)
+    if api is None:
+        return "no Operations API is configured to list the peers"
+    try:
+        return list_peers(api, ctx.harper.node_name)
+    except HarperError as exc:
+        return f"the Operations API could not list the peers: {exc}"
+
+
+def check_set(
+    ctx: Context,
+    data: SetBytes,
+    *,
+    stage: str,
+    sleep: Callable[[float], None] = time.sleep,
+    hold: bool = True,
+) -> PeerCheck:
+    """Probe every peer with ``data``; ``stage`` is "before" or "after" (the swap).
+
+    Before the swap an unreachable peer is retried every ``peers.retry_seconds`` for at most
+    ``peers.hold_seconds`` (``peers.unreachable: hold``; ``certd.peer_unreachable`` each
+    round) and is then a ``peer_unreachable`` problem.  Logs ``certd.peers_checked`` once,
+    or ``certd.peers_unchecked`` when the peers cannot be listed (then ``checked`` False).
+    """
+    listed = _peer_list(ctx)
+    if isinstance(listed, str):
+        if not listed.startswith(("peers.check is off", "not a replication set")):
+            log.warning("certd.peers_unchecked", stage=stage, reason=listed)
+        return PeerCheck(False, why=listed)
+    if not listed:
+        return PeerCheck(True)
+    settings = ctx.config.peers
+    candidate = Candidate(data.cert, data.key, data.ca)
+    results = {p.name: probe_peer(p, candidate, settings.timeout) for p in listed}
+    deadline = time.monotonic() + (
+        settings.hold_seconds if hold and settings.unreachable == "hold" else 0.0
+    )
+    while True:
+        waiting = [r for r in results.values() if not r.reachable]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        until = ctx.clock() + dt.timedelta(seconds=max(0.0, deadline - time.monotonic()))
+        for r in waiting:
+            log.warning(
+                "certd.peer_unreachable",
+                stage=stage,
+                peer=r.peer.name,
+                url=r.peer.url,
+                detail=r.accepts_me.detail or r.trusted_by_me.detail,
+                retry_until=until.isoformat(),
+            )
+        if ctx.interrupted is not None and ctx.interrupted.is_set():
+            break
+        sleep(min(settings.retry_seconds, max(0.0, deadline - time.monotonic())))
+        for r in waiting:
+            results[r.peer.name] = probe_peer(r.peer, candidate, settings.timeout)
+    ordered = tuple(results[p.name] for p in listed)
+    found = _peer_problems(ordered)
+    log.info(
+        "certd.peers_checked",
+        stage=stage,
+        fingerprint=hashlib.sha256(_first_der(data.cert)).hexdigest(),
+        peers=[r.as_dict() for r in ordered],
+        codes=[p.code for p in found],
+    )
+    return PeerCheck(True, ordered, found)
+
+
+def _first_der(pem: bytes) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(
+        pem.decode("ascii", errors="replace").split("-----END CERTIFICATE-----")[0]
+        + "-----END CERTIFICATE-----\n"
+    )
