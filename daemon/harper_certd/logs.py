@@ -263,7 +263,7 @@ EVENTS: dict[str, tuple[str, str]] = {
     ),
     "certd.peers_overridden": (
         "critical",
-        "install --force installed a replication set past the peer guard's refusal.",
+        "A replication set was installed past the peer guard's refusal (install --force).",
     ),
     "certd.restart_deferred": (
         "warning",

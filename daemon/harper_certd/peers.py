@@ -491,3 +491,76 @@ def _first_der(pem: bytes) -> bytes:
         pem.decode("ascii", errors="replace").split("-----END CERTIFICATE-----")[0]
         + "-----END CERTIFICATE-----\n"
     )
+
+
+# --- staggered restarts ---------------------------------------------------------------------
+
+
+def disconnected(api: Api) -> list[str]:
+    """Peers (``cluster_status``) with a database socket that is not connected."""
+    status = api.call({"operation": "cluster_status"})
+    out = []
+    for conn in status.get("connections") or []:
+        if not isinstance(conn, dict):
+            continue
+        sockets = conn.get("database_sockets") or []
+        if not sockets or not all(isinstance(s, dict) and s.get("connected") for s in sockets):
+            out.append(str(conn.get("name") or conn.get("url")))
+    return sorted(out)
+
+
+def stagger_slot(api: Api, this_node: str | None, spacing: float) -> float:
+    """Seconds this node waits before it checks its peers: its rank among the node names
+    (``cluster_status``) times ``spacing``, so two nodes told to restart at the same instant
+    check (and restart) one after the other; 0 for the first name or when unknown."""
+    status = api.call({"operation": "cluster_status"})
+    names = {str(c.get("name")) for c in status.get("connections") or [] if isinstance(c, dict)}
+    if not this_node:
+        return 0.0
+    return sorted(names | {this_node}).index(this_node) * spacing
+
+
+def wait_before_restart(
+    api: Api | None,
+    this_node: str | None,
+    max_wait: float,
+    *,
+    spacing: float = 8.0,
+    sleep: Callable[[float], None] = time.sleep,
+    jitter: Callable[[], float] | None = None,
+) -> float:
+    """Before a full Harper restart: wait (bounded by ``max_wait``) until every peer is
+    connected, sleeping ``stagger_slot`` first and 1-3 s (jittered) between checks; logs
+    ``certd.restart_deferred`` while waiting and once more (``proceeding=True``) when the
+    wait ran out.  Returns the seconds waited.  No Operations API or no peers: no wait.
+    """
+    import random
+
+    if api is None or max_wait <= 0:
+        return 0.0
+    draw = jitter or (lambda: random.uniform(1.0, 3.0))  # noqa: S311 - jitter, not a secret
+    started = time.monotonic()
+    try:
+        slot = min(stagger_slot(api, this_node, spacing), max_wait)
+        if slot > 0:
+            sleep(slot)
+        while True:
+            waiting = disconnected(api)
+            waited = time.monotonic() - started
+            if not waiting:
+                return waited
+            over = waited >= max_wait
+            log.warning(
+                "certd.restart_deferred",
+                waiting_for=waiting,
+                waited=round(waited, 2),
+                max_wait=max_wait,
+                proceeding=over,
+            )
+            if over:
+                return waited
+            sleep(min(draw(), max(0.0, max_wait - waited)))
+    except HarperError:
+        # No cluster view (no credentials, Harper busy): nothing to wait for that can be
+        # seen; the guard has said so already (certd.peers_unchecked).
+        return time.monotonic() - started

@@ -867,8 +867,8 @@ def _install_judged(
         proof = peers.check_set(ctx, _read_live(ctx), stage="after", hold=False)
         peer_refusals = [p for p in proof.problems if p.code != "peer_unreachable"]
         if peer_refusals:
-            said = " ".join(p.message for p in peer_refusals)
-            applied = dataclasses.replace(applied, ok=False, detail=f"peers refuse it: {said}")
+            why = " ".join(p.message for p in peer_refusals)
+            applied = dataclasses.replace(applied, ok=False, detail=f"peers refuse it: {why}")
     # --- end of hook 2 ---------------------------------------------------------------
     if applied.ok:
         store.finish(gen, Outcome.INSTALLED, method=applied.method)
