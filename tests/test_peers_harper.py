@@ -8,7 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harper_certd import peers
+from harper_certd import cafile, harden, peers
+from harper_certd import cluster as cluster_view
 from harper_certd.config import parse_config
 from harper_certd.harper import operations_api
 from harper_certd.service import Context, build_context, install
@@ -128,7 +129,8 @@ def test_guard_refuses_a_leaf_the_peer_does_not_trust(cluster: Cluster) -> None:
     codes = {p.code for p in outcome.problems if p.severity.value == "error"}
     assert codes == {"ca_not_trusted_by_peers"}, outcome.as_dict()
     message = next(p.message for p in outcome.problems if p.code == "ca_not_trusted_by_peers")
-    assert "nodeb" in message and "1008 Unauthorized" in message, message
+    assert "nodeb" in message, message
+    assert "1008 Unauthorized" in message, message
     assert _live_state(a) == before
     assert before[1] == cluster.serving["nodea"]
     both_ways(cluster)
@@ -146,8 +148,134 @@ def test_forced_bad_rotation_is_rolled_back_by_the_proof(cluster: Cluster) -> No
     codes = {p.code for p in outcome.problems if p.severity.value == "error"}
     assert codes == {"applied_failed", "ca_not_trusted_by_peers"}, outcome.as_dict()
     failed = next(p.message for p in outcome.problems if p.code == "applied_failed")
-    assert "nodeb" in failed and "1008 Unauthorized" in failed, failed
+    assert "nodeb" in failed, failed
+    assert "1008 Unauthorized" in failed, failed
     assert _live_state(a)[1] == before[1]  # the old leaf is served again
     assert _live_state(a)[0] == before[0]  # the previous generation is live again
     print(f"\n[proof] forced rotation + rollback took {took:.2f} s")
     both_ways(cluster)
+
+
+def _wait_accepted(member: Member, peer_of: Member, leaf: LeafMaterial, ca_pem: bytes) -> float:
+    """Seconds until ``peer_of`` accepts ``leaf`` as ``member`` (a peer's CA reload is hot,
+    ~1.5 s after its CA file changes); AssertionError after 15 s."""
+    peer = _peer_view_of(member, peer_of)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 15:
+        got = peers.probe_accepts(peer, peers.Candidate(leaf.cert_pem, leaf.key_pem, ca_pem))
+        if got.verdict is peers.Verdict.ACCEPTED:
+            return time.monotonic() - t0
+        time.sleep(0.25)
+    raise AssertionError(f"{peer_of.name} never accepted the new-CA leaf of {member.name}")
+
+
+def _peer_view_of(member: Member, peer_of: Member) -> peers.Peer:
+    found = {p.name: p for p in peers.list_peers(_api(member), member.name)}
+    return found[peer_of.name]
+
+
+def test_three_phase_ca_rotation(cluster: Cluster) -> None:
+    """ca add on both nodes, new-CA leaves on both, ca remove of the old CA on both;
+    replication checked both ways after every step, then on fresh connections."""
+    a, b = cluster.members["nodea"], cluster.members["nodeb"]
+    steps: list[tuple[str, float, float]] = []
+
+    def step(label: str) -> None:
+        steps.append((label, *both_ways(cluster)))
+
+    # Phase 1: the new CA in every node's CA file (and Harper's authority records).
+    for member in (b, a):
+        added = cafile.ca_add(_ctx(member), NEW_CA.cert_pem)
+        assert added.outcome is not None
+        assert added.outcome.status == "installed", added.outcome.as_dict()
+        assert added.authority_loaded is True
+        assert member.node.try_fingerprint() == cluster.serving[member.name]  # same leaf
+        step(f"ca add on {member.name}")
+    again = cafile.ca_add(_ctx(a), NEW_CA.cert_pem)
+    assert again.outcome is None  # idempotent
+    assert cluster_view.view(_ctx(a))["phase"] == "ca-added"
+
+    # Phase 2: leaves of the new CA; the guard lets them through now.
+    leaf_a = _new_ca_leaf(a)
+    accepted_after = _wait_accepted(a, b, leaf_a, NEW_CA.cert_pem + cluster.ca.cert_pem)
+    outcome = install(_ctx(a), _staged_new_ca(cluster, a, leaf_a))
+    assert outcome.status == "installed", outcome.as_dict()
+    assert a.node.try_fingerprint() == leaf_a.fingerprint
+    cluster.serving["nodea"] = leaf_a.fingerprint
+    step("new-CA leaf on nodea")
+    assert cluster_view.view(_ctx(a))["phase"] == "rotating"
+    # Phase 3 is refused on nodea while nodeb still serves a chain to the old CA.
+    refused_text = ""
+    try:
+        cafile.ca_remove(_ctx(a), cluster.ca.fingerprint)
+    except cafile.CaError as exc:
+        refused_text = str(exc)
+    assert "nodeb" in refused_text, refused_text
+    leaf_b = _new_ca_leaf(b)
+    outcome = install(_ctx(b), _staged_new_ca(cluster, b, leaf_b))
+    assert outcome.status == "installed", outcome.as_dict()
+    cluster.serving["nodeb"] = leaf_b.fingerprint
+    step("new-CA leaf on nodeb")
+    seen = cluster_view.view(_ctx(a))
+    assert seen["phase"] == "ready-to-remove", seen
+    assert [p["accepts_this_node"] for p in seen["peers"]] == ["accepted"]
+
+    # Phase 3: the old CA out of every CA file and out of Harper's authority records.
+    for member in (a, b):
+        records_before = _api(member).call({"operation": "list_certificates"})
+        removal = cafile.ca_remove(_ctx(member), cluster.ca.fingerprint)
+        assert removal.outcome is not None
+        assert removal.outcome.status == "installed", removal.outcome.as_dict()
+        left = cafile.authority_records(_api(member), cluster.ca.fingerprint)
+        print(
+            f"\n[ca remove] {member.name}: removed {removal.records_removed}, "
+            f"kept {removal.records_kept}, left {[r.get('name') for r in left]}"
+        )
+        assert removal.records_removed or removal.records_kept, records_before
+        if removal.records_removed:
+            assert not left
+        # never a key file: the node's own key is still where Harper reads it
+        assert member.node.key_path.exists()
+        step(f"ca remove on {member.name}")
+    assert cluster_view.view(_ctx(a))["phase"] == "steady"
+    for member in (a, b):
+        member.node.restart(expect_fingerprint=cluster.serving[member.name])
+    steps.append(("both restarted (fresh connections)", *both_ways(cluster, 30.0)))
+    print(f"\n[three phases] peer accepted the new CA {accepted_after:.2f} s after ca add")
+    for label, ab, ba in steps:
+        print(f"  {label}: A->B {ab * 1000:.0f} ms, B->A {ba * 1000:.0f} ms")
+
+
+def test_harden_keeps_comments_and_replication(cluster: Cluster) -> None:
+    """enableRootCAs left on (with comments around it): harden turns it off, the diff is that
+    one line, every comment stays, a backup is kept, replication works after."""
+    b = cluster.members["nodeb"]
+    path = b.node.root / "harperdb-config.yaml"
+    text = path.read_text()
+    assert "enableRootCAs: false" in text
+    dev = "# harperdb-config.yaml of a development setup (comments must survive)\n" + text.replace(
+        "enableRootCAs: false",
+        "enableRootCAs: true # left on by the dev install\n  # trust: private CA below",
+    )
+    path.write_text(dev)
+    b.node.restart(expect_fingerprint=cluster.serving["nodeb"])
+    both_ways(cluster, 30.0)
+    result = harden.harden(_ctx(b))
+    after = path.read_text()
+    changed = [
+        line
+        for line in result.diff.splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---"))
+    ]
+    print("\n[harden] diff:\n" + result.diff)
+    assert [(line[0], line[1:].strip()) for line in changed] == [
+        ("-", "enableRootCAs: true # left on by the dev install"),
+        ("+", "enableRootCAs: false # left on by the dev install"),
+    ], changed
+    for line in dev.splitlines():
+        if line.strip().startswith("#"):
+            assert line in after, line
+    assert result.backup is not None
+    assert result.backup.read_text() == dev
+    assert harden.planned(harden._yaml().load(after)) == []
+    both_ways(cluster, 30.0)

@@ -73,12 +73,21 @@ def _install_ca_file(ctx: Context, ca_pem: bytes, force_peers: bool) -> InstallO
     return install(ctx, staged.path, force_peers=force_peers)
 
 
-def ca_add(ctx: Context, new_ca_pem: bytes, *, force_peers: bool = False) -> InstallOutcome | None:
-    """Phase 1: the live CA file plus the CA certificates in ``new_ca_pem`` (each once).
+@dataclass(frozen=True, slots=True)
+class Added:
+    outcome: InstallOutcome | None  # None: every CA was in the live CA file already
+    # Harper holds an authority record for each added CA (list_certificates), waited for up
+    # to verify.timeout after the install; None: no Operations API to ask.
+    authority_loaded: bool | None
 
-    None when every one of them is in the live CA file already.  Raises :class:`CaError`
-    when ``new_ca_pem`` holds no certificate or one that is not a CA.
+
+def ca_add(ctx: Context, new_ca_pem: bytes, *, force_peers: bool = False) -> Added:
+    """Phase 1: the live CA file plus the CA certificates in ``new_ca_pem`` (each once),
+    then a wait until Harper has loaded each as an authority record.
+
+    Raises :class:`CaError` when ``new_ca_pem`` holds no certificate or one that is not a CA.
     """
+    from harper_certd.harper import operations_api
     from harper_certd.service import _read_live
 
     adding = _certs(new_ca_pem, "the new CA file")
@@ -93,8 +102,17 @@ def ca_add(ctx: Context, new_ca_pem: bytes, *, force_peers: bool = False) -> Ins
     have = {fingerprint_of(c) for c in live}
     fresh = [c for c in adding if fingerprint_of(c) not in have]
     if not fresh:
-        return None
-    return _install_ca_file(ctx, _pem([*live, *fresh]), force_peers)
+        return Added(None, None)
+    outcome = _install_ca_file(ctx, _pem([*live, *fresh]), force_peers)
+    api = operations_api(ctx.config, ctx.harper)
+    if outcome.status != "installed" or api is None:
+        return Added(outcome, None)
+    deadline = time.monotonic() + ctx.config.verify.timeout
+    loaded = all(
+        wait_for_authority(api, fingerprint_of(c), max(0.0, deadline - time.monotonic()))
+        for c in fresh
+    )
+    return Added(outcome, loaded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -490,12 +490,15 @@ def cmd_ca(args: argparse.Namespace) -> int:
     assert isinstance(ctx, Context)
     try:
         if args.ca_command == "add":
-            outcome = cafile.ca_add(
+            added = cafile.ca_add(
                 ctx, cafile.read_pem_file(Path(args.file)), force_peers=args.force
             )
+            outcome = added.outcome
             if outcome is None:
                 print("every CA in that file is in the live CA file already: nothing changed")
                 return EXIT_OK
+            if added.authority_loaded is False:
+                print("warning: Harper has not loaded the new CA (list_certificates) in time")
         else:
             removal = cafile.ca_remove(ctx, args.fingerprint, force_peers=args.force)
             for name in removal.records_removed:

@@ -326,8 +326,10 @@ def probe_trusts(
             seen.issuer,
         )
     sha = hashlib.sha256(der).hexdigest()
-    return Answer(Verdict.ACCEPTED, "chain and name verified", time.monotonic() - started), sha, (
-        seen.issuer
+    return (
+        Answer(Verdict.ACCEPTED, "chain and name verified", time.monotonic() - started),
+        sha,
+        (seen.issuer),
     )
 
 
