@@ -19,7 +19,6 @@ record whose key file no other record shares is left in place, with the reason.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -138,21 +137,21 @@ def _needed_by(ctx: Context, remaining_pem: bytes) -> list[str]:
     return needing
 
 
+def _record_fingerprints(record: Mapping[str, Any]) -> set[str]:
+    """SHA-256 of every certificate in a record's ``certificate`` (Harper stores a whole CA
+    file in one record, named after its first certificate's CN: measured on 4.7.29)."""
+    text = record.get("certificate")
+    if not isinstance(text, str):
+        return set()
+    try:
+        return {fingerprint_of(c) for c in x509.load_pem_x509_certificates(text.encode())}
+    except ValueError:
+        return set()
+
+
 def authority_records(api: peers.Api, fingerprint: str) -> list[dict[str, Any]]:
-    """``list_certificates`` records whose certificate has SHA-256 ``fingerprint``."""
-    answer = api.call({"operation": "list_certificates"})
-    rows = answer.get("result", answer)
-    if not isinstance(rows, list):
-        return []
-    found = []
-    for row in rows:
-        if not isinstance(row, dict) or not isinstance(row.get("certificate"), str):
-            continue
-        with contextlib.suppress(ValueError):
-            cert = x509.load_pem_x509_certificate(row["certificate"].encode())
-            if fingerprint_of(cert) == fingerprint:
-                found.append(row)
-    return found
+    """``list_certificates`` records holding a certificate with SHA-256 ``fingerprint``."""
+    return [dict(r) for r in _all_records(api) if fingerprint in _record_fingerprints(r)]
 
 
 def _all_records(api: peers.Api) -> list[Mapping[str, Any]]:
@@ -192,9 +191,27 @@ def ca_remove(ctx: Context, fingerprint: str, *, force_peers: bool = False) -> R
     api = operations_api(ctx.config, ctx.harper)
     if api is None:
         return Removal(outcome, (), ("*: no Operations API to remove Harper's authority record",))
+    remaining_fps = {fingerprint_of(c) for c in remaining}
+    deadline = time.monotonic() + ctx.config.verify.timeout
+    while True:
+        records = _all_records(api)
+        clean = set().union(
+            *(_record_fingerprints(r) for r in records if wanted not in _record_fingerprints(r))
+        )
+        if remaining_fps <= clean or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if not remaining_fps <= clean:
+        return Removal(
+            outcome,
+            (),
+            (
+                "*: Harper has not loaded the new CA file as its own record in time; the "
+                "records holding the removed CA are kept (run ca remove again)",
+            ),
+        )
     removed, kept = [], []
-    records = _all_records(api)
-    for record in authority_records(api, wanted):
+    for record in [r for r in records if wanted in _record_fingerprints(r)]:
         name = str(record.get("name"))
         key_name = record.get("private_key_name")
         sharing = [r for r in records if key_name and r.get("private_key_name") == key_name]
