@@ -134,7 +134,8 @@ EVENTS: dict[str, tuple[str, str]] = {
     ),
     "certd.restart_held": (
         "error",
-        "A Harper restart was held back (rate limit, hold file or a peer not trusting the CA).",
+        "A Harper restart was held back (rate limit or hold file); a peer not trusting a set "
+        "is the peer guard's (ca_not_trusted_by_peers).",
     ),
     "certd.rescan": ("debug", "A full rescan of the watched directories ran."),
     "certd.watch_lost": (
