@@ -5,6 +5,7 @@ Reuses the two-node cluster of test_two_nodes (same CA, joined once, replicating
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -96,7 +97,10 @@ def test_probe_verdicts_leave_replication_alone(cluster: Cluster) -> None:
     assert "received node name" not in log
 
 
-NEW_CA = RigCA("harper-certd new CA")
+@functools.cache
+def new_ca() -> RigCA:
+    """The CA rotated to: made after the cluster's CA (cluster reads "newest" by notBefore)."""
+    return RigCA("harper-certd new CA")
 
 
 def _ctx(member: Member) -> Context:
@@ -109,13 +113,13 @@ def _live_state(member: Member) -> tuple[str | None, str | None]:
 
 
 def _new_ca_leaf(member: Member) -> LeafMaterial:
-    return NEW_CA.issue(member.name, dns_names=[member.name], ip_addresses=[member.node.ip])
+    return new_ca().issue(member.name, dns_names=[member.name], ip_addresses=[member.node.ip])
 
 
 def _staged_new_ca(cluster: Cluster, member: Member, leaf: LeafMaterial) -> Any:
     """A set with a leaf of the new CA and a CA file holding the new and the old CA."""
     folder = member.staged_set(leaf, cluster.ca)
-    (folder / "ca.pem").write_bytes(NEW_CA.cert_pem + cluster.ca.cert_pem)
+    (folder / "ca.pem").write_bytes(new_ca().cert_pem + cluster.ca.cert_pem)
     return folder
 
 
@@ -185,19 +189,19 @@ def test_three_phase_ca_rotation(cluster: Cluster) -> None:
 
     # Phase 1: the new CA in every node's CA file (and Harper's authority records).
     for member in (b, a):
-        added = cafile.ca_add(_ctx(member), NEW_CA.cert_pem)
+        added = cafile.ca_add(_ctx(member), new_ca().cert_pem)
         assert added.outcome is not None
         assert added.outcome.status == "installed", added.outcome.as_dict()
         assert added.authority_loaded is True
         assert member.node.try_fingerprint() == cluster.serving[member.name]  # same leaf
         step(f"ca add on {member.name}")
-    again = cafile.ca_add(_ctx(a), NEW_CA.cert_pem)
+    again = cafile.ca_add(_ctx(a), new_ca().cert_pem)
     assert again.outcome is None  # idempotent
     assert cluster_view.view(_ctx(a))["phase"] == "ca-added"
 
     # Phase 2: leaves of the new CA; the guard lets them through now.
     leaf_a = _new_ca_leaf(a)
-    accepted_after = _wait_accepted(a, b, leaf_a, NEW_CA.cert_pem + cluster.ca.cert_pem)
+    accepted_after = _wait_accepted(a, b, leaf_a, new_ca().cert_pem + cluster.ca.cert_pem)
     outcome = install(_ctx(a), _staged_new_ca(cluster, a, leaf_a))
     assert outcome.status == "installed", outcome.as_dict()
     assert a.node.try_fingerprint() == leaf_a.fingerprint

@@ -10,11 +10,11 @@ CA files are not readable from here.
 The phase of a CA rotation (README, "CA rotation across the cluster"):
 
 - ``steady``: one CA in the CA file, every served leaf issued by it;
-- ``ca-added``: more than one CA in this node's CA file, every served leaf still by one CA
-  (phase 1 done here; run ``ca add`` on every node);
+- ``ca-added``: more than one CA in this node's CA file, every served leaf still by an older
+  CA (phase 1 done here; run ``ca add`` on every node);
 - ``rotating``: served leaves come from different CAs (phase 2 under way);
-- ``ready-to-remove``: every served leaf is by one CA and the CA file holds others
-  (phase 3: ``ca remove`` the old one on every node);
+- ``ready-to-remove``: every served leaf is by the newest CA (notBefore) of the CA file and
+  the file holds others (phase 3: ``ca remove`` the old one on every node);
 - ``unknown``: something could not be observed.
 """
 
@@ -118,12 +118,11 @@ def view(ctx: Context) -> dict[str, Any]:
         phase = "rotating"
     elif len(ca_certs) <= 1:
         phase = "steady"
-    elif any(c.subject.rfc4514_string() in issuers for c in ca_certs[1:]) or (
-        ca_certs[0].subject.rfc4514_string() not in issuers
-    ):
-        phase = "ready-to-remove"
     else:
-        phase = "ca-added"
+        # One issuer serves every leaf and the CA file holds more: which CA is the new one
+        # is told by its notBefore (the newest CA is the one rotated to).
+        newest = max(ca_certs, key=lambda c: c.not_valid_before_utc)
+        phase = "ready-to-remove" if newest.subject.rfc4514_string() in issuers else "ca-added"
     return {
         "this_node": this,
         "peers": rows_out,
