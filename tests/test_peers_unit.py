@@ -7,7 +7,6 @@ Operations API is a scripted object: ``cluster_status`` replies shaped like Harp
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from typing import Any
 
@@ -116,16 +115,22 @@ def test_harden_plan_keeps_every_comment_and_the_order() -> None:
         (("clustering", "tls", "insecure"), False),
         (("clustering", "tls", "verify"), True),
     ]
-    harden._apply(tree, changes)
-    out = io.StringIO()
-    rt.dump(tree, out)
-    edited = out.getvalue()
+    edited = harden.edit_text(DEV_CONFIG, changes)
     before, after = DEV_CONFIG.splitlines(), edited.splitlines()
     assert len(before) == len(after)
     differing = [(b, a) for b, a in zip(before, after, strict=True) if b != a]
     assert differing == [
         ("  enableRootCAs: true", "  enableRootCAs: false"),
-        ("    insecure: true    # dev only", "    insecure: false   # dev only"),  # column kept
+        ("    insecure: true    # dev only", "    insecure: false    # dev only"),
         ("    verify: false", "    verify: true"),
     ]
     assert harden.planned(rt.load(edited)) == []
+
+
+def test_harden_inserts_an_absent_key_and_keeps_nulls() -> None:
+    """enableRootCAs absent (Harper's default is on): one line inserted; ``null`` stays."""
+    text = "replication:\n  # the node\n  hostname: nodea\n  routes: null\n"
+    edited = harden.edit_text(text, harden.planned(harden._yaml().load(text)))
+    assert edited == (
+        "replication:\n  # the node\n  enableRootCAs: false\n  hostname: nodea\n  routes: null\n"
+    )

@@ -7,8 +7,10 @@
 - Legacy (NATS) clustering: ``clustering.tls.insecure: false`` and ``verify: true`` under the
   same proof (every peer's served certificate validates with its name).
 
-``harperdb-config.yaml`` is edited with ruamel.yaml's round-trip mode, so that every comment,
-the order of keys and the formatting stay; the unified diff is shown; a backup is written
+``harperdb-config.yaml`` is edited in place: ruamel.yaml's round-trip parse gives the line and
+column of each value, and only that token is rewritten (a dump of the whole document would
+turn ``null`` into an empty value and re-indent lists, measured), so every comment, the order
+of keys and the formatting stay byte for byte; the unified diff is shown; a backup is written
 beside it (``harperdb-config.yaml.harper-certd-<UTC stamp>``, same mode).  Harper is then
 restarted (its replication settings are read at start) and replication proven: every peer
 connected again (``cluster_status``) and accepting this node (the probe).  If that proof
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import datetime as dt
 import difflib
-import io
 import os
 import ssl
 import tempfile
@@ -101,6 +102,57 @@ def _apply(tree: Any, changes: list[tuple[tuple[str, ...], Any]]) -> None:
         for part in path[:-1]:
             node = node[part]
         node[path[-1]] = value
+
+
+def _scalar(value: Any) -> str:
+    return "true" if value is True else "false" if value is False else str(value)
+
+
+def edit_text(text: str, changes: list[tuple[tuple[str, ...], Any]]) -> str:
+    """``text`` with each change made in place: only the value's token is rewritten (or one
+    line inserted for a key that is absent), so every other byte stays as it was.
+
+    The positions come from ruamel.yaml's round-trip parse (``lc``).  Raises
+    :class:`HardenRefused` when a value is not a plain one-line scalar it can rewrite.
+    """
+    tree = _yaml().load(text)
+    lines = text.splitlines(keepends=True)
+    inserts: list[tuple[int, str]] = []
+    for path, value in changes:
+        parent = tree
+        for part in path[:-1]:
+            parent = parent[part]
+        key = path[-1]
+        if key in parent:
+            row, col = parent.lc.value(key)
+            line = lines[row]
+            end = col
+            while end < len(line) and line[end] not in " \t#\r\n":
+                end += 1
+            token = line[col:end]
+            if token.lower() not in ("true", "false", "yes", "no", "on", "off", "null", "~"):
+                raise HardenRefused(f"{'.'.join(path)} is not a plain scalar here: {token!r}")
+            lines[row] = line[:col] + _scalar(value) + line[end:]
+        else:
+            first = next(iter(parent))
+            row, col = parent.lc.key(first)
+            inserts.append((row, " " * col + f"{key}: {_scalar(value)}\n"))
+    for row, new in sorted(inserts, reverse=True):
+        lines.insert(row, new)
+    edited = "".join(lines)
+    expected = _yaml().load(text)
+    _apply(expected, changes)
+    if _plain(_yaml().load(edited)) != _plain(expected):
+        raise HardenRefused("the edit would change more than the planned keys")
+    return edited
+
+
+def _plain(node: Any) -> Any:
+    if isinstance(node, Mapping):
+        return {str(k): _plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_plain(v) for v in node]
+    return node
 
 
 def _proof_of_safety(ctx: Context) -> list[str]:
@@ -192,18 +244,13 @@ def harden(ctx: Context, *, dry_run: bool = False) -> Hardened:
     """Plan, prove safe, edit (diff, backup), restart, prove replication; or refuse."""
     path = ctx.harper.config_path
     original = path.read_text(encoding="utf-8")
-    rt = _yaml()
-    tree = rt.load(original)
-    changes = planned(tree)
+    changes = planned(_yaml().load(original))
     if not changes:
         return Hardened("", None, ("already hardened: nothing to change",))
     why = _proof_of_safety(ctx)
     if why:
         raise HardenRefused("not safe: " + "; ".join(why))
-    _apply(tree, changes)
-    out = io.StringIO()
-    rt.dump(tree, out)
-    edited = out.getvalue()
+    edited = edit_text(original, changes)
     diff = "".join(
         difflib.unified_diff(
             original.splitlines(keepends=True),
