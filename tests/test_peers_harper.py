@@ -6,6 +6,10 @@ Reuses the two-node cluster of test_two_nodes (same CA, joined once, replicating
 from __future__ import annotations
 
 import functools
+import json
+import subprocess
+import sys
+import threading
 import time
 from typing import Any
 
@@ -14,7 +18,7 @@ from harper_certd import cluster as cluster_view
 from harper_certd.config import parse_config
 from harper_certd.harper import operations_api
 from harper_certd.service import Context, build_context, install
-from harper_rig import LeafMaterial, RigCA, needs_harper
+from harper_rig import HandshakePoller, LeafMaterial, RigCA, Sample, needs_harper
 from test_two_nodes import Cluster, Member, both_ways, cluster
 
 __all__ = ["cluster"]  # the module-scoped fixture, imported on purpose
@@ -242,6 +246,26 @@ def test_three_phase_ca_rotation(cluster: Cluster) -> None:
         assert member.node.key_path.exists()
         step(f"ca remove on {member.name}")
     assert cluster_view.view(_ctx(a))["phase"] == "steady"
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harper_certd",
+            "cluster",
+            "--json",
+            "--config",
+            str(b.write_config()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert cli.returncode == 0, cli.stderr[-2000:]
+    shown = json.loads(cli.stdout)
+    assert shown["phase"] == "steady"
+    assert [p["accepts_this_node"] for p in shown["peers"]] == ["accepted"]
+    cluster.ca = new_ca()  # the cluster's CA from here on
     for member in (a, b):
         member.node.restart(expect_fingerprint=cluster.serving[member.name])
     steps.append(("both restarted (fresh connections)", *both_ways(cluster, 30.0)))
@@ -282,4 +306,62 @@ def test_harden_keeps_comments_and_replication(cluster: Cluster) -> None:
     assert result.backup is not None
     assert result.backup.read_text() == dev
     assert harden.planned(harden._yaml().load(after)) == []
+    both_ways(cluster, 30.0)
+
+
+def _outages(samples: list[Sample]) -> list[tuple[float, float]]:
+    """Runs of failed handshakes as (first failure, last failure) in monotonic time."""
+    runs: list[tuple[float, float]] = []
+    start: float | None = None
+    last = 0.0
+    for sample in samples:
+        if sample.fingerprint is None:
+            start = sample.at if start is None else start
+            last = sample.at
+        elif start is not None:
+            runs.append((start, last))
+            start = None
+    if start is not None:
+        runs.append((start, last))
+    return runs
+
+
+def test_simultaneous_restarts_never_overlap(cluster: Cluster) -> None:
+    """Two renewals at the same instant with a full restart each (restart.method
+    operations-api): the nodes take turns, so one of them always serves replication."""
+    members = [cluster.members["nodea"], cluster.members["nodeb"]]
+    contexts = {
+        m.name: build_context(parse_config(m.config_data("operations-api"))) for m in members
+    }
+    folders = {m.name: m.staged_set(cluster.issue(m), cluster.ca) for m in members}
+    outcomes: dict[str, Any] = {}
+    barrier = threading.Barrier(len(members))
+
+    def renew(member: Member) -> None:
+        barrier.wait()
+        outcomes[member.name] = install(contexts[member.name], folders[member.name])
+
+    pollers = [HandshakePoller(m.node.ip, m.node.ports.replication, interval=0.1) for m in members]
+    for poller in pollers:
+        poller.start()
+    t0 = time.monotonic()
+    try:
+        threads = [threading.Thread(target=renew, args=(m,)) for m in members]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=180)
+    finally:
+        for poller in pollers:
+            poller.stop()
+    for member in members:
+        assert outcomes[member.name].status == "installed", outcomes[member.name].as_dict()
+    down = {m.name: _outages(p.snapshot()) for m, p in zip(members, pollers, strict=True)}
+    print("\n[staggered] outages (s from the common start):")
+    for name, runs in down.items():
+        print(f"  {name}: " + ", ".join(f"{a - t0:.1f}-{b - t0:.1f}" for a, b in runs))
+    assert all(down.values()), down  # both did restart
+    for a_start, a_end in down["nodea"]:
+        for b_start, b_end in down["nodeb"]:
+            assert a_end < b_start or b_end < a_start, (down, t0)
     both_ways(cluster, 30.0)

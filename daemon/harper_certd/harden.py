@@ -25,6 +25,7 @@ import os
 import ssl
 import tempfile
 import time
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,9 @@ def _public_roots() -> set[str]:
     for candidate in (paths.cafile, paths.openssl_cafile):
         if candidate and os.path.isfile(candidate):
             try:
-                with open(candidate, "rb") as f:
+                with open(candidate, "rb") as f, warnings.catch_warnings():
+                    # a public bundle may hold a root with a non-positive serial
+                    warnings.simplefilter("ignore")
                     certs = x509.load_pem_x509_certificates(f.read())
             except (OSError, ValueError):
                 continue
