@@ -76,7 +76,7 @@ def test_second_name_waits_its_slot_then_for_the_peer() -> None:
         )
     assert slept == [8.0, 2.5, 2.5]
     assert [e["event"] for e in events] == ["certd.restart_deferred"] * 2
-    assert events[0]["waiting_for"] == ["nodea"]
+    assert events[0]["waiting_for"] == ["nodea (certd)"]
     assert events[0]["proceeding"] is False
 
 

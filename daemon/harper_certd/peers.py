@@ -499,15 +499,19 @@ def _first_der(pem: bytes) -> bytes:
 
 
 def disconnected(api: Api) -> list[str]:
-    """Peers (``cluster_status``) with a database socket that is not connected."""
+    """Peers (``cluster_status``) this node has no live replication socket to, each with the
+    databases whose sockets are down: ``"nodea (certd, system)"``.  A peer with at least one
+    connected socket is up (it is not restarting)."""
     status = api.call({"operation": "cluster_status"})
     out = []
     for conn in status.get("connections") or []:
         if not isinstance(conn, dict):
             continue
-        sockets = conn.get("database_sockets") or []
-        if not sockets or not all(isinstance(s, dict) and s.get("connected") for s in sockets):
-            out.append(str(conn.get("name") or conn.get("url")))
+        sockets = [s for s in conn.get("database_sockets") or [] if isinstance(s, dict)]
+        if any(s.get("connected") for s in sockets):
+            continue
+        down = ", ".join(sorted({str(s.get("database")) for s in sockets})) or "no socket"
+        out.append(f"{conn.get('name') or conn.get('url')} ({down})")
     return sorted(out)
 
 
