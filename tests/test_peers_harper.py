@@ -13,6 +13,8 @@ import threading
 import time
 from typing import Any
 
+import structlog
+
 from harper_certd import cafile, harden, peers
 from harper_certd import cluster as cluster_view
 from harper_certd.config import parse_config
@@ -333,7 +335,8 @@ def test_simultaneous_restarts_never_overlap(cluster: Cluster) -> None:
     contexts = {
         m.name: build_context(parse_config(m.config_data("operations-api"))) for m in members
     }
-    folders = {m.name: m.staged_set(cluster.issue(m), cluster.ca) for m in members}
+    leaves = {m.name: cluster.issue(m) for m in members}
+    folders = {m.name: m.staged_set(leaves[m.name], cluster.ca) for m in members}
     outcomes: dict[str, Any] = {}
     barrier = threading.Barrier(len(members))
 
@@ -356,6 +359,7 @@ def test_simultaneous_restarts_never_overlap(cluster: Cluster) -> None:
             poller.stop()
     for member in members:
         assert outcomes[member.name].status == "installed", outcomes[member.name].as_dict()
+        cluster.serving[member.name] = leaves[member.name].fingerprint
     down = {m.name: _outages(p.snapshot()) for m, p in zip(members, pollers, strict=True)}
     print("\n[staggered] outages (s from the common start):")
     for name, runs in down.items():
@@ -364,4 +368,32 @@ def test_simultaneous_restarts_never_overlap(cluster: Cluster) -> None:
     for a_start, a_end in down["nodea"]:
         for b_start, b_end in down["nodeb"]:
             assert a_end < b_start or b_end < a_start, (down, t0)
+    both_ways(cluster, 30.0)
+
+
+def test_unreachable_peer_holds_then_refuses(cluster: Cluster) -> None:
+    """nodeb stopped: nodea's renewal is held (retried, certd.peer_unreachable), then refused
+    with peer_unreachable; nothing changes; replication resumes once nodeb is back."""
+    a, b = cluster.members["nodea"], cluster.members["nodeb"]
+    data = a.config_data()
+    data["peers"] = {"hold_seconds": 2.0, "retry_seconds": 0.5, "timeout": 2.0}
+    ctx = build_context(parse_config(data))
+    before = _live_state(a)
+    folder = a.staged_set(cluster.issue(a), cluster.ca)
+    b.node.stop()
+    try:
+        with structlog.testing.capture_logs() as events:
+            t0 = time.monotonic()
+            outcome = install(ctx, folder)
+            took = time.monotonic() - t0
+    finally:
+        b.node.start(expect_fingerprint=cluster.serving["nodeb"])
+    assert outcome.status == "refused", outcome.as_dict()
+    assert {p.code for p in outcome.problems if p.severity.value == "error"} == {"peer_unreachable"}
+    held = [e for e in events if e["event"] == "certd.peer_unreachable"]
+    assert len(held) >= 2, events  # retried within the hold
+    assert all(e["peer"] == "nodeb" for e in held)
+    assert 2.0 <= took < 30.0, took
+    assert _live_state(a) == before
+    print(f"\n[unreachable] held {took:.1f} s, {len(held)} retries, then refused")
     both_ways(cluster, 30.0)
