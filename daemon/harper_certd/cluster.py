@@ -62,7 +62,8 @@ def view(ctx: Context) -> dict[str, Any]:
     ca_certs = x509.load_pem_x509_certificates(live.ca)
     leaf = x509.load_pem_x509_certificates(live.cert)[0]
     port = ctx.harper.secure_ports.get("replication")
-    sha, issuer, days = _served_leaf("127.0.0.1", port) if port else (None, "", None)
+    host = ctx.config.verify.host or "127.0.0.1"
+    sha, issuer, days = _served_leaf(host, port) if port else (None, "", None)
     api = operations_api(ctx.config, ctx.harper)
     authorities: list[str] = []
     if api is not None:
