@@ -193,14 +193,37 @@ def test_three_phase_ca_rotation(cluster: Cluster) -> None:
     def step(label: str) -> None:
         steps.append((label, *both_ways(cluster)))
 
-    # Phase 1: the new CA in every node's CA file (and Harper's authority records).
-    for member in (b, a):
-        added = cafile.ca_add(_ctx(member), new_ca().cert_pem)
-        assert added.outcome is not None
-        assert added.outcome.status == "installed", added.outcome.as_dict()
-        assert added.authority_loaded is True
-        assert member.node.try_fingerprint() == cluster.serving[member.name]  # same leaf
-        step(f"ca add on {member.name}")
+    # Phase 1: the new CA in every node's CA file (and Harper's authority records): on nodeb
+    # through the command line, on nodea through the function.
+    ca_file = b.work / "new-ca.pem"
+    ca_file.write_bytes(new_ca().cert_pem)
+    cli_add = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harper_certd",
+            "ca",
+            "add",
+            str(ca_file),
+            "--config",
+            str(b.write_config()),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert cli_add.returncode == 0, (cli_add.stdout, cli_add.stderr[-2000:])
+    assert "not loaded" not in cli_add.stdout, cli_add.stdout
+    assert cafile.authority_records(_api(b), new_ca().fingerprint)
+    assert b.node.try_fingerprint() == cluster.serving["nodeb"]  # same leaf
+    step("ca add on nodeb (CLI)")
+    added = cafile.ca_add(_ctx(a), new_ca().cert_pem)
+    assert added.outcome is not None
+    assert added.outcome.status == "installed", added.outcome.as_dict()
+    assert added.authority_loaded is True
+    assert a.node.try_fingerprint() == cluster.serving["nodea"]
+    step("ca add on nodea")
     again = cafile.ca_add(_ctx(a), new_ca().cert_pem)
     assert again.outcome is None  # idempotent
     assert cluster_view.view(_ctx(a))["phase"] == "ca-added"
