@@ -422,7 +422,7 @@ def test_three_phase_ca_rotation(cluster: Cluster) -> None:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="intermittent (1 run in 3): after the three phases and a restart of both nodes, "
+    reason="intermittent (1 run in 4): after the three phases and a restart of both nodes, "
     "nodea refused nodeb's client chain (SELF_SIGNED_CERT_IN_CHAIN); root cause open, see "
     "tests/HARPER-RIG-FINDINGS.md",
 )
