@@ -188,7 +188,7 @@ def cmd_install(args: argparse.Namespace) -> int:
         folder = _private_copy(ctx, Path(args.source))
     if folder is None:
         return EXIT_INVALID
-    outcome = install(ctx, folder, force_older=args.force_older)
+    outcome = install(ctx, folder, force_older=args.force_older, force_peers=args.force)
     if args.json:
         _print_json(outcome.as_dict())
     else:
@@ -501,6 +501,82 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(keep=args.keep)
 
 
+# --- h-peers (issue 12): ca add/remove, cluster, harden ------------------------------------
+
+
+@_infrastructure
+def cmd_ca(args: argparse.Namespace) -> int:
+    from harper_certd import cafile
+    from harper_certd.service import Context
+
+    ctx = _context(args)
+    assert isinstance(ctx, Context)
+    try:
+        if args.ca_command == "add":
+            added = cafile.ca_add(
+                ctx, cafile.read_pem_file(Path(args.file)), force_peers=args.force
+            )
+            outcome = added.outcome
+            if outcome is None:
+                print("every CA in that file is in the live CA file already: nothing changed")
+                return EXIT_OK
+            if added.authority_loaded is False:
+                print("warning: Harper has not loaded the new CA (list_certificates) in time")
+        else:
+            removal = cafile.ca_remove(ctx, args.fingerprint, force_peers=args.force)
+            for name in removal.records_removed:
+                print(f"Harper's authority record {name} removed (remove_certificate)")
+            for why in removal.records_kept:
+                print(f"kept: {why}")
+            outcome = removal.outcome
+            if outcome is None:
+                print("that CA is not in the live CA file")
+                return EXIT_OK
+    except cafile.CaError as exc:
+        print(f"refused: {exc} (nothing changed)")
+        return EXIT_INVALID
+    for p in outcome.problems:
+        print(f"{p.severity.value}: {p.code}: {p.message}")
+    print(_install_sentence(outcome))
+    return EXIT_OK if outcome.status in ("installed", "unchanged") else EXIT_INVALID
+
+
+@_infrastructure
+def cmd_cluster(args: argparse.Namespace) -> int:
+    from harper_certd import cluster
+    from harper_certd.service import Context
+
+    ctx = _context(args)
+    assert isinstance(ctx, Context)
+    data = cluster.view(ctx)
+    if args.json:
+        _print_json(data)
+    else:
+        print(cluster.render(data))
+    return EXIT_OK if data["phase"] != "unknown" else EXIT_INVALID
+
+
+@_infrastructure
+def cmd_harden(args: argparse.Namespace) -> int:
+    from harper_certd import harden
+    from harper_certd.service import Context
+
+    ctx = _context(args)
+    assert isinstance(ctx, Context)
+    try:
+        result = harden.harden(ctx, dry_run=args.dry_run)
+    except harden.HardenRefused as exc:
+        print(f"refused: {exc} (nothing changed)")
+        return EXIT_INVALID
+    print(result.diff or "nothing to change")
+    for line in result.notes:
+        print(line)
+    return EXIT_OK
+
+
+# --- end of h-peers' commands ----------------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="harper-certd",
@@ -573,6 +649,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="install even if it expires before the live certificate",
     )
     i.add_argument(
+        "--force",
+        action="store_true",
+        help="install past the peer guard (a peer refuses it or cannot be reached): logged as "
+        "certd.peers_overridden (critical); the proof after the swap still rolls back a set "
+        "a peer refuses",
+    )
+    i.add_argument(
         "--dry-run", action="store_true", help="read and validate, compare, change nothing"
     )
     i.add_argument(
@@ -629,6 +712,35 @@ def build_parser() -> argparse.ArgumentParser:
     fl.add_argument("files", nargs="+", help="status --json files, or folders of *.json")
     fl.add_argument("--json", action="store_true")
     fl.set_defaults(func=cmd_fleet)
+
+    # --- h-peers (issue 12) ---
+    ca = sub.add_parser("ca", help="CA rotation across the cluster: add a CA, remove one")
+    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
+    ca_add = ca_sub.add_parser(
+        "add", help="phase 1: add the CA(s) in FILE to this node's CA file (run on every node)"
+    )
+    ca_add.add_argument("file", help="PEM file with the new CA certificate(s)")
+    ca_rm = ca_sub.add_parser(
+        "remove",
+        help="phase 3: remove a CA from the CA file and Harper's authority records "
+        "(refused while a peer's served chain needs it)",
+    )
+    ca_rm.add_argument("fingerprint", help="SHA-256 of the CA certificate (hex, colons allowed)")
+    for p in (ca_add, ca_rm):
+        p.add_argument("--force", action="store_true", help="past the peer guard (critical)")
+        common(p)
+    ca.set_defaults(func=cmd_ca)
+    cl = sub.add_parser("cluster", help="this node and each peer: served leaf, trust, phase")
+    cl.add_argument("--json", action="store_true")
+    common(cl)
+    cl.set_defaults(func=cmd_cluster)
+    hd = sub.add_parser(
+        "harden", help="turn off what development setups leave on, once proven safe"
+    )
+    hd.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    common(hd)
+    hd.set_defaults(func=cmd_harden)
+    # --- end of h-peers ---
 
     d = sub.add_parser("demo", help="show harper-certd at work in a temporary folder")
     d.add_argument("--keep", action="store_true", help="keep the temporary folder")

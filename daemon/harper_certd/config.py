@@ -132,6 +132,28 @@ class MetricsSection:
     interval: float = 60.0  # seconds between re-checks of what Harper serves (and rewrites)
 
 
+# --- h-peers: the cluster citizen (issue 12) -------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeersSection:
+    # auto: before and after a replication-set swap, probe every replication peer listed by
+    # the Operations API (harper_certd.peers); off: never.
+    check: Literal["auto", "off"] = "auto"
+    timeout: float = 5.0  # seconds per probe (TCP, TLS, WebSocket, verdict)
+    # A peer that cannot be reached before a swap: "hold" (retry every retry_seconds for at
+    # most hold_seconds, then refuse) or "refuse" at once.  Never installed silently.
+    unreachable: Literal["hold", "refuse"] = "hold"
+    hold_seconds: float = 120.0
+    retry_seconds: float = 10.0
+    # Before a full restart of Harper: wait at most this long (with jitter) for every peer
+    # to be connected (certd.restart_deferred), then restart anyway with a warning.
+    restart_wait_seconds: float = 60.0
+
+
+# --- end of h-peers' keys -----------------------------------------------------------------
+
+
 @dataclass(frozen=True, slots=True)
 class Config:
     harper: HarperSection = field(default_factory=HarperSection)
@@ -154,6 +176,7 @@ class Config:
     health: HealthSection = field(default_factory=HealthSection)  # h-ops
     metrics: MetricsSection = field(default_factory=MetricsSection)  # h-ops
     retention: RetentionSection = field(default_factory=RetentionSection)
+    peers: PeersSection = field(default_factory=PeersSection)  # h-peers
 
 
 @dataclass(frozen=True, slots=True)

@@ -548,6 +548,13 @@ def harper_applier(
             raise Interrupted("stopped while waiting for Harper to serve the new certificate")
 
     def restart(method: str) -> str:
+        # h-peers hook (issue 12): never take a node down while a peer is not connected
+        # (it may be restarting itself); bounded by peers.restart_wait_seconds.
+        from harper_certd.peers import wait_before_restart
+
+        wait_before_restart(
+            harper.api, harper_config.node_name, config.peers.restart_wait_seconds, sleep=sleep
+        )
         return {
             "operations-api": harper.restart_via_api,
             "cli": harper.restart_via_cli,

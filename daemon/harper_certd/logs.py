@@ -145,7 +145,8 @@ EVENTS: dict[str, tuple[str, str]] = {
     ),
     "certd.restart_held": (
         "error",
-        "A Harper restart was held back (rate limit, hold file or a peer not trusting the CA).",
+        "A Harper restart was held back (rate limit or hold file); a peer not trusting a set "
+        "is the peer guard's (ca_not_trusted_by_peers).",
     ),
     "certd.rescan": ("debug", "A full rescan of the watched directories ran."),
     "certd.watch_lost": (
@@ -260,6 +261,31 @@ EVENTS: dict[str, tuple[str, str]] = {
         "warning",
         "A TLS section of harperdb-config.yaml names no files: its certificates are in "
         "Harper's database, which harper-certd cannot manage.",
+    ),
+    # h-peers (issue 12)
+    "certd.peers_checked": (
+        "info",
+        "Every replication peer was probed with a candidate (before) or the live set (after "
+        "a swap): per-peer verdicts.",
+    ),
+    "certd.peer_unreachable": (
+        "warning",
+        "A replication peer could not be probed; the set is held and the probe retried until "
+        "retry_until, then refused.",
+    ),
+    "certd.peers_unchecked": (
+        "warning",
+        "The peers of a replication set could not be listed (no Operations API or it failed): "
+        "the swap goes ahead unprobed.",
+    ),
+    "certd.peers_overridden": (
+        "critical",
+        "A replication set was installed past the peer guard's refusal (install --force).",
+    ),
+    "certd.restart_deferred": (
+        "warning",
+        "A full Harper restart waits (jitter, bounded) for every peer to be connected, or "
+        "goes ahead after the wait with proceeding=true.",
     ),
 }
 

@@ -187,6 +187,23 @@ CODES: dict[str, tuple[Severity, str]] = {
         "The live paths are someone else's links (certbot, a Kubernetes secret volume) or on "
         "a read-only mount: harper-certd only watches them and installs nothing.",
     ),
+    # h-peers (issue 12): the cluster's view of a replication set
+    "ca_not_trusted_by_peers": (
+        Severity.ERROR,
+        "(install) A replication peer would refuse this node's candidate certificate (its "
+        "CA files do not trust the leaf's CA, or no hdb_nodes record matches its names): "
+        "WebSocket close 1008 Unauthorized, measured by a probe; names each peer.",
+    ),
+    "peer_not_trusted_by_ca": (
+        Severity.ERROR,
+        "(install) The candidate CA file does not verify a replication peer's served chain "
+        "and name (this node would refuse the peer); names each peer.",
+    ),
+    "peer_unreachable": (
+        Severity.ERROR,
+        "(install) A replication peer could not be probed within peers.hold_seconds: nothing "
+        "is installed without its answer (install --force overrides, loudly).",
+    ),
 }
 
 # Hazards of the node's layout (hazards.py, issue 11): check reports them, the daemon

@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from harper_certd import discover, environment, fsio, load, retention
+from harper_certd import discover, environment, fsio, load, peers, retention
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, Interrupted, StateError, SwapError
 from harper_certd.journal import Outcome
@@ -453,11 +453,17 @@ def _same_as_live(ctx: Context, data: SetBytes) -> bool:
         return False
 
 
-def install(ctx: Context, folder: Path, *, force_older: bool = False) -> InstallOutcome:
-    """Validate the set in ``folder``, swap it in, make Harper use it, roll back if not."""
+def install(
+    ctx: Context, folder: Path, *, force_older: bool = False, force_peers: bool = False
+) -> InstallOutcome:
+    """Validate the set in ``folder``, swap it in, make Harper use it, roll back if not.
+
+    ``force_peers``: install past the peer guard's refusal (``certd.peers_overridden``,
+    critical); the proof after the swap still rolls back a set a peer refuses.
+    """
     with ctx.store.locked():
         recovery = ctx.store.recover()
-        outcome = _install_locked(ctx, folder, force_older, recovery)
+        outcome = _install_locked(ctx, folder, force_older, recovery, force_peers)
     if outcome.status == "swap_failed":
         log_swap_failed(str(folder), outcome.cause, outcome.error)
         # The command line says "nothing changed" (exit 1) with the cause.
@@ -681,12 +687,16 @@ def _install_best(
 
 
 def _install_locked(
-    ctx: Context, folder: Path, force_older: bool, recovery: Recovery | None
+    ctx: Context,
+    folder: Path,
+    force_older: bool,
+    recovery: Recovery | None,
+    force_peers: bool = False,
 ) -> InstallOutcome:
     verdict = _judge(ctx, folder, force_older, recovery)
     if isinstance(verdict, InstallOutcome):
         return verdict
-    return _install_judged(ctx, folder, verdict, recovery)
+    return _install_judged(ctx, folder, verdict, recovery, force_peers)
 
 
 def _swap_cause(exc: BaseException) -> str:
@@ -821,7 +831,11 @@ def _file_installed(
 
 
 def _install_judged(
-    ctx: Context, folder: Path, verdict: Judged, recovery: Recovery | None
+    ctx: Context,
+    folder: Path,
+    verdict: Judged,
+    recovery: Recovery | None,
+    force_peers: bool = False,
 ) -> InstallOutcome:
     store = ctx.store
     require_no_foreign_files(store)
@@ -855,6 +869,19 @@ def _install_judged(
         )
 
     assert report.certificate is not None
+    # --- h-peers hook 1: the guard before the swap (issue 12) ---------------------------
+    guard = peers.check_set(ctx, source.data, stage="before")
+    if not guard.ok:
+        if not force_peers:
+            found = (*problems, *guard.problems)
+            return _refuse(ctx, folder, found, "peers", source, recovery, report)
+        log.critical(
+            "certd.peers_overridden",
+            source=str(folder),
+            codes=[p.code for p in guard.problems],
+            reason=guard.problems[0].message,
+        )
+    # --- end of hook 1 ---------------------------------------------------------------
     meta = {
         **cert_meta(source.data.cert),
         "fingerprint": report.certificate.sha256,
@@ -892,6 +919,16 @@ def _install_judged(
         )
     renamed = _name_change(previous or previous_before, meta)
     applied = ctx.applier(previous, gen)
+    # --- h-peers hook 2: the proof after the swap (issue 12) ------------------------------
+    proof: peers.PeerCheck | None = None
+    peer_refusals: list[Problem] = []
+    if applied.ok and guard.checked:
+        proof = peers.check_set(ctx, _read_live(ctx), stage="after", hold=False)
+        peer_refusals = [p for p in proof.problems if p.code != "peer_unreachable"]
+        if peer_refusals:
+            why = " ".join(p.message for p in peer_refusals)
+            applied = dataclasses.replace(applied, ok=False, detail=f"peers refuse it: {why}")
+    # --- end of hook 2 ---------------------------------------------------------------
     if applied.ok:
         store.finish(gen, Outcome.INSTALLED, method=applied.method)
         # Said before the source is moved: the set is live whatever happens to the folder.
@@ -905,6 +942,7 @@ def _install_judged(
             verified=applied.verified,
             seconds=round(applied.seconds, 2),
             source=str(folder),
+            peers=(proof or guard).summary(),
         )
         if renamed is not None:
             # Only a verified install proves the new record serves: then the old one is
@@ -939,7 +977,7 @@ def _install_judged(
         )
     # Harper could not use the new set: put the previous one back, and say so loudly.
     back = _roll_back_to(ctx, previous, gen, reason=applied.detail)
-    after = (problem("applied_failed", f"After the swap: {applied.detail}"),)
+    after = (problem("applied_failed", f"After the swap: {applied.detail}"), *peer_refusals)
     filing_error = None
     rejected_at = _reject(ctx, folder, (*problems, *after), "after_swap", source, report)
     status = "rolled_back" if back is not None and back.ok else "rollback_failed"

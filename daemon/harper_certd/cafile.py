@@ -1,0 +1,251 @@
+"""CA rotation across the cluster: ``harper-certd ca add FILE`` and ``ca remove FINGERPRINT``.
+
+Phase 1, ``ca add``: a CA-file-only install on this node (the live certificate and key, the
+live CA file plus the new CA), through the same swap, verification and peer guard as any
+set.  Run it on every node; Harper reloads the CA file hot and stores each CA as an
+authority record in ``system.hdb_certificate``.
+
+Phase 2: leaf rotations; the peer guard (harper_certd.peers) lets a leaf of the new CA through
+once every peer trusts it.
+
+Phase 3, ``ca remove``: the CA file without that CA, refused while this node's own leaf or any
+peer's served chain still needs it (a peer that cannot be probed counts as needing it).  A CA
+gone from the file is still trusted by Harper (its authority record stays, measured on
+4.7.29), so the record is removed with the Operations API ``remove_certificate``; but that
+operation also deletes ``keys/<private_key_name>`` when no other record names the same key
+file (read from 4.7.29's ``removeCertificate``), so ``list_certificates`` is read first and a
+record whose key file no other record shares is left in place, with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from harper_certd import peers, stage
+from harper_certd.errors import HarperError
+from harper_certd.service import Context, InstallOutcome, install
+from harper_certd.validate import fingerprint as fingerprint_of
+
+log = structlog.get_logger("harper_certd")
+
+
+class CaError(Exception):
+    """A ``ca`` command refused before anything changed; the message says why."""
+
+
+def _certs(pem: bytes, what: str) -> list[x509.Certificate]:
+    try:
+        found = x509.load_pem_x509_certificates(pem)
+    except ValueError as exc:
+        raise CaError(f"{what} holds no readable PEM certificate: {exc}") from None
+    return found
+
+
+def _pem(certs: Sequence[x509.Certificate]) -> bytes:
+    return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+def normalise(fingerprint: str) -> str:
+    """SHA-256 hex, lowercase, without colons or spaces."""
+    return fingerprint.replace(":", "").replace(" ", "").strip().lower()
+
+
+def _install_ca_file(ctx: Context, ca_pem: bytes, force_peers: bool) -> InstallOutcome:
+    """Install the live certificate and key with ``ca_pem`` as the CA file (one swap)."""
+    from harper_certd.service import _read_live
+
+    live = _read_live(ctx)
+    files = {"certificate.pem": live.cert, "privateKey.pem": live.key, "ca.pem": ca_pem}
+    copies = ctx.paths.processed.parent / ".harper-certd-copies"
+    copies.mkdir(mode=0o700, exist_ok=True)
+    st = os.stat(copies)
+    staged = stage.stage_files(files, copies, (st.st_uid, st.st_gid))
+    return install(ctx, staged.path, force_peers=force_peers)
+
+
+@dataclass(frozen=True, slots=True)
+class Added:
+    outcome: InstallOutcome | None  # None: every CA was in the live CA file already
+    # Harper holds an authority record for each added CA (list_certificates), waited for up
+    # to verify.timeout after the install; None: no Operations API to ask.
+    authority_loaded: bool | None
+
+
+def ca_add(ctx: Context, new_ca_pem: bytes, *, force_peers: bool = False) -> Added:
+    """Phase 1: the live CA file plus the CA certificates in ``new_ca_pem`` (each once),
+    then a wait until Harper has loaded each as an authority record.
+
+    Raises :class:`CaError` when ``new_ca_pem`` holds no certificate or one that is not a CA.
+    """
+    from harper_certd.harper import operations_api
+    from harper_certd.service import _read_live
+
+    adding = _certs(new_ca_pem, "the new CA file")
+    for cert in adding:
+        try:
+            is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+        except x509.ExtensionNotFound:
+            is_ca = False
+        if not is_ca:
+            raise CaError(f"{cert.subject.rfc4514_string()} is not a CA (basicConstraints)")
+    live = _certs(_read_live(ctx).ca, "the live CA file")
+    have = {fingerprint_of(c) for c in live}
+    fresh = [c for c in adding if fingerprint_of(c) not in have]
+    if not fresh:
+        return Added(None, None)
+    outcome = _install_ca_file(ctx, _pem([*live, *fresh]), force_peers)
+    api = operations_api(ctx.config, ctx.harper)
+    if outcome.status != "installed" or api is None:
+        return Added(outcome, None)
+    deadline = time.monotonic() + ctx.config.verify.timeout
+    loaded = all(
+        wait_for_authority(api, fingerprint_of(c), max(0.0, deadline - time.monotonic()))
+        for c in fresh
+    )
+    return Added(outcome, loaded)
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    outcome: InstallOutcome | None  # the CA-file install (None: the CA was not in the file)
+    records_removed: tuple[str, ...]
+    records_kept: tuple[str, ...]  # with the reason, "name: why"
+
+
+def _needed_by(ctx: Context, remaining_pem: bytes) -> list[str]:
+    """Peers whose served chain ``remaining_pem`` would not verify (or that gave no answer)."""
+    listed = peers._peer_list(ctx)
+    if isinstance(listed, str):
+        if listed.startswith("peers.check is off") or listed.startswith("not a replication set"):
+            return []
+        raise CaError(f"cannot tell whether a peer still needs this CA: {listed}")
+    needing = []
+    for peer in listed:
+        answer, sha, _issuer = peers.probe_trusts(peer, remaining_pem, ctx.config.peers.timeout)
+        if answer.verdict is not peers.Verdict.ACCEPTED:
+            served = (sha or "?")[:16]
+            needing.append(f"{peer.name} ({peer.url}, serves {served}…: {answer.detail})")
+    return needing
+
+
+def _record_fingerprints(record: Mapping[str, Any]) -> set[str]:
+    """SHA-256 of every certificate in a record's ``certificate`` (Harper stores a whole CA
+    file in one record, named after its first certificate's CN: measured on 4.7.29)."""
+    text = record.get("certificate")
+    if not isinstance(text, str):
+        return set()
+    try:
+        return {fingerprint_of(c) for c in x509.load_pem_x509_certificates(text.encode())}
+    except ValueError:
+        return set()
+
+
+def authority_records(api: peers.Api, fingerprint: str) -> list[dict[str, Any]]:
+    """``list_certificates`` records holding a certificate with SHA-256 ``fingerprint``."""
+    return [dict(r) for r in _all_records(api) if fingerprint in _record_fingerprints(r)]
+
+
+def _all_records(api: peers.Api) -> list[Mapping[str, Any]]:
+    answer = api.call({"operation": "list_certificates"})
+    rows = answer.get("result", answer)
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def ca_remove(ctx: Context, fingerprint: str, *, force_peers: bool = False) -> Removal:
+    """Phase 3: remove the CA with SHA-256 ``fingerprint`` from the CA file and from Harper.
+
+    Raises :class:`CaError` (nothing changed) when it is the last CA, when this node's leaf
+    chains to it, or when a peer's served chain needs it or cannot be checked.
+    """
+    from harper_certd.harper import operations_api
+    from harper_certd.service import _read_live
+
+    wanted = normalise(fingerprint)
+    data = _read_live(ctx)
+    live = _certs(data.ca, "the live CA file")
+    remaining = [c for c in live if fingerprint_of(c) != wanted]
+    outcome: InstallOutcome | None = None
+    if len(remaining) != len(live):
+        if not remaining:
+            raise CaError("it is the only CA in the CA file: add the new one first (ca add)")
+        leaf = _certs(data.cert, "the live certificate")[0]
+        if any(fingerprint_of(c) == wanted and c.subject == leaf.issuer for c in live):
+            raise CaError(
+                "this node's own certificate is issued by it: rotate this node's leaf first"
+            )
+        needing = _needed_by(ctx, _pem(remaining))
+        if needing:
+            raise CaError("peers still serve a chain that needs it: " + "; ".join(needing))
+        outcome = _install_ca_file(ctx, _pem(remaining), force_peers)
+        if outcome.status != "installed":
+            return Removal(outcome, (), ())
+    api = operations_api(ctx.config, ctx.harper)
+    if api is None:
+        return Removal(outcome, (), ("*: no Operations API to remove Harper's authority record",))
+    remaining_fps = {fingerprint_of(c) for c in remaining}
+    deadline = time.monotonic() + ctx.config.verify.timeout
+    while True:
+        records = _all_records(api)
+        clean = set().union(
+            *(_record_fingerprints(r) for r in records if wanted not in _record_fingerprints(r))
+        )
+        if remaining_fps <= clean or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if not remaining_fps <= clean:
+        return Removal(
+            outcome,
+            (),
+            (
+                "*: Harper has not loaded the new CA file as its own record in time; the "
+                "records holding the removed CA are kept (run ca remove again)",
+            ),
+        )
+    removed, kept = [], []
+    for record in [r for r in records if wanted in _record_fingerprints(r)]:
+        name = str(record.get("name"))
+        key_name = record.get("private_key_name")
+        sharing = [r for r in records if key_name and r.get("private_key_name") == key_name]
+        if key_name and len(sharing) <= 1:
+            kept.append(
+                f"{name}: remove_certificate would also delete keys/{key_name} (no other "
+                "record names it); left in place"
+            )
+            continue
+        api.call({"operation": "remove_certificate", "name": name})
+        removed.append(name)
+    return Removal(outcome, tuple(removed), tuple(kept))
+
+
+def wait_for_authority(
+    api: peers.Api, fingerprint: str, timeout: float, interval: float = 0.2
+) -> bool:
+    """Wait (bounded) until Harper holds an authority record for ``fingerprint``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if authority_records(api, normalise(fingerprint)):
+                return True
+        except HarperError:
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def read_pem_file(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            data = f.read(1 << 20)
+    except OSError as exc:
+        raise CaError(f"{path}: {exc.strerror or exc}") from None
+    return data

@@ -1,0 +1,572 @@
+"""The peer probe: would each replication peer accept a candidate set, and it them?
+
+For every peer this node replicates with (``cluster_status`` and ``system.hdb_nodes``
+through this node's Operations API, each with its replication URL), two questions:
+
+(a) **Does the peer accept my candidate certificate as this node?**  A fresh connection
+    to the peer's replication endpoint presents the candidate certificate and key (the key
+    lives in an anonymous ``memfd`` for the handshake, never on disk), upgrades to a
+    WebSocket with subprotocol ``harperdb-replication-v1`` and sends one message: Harper's
+    ``DISCONNECT`` (msgpack ``[142]``).  Read from Harper 4.7.29's ``bin/harperdb.js``
+    (``replicateOverWS``): the server authorises a replication socket on its **first
+    message** (``checkAuthorization``); a socket whose TLS client certificate is not
+    verified against the peer's CAs, or whose CN/DNS SANs name no ``hdb_nodes`` record,
+    has no user and is closed with **1008 ``Unauthorized``**; an authorised one reaches the
+    ``DISCONNECT`` handler, which closes **without a status code** (1005).  No node name,
+    no database, no subscription is ever sent, so the peer registers nothing and its live
+    replication connections are not touched (measured: tests/HARPER-RIG-FINDINGS.md,
+    "The peer probe").
+(b) **Does my candidate CA file accept the peer's served chain?**  A TLS handshake to the
+    same endpoint verifying with the candidate CA file only (OpenSSL, the verifier Node.js
+    uses) and the host name of the peer's URL (what Harper's client checks: the URL's IP
+    or DNS name; no SNI for an IP).
+
+Each answer is a :class:`Verdict`; a peer that cannot be reached is ``unreachable``, never
+"accepted".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import enum
+import hashlib
+import os
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
+
+import structlog
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.sync.client import connect
+from websockets.typing import Subprotocol
+
+from harper_certd.errors import HarperError
+from harper_certd.problems import Problem, problem
+from harper_certd.swap import SetBytes
+from harper_certd.validate import Purpose
+
+if TYPE_CHECKING:
+    from harper_certd.service import Context
+
+log = structlog.get_logger("harper_certd")
+
+SUBPROTOCOL = Subprotocol("harperdb-replication-v1")
+# Harper's replication DISCONNECT command (142) as a one-element msgpack array: 0x91
+# (fixarray of 1), 0xcc 0x8e (uint8 142).  Harper answers it with a close, nothing else.
+DISCONNECT = b"\x91\xcc\x8e"
+UNAUTHORIZED = 1008  # RFC 6455 policy violation; Harper's reason text is "Unauthorized"
+DEFAULT_TIMEOUT = 5.0
+
+
+class Verdict(enum.StrEnum):
+    ACCEPTED = "accepted"
+    REFUSED = "refused"
+    UNREACHABLE = "unreachable"
+    UNKNOWN = "unknown"  # the peer answered something the probe does not know
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """A node this node replicates with: its ``hdb_nodes`` name and replication URL."""
+
+    name: str
+    url: str
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parsed = urlsplit(self.url)
+        return parsed.port or (443 if parsed.scheme == "wss" else 80)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    verdict: Verdict
+    detail: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PeerResult:
+    """Both answers for one peer, and what it serves (sha256 hex of its leaf, issuer)."""
+
+    peer: Peer
+    accepts_me: Answer  # (a)
+    trusted_by_me: Answer  # (b)
+    served_sha256: str | None = None
+    served_issuer: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return (
+            self.accepts_me.verdict is Verdict.ACCEPTED
+            and self.trusted_by_me.verdict is Verdict.ACCEPTED
+        )
+
+    @property
+    def reachable(self) -> bool:
+        return Verdict.UNREACHABLE not in (self.accepts_me.verdict, self.trusted_by_me.verdict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "peer": self.peer.name,
+            "url": self.peer.url,
+            "accepts_this_node": self.accepts_me.verdict.value,
+            "accepts_detail": self.accepts_me.detail,
+            "trusted_by_this_node": self.trusted_by_me.verdict.value,
+            "trusted_detail": self.trusted_by_me.detail,
+            "served_sha256": self.served_sha256,
+            "seconds": [round(self.accepts_me.seconds, 3), round(self.trusted_by_me.seconds, 3)],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """The set to judge: leaf (+ chain) PEM, key PEM, CA file PEM (bytes, never logged)."""
+
+    cert_pem: bytes
+    key_pem: bytes = field(repr=False)
+    ca_pem: bytes
+
+
+class Api(Protocol):
+    def call(self, operation: Mapping[str, Any]) -> dict[str, Any]: ...
+
+
+# --- who the peers are -------------------------------------------------------------------------
+
+
+def _records(answer: Mapping[str, Any]) -> list[Any]:
+    result = answer.get("result", answer)
+    return result if isinstance(result, list) else []
+
+
+def list_peers(api: Api, this_node: str | None = None) -> list[Peer]:
+    """The replication peers this node knows, by name, with their URL.
+
+    ``system.hdb_nodes`` (``search_by_value``: every record, ``name`` and ``url``) is the
+    source of truth; ``cluster_status`` adds the peers it lists with a URL.  ``this_node``
+    (``replication.hostname``) and records without a ``wss://``/``ws://`` URL are left
+    out.  Raises :class:`harper_certd.errors.HarperError` when the Operations API fails.
+    """
+    found: dict[str, Peer] = {}
+    nodes = api.call(
+        {
+            "operation": "search_by_value",
+            "database": "system",
+            "table": "hdb_nodes",
+            "search_attribute": "name",
+            "search_value": "*",
+            "get_attributes": ["name", "url"],
+        }
+    )
+    status = api.call({"operation": "cluster_status"})
+    rows = [*_records(nodes), *(status.get("connections") or [])]
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        name, url = row.get("name"), row.get("url")
+        if not isinstance(name, str) or not isinstance(url, str) or name == this_node:
+            continue
+        if urlsplit(url).scheme not in ("wss", "ws") or name in found:
+            continue
+        found[name] = Peer(name, url)
+    return sorted(found.values(), key=lambda p: p.name)
+
+
+# --- (a) does the peer accept me ----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _memfd(name: str, data: bytes) -> Iterator[str]:
+    """A path (``/proc/self/fd/N``) to ``data`` in an anonymous memory file, closed after."""
+    fd = os.memfd_create(name, os.MFD_CLOEXEC)
+    try:
+        os.write(fd, data)
+        yield f"/proc/self/fd/{fd}"
+    finally:
+        os.close(fd)
+
+
+def _client_context(candidate: Candidate) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    # (a) asks what the PEER thinks of us; (b) judges the peer with our candidate CA file.
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    with (
+        _memfd("certd-probe-cert", candidate.cert_pem) as cert,
+        _memfd("certd-probe-key", candidate.key_pem) as key,
+    ):
+        try:
+            context.load_cert_chain(cert, key)
+        except ssl.SSLError as exc:
+            # OpenSSL's reason names the failure, never the key's bytes.
+            raise ValueError(f"candidate certificate/key not usable: {exc.reason}") from None
+    return context
+
+
+def probe_accepts(peer: Peer, candidate: Candidate, timeout: float = DEFAULT_TIMEOUT) -> Answer:
+    """(a) Present ``candidate`` to ``peer``'s replication endpoint; Harper's verdict.
+
+    ``accepted``: the peer authorised the socket (its DISCONNECT handler closed it, code
+    1005/none).  ``refused``: close 1008 (``Unauthorized``: certificate not verified or no
+    ``hdb_nodes`` record for its names).  ``unreachable``: no TCP/TLS/WebSocket connection.
+    """
+    started = time.monotonic()
+
+    def answer(verdict: Verdict, detail: str) -> Answer:
+        return Answer(verdict, detail, time.monotonic() - started)
+
+    try:
+        context = _client_context(candidate)
+    except ValueError as exc:
+        return answer(Verdict.REFUSED, str(exc))
+    host = peer.host
+    server_name = None if _is_ip(host) else host
+    try:
+        with connect(
+            f"wss://{_netloc(host)}:{peer.port}/",
+            ssl=context,
+            server_hostname=server_name,
+            subprotocols=[SUBPROTOCOL],
+            compression=None,
+            proxy=None,
+            open_timeout=timeout,
+            close_timeout=timeout,
+            ping_interval=None,
+            user_agent_header=None,
+        ) as ws:
+            ws.send(DISCONNECT)
+            try:
+                ws.recv(timeout=timeout)
+            except ConnectionClosed as closed:
+                code = closed.rcvd.code if closed.rcvd is not None else None
+                reason = closed.rcvd.reason if closed.rcvd is not None else ""
+                if code == UNAUTHORIZED:
+                    return answer(Verdict.REFUSED, f"closed {code} {reason}".strip())
+                if code in (None, 1005, 1000):
+                    return answer(Verdict.ACCEPTED, "authorised (closed on DISCONNECT)")
+                return answer(Verdict.UNKNOWN, f"closed {code} {reason}".strip())
+            except TimeoutError:
+                return answer(Verdict.UNKNOWN, f"no verdict within {timeout:g} s")
+            return answer(Verdict.UNKNOWN, "the peer sent data instead of a verdict")
+    except InvalidStatus as exc:
+        status = exc.response.status_code
+        return answer(Verdict.UNKNOWN, f"WebSocket upgrade refused: HTTP {status}")
+    except (InvalidHandshake, OSError, TimeoutError, ssl.SSLError) as exc:
+        return answer(Verdict.UNREACHABLE, f"{type(exc).__name__}: {exc}")
+
+
+# --- (b) do I accept the peer -------------------------------------------------------------------
+
+
+def _is_ip(host: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _netloc(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def probe_trusts(
+    peer: Peer, ca_pem: bytes, timeout: float = DEFAULT_TIMEOUT
+) -> tuple[Answer, str | None, str]:
+    """(b) Verify ``peer``'s served chain with ``ca_pem`` only, and its name against its URL.
+
+    Returns the answer, the served leaf's SHA-256 (hex) and issuer (RFC 4514), both from an
+    unverified handshake when verification fails.
+    """
+    from harper_certd.harper import served
+
+    started = time.monotonic()
+    host = peer.host
+    seen = served(host, peer.port, timeout)
+    if seen.sha256 is None:
+        return Answer(Verdict.UNREACHABLE, seen.error, time.monotonic() - started), None, ""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        context.load_verify_locations(cadata=ca_pem.decode("ascii", errors="replace"))
+    except ssl.SSLError as exc:
+        return (
+            Answer(Verdict.REFUSED, f"CA file unusable: {exc.reason}", 0.0),
+            seen.sha256,
+            seen.issuer,
+        )
+    context.check_hostname = True
+    try:
+        with (
+            socket.create_connection((host, peer.port), timeout=timeout) as sock,
+            context.wrap_socket(sock, server_hostname=host) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True) or b""
+    except ssl.SSLCertVerificationError as exc:
+        return (
+            Answer(Verdict.REFUSED, exc.verify_message or str(exc), time.monotonic() - started),
+            seen.sha256,
+            seen.issuer,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        return (
+            Answer(Verdict.UNREACHABLE, str(exc), time.monotonic() - started),
+            seen.sha256,
+            seen.issuer,
+        )
+    sha = hashlib.sha256(der).hexdigest()
+    return (
+        Answer(Verdict.ACCEPTED, "chain and name verified", time.monotonic() - started),
+        sha,
+        (seen.issuer),
+    )
+
+
+# --- both ---------------------------------------------------------------------------------------
+
+
+def probe_peer(peer: Peer, candidate: Candidate, timeout: float = DEFAULT_TIMEOUT) -> PeerResult:
+    """(a) and (b) for one peer."""
+    accepts = probe_accepts(peer, candidate, timeout)
+    trusted, sha, issuer = probe_trusts(peer, candidate.ca_pem, timeout)
+    return PeerResult(peer, accepts, trusted, sha, issuer)
+
+
+def probe_all(
+    peers: Sequence[Peer], candidate: Candidate, timeout: float = DEFAULT_TIMEOUT
+) -> list[PeerResult]:
+    return [probe_peer(p, candidate, timeout) for p in peers]
+
+
+# --- the guard before a swap, the proof after it (service.py's hooks) ------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCheck:
+    """What the peers said of a set.  ``checked`` False: no probe ran (``why``)."""
+
+    checked: bool
+    results: tuple[PeerResult, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    why: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary(self) -> list[dict[str, Any]] | None:
+        """Per-peer results for ``certd.set_installed``'s ``peers`` (None: not checked)."""
+        return [r.as_dict() for r in self.results] if self.checked else None
+
+
+def _peer_problems(results: Sequence[PeerResult]) -> tuple[Problem, ...]:
+    out: list[Problem] = []
+    refusing = [r for r in results if r.accepts_me.verdict is Verdict.REFUSED]
+    if refusing:
+        named = "; ".join(f"{r.peer.name} ({r.peer.url}): {r.accepts_me.detail}" for r in refusing)
+        out.append(
+            problem(
+                "ca_not_trusted_by_peers",
+                f"Peers would refuse this node's replication connections with this certificate: "
+                f"{named}. Add its CA on every peer first (harper-certd ca add, on each node).",
+            )
+        )
+    untrusted = [r for r in results if r.trusted_by_me.verdict is Verdict.REFUSED]
+    if untrusted:
+        named = "; ".join(
+            f"{r.peer.name} ({r.peer.url}, serves {(r.served_sha256 or '?')[:16]}…): "
+            f"{r.trusted_by_me.detail}"
+            for r in untrusted
+        )
+        out.append(
+            problem(
+                "peer_not_trusted_by_ca",
+                f"This CA file would not trust peers' served certificates: {named}. Keep their "
+                "CA in the CA file until every peer serves a chain to the new one.",
+            )
+        )
+    lost = [r for r in results if not r.reachable or Verdict.UNKNOWN in _verdicts(r)]
+    if lost:
+        named = "; ".join(
+            f"{r.peer.name} ({r.peer.url}): "
+            f"{r.accepts_me.detail if r.accepts_me.verdict is not Verdict.ACCEPTED else ''}"
+            f"{r.trusted_by_me.detail if r.trusted_by_me.verdict is not Verdict.ACCEPTED else ''}"
+            for r in lost
+        )
+        out.append(problem("peer_unreachable", f"Peers without an answer: {named}."))
+    return tuple(out)
+
+
+def _verdicts(result: PeerResult) -> tuple[Verdict, Verdict]:
+    return result.accepts_me.verdict, result.trusted_by_me.verdict
+
+
+def _peer_list(ctx: Context) -> list[Peer] | str:
+    """This node's peers, or why they cannot be listed."""
+    from harper_certd.harper import operations_api
+
+    if ctx.config.peers.check == "off":
+        return "peers.check is off"
+    if ctx.managed.purpose is not Purpose.CLUSTER:
+        return "not a replication set"
+    api = operations_api(ctx.config, ctx.harper)
+    if api is None:
+        return "no Operations API is configured to list the peers"
+    try:
+        return list_peers(api, ctx.harper.node_name)
+    except HarperError as exc:
+        return f"the Operations API could not list the peers: {exc}"
+
+
+def check_set(
+    ctx: Context,
+    data: SetBytes,
+    *,
+    stage: str,
+    sleep: Callable[[float], None] = time.sleep,
+    hold: bool = True,
+) -> PeerCheck:
+    """Probe every peer with ``data``; ``stage`` is "before" or "after" (the swap).
+
+    Before the swap an unreachable peer is retried every ``peers.retry_seconds`` for at most
+    ``peers.hold_seconds`` (``peers.unreachable: hold``; ``certd.peer_unreachable`` each
+    round) and is then a ``peer_unreachable`` problem.  Logs ``certd.peers_checked`` once,
+    or ``certd.peers_unchecked`` when the peers cannot be listed (then ``checked`` False).
+    """
+    listed = _peer_list(ctx)
+    if isinstance(listed, str):
+        if not listed.startswith(("peers.check is off", "not a replication set")):
+            log.warning("certd.peers_unchecked", stage=stage, reason=listed)
+        return PeerCheck(False, why=listed)
+    if not listed:
+        return PeerCheck(True)
+    settings = ctx.config.peers
+    candidate = Candidate(data.cert, data.key, data.ca)
+    results = {p.name: probe_peer(p, candidate, settings.timeout) for p in listed}
+    deadline = time.monotonic() + (
+        settings.hold_seconds if hold and settings.unreachable == "hold" else 0.0
+    )
+    while True:
+        waiting = [r for r in results.values() if not r.reachable]
+        if not waiting or time.monotonic() >= deadline:
+            break
+        until = ctx.clock() + dt.timedelta(seconds=max(0.0, deadline - time.monotonic()))
+        for r in waiting:
+            log.warning(
+                "certd.peer_unreachable",
+                stage=stage,
+                peer=r.peer.name,
+                url=r.peer.url,
+                detail=r.accepts_me.detail or r.trusted_by_me.detail,
+                retry_until=until.isoformat(),
+            )
+        if ctx.interrupted is not None and ctx.interrupted.is_set():
+            break
+        sleep(min(settings.retry_seconds, max(0.0, deadline - time.monotonic())))
+        for r in waiting:
+            results[r.peer.name] = probe_peer(r.peer, candidate, settings.timeout)
+    ordered = tuple(results[p.name] for p in listed)
+    found = _peer_problems(ordered)
+    log.info(
+        "certd.peers_checked",
+        stage=stage,
+        fingerprint=hashlib.sha256(_first_der(data.cert)).hexdigest(),
+        peers=[r.as_dict() for r in ordered],
+        codes=[p.code for p in found],
+    )
+    return PeerCheck(True, ordered, found)
+
+
+def _first_der(pem: bytes) -> bytes:
+    return ssl.PEM_cert_to_DER_cert(
+        pem.decode("ascii", errors="replace").split("-----END CERTIFICATE-----")[0]
+        + "-----END CERTIFICATE-----\n"
+    )
+
+
+# --- staggered restarts ---------------------------------------------------------------------
+
+
+def disconnected(api: Api) -> list[str]:
+    """Peers (``cluster_status``) this node has no live replication socket to, each with the
+    databases whose sockets are down: ``"nodea (certd, system)"``.  A peer with at least one
+    connected socket is up (it is not restarting)."""
+    status = api.call({"operation": "cluster_status"})
+    out = []
+    for conn in status.get("connections") or []:
+        if not isinstance(conn, dict):
+            continue
+        sockets = [s for s in conn.get("database_sockets") or [] if isinstance(s, dict)]
+        if any(s.get("connected") for s in sockets):
+            continue
+        down = ", ".join(sorted({str(s.get("database")) for s in sockets})) or "no socket"
+        out.append(f"{conn.get('name') or conn.get('url')} ({down})")
+    return sorted(out)
+
+
+def stagger_slot(api: Api, this_node: str | None, spacing: float) -> float:
+    """Seconds this node waits before it checks its peers: its rank among the node names
+    (``cluster_status``) times ``spacing``, so two nodes told to restart at the same instant
+    check (and restart) one after the other; 0 for the first name or when unknown."""
+    status = api.call({"operation": "cluster_status"})
+    names = {str(c.get("name")) for c in status.get("connections") or [] if isinstance(c, dict)}
+    if not this_node:
+        return 0.0
+    return sorted(names | {this_node}).index(this_node) * spacing
+
+
+def wait_before_restart(
+    api: Api | None,
+    this_node: str | None,
+    max_wait: float,
+    *,
+    spacing: float = 8.0,
+    sleep: Callable[[float], None] = time.sleep,
+    jitter: Callable[[], float] | None = None,
+) -> float:
+    """Before a full Harper restart: wait (bounded by ``max_wait``) until every peer is
+    connected, sleeping ``stagger_slot`` first and 1-3 s (jittered) between checks; logs
+    ``certd.restart_deferred`` while waiting and once more (``proceeding=True``) when the
+    wait ran out.  Returns the seconds waited.  No Operations API or no peers: no wait.
+    """
+    import random
+
+    if api is None or max_wait <= 0:
+        return 0.0
+    draw = jitter or (lambda: random.uniform(1.0, 3.0))  # noqa: S311 - jitter, not a secret
+    started = time.monotonic()
+    try:
+        slot = min(stagger_slot(api, this_node, spacing), max_wait)
+        if slot > 0:
+            sleep(slot)
+        while True:
+            waiting = disconnected(api)
+            waited = time.monotonic() - started
+            if not waiting:
+                return waited
+            over = waited >= max_wait
+            log.warning(
+                "certd.restart_deferred",
+                waiting_for=waiting,
+                waited=round(waited, 2),
+                max_wait=max_wait,
+                proceeding=over,
+            )
+            if over:
+                return waited
+            sleep(min(draw(), max(0.0, max_wait - waited)))
+    except HarperError:
+        # No cluster view (no credentials, Harper busy): nothing to wait for that can be
+        # seen; the guard has said so already (certd.peers_unchecked).
+        return time.monotonic() - started
