@@ -263,6 +263,10 @@ INSTALL_CODES = frozenset(
         "older_than_live",
         "applied_failed",
         "live_not_managed",
+        # the peer guard (peers.py), produced on two real nodes in tests/test_peers_harper.py
+        "ca_not_trusted_by_peers",
+        "peer_not_trusted_by_ca",
+        "peer_unreachable",
     }
 )
 VALIDATION_CODES = frozenset(CODES) - INSTALL_CODES - HAZARD_CODES
