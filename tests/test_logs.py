@@ -465,3 +465,26 @@ def test_existing_paths_are_not_taken_for_key_material(tmp_path: Path) -> None:
     body = "MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVCHEEb2K0Y9sgzAeoAoGCCqGSM49"
     assert redact_base64(f"{kept} {body}") == f"{kept} {REDACTED}"
     assert redact_base64(f"/{body}") == REDACTED
+
+
+def test_error_text_never_carries_a_library_message() -> None:
+    """By construction: another library's exception is named by its type only, with where
+    it was raised; our own errors and OSErrors (errno text and a path) keep their words."""
+    from harper_certd.errors import SwapError
+    from harper_certd.logs import describe_error, traceback_text
+
+    body = "MHcCAQEEIBkg4LVWM9nuwNSk3yByxZpYRTBnVCHEEb2K0Y9sgzAeoAoGCCqGSM49"
+
+    def parse() -> None:  # a library quoting the first base64 line of a key, as cryptography did
+        raise ValueError(f"InvalidHeader({body[:20]!r})")
+
+    try:
+        parse()
+    except ValueError as exc:
+        described, trace = describe_error(exc), traceback_text(exc)
+    assert described == "ValueError (message withheld: a library's text may quote its input)"
+    assert body[:8] not in trace
+    assert "test_error_text_never_carries_a_library_message" in trace  # where it was raised
+    assert describe_error(SwapError("the swap failed: disk full")) == "the swap failed: disk full"
+    missing = FileNotFoundError(2, "No such file or directory", "/x/ca.pem")
+    assert describe_error(missing) == "FileNotFoundError: No such file or directory (/x/ca.pem)"

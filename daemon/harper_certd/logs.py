@@ -19,12 +19,15 @@ import os
 import re
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
+
+from harper_certd.errors import CertdError
 
 # Level names are structlog's method names; the numbers order them for filtering.
 LEVELS: dict[str, int] = {
@@ -557,3 +560,25 @@ def configure(
 def get_logger(**initial_values: Any) -> FilteringBoundLogger:
     """A logger whose events go through the configuration in force when it logs."""
     return cast(FilteringBoundLogger, structlog.get_logger(**initial_values))
+
+
+def describe_error(exc: BaseException) -> str:
+    """An exception as text that cannot carry input bytes (key material), by construction.
+
+    harper-certd's own exceptions (``CertdError``) are sentences built from our words and
+    paths; an ``OSError`` is its errno text and file name.  Any other exception's message may
+    be a library's and quote what it parsed, so only its type is given.
+    """
+    if isinstance(exc, CertdError):
+        return str(exc)
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{type(exc).__name__}: {exc.strerror or 'error'}{where}"
+    return f"{type(exc).__name__} (message withheld: a library's text may quote its input)"
+
+
+def traceback_text(exc: BaseException) -> str:
+    """Where ``exc`` was raised (file, line, function and source line of each frame) and
+    ``describe_error``; never the exception's own message or any local variable."""
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{describe_error(exc)}"

@@ -199,7 +199,7 @@ class Monitor:
             log.warning(
                 "certd.metrics_failed",
                 textfile=str(ctx.config.metrics.textfile),
-                error=f"{type(exc).__name__}: {exc}",
+                error=logs.describe_error(exc),
             )
 
     def _tick(self, ctx: Context) -> None:

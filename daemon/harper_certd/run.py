@@ -24,7 +24,6 @@ import queue
 import signal
 import threading
 import time
-import traceback
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -243,7 +242,7 @@ class Daemon:
         except CertdError:
             return None
         except Exception as exc:  # a set's content never kills the daemon (issue 10 item 2)
-            text = f"{type(exc).__name__}: {exc}"[:300]
+            text = logs.describe_error(exc)[:300]
             if text != self.content_failed:
                 self.content_failed = text
                 log.error("certd.content_failed", live=str(self.ctx.managed.live.cert), error=text)
@@ -764,7 +763,11 @@ class Daemon:
             except Interrupted:
                 break
             except Exception as exc:
-                log.exception("certd.cycle_failed", error=f"{type(exc).__name__}: {exc}")
+                log.error(
+                    "certd.cycle_failed",
+                    error=logs.describe_error(exc),
+                    exception=logs.traceback_text(exc),
+                )
         return self._shutdown()
 
     def _startup(self) -> None:
@@ -962,17 +965,15 @@ def _warning_shown(
 def _thread_failed(args: threading.ExceptHookArgs) -> None:
     """An exception escaping a library's thread (watchdog's) is an event, never raw text."""
     name = args.thread.name if args.thread is not None else "thread"
-    text = "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback))
+    text = args.exc_type.__name__ if args.exc_value is None else logs.traceback_text(args.exc_value)
     log.warning("certd.library_message", logger=name, message=text[-2000:])
 
 
 def _describe(exc: BaseException) -> str:
     """An exception as one sentence: ours by their message, others by type and message."""
-    if isinstance(exc, CertdError):
-        return str(exc)
     if isinstance(exc, RecursionError):
         return "the configuration is nested too deeply to read"
-    return f"{type(exc).__name__}: {exc}"
+    return logs.describe_error(exc)
 
 
 def main(config_path: Path | None, overrides: Overrides, clock_factory: Callable[[], Clock]) -> int:
@@ -985,7 +986,7 @@ def main(config_path: Path | None, overrides: Overrides, clock_factory: Callable
     except Exception as exc:  # the last word is an event with the traceback, then exit 1
         log.critical(
             "certd.crashed",
-            error=f"{type(exc).__name__}: {exc}"[:500],
-            traceback=traceback.format_exc()[-4000:],
+            error=logs.describe_error(exc)[:500],
+            traceback=logs.traceback_text(exc)[-4000:],
         )
         return 1

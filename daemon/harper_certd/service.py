@@ -24,7 +24,7 @@ from typing import Any
 
 import structlog
 
-from harper_certd import discover, environment, fsio, load, peers, retention
+from harper_certd import discover, environment, fsio, load, logs, peers, retention
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, Interrupted, StateError, SwapError
 from harper_certd.journal import Outcome
@@ -520,7 +520,7 @@ def _refuse(
 
 
 def _crash_text(exc: BaseException) -> str:
-    text = f"{type(exc).__name__}: {exc}"
+    text = logs.describe_error(exc)
     return text if len(text) <= 300 else text[:300] + "…"
 
 
