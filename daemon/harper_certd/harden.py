@@ -209,7 +209,7 @@ def _write_like(path: Path, text: str) -> None:
 def _restart_and_prove(ctx: Context) -> list[str]:
     """Restart Harper (Operations API ``restart``), then wait for every peer to be connected
     and to accept this node; why not (empty: proven)."""
-    from harper_certd.harper import make_harper, verify_served
+    from harper_certd.harper import make_harper
 
     harper = make_harper(ctx.config, ctx.harper)
     if harper.api is None:
@@ -217,15 +217,7 @@ def _restart_and_prove(ctx: Context) -> list[str]:
     expected = fingerprint(x509.load_pem_x509_certificates(_read_live(ctx).cert)[0])
     harper.restart_via_api()
     time.sleep(1.0)  # the old process answers for a moment after the call
-    served = verify_served(
-        harper.hosts,
-        harper.ports,
-        expected,
-        root=harper.root,
-        timeout=ctx.config.verify.timeout,
-        interval=ctx.config.verify.interval,
-        server_name=harper.server_name,
-    )
+    served = harper.verify(expected)
     if not served.ok:
         return [f"Harper did not come back serving the live set: {served.describe()}"]
     deadline = time.monotonic() + PROOF_TIMEOUT

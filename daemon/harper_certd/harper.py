@@ -427,6 +427,22 @@ class Harper:
     env: Mapping[str, str]
     interrupted: threading.Event | None = None  # set when the daemon is asked to stop
 
+    def verify(
+        self, expected: str, *, timeout: float | None = None, sleep: Sleep = time.sleep
+    ) -> Verification:
+        """``verify_served`` on this node's addresses, ports and SNI; ``timeout`` in seconds
+        (default ``verify.timeout``), polling every ``verify.interval``."""
+        return verify_served(
+            self.hosts,
+            self.ports,
+            expected,
+            root=self.root,
+            timeout=max(self.config.verify.timeout if timeout is None else timeout, 0.0),
+            interval=self.config.verify.interval,
+            sleep=sleep,
+            server_name=self.server_name,
+        )
+
     def restart_via_api(self) -> str:
         if self.api is None:
             raise HarperError(
@@ -563,16 +579,7 @@ def harper_applier(
         }[method]()
 
     def verify(expected: str, timeout: float) -> Verification:
-        return verify_served(
-            harper.hosts,
-            harper.ports,
-            expected,
-            root=harper.root,
-            timeout=max(timeout, 0.0),
-            interval=config.verify.interval,
-            sleep=sleep,
-            server_name=harper.server_name,
-        )
+        return harper.verify(expected, timeout=timeout, sleep=sleep)
 
     def apply(previous: Generation | None, new: Generation) -> Applied:
         started = time.monotonic()

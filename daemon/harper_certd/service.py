@@ -1373,7 +1373,7 @@ def check_served(ctx: Context, fingerprint: str) -> bool | None:
     """
     if not ctx.config.verify.enabled or ctx.config.restart.method == "none":
         return None
-    from harper_certd.harper import harper_pid, make_harper, verify_served
+    from harper_certd.harper import harper_pid, make_harper
 
     harper = make_harper(ctx.config, ctx.harper, interrupted=ctx.interrupted)
     if not harper.ports or harper_pid(harper.root) is None:
@@ -1385,16 +1385,7 @@ def check_served(ctx: Context, fingerprint: str) -> bool | None:
         if ctx.interrupted is None:
             time.sleep(seconds)
 
-    result = verify_served(
-        harper.hosts,
-        harper.ports,
-        fingerprint,
-        root=harper.root,
-        timeout=ctx.config.verify.timeout,
-        interval=ctx.config.verify.interval,
-        sleep=sleep,
-        server_name=harper.server_name,
-    )
+    result = harper.verify(fingerprint, sleep=sleep)
     if result.ok:
         log.info(
             "certd.served_verified",
