@@ -91,7 +91,7 @@ class Recovery:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 def cert_meta(cert_pem: bytes) -> dict[str, str]:
