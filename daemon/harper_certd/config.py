@@ -155,6 +155,16 @@ class PeersSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SetSection:
+    """What differs per certificate set (issue 11); ``name`` as ``harper-certd check``
+    shows it (the ``tls`` entry's ``name``, else its role, else its position)."""
+
+    name: str = ""
+    # This set's renewal; the top-level ``renew`` is the primary (replication) set's.
+    renew: RenewSection = field(default_factory=RenewSection)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     harper: HarperSection = field(default_factory=HarperSection)
     incoming_dir: Path | None = None  # default <harper.root>/keys/incoming
@@ -177,6 +187,7 @@ class Config:
     metrics: MetricsSection = field(default_factory=MetricsSection)  # h-ops
     retention: RetentionSection = field(default_factory=RetentionSection)
     peers: PeersSection = field(default_factory=PeersSection)  # h-peers
+    sets: tuple[SetSection, ...] = ()  # per-set settings, by set name
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,6 +304,11 @@ def _build(cls: type[Any], data: Any, where: str) -> Any:
 
 
 def _check(config: Config) -> Config:
+    names = [s.name for s in config.sets]
+    if "" in names:
+        raise ConfigError("sets: every entry needs a name (the set's name in `harper-certd check`)")
+    if len(set(names)) != len(names):
+        raise ConfigError(f"sets: a set is named twice ({', '.join(names)})")
     if config.generations_kept < 2:
         raise ConfigError("generations_kept: must be 2 or more (the live set and the one before)")
     if config.restart.method == "command" and not config.restart.command:

@@ -533,7 +533,7 @@ def snapshot(
         ctx.paths.incoming,
         at,
         config.watch.settle_seconds,
-        statefile.read_waiting(ctx.paths.state),
+        statefile.read_waiting(ctx.store.root),
     )
     for w in waiting:
         if w.held:

@@ -160,6 +160,8 @@ class Tracker:
     backlog: bool = False  # ready sources left over by the drain cap
     held: bool = False  # ready sources held back by the restart budget: not due by settling
     paced: int = 10  # sources a cycle of CYCLE_SECONDS can judge, as last measured
+    # Sub-folders that are other sets' incoming folders (incoming/<set name>/): never a source.
+    reserved: frozenset[str] = frozenset()
 
     def pace(self, seconds: float, sources: int) -> None:
         """Judging ``sources`` took ``seconds``: take as many next time as fit CYCLE_SECONDS."""
@@ -177,6 +179,8 @@ class Tracker:
 
     def touch(self, name: str, now: float) -> None:
         """Something changed under incoming/<name>."""
+        if name in self.reserved:
+            return
         st = self._lstat(name)
         kind = classify(name, st)
         if kind is Kind.IGNORED:

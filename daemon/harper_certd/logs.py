@@ -186,7 +186,23 @@ EVENTS: dict[str, tuple[str, str]] = {
     "certd.layout_hazard": (
         "error",
         "A hazard of the node's certificate layout (issue 11: record-name collision, "
-        "public root in a CA file...), one event per hazard with its problem code, at start.",
+        "public root in a CA file...), one event per hazard with its problem code, at start "
+        "and after each configuration reload.",
+    ),
+    "certd.set_managed": (
+        "info",
+        "At start or reload, a certificate set other than the primary one is managed on its "
+        "own: its role, incoming folder, store and live generation.",
+    ),
+    "certd.set_unmanaged": (
+        "warning",
+        "A certificate set of Harper's configuration is not managed (its name is not usable "
+        "as a folder name, or it cannot be read); it is still checked by `harper-certd check`.",
+    ),
+    "certd.set_routed": (
+        "info",
+        "A folder placed straight in incoming/ was moved to the incoming folder of the one "
+        "set it fits (incoming/<set name>/), where that set's tracker takes it.",
     ),
     "certd.summary": ("info", "Periodic summary: each live set, its expiry and its state."),
     # --- operating it (issue 13) ---

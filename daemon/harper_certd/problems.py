@@ -169,6 +169,12 @@ CODES: dict[str, tuple[Severity, str]] = {
         "The source folder cannot be moved out of incoming/ by the daemon's user (handed over "
         "by another user); it is left in place and not judged again until it changes.",
     ),
+    "set_unroutable": (
+        Severity.ERROR,
+        "A folder placed straight in incoming/ on a node with several certificate sets fits "
+        "none of them, or several (role, names, CA file or not): place it under "
+        "incoming/<set name>/.",
+    ),
     "judge_failed": (
         Severity.ERROR,
         "Judging the set raised an unexpected error (a fault in harper-certd); the set is "
@@ -259,6 +265,7 @@ INSTALL_CODES = frozenset(
         "source_unsafe",
         "source_incomplete",
         "source_unmovable",
+        "set_unroutable",
         "judge_failed",
         "older_than_live",
         "applied_failed",

@@ -21,6 +21,7 @@ import datetime as dt
 import hashlib
 import os
 import queue
+import re
 import signal
 import threading
 import time
@@ -31,6 +32,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
+import structlog
+from cryptography import x509
+
 from harper_certd import (
     __version__,
     discover,
@@ -39,12 +43,13 @@ from harper_certd import (
     health,
     logs,
     metrics,
+    routing,
     sdnotify,
     service,
     statefile,
 )
 from harper_certd.check import set_facts
-from harper_certd.config import Config, load_config, with_overrides
+from harper_certd.config import Config, RenewSection, load_config, with_overrides
 from harper_certd.errors import CertdError, Interrupted, SwapError
 from harper_certd.incoming import LOOSE_NAMES, Candidate, Inbox, Kind, Taken, Tracker, classify
 from harper_certd.problems import Problem, problem
@@ -83,12 +88,22 @@ def _apply_overrides(config: Config, overrides: Overrides) -> Config:
     return with_overrides(config, harper=harper, state_dir=overrides.state_dir)
 
 
+SET_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\[\]-]{0,63}")  # incoming/<set name>/
+
+
 @dataclass
 class Daemon:
+    """The node's daemon, and the lane of its primary set (the replication set, else the
+    first); every other set of Harper's configuration is a lane of its own (``lanes``: a
+    ``Daemon`` with ``primary`` set) with its own incoming folder (``incoming/<set name>/``),
+    store, trackers and renewal, driven by the primary's one loop, signals and watchdog."""
+
     config_path: Path | None
     overrides: Overrides
     clock: Clock
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ))
+    set_name: str | None = None  # a lane's set; None: the primary set
+    primary: Daemon | None = None  # a lane's node daemon; None: this is the node daemon
     ctx: service.Context = field(init=False)
 
     def __post_init__(self) -> None:
@@ -96,8 +111,14 @@ class Daemon:
         # while the main thread may be inside get() on the same queue.  queue.Queue's lock
         # deadlocked SIGTERM there (measured: 2 of 7 stops after a renewal hung for good;
         # 0 of 12 with SimpleQueue).
-        self.notes: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()
-        self.stopping = threading.Event()
+        self.notes: queue.SimpleQueue[tuple[str, str]] = (
+            queue.SimpleQueue() if self.primary is None else self.primary.notes
+        )
+        self.stopping: threading.Event = (
+            threading.Event() if self.primary is None else self.primary.stopping
+        )
+        self.lanes: dict[str, Daemon] = {}  # the node daemon's other sets, by set name
+        self.label: str | None = self.set_name  # this lane's set name (events' ``set``)
         self.tracker: Tracker | None = None
         self.inbox: Inbox | None = None
         self.overflow_reported = -OVERFLOW_REPORT_SECONDS
@@ -134,14 +155,94 @@ class Daemon:
             config,
             clock=self.clock.now,
             interrupted=self.stopping,
+            set_name=self.set_name,
         )
+        if self.primary is None:
+            self.label = next(
+                (s.name for s in ctx.harper.sets() if s.first.cert_path == ctx.managed.live.cert),
+                None,
+            )
+        own = next((s for s in config.sets if s.name == self.label), None)
+        if own is not None or self.primary is not None:
+            # A set's own renewal; the top-level ``renew`` is the primary set's only.
+            renew = own.renew if own is not None else RenewSection()
+            ctx = dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, renew=renew))
+        if self.primary is not None:  # a lane: its own incoming folder, the node's budget
+            assert self.set_name is not None
+            paths = dataclasses.replace(ctx.paths, incoming=ctx.paths.incoming / self.set_name)
+            self.renew.backoff = Backoff(renew.backoff_initial, renew.backoff_max)
+            sched = config.schedule
+            self.swap_retry.backoff = Backoff(sched.swap_retry_initial, sched.swap_retry_max)
+            return dataclasses.replace(ctx, paths=paths, budget=self.primary.ctx.budget)
         self.environment = environment.require_workable(config, ctx.harper, self.env)  # h-ops
         budget_file = ctx.paths.state / statefile.BUDGET_FILE
         budget = RestartBudget(config.restart.restarts_per_hour, budget_file)
         sched = config.schedule
         self.swap_retry.backoff = Backoff(sched.swap_retry_initial, sched.swap_retry_max)
-        self.renew.backoff = Backoff(config.renew.backoff_initial, config.renew.backoff_max)
+        self.renew.backoff = Backoff(ctx.config.renew.backoff_initial, ctx.config.renew.backoff_max)
         return dataclasses.replace(ctx, budget=budget)
+
+    def bound(self) -> contextlib.AbstractContextManager[Any]:
+        """Every event logged inside names this lane's set (``set``) on a node with several."""
+        multi = bool(self.lanes) if self.primary is None else True
+        if not multi or self.label is None:
+            return contextlib.nullcontext()
+        return structlog.contextvars.bound_contextvars(set=self.label)
+
+    def _all(self) -> list[Daemon]:
+        return [self, *self.lanes.values()]
+
+    def _sync_lanes(self, *, announce: bool = True) -> None:
+        """One lane per set of Harper's configuration besides the primary (start, reload)."""
+        primary = self.ctx.managed.live.cert
+        wanted = [s.name for s in self.ctx.harper.sets() if s.first.cert_path != primary]
+        for name in [n for n in self.lanes if n not in wanted]:
+            self.lanes.pop(name)._stop_watching()
+        for name in wanted:
+            lane = self.lanes.get(name) or Daemon(
+                self.config_path, self.overrides, self.clock, self.env, name, self
+            )
+            with lane.bound():
+                if SET_FOLDER.fullmatch(name) is None:
+                    reason = "its name is not usable as a folder name under incoming/"
+                    log.warning("certd.set_unmanaged", set=name, reason=reason)
+                    continue
+                try:
+                    ctx = lane._load()
+                except Exception as exc:  # one set that cannot be managed never stops the rest
+                    log.warning("certd.set_unmanaged", set=name, reason=_describe(exc))
+                    continue
+                fresh = name not in self.lanes
+                lane.ctx = ctx
+                self.lanes[name] = lane
+                if fresh:
+                    lane._set_startup()
+                else:
+                    lane._start_watching()
+                    lane._rescan(time.monotonic())
+                    lane._refresh_schedule()
+                if announce:
+                    lane._announce()
+
+    def _announce(self) -> None:
+        report = self._live_report()
+        log.info(
+            "certd.set_managed",
+            role=self.ctx.managed.purpose.value,
+            uses=list(self.ctx.managed.uses),
+            live=str(self.ctx.managed.live.cert),
+            incoming=str(self.ctx.paths.incoming),
+            state=str(self.ctx.store.root),
+            generation=self.ctx.store.current_id(),
+            renewal=bool(self.ctx.config.renew.command),
+            valid=None if report is None else report.valid,
+        )
+        if report is not None and not report.valid:
+            log.error(
+                "certd.live_invalid",
+                codes=list(report.codes),
+                problems=[p.message for p in report.problems if p.severity.value == "error"],
+            )
 
     def _configure_logging(self, config: Config) -> None:
         fmt = config.log.format
@@ -170,7 +271,11 @@ class Daemon:
         watch = self.ctx.config.watch
         old = self.tracker
         self.tracker = Tracker(
-            incoming, watch.settle_seconds, watch.loose_wait_seconds, watch.drain_per_cycle
+            incoming,
+            watch.settle_seconds,
+            watch.loose_wait_seconds,
+            watch.drain_per_cycle,
+            reserved=frozenset(self.lanes),
         )
         if old is not None and old.incoming == incoming:  # a reload keeps what is known
             self.tracker.remembered, self.tracker.strays = old.remembered, old.strays
@@ -180,6 +285,11 @@ class Daemon:
         self.inbox = Inbox(incoming, {r.path for r in roots}, lambda: self.notes.put(("fs", "")))
         self.watcher = Watcher(roots, self.inbox.put)
         self._watch_changes(self.watcher.start(), time.monotonic())
+
+    def _stop_watching(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+            self.watcher = None
 
     def _watch_changes(self, changes: list[str], now: float) -> None:
         for change in changes:
@@ -363,6 +473,8 @@ class Daemon:
                 del taken[folder]
             elif folder is not None and os.path.lexists(folder):
                 folders.append(folder)
+        if self.lanes and self.primary is None:
+            folders = [f for f in folders if self._route(f)]
         if not folders:
             if not tracker.backlog:
                 self._install_pending()
@@ -396,6 +508,47 @@ class Daemon:
         if tracker.backlog and now - self.pending_since < PENDING_MAX_SECONDS:
             return  # more of this burst next cycle
         self._install_pending()
+
+    def _route(self, folder: Path) -> bool:
+        """A folder straight in incoming/ on a node with several sets: True when it is the
+        primary set's; else moved to the lane it fits (``certd.set_routed``), or refused
+        (``set_unroutable``).  What cannot be read is the primary's to judge (and refuse)."""
+        try:
+            source = read_source(
+                folder, trusted_uids=self.ctx.trusted_uids(), ca_fallback=self.ctx.managed.live.ca
+            )
+            leaf = x509.load_pem_x509_certificates(source.data.cert)[0]
+        except Exception:  # unreadable: judged (and refused with its reason) as the primary's
+            return True
+        managed = {self.label, *self.lanes}
+        sets = [s for s in self.ctx.harper.sets() if s.name in managed]
+        has_ca = any(name == "ca.pem" for name, _ in source.members)
+        routed = routing.route(
+            sets,
+            {s.name: hazards.read_material(s) for s in sets},
+            leaf,
+            has_ca_file=has_ca,
+            node_name=self.ctx.harper.node_name,
+        )
+        if routed.set_name is None:
+            service.refuse_unroutable(self.ctx, folder, routed.reason)
+            return False
+        if routed.set_name == self.label:
+            return True
+        lane = self.lanes[routed.set_name]
+        target = lane.ctx.paths.incoming / folder.name
+        if os.path.lexists(target):
+            target = target.with_name(f"{folder.name}-{self.clock.now():%Y%m%dT%H%M%S%f}")
+        lane.ctx.paths.incoming.mkdir(parents=True, exist_ok=True, mode=0o750)
+        os.rename(folder, target)  # one rename: the lane's tracker sees it whole
+        log.info(
+            "certd.set_routed",
+            source=str(folder),
+            set=routed.set_name,
+            moved_to=str(target),
+            reason=routed.reason,
+        )
+        return False
 
     def _install_pending(self) -> None:
         if not self.pending or self.tracker is None:
@@ -460,7 +613,7 @@ class Daemon:
         ]
         if entries != self.published:
             self.published = entries
-            statefile.write_waiting(self.ctx.paths.state, entries)
+            statefile.write_waiting(self.ctx.store.root, entries)  # the set's own state
 
     def _on_judged(self, folder: Path, outcome: service.InstallOutcome) -> None:
         wall = self.clock.now()
@@ -559,8 +712,10 @@ class Daemon:
         log.warning("certd.clock_jumped", seconds=round(step, 1), now=wall.isoformat())
         # Marks now in the future again (the clock went back) are due again; marks passed
         # by a step forward fire at once in _expiry.  Backoffs are monotonic: unchanged.
-        self.expiry.stepped(wall)
-        self._refresh_schedule()
+        for lane in self._all():
+            with lane.bound():
+                lane.expiry.stepped(wall)
+                lane._refresh_schedule()
 
     def _renewal_due(self) -> dt.datetime | None:
         config = self.ctx.config.renew
@@ -694,16 +849,29 @@ class Daemon:
             ctx.budget.carry_over(self.ctx.budget)  # restarts spent stay spent
             self.ctx = ctx
             self._configure_logging(ctx.config)
-            self._start_watching()
-            self._rescan(time.monotonic())
-            self._refresh_schedule()
+            self._sync_lanes()  # before the primary's tracker: it leaves their folders alone
+            with self.bound():
+                self._start_watching()
+                self._rescan(time.monotonic())
+                self._refresh_schedule()
+            self._log_hazards(self._hazards(ctx.harper))  # a reload can bring a new hazard
             log.info("certd.config_reloaded", config=str(self.config_path))
         finally:
             sdnotify.ready(env=self.env)
 
     def _next_timeout(self, now: float) -> float:
-        waits = [self.next_rescan - now, self.next_watch_check - now, self.next_summary - now]
-        waits.append(self.monitor.next_due - now)  # h-ops
+        waits = [self.next_summary - now, self.monitor.next_due - now]  # h-ops: monitor
+        for lane in self._all():
+            waits += lane._set_waits(now)
+        waits.append(self.clock_watch.next_due(now) - now)
+        interval = sdnotify.watchdog_interval(self.env)
+        if interval is not None:
+            waits.append(self.next_ping - now)
+        return max(0.001, min(waits))
+
+    def _set_waits(self, now: float) -> list[float]:
+        """Seconds until each of this set's duties is next due."""
+        waits = [self.next_rescan - now, self.next_watch_check - now]
         settle = self.ctx.config.watch.settle_seconds
         incoming_due = None if self.tracker is None else self.tracker.next_due(now)
         if incoming_due is not None:
@@ -729,12 +897,8 @@ class Daemon:
         held = self.held.next_wall()
         if held is not None:
             waits.append(self.clock.real_seconds(held))
-        waits.append(self.clock_watch.next_due(now) - now)
         waits.append(self.swap_retry.next_due(now) - now)
-        interval = sdnotify.watchdog_interval(self.env)
-        if interval is not None:
-            waits.append(self.next_ping - now)
-        return max(0.001, min(waits))
+        return waits
 
     # --- the loop ----------------------------------------------------------------------
 
@@ -770,7 +934,8 @@ class Daemon:
                 )
         return self._shutdown()
 
-    def _startup(self) -> None:
+    def _set_startup(self) -> None:
+        """A set's start: its store recovered, its folders watched, its schedule planned."""
         store = self.ctx.store
         with store.locked():
             recovery = store.recover()
@@ -789,6 +954,12 @@ class Daemon:
         self._refresh_schedule()
         self._rescan(time.monotonic())
         self._expiry()  # once at start: the most urgent band each certificate is in
+
+    def _startup(self) -> None:
+        # First: the primary's tracker leaves the lanes' folders (incoming/<set name>/) alone.
+        self._sync_lanes(announce=False)
+        with self.bound():
+            self._set_startup()
         self._discovered()
         report = self._live_report()
         sets = []
@@ -823,6 +994,9 @@ class Daemon:
                 codes=list(report.codes),
                 problems=[p.message for p in report.problems if p.severity.value == "error"],
             )
+        for lane in self.lanes.values():
+            with lane.bound():
+                lane._announce()
         for finding in self.environment:  # h-ops: what may not work under the unit
             log.warning(
                 "certd.environment_warning",
@@ -863,10 +1037,7 @@ class Daemon:
             sets=list(set_facts(harper, self.clock.now()).values()),
             hazards=[p.code for p in found],
         )
-        for p in found:
-            log.error(
-                "certd.layout_hazard", code=p.code, severity=p.severity.value, message=p.message
-            )
+        self._log_hazards(found)
         for entry in harper.entries:
             # fresh Harper 4.7: certificates kept in its database
             if entry.paths is None and entry.cert_key is None:
@@ -876,6 +1047,13 @@ class Daemon:
                     uses=list(entry.uses),
                     note=entry.note,
                 )
+
+    @staticmethod
+    def _log_hazards(found: tuple[Problem, ...]) -> None:
+        for p in found:
+            log.error(
+                "certd.layout_hazard", code=p.code, severity=p.severity.value, message=p.message
+            )
 
     def _summary(self) -> None:
         report = self._live_report()
@@ -898,6 +1076,36 @@ class Daemon:
                 self._reload()
             elif kind == "fs" and value:
                 self._note_path(value, now)
+        with self.bound():
+            self._set_cycle(now)
+        for lane in list(self.lanes.values()):
+            with lane.bound():
+                try:
+                    lane._set_cycle(now)
+                except Interrupted:
+                    raise
+                except Exception as exc:  # one set's fault never stops the others
+                    log.error(
+                        "certd.cycle_failed",
+                        error=logs.describe_error(exc),
+                        exception=logs.traceback_text(exc),
+                    )
+        if self.stopping.is_set():
+            return
+        if now >= self.next_summary:
+            if self.next_summary:
+                for lane in self._all():
+                    with lane.bound():
+                        lane._summary()
+            self.next_summary = now + SUMMARY_SECONDS
+        self.monitor.tick(self.ctx)  # h-ops
+        interval = sdnotify.watchdog_interval(self.env)
+        if interval is not None and now >= self.next_ping:
+            sdnotify.watchdog(env=self.env)
+            self.next_ping = now + interval
+
+    def _set_cycle(self, now: float) -> None:
+        """One set's part of a cycle: its incoming folder, live files, expiry, renewal."""
         self._drain_inbox(now)
         if self.stopping.is_set():
             return
@@ -909,10 +1117,6 @@ class Daemon:
                 self._rescan(now)
         if now >= self.next_rescan:
             self._rescan(now)
-        if now >= self.next_summary:
-            if self.next_summary:
-                self._summary()
-            self.next_summary = now + SUMMARY_SECONDS
         if self.swap_retry.due(now):
             self.swap_retry.taken()
             self._rescan(now)  # the sources are still in incoming/: take them again
@@ -924,20 +1128,15 @@ class Daemon:
         self._check_live(now)
         self._expiry()
         self._renewal()
-        self.monitor.tick(self.ctx)  # h-ops
-        interval = sdnotify.watchdog_interval(self.env)
-        if interval is not None and now >= self.next_ping:
-            sdnotify.watchdog(env=self.env)
-            self.next_ping = now + interval
 
     def _shutdown(self) -> int:
         log.info("certd.stopping")
         sdnotify.stopping(env=self.env)
-        with contextlib.suppress(OSError):
-            statefile.write_waiting(self.ctx.paths.state, [])  # nothing waits on a stopped daemon
-        if self.watcher is not None:
-            self.watcher.stop()
-        in_flight = self.ctx.store.in_flight()
+        for lane in self._all():
+            with contextlib.suppress(OSError):
+                statefile.write_waiting(lane.ctx.store.root, [])  # nothing waits on a stopped one
+            lane._stop_watching()
+        in_flight = any(lane.ctx.store.in_flight() for lane in self._all())
         log.info(
             "certd.stopped",
             swap_in_flight=in_flight,

@@ -539,6 +539,13 @@ def judge_failed(
     return _refuse(ctx, folder, refused, "judge", None, recovery, file=False)
 
 
+def refuse_unroutable(ctx: Context, folder: Path, reason: str) -> InstallOutcome:
+    """A folder straight in incoming/ that fits none or several of the node's sets: refused
+    (``set_unroutable``) and filed in rejected/ with the reason beside it."""
+    text = f"{folder} cannot be given to one certificate set: {reason}."
+    return _refuse(ctx, folder, (problem("set_unroutable", text),), "route", None, None)
+
+
 def _judge(
     ctx: Context,
     folder: Path,

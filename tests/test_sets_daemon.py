@@ -1,0 +1,255 @@
+"""The daemon manages every certificate set of a node on its own (issue 11, item 2).
+
+A real ``harper-certd run`` subprocess on a node with two sets (the replication set and a
+server set with its own CA file), real certificates, real folders.  No Harper runs here:
+the restart command's exit status is the outcome (``nodefix``); real-Harper evidence of
+per-set rotation is in ``tests/test_sets_harper.py``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography.x509.oid import ExtendedKeyUsageOID
+
+from daemonfix import DaemonProc
+from harper_certd import devca
+from nodefix import Node, make_node
+
+SERVER_ONLY = [ExtendedKeyUsageOID.SERVER_AUTH]
+WEB = "www.example.com"
+
+
+def _fp(leaf: devca.Issued) -> str:
+    return devca.fingerprint_of(leaf.cert)
+
+
+def _drop(incoming: Path, name: str, src: Path) -> Path:
+    """A set handed over as people should: copied under a dot-name, then one rename."""
+    incoming.mkdir(parents=True, exist_ok=True)
+    hidden = incoming / f".{name}"
+    shutil.copytree(src, hidden)
+    os.rename(hidden, incoming / name)
+    return incoming / name
+
+
+def _leaf_fp(path: Path) -> str:
+    return devca.fingerprint_of(devca.load_cert(path.read_bytes()))
+
+
+@pytest.fixture
+def two_sets(tmp_path: Path) -> tuple[Node, devca.Issued]:
+    """A nodefix node (replication set for nodea) plus a server set ``web`` with its own CA."""
+    node = make_node(
+        tmp_path,
+        extra={"watch": {"settle_seconds": 0.3}},
+    )
+    node.config_data["restart"]["restarts_per_hour"] = 20
+    web_ca = devca.make_ca("Web Test CA")
+    web = devca.write_set(
+        node.root / "keys" / "web",
+        devca.make_leaf(web_ca, WEB, dns=[WEB], eku=SERVER_ONLY),
+        [web_ca],
+    )
+    config_path = node.root / "harperdb-config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["http"] = {"securePort": 9926}
+    config["replication"]["enableRootCAs"] = False  # a private cluster CA (no hazard)
+    config["tls"] = [
+        {**config["tls"], "uses": ["replication"]},
+        {
+            "certificate": str(web.cert),
+            "certificateAuthority": str(web.ca),
+            "privateKey": str(web.key),
+            "name": "web",
+            "uses": ["server", "operations-api"],
+        },
+    ]
+    config_path.write_text(yaml.safe_dump(config))
+    return node, web_ca
+
+
+def _web_set(tmp: Path, name: str, ca: devca.Issued, dns: list[str]) -> tuple[Path, str]:
+    leaf = devca.make_leaf(ca, dns[0], dns=dns, eku=SERVER_ONLY)
+    folder = tmp / "src" / name
+    devca.write_set(folder, leaf, [ca])
+    return folder, _fp(leaf)
+
+
+def _keys(event: dict[str, Any], *names: str) -> dict[str, Any]:
+    return {n: event.get(n) for n in names}
+
+
+def test_each_set_is_installed_on_its_own_and_routed(two_sets: tuple[Node, devca.Issued]) -> None:
+    """incoming/web/ goes to the web set; a folder straight in incoming/ goes to the one set
+    it fits; one that fits none is refused (set_unroutable) and filed with its reason.  Each
+    install leaves the other set's live files byte for byte as they were."""
+    node, web_ca = two_sets
+    keys = node.root / "keys"
+    web_live = keys / "web" / "certificate.pem"
+    incoming = keys / "incoming"
+    with DaemonProc(node) as d:
+        started = d.wait_for("certd.started")
+        managed = d.wait_for("certd.set_managed")
+        assert [s["set"] for s in started["sets"]] == ["replication", "web"]
+        assert _keys(managed, "set", "role", "incoming", "state", "renewal", "valid") == {
+            "set": "web",
+            "role": "server",
+            "incoming": str(incoming / "web"),
+            "state": str(node.state / "sets" / "web"),
+            "renewal": False,
+            "valid": True,
+        }
+
+        # 1. placed under incoming/web/: the web set's, whatever it holds
+        replication_before = node.live.cert.read_bytes()
+        folder, web1 = _web_set(node.tmp, "w1", web_ca, [WEB])
+        _drop(incoming / "web", "w1", folder)
+        first = d.wait_for("certd.set_installed")
+        assert (first["set"], first["fingerprint"]) == ("web", web1)
+        assert _leaf_fp(web_live) == web1
+        assert node.live.cert.read_bytes() == replication_before
+
+        # 2. a cluster certificate for the node name straight in incoming/: replication
+        web_before = web_live.read_bytes()
+        cluster = node.source("c1")
+        cluster_fp = _leaf_fp(cluster / "certificate.pem")
+        _drop(incoming, "c1", cluster)
+        second = d.wait_for("certd.set_installed", count=2)
+        assert (second["set"], second["fingerprint"]) == ("replication", cluster_fp)
+        assert node.live_fingerprint() == cluster_fp
+        assert web_live.read_bytes() == web_before
+        assert d.named("certd.set_routed") == []
+
+        # 3. a server-only certificate for the web names straight in incoming/: routed to web
+        folder, web2 = _web_set(node.tmp, "w2", web_ca, [WEB])
+        _drop(incoming, "w2", folder)
+        routed = d.wait_for("certd.set_routed")
+        third = d.wait_for("certd.set_installed", count=3)
+        assert _keys(routed, "source", "set", "moved_to", "reason") == {
+            "source": str(incoming / "w2"),
+            "set": "web",
+            "moved_to": str(incoming / "web" / "w2"),
+            "reason": "fits set 'web' only",
+        }
+        assert (third["set"], third["fingerprint"]) == ("web", web2)
+        assert node.live_fingerprint() == cluster_fp
+
+        # 4. fits no set: refused with the reason for each set, filed in rejected/
+        folder, _ = _web_set(node.tmp, "x", web_ca, ["other.example.com"])
+        _drop(incoming, "x", folder)
+        refused = d.wait_for("certd.set_refused")
+        assert d.stop() == 0
+    assert refused["codes"] == ["set_unroutable"]
+    assert refused["reason"] == (
+        f"{incoming / 'x'} cannot be given to one certificate set: it fits no set: "
+        "not 'replication' (replication): it is not for TLS Web Server and Client "
+        "Authentication; not 'web' (server): it lacks www.example.com."
+    )
+    assert refused["set"] == "replication"  # judged by the node's primary lane
+    kept = Path(refused["kept_at"])
+    assert kept.parent == keys / "rejected"
+    assert json.loads((kept / "reason.json").read_text())["problems"][0]["code"] == (
+        "set_unroutable"
+    )
+    assert sorted(os.listdir(node.state / "sets" / "web" / "generations")) == [
+        "000001",
+        "000002",
+        "000003",
+    ]
+    assert _leaf_fp(web_live) == web2
+    assert node.restarts() == 3
+
+
+def test_a_set_whose_name_is_no_folder_name_is_not_managed(
+    two_sets: tuple[Node, devca.Issued],
+) -> None:
+    """A set name that cannot be a folder under incoming/ is said once, never used as a path;
+    the primary set is managed as before."""
+    node, _ = two_sets
+    config_path = node.root / "harperdb-config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["tls"][1]["name"] = "../escape"
+    config_path.write_text(yaml.safe_dump(config))
+    with DaemonProc(node) as d:
+        d.wait_for("certd.started")
+        unmanaged = d.wait_for("certd.set_unmanaged")
+        assert d.stop() == 0
+    assert _keys(unmanaged, "set", "reason") == {
+        "set": "../escape",
+        "reason": "its name is not usable as a folder name under incoming/",
+    }
+    assert d.named("certd.set_managed") == []
+    assert not (node.root / "keys" / "escape").exists()
+
+
+def test_reload_follows_the_sets_and_says_new_hazards(
+    two_sets: tuple[Node, devca.Issued],
+) -> None:
+    """SIGHUP after the web set's entry lost its ``name`` and its CN became the node name:
+    the hazard is said at reload, not only at start, and the set is managed under its new
+    name (its role, ``server``)."""
+    node, web_ca = two_sets
+    config_path = node.root / "harperdb-config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    with DaemonProc(node) as d:
+        d.wait_for("certd.started")
+        assert d.named("certd.layout_hazard") == []
+        collide = devca.make_leaf(web_ca, "nodea", dns=["nodea"], eku=SERVER_ONLY)
+        devca.write_set(node.root / "keys" / "web", collide, [web_ca])
+        del config["tls"][1]["name"]
+        config_path.write_text(yaml.safe_dump(config))
+        d.signal(signal.SIGHUP)
+        d.wait_for("certd.config_reloaded")
+        hazards = d.named("certd.layout_hazard")
+        assert d.stop() == 0
+    assert [h["code"] for h in hazards] == ["record_name_collision"]
+    assert [m["set"] for m in d.named("certd.set_managed")] == ["web", "server"]
+    assert [m["incoming"] for m in d.named("certd.set_managed")] == [
+        str(node.root / "keys" / "incoming" / n) for n in ("web", "server")
+    ]
+
+
+def test_each_set_renews_with_its_own_command(two_sets: tuple[Node, devca.Issued]) -> None:
+    """``sets: [{name: web, renew: ...}]``: the web set's renewal command runs when the web
+    leaf is due, its result arrives in incoming/web/ and is installed there; the replication
+    set (no top-level ``renew``) runs nothing."""
+    node, web_ca = two_sets
+    folder, renewed = _web_set(node.tmp, "renewed", web_ca, [WEB])
+    target = node.root / "keys" / "incoming" / "web"
+    script = (
+        "import shutil, os, sys\n"
+        "src, dst = sys.argv[1], sys.argv[2]\n"
+        "shutil.copytree(src, dst + '/.r')\n"
+        "os.rename(dst + '/.r', dst + '/renewed')\n"
+        "print('renewed the web set')\n"
+    )
+    node.config_data["sets"] = [
+        {
+            "name": "web",
+            "renew": {
+                "command": [sys.executable, "-c", script, str(folder), str(target)],
+                "before_days": 200,
+                "arrival_seconds": 20,
+            },
+        }
+    ]
+    with DaemonProc(node) as d:
+        started = d.wait_for("certd.renewal_started")
+        installed = d.wait_for("certd.set_installed")
+        succeeded = d.wait_for("certd.renewal_succeeded")
+        assert d.stop() == 0
+    assert started["set"] == "web"
+    assert (installed["set"], installed["fingerprint"]) == ("web", renewed)
+    assert (succeeded["set"], succeeded["fingerprint"]) == ("web", renewed)
+    assert succeeded["output"].strip() == "renewed the web set"
+    assert len(d.named("certd.renewal_started")) == 1
+    assert _leaf_fp(node.root / "keys" / "web" / "certificate.pem") == renewed
