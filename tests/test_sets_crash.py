@@ -48,6 +48,7 @@ def _edge_node(tmp: Path) -> tuple[Node, SetPaths, devca.Issued]:
 
 
 def _identity(live: SetPaths) -> tuple[str, bytes]:
+    assert live.ca is not None
     cert, key, ca = (p.read_bytes() for p in (live.cert, live.key, live.ca))
     report = validate(Inputs(cert, key, ca), at=dt.datetime.now(dt.UTC), purpose=Purpose.SERVER)
     assert report.valid, f"live edge set is not whole: {report.problems}"
@@ -55,7 +56,7 @@ def _identity(live: SetPaths) -> tuple[str, bytes]:
 
 
 def _replication(node: Node) -> tuple[bytes, ...]:
-    return tuple(p.read_bytes() for p in (node.live.cert, node.live.key, node.live.ca))
+    return tuple(p.read_bytes() for p in (node.live.cert, node.live.key, node.ca_file))
 
 
 def _source(tmp: Path, ca: devca.Issued, name: str) -> tuple[Path, tuple[str, bytes]]:

@@ -71,7 +71,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     # A file that cannot be read at all (missing, not a regular file, no permission) is a
     # usage error (exit 2); a file that can be read but is not a usable set is invalid (1).
-    if any(not (p.is_file() and os.access(p, os.R_OK)) for p in (paths.cert, paths.key, paths.ca)):
+    files = (paths.cert, paths.key, Path(args.ca))
+    if any(not (p.is_file() and os.access(p, os.R_OK)) for p in files):
         return EXIT_USAGE
     return EXIT_INVALID
 

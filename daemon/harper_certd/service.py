@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from harper_certd import discover, environment, fsio, load, logs, peers, retention
+from harper_certd.check import validate_data_against_store
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, Interrupted, StateError, SwapError
 from harper_certd.journal import Outcome
@@ -40,6 +41,7 @@ from harper_certd.swap import (
     cert_meta,
     require_no_foreign_files,
 )
+from harper_certd.trust import TrustStore, system_store
 from harper_certd.validate import (
     Inputs,
     Purpose,
@@ -76,8 +78,12 @@ SETS_DIR = "sets"  # <state>/sets/<set name>/: the store of a set other than the
 
 def managed_set(harper: discover.HarperConfig, name: str | None = None) -> Managed:
     """The set to manage: ``name`` (a ``CertSet`` name), else the primary set (the
-    replication set, else the first). ConfigError for an unknown name or a set without
-    a CA file (the store swaps certificate, key and CA file together)."""
+    replication set, else the first). ConfigError for an unknown name or a set whose
+    files are not named (kept in Harper's database).
+
+    A named set without a CA file (a public certificate) is managed as two files
+    (``SetPaths.ca`` None): its chain is judged against the system trust store.
+    """
     if name is not None:
         by_name = {c.name: c for c in harper.sets()}
         if name not in by_name:
@@ -86,12 +92,8 @@ def managed_set(harper: discover.HarperConfig, name: str | None = None) -> Manag
                 f"(sets: {', '.join(by_name) or 'none'})"
             )
         chosen = by_name[name]
-        if chosen.first.paths is None:
-            raise ConfigError(
-                f"set '{name}' has no CA file (a public certificate): harper-certd does not "
-                "install such a set yet; `harper-certd check` validates it against the system "
-                "trust store, and its ACME client renews it in place"
-            )
+        if chosen.first.paths is None and chosen.first.cert_key is not None:
+            return _without_ca_file(chosen)
         harper = dataclasses.replace(
             harper, entries=tuple(e for e in harper.entries if e in chosen.entries)
         )
@@ -114,6 +116,26 @@ def managed_set(harper: discover.HarperConfig, name: str | None = None) -> Manag
     return Managed(primary.paths, purpose, hostnames, uses, verbatim, url_hosts)
 
 
+def _without_ca_file(chosen: discover.CertSet) -> Managed:
+    """A set naming a certificate and a key, no CA file: its entries' names and uses."""
+    entries = tuple(e for e in chosen.entries if e.cert_key == chosen.first.cert_key)
+    assert chosen.first.cert_key is not None
+    cert, key = chosen.first.cert_key
+    purpose = (
+        Purpose.CLUSTER
+        if any(e.purpose is Purpose.CLUSTER for e in entries)
+        else chosen.first.purpose
+    )
+    return Managed(
+        SetPaths(cert, key, None),
+        purpose,
+        tuple(dict.fromkeys(h for e in entries if not e.insecure for h in e.hostnames)),
+        tuple(dict.fromkeys(u for e in entries for u in e.uses)),
+        tuple(dict.fromkeys(n for e in entries for n in e.verbatim_names)),
+        tuple(dict.fromkeys(h for e in entries for h in e.url_hosts)),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     config: Config
@@ -125,6 +147,13 @@ class Context:
     clock: Clock = utc_now
     budget: RestartBudget = field(default_factory=lambda: RestartBudget(3))
     interrupted: threading.Event | None = None
+
+    def trust_store(self) -> TrustStore | None:
+        """The roots a set without a CA file must chain to (``harper.trust_store``, else
+        OpenSSL's default); None for a set with a CA file."""
+        if self.managed.live.ca is not None:
+            return None
+        return system_store(self.config.harper.trust_store)
 
     def trusted_uids(self) -> set[int]:
         uids = {0, os.geteuid()}
@@ -376,25 +405,36 @@ def _reject(
 
 
 def _read_live(ctx: Context) -> SetBytes:
+    """The live files' bytes (``ca`` ``b""`` for a set without a CA file)."""
     live = ctx.managed.live
     try:
         return SetBytes(
-            load.read_bounded(live.cert), load.read_bounded(live.key), load.read_bounded(live.ca)
+            load.read_bounded(live.cert),
+            load.read_bounded(live.key),
+            b"" if live.ca is None else load.read_bounded(live.ca),
         )
     except load.Unreadable as exc:
         raise SwapError(f"the live set cannot be read: {exc}") from None
 
 
 def _validate(ctx: Context, data: SetBytes, names: tuple[str, str, str]) -> Report:
-    return validate(
-        Inputs(data.cert, data.key, data.ca, *names),
-        at=ctx.clock(),
-        purpose=ctx.managed.purpose,
-        hostnames=ctx.managed.hostnames,
-        expiry_warning_days=ctx.config.expiry_warning_days,
-        node_names=ctx.managed.verbatim_names,
-        url_hosts=ctx.managed.url_hosts,
-    )
+    """``data`` judged for the managed set's use; a set without a CA file against the
+    system trust store (``check.validate_data_against_store``, the validator ``check``
+    uses), ``names[2]`` then unused."""
+    kwargs: dict[str, Any] = {
+        "at": ctx.clock(),
+        "purpose": ctx.managed.purpose,
+        "hostnames": ctx.managed.hostnames,
+        "expiry_warning_days": ctx.config.expiry_warning_days,
+        "node_names": ctx.managed.verbatim_names,
+        "url_hosts": ctx.managed.url_hosts,
+    }
+    trust = ctx.trust_store()
+    if trust is not None:
+        return validate_data_against_store(
+            data.cert, data.key, trust, cert_name=names[0], key_name=names[1], **kwargs
+        )
+    return validate(Inputs(data.cert, data.key, data.ca, *names), **kwargs)
 
 
 def new_hazards(ctx: Context, data: SetBytes) -> tuple[Problem, ...]:
@@ -561,6 +601,7 @@ def _judge(
             folder,
             trusted_uids=ctx.trusted_uids(),
             ca_fallback=ctx.config.ca_file or ctx.managed.live.ca,
+            ca_file=ctx.managed.live.ca is not None,
         )
     except SourceRefused as exc:
         return _refuse(ctx, folder, (problem(exc.code, str(exc)),), "source", None, recovery)
@@ -1197,18 +1238,7 @@ def status(ctx: Context) -> Status:
         with ctx.store.locked():
             recovery = ctx.store.recover()
     try:
-        live: Report | None = _validate(
-            ctx,
-            _read_live(ctx),
-            tuple(
-                str(p)
-                for p in (
-                    ctx.managed.live.cert,  # type: ignore[arg-type]
-                    ctx.managed.live.key,
-                    ctx.managed.live.ca,
-                )
-            ),
-        )
+        live: Report | None = _validate(ctx, _read_live(ctx), _live_names(ctx))
     except SwapError:
         live = None
     generations = tuple(ctx.store.generations())
@@ -1228,14 +1258,14 @@ def status(ctx: Context) -> Status:
 # --- the daemon's other duties ---------------------------------------------------------------
 
 
+def _live_names(ctx: Context) -> tuple[str, str, str]:
+    live = ctx.managed.live
+    return str(live.cert), str(live.key), "no CA file" if live.ca is None else str(live.ca)
+
+
 def live_report(ctx: Context) -> Report:
     """The live set, validated for its use; SwapError when it cannot be read."""
-    live = ctx.managed.live
-    return _validate(ctx, _read_live(ctx), (str(live.cert), str(live.key), str(live.ca)))
-
-
-def _digests(data: SetBytes) -> dict[str, str]:
-    return {r: hashlib.sha256(data.role(r)).hexdigest() for r in ("cert", "key", "ca")}
+    return _validate(ctx, _read_live(ctx), _live_names(ctx))
 
 
 def _last_good(ctx: Context, exclude: set[str] | None = None) -> Generation | None:
@@ -1247,7 +1277,7 @@ def _last_good(ctx: Context, exclude: set[str] | None = None) -> Generation | No
             data = gen.read()
         except OSError:
             continue
-        if gen.meta.get("digests") not in (None, _digests(data)):
+        if gen.meta.get("digests") not in (None, ctx.store.digests(data)):
             continue  # changed in place since it was written
         if _validate(ctx, data, ("generation certificate", "key", "CA file")).valid:
             return gen
@@ -1265,21 +1295,13 @@ def handle_live_change(ctx: Context) -> None:
             data: SetBytes | None = _read_live(ctx)
         except SwapError:
             data = None
-        report = (
-            None
-            if data is None
-            else _validate(
-                ctx,
-                data,
-                tuple(str(p) for p in store.live_paths().values()),  # type: ignore[arg-type]
-            )
-        )
+        report = None if data is None else _validate(ctx, data, _live_names(ctx))
         current = store.current()
         if data is not None and report is not None and report.valid:
             if (
                 current is not None
                 and store.managed()
-                and current.meta.get("digests") == _digests(data)
+                and current.meta.get("digests") == store.digests(data)
             ):
                 return  # only touched: the content is the live generation's
             assert report.certificate is not None
