@@ -233,6 +233,7 @@ class InstallOutcome:
     error: str | None = None
     cause: str | None = None  # swap_failed: the cause in a few words (disk full, read-only)
     source: Path | None = None  # swap_failed: the source that stays for the next attempt
+    trust_store: str | None = None  # a set without a CA file: the roots it was judged against
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -244,6 +245,7 @@ class InstallOutcome:
             "kept_at": None if self.kept_at is None else str(self.kept_at),
             "verified": None if self.applied is None else self.applied.verified,
             "error": self.error,
+            "trust_store": self.trust_store,
         }
 
 
@@ -504,6 +506,8 @@ def install(
     with ctx.store.locked():
         recovery = ctx.store.recover()
         outcome = _install_locked(ctx, folder, force_older, recovery, force_peers)
+    if (trust := ctx.trust_store()) is not None:
+        outcome = dataclasses.replace(outcome, trust_store=trust.where)
     if outcome.status == "swap_failed":
         log_swap_failed(str(folder), outcome.cause, outcome.error)
         # The command line says "nothing changed" (exit 1) with the cause.
@@ -1106,9 +1110,19 @@ class RollbackOutcome:
     previous: str | None
     applied: Applied | None
     message: str
+    trust_store: str | None = None  # a set without a CA file: the roots it was judged against
 
 
 def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
+    """Put generation ``gen_id`` (default: the one the live one replaced) back, if it is
+    intact and valid now, and make Harper use it."""
+    outcome = _rollback(ctx, gen_id)
+    if (trust := ctx.trust_store()) is not None:
+        return dataclasses.replace(outcome, trust_store=trust.where)
+    return outcome
+
+
+def _rollback(ctx: Context, gen_id: str | None) -> RollbackOutcome:
     if (why := ctx.store.foreign()) is not None:
         return RollbackOutcome("refused", gen_id, None, None, f"watch-only: {why}")
     with ctx.store.locked():
@@ -1194,6 +1208,7 @@ class Status:
     live_paths: dict[str, str] = field(default_factory=dict)
     watch_only: str | None = None  # why the live paths are only watched (Store.foreign)
     damaged: dict[str, str] = field(default_factory=dict)  # generation id -> Store.intact's
+    trust_store: str | None = None  # a set without a CA file: the roots it is judged against
 
     def as_dict(self, at: dt.datetime) -> dict[str, Any]:
         live = None
@@ -1229,6 +1244,7 @@ class Status:
             "recovered": None if self.recovery is None else self.recovery.outcome,
             "watch_only": self.watch_only,
             "damaged": self.damaged,
+            "trust_store": self.trust_store,
         }
 
 
@@ -1243,6 +1259,7 @@ def status(ctx: Context) -> Status:
         live = None
     generations = tuple(ctx.store.generations())
     damaged = {g.id: d for g in generations if (d := ctx.store.intact(g)) is not None}
+    trust = ctx.trust_store()
     return Status(
         live,
         ctx.store.current_id(),
@@ -1252,6 +1269,7 @@ def status(ctx: Context) -> Status:
         {r: str(p) for r, p in ctx.store.live_paths().items()},
         ctx.store.foreign(),
         damaged,
+        None if trust is None else trust.where,
     )
 
 
