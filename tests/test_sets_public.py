@@ -293,3 +293,31 @@ def test_two_file_store_retention_and_change_by_hand(tmp_path: Path) -> None:
     assert pub.served() == devca.fingerprint_of(by_hand.cert)
     assert ctx.store.intact(gens[-1]) is None
     assert os.readlink(pub.state / "current") == "generations/000006"
+
+
+def test_install_public_set_from_a_certbot_lineage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``install --set public /etc/letsencrypt/live/NAME``: fullchain.pem + privkey.pem are
+    installed (chain.pem is not a CA file); certbot's folder is never moved, the members
+    read are kept in processed/ (0600)."""
+    pub = public_node(tmp_path)
+    leaf = pub.leaf()
+    archive, live = tmp_path / "le" / "archive" / "www", tmp_path / "le" / "live" / "www"
+    archive.mkdir(parents=True)
+    live.mkdir(parents=True)
+    (archive / "chain1.pem").write_bytes(pub.issuer.cert_pem)
+    (archive / "fullchain1.pem").write_bytes(leaf.cert_pem + pub.issuer.cert_pem)
+    devca.write_private(archive / "privkey1.pem", leaf.key_pem)
+    for name in ("chain", "fullchain", "privkey"):
+        (live / f"{name}.pem").symlink_to(f"../../archive/www/{name}1.pem")
+    conf = str(pub.config)
+    assert main(["install", str(live), "--config", conf, "--set", PUBLIC, "--json"]) == 0
+    out = json.loads(_out(capsys))
+    assert (out["status"], out["generation"]) == ("installed", "000002")
+    assert pub.served() == devca.fingerprint_of(leaf.cert)
+    assert pub.live.cert.read_bytes() == leaf.cert_pem + pub.issuer.cert_pem
+    assert sorted(p.name for p in live.iterdir()) == ["chain.pem", "fullchain.pem", "privkey.pem"]
+    kept = Path(out["kept_at"])
+    assert sorted(p.name for p in kept.iterdir()) == ["fullchain.pem", "privkey.pem"]
+    assert {stat.S_IMODE(p.stat().st_mode) for p in kept.iterdir()} == {0o600}
