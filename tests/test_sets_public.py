@@ -321,3 +321,23 @@ def test_install_public_set_from_a_certbot_lineage(
     kept = Path(out["kept_at"])
     assert sorted(p.name for p in kept.iterdir()) == ["fullchain.pem", "privkey.pem"]
     assert {stat.S_IMODE(p.stat().st_mode) for p in kept.iterdir()} == {0o600}
+
+
+def test_node_whose_only_set_has_no_ca_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One public set and nothing else: ``--set public`` manages it (store in
+    <state>/sets/public/); without ``--set`` the refusal says why, as before."""
+    pub = public_node(tmp_path)
+    path = pub.node.root / "harperdb-config.yaml"
+    tree = yaml.safe_load(path.read_text())
+    tree["tls"] = tree["tls"][1:]
+    path.write_text(yaml.safe_dump(tree))
+    conf = str(pub.config)
+    new = pub.leaf()
+    assert main(["install", str(pub.source("new", new)), "--config", conf, "--set", PUBLIC]) == 0
+    assert pub.served() == devca.fingerprint_of(new.cert)
+    assert os.readlink(pub.live.cert) == str(pub.state / "current" / "certificate.pem")
+    capsys.readouterr()
+    assert main(["status", "--config", conf, "--no-probe"]) == 2
+    assert "names no certificate files to manage" in capsys.readouterr().err

@@ -193,11 +193,17 @@ def build_context(
 ) -> Context:
     paths = resolve_paths(config)
     harper = discover.load_config(paths.harper_root)
-    primary = managed_set(harper)
-    managed = primary if set_name is None else managed_set(harper, set_name)
+    try:
+        primary: Managed | None = managed_set(harper)
+    except ConfigError:
+        if set_name is None:
+            raise
+        primary = None  # a node whose only set has no CA file: that set is named
+    managed = managed_set(harper, set_name) if set_name is not None or primary is None else primary
     # The primary set's store stays where it always was (one-set nodes, crash tests); any
     # other set has its own under <state>/sets/<name>/.
-    state = paths.state if managed.live == primary.live else paths.state / SETS_DIR / str(set_name)
+    same = primary is not None and managed.live == primary.live
+    state = paths.state if same else paths.state / SETS_DIR / str(set_name)
     store = Store(state, managed.live)
     environment.refuse_second_state_dir(store.live_paths(), state)  # h-ops: one store
     store.ensure()
