@@ -8,8 +8,8 @@ Layout (certbot's lineages and Kubernetes' AtomicWriter are the models)::
     <live cert path> -> <state>/current/certificate.pem   (each path Harper's config names)
 
 Every path Harper reads resolves through ``current``, so one rename switches all
-three files at once: at any instant, and after a crash at any point, Harper's
-paths hold one complete set, the old or the new.  A generation is written
+files at once (three, or two for a set without a CA file): at any instant, and after
+a crash at any point, Harper's paths hold one complete set, the old or the new.  A generation is written
 complete and fsynced before it can become current.  A journal in the state
 directory says what was under way; ``recover()`` completes or undoes it.
 
@@ -87,7 +87,7 @@ class Generation:
     def read(self) -> SetBytes:
         """The files' bytes; ``ca`` ``b""`` when the generation has no CA file."""
         ca = self.file("ca")
-        with_ca = os.path.lexists(ca) or "ca" in self.meta.get("digests", {})
+        with_ca = os.path.lexists(ca) or "ca" in (self.meta.get("digests") or {})
         return SetBytes(
             self.file("cert").read_bytes(),
             self.file("key").read_bytes(),
