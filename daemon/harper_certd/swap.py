@@ -9,8 +9,8 @@ Layout (certbot's lineages and Kubernetes' AtomicWriter are the models)::
 
 Every path Harper reads resolves through ``current``, so one rename switches all
 files at once (three, or two for a set without a CA file): at any instant, and after
-a crash at any point, Harper's paths hold one complete set, the old or the new.  A generation is written
-complete and fsynced before it can become current.  A journal in the state
+a crash at any point, Harper's paths hold one complete set, the old or the new.  A
+generation is written complete and fsynced before it can become current.  A journal in the state
 directory says what was under way; ``recover()`` completes or undoes it.
 
 Generation files are read-only once written (certificate and CA file ``0444``, the key
