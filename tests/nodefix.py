@@ -40,6 +40,12 @@ class Node:
     def config(self) -> Config:
         return parse_config(self.config_data)
 
+    @property
+    def ca_file(self) -> Path:
+        """The live CA file (a nodefix node's set always has one)."""
+        assert self.live.ca is not None
+        return self.live.ca
+
     def write_config(self) -> Path:
         path = self.tmp / "certd.yaml"
         path.write_text(yaml.safe_dump(self.config_data))

@@ -154,7 +154,7 @@ def _node_for(tmp_path: Path, live: Path, root_pem: bytes) -> Node:
     (node.root / "harperdb-config.yaml").write_text(yaml.safe_dump(tree))
     node.live.cert.write_bytes((live / "fullchain.pem").read_bytes())
     node.live.key.write_bytes((live / "privkey.pem").read_bytes())
-    node.live.ca.write_bytes(root_pem)
+    node.ca_file.write_bytes(root_pem)
     node.config_data["watch"] = {"settle_seconds": 0.3}
     return node
 

@@ -51,7 +51,7 @@ def live_identity(node: Node) -> tuple[str, bytes]:
     """(certificate fingerprint, CA file bytes) of a complete, valid live set; fails otherwise."""
     cert = node.live.cert.read_bytes()
     key = node.live.key.read_bytes()
-    ca = node.live.ca.read_bytes()
+    ca = node.ca_file.read_bytes()
     report = validate(Inputs(cert, key, ca), at=dt.datetime.now(dt.UTC), hostnames=["nodea"])
     assert report.valid, f"live set is not whole: {report.problems}"
     leaf = load.parse_certificates(cert, name="live").certs[0]

@@ -778,7 +778,7 @@ def test_event_storm_does_not_stall_the_daemon(node: Node, tmp_path: Path) -> No
 def test_content_that_raises_never_stops_the_daemon_at_start(node: Node) -> None:
     """A live CA file holding an entry that made the validator raise: the daemon starts (no
     traceback, every line an event), and installs the next valid set."""
-    node.live.ca.write_bytes(node.ca.cert_pem + undecodable_subject_ca(node.ca))
+    node.ca_file.write_bytes(node.ca.cert_pem + undecodable_subject_ca(node.ca))
     with DaemonProc(node) as d:
         d.wait_for("certd.started")
         drop(node, "good")

@@ -37,7 +37,7 @@ def test_install_swaps_all_three_files_through_one_link(node: Node) -> None:
     outcome = install(build_context(node.config), src)
     assert outcome.status == "installed", outcome.problems
     assert node.live_fingerprint() == new_fp != old
-    for role, path in (("cert", node.live.cert), ("key", node.live.key), ("ca", node.live.ca)):
+    for role, path in (("cert", node.live.cert), ("key", node.live.key), ("ca", node.ca_file)):
         assert os.readlink(path) == str(node.state / "current" / swap.ROLE_FILES[role])
     assert os.readlink(node.state / "current") == f"generations/{outcome.generation}"
     assert node.restarts() == 1
@@ -59,7 +59,7 @@ def test_modes_and_key_privacy_are_kept(node: Node) -> None:
     install(build_context(node.config), node.source("new"))
     assert stat.S_IMODE(os.stat(node.live.cert).st_mode) == 0o440
     assert stat.S_IMODE(os.stat(node.live.key).st_mode) == 0o400
-    assert stat.S_IMODE(os.stat(node.live.ca).st_mode) == 0o444
+    assert stat.S_IMODE(os.stat(node.ca_file).st_mode) == 0o444
 
 
 def test_refused_set_changes_nothing_and_is_kept_with_reason(node: Node) -> None:
@@ -183,7 +183,7 @@ def test_unsafe_sources_refused(node: Node) -> None:
     os.chmod(loose, 0o777)  # noqa: S103 - the unsafe folder is the case under test
     escaping = node.source("escaping")
     (escaping / "ca.pem").unlink()
-    (escaping / "ca.pem").symlink_to(node.live.ca)
+    (escaping / "ca.pem").symlink_to(node.ca_file)
     foreign = node.source("foreign")
     os.chown(foreign / "certificate.pem", 65534, 65534)
     for folder, words in ((loose, "writable"), (escaping, "outside"), (foreign, "uid 65534")):

@@ -18,7 +18,7 @@ def test_release_hands_back_plain_files(tmp_path: Path, capsys: pytest.CaptureFi
     node = make_node(tmp_path)
     os.chmod(node.live.cert, 0o640)
     assert install(build_context(node.config), node.source("one")).status == "installed"
-    paths = (node.live.cert, node.live.key, node.live.ca)
+    paths = (node.live.cert, node.live.key, node.ca_file)
     assert all(p.is_symlink() for p in paths)
     seen = {p: (p.read_bytes(), stat.S_IMODE(os.stat(p).st_mode)) for p in paths}
     fp = node.live_fingerprint()

@@ -523,8 +523,8 @@ def test_install_and_rollback_per_set(
     tmp_path: Path, pki: Pki, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """install/rollback --set NAME: the operations-api set (own CA file) gets its own store
-    in <state>/sets/<name>/; the replication set and its store are untouched. A set without
-    a CA file, or an unknown name, is refused with the reason."""
+    in <state>/sets/<name>/; the replication set and its store are untouched. A folder with a
+    CA file for the set without one, or an unknown name, is refused with the reason."""
     node = make_node(tmp_path)
     ops_ca = devca.make_ca("Ops CA")
     ops_dir = node.root / "keys" / "ops"
@@ -567,8 +567,10 @@ def test_install_and_rollback_per_set(
     capsys.readouterr()
     back = devca.fingerprint_of(devca.load_cert((ops_dir / "certificate.pem").read_bytes()))
     assert back == first
-    assert main(["install", str(src), "--config", conf, "--set", "public"]) == 2
-    assert "has no CA file" in capsys.readouterr().err
+    with_ca = tmp_path / "with-ca"
+    devca.write_set(with_ca, new, [ops_ca])
+    assert main(["install", str(with_ca), "--config", conf, "--set", "public"]) == 1
+    assert "error: source_has_ca_file: " in capsys.readouterr().out
     assert main(["install", str(src), "--config", conf, "--set", "nope"]) == 2
     err = capsys.readouterr().err
     assert "no certificate set is named 'nope'" in err

@@ -25,7 +25,8 @@ import yaml
 
 from harper_certd import devca
 from harper_certd.config import parse_config
-from harper_certd.service import build_context, install
+from harper_certd.release import release
+from harper_certd.service import build_context, install, rollback
 from harper_rig import HandshakePoller, HarperNode, LeafMaterial, RigCA, needs_harper
 
 pytestmark = needs_harper(timeout=300)
@@ -277,6 +278,67 @@ def test_rotate_replication_set_leaves_public_set_untouched(rig: Rig) -> None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def test_rotate_public_set_leaves_replication_set_untouched(rig: Rig) -> None:
+    """``install --set public`` (no CA file: two files, judged against the bundle named by
+    ``harper.trust_store``) on the two-set node: hot reload, verified on the HTTPS ports;
+    the replication port serves the replication set all along with 0 failed handshakes;
+    ``rollback --set public`` puts the first public certificate back the same way."""
+    node = rig.node
+    config = parse_config(
+        {
+            "harper": {"root": str(node.root), "trust_store": rig.env["SSL_CERT_FILE"]},
+            "state_dir": str(rig.base / "state"),
+            "restart": {"method": "hot-reload"},
+            "verify": {"timeout": 20, "interval": 0.2, "host": NODE_IP},
+        }
+    )
+    ctx = build_context(config, set_name="public")
+    assert ctx.store.root == rig.base / "state" / "sets" / "public"
+    assert ctx.managed.live.ca is None
+    fresh = rig.public_ca.issue(
+        "www.sets.example", dns_names=["www.sets.example"], client_auth=False
+    )
+    folder = rig.base / "public-fresh"
+    folder.mkdir(mode=0o700)
+    (folder / "certificate.pem").write_bytes(fresh.cert_pem)
+    devca.write_private(folder / "privateKey.pem", fresh.key_pem)
+    replication = node.served_fingerprint()
+    with (
+        HandshakePoller(NODE_IP, node.ports.http_secure, interval=0.05) as https,
+        HandshakePoller(NODE_IP, node.ports.replication, interval=0.05) as repl,
+    ):
+        t0 = time.monotonic()
+        outcome = install(ctx, folder)
+        done = time.monotonic()
+        back = rollback(build_context(config, set_name="public"))
+        undone = time.monotonic()
+        time.sleep(0.5)
+    assert outcome.status == "installed", outcome.problems
+    assert outcome.applied is not None
+    assert outcome.applied.verified
+    assert outcome.trust_store == rig.env["SSL_CERT_FILE"]
+    assert back.status == "rolled_back", back.message
+    assert node.served_fingerprint(node.ports.http_secure) == rig.public.fingerprint
+    samples, seen = https.snapshot(t0), repl.snapshot(t0)
+    print(
+        f"public rotation: installed in {done - t0:.2f} s, rolled back in {undone - done:.2f} s; "
+        f"HTTPS port: {len(samples)} handshakes, {len(https.failures(t0))} failed; "
+        f"replication port: {len(seen)} handshakes, {len(repl.failures(t0))} failed"
+    )
+    assert https.first_serving(fresh.fingerprint, t0) is not None
+    assert https.failures(t0) == []
+    assert {s.fingerprint for s in samples} == {rig.public.fingerprint, fresh.fingerprint}
+    assert seen
+    assert repl.failures(t0) == []
+    assert {s.fingerprint for s in seen} == {replication}
+    assert node.served_fingerprint() == replication
+    # Plain files again (same bytes) for the tests after this one, which write them.
+    assert release(ctx.store).paths == (
+        rig.public_dir / "fullchain.pem",
+        rig.public_dir / "privkey.pem",
+    )
 
 
 def _set_folder(folder: Path, leaf: LeafMaterial, ca_pem: bytes) -> Path:

@@ -190,7 +190,7 @@ def _files(tmp: Path, cert: bytes, key: bytes, ca: bytes, key_mode: int = 0o600)
     paths = SetPaths(tmp / "certificate.pem", tmp / "privateKey.pem", tmp / "ca.pem")
     paths.cert.write_bytes(cert)
     devca.write_private(paths.key, key, key_mode)
-    paths.ca.write_bytes(ca)
+    (tmp / "ca.pem").write_bytes(ca)
     return paths
 
 

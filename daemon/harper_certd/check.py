@@ -94,30 +94,51 @@ _STORE_NOISE = frozenset({"ca_file_expired_entry", "ca_expires_soon"})
 def validate_against_store(cert: Path, key: Path, store: TrustStore, **kwargs: object) -> Report:
     """Validate a set without a CA file: its chain must reach a root of ``store``.
 
+    The files are read, then judged by ``validate_data_against_store``; the key file's
+    mode is checked too. Keyword arguments go to ``validate``.
+    """
+    key_data = _read(key)
+    report = validate_data_against_store(
+        _read(cert), key_data, store, cert_name=str(cert), key_name=str(key), **kwargs
+    )
+    if "key_unreadable" in report.codes:
+        return report
+    return replace(report, problems=(*report.problems, *check_key_file_mode(key)))
+
+
+def validate_data_against_store(
+    cert: bytes | load.Unreadable,
+    key: bytes | load.Unreadable,
+    store: TrustStore,
+    *,
+    cert_name: str,
+    key_name: str,
+    **kwargs: object,
+) -> Report:
+    """The bytes of a set without a CA file, judged: its chain must reach a root of
+    ``store`` (an install's candidate, a kept generation, the live files alike).
+
     Only the store's roots that issued a certificate of the file are given to the chain
     check (and shown as the set's "CA file"); with none, the whole store is, so the
     chain check says why no path exists. Keyword arguments go to ``validate``.
     """
-    cert_data = _read(cert)
     try:
-        data = cert_data if isinstance(cert_data, bytes) else b""
-        certs = load.parse_certificates(data, name=str(cert), eager=False).certs
+        data = cert if isinstance(cert, bytes) else b""
+        certs = load.parse_certificates(data, name=cert_name, eager=False).certs
     except load.Unreadable:
         certs = ()
     roots = store.issuers_of(certs)
     ca = store.pem(roots or store.certs)
     inputs = Inputs(
-        cert=cert_data,
-        key=_read(key),
+        cert=cert,
+        key=key,
         ca=ca if ca else load.Unreadable(f"the system trust store {store.where} is empty"),
-        cert_name=str(cert),
-        key_name=str(key),
+        cert_name=cert_name,
+        key_name=key_name,
         ca_name=f"system trust store ({store.where})",
     )
     report = validate(inputs, **kwargs)  # type: ignore[arg-type]  # validate's own keywords
     problems = tuple(p for p in report.problems if p.code not in _STORE_NOISE or roots)
-    if "key_unreadable" not in report.codes:
-        problems += tuple(check_key_file_mode(key))
     return replace(report, problems=problems, ca_certs=tuple(roots))
 
 

@@ -71,7 +71,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_OK
     # A file that cannot be read at all (missing, not a regular file, no permission) is a
     # usage error (exit 2); a file that can be read but is not a usable set is invalid (1).
-    if any(not (p.is_file() and os.access(p, os.R_OK)) for p in (paths.cert, paths.key, paths.ca)):
+    files = (paths.cert, paths.key, Path(args.ca))
+    if any(not (p.is_file() and os.access(p, os.R_OK)) for p in files):
         return EXIT_USAGE
     return EXIT_INVALID
 
@@ -196,6 +197,8 @@ def cmd_install(args: argparse.Namespace) -> int:
             print(f"recovered an interrupted {outcome.recovery.op}: {outcome.recovery.outcome}")
         for p in outcome.problems:
             print(f"{p.severity.value}: {p.code}: {p.message}")
+        if outcome.trust_store is not None:
+            print(f"chain checked against the system trust store: {outcome.trust_store}")
         print(_install_sentence(outcome))
     return {
         "installed": EXIT_OK,
@@ -241,6 +244,7 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
             folder,
             trusted_uids=ctx.trusted_uids(),
             ca_fallback=ctx.config.ca_file or ctx.managed.live.ca,
+            ca_file=ctx.managed.live.ca is not None,
         )
     except SourceRefused as exc:
         problems: list[Problem] = [problem(exc.code, str(exc))]
@@ -260,6 +264,7 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
             would = "leave as is (already live)"
         else:
             would = "install"
+    trust = ctx.trust_store()
     if args.json:
         _print_json(
             {
@@ -267,11 +272,14 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
                 "would": would,
                 "problems": [p.as_dict() for p in problems],
                 "certificate": certificate,
+                "trust_store": None if trust is None else trust.where,
             }
         )
     else:
         for p in problems:
             print(f"{p.severity.value}: {p.code}: {p.message}")
+        if trust is not None:
+            print(f"chain checked against the system trust store: {trust.where}")
         print(f"Dry run: harper-certd would {would}; nothing was changed.")
     return EXIT_INVALID if would == "refuse" else EXIT_OK
 
@@ -310,6 +318,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     ctx = _context(args)
     assert isinstance(ctx, Context)
     outcome = rollback(ctx, args.generation)
+    if outcome.trust_store is not None:
+        print(f"chain checked against the system trust store: {outcome.trust_store}")
     print(outcome.message)
     return {"rolled_back": EXIT_OK, "nothing": EXIT_INVALID, "refused": EXIT_INVALID}.get(
         outcome.status, EXIT_ROLLED_BACK
@@ -345,6 +355,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  sha256 {live['sha256']}, {live['days_left']:.1f} days left,"
             f" {'valid' if live['valid'] else 'INVALID'}"
         )
+        if data["trust_store"] is not None:
+            out(f"  chain checked against the system trust store: {data['trust_store']}")
         for p in live["problems"]:
             out(f"  {p['severity']}: {p['code']}: {p['message']}")
     match = {True: "serves the live set", False: "serves ANOTHER certificate", None: "not checked"}

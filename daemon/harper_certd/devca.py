@@ -219,5 +219,5 @@ def write_set(
     paths = SetPaths(folder / names[0], folder / names[1], folder / names[2])
     paths.cert.write_bytes(leaf.cert_pem + b"".join(c.cert_pem for c in chain))
     write_private(paths.key, leaf.key_pem)
-    paths.ca.write_bytes(b"".join(c.cert_pem for c in cas))
+    folder.joinpath(names[2]).write_bytes(b"".join(c.cert_pem for c in cas))
     return paths

@@ -342,8 +342,9 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
         )
     notes = []
     if not any(e.cert_path for e in entries):
-        defaults = SetPaths(*(keys_dir / KEY_FILES[k] for k in ("cert", "key", "ca")))
-        if all(p.exists() for p in (defaults.cert, defaults.key, defaults.ca)):
+        found = tuple(keys_dir / KEY_FILES[k] for k in ("cert", "key", "ca"))
+        defaults = SetPaths(*found)
+        if all(p.exists() for p in found):
             notes.append(
                 "No certificate files are named in the configuration; checking the keys "
                 f"directory's {', '.join(KEY_FILES.values())}."

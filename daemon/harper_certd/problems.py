@@ -164,6 +164,11 @@ CODES: dict[str, tuple[Severity, str]] = {
         Severity.ERROR,
         "The source folder does not hold a whole set (Harper's or certbot's file names).",
     ),
+    "source_has_ca_file": (
+        Severity.ERROR,
+        "The source folder holds a CA file (ca.pem) for a set without one (a public "
+        "certificate, judged against the system trust store).",
+    ),
     "source_unmovable": (
         Severity.ERROR,
         "The source folder cannot be moved out of incoming/ by the daemon's user (handed over "
@@ -264,6 +269,7 @@ INSTALL_CODES = frozenset(
         "source_unreadable",
         "source_unsafe",
         "source_incomplete",
+        "source_has_ca_file",
         "source_unmovable",
         "set_unroutable",
         "judge_failed",

@@ -25,6 +25,7 @@ from typing import Any
 import structlog
 
 from harper_certd import discover, environment, fsio, load, logs, peers, retention
+from harper_certd.check import validate_data_against_store
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, Interrupted, StateError, SwapError
 from harper_certd.journal import Outcome
@@ -40,6 +41,7 @@ from harper_certd.swap import (
     cert_meta,
     require_no_foreign_files,
 )
+from harper_certd.trust import TrustStore, system_store
 from harper_certd.validate import (
     Inputs,
     Purpose,
@@ -76,8 +78,12 @@ SETS_DIR = "sets"  # <state>/sets/<set name>/: the store of a set other than the
 
 def managed_set(harper: discover.HarperConfig, name: str | None = None) -> Managed:
     """The set to manage: ``name`` (a ``CertSet`` name), else the primary set (the
-    replication set, else the first). ConfigError for an unknown name or a set without
-    a CA file (the store swaps certificate, key and CA file together)."""
+    replication set, else the first). ConfigError for an unknown name or a set whose
+    files are not named (kept in Harper's database).
+
+    A named set without a CA file (a public certificate) is managed as two files
+    (``SetPaths.ca`` None): its chain is judged against the system trust store.
+    """
     if name is not None:
         by_name = {c.name: c for c in harper.sets()}
         if name not in by_name:
@@ -86,12 +92,8 @@ def managed_set(harper: discover.HarperConfig, name: str | None = None) -> Manag
                 f"(sets: {', '.join(by_name) or 'none'})"
             )
         chosen = by_name[name]
-        if chosen.first.paths is None:
-            raise ConfigError(
-                f"set '{name}' has no CA file (a public certificate): harper-certd does not "
-                "install such a set yet; `harper-certd check` validates it against the system "
-                "trust store, and its ACME client renews it in place"
-            )
+        if chosen.first.paths is None and chosen.first.cert_key is not None:
+            return _without_ca_file(chosen)
         harper = dataclasses.replace(
             harper, entries=tuple(e for e in harper.entries if e in chosen.entries)
         )
@@ -114,6 +116,26 @@ def managed_set(harper: discover.HarperConfig, name: str | None = None) -> Manag
     return Managed(primary.paths, purpose, hostnames, uses, verbatim, url_hosts)
 
 
+def _without_ca_file(chosen: discover.CertSet) -> Managed:
+    """A set naming a certificate and a key, no CA file: its entries' names and uses."""
+    entries = tuple(e for e in chosen.entries if e.cert_key == chosen.first.cert_key)
+    assert chosen.first.cert_key is not None
+    cert, key = chosen.first.cert_key
+    purpose = (
+        Purpose.CLUSTER
+        if any(e.purpose is Purpose.CLUSTER for e in entries)
+        else chosen.first.purpose
+    )
+    return Managed(
+        SetPaths(cert, key, None),
+        purpose,
+        tuple(dict.fromkeys(h for e in entries if not e.insecure for h in e.hostnames)),
+        tuple(dict.fromkeys(u for e in entries for u in e.uses)),
+        tuple(dict.fromkeys(n for e in entries for n in e.verbatim_names)),
+        tuple(dict.fromkeys(h for e in entries for h in e.url_hosts)),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Context:
     config: Config
@@ -125,6 +147,13 @@ class Context:
     clock: Clock = utc_now
     budget: RestartBudget = field(default_factory=lambda: RestartBudget(3))
     interrupted: threading.Event | None = None
+
+    def trust_store(self) -> TrustStore | None:
+        """The roots a set without a CA file must chain to (``harper.trust_store``, else
+        OpenSSL's default); None for a set with a CA file."""
+        if self.managed.live.ca is not None:
+            return None
+        return system_store(self.config.harper.trust_store)
 
     def trusted_uids(self) -> set[int]:
         uids = {0, os.geteuid()}
@@ -164,11 +193,17 @@ def build_context(
 ) -> Context:
     paths = resolve_paths(config)
     harper = discover.load_config(paths.harper_root)
-    primary = managed_set(harper)
-    managed = primary if set_name is None else managed_set(harper, set_name)
+    try:
+        primary: Managed | None = managed_set(harper)
+    except ConfigError:
+        if set_name is None:
+            raise
+        primary = None  # a node whose only set has no CA file: that set is named
+    managed = managed_set(harper, set_name) if set_name is not None or primary is None else primary
     # The primary set's store stays where it always was (one-set nodes, crash tests); any
     # other set has its own under <state>/sets/<name>/.
-    state = paths.state if managed.live == primary.live else paths.state / SETS_DIR / str(set_name)
+    same = primary is not None and managed.live == primary.live
+    state = paths.state if same else paths.state / SETS_DIR / str(set_name)
     store = Store(state, managed.live)
     environment.refuse_second_state_dir(store.live_paths(), state)  # h-ops: one store
     store.ensure()
@@ -204,6 +239,7 @@ class InstallOutcome:
     error: str | None = None
     cause: str | None = None  # swap_failed: the cause in a few words (disk full, read-only)
     source: Path | None = None  # swap_failed: the source that stays for the next attempt
+    trust_store: str | None = None  # a set without a CA file: the roots it was judged against
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -215,6 +251,7 @@ class InstallOutcome:
             "kept_at": None if self.kept_at is None else str(self.kept_at),
             "verified": None if self.applied is None else self.applied.verified,
             "error": self.error,
+            "trust_store": self.trust_store,
         }
 
 
@@ -376,25 +413,36 @@ def _reject(
 
 
 def _read_live(ctx: Context) -> SetBytes:
+    """The live files' bytes (``ca`` ``b""`` for a set without a CA file)."""
     live = ctx.managed.live
     try:
         return SetBytes(
-            load.read_bounded(live.cert), load.read_bounded(live.key), load.read_bounded(live.ca)
+            load.read_bounded(live.cert),
+            load.read_bounded(live.key),
+            b"" if live.ca is None else load.read_bounded(live.ca),
         )
     except load.Unreadable as exc:
         raise SwapError(f"the live set cannot be read: {exc}") from None
 
 
 def _validate(ctx: Context, data: SetBytes, names: tuple[str, str, str]) -> Report:
-    return validate(
-        Inputs(data.cert, data.key, data.ca, *names),
-        at=ctx.clock(),
-        purpose=ctx.managed.purpose,
-        hostnames=ctx.managed.hostnames,
-        expiry_warning_days=ctx.config.expiry_warning_days,
-        node_names=ctx.managed.verbatim_names,
-        url_hosts=ctx.managed.url_hosts,
-    )
+    """``data`` judged for the managed set's use; a set without a CA file against the
+    system trust store (``check.validate_data_against_store``, the validator ``check``
+    uses), ``names[2]`` then unused."""
+    kwargs: dict[str, Any] = {
+        "at": ctx.clock(),
+        "purpose": ctx.managed.purpose,
+        "hostnames": ctx.managed.hostnames,
+        "expiry_warning_days": ctx.config.expiry_warning_days,
+        "node_names": ctx.managed.verbatim_names,
+        "url_hosts": ctx.managed.url_hosts,
+    }
+    trust = ctx.trust_store()
+    if trust is not None:
+        return validate_data_against_store(
+            data.cert, data.key, trust, cert_name=names[0], key_name=names[1], **kwargs
+        )
+    return validate(Inputs(data.cert, data.key, data.ca, *names), **kwargs)
 
 
 def new_hazards(ctx: Context, data: SetBytes) -> tuple[Problem, ...]:
@@ -464,6 +512,8 @@ def install(
     with ctx.store.locked():
         recovery = ctx.store.recover()
         outcome = _install_locked(ctx, folder, force_older, recovery, force_peers)
+    if (trust := ctx.trust_store()) is not None:
+        outcome = dataclasses.replace(outcome, trust_store=trust.where)
     if outcome.status == "swap_failed":
         log_swap_failed(str(folder), outcome.cause, outcome.error)
         # The command line says "nothing changed" (exit 1) with the cause.
@@ -568,6 +618,7 @@ def _judge(
             folder,
             trusted_uids=ctx.trusted_uids(),
             ca_fallback=ctx.config.ca_file or ctx.managed.live.ca,
+            ca_file=ctx.managed.live.ca is not None,
         )
     except SourceRefused as exc:
         return _refuse(ctx, folder, (problem(exc.code, str(exc)),), "source", None, recovery)
@@ -1072,9 +1123,19 @@ class RollbackOutcome:
     previous: str | None
     applied: Applied | None
     message: str
+    trust_store: str | None = None  # a set without a CA file: the roots it was judged against
 
 
 def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
+    """Put generation ``gen_id`` (default: the one the live one replaced) back, if it is
+    intact and valid now, and make Harper use it."""
+    outcome = _rollback(ctx, gen_id)
+    if (trust := ctx.trust_store()) is not None:
+        return dataclasses.replace(outcome, trust_store=trust.where)
+    return outcome
+
+
+def _rollback(ctx: Context, gen_id: str | None) -> RollbackOutcome:
     if (why := ctx.store.foreign()) is not None:
         return RollbackOutcome("refused", gen_id, None, None, f"watch-only: {why}")
     with ctx.store.locked():
@@ -1160,6 +1221,7 @@ class Status:
     live_paths: dict[str, str] = field(default_factory=dict)
     watch_only: str | None = None  # why the live paths are only watched (Store.foreign)
     damaged: dict[str, str] = field(default_factory=dict)  # generation id -> Store.intact's
+    trust_store: str | None = None  # a set without a CA file: the roots it is judged against
 
     def as_dict(self, at: dt.datetime) -> dict[str, Any]:
         live = None
@@ -1195,6 +1257,7 @@ class Status:
             "recovered": None if self.recovery is None else self.recovery.outcome,
             "watch_only": self.watch_only,
             "damaged": self.damaged,
+            "trust_store": self.trust_store,
         }
 
 
@@ -1204,22 +1267,12 @@ def status(ctx: Context) -> Status:
         with ctx.store.locked():
             recovery = ctx.store.recover()
     try:
-        live: Report | None = _validate(
-            ctx,
-            _read_live(ctx),
-            tuple(
-                str(p)
-                for p in (
-                    ctx.managed.live.cert,  # type: ignore[arg-type]
-                    ctx.managed.live.key,
-                    ctx.managed.live.ca,
-                )
-            ),
-        )
+        live: Report | None = _validate(ctx, _read_live(ctx), _live_names(ctx))
     except SwapError:
         live = None
     generations = tuple(ctx.store.generations())
     damaged = {g.id: d for g in generations if (d := ctx.store.intact(g)) is not None}
+    trust = ctx.trust_store()
     return Status(
         live,
         ctx.store.current_id(),
@@ -1229,20 +1282,21 @@ def status(ctx: Context) -> Status:
         {r: str(p) for r, p in ctx.store.live_paths().items()},
         ctx.store.foreign(),
         damaged,
+        None if trust is None else trust.where,
     )
 
 
 # --- the daemon's other duties ---------------------------------------------------------------
 
 
+def _live_names(ctx: Context) -> tuple[str, str, str]:
+    live = ctx.managed.live
+    return str(live.cert), str(live.key), "no CA file" if live.ca is None else str(live.ca)
+
+
 def live_report(ctx: Context) -> Report:
     """The live set, validated for its use; SwapError when it cannot be read."""
-    live = ctx.managed.live
-    return _validate(ctx, _read_live(ctx), (str(live.cert), str(live.key), str(live.ca)))
-
-
-def _digests(data: SetBytes) -> dict[str, str]:
-    return {r: hashlib.sha256(data.role(r)).hexdigest() for r in ("cert", "key", "ca")}
+    return _validate(ctx, _read_live(ctx), _live_names(ctx))
 
 
 def _last_good(ctx: Context, exclude: set[str] | None = None) -> Generation | None:
@@ -1254,7 +1308,7 @@ def _last_good(ctx: Context, exclude: set[str] | None = None) -> Generation | No
             data = gen.read()
         except OSError:
             continue
-        if gen.meta.get("digests") not in (None, _digests(data)):
+        if gen.meta.get("digests") not in (None, ctx.store.digests(data)):
             continue  # changed in place since it was written
         if _validate(ctx, data, ("generation certificate", "key", "CA file")).valid:
             return gen
@@ -1272,21 +1326,13 @@ def handle_live_change(ctx: Context) -> None:
             data: SetBytes | None = _read_live(ctx)
         except SwapError:
             data = None
-        report = (
-            None
-            if data is None
-            else _validate(
-                ctx,
-                data,
-                tuple(str(p) for p in store.live_paths().values()),  # type: ignore[arg-type]
-            )
-        )
+        report = None if data is None else _validate(ctx, data, _live_names(ctx))
         current = store.current()
         if data is not None and report is not None and report.valid:
             if (
                 current is not None
                 and store.managed()
-                and current.meta.get("digests") == _digests(data)
+                and current.meta.get("digests") == store.digests(data)
             ):
                 return  # only touched: the content is the live generation's
             assert report.certificate is not None

@@ -3,6 +3,9 @@
 Harper's names: ``certificate.pem``, ``privateKey.pem``, ``ca.pem``.
 certbot's: ``fullchain.pem`` (or ``cert.pem`` + ``chain.pem``) and ``privkey.pem``; the CA
 file then comes from the configuration or the live ``ca.pem``.
+For a set without a CA file (a public certificate, ``ca_file=False``): Harper's
+``certificate.pem`` + ``privateKey.pem`` or certbot's names, and no ``ca.pem`` (one is
+refused, ``source_has_ca_file``); certbot's ``chain.pem`` holds intermediates, not a CA file.
 
 Every member is opened with ``O_NOFOLLOW`` relative to a descriptor of the folder
 (openat(2)), then ``fstat``-ed for type, size and owner: a link swapped in between a
@@ -278,15 +281,21 @@ class _Reader:
             return _read_fd(fd, shown, self.trusted)
 
 
-def read_source(folder: Path, *, trusted_uids: set[int], ca_fallback: Path | None) -> Source:
+def read_source(
+    folder: Path, *, trusted_uids: set[int], ca_fallback: Path | None, ca_file: bool = True
+) -> Source:
     """The set in ``folder``; raises SourceRefused with a code and a sentence.
 
+    ``ca_file`` False: the target set has no CA file (``SetBytes.ca`` is then ``b""``).
     Reads at most four members of at most ``MEMBER_LIMIT`` bytes each, each a regular
     file owned by a uid in ``trusted_uids``; never opens anything through a link other
     than the two shapes in the module docstring.
     """
     with _reading(folder, trusted_uids) as (reader, st):
-        data = _read_set(folder, reader, ca_fallback)
+        if ca_file:
+            data = _read_set(folder, reader, ca_fallback)
+        else:
+            data = _read_without_ca(folder, reader)
     return Source(folder, data, reader.lineage, tuple(reader.read), identity_of(st))
 
 
@@ -339,6 +348,33 @@ def _read_set(folder: Path, reader: _Reader, ca_fallback: Path | None) -> SetByt
     return SetBytes(found.cert, found.key, ca)
 
 
+def _read_without_ca(folder: Path, reader: _Reader) -> SetBytes:
+    """Certificate (full chain) and key, for a set without a CA file; a CA file refused."""
+    if reader.has("ca.pem"):
+        raise SourceRefused(
+            "source_has_ca_file",
+            f"{folder} holds ca.pem, but this set has no CA file: its chain is checked against "
+            "the system trust store. Hand over the certificate (full chain) and key only, or "
+            "name a certificateAuthority for the set in Harper's configuration first",
+        )
+    if reader.has("certificate.pem") and reader.has("privateKey.pem"):
+        return SetBytes(reader.member("certificate.pem"), reader.member("privateKey.pem"))
+    if not (reader.has("privkey.pem") and (reader.has("fullchain.pem") or reader.has("cert.pem"))):
+        raise SourceRefused(
+            "source_incomplete",
+            f"{folder} holds neither certificate.pem + privateKey.pem nor certbot's "
+            f"fullchain.pem/cert.pem + privkey.pem (found: {_listing(reader)})",
+        )
+    found = _read_members(folder, reader)
+    return SetBytes(found.cert, found.key)
+
+
+def _listing(reader: _Reader) -> str:
+    present = sorted(reader.names)
+    more = f" and {len(present) - 20} more" if len(present) > 20 else ""
+    return (", ".join(present[:20]) + more) or "nothing"
+
+
 def _read_members(folder: Path, reader: _Reader) -> Members:
     member = reader.member
     if all(reader.has(n) for n in HARPER_NAMES):
@@ -355,11 +391,8 @@ def _read_members(folder: Path, reader: _Reader) -> Members:
         return Members(
             cert, key, member("ca.pem") if reader.has("ca.pem") else None, certbot_names=True
         )
-    present = sorted(reader.names)
-    more = f" and {len(present) - 20} more" if len(present) > 20 else ""
-    shown = ", ".join(present[:20]) + more
     raise SourceRefused(
         "source_incomplete",
         f"{folder} holds neither Harper's {', '.join(HARPER_NAMES)} nor certbot's "
-        f"fullchain.pem/cert.pem + privkey.pem (found: {shown or 'nothing'})",
+        f"fullchain.pem/cert.pem + privkey.pem (found: {_listing(reader)})",
     )

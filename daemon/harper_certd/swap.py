@@ -3,13 +3,14 @@
 Layout (certbot's lineages and Kubernetes' AtomicWriter are the models)::
 
     <state>/generations/000007/{certificate.pem,privateKey.pem,ca.pem,meta.json}
+    (a set without a CA file, ``SetPaths.ca`` None: no ca.pem, two links)
     <state>/current -> generations/000007          (one symlink, flipped by rename(2))
     <live cert path> -> <state>/current/certificate.pem   (each path Harper's config names)
 
 Every path Harper reads resolves through ``current``, so one rename switches all
-three files at once: at any instant, and after a crash at any point, Harper's
-paths hold one complete set, the old or the new.  A generation is written
-complete and fsynced before it can become current.  A journal in the state
+files at once (three, or two for a set without a CA file): at any instant, and after
+a crash at any point, Harper's paths hold one complete set, the old or the new.  A
+generation is written complete and fsynced before it can become current.  A journal in the state
 directory says what was under way; ``recover()`` completes or undoes it.
 
 Generation files are read-only once written (certificate and CA file ``0444``, the key
@@ -40,17 +41,22 @@ from harper_certd import fsio, load, names, recovery
 from harper_certd.errors import StateError, SwapError
 from harper_certd.journal import GenerationMeta, Journal, Op, Outcome
 from harper_certd.recovery import Act
+from harper_certd.roles import KEY_FILES
 from harper_certd.validate import SetPaths, summarize
 
-ROLE_FILES = {"cert": "certificate.pem", "key": "privateKey.pem", "ca": "ca.pem"}
+ROLE_FILES = KEY_FILES
 _ROLES = ("key", "ca", "cert")  # write order inside a generation; the key first
+_ROLES_NO_CA = ("key", "cert")  # a set without a CA file (a public certificate)
 
 
 @dataclass(frozen=True, slots=True)
 class SetBytes:
+    """A set's bytes; ``ca`` is ``b""`` for a set without a CA file (its store's live
+    paths say which kind it is: ``Store.roles``)."""
+
     cert: bytes
     key: bytes
-    ca: bytes
+    ca: bytes = b""
 
     def role(self, role: str) -> bytes:
         value: bytes = getattr(self, role)
@@ -79,7 +85,14 @@ class Generation:
         return GenerationMeta.from_dict(self.id, self.meta)
 
     def read(self) -> SetBytes:
-        return SetBytes(*(self.file(r).read_bytes() for r in ("cert", "key", "ca")))
+        """The files' bytes; ``ca`` ``b""`` when the generation has no CA file."""
+        ca = self.file("ca")
+        with_ca = os.path.lexists(ca) or "ca" in (self.meta.get("digests") or {})
+        return SetBytes(
+            self.file("cert").read_bytes(),
+            self.file("key").read_bytes(),
+            ca.read_bytes() if with_ca else b"",
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,8 +235,22 @@ class Store:
         with contextlib.suppress(OSError):
             os.lchown(path, uid, gid)
 
+    @property
+    def roles(self) -> tuple[str, ...]:
+        """The files of this store's sets, in write order: no CA file when the live set
+        names none (``SetPaths.ca`` None)."""
+        return _ROLES_NO_CA if self.live.ca is None else _ROLES
+
+    def digests(self, data: SetBytes) -> dict[str, str]:
+        """SHA-256 hex of each of ``data``'s files (this store's roles), as ``meta.json``
+        keeps them."""
+        return {r: hashlib.sha256(data.role(r)).hexdigest() for r in self.roles}
+
     def live_paths(self) -> dict[str, Path]:
-        return {"cert": self.live.cert, "key": self.live.key, "ca": self.live.ca}
+        paths = {"cert": self.live.cert, "key": self.live.key}
+        if self.live.ca is not None:
+            paths["ca"] = self.live.ca
+        return paths
 
     def link_target(self, role: str) -> str:
         return str(self.current_link / ROLE_FILES[role])
@@ -257,7 +284,7 @@ class Store:
         if not digests:
             return None  # written before digests were kept: nothing to compare
         changed = []
-        for role in _ROLES:
+        for role in (r for r in _ROLES if r in digests):
             try:
                 if _digest_file(gen.file(role)) != digests.get(role):
                     changed.append(ROLE_FILES[role])
@@ -308,7 +335,7 @@ class Store:
             tmp.mkdir(mode=0o711)
             os.chmod(tmp, 0o711)  # noqa: S103 - traverse only
             self.own(tmp)
-            for role in _ROLES:
+            for role in self.roles:
                 a = attrs[role]
                 # Read-only from the first byte: a `cp` through a live path's link then
                 # fails for anyone but root (and root's is caught by the digests).
@@ -320,7 +347,7 @@ class Store:
                     gid=a.gid,
                 )
                 fsio.crash_point(f"generation_file_written:{role}")
-            digests = {r: hashlib.sha256(data.role(r)).hexdigest() for r in _ROLES}
+            digests = self.digests(data)
             full_meta = {**meta, "id": gen_id, "created": _now(), "digests": digests}
             uid, gid = self.owner()
             fsio.write_new(
@@ -358,7 +385,7 @@ class Store:
         return Generation(gen.id, gen.path, meta)
 
     def flip(self, gen_id: str) -> None:
-        """Make ``gen_id`` current: the one atomic step that switches all three files."""
+        """Make ``gen_id`` current: the one atomic step that switches every file."""
         try:
             fsio.replace_symlink(self.current_link, f"generations/{gen_id}")
             self.own(self.current_link)
@@ -370,7 +397,7 @@ class Store:
 
     def touch(self, gen: Generation) -> None:
         """Give a generation's files a fresh mtime (key first)."""
-        for role in ("key", "ca", "cert"):
+        for role in self.roles:
             with contextlib.suppress(OSError):
                 os.utime(gen.file(role))
 
@@ -683,7 +710,7 @@ class Store:
         others = [g for g in self.generations() if g.id != live.id]
         if including_live:
             others.append(live)  # last: its fresh mtime must be the newest Harper sees
-        for role in ("key", "ca", "cert"):
+        for role in self.roles:
             for gen in others:
                 with contextlib.suppress(OSError):
                     os.utime(gen.file(role))

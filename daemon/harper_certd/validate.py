@@ -167,9 +167,12 @@ class Report:
 
 @dataclass(frozen=True, slots=True)
 class SetPaths:
+    """A set's files; ``ca`` None for a set without a CA file (a public certificate: its
+    chain must reach a root in the system trust store, ``trust.py``)."""
+
     cert: Path
     key: Path
-    ca: Path
+    ca: Path | None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -1711,10 +1714,12 @@ def _read(path: Path) -> bytes | load.Unreadable:
 
 
 def read_set(paths: SetPaths) -> Inputs:
+    """The files' bytes; a set without a CA file is validated against the system trust
+    store instead (``check.validate_against_store``): here its CA file is missing."""
     return Inputs(
         cert=_read(paths.cert),
         key=_read(paths.key),
-        ca=_read(paths.ca),
+        ca=load.Unreadable("no CA file is named") if paths.ca is None else _read(paths.ca),
         cert_name=str(paths.cert),
         key_name=str(paths.key),
         ca_name=str(paths.ca),
