@@ -127,12 +127,14 @@ def test_each_set_is_installed_on_its_own_and_routed(two_sets: tuple[Node, devca
         assert (second["set"], second["fingerprint"]) == ("replication", cluster_fp)
         assert node.live_fingerprint() == cluster_fp
         assert web_live.read_bytes() == web_before
-        assert d.named("certd.set_routed") == []
+        assert [(r["set"], r["moved_to"]) for r in d.named("certd.set_routed")] == [
+            ("replication", str(incoming / "replication" / "c1"))
+        ]
 
         # 3. a server-only certificate for the web names straight in incoming/: routed to web
         folder, web2 = _web_set(node.tmp, "w2", web_ca, [WEB])
         _drop(incoming, "w2", folder)
-        routed = d.wait_for("certd.set_routed")
+        routed = d.wait_for("certd.set_routed", count=2)
         third = d.wait_for("certd.set_installed", count=3)
         assert _keys(routed, "source", "set", "moved_to", "reason") == {
             "source": str(incoming / "w2"),
@@ -154,7 +156,7 @@ def test_each_set_is_installed_on_its_own_and_routed(two_sets: tuple[Node, devca
         "not 'replication' (replication): it is not for TLS Web Server and Client "
         "Authentication; not 'web' (server): it lacks www.example.com."
     )
-    assert refused["set"] == "replication"  # judged by the node's primary lane
+    assert "set" not in refused  # refused by the router of incoming/, for no set
     kept = Path(refused["kept_at"])
     assert kept.parent == keys / "rejected"
     assert json.loads((kept / "reason.json").read_text())["problems"][0]["code"] == (
@@ -253,3 +255,63 @@ def test_each_set_renews_with_its_own_command(two_sets: tuple[Node, devca.Issued
     assert succeeded["output"].strip() == "renewed the web set"
     assert len(d.named("certd.renewal_started")) == 1
     assert _leaf_fp(node.root / "keys" / "web" / "certificate.pem") == renewed
+
+
+def test_a_public_set_without_ca_file_is_routed_and_installed(tmp_path: Path) -> None:
+    """The issue's layout: a public set (full chain + key, no CA file) beside the
+    replication set.  A public certificate dropped straight in incoming/ goes to it (it has
+    no CA file, it is server-only, it keeps the public names), its chain checked against the
+    system trust store the daemon was given (``SSL_CERT_FILE``: a throw-away root)."""
+    node = make_node(tmp_path, extra={"watch": {"settle_seconds": 0.3}})
+    root = devca.make_ca("Throwaway Public Root R9")
+    issuing = devca.make_ca("Throwaway Public E9", parent=root)
+    keys = node.root / "keys" / "public"
+    keys.mkdir(parents=True)
+    first = devca.make_leaf(issuing, WEB, dns=[WEB], eku=SERVER_ONLY)
+    (keys / "fullchain.pem").write_bytes(first.cert_pem + issuing.cert_pem)
+    devca.write_private(keys / "privkey.pem", first.key_pem)
+    config_path = node.root / "harperdb-config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["replication"]["enableRootCAs"] = False
+    config["http"] = {"securePort": 9926}
+    config["tls"] = [
+        {**config["tls"], "uses": ["replication"]},
+        {
+            "certificate": str(keys / "fullchain.pem"),
+            "privateKey": str(keys / "privkey.pem"),
+            "name": "public",
+            "uses": ["server", "operations-api"],
+        },
+    ]
+    config_path.write_text(yaml.safe_dump(config))
+    bundle = tmp_path / "roots.pem"
+    bundle.write_bytes(root.cert_pem)
+    (tmp_path / "no-certs").mkdir()
+    env = {"SSL_CERT_FILE": str(bundle), "SSL_CERT_DIR": str(tmp_path / "no-certs")}
+    renewed = devca.make_leaf(issuing, WEB, dns=[WEB, "api.example.com"], eku=SERVER_ONLY)
+    src = tmp_path / "src" / "le"
+    src.mkdir(parents=True)
+    (src / "fullchain.pem").write_bytes(renewed.cert_pem + issuing.cert_pem)
+    devca.write_private(src / "privkey.pem", renewed.key_pem)
+    replication_before = node.live.cert.read_bytes()
+    with DaemonProc(node, env=env) as d:
+        managed = d.wait_for("certd.set_managed")
+        _drop(node.root / "keys" / "incoming", "le", src)
+        routed = d.wait_for("certd.set_routed")
+        installed = d.wait_for("certd.set_installed")
+        assert d.stop() == 0
+    assert _keys(managed, "set", "role", "valid") == {
+        "set": "public",
+        "role": "server",
+        "valid": True,
+    }
+    assert (routed["set"], routed["reason"]) == ("public", "fits set 'public' only")
+    assert (installed["set"], installed["fingerprint"]) == ("public", _fp(renewed))
+    assert _leaf_fp(keys / "fullchain.pem") == _fp(renewed)
+    assert (keys / "fullchain.pem").read_bytes() == renewed.cert_pem + issuing.cert_pem
+    assert node.live.cert.read_bytes() == replication_before
+    assert sorted(os.listdir(node.state / "sets" / "public" / "generations" / "000002")) == [
+        "certificate.pem",
+        "meta.json",
+        "privateKey.pem",
+    ]

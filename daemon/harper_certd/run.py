@@ -33,17 +33,16 @@ from types import FrameType
 from typing import Any, TextIO
 
 import structlog
-from cryptography import x509
 
 from harper_certd import (
     __version__,
     discover,
+    dispatch,
     environment,
     hazards,
     health,
     logs,
     metrics,
-    routing,
     sdnotify,
     service,
     statefile,
@@ -51,7 +50,7 @@ from harper_certd import (
 from harper_certd.check import set_facts
 from harper_certd.config import Config, RenewSection, load_config, with_overrides
 from harper_certd.errors import CertdError, Interrupted, SwapError
-from harper_certd.incoming import LOOSE_NAMES, Candidate, Inbox, Kind, Taken, Tracker, classify
+from harper_certd.incoming import Candidate, Inbox, Taken, Tracker
 from harper_certd.problems import Problem, problem
 from harper_certd.schedule import (
     Backoff,
@@ -118,6 +117,8 @@ class Daemon:
             threading.Event() if self.primary is None else self.primary.stopping
         )
         self.lanes: dict[str, Daemon] = {}  # the node daemon's other sets, by set name
+        self.router: dispatch.Router | None = None  # incoming/ itself, on a multi-set node
+        self.node_incoming: Path | None = None  # incoming/ (the primary's own is below it)
         self.label: str | None = self.set_name  # this lane's set name (events' ``set``)
         self.tracker: Tracker | None = None
         self.inbox: Inbox | None = None
@@ -158,10 +159,17 @@ class Daemon:
             set_name=self.set_name,
         )
         if self.primary is None:
-            self.label = next(
-                (s.name for s in ctx.harper.sets() if s.first.cert_path == ctx.managed.live.cert),
-                None,
-            )
+            live = ctx.managed.live.cert
+            sets = ctx.harper.sets()
+            self.label = next((s.name for s in sets if s.first.cert_path == live), None)
+            self.node_incoming = ctx.paths.incoming
+            if (
+                self.label is not None
+                and SET_FOLDER.fullmatch(self.label) is not None
+                and any(s.first.cert_path != live for s in sets)
+            ):  # several sets: each has its folder, incoming/ is the router's
+                paths = dataclasses.replace(ctx.paths, incoming=ctx.paths.incoming / self.label)
+                ctx = dataclasses.replace(ctx, paths=paths)
         own = next((s for s in config.sets if s.name == self.label), None)
         if own is not None or self.primary is not None:
             # A set's own renewal; the top-level ``renew`` is the primary set's only.
@@ -184,7 +192,7 @@ class Daemon:
 
     def bound(self) -> contextlib.AbstractContextManager[Any]:
         """Every event logged inside names this lane's set (``set``) on a node with several."""
-        multi = bool(self.lanes) if self.primary is None else True
+        multi = self.router is not None if self.primary is None else True
         if not multi or self.label is None:
             return contextlib.nullcontext()
         return structlog.contextvars.bound_contextvars(set=self.label)
@@ -223,6 +231,27 @@ class Daemon:
                     lane._refresh_schedule()
                 if announce:
                     lane._announce()
+        self._sync_router([self.label or "", *wanted])
+
+    def _sync_router(self, names: list[str]) -> None:
+        """The router of incoming/ while this node's sets each have a folder of their own."""
+        incoming = self.node_incoming
+        if incoming is None or self.ctx.paths.incoming == incoming:
+            if self.router is not None:
+                self.router.stop()
+                self.router = None
+            return
+        if self.router is None or self.router.incoming != incoming:
+            if self.router is not None:
+                self.router.stop()
+            watch = self.ctx.config.watch
+            tracker = Tracker(
+                incoming, watch.settle_seconds, watch.loose_wait_seconds, watch.drain_per_cycle
+            )
+            self.router = dispatch.Router(incoming, tracker, lambda: self.notes.put(("fs", "")))
+            self._watch_changes(self.router.start(), time.monotonic())
+        self.router.tracker.reserved = frozenset(names)
+        self.router.tracker.rescan(time.monotonic())
 
     def _announce(self) -> None:
         report = self._live_report()
@@ -275,7 +304,6 @@ class Daemon:
             watch.settle_seconds,
             watch.loose_wait_seconds,
             watch.drain_per_cycle,
-            reserved=frozenset(self.lanes),
         )
         if old is not None and old.incoming == incoming:  # a reload keeps what is known
             self.tracker.remembered, self.tracker.strays = old.remembered, old.strays
@@ -428,24 +456,6 @@ class Daemon:
             self.live_dirty = now
             self.next_rescan = time.monotonic() + self.ctx.config.watch.rescan_seconds
 
-    def _gather_loose(self) -> Path | None:
-        """Loose set files in the incoming folder, moved together into a folder of their own."""
-        incoming = self.ctx.paths.incoming
-        names = []
-        for name in sorted(LOOSE_NAMES):
-            with contextlib.suppress(OSError):
-                if classify(name, os.lstat(incoming / name)) is Kind.LOOSE:
-                    names.append(name)
-        if not names:
-            return None
-        folder = incoming / f".loose-{self.clock.now():%Y%m%dT%H%M%S%f}"
-        folder.mkdir(mode=0o700)
-        for name in names:
-            os.rename(incoming / name, folder / name)
-        renamed = incoming / folder.name.removeprefix(".")
-        os.rename(folder, renamed)
-        return renamed
-
     def _process_candidates(self, now: float) -> None:
         tracker = self.tracker
         if tracker is None:
@@ -465,7 +475,8 @@ class Daemon:
         taken = tracker.take(ready)
         folders = []
         for path in list(taken):
-            folder = self._gather_loose() if path == self.ctx.paths.incoming else path
+            incoming = self.ctx.paths.incoming
+            folder = dispatch.gather_loose(incoming, self.clock.now()) if path == incoming else path
             if folder is not None and folder != path:
                 del taken[path]
                 taken[folder] = identity_of(os.lstat(folder))
@@ -473,8 +484,6 @@ class Daemon:
                 del taken[folder]
             elif folder is not None and os.path.lexists(folder):
                 folders.append(folder)
-        if self.lanes and self.primary is None:
-            folders = [f for f in folders if self._route(f)]
         if not folders:
             if not tracker.backlog:
                 self._install_pending()
@@ -509,38 +518,24 @@ class Daemon:
             return  # more of this burst next cycle
         self._install_pending()
 
-    def _route(self, folder: Path) -> bool:
-        """A folder straight in incoming/ on a node with several sets: True when it is the
-        primary set's; else moved to the lane it fits (``certd.set_routed``), or refused
-        (``set_unroutable``).  What cannot be read is the primary's to judge (and refuse)."""
-        try:
-            source = read_source(
-                folder, trusted_uids=self.ctx.trusted_uids(), ca_fallback=self.ctx.managed.live.ca
-            )
-            leaf = x509.load_pem_x509_certificates(source.data.cert)[0]
-        except Exception:  # unreadable: judged (and refused with its reason) as the primary's
-            return True
+    def _place(self, folder: Path) -> None:
+        """A folder straight in incoming/ on a node with several sets: moved to the folder
+        of the one set it fits (``certd.set_routed``), or refused (``set_unroutable``)."""
+        assert self.label is not None
         managed = {self.label, *self.lanes}
-        sets = [s for s in self.ctx.harper.sets() if s.name in managed]
-        has_ca = any(name == "ca.pem" for name, _ in source.members)
-        routed = routing.route(
-            sets,
-            {s.name: hazards.read_material(s) for s in sets},
-            leaf,
-            has_ca_file=has_ca,
+        routed = dispatch.decide(
+            folder,
+            [s for s in self.ctx.harper.sets() if s.name in managed],
+            self.label,
+            trusted_uids=self.ctx.trusted_uids(),
+            ca_fallback=self.ctx.managed.live.ca,
             node_name=self.ctx.harper.node_name,
         )
         if routed.set_name is None:
             service.refuse_unroutable(self.ctx, folder, routed.reason)
-            return False
-        if routed.set_name == self.label:
-            return True
-        lane = self.lanes[routed.set_name]
-        target = lane.ctx.paths.incoming / folder.name
-        if os.path.lexists(target):
-            target = target.with_name(f"{folder.name}-{self.clock.now():%Y%m%dT%H%M%S%f}")
-        lane.ctx.paths.incoming.mkdir(parents=True, exist_ok=True, mode=0o750)
-        os.rename(folder, target)  # one rename: the lane's tracker sees it whole
+            return
+        lane = self.lanes.get(routed.set_name, self)
+        target = dispatch.move_to(folder, lane.ctx.paths.incoming, self.clock.now())
         log.info(
             "certd.set_routed",
             source=str(folder),
@@ -548,7 +543,6 @@ class Daemon:
             moved_to=str(target),
             reason=routed.reason,
         )
-        return False
 
     def _install_pending(self) -> None:
         if not self.pending or self.tracker is None:
@@ -771,6 +765,7 @@ class Daemon:
                 lineage,
                 trusted_uids=self.ctx.trusted_uids(),
                 ca_fallback=self.ctx.config.ca_file or self.ctx.managed.live.ca,
+                ca_file=self.ctx.managed.live.ca is not None,
             )
             digest: str | None = self._digest(source.data)
         except (SourceRefused, OSError):
@@ -861,6 +856,9 @@ class Daemon:
 
     def _next_timeout(self, now: float) -> float:
         waits = [self.next_summary - now, self.monitor.next_due - now]  # h-ops: monitor
+        routed = None if self.router is None else self.router.next_due(now)
+        if routed is not None:
+            waits.append(routed - now)
         for lane in self._all():
             waits += lane._set_waits(now)
         waits.append(self.clock_watch.next_due(now) - now)
@@ -1076,6 +1074,8 @@ class Daemon:
                 self._reload()
             elif kind == "fs" and value:
                 self._note_path(value, now)
+        if self.router is not None and not self.stopping.is_set():
+            self._route(now)
         with self.bound():
             self._set_cycle(now)
         for lane in list(self.lanes.values()):
@@ -1103,6 +1103,19 @@ class Daemon:
         if interval is not None and now >= self.next_ping:
             sdnotify.watchdog(env=self.env)
             self.next_ping = now + interval
+
+    def _route(self, now: float) -> None:
+        """The router's part of a cycle: its watch checked, settled folders placed."""
+        router = self.router
+        assert router is not None
+        if now >= self.next_watch_check and router.watcher is not None:
+            changes = router.watcher.check()
+            self._watch_changes(changes, now)
+            if changes:
+                router.tracker.rescan(now)
+        if now >= self.next_rescan:
+            router.tracker.rescan(now)
+        router.tick(now, self._place, self.clock.now())
 
     def _set_cycle(self, now: float) -> None:
         """One set's part of a cycle: its incoming folder, live files, expiry, renewal."""
@@ -1136,6 +1149,8 @@ class Daemon:
             with contextlib.suppress(OSError):
                 statefile.write_waiting(lane.ctx.store.root, [])  # nothing waits on a stopped one
             lane._stop_watching()
+        if self.router is not None:
+            self.router.stop()
         in_flight = any(lane.ctx.store.in_flight() for lane in self._all())
         log.info(
             "certd.stopped",
