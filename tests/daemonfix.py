@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from nodefix import Node
 
@@ -37,10 +37,17 @@ AS_USER = (
 )
 
 
+class Configured(Protocol):
+    """What the daemon is started for: ``nodefix.Node``, or a real node's member
+    (tests/test_cluster_daemons.py); ``write_config`` returns the config file's path."""
+
+    def write_config(self) -> Path: ...
+
+
 class DaemonProc:
     def __init__(
         self,
-        node: Node,
+        node: Configured,
         env: Mapping[str, str] | None = None,
         as_user: tuple[int, int] | None = None,
     ) -> None:

@@ -285,6 +285,11 @@ EVENTS: dict[str, tuple[str, str]] = {
         "critical",
         "A replication set was installed past the peer guard's refusal (install --force).",
     ),
+    "certd.peer_cas_refreshed": (
+        "info",
+        "The ca remove command had Harper exchange CAs with each peer again (update_node), so "
+        "that the CA each node keeps for the other is the new one (peers left alone are named).",
+    ),
     "certd.restart_deferred": (
         "warning",
         "A full Harper restart waits (jitter, bounded) for every peer to be connected, or "
