@@ -273,8 +273,8 @@ EVENTS: dict[str, tuple[str, str]] = {
     ),
     "certd.peer_unreachable": (
         "warning",
-        "A replication peer could not be probed; the set is held and the probe retried until "
-        "retry_until, then refused.",
+        "A replication peer could not be probed; the probe is retried until retry_until, then "
+        "the set is refused (stage before) or the peer only reported (stage after).",
     ),
     "certd.peers_unchecked": (
         "warning",

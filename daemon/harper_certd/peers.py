@@ -442,9 +442,9 @@ def check_set(
     Before the swap an unreachable peer is retried every ``peers.retry_seconds`` for at most
     ``peers.hold_seconds`` (``peers.unreachable: hold``; ``certd.peer_unreachable`` each
     round) and is then a ``peer_unreachable`` problem.  After the swap (``hold`` False) an
-    unreachable peer may be restarting itself: its daemon took the next stagger slot as
-    soon as this node was connected again, measured in tests/test_cluster_daemons.py, where
-    the proof found the other node down.  It is retried every second for at most
+    unreachable peer may be restarting itself: its daemon takes its stagger slot as soon as
+    this node is connected again (seen in a run of tests/test_cluster_daemons.py before this
+    wait: the proof found the other node down).  It is retried every second for at most
     ``peers.restart_wait_seconds`` (the bound of a peer's own wait), so that the proof is a
     verdict rather than "unreachable".  Logs ``certd.peers_checked`` once, or
     ``certd.peers_unchecked`` when the peers cannot be listed (then ``checked`` False).
