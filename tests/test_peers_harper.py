@@ -375,6 +375,10 @@ def test_three_phase_ca_rotation(cluster: Cluster) -> None:
     seen = cluster_view.view(_ctx(a))
     assert seen["phase"] == "ready-to-remove", seen
     assert [p["accepts_this_node"] for p in seen["peers"]] == ["accepted"]
+    # The CA nodea keeps for nodeb is still the join's (the old one): what ca remove fixes.
+    assert [(p["kept_ca"], p["kept_ca_stale"]) for p in seen["peers"]] == [
+        ("CN=harper-certd two-node CA", True)
+    ], seen
 
     # Phase 3: the old CA out of every CA file and out of Harper's authority records.
     for member in (a, b):
@@ -421,6 +425,9 @@ def test_three_phase_ca_rotation(cluster: Cluster) -> None:
     shown = json.loads(cli.stdout)
     assert shown["phase"] == "steady"
     assert [p["accepts_this_node"] for p in shown["peers"]] == ["accepted"]
+    assert [(p["kept_ca"], p["kept_ca_stale"]) for p in shown["peers"]] == [
+        ("CN=harper-certd new CA", False)
+    ], shown
     cluster.ca = new_ca()  # the cluster's CA from here on
     print(f"\n[three phases] peer accepted the new CA {accepted_after:.2f} s after ca add")
     for label, ab, ba in steps:
