@@ -112,6 +112,9 @@ def _connected_both_ways(cluster: Cluster) -> None:
 
 
 def test_two_daemons_renew_at_the_same_instant(cluster: Cluster) -> None:
+    """One ``harper-certd run`` per node, renewals dropped at one instant: each guard passes,
+    the restarts take turns (log timeline and the ports seen from outside), each proof after
+    the swap passes, replication works both ways after."""
     members = [cluster.members["nodea"], cluster.members["nodeb"]]
     leaves = {m.name: cluster.issue(m) for m in members}
     folders = {m.name: m.staged_set(leaves[m.name], cluster.ca) for m in members}
