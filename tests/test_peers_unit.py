@@ -134,3 +134,30 @@ def test_harden_inserts_an_absent_key_and_keeps_nulls() -> None:
     assert edited == (
         "replication:\n  # the node\n  enableRootCAs: false\n  hostname: nodea\n  routes: null\n"
     )
+
+
+# --- ca add / ca remove keep the CA file's other bytes (harper_certd.cafile) -------------------
+
+
+def test_ca_file_edits_keep_every_other_byte() -> None:
+    from cryptography import x509
+
+    from harper_certd import cafile
+    from harper_rig import RigCA
+
+    old, spare, new = RigCA("unit old CA"), RigCA("unit spare CA"), RigCA("unit new CA")
+    # A comment, CRLF line ends and a blank line between blocks: none of it is ours to change.
+    live = (
+        b"# cluster CA (kept)\r\n" + old.cert_pem.replace(b"\n", b"\r\n") + b"\r\n" + spare.cert_pem
+    )
+    added = cafile._with(live, x509.load_pem_x509_certificates(new.cert_pem))
+    assert added == live + new.cert_pem
+    assert cafile._with(live.rstrip(b"\n"), [x509.load_pem_x509_certificate(new.cert_pem)]) == (
+        live + new.cert_pem
+    )
+    remaining = [c for c in x509.load_pem_x509_certificates(added) if c != spare.cert]
+    assert cafile._without(added, spare.fingerprint, remaining) == (
+        b"# cluster CA (kept)\r\n" + old.cert_pem.replace(b"\n", b"\r\n") + b"\r\n" + new.cert_pem
+    )
+    # A fingerprint that is in no block: the re-encoded remaining certificates (never a guess).
+    assert cafile._without(added, "00" * 32, remaining) == cafile._pem(remaining)

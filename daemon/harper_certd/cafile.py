@@ -14,12 +14,18 @@ gone from the file is still trusted by Harper (its authority record stays, measu
 4.7.29), so the record is removed with the Operations API ``remove_certificate``; but that
 operation also deletes ``keys/<private_key_name>`` when no other record names the same key
 file (read from 4.7.29's ``removeCertificate``), so ``list_certificates`` is read first and a
-record whose key file no other record shares is left in place, with the reason.
+record whose key file no other record shares is left in place, with the reason.  Before that,
+the CAs the nodes keep for each other (``hdb_nodes.ca``, exchanged at the join) are exchanged
+again with ``update_node`` (:func:`refresh_peer_cas`): a restarted Harper may trust only those.
+
+``ca add`` appends to the live CA file's bytes and ``ca remove`` cuts the removed certificate's
+block out of them: comments, line ends and the other blocks stay byte for byte.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -52,6 +58,44 @@ def _certs(pem: bytes, what: str) -> list[x509.Certificate]:
 
 def _pem(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+# One certificate block of a CA file, with the line end after it (what a removal cuts out).
+_CERT_BLOCK = re.compile(
+    rb"-----BEGIN CERTIFICATE-----\r?\n.*?-----END CERTIFICATE-----[ \t\r]*(?:\n|\Z)", re.DOTALL
+)
+
+
+def _without(ca_pem: bytes, fingerprint: str, remaining: Sequence[x509.Certificate]) -> bytes:
+    """``ca_pem`` with the certificate blocks of ``fingerprint`` cut out and every other byte
+    (comments, other blocks, line ends) as it was; the re-encoded ``remaining`` when the
+    file's blocks cannot be told apart that way."""
+    kept, cut = [], 0
+    last = 0
+    for match in _CERT_BLOCK.finditer(ca_pem):
+        try:
+            found = fingerprint_of(x509.load_pem_x509_certificate(match.group(0)))
+        except ValueError:
+            return _pem(remaining)
+        if found == fingerprint:
+            kept.append(ca_pem[last : match.start()])
+            last = match.end()
+            cut += 1
+    kept.append(ca_pem[last:])
+    out = b"".join(kept)
+    try:
+        left = [fingerprint_of(c) for c in x509.load_pem_x509_certificates(out)]
+    except ValueError:
+        return _pem(remaining)
+    if cut == 0 or left != [fingerprint_of(c) for c in remaining]:
+        return _pem(remaining)
+    return out
+
+
+def _with(ca_pem: bytes, adding: Sequence[x509.Certificate]) -> bytes:
+    """``ca_pem`` verbatim with ``adding`` appended (on a line of their own)."""
+    glue = b"\n" if ca_pem and not ca_pem.endswith(b"\n") else b""
+    return ca_pem + glue + _pem(adding)
 
 
 def normalise(fingerprint: str) -> str:
@@ -97,12 +141,14 @@ def ca_add(ctx: Context, new_ca_pem: bytes, *, force_peers: bool = False) -> Add
             is_ca = False
         if not is_ca:
             raise CaError(f"{cert.subject.rfc4514_string()} is not a CA (basicConstraints)")
-    live = _certs(_read_live(ctx).ca, "the live CA file")
+    live_pem = _read_live(ctx).ca
+    live = _certs(live_pem, "the live CA file")
     have = {fingerprint_of(c) for c in live}
-    fresh = [c for c in adding if fingerprint_of(c) not in have]
+    fresh = list({fingerprint_of(c): c for c in adding if fingerprint_of(c) not in have}.values())
     if not fresh:
         return Added(None, None)
-    outcome = _install_ca_file(ctx, _pem([*live, *fresh]), force_peers)
+    # The live file's bytes stay as they are (comments, order); the new CAs go last.
+    outcome = _install_ca_file(ctx, _with(live_pem, fresh), force_peers)
     api = operations_api(ctx.config, ctx.harper)
     if outcome.status != "installed" or api is None:
         return Added(outcome, None)
@@ -119,6 +165,10 @@ class Removal:
     outcome: InstallOutcome | None  # the CA-file install (None: the CA was not in the file)
     records_removed: tuple[str, ...]
     records_kept: tuple[str, ...]  # with the reason, "name: why"
+    # Peers whose CA was exchanged again (update_node), "name: Harper's answer", and peers
+    # left as they were, "name: why" (refresh_peer_cas).
+    peers_refreshed: tuple[str, ...] = ()
+    peers_not_refreshed: tuple[str, ...] = ()
 
 
 def _needed_by(ctx: Context, remaining_pem: bytes) -> list[str]:
@@ -185,7 +235,7 @@ def ca_remove(ctx: Context, fingerprint: str, *, force_peers: bool = False) -> R
         needing = _needed_by(ctx, _pem(remaining))
         if needing:
             raise CaError("peers still serve a chain that needs it: " + "; ".join(needing))
-        outcome = _install_ca_file(ctx, _pem(remaining), force_peers)
+        outcome = _install_ca_file(ctx, _without(data.ca, wanted, remaining), force_peers)
         if outcome.status != "installed":
             return Removal(outcome, (), ())
     api = operations_api(ctx.config, ctx.harper)
@@ -210,6 +260,9 @@ def ca_remove(ctx: Context, fingerprint: str, *, force_peers: bool = False) -> R
                 "records holding the removed CA are kept (run ca remove again)",
             ),
         )
+    refreshed, not_refreshed = refresh_peer_cas(
+        ctx, api, _certs(data.cert, "the live certificate")[0]
+    )
     removed, kept = [], []
     for record in [r for r in records if wanted in _record_fingerprints(r)]:
         name = str(record.get("name"))
@@ -223,7 +276,100 @@ def ca_remove(ctx: Context, fingerprint: str, *, force_peers: bool = False) -> R
             continue
         api.call({"operation": "remove_certificate", "name": name})
         removed.append(name)
-    return Removal(outcome, tuple(removed), tuple(kept))
+    return Removal(outcome, tuple(removed), tuple(kept), refreshed, not_refreshed)
+
+
+def _common_name(name: x509.Name) -> str | None:
+    found = name.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    return str(found[0].value) if found else None
+
+
+def _kept_ca_matches(record: Mapping[str, Any], url: str, timeout: float) -> bool:
+    """Whether the CA this node keeps for a peer (``hdb_nodes.ca_info.subject``, Node's
+    subject text with its lines joined by spaces) names the issuer of the leaf the peer
+    serves now; False when either is unknown."""
+    from harper_certd.harper import served
+
+    info = record.get("ca_info")
+    subject = info.get("subject") if isinstance(info, dict) else None
+    peer = peers.Peer(str(record.get("name")), url)
+    seen = served(peer.host, peer.port, timeout)
+    if not isinstance(subject, str) or not seen.issuer:
+        return False
+    try:
+        issuer_cn = _common_name(x509.Name.from_rfc4514_string(seen.issuer))
+    except ValueError:
+        return False
+    if issuer_cn is None:
+        return False
+    pattern = r"(?:^| )CN=" + re.escape(issuer_cn) + r"(?:$| [A-Za-z0-9.]+=)"
+    return re.search(pattern, subject) is not None
+
+
+def refresh_peer_cas(
+    ctx: Context, api: peers.Api, leaf: x509.Certificate
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Have Harper exchange CAs with each peer again (``update_node``), so that the CA each node
+    keeps for the other (``hdb_nodes.ca``) is the one of the leaves served now.
+
+    Why (tests/HARPER-RIG-FINDINGS.md, "Fresh connections after a CA rotation"): with
+    ``enableRootCAs: false`` a restarted Harper 4.7.29 can verify replication clients with the
+    peers' ``hdb_nodes.ca`` alone, which still hold the CA exchanged at the join; after a CA
+    rotation that refuses the peers for good.  ``update_node`` without credentials runs over
+    the certificate-authorised replication connection: this node sends the authority record
+    named after its leaf issuer's CN (``getReplicationCertAuth``) and stores the one the peer
+    answers with.  Done only for peers whose record replicates everything (``replicates:
+    true``, no ``subscriptions``): ``update_node`` without subscriptions would turn a
+    subscription-based link into full replication.  A peer whose kept CA already names the
+    issuer of the leaf it serves is left alone (nothing to do: no event).  Returns
+    (refreshed, not refreshed), each "peer: detail"; nothing with ``peers.check: off``.
+    """
+    if ctx.config.peers.check == "off":
+        return (), ()
+    rows = api.call(
+        {
+            "operation": "search_by_value",
+            "database": "system",
+            "table": "hdb_nodes",
+            "search_attribute": "name",
+            "search_value": "*",
+            "get_attributes": ["name", "url", "replicates", "subscriptions", "ca_info"],
+        }
+    )
+    found = rows.get("result", rows)
+    records = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+    done: list[str] = []
+    left: list[str] = []
+    issuer_cn = _common_name(leaf.issuer)
+    names = {str(r.get("name")) for r in _all_records(api) if r.get("is_authority")}
+    for record in sorted(records, key=lambda r: str(r.get("name"))):
+        name, url = record.get("name"), record.get("url")
+        if not isinstance(name, str) or not isinstance(url, str) or name == ctx.harper.node_name:
+            continue
+        if _kept_ca_matches(record, url, ctx.config.peers.timeout):
+            continue
+        if issuer_cn is None or issuer_cn not in names:
+            # update_node would send no CA (Harper finds the record by that name).
+            left.append(f"{name}: Harper holds no authority record named {issuer_cn!r} to send")
+        elif record.get("subscriptions") or record.get("replicates") is not True:
+            left.append(f"{name}: subscriptions of its own (run update_node by hand)")
+        else:
+            _update_node(api, name, url, done, left)
+    if done or left:
+        log.info("certd.peer_cas_refreshed", refreshed=done, not_refreshed=left)
+    return tuple(done), tuple(left)
+
+
+def _update_node(api: peers.Api, name: str, url: str, done: list[str], left: list[str]) -> None:
+    """``update_node`` for one peer; Harper's answer goes to ``done``, or to ``left`` when it
+    failed or says the peer's side failed ("… but there was an error updating target node")."""
+    try:
+        answer = api.call({"operation": "update_node", "hostname": name, "url": url})
+    except HarperError as exc:
+        left.append(f"{name}: update_node failed: {exc}")
+        return
+    message = str(answer.get("message", answer))
+    (left if "error" in message.lower() else done).append(f"{name}: {message}")
 
 
 def wait_for_authority(

@@ -540,6 +540,10 @@ def cmd_ca(args: argparse.Namespace) -> int:
                 print(f"Harper's authority record {name} removed (remove_certificate)")
             for why in removal.records_kept:
                 print(f"kept: {why}")
+            for peer in removal.peers_refreshed:
+                print(f"CAs exchanged again with {peer}")
+            for why in removal.peers_not_refreshed:
+                print(f"CAs not exchanged again: {why}")
             outcome = removal.outcome
             if outcome is None:
                 print("that CA is not in the live CA file")

@@ -3,9 +3,10 @@
 For this node: the leaf its replication port serves (SHA-256, issuer, days left), the CAs of
 its live CA file and Harper's authority records (``list_certificates``).  For each peer
 (``system.hdb_nodes``/``cluster_status``): the leaf it serves, whether this node's CA file
-verifies it, and whether the peer accepts this node's live leaf (the peer probe,
-harper_certd.peers).  What a peer trusts is only observable through that probe: the peer's
-CA files are not readable from here.
+verifies it, whether the peer accepts this node's live leaf (the peer probe,
+harper_certd.peers), and the CA this node keeps for it (``hdb_nodes.ca_info``, exchanged at
+the join; stale after a CA rotation until ``ca remove`` exchanges it again).  What a peer
+trusts is only observable through that probe: the peer's CA files are not readable from here.
 
 The phase of a CA rotation (README, "CA rotation across the cluster"):
 
@@ -90,6 +91,7 @@ def view(ctx: Context) -> dict[str, Any]:
         "authority_records": authorities,
     }
     listed = peers._peer_list(ctx)
+    kept = _kept_cas(api)
     rows_out: list[dict[str, Any]] = []
     issuers = {issuer} if issuer else set()
     unknown = isinstance(listed, str) or sha is None
@@ -111,6 +113,11 @@ def view(ctx: Context) -> dict[str, Any]:
                     "days_left": p_days,
                     "trusted_by_this_node": result.trusted_by_me.verdict.value,
                     "accepts_this_node": result.accepts_me.verdict.value,
+                    # The CA this node keeps for the peer (hdb_nodes ca_info), what a restarted
+                    # Harper may trust it by alone (HARPER-RIG-FINDINGS, "Fresh connections
+                    # after a CA rotation"); None: not observed.
+                    "kept_ca": kept.get(peer.name),
+                    "kept_ca_stale": _stale(kept.get(peer.name), p_issuer),
                 }
             )
     if unknown:
@@ -132,6 +139,50 @@ def view(ctx: Context) -> dict[str, Any]:
     }
 
 
+def _kept_cas(api: peers.Api | None) -> dict[str, str]:
+    """Node name -> subject of the CA kept for it (``hdb_nodes.ca_info``); {} when unknown."""
+    if api is None:
+        return {}
+    try:
+        answer = api.call(
+            {
+                "operation": "search_by_value",
+                "database": "system",
+                "table": "hdb_nodes",
+                "search_attribute": "name",
+                "search_value": "*",
+                "get_attributes": ["name", "ca_info"],
+            }
+        )
+    except HarperError:
+        return {}
+    rows = answer.get("result", answer)
+    out = {}
+    for row in rows if isinstance(rows, list) else []:
+        info = row.get("ca_info") if isinstance(row, dict) else None
+        if isinstance(info, dict) and isinstance(info.get("subject"), str):
+            out[str(row.get("name"))] = str(info["subject"])
+    return out
+
+
+def _stale(kept: str | None, issuer: str) -> bool | None:
+    """Whether the kept CA's subject (Node's text, lines joined by spaces) lacks the CN of the
+    issuer the peer's leaf names; None when either is unknown."""
+    if kept is None or not issuer:
+        return None
+    try:
+        names = x509.Name.from_rfc4514_string(issuer).get_attributes_for_oid(
+            x509.NameOID.COMMON_NAME
+        )
+    except ValueError:
+        return None
+    if not names:
+        return None
+    value = names[0].value
+    cn = value.decode(errors="replace") if isinstance(value, bytes) else value
+    return f"CN={cn}" not in kept
+
+
 def render(data: dict[str, Any]) -> str:
     this = data["this_node"]
     lines = [
@@ -147,6 +198,12 @@ def render(data: dict[str, Any]) -> str:
             f"{p['issuer']}, {p['days_left']} days left; trusted by this node: "
             f"{p['trusted_by_this_node']}; accepts this node: {p['accepts_this_node']}"
         )
+        if p.get("kept_ca_stale"):
+            lines.append(
+                f"  warning: the CA kept for {p['name']} is {p['kept_ca']}, not its leaf's "
+                "issuer: after a restart this node may refuse it (harper-certd ca remove "
+                "exchanges the CAs again; see the README's runbook)"
+            )
     if data["peers_unlisted"]:
         lines.append(f"peers not listed: {data['peers_unlisted']}")
     return "\n".join(lines)

@@ -147,7 +147,8 @@ class PeersSection:
     hold_seconds: float = 120.0
     retry_seconds: float = 10.0
     # Before a full restart of Harper: wait at most this long (with jitter) for every peer
-    # to be connected (certd.restart_deferred), then restart anyway with a warning.
+    # to be connected (certd.restart_deferred), then restart anyway with a warning.  Also how
+    # long the proof after a swap retries a peer that cannot be reached (it may be restarting).
     restart_wait_seconds: float = 60.0
 
 

@@ -289,8 +289,8 @@ EVENTS: dict[str, tuple[str, str]] = {
     ),
     "certd.peer_unreachable": (
         "warning",
-        "A replication peer could not be probed; the set is held and the probe retried until "
-        "retry_until, then refused.",
+        "A replication peer could not be probed; the probe is retried until retry_until, then "
+        "the set is refused (stage before) or the peer only reported (stage after).",
     ),
     "certd.peers_unchecked": (
         "warning",
@@ -300,6 +300,11 @@ EVENTS: dict[str, tuple[str, str]] = {
     "certd.peers_overridden": (
         "critical",
         "A replication set was installed past the peer guard's refusal (install --force).",
+    ),
+    "certd.peer_cas_refreshed": (
+        "info",
+        "The ca remove command had Harper exchange CAs with each peer again (update_node), so "
+        "that the CA each node keeps for the other is the new one (peers left alone are named).",
     ),
     "certd.restart_deferred": (
         "warning",

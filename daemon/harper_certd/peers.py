@@ -441,8 +441,13 @@ def check_set(
 
     Before the swap an unreachable peer is retried every ``peers.retry_seconds`` for at most
     ``peers.hold_seconds`` (``peers.unreachable: hold``; ``certd.peer_unreachable`` each
-    round) and is then a ``peer_unreachable`` problem.  Logs ``certd.peers_checked`` once,
-    or ``certd.peers_unchecked`` when the peers cannot be listed (then ``checked`` False).
+    round) and is then a ``peer_unreachable`` problem.  After the swap (``hold`` False) an
+    unreachable peer may be restarting itself: its daemon takes its stagger slot as soon as
+    this node is connected again (seen in a run of tests/test_cluster_daemons.py before this
+    wait: the proof found the other node down).  It is retried every second for at most
+    ``peers.restart_wait_seconds`` (the bound of a peer's own wait), so that the proof is a
+    verdict rather than "unreachable".  Logs ``certd.peers_checked`` once, or
+    ``certd.peers_unchecked`` when the peers cannot be listed (then ``checked`` False).
     """
     listed = _peer_list(ctx)
     if isinstance(listed, str):
@@ -454,11 +459,18 @@ def check_set(
     settings = ctx.config.peers
     candidate = Candidate(data.cert, data.key, data.ca)
     results = {p.name: probe_peer(p, candidate, settings.timeout) for p in listed}
-    deadline = time.monotonic() + (
-        settings.hold_seconds if hold and settings.unreachable == "hold" else 0.0
-    )
+    if stage == "after" and not hold:
+        wait, every = settings.restart_wait_seconds, min(settings.retry_seconds, 1.0)
+    elif hold and settings.unreachable == "hold":
+        wait, every = settings.hold_seconds, settings.retry_seconds
+    else:
+        wait, every = 0.0, settings.retry_seconds
+    deadline = time.monotonic() + wait
     while True:
-        waiting = [r for r in results.values() if not r.reachable]
+        # No answer (unreachable, or a verdict the probe does not know): asked again.
+        waiting = [
+            r for r in results.values() if not r.reachable or Verdict.UNKNOWN in _verdicts(r)
+        ]
         if not waiting or time.monotonic() >= deadline:
             break
         until = ctx.clock() + dt.timedelta(seconds=max(0.0, deadline - time.monotonic()))
@@ -473,7 +485,7 @@ def check_set(
             )
         if ctx.interrupted is not None and ctx.interrupted.is_set():
             break
-        sleep(min(settings.retry_seconds, max(0.0, deadline - time.monotonic())))
+        sleep(min(every, max(0.0, deadline - time.monotonic())))
         for r in waiting:
             results[r.peer.name] = probe_peer(r.peer, candidate, settings.timeout)
     ordered = tuple(results[p.name] for p in listed)
