@@ -57,12 +57,14 @@ class _OverflowHook(logging.Handler):
 
     def __init__(self) -> None:
         super().__init__(logging.WARNING)
-        self.notify: Callable[[str], None] | None = None
+        # Every running Watcher's notify (a multi-set daemon runs one per set and a router):
+        # the record does not say whose queue overflowed, so each of them rescans.
+        self.notify: dict[int, Callable[[str], None]] = {}
 
     def emit(self, record: logging.LogRecord) -> None:
-        notify = self.notify
-        if notify is not None and "overflow" in record.getMessage().lower():
-            notify(OVERFLOW)
+        if "overflow" in record.getMessage().lower():
+            for notify in list(self.notify.values()):
+                notify(OVERFLOW)
 
 
 _OVERFLOW_HOOK = _OverflowHook()
@@ -103,7 +105,7 @@ class Watcher:
         self.roots = list(roots)
         self.handler = _Forward(notify)
         self.handler.roots = {str(r.path) for r in self.roots}
-        _OVERFLOW_HOOK.notify = notify
+        _OVERFLOW_HOOK.notify[id(self)] = notify
         self.observer = Observer()
         self.watches: dict[Path, tuple[ObservedWatch, tuple[int, int]]] = {}
         self.lost: set[Path] = set()
@@ -116,9 +118,11 @@ class Watcher:
     def stop(self) -> None:
         # Stopping races watchdog's own emitter threads, which then log a harmless error.
         _WATCHDOG_LOG.setLevel(logging.CRITICAL)
-        _OVERFLOW_HOOK.notify = None
+        _OVERFLOW_HOOK.notify.pop(id(self), None)
         self.observer.stop()
         self.observer.join(timeout=5)
+        if _OVERFLOW_HOOK.notify:  # other watchers run on (a multi-set daemon's reload)
+            _WATCHDOG_LOG.setLevel(logging.ERROR)
 
     def check(self) -> list[str]:
         """Re-arm watches on folders that vanished or were made again; say what changed.
