@@ -37,7 +37,8 @@ import cryptography
 from cryptography.hazmat.primitives import serialization
 
 from harper_certd import devca
-from harper_certd.validate import Purpose, SetPaths, read_set, validate, validate_files
+from harper_certd.roles import Purpose, SetPaths
+from harper_certd.validate import read_set, validate, validate_files
 
 BENCH_DIR = Path(__file__).resolve().parent
 RESULTS = BENCH_DIR / "results" / "validate.json"

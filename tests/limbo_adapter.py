@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harper_certd.validate import Inputs, Purpose, validate
+from harper_certd.roles import Purpose
+from harper_certd.validate import Inputs, validate
 
 LIMBO_DIR = Path(__file__).resolve().parents[2] / "shared" / "limbo"
 LIMBO_FILE = LIMBO_DIR / "limbo-subset.json"

@@ -13,7 +13,7 @@ import yaml
 
 from harper_certd import devca
 from harper_certd.config import Config, parse_config
-from harper_certd.validate import SetPaths
+from harper_certd.roles import SetPaths
 
 # A restart command that records each call (a real process): argv[1] file, argv[2] exit status.
 RECORDER = (

@@ -13,7 +13,7 @@ import yaml
 
 from harper_certd import devca
 from harper_certd.cli import main
-from harper_certd.validate import SetPaths
+from harper_certd.roles import SetPaths
 
 
 @pytest.fixture(scope="module")

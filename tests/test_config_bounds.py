@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from harper_certd.config import YAML_MAX_BYTES, YAML_MAX_DEPTH, YAML_MAX_NODES, read_yaml
 from harper_certd.errors import ConfigError
+from harper_certd.yamlfile import YAML_MAX_BYTES, YAML_MAX_DEPTH, YAML_MAX_NODES, read_yaml
 
 
 def _nested_block(depth: int) -> str:

@@ -22,7 +22,8 @@ import pytest
 
 from harper_certd import devca
 from harper_certd.problems import Severity
-from harper_certd.validate import Inputs, Purpose, Report, SetPaths, read_set, validate
+from harper_certd.roles import Purpose, SetPaths
+from harper_certd.validate import Inputs, Report, read_set, validate
 
 FIELD_CASES = Path(__file__).resolve().parents[2] / "shared" / "field-cases" / "formats"
 pytestmark = pytest.mark.skipif(

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harper_certd import devca, load, swap
+from harper_certd import devca, load, roles
 from harper_certd.cli import main
 from harper_certd.errors import ConfigError, SwapError
 from harper_certd.service import build_context, install, rollback
@@ -38,7 +38,7 @@ def test_install_swaps_all_three_files_through_one_link(node: Node) -> None:
     assert outcome.status == "installed", outcome.problems
     assert node.live_fingerprint() == new_fp != old
     for role, path in (("cert", node.live.cert), ("key", node.live.key), ("ca", node.ca_file)):
-        assert os.readlink(path) == str(node.state / "current" / swap.ROLE_FILES[role])
+        assert os.readlink(path) == str(node.state / "current" / roles.KEY_FILES[role])
     assert os.readlink(node.state / "current") == f"generations/{outcome.generation}"
     assert node.restarts() == 1
     assert not src.exists()

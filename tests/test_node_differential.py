@@ -32,7 +32,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 
 from harper_certd import devca
-from harper_certd.validate import Inputs, Purpose, validate
+from harper_certd.roles import Purpose
+from harper_certd.validate import Inputs, validate
 
 NODE = shutil.which("node")
 ORACLE = Path(__file__).with_name("node_tls_oracle.js")

@@ -27,7 +27,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harper_certd import devca
 from harper_certd.problems import CODES, Severity
-from harper_certd.validate import Inputs, Purpose, Report, validate
+from harper_certd.roles import Purpose
+from harper_certd.validate import Inputs, Report, validate
 
 OPENSSL = "/usr/bin/openssl"
 if not Path(OPENSSL).exists() or shutil.which(OPENSSL) is None:

@@ -35,7 +35,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harper_certd import devca, discover
 from harper_certd.check import check_entry
-from harper_certd.validate import Inputs, Purpose, validate
+from harper_certd.roles import Purpose
+from harper_certd.validate import Inputs, validate
 from harper_rig import HarperNode, fingerprint_pem, iter_rig_processes, needs_harper
 
 pytestmark = needs_harper(timeout=300)

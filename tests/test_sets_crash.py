@@ -20,9 +20,10 @@ import yaml
 
 from harper_certd import devca, fsio, load
 from harper_certd.check import validate_against_store
+from harper_certd.roles import Purpose, SetPaths
 from harper_certd.service import build_context
 from harper_certd.trust import system_store
-from harper_certd.validate import Inputs, Purpose, SetPaths, validate
+from harper_certd.validate import Inputs, validate
 from nodefix import Node, make_node
 from test_crash import AFTER_FLIP, STEPS_FIRST_INSTALL, STEPS_SECOND_INSTALL
 from test_sets_public import HOST, PUBLIC, PublicNode, public_node

@@ -21,12 +21,12 @@ import pytest
 import yaml
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from harper_certd import devca, swap
+from harper_certd import devca, roles
 from harper_certd.cli import main
 from harper_certd.config import parse_config
+from harper_certd.roles import SetPaths
 from harper_certd.service import build_context, handle_live_change
 from harper_certd.source import SourceRefused, read_source
-from harper_certd.validate import SetPaths
 from nodefix import Node, make_node
 
 PUBLIC = "public"
@@ -133,7 +133,7 @@ def test_source_without_ca_file(tmp_path: Path) -> None:
     leaf = pub.leaf()
     harper_names = pub.source("harper", leaf)
     got = read_source(harper_names, trusted_uids=trusted, ca_fallback=None, ca_file=False)
-    assert got.data == swap.SetBytes(leaf.cert_pem + pub.issuer.cert_pem, leaf.key_pem, b"")
+    assert got.data == roles.SetBytes(leaf.cert_pem + pub.issuer.cert_pem, leaf.key_pem, b"")
     assert [n for n, _ in got.members] == ["certificate.pem", "privateKey.pem"]
     # A certbot lineage, read through live/ -> archive/.
     archive, live = tmp_path / "le" / "archive" / "www", tmp_path / "le" / "live" / "www"

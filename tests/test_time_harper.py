@@ -15,7 +15,7 @@ import pytest
 
 from daemonfix import DaemonProc, drop
 from harper_certd import devca
-from harper_certd.validate import SetPaths
+from harper_certd.roles import SetPaths
 from harper_rig import (
     CA_FILE,
     CERT_FILE,

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from harper_certd import devca
-from harper_certd.validate import Inputs, Purpose, validate
+from harper_certd.roles import Purpose
+from harper_certd.validate import Inputs, validate
 
 pytestmark = pytest.mark.skipif(
     shutil.which("openssl") is None or shutil.which("node") is None,

@@ -19,7 +19,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 import fuzz_cases
 from harper_certd import devca
 from harper_certd.problems import CODES, VALIDATION_CODES, Severity
-from harper_certd.validate import Inputs, Purpose, Report, SetPaths, validate, validate_files
+from harper_certd.roles import Purpose, SetPaths
+from harper_certd.validate import Inputs, Report, validate, validate_files
 
 NOW = dt.datetime.now(dt.UTC)
 DAY = dt.timedelta(days=1)

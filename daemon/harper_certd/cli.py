@@ -51,7 +51,8 @@ def _print_json(data: object) -> None:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from harper_certd import render
-    from harper_certd.validate import Purpose, SetPaths, validate_files
+    from harper_certd.roles import Purpose, SetPaths
+    from harper_certd.validate import validate_files
 
     paths = SetPaths(Path(args.cert), Path(args.key), Path(args.ca))
     report = validate_files(
@@ -85,7 +86,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harper_certd import discover, render
+    from harper_certd import discover, render, roles
     from harper_certd.check import check
     from harper_certd.config import load_config
     from harper_certd.errors import ConfigError
@@ -95,7 +96,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         root = (
             Path(args.harper_root)
             if args.harper_root
-            else certd_config.harper.root or discover.default_root()
+            else certd_config.harper.root or roles.default_root()
         )
         config = discover.load_config(root)
     except ConfigError as exc:

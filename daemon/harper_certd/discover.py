@@ -15,8 +15,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from harper_certd.errors import ConfigError
-from harper_certd.roles import KEY_FILES, ROLE_PORTS, Role, role_of
-from harper_certd.validate import Purpose, SetPaths
+from harper_certd.roles import KEY_FILES, ROLE_PORTS, Purpose, Role, SetPaths, role_of
+from harper_certd.yamlfile import read_yaml
 
 CONFIG_NAME = "harperdb-config.yaml"
 __all__ = ["KEY_FILES", "CertSet", "HarperConfig", "TlsEntry", "load_config", "parse"]
@@ -148,13 +148,6 @@ class HarperConfig:
             ports = {k: p for k, p in self.secure_ports.items() if owner.get(k) == index}
             out.append(CertSet(name, tuple(group), ports))
         return tuple(out)
-
-
-def default_root(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    if env.get("ROOTPATH"):
-        return Path(env["ROOTPATH"])
-    return Path(env.get("HOME", "~")).expanduser() / "hdb"
 
 
 def _get(tree: Any, dotted: str) -> Any:
@@ -397,7 +390,6 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
 
 
 def load_config(root: Path) -> HarperConfig:
-    from harper_certd.config import read_yaml
 
     config_path = root / CONFIG_NAME
     tree = read_yaml(config_path, missing=f"; is {root} Harper's ROOTPATH? (--harper-root)")

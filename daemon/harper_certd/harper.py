@@ -106,7 +106,7 @@ def peer_sni(harper_config: discover.HarperConfig) -> str | None:
     (what a peer dialling an IP sends), it served its self-signed fallback: an SNI peers
     do not send makes verification pass a set that breaks replication.
     """
-    from harper_certd.config import read_yaml
+    from harper_certd.yamlfile import read_yaml
 
     try:
         url = discover._get(read_yaml(harper_config.config_path), "replication.url")

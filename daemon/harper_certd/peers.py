@@ -47,8 +47,7 @@ from websockets.typing import Subprotocol
 
 from harper_certd.errors import HarperError
 from harper_certd.problems import Problem, problem
-from harper_certd.swap import SetBytes
-from harper_certd.validate import Purpose
+from harper_certd.roles import Purpose, SetBytes
 
 if TYPE_CHECKING:
     from harper_certd.service import Context

@@ -23,7 +23,8 @@ import structlog
 
 from harper_certd import fsio
 from harper_certd.errors import SwapError
-from harper_certd.swap import ROLE_FILES, Store
+from harper_certd.roles import KEY_FILES
+from harper_certd.swap import Store
 
 log = structlog.get_logger("harper_certd")
 
@@ -58,7 +59,7 @@ def release(store: Store) -> Released:
             path = linked.get(role)
             if path is None:
                 continue
-            source = store.current_link / ROLE_FILES[role]
+            source = store.current_link / KEY_FILES[role]
             try:
                 data = source.read_bytes()
                 st = os.stat(source)

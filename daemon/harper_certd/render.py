@@ -6,8 +6,9 @@ import datetime as dt
 from typing import TYPE_CHECKING
 
 from harper_certd.problems import Severity
+from harper_certd.roles import SetPaths
 from harper_certd.troubleshoot import openssl_commands
-from harper_certd.validate import CertSummary, Report, SetPaths
+from harper_certd.validate import CertSummary, Report
 
 if TYPE_CHECKING:
     from harper_certd.check import CheckResult

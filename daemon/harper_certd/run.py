@@ -52,6 +52,7 @@ from harper_certd.config import Config, RenewSection, load_config, with_override
 from harper_certd.errors import CertdError, Interrupted, SwapError
 from harper_certd.incoming import Candidate, Inbox, Taken, Tracker
 from harper_certd.problems import Problem, problem
+from harper_certd.roles import SetBytes
 from harper_certd.schedule import (
     Backoff,
     Clock,
@@ -61,7 +62,6 @@ from harper_certd.schedule import (
     wall_minus_monotonic,
 )
 from harper_certd.source import Identity, SourceRefused, identity_of, read_source
-from harper_certd.swap import SetBytes
 from harper_certd.trackers import ClockWatch, Expiry, HeldSets, Renewal, Retry
 from harper_certd.trust import system_store
 from harper_certd.validate import Report

@@ -31,26 +31,12 @@ from harper_certd.errors import ConfigError, Interrupted, StateError, SwapError
 from harper_certd.journal import Outcome
 from harper_certd.problems import Problem, problem
 from harper_certd.restart import Applied, Applier, command_applier, none_applier, run_command
+from harper_certd.roles import Purpose, SetBytes, SetPaths
 from harper_certd.schedule import RestartBudget
 from harper_certd.source import Source, SourceRefused, read_source, user_name
-from harper_certd.swap import (
-    Generation,
-    Recovery,
-    SetBytes,
-    Store,
-    cert_meta,
-    require_no_foreign_files,
-)
+from harper_certd.swap import Generation, Recovery, Store, cert_meta, require_no_foreign_files
 from harper_certd.trust import TrustStore, system_store
-from harper_certd.validate import (
-    Inputs,
-    Purpose,
-    Report,
-    SetPaths,
-    fingerprint,
-    summarize,
-    validate,
-)
+from harper_certd.validate import Inputs, Report, fingerprint, summarize, validate
 
 log = structlog.get_logger("harper_certd")
 ADOPTION_SETTLE = 1.0

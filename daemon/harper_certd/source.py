@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harper_certd import load
-from harper_certd.swap import SetBytes
+from harper_certd.roles import SetBytes
 
 
 class SourceRefused(Exception):

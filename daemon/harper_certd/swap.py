@@ -41,26 +41,11 @@ from harper_certd import fsio, load, names, recovery
 from harper_certd.errors import StateError, SwapError
 from harper_certd.journal import GenerationMeta, Journal, Op, Outcome
 from harper_certd.recovery import Act
-from harper_certd.roles import KEY_FILES
-from harper_certd.validate import SetPaths, summarize
+from harper_certd.roles import KEY_FILES, SetBytes, SetPaths
+from harper_certd.validate import summarize
 
-ROLE_FILES = KEY_FILES
 _ROLES = ("key", "ca", "cert")  # write order inside a generation; the key first
 _ROLES_NO_CA = ("key", "cert")  # a set without a CA file (a public certificate)
-
-
-@dataclass(frozen=True, slots=True)
-class SetBytes:
-    """A set's bytes; ``ca`` is ``b""`` for a set without a CA file (its store's live
-    paths say which kind it is: ``Store.roles``)."""
-
-    cert: bytes
-    key: bytes
-    ca: bytes = b""
-
-    def role(self, role: str) -> bytes:
-        value: bytes = getattr(self, role)
-        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +62,7 @@ class Generation:
     meta: dict[str, Any]
 
     def file(self, role: str) -> Path:
-        return self.path / ROLE_FILES[role]
+        return self.path / KEY_FILES[role]
 
     @property
     def info(self) -> GenerationMeta:
@@ -253,7 +238,7 @@ class Store:
         return paths
 
     def link_target(self, role: str) -> str:
-        return str(self.current_link / ROLE_FILES[role])
+        return str(self.current_link / KEY_FILES[role])
 
     def managed(self) -> bool:
         """Whether every live path already resolves through ``current``."""
@@ -271,7 +256,7 @@ class Store:
             # Written by a release that recorded fewer certificate details: read them from
             # the file, so that verification and rollback have a fingerprint to expect.
             with contextlib.suppress(OSError):
-                found = cert_meta((path / ROLE_FILES["cert"]).read_bytes())
+                found = cert_meta((path / KEY_FILES["cert"]).read_bytes())
                 meta = {**meta, **{k: v for k, v in found.items() if meta.get(k) is None}}
                 if not meta.get("fingerprint") and found.get("fingerprint"):
                     meta["fingerprint"] = found["fingerprint"]
@@ -287,9 +272,9 @@ class Store:
         for role in (r for r in _ROLES if r in digests):
             try:
                 if _digest_file(gen.file(role)) != digests.get(role):
-                    changed.append(ROLE_FILES[role])
+                    changed.append(KEY_FILES[role])
             except FileNotFoundError:
-                changed.append(f"{ROLE_FILES[role]} (missing)")
+                changed.append(f"{KEY_FILES[role]} (missing)")
             except OSError:
                 continue  # not readable by whoever asks (a key, say): cannot tell, not damage
         if not changed:
@@ -340,7 +325,7 @@ class Store:
                 # Read-only from the first byte: a `cp` through a live path's link then
                 # fails for anyone but root (and root's is caught by the digests).
                 fsio.write_new(
-                    tmp / ROLE_FILES[role],
+                    tmp / KEY_FILES[role],
                     data.role(role),
                     mode=read_only(a.mode, role),
                     uid=a.uid,

@@ -6,7 +6,7 @@ Kept apart from ``check`` so that ``validate`` does not import Harper's config r
 from __future__ import annotations
 
 from harper_certd.problems import Problem
-from harper_certd.validate import SetPaths
+from harper_certd.roles import SetPaths
 
 
 def openssl_commands(problem: Problem, paths: SetPaths) -> list[str]:

@@ -20,7 +20,6 @@ a check itself is the error ``check_failed``).
 from __future__ import annotations
 
 import datetime as dt
-import enum
 import functools
 import itertools
 import os
@@ -60,6 +59,7 @@ from cryptography.x509.verification import (
 
 from harper_certd import der, load, names
 from harper_certd.problems import Problem, Severity, has_errors, problem
+from harper_certd.roles import Purpose, SetPaths
 
 MIN_RSA_BITS = 2048
 MIN_EC_BITS = 256
@@ -67,12 +67,6 @@ DEFAULT_EXPIRY_WARNING_DAYS = 30
 # Bounds the diagnostic path search, whatever the CA file holds.
 _MAX_DEPTH = 10
 _MAX_SIGNATURE_CHECKS = 64
-
-
-class Purpose(enum.StrEnum):
-    CLUSTER = "cluster"  # replication/clustering: TLS server and TLS client
-    SERVER = "server"  # HTTPS and Operations API only
-    CLIENT = "client"
 
 
 _EKU_NAMES = {
@@ -163,16 +157,6 @@ class Report:
             "certificate": cert,
             "ca_file": [c.as_dict(self.at) for c in self.ca_file],
         }
-
-
-@dataclass(frozen=True, slots=True)
-class SetPaths:
-    """A set's files; ``ca`` None for a set without a CA file (a public certificate: its
-    chain must reach a root in the system trust store, ``trust.py``)."""
-
-    cert: Path
-    key: Path
-    ca: Path | None
 
 
 @functools.lru_cache(maxsize=4096)

@@ -1,0 +1,85 @@
+"""Reading a YAML file safely: one reader for the daemon's configuration and Harper's.
+
+A leaf module (imports only ``errors``).  Bounded before it is parsed: size, nesting depth
+and node count, so that a hostile or broken file is a sentence, never a stall or a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harper_certd.errors import ConfigError
+
+# Bounds for any YAML file we read (ours and Harper's): both are a few kB.  A file nested
+# 50,000 deep made PyYAML's recursive constructor raise RecursionError (issue 10 item 8);
+# PyYAML's event parser is iterative, so depth and size are measured on the event stream
+# before anything is constructed.
+YAML_MAX_BYTES = 1 << 20
+YAML_MAX_DEPTH = 64
+YAML_MAX_NODES = 100_000
+# libyaml's event parser when PyYAML has it: PyYAML's pure-Python scanner looks up to 1024
+# characters ahead for a simple key at every flow level, 0.6 s for a 50,000-deep "[[[..."
+# (measured); libyaml refuses nesting past its own limit at once.  Only the shape check
+# uses it: the document itself is loaded by PyYAML's SafeLoader as before.
+_EVENT_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _check_yaml_shape(text: str, path: Path) -> None:
+    depth = nodes = 0
+    for event in yaml.parse(text, Loader=_EVENT_LOADER):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > YAML_MAX_DEPTH:
+                raise ConfigError(
+                    f"{path} is nested more than {YAML_MAX_DEPTH} levels deep; "
+                    "no configuration needs that"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+        if isinstance(event, yaml.NodeEvent):
+            nodes += 1
+            if nodes > YAML_MAX_NODES:
+                raise ConfigError(f"{path} has more than {YAML_MAX_NODES} YAML nodes")
+
+
+def read_yaml(path: Path, *, missing: str = "") -> Any:
+    """A YAML file's content; ConfigError with a sentence (and ``missing``'s hint) otherwise.
+
+    Refused with ConfigError: a path that is not a regular file (after links), a file over
+    ``YAML_MAX_BYTES``, nested deeper than ``YAML_MAX_DEPTH`` or with more than
+    ``YAML_MAX_NODES`` nodes, and invalid YAML.
+    """
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist{missing}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise ConfigError(f"{path} is not a regular file")
+    with os.fdopen(fd, "rb") as handle:
+        raw = handle.read(YAML_MAX_BYTES + 1)
+    if len(raw) > YAML_MAX_BYTES:
+        raise ConfigError(f"{path} is larger than {YAML_MAX_BYTES} bytes")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    try:
+        _check_yaml_shape(text, path)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        if "nesting depth" in str(exc):  # libyaml's own limit (1000), past ours
+            raise ConfigError(
+                f"{path} is nested more than {YAML_MAX_DEPTH} levels deep; "
+                "no configuration needs that"
+            ) from None
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    except RecursionError:  # a last guard; the shape check should have refused it
+        raise ConfigError(f"{path} is nested too deeply to read") from None
