@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import serialization
 
 from harper_certd import peers, stage
 from harper_certd.errors import HarperError
-from harper_certd.service import Context, InstallOutcome, install
+from harper_certd.service import Context, InstallOutcome, InstallStatus, install
 from harper_certd.validate import fingerprint as fingerprint_of
 
 log = structlog.get_logger("harper_certd")
@@ -150,7 +150,7 @@ def ca_add(ctx: Context, new_ca_pem: bytes, *, force_peers: bool = False) -> Add
     # The live file's bytes stay as they are (comments, order); the new CAs go last.
     outcome = _install_ca_file(ctx, _with(live_pem, fresh), force_peers)
     api = operations_api(ctx.config, ctx.harper)
-    if outcome.status != "installed" or api is None:
+    if outcome.status != InstallStatus.INSTALLED or api is None:
         return Added(outcome, None)
     deadline = time.monotonic() + ctx.config.verify.timeout
     loaded = all(
@@ -236,7 +236,7 @@ def ca_remove(ctx: Context, fingerprint: str, *, force_peers: bool = False) -> R
         if needing:
             raise CaError("peers still serve a chain that needs it: " + "; ".join(needing))
         outcome = _install_ca_file(ctx, _without(data.ca, wanted, remaining), force_peers)
-        if outcome.status != "installed":
+        if outcome.status != InstallStatus.INSTALLED:
             return Removal(outcome, (), ())
     api = operations_api(ctx.config, ctx.harper)
     if api is None:

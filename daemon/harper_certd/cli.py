@@ -286,22 +286,22 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
 
 
 def _install_sentence(outcome: object) -> str:
-    from harper_certd.service import InstallOutcome
+    from harper_certd.service import InstallOutcome, InstallStatus
 
     assert isinstance(outcome, InstallOutcome)
     kept = f" The source is kept in {outcome.kept_at}." if outcome.kept_at else ""
-    if outcome.status == "installed":
+    if outcome.status == InstallStatus.INSTALLED:
         how = outcome.applied.detail if outcome.applied else ""
         if outcome.error:  # installed and live; only filing the source failed
             gen = outcome.generation
             return f"Installed as generation {gen} ({how}). Warning: {outcome.error}."
         return f"Installed as generation {outcome.generation} ({how}).{kept}"
-    if outcome.status == "unchanged":
+    if outcome.status == InstallStatus.UNCHANGED:
         warning = f" Warning: {outcome.error}." if outcome.error else ""
         return f"The set is already live (generation {outcome.generation}).{kept}{warning}"
-    if outcome.status == "refused":
+    if outcome.status == InstallStatus.REFUSED:
         return f"Refused; nothing changed.{kept}"
-    if outcome.status == "rolled_back":
+    if outcome.status == InstallStatus.ROLLED_BACK:
         return (
             f"Installed as generation {outcome.generation}, but Harper did not take it; "
             f"generation {outcome.previous} is back in place.{kept}"
@@ -520,7 +520,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 @_infrastructure
 def cmd_ca(args: argparse.Namespace) -> int:
     from harper_certd import cafile
-    from harper_certd.service import Context
+    from harper_certd.service import Context, InstallStatus
 
     ctx = _context(args)
     assert isinstance(ctx, Context)
@@ -555,7 +555,8 @@ def cmd_ca(args: argparse.Namespace) -> int:
     for p in outcome.problems:
         print(f"{p.severity.value}: {p.code}: {p.message}")
     print(_install_sentence(outcome))
-    return EXIT_OK if outcome.status in ("installed", "unchanged") else EXIT_INVALID
+    done = outcome.status in (InstallStatus.INSTALLED, InstallStatus.UNCHANGED)
+    return EXIT_OK if done else EXIT_INVALID
 
 
 @_infrastructure

@@ -553,7 +553,7 @@ class Daemon:
         try:
             outcome = self._rotate(lambda: service.install_judged_newest(self.ctx, pending))
         finally:
-            if outcome is None or outcome.status != "swap_failed":
+            if outcome is None or outcome.status != service.InstallStatus.SWAP_FAILED:
                 self.tracker.settled(taken)  # a failed swap's sources are taken again
 
     # --- time, renewal and the restart budget ---------------------------------------------
@@ -611,7 +611,7 @@ class Daemon:
 
     def _on_judged(self, folder: Path, outcome: service.InstallOutcome) -> None:
         wall = self.clock.now()
-        if outcome.status == "held":
+        if outcome.status == service.InstallStatus.HELD:
             assert outcome.report is not None
             assert outcome.report.certificate is not None
             not_before = outcome.report.certificate.not_before
@@ -624,7 +624,7 @@ class Daemon:
                     seconds_ahead=round((not_before - wall).total_seconds(), 1),
                     hold_limit_seconds=self.ctx.config.schedule.hold_not_yet_valid_seconds,
                 )
-        elif outcome.status == "refused" and self.renew.waiting is not None:
+        elif outcome.status == service.InstallStatus.REFUSED and self.renew.waiting is not None:
             self._renewal_failed(
                 0,
                 self.renew.waiting.output,
@@ -643,8 +643,10 @@ class Daemon:
         try:
             outcome = install()
         except SwapError as exc:  # the live set could not even be read: the same retry
-            outcome = service.InstallOutcome("swap_failed", error=str(exc), cause=str(exc))
-        if outcome is not None and outcome.status == "swap_failed":
+            outcome = service.InstallOutcome(
+                service.InstallStatus.SWAP_FAILED, error=str(exc), cause=str(exc)
+            )
+        if outcome is not None and outcome.status == service.InstallStatus.SWAP_FAILED:
             delay = self.swap_retry.failed(time.monotonic())
             service.log_swap_failed(
                 str(outcome.source or self.ctx.paths.incoming),

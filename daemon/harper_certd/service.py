@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import enum
 import errno
 import hashlib
 import json
@@ -209,10 +210,30 @@ def build_context(
 # --- outcomes ----------------------------------------------------------------------------
 
 
+class InstallStatus(enum.StrEnum):
+    """How an install ended (``InstallOutcome.status``; ``install --json``'s ``status``)."""
+
+    INSTALLED = "installed"
+    UNCHANGED = "unchanged"  # the same set is already live; the source is filed
+    REFUSED = "refused"  # found wanting before anything changed; kept in rejected/
+    HELD = "held"  # daemon: a notBefore a little ahead, installed when it is valid
+    ROLLED_BACK = "rolled_back"  # Harper did not take it; the previous set is back, verified
+    ROLLBACK_FAILED = "rollback_failed"  # neither the new set nor the previous one is served
+    SWAP_FAILED = "swap_failed"  # the store could not be written; nothing changed
+
+
+class RollbackStatus(enum.StrEnum):
+    """How a rollback ended (``RollbackOutcome.status``)."""
+
+    ROLLED_BACK = "rolled_back"
+    ROLLBACK_FAILED = "rollback_failed"
+    REFUSED = "refused"  # the target is damaged or invalid now, or the node is watch-only
+    NOTHING = "nothing"  # nothing to roll back to
+
+
 @dataclass(frozen=True, slots=True)
 class InstallOutcome:
-    # installed, unchanged, refused, held (daemon), rolled_back, rollback_failed, swap_failed
-    status: str
+    status: InstallStatus
     problems: tuple[Problem, ...] = ()
     generation: str | None = None
     previous: str | None = None
@@ -500,7 +521,7 @@ def install(
         outcome = _install_locked(ctx, folder, force_older, recovery, force_peers)
     if (trust := ctx.trust_store()) is not None:
         outcome = dataclasses.replace(outcome, trust_store=trust.where)
-    if outcome.status == "swap_failed":
+    if outcome.status == InstallStatus.SWAP_FAILED:
         log_swap_failed(str(folder), outcome.cause, outcome.error)
         # The command line says "nothing changed" (exit 1) with the cause.
         raise SwapError(outcome.error or "the swap failed; the live set is unchanged")
@@ -552,7 +573,9 @@ def _refuse(
         kept_at=str(kept) if kept else None,
         now=ctx.clock().isoformat(),
     )
-    return InstallOutcome("refused", problems, recovery=recovery, kept_at=kept, report=report)
+    return InstallOutcome(
+        InstallStatus.REFUSED, problems, recovery=recovery, kept_at=kept, report=report
+    )
 
 
 def _crash_text(exc: BaseException) -> str:
@@ -627,7 +650,7 @@ def _judge(
         assert report.certificate is not None
         ahead = (report.certificate.not_before - ctx.clock()).total_seconds()
         if ahead <= hold_seconds:  # not_yet_valid: notBefore is ahead (ahead >= 0)
-            return InstallOutcome("held", problems, recovery=recovery, report=report)
+            return InstallOutcome(InstallStatus.HELD, problems, recovery=recovery, report=report)
     if errors:
         return _refuse(ctx, folder, problems, "validate", source, recovery, report)
     return source, report, problems
@@ -898,12 +921,14 @@ def _install_judged(
             kept_at=None,
             now=ctx.clock().isoformat(),
         )
-        return InstallOutcome("refused", (*problems, *refused), recovery=recovery, report=report)
+        return InstallOutcome(
+            InstallStatus.REFUSED, (*problems, *refused), recovery=recovery, report=report
+        )
     if _same_as_live(ctx, source.data):
         kept, filing_error = _file_installed(ctx, folder, source, store.current_id())
         log.info("certd.set_unchanged", source=str(folder), kept_at=str(kept) if kept else None)
         return InstallOutcome(
-            "unchanged",
+            InstallStatus.UNCHANGED,
             problems,
             store.current_id(),
             recovery=recovery,
@@ -953,7 +978,7 @@ def _install_judged(
         # The source stays where it is (it was not found wanting) for the next attempt;
         # the caller says so (log_swap_failed): the daemon with its next attempt.
         return InstallOutcome(
-            "swap_failed",
+            InstallStatus.SWAP_FAILED,
             problems,
             recovery=recovery,
             report=report,
@@ -1009,7 +1034,7 @@ def _install_judged(
         _prune(ctx, ctx.config.generations_kept, said)
         retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock(), ctx.interrupted)
         return InstallOutcome(
-            "installed",
+            InstallStatus.INSTALLED,
             problems,
             gen.id,
             previous.id if previous else None,
@@ -1024,7 +1049,9 @@ def _install_judged(
     after = (problem("applied_failed", f"After the swap: {applied.detail}"), *peer_refusals)
     filing_error = None
     rejected_at = _reject(ctx, folder, (*problems, *after), "after_swap", source, report)
-    status = "rolled_back" if back is not None and back.ok else "rollback_failed"
+    status = (
+        InstallStatus.ROLLED_BACK if back is not None and back.ok else InstallStatus.ROLLBACK_FAILED
+    )
     return InstallOutcome(
         status,
         (*problems, *after),
@@ -1104,7 +1131,7 @@ def _roll_back_to(
 
 @dataclass(frozen=True, slots=True)
 class RollbackOutcome:
-    status: str  # rolled_back, rollback_failed, nothing
+    status: RollbackStatus
     generation: str | None
     previous: str | None
     applied: Applied | None
@@ -1123,19 +1150,23 @@ def rollback(ctx: Context, gen_id: str | None = None) -> RollbackOutcome:
 
 def _rollback(ctx: Context, gen_id: str | None) -> RollbackOutcome:
     if (why := ctx.store.foreign()) is not None:
-        return RollbackOutcome("refused", gen_id, None, None, f"watch-only: {why}")
+        return RollbackOutcome(RollbackStatus.REFUSED, gen_id, None, None, f"watch-only: {why}")
     with ctx.store.locked():
         ctx.store.recover()
         store = ctx.store
         current = store.current()
         if current is None:
             return RollbackOutcome(
-                "nothing", None, None, None, "no generation is live yet: nothing to roll back"
+                RollbackStatus.NOTHING,
+                None,
+                None,
+                None,
+                "no generation is live yet: nothing to roll back",
             )
         target_id = gen_id or current.meta.get("replaced")
         if not target_id:
             return RollbackOutcome(
-                "nothing",
+                RollbackStatus.NOTHING,
                 None,
                 current.id,
                 None,
@@ -1147,10 +1178,14 @@ def _rollback(ctx: Context, gen_id: str | None) -> RollbackOutcome:
             raise SwapError(f"generation {target_id} is not kept: {exc}") from None
         if target.id == current.id:
             return RollbackOutcome(
-                "nothing", current.id, current.id, None, f"generation {current.id} is already live"
+                RollbackStatus.NOTHING,
+                current.id,
+                current.id,
+                None,
+                f"generation {current.id} is already live",
             )
         if (damage := store.intact(target)) is not None:
-            return RollbackOutcome("refused", target.id, current.id, None, damage)
+            return RollbackOutcome(RollbackStatus.REFUSED, target.id, current.id, None, damage)
         report = _validate(
             ctx,
             target.read(),
@@ -1162,7 +1197,7 @@ def _rollback(ctx: Context, gen_id: str | None) -> RollbackOutcome:
         if not report.valid:
             codes = ", ".join(report.codes)
             return RollbackOutcome(
-                "refused",
+                RollbackStatus.REFUSED,
                 target.id,
                 current.id,
                 None,
@@ -1176,7 +1211,7 @@ def _rollback(ctx: Context, gen_id: str | None) -> RollbackOutcome:
                 from_generation=current.id,
             )
             return RollbackOutcome(
-                "rolled_back",
+                RollbackStatus.ROLLED_BACK,
                 target.id,
                 current.id,
                 applied,
@@ -1186,7 +1221,7 @@ def _rollback(ctx: Context, gen_id: str | None) -> RollbackOutcome:
             "certd.rollback_failed", restored_generation=target.id, rollback_failure=applied.detail
         )
         return RollbackOutcome(
-            "rollback_failed",
+            RollbackStatus.ROLLBACK_FAILED,
             target.id,
             current.id,
             applied,
