@@ -506,7 +506,7 @@ def snapshot(
                 f"live {leaf_view.sha256 if leaf_view else '?'}, served {seen}",
             )
         )
-    last = last_operations(ctx.store.history(100))
+    last = last_operations(ctx.store.history.last(100))
     refused = refusals(ctx.paths.rejected)
     if refused:
         last["refusal"] = refused[0]

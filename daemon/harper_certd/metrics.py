@@ -181,7 +181,7 @@ class Monitor:
 
         return (
             ctx.store.current_id(),
-            mtime(ctx.store.history_path),
+            mtime(ctx.store.history.path),
             mtime(ctx.paths.rejected),
             mtime(ctx.paths.incoming),
         )

@@ -78,6 +78,8 @@ def release(store: Store) -> Released:
                     f"(already plain: {', '.join(map(str, done)) or 'none'})"
                 ) from exc
             done.append(path)
-        store.record("release", "released", generation=current, paths=[str(p) for p in done])
+        store.history.record(
+            "release", "released", generation=current, paths=[str(p) for p in done]
+        )
         log.warning("certd.released", generation=current, paths=[str(p) for p in done])
         return Released(current, tuple(done), False)

@@ -974,7 +974,7 @@ def _install_judged(
     except (SwapError, StateError) as exc:
         cause = _swap_cause(exc)
         with contextlib.suppress(OSError):
-            store.record("install", "failed", source=str(folder), error=str(exc))
+            store.history.record("install", "failed", source=str(folder), error=str(exc))
         # The source stays where it is (it was not found wanting) for the next attempt;
         # the caller says so (log_swap_failed): the daemon with its next attempt.
         return InstallOutcome(
@@ -1298,7 +1298,7 @@ def status(ctx: Context) -> Status:
         live,
         ctx.store.current_id(),
         generations,
-        tuple(ctx.store.history(10)),
+        tuple(ctx.store.history.last(10)),
         recovery,
         {r: str(p) for r, p in ctx.store.live_paths().items()},
         ctx.store.foreign(),

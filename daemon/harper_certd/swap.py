@@ -25,7 +25,6 @@ can always prune, journal and record.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import hashlib
 import json
@@ -39,6 +38,7 @@ from typing import Any
 
 from harper_certd import fsio, load, names, recovery
 from harper_certd.errors import StateError, SwapError
+from harper_certd.history import History, utc_stamp
 from harper_certd.journal import GenerationMeta, Journal, Op, Outcome
 from harper_certd.recovery import Act
 from harper_certd.roles import KEY_FILES, SetBytes, SetPaths
@@ -86,10 +86,6 @@ class Recovery:
     outcome: str  # "completed" or "undone"
     generation: str | None
     needs_verify: bool
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
 
 
 def cert_meta(cert_pem: bytes) -> dict[str, str]:
@@ -149,7 +145,7 @@ class Store:
         self.generations_dir = state_dir / "generations"
         self.current_link = state_dir / "current"
         self.journal_path = state_dir / "journal.json"
-        self.history_path = state_dir / "history.jsonl"
+        self.history = History(state_dir / "history.jsonl", self.owner, self.own)
         self.lock_path = state_dir / ".lock"
 
     # --- layout ------------------------------------------------------------------------
@@ -333,7 +329,7 @@ class Store:
                 )
                 fsio.crash_point(f"generation_file_written:{role}")
             digests = self.digests(data)
-            full_meta = {**meta, "id": gen_id, "created": _now(), "digests": digests}
+            full_meta = {**meta, "id": gen_id, "created": utc_stamp(), "digests": digests}
             uid, gid = self.owner()
             fsio.write_new(
                 tmp / "meta.json",
@@ -463,29 +459,6 @@ class Store:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.journal_path)
 
-    def record(self, op: str, outcome: str, **details: Any) -> None:
-        line = json.dumps({"time": _now(), "op": op, "outcome": outcome, **details})
-        fd = os.open(
-            self.history_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
-        )
-        try:
-            if os.fstat(fd).st_uid != self.owner()[0]:
-                self.own(self.history_path)  # created by a root CLI: the daemon appends too
-            os.write(fd, line.encode() + b"\n")  # history, not state: no fsync
-        finally:
-            os.close(fd)
-
-    def history(self, last: int = 10) -> list[dict[str, Any]]:
-        try:
-            lines = self.history_path.read_text().splitlines()
-        except FileNotFoundError:
-            return []
-        out = []
-        for line in lines[-last:]:
-            with contextlib.suppress(ValueError):
-                out.append(json.loads(line))
-        return out
-
     # --- adoption: the live files become symlinks through ``current`` ------------------
 
     def live_attrs(self) -> dict[str, FileAttrs]:
@@ -531,14 +504,16 @@ class Store:
         meta = {**cert_meta(data.cert), **meta, "outcome": Outcome.ADOPTED}
         if previous is not None:
             meta["replaced"] = previous
-        self.write_journal(op="adopt", step="writing", prev=previous, started=_now())
+        self.write_journal(op="adopt", step="writing", prev=previous, started=utc_stamp())
         gen = self.write_generation(data, self.live_attrs(), meta)
-        self.write_journal(op="adopt", step="flipping", new=gen.id, prev=previous, started=_now())
+        self.write_journal(
+            op="adopt", step="flipping", new=gen.id, prev=previous, started=utc_stamp()
+        )
         self.flip(gen.id)
         fsio.crash_point("adopt_flipped")
         self._link_or_undo(gen, previous)
         self.clear_journal()
-        self.record("adopt", "adopted", generation=gen.id)
+        self.history.record("adopt", "adopted", generation=gen.id)
         return gen
 
     def take_live(self, data: SetBytes, meta: dict[str, Any]) -> Generation:
@@ -554,22 +529,26 @@ class Store:
         if current is not None and (damage := self.intact(current)) is not None:
             self.update_meta(current, outcome=Outcome.CHANGED_IN_PLACE, damage=damage)
             replaced = current.meta.get("replaced")
-        self.write_journal(op="adopt", step="writing", prev=self.current_id(), started=_now())
+        self.write_journal(op="adopt", step="writing", prev=self.current_id(), started=utc_stamp())
         gen = self.write_generation(
             data,
             self.live_attrs(),
             {**cert_meta(data.cert), **meta, "outcome": Outcome.ADOPTED, "replaced": replaced},
         )
         previous = self.current_id()
-        self.write_journal(op="adopt", step="flipping", new=gen.id, prev=previous, started=_now())
+        self.write_journal(
+            op="adopt", step="flipping", new=gen.id, prev=previous, started=utc_stamp()
+        )
         self.commit_flip(gen, op="adopt")
         self._link_or_undo(gen, previous)
         self.clear_journal()
-        self.record("adopt", "adopted", generation=gen.id, source=meta.get("source"))
+        self.history.record("adopt", "adopted", generation=gen.id, source=meta.get("source"))
         return gen
 
     def _link_or_undo(self, gen: Generation, previous: str | None) -> None:
-        self.write_journal(op="adopt", step="linking", new=gen.id, prev=previous, started=_now())
+        self.write_journal(
+            op="adopt", step="linking", new=gen.id, prev=previous, started=utc_stamp()
+        )
         try:
             self._link_live()
         except SwapError as exc:
@@ -615,7 +594,7 @@ class Store:
         except OSError as exc:
             raise SwapError(f"{why}; undoing the adoption failed too: {exc}") from exc
         with contextlib.suppress(OSError):
-            self.record("adopt", "undone", generation=gen.id, error=why)
+            self.history.record("adopt", "undone", generation=gen.id, error=why)
 
     def foreign(self) -> str | None:
         """Why harper-certd must only watch the live paths (never write them), or None.
@@ -704,11 +683,15 @@ class Store:
         self.update_meta(gen, outcome=outcome, **details)
         self.clear_journal()
         fsio.crash_point("journal_cleared")
-        self.record(op, outcome, generation=gen.id, **details)
+        self.history.record(op, outcome, generation=gen.id, **details)
 
     def begin_rollback(self, target: Generation) -> None:
         self.write_journal(
-            op="rollback", step="flipping", prev=self.current_id(), new=target.id, started=_now()
+            op="rollback",
+            step="flipping",
+            prev=self.current_id(),
+            new=target.id,
+            started=utc_stamp(),
         )
 
     def discard(self, gen_id: str) -> None:
@@ -788,7 +771,7 @@ class Store:
             elif action.act is Act.CLEAR_JOURNAL:
                 self.clear_journal()
             elif action.act is Act.RECORD:
-                self.record(str(action.op), str(action.outcome), generation=gen_id)
+                self.history.record(str(action.op), str(action.outcome), generation=gen_id)
         return Recovery(plan.op, str(plan.outcome), plan.generation, plan.needs_verify)
 
 
