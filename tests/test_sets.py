@@ -378,8 +378,10 @@ def test_status_shows_every_set(tmp_path: Path, pki: Pki, store: Path) -> None:
     ]
     assert sets == [
         ("replication", "replication", {"replication": 9933}, True, True),
-        ("public", "server", {"http": 9926}, False, True),
+        ("public", "server", {"http": 9926}, True, True),
     ]
+    assert [s["generation"] for s in data["sets"]] == [None, None]  # no store written yet
+    assert data["sets"][1]["next_renewal"] is None  # no sets[].renew for it
     assert 89 < data["sets"][1]["days_left"] <= 90
     assert [c["role"] for c in data["sets"][1]["certificates"]] == ["leaf", "intermediate", "ca"]
     assert not [f for f in data["findings"] if f["code"] in ("layout_hazard", "live_invalid")]
@@ -398,7 +400,8 @@ def test_status_shows_every_set(tmp_path: Path, pki: Pki, store: Path) -> None:
         check=False,
         timeout=60,
     ).stdout
-    assert "set public (server; http 9926, not installed by harper-certd)" in text
+    assert "set public (server; http 9926): Harper not checked" in text
+    assert "next renewal None" not in text
 
 
 def test_status_reports_layout_hazard(tmp_path: Path, pki: Pki, store: Path) -> None:
@@ -617,18 +620,24 @@ def test_plan_for_a_one_private_set_node(
     assert "name: public" in text
 
 
-def test_stage_names_the_set_the_daemon_does_not_install(
+def test_stage_into_the_folder_of_the_named_set(
     tmp_path: Path, pki: Pki, store: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """stage --set public on the two-set node: the daemon installs the replication set only;
-    the message says which command installs the other one."""
+    """stage --set public on the two-set node: staged in incoming/public/ (the public set's
+    folder, where the daemon's public lane takes it); an unknown name is a usage error."""
     node = make_node(tmp_path)
     _add_public_set(node, pki)
+    node.state.mkdir(parents=True)
+    (node.root / "keys" / "incoming").mkdir()
     cfg = str(node.write_config())
     src = node.source("new")
-    assert main(["stage", str(src), "--set", "public", "--config", cfg]) == 2
-    err = capsys.readouterr().err
-    assert "the daemon installs set 'replication' only" in err
-    assert "install --set public" in err
+    assert main(["stage", str(src), "--set", "public", "--config", cfg]) == 0
+    out = capsys.readouterr().out
+    folder = node.root / "keys" / "incoming" / "public"
+    staged = [p.name for p in folder.iterdir()]
+    assert len(staged) == 1
+    assert staged[0].startswith("stage-")
+    assert out == f"Staged as {folder / staged[0]}; the daemon takes it from there.\n"
+    assert sorted(os.listdir(folder / staged[0])) == ["ca.pem", "certificate.pem", "privateKey.pem"]
     assert main(["stage", str(src), "--set", "nope", "--config", cfg]) == 2
     assert "(sets: replication, public)" in capsys.readouterr().err

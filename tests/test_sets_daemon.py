@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -149,7 +150,16 @@ def test_each_set_is_installed_on_its_own_and_routed(two_sets: tuple[Node, devca
         folder, _ = _web_set(node.tmp, "x", web_ca, ["other.example.com"])
         _drop(incoming, "x", folder)
         refused = d.wait_for("certd.set_refused")
+
+        # 5. junk placed under incoming/web/: the web set's refusal, named so
+        junk = node.tmp / "src" / "junk"
+        junk.mkdir()
+        for name in ("certificate.pem", "privateKey.pem", "ca.pem"):
+            (junk / name).write_text("junk\n")
+        _drop(incoming / "web", "junk", junk)
+        web_refused = d.wait_for("certd.set_refused", count=2)
         assert d.stop() == 0
+    assert (web_refused["set"], web_refused["codes"][0]) == ("web", "cert_unreadable")
     assert refused["codes"] == ["set_unroutable"]
     assert refused["reason"] == (
         f"{incoming / 'x'} cannot be given to one certificate set: it fits no set: "
@@ -169,6 +179,39 @@ def test_each_set_is_installed_on_its_own_and_routed(two_sets: tuple[Node, devca
     ]
     assert _leaf_fp(web_live) == web2
     assert node.restarts() == 3
+    # status: each set with its own store's generation; the sets' folders are not "waiting"
+    out = _status(node, "--no-probe")
+    assert [(s["name"], s["generation"], s["managed"]) for s in out["sets"]] == [
+        ("replication", "000002", True),
+        ("web", "000003", True),
+    ]
+    assert out["waiting"] == []
+    assert [f["code"] for f in out["findings"]] == ["refused"]  # the folder that fit no set
+    web_only = _status(node, "--no-probe", "--set", "web")
+    assert [s["name"] for s in web_only["sets"]] == ["web", "replication"]
+    # a folder that fit no set is every set's concern (its reason.json names no set); a
+    # refusal for the web set is the web set's only
+    assert [f["code"] for f in web_only["findings"]] == ["refused"]
+    assert [r["detail"].split(",")[0] for r in web_only["refusals"]] == [
+        "cert_unreadable",
+        "set_unroutable",
+    ]
+    assert [r["detail"] for r in out["refusals"]] == ["set_unroutable"]
+
+
+STATUS = [sys.executable, "-m", "harper_certd", "status", "--json", "--config"]
+
+
+def _status(node: Node, *args: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [*STATUS, str(node.write_config()), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    data: dict[str, Any] = json.loads(done.stdout)
+    return data
 
 
 def test_a_set_whose_name_is_no_folder_name_is_not_managed(
@@ -257,11 +300,9 @@ def test_each_set_renews_with_its_own_command(two_sets: tuple[Node, devca.Issued
     assert _leaf_fp(node.root / "keys" / "web" / "certificate.pem") == renewed
 
 
-def test_a_public_set_without_ca_file_is_routed_and_installed(tmp_path: Path) -> None:
-    """The issue's layout: a public set (full chain + key, no CA file) beside the
-    replication set.  A public certificate dropped straight in incoming/ goes to it (it has
-    no CA file, it is server-only, it keeps the public names), its chain checked against the
-    system trust store the daemon was given (``SSL_CERT_FILE``: a throw-away root)."""
+def _public_layout(tmp_path: Path) -> tuple[Node, devca.Issued, dict[str, str]]:
+    """The issue's layout: the replication set (nodefix) and a public set ``public`` (full
+    chain + key, no CA file) from a throw-away root named by ``SSL_CERT_FILE`` in ``env``."""
     node = make_node(tmp_path, extra={"watch": {"settle_seconds": 0.3}})
     root = devca.make_ca("Throwaway Public Root R9")
     issuing = devca.make_ca("Throwaway Public E9", parent=root)
@@ -288,6 +329,16 @@ def test_a_public_set_without_ca_file_is_routed_and_installed(tmp_path: Path) ->
     bundle.write_bytes(root.cert_pem)
     (tmp_path / "no-certs").mkdir()
     env = {"SSL_CERT_FILE": str(bundle), "SSL_CERT_DIR": str(tmp_path / "no-certs")}
+    return node, issuing, env
+
+
+def test_a_public_set_without_ca_file_is_routed_and_installed(tmp_path: Path) -> None:
+    """The issue's layout: a public set (full chain + key, no CA file) beside the
+    replication set.  A public certificate dropped straight in incoming/ goes to it (it has
+    no CA file, it is server-only, it keeps the public names), its chain checked against the
+    system trust store the daemon was given (``SSL_CERT_FILE``: a throw-away root)."""
+    node, issuing, env = _public_layout(tmp_path)
+    keys = node.root / "keys" / "public"
     renewed = devca.make_leaf(issuing, WEB, dns=[WEB, "api.example.com"], eku=SERVER_ONLY)
     src = tmp_path / "src" / "le"
     src.mkdir(parents=True)
@@ -315,3 +366,28 @@ def test_a_public_set_without_ca_file_is_routed_and_installed(tmp_path: Path) ->
         "meta.json",
         "privateKey.pem",
     ]
+
+
+def test_install_without_set_names_the_set_a_folder_fits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``install`` without ``--set`` on a two-set node judges for the replication set; a
+    public folder is refused for it, and the output names the set it fits."""
+    from harper_certd.cli import main
+
+    node, issuing, env = _public_layout(tmp_path)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    leaf = devca.make_leaf(issuing, WEB, dns=[WEB], eku=SERVER_ONLY)
+    src = tmp_path / "src" / "le"
+    src.mkdir(parents=True)
+    (src / "fullchain.pem").write_bytes(leaf.cert_pem + issuing.cert_pem)
+    devca.write_private(src / "privkey.pem", leaf.key_pem)
+    config = str(node.write_config())
+    assert main(["install", str(src), "--config", config, "--dry-run"]) == 1
+    assert capsys.readouterr().err == (
+        f"note: {src} fits set 'public', not 'replication': "
+        f"harper-certd install --set public {src}\n"
+    )
+    assert main(["install", str(src), "--config", config, "--set", "public", "--dry-run"]) == 0
+    assert capsys.readouterr().err == ""

@@ -183,6 +183,8 @@ def cmd_install(args: argparse.Namespace) -> int:
 
     ctx = _context(args)
     assert isinstance(ctx, Context)
+    if args.cert_set is None:
+        _other_set_hint(ctx, Path(args.source))
     if args.dry_run:
         return _install_dry_run(ctx, Path(args.source), args)
     folder: Path | None = Path(args.source)
@@ -208,6 +210,31 @@ def cmd_install(args: argparse.Namespace) -> int:
         "rolled_back": EXIT_ROLLED_BACK,
         "rollback_failed": EXIT_ROLLED_BACK,
     }[outcome.status]
+
+
+def _other_set_hint(ctx: object, source: Path) -> None:
+    """On a node with several sets, say so when SOURCE fits another set than the default."""
+    from harper_certd import dispatch
+    from harper_certd.service import Context
+
+    assert isinstance(ctx, Context)
+    sets = ctx.harper.sets()
+    if len(sets) < 2 or ctx.set_name is None:
+        return
+    routed = dispatch.decide(
+        source,
+        sets,
+        ctx.set_name,
+        trusted_uids=ctx.trusted_uids(),
+        ca_fallback=ctx.managed.live.ca,
+        node_name=ctx.harper.node_name,
+    )
+    if routed.set_name is not None and routed.set_name != ctx.set_name:
+        print(
+            f"note: {source} fits set {routed.set_name!r}, not {ctx.set_name!r}: "
+            f"harper-certd install --set {routed.set_name} {source}",
+            file=sys.stderr,
+        )
 
 
 def _private_copy(ctx: object, source: Path) -> Path | None:
@@ -373,7 +400,10 @@ def cmd_status(args: argparse.Namespace) -> int:
             out(f"  {v['dialled']}: {v['sha256'] or v['error']}")
         for c in s["certificates"]:
             out(f"  {c['role']:<12} {c['days_left']:>8.1f} days  {c['subject']}")
-        out(f"  next renewal {s['next_renewal']}, overdue from {s['renewal_overdue_at']}")
+        if s["next_renewal"] is not None:
+            out(f"  next renewal {s['next_renewal']}, overdue from {s['renewal_overdue_at']}")
+        if s["generation"] is not None:
+            out(f"  generation {s['generation']}")
     for w in data["waiting"]:
         held = f" (HELD: {w['reason'] or 'waiting too long'})" if w["held"] else ""
         out(f"waiting: {w['path']} since {w['since']}{held}")
@@ -410,33 +440,31 @@ def _loaded_config(args: argparse.Namespace) -> object:
 @_infrastructure
 def cmd_stage(args: argparse.Namespace) -> int:
     """0 staged (or, with --wait, installed), 1 refused, 3 rolled back, 4 no outcome in time."""
-    from harper_certd import discover, health, logs, stage
+    from harper_certd import discover, logs, stage
     from harper_certd.config import Config, resolve_paths
-    from harper_certd.service import managed_set
     from harper_certd.source import SourceRefused
 
     config = _loaded_config(args)
     assert isinstance(config, Config)
     paths = resolve_paths(config)
+    target = paths.incoming
     if args.set is not None:
-        harper_config = discover.load_config(paths.harper_root)
-        name = health.set_name(managed_set(harper_config))
-        if args.set != name:
-            others = [c.name for c in harper_config.sets() if c.name != name]
-            known = args.set in others
-            why = (
-                f"the daemon installs set {name!r} only; use `harper-certd install --set "
-                f"{args.set}` for {args.set!r}"
-                if known
-                else f"no set named {args.set!r} here (sets: {', '.join([name, *others])})"
-            )
+        names = [c.name for c in discover.load_config(paths.harper_root).sets()]
+        if args.set not in names:
+            why = f"no set named {args.set!r} here (sets: {', '.join(names)})"
             print(f"harper-certd stage: {why}", file=sys.stderr)
             return EXIT_USAGE
+        if len(names) > 1:  # each set has its folder, incoming/<set name>/ (the daemon's lanes)
+            target = paths.incoming / args.set
     if (args.source is None) == (args.cert is None):
         print("harper-certd stage: give SOURCE, or --cert and --key (and --ca)", file=sys.stderr)
         return EXIT_USAGE
     owner = stage.owner_of(paths.state, paths.incoming)
     trusted = {0, os.geteuid(), owner[0]}
+    if target != paths.incoming and paths.incoming.is_dir() and not target.exists():
+        target.mkdir(mode=0o750)  # the daemon makes it at start too; owned as the daemon's
+        if os.geteuid() == 0:
+            os.chown(target, *owner)
     try:
         if args.source is not None:
             files = stage.read_folder(Path(args.source), trusted)
@@ -450,7 +478,7 @@ def cmd_stage(args: argparse.Namespace) -> int:
     except SourceRefused as exc:
         print(f"harper-certd stage: {exc.code}: {exc}", file=sys.stderr)
         return EXIT_INVALID
-    staged = stage.stage_files(files, paths.incoming, owner)
+    staged = stage.stage_files(files, target, owner)
     logs.get_logger().info(
         "certd.set_staged",
         source=args.source or args.cert,
@@ -780,5 +808,12 @@ def _emit(write: Callable[[], object]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except BrokenPipeError:  # `harper-certd validate --json | head`: the reader went away
+        # Python flushes stdout again at exit; point it at /dev/null so that is quiet too.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_OK
     return code

@@ -34,7 +34,12 @@ def make_demo_root(root: Path) -> devca.Issued:
     leaf = devca.make_leaf(ca, "nodea", dns=["nodea"], ips=["127.0.0.2"])
     devca.write_set(root / "keys", leaf, [ca])
     config = {
-        "replication": {"hostname": "nodea", "url": "wss://127.0.0.2:9933", "securePort": 9933},
+        "replication": {
+            "hostname": "nodea",
+            "url": "wss://127.0.0.2:9933",
+            "securePort": 9933,
+            "enableRootCAs": False,
+        },
         "tls": {
             "certificate": str(root / "keys" / "certificate.pem"),
             "certificateAuthority": str(root / "keys" / "ca.pem"),

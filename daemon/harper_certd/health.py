@@ -22,8 +22,10 @@ its role, so a per-set store (issue 11) adds entries, not a new shape.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -32,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from harper_certd import statefile
 from harper_certd.config import Config
+from harper_certd.roles import SET_FOLDER
 from harper_certd.schedule import Mark, Watched, renewal_at
 
 if TYPE_CHECKING:
@@ -323,8 +326,12 @@ def _parse_time(text: object) -> dt.datetime | None:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value
 
 
-def refusals(rejected: Path, last: int = 10) -> list[Operation]:
-    """Refused sets from ``rejected/*/reason.json``, newest first."""
+def refusals(rejected: Path, last: int = 10, set_name: str | None = None) -> list[Operation]:
+    """Refused sets from ``rejected/*/reason.json``, newest first.
+
+    ``set_name``: only refusals for that set, or for no set in particular (a folder that
+    fits no set, files written before reason.json named the set); None: every refusal.
+    """
     out: list[Operation] = []
     try:
         entries = list(rejected.iterdir())
@@ -334,6 +341,10 @@ def refusals(rejected: Path, last: int = 10) -> list[Operation]:
         try:
             reason = json.loads((entry / "reason.json").read_text())
         except (OSError, ValueError):
+            continue
+        if not isinstance(reason, dict):
+            continue
+        if set_name is not None and reason.get("set") not in (None, set_name):
             continue
         when = _parse_time(reason.get("time"))
         if when is None:
@@ -361,16 +372,23 @@ def last_operations(history: list[dict[str, Any]]) -> dict[str, Operation]:
 
 
 def waiting_sets(
-    incoming: Path, at: dt.datetime, settle: float, held: Sequence[Mapping[str, Any]] = ()
+    incoming: Path,
+    at: dt.datetime,
+    settle: float,
+    held: Sequence[Mapping[str, Any]] = (),
+    skip: frozenset[str] = frozenset(),
 ) -> list[Waiting]:
-    """Candidate sets in the incoming folder (not dot-names, which are being written).
+    """Candidate sets in the incoming folder (not dot-names, which are being written, nor
+    the names in ``skip``: the sets' own folders, ``incoming/<set name>/``).
 
     ``held``: the daemon's own list (``statefile.read_waiting``: source, reason, until); a
     set there is held with the daemon's reason.  Another set is called held when it has
     waited far longer than the settle rule allows (the daemon is stopped or stuck).
     """
     try:
-        entries = [e for e in incoming.iterdir() if not e.name.startswith(".")]
+        entries = [
+            e for e in incoming.iterdir() if not e.name.startswith(".") and e.name not in skip
+        ]
     except OSError:
         return []
     said = {str(h.get("source")): h for h in held}
@@ -507,7 +525,7 @@ def snapshot(
             )
         )
     last = last_operations(ctx.store.history.last(100))
-    refused = refusals(ctx.paths.rejected)
+    refused = refusals(ctx.paths.rejected, set_name=None if mine is None else mine.name)
     if refused:
         last["refusal"] = refused[0]
     rotation = last.get("rotation")
@@ -529,12 +547,17 @@ def snapshot(
                 f"a set was refused at {refused[0].time.isoformat()} ({refused[0].detail})",
             )
         )
-    waiting = waiting_sets(
-        ctx.paths.incoming,
-        at,
-        config.watch.settle_seconds,
-        statefile.read_waiting(ctx.store.root),
-    )
+    # On a node with several sets each has its folder, incoming/<set name>/; incoming/
+    # itself holds what the daemon has yet to route.
+    folders = frozenset(c.name for c in cert_sets) if len(cert_sets) > 1 else frozenset()
+    held = statefile.read_waiting(ctx.store.root)
+    settle = config.watch.settle_seconds
+    waiting = waiting_sets(ctx.paths.incoming, at, settle, held, folders)
+    if folders and mine is not None:
+        waiting = sorted(
+            [*waiting, *waiting_sets(ctx.paths.incoming / mine.name, at, settle, held)],
+            key=lambda w: w.since,
+        )
     for w in waiting:
         if w.held:
             why = f" (held: {w.reason}, until {w.until})" if w.reason else ""
@@ -562,8 +585,10 @@ def snapshot(
 def _other_sets(
     ctx: Context, cert_sets: list[CertSet], at: dt.datetime, findings: list[Finding]
 ) -> tuple[SetView, ...]:
-    """The sets the daemon does not install (yet): validated in their role, shown."""
+    """The other sets of the node, validated in their role, with their own store's live
+    generation (``managed``: the daemon manages every set whose name can be a folder)."""
     from harper_certd.check import check_entry
+    from harper_certd.service import store_dir
     from harper_certd.trust import system_store
 
     store = ctx.config.harper.trust_store
@@ -576,23 +601,47 @@ def _other_sets(
         if report is not None and not report.valid:
             codes = ", ".join(p.code for p in report.problems if p.severity.value == "error")
             findings.append(Finding("live_invalid", f"set '{c.name}' is invalid: {codes}"))
+        leaf = None if report is None else report.certificate
+        own = next((x.renew for x in ctx.config.sets if x.name == c.name), None)
+        watched = (
+            None
+            if leaf is None
+            else Watched("leaf", leaf.subject, leaf.sha256, leaf.not_before, leaf.not_after)
+        )
+        renew_config = dataclasses.replace(ctx.config, renew=own) if own is not None else None
         views.append(
             SetView(
                 name=c.name,
                 role=c.purpose.value,
                 uses=c.uses,
-                generation=None,
+                generation=_live_generation(store_dir(ctx.paths, ctx.harper, c.name)),
                 valid=None if report is None else report.valid,
                 certificates=() if report is None else _views(report),
                 served=None,
-                next_renewal=None,
-                renewal_overdue_at=None,
+                # A set renews when it has its own ``sets[].renew`` (the top-level one is the
+                # primary set's): otherwise no date is promised.
+                next_renewal=None
+                if watched is None or own is None
+                else renewal_at(
+                    watched, before_fraction=own.before_fraction, before_days=own.before_days
+                ),
+                renewal_overdue_at=None
+                if watched is None or renew_config is None
+                else overdue_at(watched, renew_config),
                 harper_role=c.role.value,
                 ports=tuple(c.ports.items()),
-                managed=False,
+                managed=SET_FOLDER.fullmatch(c.name) is not None,
             )
         )
     return tuple(views)
+
+
+def _live_generation(state: Path) -> str | None:
+    """The generation ``<state>/current`` names (None: no store, or nothing live yet)."""
+    try:
+        return Path(os.readlink(state / "current")).name
+    except OSError:
+        return None
 
 
 def _hazards(ctx: Context) -> tuple[Problem, ...]:

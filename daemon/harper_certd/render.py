@@ -22,7 +22,11 @@ def _days(summary: CertSummary, at: dt.datetime) -> str:
     return f"{days:.0f} days left" if days >= 0 else f"expired {-days:.0f} days ago"
 
 
-def report_lines(report: Report, paths: SetPaths | None = None, indent: str = "") -> list[str]:
+def report_lines(
+    report: Report, paths: SetPaths | None = None, indent: str = "", ca_label: str = "CA file"
+) -> list[str]:
+    """``ca_label``: what the report's CA certificates are (``trust root`` for a set without a
+    CA file, judged against the system trust store)."""
     lines = []
     cert = report.certificate
     if cert is not None:
@@ -47,7 +51,7 @@ def report_lines(report: Report, paths: SetPaths | None = None, indent: str = ""
                 f"{indent}chain     " + " -> ".join(c.subject or "?" for c in report.chain)
             )
     for ca in report.ca_file:
-        lines.append(f"{indent}CA file   {ca.subject} ({_days(ca, report.at)})")
+        lines.append(f"{indent}{ca_label:<9} {ca.subject} ({_days(ca, report.at)})")
     for p in report.problems:
         lines.append(f"{indent}{_MARK[p.severity]} {p.code}: {p.message}")
         if paths is not None and p.severity is Severity.ERROR:
@@ -91,7 +95,7 @@ def check_lines(result: CheckResult) -> list[str]:
         if entry.cert_key is not None and entry_result.report is not None:
             lines.append(f"  files     {entry.cert_key[0]}, {entry.cert_key[1]} (no CA file)")
             lines.append(f"  trust     system trust store: {entry_result.trust_store}")
-            lines += report_lines(entry_result.report, None, indent="  ")
+            lines += report_lines(entry_result.report, None, "  ", "trust root")
             continue
         if entry.paths is None or entry_result.report is None:
             lines.append(f"  note: {entry.note}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,6 +76,10 @@ ROLE_PORTS: dict[Role, tuple[str, ...]] = {
     Role.SERVER: ("http", "mqtt"),
     Role.OPERATIONS_API: ("operationsApi",),
 }
+
+# A set name that can be a folder, incoming/<set name>/ (no separator, no leading dot, no
+# "..": a name from Harper's config is never trusted as a path).
+SET_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\[\]-]{0,63}")
 
 # Harper's default file names in <root>/keys (the set a fresh install writes).
 KEY_FILES = {"cert": "certificate.pem", "key": "privateKey.pem", "ca": "ca.pem"}

@@ -21,7 +21,6 @@ import datetime as dt
 import hashlib
 import os
 import queue
-import re
 import signal
 import threading
 import time
@@ -52,7 +51,7 @@ from harper_certd.config import Config, RenewSection, load_config, with_override
 from harper_certd.errors import CertdError, Interrupted, SwapError
 from harper_certd.incoming import Candidate, Inbox, Taken, Tracker
 from harper_certd.problems import Problem, problem
-from harper_certd.roles import SetBytes
+from harper_certd.roles import SET_FOLDER, SetBytes
 from harper_certd.schedule import (
     Backoff,
     Clock,
@@ -85,9 +84,6 @@ class Overrides:
 def _apply_overrides(config: Config, overrides: Overrides) -> Config:
     harper = with_overrides(config.harper, root=overrides.harper_root)
     return with_overrides(config, harper=harper, state_dir=overrides.state_dir)
-
-
-SET_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._\[\]-]{0,63}")  # incoming/<set name>/
 
 
 @dataclass
@@ -204,6 +200,9 @@ class Daemon:
         """One lane per set of Harper's configuration besides the primary (start, reload)."""
         primary = self.ctx.managed.live.cert
         wanted = [s.name for s in self.ctx.harper.sets() if s.first.cert_path != primary]
+        if self.node_incoming is not None and self.ctx.paths.incoming != self.node_incoming:
+            # made here, before the sets' folders below it: 0750 as the README says
+            self.node_incoming.mkdir(parents=True, exist_ok=True, mode=0o750)
         for name in [n for n in self.lanes if n not in wanted]:
             self.lanes.pop(name)._stop_watching()
         for name in wanted:
@@ -982,7 +981,7 @@ class Daemon:
             version=__version__,
             harper_root=str(self.ctx.paths.harper_root),
             node_name=self.ctx.harper.node_name,
-            incoming=str(self.ctx.paths.incoming),
+            incoming=str(self.node_incoming or self.ctx.paths.incoming),
             state=str(self.ctx.paths.state),
             restart_method=self.ctx.config.restart.method,
             generation=self.ctx.store.current_id(),

@@ -134,6 +134,7 @@ class Context:
     clock: Clock = utc_now
     budget: RestartBudget = field(default_factory=lambda: RestartBudget(3))
     interrupted: threading.Event | None = None
+    set_name: str | None = None  # the set's name (``discover.CertSet``), as ``check`` shows it
 
     def trust_store(self) -> TrustStore | None:
         """The roots a set without a CA file must chain to (``harper.trust_store``, else
@@ -204,7 +205,19 @@ def build_context(
         clock,
         RestartBudget(config.restart.restarts_per_hour),
         interrupted,
+        next((c.name for c in harper.sets() if c.first.cert_path == managed.live.cert), None),
     )
+
+
+def store_dir(paths: Paths, harper: discover.HarperConfig, name: str) -> Path:
+    """Where set ``name``'s store is: ``<state>/`` for the primary set (the replication set,
+    else the first), ``<state>/sets/<name>/`` for any other (``build_context``)."""
+    try:
+        primary = managed_set(harper).live.cert
+    except ConfigError:
+        primary = None
+    cert = next((c.first.cert_path for c in harper.sets() if c.name == name), None)
+    return paths.state if cert is not None and cert == primary else paths.state / SETS_DIR / name
 
 
 # --- outcomes ----------------------------------------------------------------------------
@@ -408,6 +421,7 @@ def _reject(
         "source": str(folder),
         "time": ctx.clock().isoformat(),
         "stage": stage,
+        "set": ctx.set_name,  # None: refused for no set (set_unroutable)
         "problems": [p.as_dict() for p in problems],
         "certificate": None if report is None else report.as_dict()["certificate"],
     }
@@ -602,7 +616,8 @@ def refuse_unroutable(ctx: Context, folder: Path, reason: str) -> InstallOutcome
     """A folder straight in incoming/ that fits none or several of the node's sets: refused
     (``set_unroutable``) and filed in rejected/ with the reason beside it."""
     text = f"{folder} cannot be given to one certificate set: {reason}."
-    return _refuse(ctx, folder, (problem("set_unroutable", text),), "route", None, None)
+    unset = dataclasses.replace(ctx, set_name=None)  # its reason.json names no set
+    return _refuse(unset, folder, (problem("set_unroutable", text),), "route", None, None)
 
 
 def _judge(
