@@ -277,6 +277,23 @@ class Sample:
     error: str | None = None
 
 
+def outages(samples: list[Sample]) -> list[tuple[float, float]]:
+    """Runs of failed handshakes as (first failure, last failure) in monotonic time."""
+    runs: list[tuple[float, float]] = []
+    start: float | None = None
+    last = 0.0
+    for sample in samples:
+        if sample.fingerprint is None:
+            start = sample.at if start is None else start
+            last = sample.at
+        elif start is not None:
+            runs.append((start, last))
+            start = None
+    if start is not None:
+        runs.append((start, last))
+    return runs
+
+
 @dataclass
 class HandshakePoller:
     """Handshake with ``host:port`` every ``interval`` seconds in a background thread."""

@@ -114,3 +114,33 @@ def make_node(tmp: Path, *, method: str = "command", extra: dict[str, Any] | Non
 def reason(folder: Path) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((folder / "reason.json").read_text())
     return data
+
+
+def add_public_set(
+    node: Node, issuing: devca.Issued, cn: str = "www.example.com", **leaf_kwargs: Any
+) -> dict[str, Any]:
+    """Turn the node (one cluster set for nodea) into the issue-11 two-set layout: a public
+    set ``public`` (a serverAuth-only leaf for ``cn`` from ``issuing``, full chain + key, no
+    CA file, ``uses: [server, operations-api]``); returns Harper's new config tree."""
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    keys = node.root / "keys" / "public"
+    keys.mkdir(parents=True)
+    public = devca.make_leaf(issuing, cn, eku=[ExtendedKeyUsageOID.SERVER_AUTH], **leaf_kwargs)
+    (keys / "fullchain.pem").write_bytes(public.cert_pem + issuing.cert_pem)
+    devca.write_private(keys / "privkey.pem", public.key_pem)
+    config_path = node.root / "harperdb-config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["replication"]["enableRootCAs"] = False
+    config["http"] = {"securePort": 9926}
+    config["tls"] = [
+        {**config["tls"], "uses": ["replication"]},
+        {
+            "certificate": str(keys / "fullchain.pem"),
+            "privateKey": str(keys / "privkey.pem"),
+            "name": "public",
+            "uses": ["server", "operations-api"],
+        },
+    ]
+    config_path.write_text(yaml.safe_dump(config))
+    return dict(config)

@@ -29,7 +29,7 @@ from harper_certd.config import parse_config
 from harper_certd.harper import operations_api
 from harper_certd.logs import EVENTS
 from harper_certd.service import build_context
-from harper_rig import HandshakePoller, RigCA, Sample, needs_harper
+from harper_rig import HandshakePoller, RigCA, needs_harper, outages
 from test_two_nodes import Cluster, Member, both_ways, cluster
 
 __all__ = ["cluster"]  # the module-scoped fixture, imported on purpose: this module's own rig
@@ -78,23 +78,6 @@ def _wait_installed(daemon: DaemonProc, fingerprint: str, deadline: float) -> di
         if bad or time.monotonic() > deadline or daemon.proc.poll() is not None:
             raise AssertionError(f"no certd.set_installed for {fingerprint}: {bad or daemon.raw}")
         time.sleep(0.2)
-
-
-def _outages(samples: list[Sample]) -> list[tuple[float, float]]:
-    """Runs of failed handshakes as (first failure, last failure) in monotonic time."""
-    runs: list[tuple[float, float]] = []
-    start: float | None = None
-    last = 0.0
-    for sample in samples:
-        if sample.fingerprint is None:
-            start = sample.at if start is None else start
-            last = sample.at
-        elif start is not None:
-            runs.append((start, last))
-            start = None
-    if start is not None:
-        runs.append((start, last))
-    return runs
 
 
 def _connected_both_ways(cluster: Cluster) -> None:
@@ -149,7 +132,7 @@ def test_two_daemons_renew_at_the_same_instant(cluster: Cluster) -> None:
     for member in members:
         cluster.serving[member.name] = leaves[member.name].fingerprint
 
-    down = {m.name: _outages(p.snapshot()) for m, p in zip(members, pollers, strict=True)}
+    down = {m.name: outages(p.snapshot()) for m, p in zip(members, pollers, strict=True)}
     shown = (*TIMELINE, "certd.restart_deferred", "certd.peer_unreachable")
     lines = sorted(
         (

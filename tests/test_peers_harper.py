@@ -20,7 +20,7 @@ from harper_certd import cluster as cluster_view
 from harper_certd.config import parse_config
 from harper_certd.harper import operations_api
 from harper_certd.service import Context, build_context, install
-from harper_rig import HandshakePoller, LeafMaterial, RigCA, Sample, needs_harper
+from harper_rig import HandshakePoller, LeafMaterial, RigCA, needs_harper, outages
 from test_two_nodes import Cluster, Member, both_ways, cluster
 
 __all__ = ["cluster"]  # the module-scoped fixture, imported on purpose
@@ -219,23 +219,6 @@ def test_harden_keeps_comments_and_replication(cluster: Cluster) -> None:
     both_ways(cluster, 30.0)
 
 
-def _outages(samples: list[Sample]) -> list[tuple[float, float]]:
-    """Runs of failed handshakes as (first failure, last failure) in monotonic time."""
-    runs: list[tuple[float, float]] = []
-    start: float | None = None
-    last = 0.0
-    for sample in samples:
-        if sample.fingerprint is None:
-            start = sample.at if start is None else start
-            last = sample.at
-        elif start is not None:
-            runs.append((start, last))
-            start = None
-    if start is not None:
-        runs.append((start, last))
-    return runs
-
-
 def test_simultaneous_restarts_never_overlap(cluster: Cluster) -> None:
     """Two renewals at the same instant with a full restart each (restart.method
     operations-api): the nodes take turns, so one of them always serves replication."""
@@ -268,7 +251,7 @@ def test_simultaneous_restarts_never_overlap(cluster: Cluster) -> None:
     for member in members:
         assert outcomes[member.name].status == "installed", outcomes[member.name].as_dict()
         cluster.serving[member.name] = leaves[member.name].fingerprint
-    down = {m.name: _outages(p.snapshot()) for m, p in zip(members, pollers, strict=True)}
+    down = {m.name: outages(p.snapshot()) for m, p in zip(members, pollers, strict=True)}
     print("\n[staggered] outages (s from the common start):")
     for name, runs in down.items():
         print(f"  {name}: " + ", ".join(f"{a - t0:.1f}-{b - t0:.1f}" for a, b in runs))

@@ -27,7 +27,7 @@ from harper_certd.harper import ServedStreak, make_harper
 from harper_certd.roles import Role
 from harper_certd.service import build_context, install
 from harper_certd.trust import system_store
-from nodefix import Node, make_node
+from nodefix import Node, add_public_set, make_node
 
 NODE = "node1.example.com"
 SERVER_ONLY = [ExtendedKeyUsageOID.SERVER_AUTH]
@@ -331,26 +331,7 @@ def test_store_reads_hashed_dir_and_ignores_noise(tmp_path: Path, pki: Pki) -> N
 
 def _add_public_set(node: Node, pki: Pki, **kwargs: Any) -> dict[str, Any]:
     """Turn a nodefix node (one cluster set for nodea) into the two-set layout."""
-    keys = node.root / "keys" / "public"
-    keys.mkdir(parents=True)
-    public = devca.make_leaf(pki.public_int, "www.example.com", eku=SERVER_ONLY, **kwargs)
-    (keys / "fullchain.pem").write_bytes(public.cert_pem + pki.public_int.cert_pem)
-    devca.write_private(keys / "privkey.pem", public.key_pem)
-    config_path = node.root / "harperdb-config.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    config["replication"]["enableRootCAs"] = False
-    config["http"] = {"securePort": 9926}
-    config["tls"] = [
-        {**config["tls"], "uses": ["replication"]},
-        {
-            "certificate": str(keys / "fullchain.pem"),
-            "privateKey": str(keys / "privkey.pem"),
-            "name": "public",
-            "uses": ["server", "operations-api"],
-        },
-    ]
-    config_path.write_text(yaml.safe_dump(config))
-    return dict(config)
+    return add_public_set(node, pki.public_int, **kwargs)
 
 
 def test_status_shows_every_set(tmp_path: Path, pki: Pki, store: Path) -> None:

@@ -23,7 +23,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from daemonfix import DaemonProc
 from harper_certd import devca
-from nodefix import Node, make_node
+from nodefix import Node, add_public_set, make_node
 
 SERVER_ONLY = [ExtendedKeyUsageOID.SERVER_AUTH]
 WEB = "www.example.com"
@@ -306,25 +306,7 @@ def _public_layout(tmp_path: Path) -> tuple[Node, devca.Issued, dict[str, str]]:
     node = make_node(tmp_path, extra={"watch": {"settle_seconds": 0.3}})
     root = devca.make_ca("Throwaway Public Root R9")
     issuing = devca.make_ca("Throwaway Public E9", parent=root)
-    keys = node.root / "keys" / "public"
-    keys.mkdir(parents=True)
-    first = devca.make_leaf(issuing, WEB, dns=[WEB], eku=SERVER_ONLY)
-    (keys / "fullchain.pem").write_bytes(first.cert_pem + issuing.cert_pem)
-    devca.write_private(keys / "privkey.pem", first.key_pem)
-    config_path = node.root / "harperdb-config.yaml"
-    config = yaml.safe_load(config_path.read_text())
-    config["replication"]["enableRootCAs"] = False
-    config["http"] = {"securePort": 9926}
-    config["tls"] = [
-        {**config["tls"], "uses": ["replication"]},
-        {
-            "certificate": str(keys / "fullchain.pem"),
-            "privateKey": str(keys / "privkey.pem"),
-            "name": "public",
-            "uses": ["server", "operations-api"],
-        },
-    ]
-    config_path.write_text(yaml.safe_dump(config))
+    add_public_set(node, issuing, WEB)
     bundle = tmp_path / "roots.pem"
     bundle.write_bytes(root.cert_pem)
     (tmp_path / "no-certs").mkdir()
