@@ -354,11 +354,8 @@ def test_rotate_public_set_leaves_replication_set_untouched(rig: Rig) -> None:
     repl_blip = _blip(seen, {replication}, {rig.public.fingerprint, fresh.fingerprint})
     print(f"rebuild blips: HTTPS {len(https_blip)}, replication {len(repl_blip)}")
     assert node.served_fingerprint() == replication
-    # Plain files again (same bytes) for the tests after this one, which write them.
-    assert release(ctx.store).paths == (
-        rig.public_dir / "fullchain.pem",
-        rig.public_dir / "privkey.pem",
-    )
+    # The store stays: the daemon's test after this one takes the public set from it (no
+    # adoption during its rotation), then releases it for the tests that write the files.
 
 
 def _set_folder(folder: Path, leaf: LeafMaterial, ca_pem: bytes) -> Path:
@@ -422,6 +419,9 @@ def test_daemon_rotates_each_set_the_other_untouched(rig: Rig) -> None:
             second = d.wait_for("certd.set_installed", count=2, timeout=90)
             time.sleep(0.5)
         assert d.stop() == 0
+    said = [e.get("event") for e in d.events]
+    assert "certd.hot_reload_missed" not in said, said
+    assert "certd.live_adopted" not in said, said  # both stores were in place already
     routed = d.named("certd.set_routed")
     during_public, during_replication = repl.snapshot(t0), https.snapshot(t1)
     print(
@@ -454,9 +454,12 @@ def test_daemon_rotates_each_set_the_other_untouched(rig: Rig) -> None:
     assert node.served_fingerprint(node.ports.http_secure) == public.fingerprint
     assert node.served_fingerprint() == cluster.fingerprint
     rig.public, rig.cluster = public, cluster
-    # Plain files again for the test after this one, which writes the public files.
+    # Plain files again (same bytes) for the test after this one, which writes them.
     ctx = build_context(parse_config(settings), set_name="public")
-    release(ctx.store)
+    assert release(ctx.store).paths == (
+        rig.public_dir / "fullchain.pem",
+        rig.public_dir / "privkey.pem",
+    )
 
 
 def test_collision_damage_on_real_harper_and_prevention(rig: Rig) -> None:
