@@ -143,3 +143,23 @@ def drop(node: Node, name: str, folder: Path | None = None) -> Path:
     target = incoming / name
     os.rename(folder, target)
     return target
+
+
+def started_with_tiny_inotify_queue(node: Configured) -> DaemonProc:
+    """The daemon started while the kernel's ``fs.inotify.max_queued_events`` is 8 (read
+    once per inotify instance, when it is created), then the knob put back: its watches
+    overflow at the first flood.  Skips the test where the knob cannot be changed."""
+    import pytest
+
+    knob = Path("/proc/sys/fs/inotify/max_queued_events")
+    try:
+        saved = knob.read_text()
+        knob.write_text("8\n")
+    except OSError:
+        pytest.skip("cannot change fs.inotify.max_queued_events here")
+    try:
+        d = DaemonProc(node)
+        d.wait_for("certd.started")
+    finally:
+        knob.write_text(saved)
+    return d

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,3 +145,23 @@ def add_public_set(
     ]
     config_path.write_text(yaml.safe_dump(config))
     return dict(config)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m harper_certd ARGS`` as a real process (60 s at most), text captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "harper_certd", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+        env=env,
+    )
+
+
+def status_json(node: Node, *args: str) -> tuple[int, dict[str, Any]]:
+    """``status --json`` for the node's configuration: (exit status, the JSON)."""
+    done = run_cli("status", "--json", "--config", str(node.write_config()), *args)
+    assert done.stdout, done.stderr
+    data: dict[str, Any] = json.loads(done.stdout)
+    return done.returncode, data

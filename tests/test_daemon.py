@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from daemonfix import PRIORITY, DaemonProc, drop
+from daemonfix import PRIORITY, DaemonProc, drop, started_with_tiny_inotify_queue
 from harper_certd import devca, logs
 from nodefix import Node, make_node
 
@@ -350,17 +350,7 @@ def test_events_used_in_the_source_are_catalogued() -> None:
 def test_inotify_overflow_leads_to_a_rescan(node: Node) -> None:
     """A real inotify queue overflow (a tiny kernel queue, a flood of events): the daemon says
     events were lost, rescans, and still takes the set that arrived meanwhile."""
-    knob = Path("/proc/sys/fs/inotify/max_queued_events")
-    try:
-        saved = knob.read_text()
-        knob.write_text("8\n")  # read once per inotify instance, when it is created
-    except OSError:
-        pytest.skip("cannot change fs.inotify.max_queued_events here")
-    try:
-        d = DaemonProc(node)
-        d.wait_for("certd.started")
-    finally:
-        knob.write_text(saved)
+    d = started_with_tiny_inotify_queue(node)
     with d:
         noise = node.root / "keys" / "incoming" / ".noise"
         noise.mkdir()

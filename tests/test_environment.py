@@ -18,7 +18,7 @@ from harper_certd.cli import main
 from harper_certd.errors import ConfigError
 from harper_certd.harper import LOCAL_ADDRESSES, make_harper, peer_sni, served_local, sni_for
 from harper_certd.service import build_context, install
-from nodefix import Node, make_node
+from nodefix import Node, make_node, run_cli
 from tlsfix import LiveTlsServer, ipv6_loopback
 
 UNIT_ENV = {"INVOCATION_ID": "0123456789abcdef", "PATH": os.environ.get("PATH", "")}
@@ -183,14 +183,7 @@ def test_harper_certd_config_env_is_the_default_for_every_command(tmp_path: Path
     env.pop("ROOTPATH", None)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "harper_certd", *args],
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-            env=env,
-        )
+        return run_cli(*args, env=env)
 
     status = cli("status", "--json", "--no-probe")  # no Harper here: nothing to dial
     assert status.returncode == 0, status.stderr

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 
 from harper_certd import devca
-from nodefix import Node, make_node
+from nodefix import Node, make_node, run_cli
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "harper_certd", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    return run_cli(*args)
 
 
 def _status_to(node: Node, out: Path) -> dict[str, object]:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +16,7 @@ from harper_certd.config import parse_config
 from harper_certd.errors import ConfigError
 from harper_certd.schedule import Watched, expiry_marks
 from harper_certd.service import build_context, install
-from nodefix import Node, make_node
+from nodefix import Node, make_node, status_json
 from tlsfix import LiveTlsServer
 
 NOW = dt.datetime.now(dt.UTC)
@@ -77,24 +74,7 @@ def served_node(tmp_path: Path) -> Iterator[tuple[Node, LiveTlsServer]]:
 
 
 def _status(node: Node) -> tuple[int, dict[str, Any]]:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harper_certd",
-            "status",
-            "--json",
-            "--config",
-            str(node.write_config()),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert done.stdout, done.stderr
-    data: dict[str, Any] = json.loads(done.stdout)
-    return done.returncode, data
+    return status_json(node)
 
 
 def test_healthy_node_exits_0_with_the_whole_picture(served_node: tuple[Node, Any]) -> None:

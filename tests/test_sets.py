@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +25,7 @@ from harper_certd.harper import ServedStreak, make_harper
 from harper_certd.roles import Role
 from harper_certd.service import build_context, install
 from harper_certd.trust import system_store
-from nodefix import Node, add_public_set, make_node
+from nodefix import Node, add_public_set, make_node, run_cli, status_json
 
 NODE = "node1.example.com"
 SERVER_ONLY = [ExtendedKeyUsageOID.SERVER_AUTH]
@@ -338,22 +336,7 @@ def test_status_shows_every_set(tmp_path: Path, pki: Pki, store: Path) -> None:
     """status --json: the managed replication set and the public set, role, ports, days."""
     node = make_node(tmp_path)
     _add_public_set(node, pki)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harper_certd",
-            "status",
-            "--json",
-            "--config",
-            str(node.write_config()),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    data = json.loads(done.stdout)
+    _, data = status_json(node)
     sets = [
         (s["name"], s["harper_role"], s["ports"], s["managed"], s["valid"]) for s in data["sets"]
     ]
@@ -366,21 +349,7 @@ def test_status_shows_every_set(tmp_path: Path, pki: Pki, store: Path) -> None:
     assert 89 < data["sets"][1]["days_left"] <= 90
     assert [c["role"] for c in data["sets"][1]["certificates"]] == ["leaf", "intermediate", "ca"]
     assert not [f for f in data["findings"] if f["code"] in ("layout_hazard", "live_invalid")]
-    text = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harper_certd",
-            "status",
-            "--no-probe",
-            "--config",
-            str(node.write_config()),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    ).stdout
+    text = run_cli("status", "--no-probe", "--config", str(node.write_config())).stdout
     assert "set public (server; http 9926): Harper not checked" in text
     assert "next renewal None" not in text
 
@@ -393,22 +362,7 @@ def test_status_reports_layout_hazard(tmp_path: Path, pki: Pki, store: Path) -> 
     ca.write_bytes(pki.public_root.cert_pem)
     config["tls"][1]["certificateAuthority"] = str(ca)
     (node.root / "harperdb-config.yaml").write_text(yaml.safe_dump(config))
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harper_certd",
-            "status",
-            "--json",
-            "--config",
-            str(node.write_config()),
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    data = json.loads(done.stdout)
+    _, data = status_json(node)
     hazard = [f for f in data["findings"] if f["code"] == "layout_hazard"]
     assert len(hazard) == 1
     assert hazard[0]["message"].startswith("public_root_in_ca_file:")

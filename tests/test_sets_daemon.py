@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from daemonfix import DaemonProc
 from harper_certd import devca
-from nodefix import Node, add_public_set, make_node
+from nodefix import Node, add_public_set, make_node, status_json
 
 SERVER_ONLY = [ExtendedKeyUsageOID.SERVER_AUTH]
 WEB = "www.example.com"
@@ -199,19 +198,8 @@ def test_each_set_is_installed_on_its_own_and_routed(two_sets: tuple[Node, devca
     assert [r["detail"] for r in out["refusals"]] == ["set_unroutable"]
 
 
-STATUS = [sys.executable, "-m", "harper_certd", "status", "--json", "--config"]
-
-
 def _status(node: Node, *args: str) -> dict[str, Any]:
-    done = subprocess.run(
-        [*STATUS, str(node.write_config()), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    data: dict[str, Any] = json.loads(done.stdout)
-    return data
+    return status_json(node, *args)[1]
 
 
 def test_a_set_whose_name_is_no_folder_name_is_not_managed(

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
-from daemonfix import PRIORITY, DaemonProc, drop
+from daemonfix import PRIORITY, DaemonProc, drop, started_with_tiny_inotify_queue
 from harper_certd import devca
 from nodefix import Node, make_node
 
@@ -502,17 +502,7 @@ def test_inotify_overflow_burst_is_one_warning(node: Node) -> None:
     """Five floods that each overflow a tiny kernel queue, a second apart: one watch_lost
     warning for the burst (before: one per overflow), and the set dropped meanwhile is
     installed."""
-    knob = Path("/proc/sys/fs/inotify/max_queued_events")
-    try:
-        saved = knob.read_text()
-        knob.write_text("8\n")
-    except OSError:
-        pytest.skip("cannot change fs.inotify.max_queued_events here")
-    try:
-        d = DaemonProc(node)
-        d.wait_for("certd.started")
-    finally:
-        knob.write_text(saved)
+    d = started_with_tiny_inotify_queue(node)
     with d:
         noise = node.root / "keys" / "incoming" / ".noise"
         noise.mkdir()

@@ -187,7 +187,7 @@ class SetView:
     renewal_overdue_at: dt.datetime | None
     harper_role: str | None = None  # replication, server, operations-api (roles.Role)
     ports: tuple[tuple[str, int], ...] = ()  # secure-port key, port: where Harper serves it
-    managed: bool = True  # False: shown and validated, not installed by the daemon (yet)
+    managed: bool = True  # False: its name cannot be a folder under incoming/ (not installed)
 
     @property
     def leaf(self) -> CertView | None:

@@ -1,4 +1,4 @@
-"""Which set an incoming folder is for (issue 11): a pure decision, not wired in yet.
+"""Which set an incoming folder is for (issue 11): a pure decision.
 
 A folder under ``incoming/<set name>/`` goes to that set. A folder directly in
 ``incoming/`` goes to the one set whose role, names and kind it fits:
@@ -10,8 +10,8 @@ A folder under ``incoming/<set name>/`` goes to that set. A folder directly in
 * kind: a folder with a CA file fits a set with a CA file, one without (a public
   certificate, a full chain) a set without.
 
-None or several: refused with the reason. The daemon still routes every folder to its one
-managed set; this module is what per-set routing will call (see the report of issue 11).
+None or several: refused with the reason (``set_unroutable``). Called by the daemon's router
+of ``incoming/`` (``dispatch.py``) and by ``install``'s hint of the set a folder fits.
 """
 
 from __future__ import annotations

@@ -115,7 +115,6 @@ class Daemon:
         self.lanes: dict[str, Daemon] = {}  # the node daemon's other sets, by set name
         self.router: dispatch.Router | None = None  # incoming/ itself, on a multi-set node
         self.node_incoming: Path | None = None  # incoming/ (the primary's own is below it)
-        self.label: str | None = self.set_name  # this lane's set name (events' ``set``)
         self.tracker: Tracker | None = None
         self.inbox: Inbox | None = None
         self.overflow_reported = -OVERFLOW_REPORT_SECONDS
@@ -156,17 +155,15 @@ class Daemon:
         )
         if self.primary is None:
             live = ctx.managed.live.cert
-            sets = ctx.harper.sets()
-            self.label = next((s.name for s in sets if s.first.cert_path == live), None)
             self.node_incoming = ctx.paths.incoming
             if (
-                self.label is not None
-                and SET_FOLDER.fullmatch(self.label) is not None
-                and any(s.first.cert_path != live for s in sets)
+                ctx.set_name is not None
+                and SET_FOLDER.fullmatch(ctx.set_name) is not None
+                and any(s.first.cert_path != live for s in ctx.harper.sets())
             ):  # several sets: each has its folder, incoming/ is the router's
-                paths = dataclasses.replace(ctx.paths, incoming=ctx.paths.incoming / self.label)
+                paths = dataclasses.replace(ctx.paths, incoming=ctx.paths.incoming / ctx.set_name)
                 ctx = dataclasses.replace(ctx, paths=paths)
-        own = next((s for s in config.sets if s.name == self.label), None)
+        own = next((s for s in config.sets if s.name == ctx.set_name), None)
         if own is not None or self.primary is not None:
             # A set's own renewal; the top-level ``renew`` is the primary set's only.
             renew = own.renew if own is not None else RenewSection()
@@ -185,6 +182,12 @@ class Daemon:
         self.swap_retry.backoff = Backoff(sched.swap_retry_initial, sched.swap_retry_max)
         self.renew.backoff = Backoff(ctx.config.renew.backoff_initial, ctx.config.renew.backoff_max)
         return dataclasses.replace(ctx, budget=budget)
+
+    @property
+    def label(self) -> str | None:
+        """This lane's set name (events' ``set``): a lane's own, the primary's from Harper's
+        configuration (``Context.set_name``)."""
+        return self.set_name if self.primary is not None else self.ctx.set_name
 
     def bound(self) -> contextlib.AbstractContextManager[Any]:
         """Every event logged inside names this lane's set (``set``) on a node with several."""
