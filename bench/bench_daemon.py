@@ -21,7 +21,7 @@
    the same three files copied in-process into a folder on the same file system, each
    written to a temporary name and fsynced, each renamed, then the folder fsynced.
    Target: median latency minus the settle period at most 3x the baseline's median.
-3. Where the time goes: the same install path (``service.install_newest``) run in this
+3. Where the time goes: the same install path (``pipeline.install_newest``) run in this
    process on another node, with the phases and every ``os.fsync`` timed, each install the
    settle period after its drop, each followed (after the same pause) by the baseline.
    Comparing it with the daemon's set_detected -> set_installed separates the install
@@ -31,27 +31,23 @@ The machine may be shared: fsync times on a virtual disk vary with what else is 
 and after an idle pause they are several times slower than back to back; the baseline is
 therefore measured beside each sample, after a pause, never in a separate burst.
 
-Run from the repository root: ``python -m bench.bench_daemon`` (``--idle-seconds 5
---samples 10`` for a smoke run).  Reports only: nothing here asserts a time.  Results go
-to ``bench/results/daemon.json``.
+Measured through ``python -m bench`` (``bench/suite.py``).  Reports only: nothing here
+asserts a time.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import datetime as dt
 import functools
 import importlib.metadata
-import json
 import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
@@ -61,8 +57,9 @@ from typing import Any
 
 import psutil
 
-from harper_certd import devca, logs, service
-from harper_certd.source import HARPER_NAMES
+from harper_certd import devca, logs
+from harper_certd.install import context, filing, flip, judge, pipeline
+from harper_certd.roles import HARPER_NAMES
 from harper_certd.swap import Store
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -104,7 +101,7 @@ observer.stop()
 observer.join()
 """
 # What `python -m harper_certd run` imports on its way to the loop (method "command").
-CERTD_MODULES = ("harper_certd.cli", "harper_certd.run", "harper_certd.service")
+CERTD_MODULES = ("harper_certd.cli", "harper_certd.run", "harper_certd.install.pipeline")
 OUTCOMES = {
     "certd.set_installed",
     "certd.set_refused",
@@ -227,7 +224,7 @@ def _start_bare(name: str, roots: Sequence[tuple[Path, bool]], imports: Sequence
 def bench_idle(tmp: Path, seconds: float) -> dict[str, Any]:
     node = make_node(tmp / "idle")
     keys = node.root / "keys"
-    # The daemon's watch roots (run.Daemon._roots): incoming recursively, its parent and
+    # The daemon's watch roots (lane.Lane.roots): incoming recursively, its parent and
     # the live files' folder (both keys/) alone, the generations recursively.
     roots = [(keys / "incoming", True), (keys, False), (node.state / "generations", True)]
     bares: list[Any] = []
@@ -500,16 +497,16 @@ def _constant(phase: str) -> Callable[..., str]:
 
 # (owner, attribute, phase name); the last two run after certd.set_installed is logged.
 PHASES: list[tuple[Any, str, str]] = [
-    (Store, "recover", "lock + recover check"),
-    (service, "read_source", "read source"),
-    (service, "_validate", ""),
-    (service, "_older_than_live", "older-than-live (incl. its validation)"),
-    (service, "_same_as_live", "same-as-live check"),
-    (Store, "adopt", "adopt check"),
+    (pipeline, "recover", "lock + recover check"),
+    (judge, "read_source", "read source"),
+    (judge, "validate_set", ""),
+    (judge, "older_than_live", "older-than-live (incl. its validation)"),
+    (pipeline, "same_as_live", "same-as-live check"),
+    (flip, "adopt", "adopt check"),
     (Store, "stage", "stage: journal + generation"),
     (Store, "commit_flip", "flip + journal + nudge"),
     (Store, "finish", "finish: meta + journal clear + history"),
-    (service, "_keep", "after: file source in processed/"),
+    (filing, "keep", "after: file source in processed/"),
     (Store, "prune", "after: prune generations"),
 ]
 NESTED = {"validate live set (older-than-live)"}  # inside another phase: not summed
@@ -549,7 +546,11 @@ def bench_phases(tmp: Path, samples: int, pause: float, key_kind: str) -> dict[s
     node = make_node(
         tmp / "phases",
         method="none",
-        extra={"restart": {"method": "none", "restarts_per_hour": 100000}},
+        # the install path's own work; Node's judgement (one process per set) is its own row
+        extra={
+            "restart": {"method": "none", "restarts_per_hour": 100000},
+            "judge": {"node": "none"},
+        },
     )
     names = [f"set{i:03d}" for i in range(samples + 1)]
     folders = [node.source(name, **new_leaf_kwargs(key_kind)) for name in names]
@@ -559,14 +560,14 @@ def bench_phases(tmp: Path, samples: int, pause: float, key_kind: str) -> dict[s
     baseline_dir.mkdir()
     with open(os.devnull, "w") as sink:
         logs.configure(json=True, stream=sink, level="info")
-        ctx = service.build_context(node.config)
+        ctx = context.build_context(node.config)
         with instrumented(clock):
             for name, folder in zip(names, folders, strict=True):
                 target = drop(node, name, folder)
                 time.sleep(pause)
                 clock.reset()
                 started = time.perf_counter()
-                outcome = service.install_newest(ctx, [target])
+                outcome = pipeline.install_newest(ctx, [target])
                 total = time.perf_counter() - started
                 if outcome is None or outcome.status != "installed":
                     raise RuntimeError(f"{name}: {outcome}")
@@ -623,6 +624,10 @@ def bench_phases(tmp: Path, samples: int, pause: float, key_kind: str) -> dict[s
         "ratio_to_baseline": round(to_installed / baseline, 2),
         "phases": phases,
         "first_install_with_adoption_ms": round(per_install[0]["total_s"] * 1000, 2),
+        "per_install": [
+            {"to_installed_s": m["to_installed_s"], "baseline_s": m["baseline_s"]}
+            for m in measured
+        ],
     }
 
 
@@ -698,7 +703,7 @@ def table(idle: dict[str, Any], latency: dict[str, Any], phases: dict[str, Any])
         f"({settled['median_ms']:.1f} / {base['median_ms']:.1f}) | | | | "
         f"<= {TARGET_LATENCY_RATIO}x | {_met(ratio <= TARGET_LATENCY_RATIO)} |",
         "",
-        f"Where the time goes: service.install_newest in this process, median of "
+        f"Where the time goes: pipeline.install_newest in this process, median of "
         f"{phases['installs']} installs, each {phases['pause_seconds'] * 1000:.0f} ms after its "
         f"drop; {phases['fsyncs_to_installed']:.0f} fsyncs before set_installed "
         f"({phases['fsyncs_total']:.0f} in all); the baseline does 4",
@@ -738,49 +743,3 @@ def environment(tmp: Path) -> dict[str, str]:
         "at": dt.datetime.now(dt.UTC).isoformat(),
         **versions,
     }
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_daemon", description=__doc__)
-    parser.add_argument("--idle-seconds", type=float, default=60.0)
-    parser.add_argument("--samples", type=int, default=12, help="latency samples (>= 10)")
-    parser.add_argument("--settle", type=float, default=0.5, help="watch.settle_seconds")
-    parser.add_argument("--leaf-key", choices=("ec", "rsa"), default="ec")
-    parser.add_argument("--tmp-dir", type=Path, default=None, help="where the nodes are made")
-    args = parser.parse_args(argv)
-    with tempfile.TemporaryDirectory(prefix="bench-daemon-", dir=args.tmp_dir) as name:
-        tmp = Path(name)
-        env = environment(tmp)
-        print(f"idle: {args.idle_seconds:.0f} s ...", file=sys.stderr, flush=True)
-        idle = bench_idle(tmp, args.idle_seconds)
-        print(f"latency: {args.samples} samples ...", file=sys.stderr, flush=True)
-        latency = bench_latency(tmp, args.samples, args.settle, args.leaf_key)
-        print("phases ...", file=sys.stderr, flush=True)
-        phases = bench_phases(tmp, args.samples, args.settle, args.leaf_key)
-    env["load_average_after"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    results = {
-        "environment": env,
-        "targets": {
-            "rss_ratio_max": TARGET_RSS_RATIO,
-            "cpu_seconds_per_minute_below": TARGET_CPU_PER_MINUTE,
-            "latency_ratio_max": TARGET_LATENCY_RATIO,
-        },
-        "met": {
-            "rss": idle["rss_max_ratio"] <= TARGET_RSS_RATIO,
-            "cpu": max(idle["cpu_seconds_per_minute"], idle["cpu_seconds_per_minute_schedstat"])
-            < TARGET_CPU_PER_MINUTE,
-            "latency": latency["ratio_of_medians"] <= TARGET_LATENCY_RATIO,
-        },
-        "idle": idle,
-        "latency": latency,
-        "phases": phases,
-    }
-    print("\n".join(table(idle, latency, phases)))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {RESULTS}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -4,7 +4,7 @@ One node (``tests/harper_rig.py``, ``nodea`` on 127.0.0.2, ``threads.count: 1``)
 RSA-2048 set; its live files are adopted first by one install with a restart (the first
 install after adoption misses the hot reload, see ``tests/test_harper_integration.py``),
 so every measured rotation is a steady-state one.  For each restart method, ``--runs``
-rotations (default 3) through ``harper_certd.service.install``, each with a fresh leaf
+rotations (default 3) through ``harper_certd.install.pipeline.install``, each with a fresh leaf
 from the same CA, while a thread handshakes with the replication securePort every 50 ms:
 
 * served after: from the ``install()`` call to the first handshake that returned the new
@@ -15,16 +15,13 @@ from the same CA, while a thread handshakes with the replication securePort ever
 
 The medians per method go to a markdown table and to ``bench/results/harper.json``.
 
-Run from the repository root: ``python -m bench.bench_harper``.  Reports only: nothing
-here asserts a time.  Needs harperdb 4.7.29 (``tests/install-harper.sh``).
+Run through ``python -m bench`` (``bench/suite.py``).  Reports only: nothing here asserts
+a time.  Needs harperdb 4.7.29 (``tests/install-harper.sh``).
 """
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import datetime as dt
-import json
 import os
 import platform
 import shutil
@@ -33,12 +30,14 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from harper_certd.config import Config, parse_config
-from harper_certd.service import build_context, install
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
@@ -214,13 +213,12 @@ def environment() -> dict[str, Any]:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bench_harper")
-    parser.add_argument("--runs", type=int, default=3, help="rotations per method")
-    args = parser.parse_args(argv)
+def run_rotations(runs: int, progress: Callable[[str], None] = print) -> list[Rotation] | None:
+    """``runs`` rotations per method on one real Harper node (None when harperdb 4.7.29 is
+    not installed: ``tests/install-harper.sh``).  The node runs on a loopback address with
+    its own root under a temporary folder and is stopped through its own pid."""
     if find_harper() is None:
-        print("harperdb 4.7.29 is not installed: run tests/install-harper.sh", file=sys.stderr)
-        return 2
+        return None
     work = Path(tempfile.mkdtemp(prefix="bench-harper-"))
     node = HarperNode(work, NODE, NODE_IP, pristine_cache=work / "pristine")
     rotations: list[Rotation] = []
@@ -233,39 +231,18 @@ def main(argv: list[str] | None = None) -> int:
         bench = Bench(work, node, ca)
         bench.adopt()
         for method in METHODS:
-            for run in range(1, args.runs + 1):
+            for run in range(1, runs + 1):
                 time.sleep(SETTLE)
                 rotation = bench.rotate(method, run)
                 rotations.append(rotation)
-                print(
+                progress(
                     f"{method} #{run}: served after {_seconds(rotation.served_after)} s, "
-                    f"install() {rotation.install_returned:.2f} s, "
                     f"{rotation.failed_handshakes}/{rotation.handshakes} handshakes failed, "
-                    f"{rotation.status}"
-                    f"{', new pid' if rotation.new_pid else ''}",
-                    flush=True,
+                    f"{rotation.status}{', new pid' if rotation.new_pid else ''}"
                 )
     finally:
         node.stop()
         shutil.rmtree(work, ignore_errors=True)
-    summaries = [summarize(m, [r for r in rotations if r.method == m]) for m in METHODS]
-    print()
-    print("\n".join(table(summaries)))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(
-        json.dumps(
-            {
-                "environment": environment(),
-                "summaries": [dataclasses.asdict(s) for s in summaries],
-                "rotations": [dataclasses.asdict(r) for r in rotations],
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"results: {RESULTS}")
-    return 0
+    return rotations
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -11,22 +11,20 @@ b. ``harper-certd validate`` as a fresh process against ``bench/minimal_validate
    with the environment as it is, and with a bytecode cache (``PYTHONPYCACHEPREFIX`` in a
    temporary folder, ``PYTHONDONTWRITEBYTECODE`` unset), as a regular install would have.
 
-Run from the repository root: ``python -m bench.bench_validate``.  Reports only: nothing
-here asserts a time.  Results go to ``bench/results/validate.json``.
+Measured through ``python -m bench`` (``bench/suite.py``).  Reports only: nothing here
+asserts a time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import os
 import platform
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -36,7 +34,7 @@ from pathlib import Path
 import cryptography
 from cryptography.hazmat.primitives import serialization
 
-from harper_certd import devca
+from harper_certd import devca, judge
 from harper_certd.roles import Purpose, SetPaths
 from harper_certd.validate import read_set, validate, validate_files
 
@@ -178,7 +176,7 @@ def bench_in_process(name: str, paths: SetPaths, pipeline_runs: int) -> InProces
     key_pem = paths.key.read_bytes()
 
     def in_process() -> object:
-        return validate_files(paths, at=at, purpose=Purpose.CLUSTER)
+        return validate_files(paths, at=at, purpose=Purpose.CLUSTER, judge=judge.MODEL)
 
     def load_key() -> object:
         return serialization.load_pem_private_key(key_pem, password=None)
@@ -189,9 +187,10 @@ def bench_in_process(name: str, paths: SetPaths, pipeline_runs: int) -> InProces
         )
 
     def without_key() -> object:
-        return validate(dataclasses.replace(read_set(paths), key=None), at=at)
+        inputs = dataclasses.replace(read_set(paths), key=None)
+        return validate(inputs, at=at, judge=judge.MODEL)
 
-    report = validate_files(paths, at=at, purpose=Purpose.CLUSTER)
+    report = validate_files(paths, at=at, purpose=Purpose.CLUSTER, judge=judge.MODEL)
     in_median, in_runs = median_seconds(in_process, min_runs=50, min_seconds=1.0)
     no_key_median, _ = median_seconds(without_key, min_runs=50, min_seconds=0.5)
     key_median, _ = median_seconds(load_key, min_runs=30, min_seconds=0.5)
@@ -446,28 +445,3 @@ def environment() -> dict[str, str]:
         "PYTHONDONTWRITEBYTECODE": os.environ.get("PYTHONDONTWRITEBYTECODE", ""),
         "at": dt.datetime.now(dt.UTC).isoformat(),
     }
-
-
-def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="bench-validate-") as tmp:
-        folder = Path(tmp)
-        sets = make_sets(folder)
-        rows = [bench_in_process(name, paths, PROCESS_RUNS) for name, paths in sets.items()]
-        clis = [
-            bench_cli(name, sets["typical"], PROCESS_RUNS, folder, env)
-            for name, env in environments(folder / "pycache").items()
-        ]
-    results = {
-        "environment": environment(),
-        "in_process": [dataclasses.asdict(r) for r in rows],
-        "cli": [dataclasses.asdict(c) for c in clis],
-    }
-    print("\n".join(table(rows, clis)))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"results: {RESULTS}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

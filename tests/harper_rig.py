@@ -48,7 +48,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harper_certd import devca
-from harper_certd.harper import harper_pid, served
+from harper_certd.harper.probe import served
+from harper_certd.harper.process import harper_pid
 
 __all__ = [
     "CA_FILE",
@@ -93,42 +94,44 @@ class HarperError(RuntimeError):
 # --------------------------------------------------------------------------- finding
 
 
-def harper_dir() -> Path:
-    """The directory ``tests/install-harper.sh`` installs harperdb into.
+def harper_dir(version: str = HARPER_VERSION) -> Path:
+    """The directory ``tests/install-harper.sh`` installs harperdb ``version`` into.
 
-    ``$HARPER_CERTD_HARPER_DIR``, else
-    ``${XDG_CACHE_HOME:-$HOME/.cache}/harper-certd/harperdb-4.7.29``.
+    For 4.7.29 ``$HARPER_CERTD_HARPER_DIR`` when set; else
+    ``${XDG_CACHE_HOME:-$HOME/.cache}/harper-certd/harperdb-<version>``.
     """
     override = os.environ.get("HARPER_CERTD_HARPER_DIR")
-    if override:
+    if override and version == HARPER_VERSION:
         return Path(override)
     cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(cache) / "harper-certd" / f"harperdb-{HARPER_VERSION}"
+    return Path(cache) / "harper-certd" / f"harperdb-{version}"
 
 
-def find_harper() -> Path | None:
-    """The ``harperdb.js`` entry point of an installed harperdb 4.7.29, or None."""
-    base = harper_dir() / "node_modules" / "harperdb"
+def find_harper(version: str = HARPER_VERSION) -> Path | None:
+    """The ``harperdb.js`` entry point of an installed harperdb ``version``, or None."""
+    base = harper_dir(version) / "node_modules" / "harperdb"
     entry = base / "bin" / "harperdb.js"
     try:
         meta = json.loads((base / "package.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(meta, dict) or meta.get("version") != HARPER_VERSION:
+    if not isinstance(meta, dict) or meta.get("version") != version:
         return None
     if not entry.is_file() or shutil.which("node") is None:
         return None
     return entry
 
 
-def needs_harper(timeout: int) -> list[pytest.MarkDecorator]:
-    """The marks of a module that runs real Harper nodes: marked, bounded, skipped without it."""
+def needs_harper(timeout: int, *lines: str) -> list[pytest.MarkDecorator]:
+    """The marks of a module that runs real Harper nodes: marked, bounded, skipped without
+    them (``lines``: the versions it runs, default 4.7.29)."""
+    missing = [v for v in lines or (HARPER_VERSION,) if find_harper(v) is None]
     return [
         pytest.mark.harper,
         pytest.mark.timeout(timeout),
         pytest.mark.skipif(
-            find_harper() is None,
-            reason="harperdb 4.7.29 is not installed: run tests/install-harper.sh "
+            bool(missing),
+            reason=f"harperdb {', '.join(missing)} not installed: run tests/install-harper.sh "
             "(or set HARPER_CERTD_HARPER_DIR)",
         ),
     ]
@@ -500,6 +503,8 @@ class HarperPorts:
     mqtt: int
     mqtt_secure: int
     operations_secure: int | None = None
+    # NATS clustering (4.0-4.3): hub routes (direct TLS), hub client, hub leaf, leaf server
+    nats: tuple[int, int, int, int] | None = None
 
 
 def _short_socket_path(root: Path) -> tuple[Path, Path | None]:
@@ -542,13 +547,19 @@ class HarperNode:
         harper_js: Path | None = None,
         operations_secure: bool = False,
         pristine_cache: Path | None = None,
+        line: str = HARPER_VERSION,
+        threads: int = 1,
+        nats_routes: Sequence[tuple[str, int]] = (),
     ) -> None:
         if not ipaddress.ip_address(ip).is_loopback:
             raise ValueError(f"the rig only uses loopback addresses, not {ip}")
         self.name = name
         self.ip = ip
         self.password = password
-        self.harper_js = harper_js or find_harper()
+        self.line = line
+        self.threads = threads
+        self.nats_routes = tuple(nats_routes)  # (ip, route port) of the NATS peers
+        self.harper_js = harper_js or find_harper(line)
         self.pristine_cache = pristine_cache
         self.node_dir = Path(base_dir).resolve() / name
         self.home = self.node_dir / "home"
@@ -571,7 +582,28 @@ class HarperNode:
             mqtt=p[4],
             mqtt_secure=p[5],
             operations_secure=p[6] if operations_secure else None,
+            nats=(q[0], q[1], q[2], q[3]) if (q := free_ports(4)) and self.nats_lines else None,
         )
+
+    @property
+    def nats_lines(self) -> bool:
+        """4.0-4.3: NATS clustering, no ``replication`` section, no hdb.pid on 4.0."""
+        return self.line.split(".")[:2] in (["4", "0"], ["4", "1"], ["4", "2"], ["4", "3"])
+
+    @property
+    def legacy_https(self) -> bool:
+        """4.0-4.1: TLS by ``*.network.https`` on the plain port."""
+        return self.line.split(".")[:2] in (["4", "0"], ["4", "1"])
+
+    @property
+    def tls_port(self) -> int:
+        """The port the rig waits on for a handshake: replication (4.4 on), the HTTPS port
+        (4.2-4.3), the Operations API's plain port with ``https`` (4.0-4.1)."""
+        if self.legacy_https:
+            return self.ports.operations
+        if self.nats_lines:
+            return self.ports.http_secure
+        return self.ports.replication
 
     # ----------------------------------------------------------------- plumbing
 
@@ -593,12 +625,18 @@ class HarperNode:
         return env
 
     def cli(
-        self, *args: str, timeout: float = 60.0, extra_env: dict[str, str] | None = None
+        self,
+        *args: str,
+        timeout: float = 60.0,
+        extra_env: dict[str, str] | None = None,
+        until: Callable[[], bool] | None = None,
     ) -> int:
         """Run ``node harperdb.js <args>``; output goes to ``harperdb-cli.log``.
 
         The command runs in its own session; on timeout its process group is killed
-        and :class:`HarperError` raised. Returns the exit code.
+        and :class:`HarperError` raised. Returns the exit code. ``until``: a command that
+        keeps running once done (4.3's ``install`` goes on as the server) counts as
+        finished (0) as soon as ``until()`` is true.
         """
         harper_js = self._require_harper()
         node_bin = shutil.which("node") or "node"
@@ -616,7 +654,7 @@ class HarperNode:
                 start_new_session=True,
             )
             try:
-                return proc.wait(timeout=timeout)
+                return _wait_until(proc, timeout, until)
             except subprocess.TimeoutExpired:
                 _kill_group(proc.pid)
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -652,8 +690,13 @@ class HarperNode:
                     "HDB_ADMIN_PASSWORD": self.password,
                     "DEFAULTS_MODE": "dev",
                     "REPLICATION_HOSTNAME": self.name,
+                    **self._install_env(),
                 },
+                until=self._installed if self.line != HARPER_VERSION else None,
             )
+            # 4.0-4.4 start the node at the end of `install` (in the foreground, or under
+            # PM2): stop it by its processes, never by `harperdb stop`.
+            self._kill_processes()
             if rc != 0 or not self.config_path.is_file():
                 raise HarperError(f"harperdb install failed (rc={rc}):\n{self.cli_output()}")
             if cached is not None:
@@ -661,12 +704,56 @@ class HarperNode:
         self.configure()
         return time.monotonic() - t0
 
+    def _install_env(self) -> dict[str, str]:
+        """Older lines ask for more at install and start the node right after: unique
+        ports, so that the start cannot collide with another node."""
+        if self.line == HARPER_VERSION:
+            return {}
+        env = {
+            "OPERATIONSAPI_NETWORK_PORT": str(self.ports.operations),
+            "HTTP_PORT": str(self.ports.http),
+            "HTTP_SECUREPORT": str(self.ports.http_secure),
+            "MQTT_NETWORK_PORT": str(self.ports.mqtt),
+            "MQTT_NETWORK_SECUREPORT": str(self.ports.mqtt_secure),
+            "CUSTOMFUNCTIONS_NETWORK_PORT": str(self.ports.http),
+            "IPC_NETWORK_PORT": str(self.ports.mqtt_secure),
+            "CLUSTERING_NODENAME": self.name,
+            "CLUSTERING_ENABLED": "false",
+            "CLUSTERING_USER": "cluster_user",
+            "CLUSTERING_PASSWORD": self.password,
+            "THREADS_COUNT": str(self.threads),
+        }
+        if self.ports.nats is not None:
+            route, hub, leaf, leaf_server = self.ports.nats
+            env.update(
+                CLUSTERING_HUBSERVER_CLUSTER_NETWORK_PORT=str(route),
+                CLUSTERING_HUBSERVER_NETWORK_PORT=str(hub),
+                CLUSTERING_HUBSERVER_LEAFNODES_NETWORK_PORT=str(leaf),
+                CLUSTERING_LEAFSERVER_NETWORK_PORT=str(leaf_server),
+            )
+        return env
+
+    def _installed(self) -> bool:
+        # 4.0 and 4.3 print this once the node they started after installing is up.
+        return self.config_path.is_file() and "successfully started" in self.cli_output()
+
+    def _kill_processes(self) -> None:
+        left = self.processes()
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for proc in left:
+                _signal_group_or_process(proc, sig)
+                _signal_group_or_process(proc, signal.SIGCONT)
+            left = _wait_gone(self.processes, 10.0)
+            if not left:
+                return
+        raise HarperError(f"{self.name}: processes survived SIGKILL: {left}")
+
     def _pristine_dir(self) -> Path | None:
         if self.pristine_cache is None:
             return None
         # The admin password is stored hashed in the copied database.
         tag = hashlib.sha256(self.password.encode()).hexdigest()[:12]
-        return self.pristine_cache / f"{HARPER_VERSION}-{self.name}-{tag}"
+        return self.pristine_cache / f"{self.line}-{self.name}-{tag}"
 
     def _save_pristine(self, target: Path) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -722,10 +809,13 @@ class HarperNode:
             return value
 
         def change(cfg: dict[str, Any]) -> None:
+            if self.nats_lines:
+                self._configure_nats_line(cfg, sub)
+                return
             sub(cfg, "authentication")["authorizeLocal"] = False
             threads = sub(cfg, "threads")
             threads["debug"] = False
-            threads["count"] = 1
+            threads["count"] = self.threads
             http = sub(cfg, "http")
             http["port"] = self.ports.http
             http["securePort"] = self.ports.http_secure
@@ -748,6 +838,56 @@ class HarperNode:
             }
 
         self.update_config(change)
+
+    def _configure_nats_line(
+        self, cfg: dict[str, Any], sub: Callable[[dict[str, Any], str], dict[str, Any]]
+    ) -> None:
+        """4.0-4.3: TLS files in ``tls`` (4.2-4.3) or ``operationsApi.tls`` /
+        ``customFunctions.tls`` with ``network.https`` (4.0-4.1); NATS clustering with
+        ``clustering.tls`` on the same files when ``nats_routes`` are given."""
+        files = {
+            "certificate": str(self.certificate_path),
+            "certificateAuthority": str(self.ca_path),
+            "privateKey": str(self.key_path),
+        }
+        ops = sub(cfg, "operationsApi")
+        ops_net = sub(ops, "network")
+        ops_net["port"] = self.ports.operations
+        if self.legacy_https:
+            ops_net["https"] = True
+            ops["tls"] = dict(files)
+            functions = sub(cfg, "customFunctions")
+            functions["enabled"] = False
+            sub(functions, "network")["port"] = self.ports.http
+            sub(cfg, "http")["threads"] = self.threads
+            sub(sub(cfg, "ipc"), "network")["port"] = self.ports.mqtt_secure
+        else:
+            sub(cfg, "authentication")["authorizeLocal"] = False
+            threads = sub(cfg, "threads")
+            threads["debug"] = False
+            threads["count"] = self.threads
+            http = sub(cfg, "http")
+            http["port"] = self.ports.http
+            http["securePort"] = self.ports.http_secure
+            ops_net["securePort"] = None
+            ops_net["domainSocket"] = str(self.socket_path)
+            mqtt_net = sub(sub(cfg, "mqtt"), "network")
+            mqtt_net["port"] = self.ports.mqtt
+            mqtt_net["securePort"] = self.ports.mqtt_secure
+            cfg["tls"] = dict(files)
+        clustering = sub(cfg, "clustering")
+        clustering["enabled"] = bool(self.nats_routes)
+        clustering["nodeName"] = self.name
+        if self.ports.nats is not None:
+            route, hub, leaf, leaf_server = self.ports.nats
+            hubserver = sub(clustering, "hubServer")
+            cluster_net = sub(sub(hubserver, "cluster"), "network")
+            cluster_net["port"] = route
+            cluster_net["routes"] = [{"host": h, "port": p} for h, p in self.nats_routes] or None
+            sub(hubserver, "network")["port"] = hub
+            sub(sub(hubserver, "leafNodes"), "network")["port"] = leaf
+            sub(sub(clustering, "leafServer"), "network")["port"] = leaf_server
+            clustering["tls"] = {**files, "insecure": False, "verify": True}
 
     def write_tls_files(
         self,
@@ -836,7 +976,7 @@ class HarperNode:
         """Wait for a live ``hdb.pid`` (other than ``not_pid``) and a TLS handshake."""
         t0 = time.monotonic()
         deadline = t0 + max(timeout, 0.0)
-        port = port or self.ports.replication
+        port = port or self.tls_port
         last = "no handshake yet"
         while time.monotonic() < deadline:
             pid = self.pid()
@@ -869,7 +1009,9 @@ class HarperNode:
         """Stop the node; afterwards none of its processes is left (or HarperError)."""
         deadline = time.monotonic() + timeout
         try:
-            if self.processes():
+            # `harperdb stop` on 4.3/4.4 kills every nats-server of the machine (other
+            # nodes' too): the older lines are stopped by their processes only.
+            if self.processes() and self.line == HARPER_VERSION:
                 with contextlib.suppress(HarperError, OSError):
                     self.cli("stop", timeout=max(1.0, min(20.0, deadline - time.monotonic())))
                 _wait_gone(self.processes, min(10.0, max(0.0, deadline - time.monotonic())))
@@ -914,7 +1056,7 @@ class HarperNode:
     ) -> str:
         """SHA-256 hex of the leaf served on ``port`` (default: replication securePort)."""
         return probe_fingerprint(
-            self.ip, port or self.ports.replication, server_name=server_name, timeout=timeout
+            self.ip, port or self.tls_port, server_name=server_name, timeout=timeout
         )
 
     def wait_for_fingerprint(
@@ -983,6 +1125,22 @@ class HarperNode:
 
 
 # --------------------------------------------------------------------------- killing
+
+
+def _wait_until(
+    proc: subprocess.Popen[bytes], timeout: float, until: Callable[[], bool] | None
+) -> int:
+    """``proc``'s exit status, or 0 once ``until()`` holds; TimeoutExpired after ``timeout``."""
+    if until is None:
+        return proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if until():
+            return 0
+        if time.monotonic() >= deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        time.sleep(0.2)
+    return proc.returncode
 
 
 def _wait_gone(

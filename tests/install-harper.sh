@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Install HarperDB 4.7.29 from npm into a cache directory for the integration tests.
+# Install HarperDB from npm into cache directories for the integration tests: the default
+# line 4.7.29 and the older lines the line tests run on (4.4.18, 4.3.0, 4.0.7), side by side.
 #
-# Idempotent: nothing is downloaded when the cache already holds harperdb 4.7.29.
-# The cache directory is
-#   ${HARPER_CERTD_HARPER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/harper-certd/harperdb-4.7.29}
+# Idempotent: nothing is downloaded when a cache already holds its version.
+# The cache directory of version X is
+#   ${XDG_CACHE_HOME:-$HOME/.cache}/harper-certd/harperdb-X
+# and for 4.7.29 ${HARPER_CERTD_HARPER_DIR} when set
 # (tests/harper_rig.py::find_harper() uses the same rule).
-# The last line of output is the path of the harperdb.js entry point.
+# HARPER_CERTD_LINES="" installs the default line only.
+# The last line of output is the path of 4.7.29's harperdb.js entry point.
 set -euo pipefail
 
 readonly HARPER_VERSION="4.7.29"
+readonly LINES="${HARPER_CERTD_LINES-4.4.18 4.3.0 4.0.7}"
 readonly MIN_NODE_MAJOR=20
 
-dir="${HARPER_CERTD_HARPER_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/harper-certd/harperdb-${HARPER_VERSION}}"
+cache="${XDG_CACHE_HOME:-$HOME/.cache}/harper-certd"
 
 die() {
     echo "install-harper.sh: error: $*" >&2
@@ -40,19 +44,22 @@ if (( node_major < MIN_NODE_MAJOR )); then
     no_node "Node.js ${node_version} is too old: Harper ${HARPER_VERSION} needs Node.js >= ${MIN_NODE_MAJOR}"
 fi
 
-pkg_json="${dir}/node_modules/harperdb/package.json"
-entry="${dir}/node_modules/harperdb/bin/harperdb.js"
-
 installed_version() {
-    # Prints the version recorded in harperdb's package.json, or nothing.
+    # Prints the version recorded in $1's harperdb package.json, or nothing.
+    local pkg_json="$1/node_modules/harperdb/package.json"
     [[ -f "$pkg_json" ]] || return 0
     node -e 'process.stdout.write(String(require(process.argv[1]).version || ""))' "$pkg_json" 2>/dev/null || true
 }
 
-if [[ "$(installed_version)" == "$HARPER_VERSION" && -f "$entry" ]]; then
-    echo "harperdb ${HARPER_VERSION} already installed in ${dir}" >&2
-else
-    echo "installing harperdb@${HARPER_VERSION} into ${dir}" >&2
+# install_one VERSION DIR: npm-installs harperdb@VERSION into DIR unless it is there.
+install_one() {
+    local version="$1" dir="$2"
+    local entry="${dir}/node_modules/harperdb/bin/harperdb.js"
+    if [[ "$(installed_version "$dir")" == "$version" && -f "$entry" ]]; then
+        echo "harperdb ${version} already installed in ${dir}" >&2
+        return 0
+    fi
+    echo "installing harperdb@${version} into ${dir}" >&2
     mkdir -p "$dir"
     if [[ ! -f "${dir}/package.json" ]]; then
         # A private package.json keeps npm from walking up to an unrelated project.
@@ -60,11 +67,20 @@ else
     fi
     (
         cd "$dir"
-        npm install --no-audit --no-fund --ignore-scripts "harperdb@${HARPER_VERSION}" >&2
+        npm install --no-audit --no-fund --ignore-scripts "harperdb@${version}" >&2
     )
-    got="$(installed_version)"
-    [[ "$got" == "$HARPER_VERSION" ]] || die "npm finished but ${pkg_json} reports version '${got}', expected ${HARPER_VERSION}"
+    local got
+    got="$(installed_version "$dir")"
+    [[ "$got" == "$version" ]] || die "npm finished but ${dir} reports version '${got}', expected ${version}"
     [[ -f "$entry" ]] || die "npm finished but ${entry} is missing"
-fi
+}
 
-echo "$entry"
+for version in $LINES; do
+    [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || die "not a version: '${version}'"
+    install_one "$version" "${cache}/harperdb-${version}"
+done
+
+# The default line last, so that the last line of output stays its entry point.
+dir="${HARPER_CERTD_HARPER_DIR:-${cache}/harperdb-${HARPER_VERSION}}"
+install_one "$HARPER_VERSION" "$dir"
+echo "${dir}/node_modules/harperdb/bin/harperdb.js"

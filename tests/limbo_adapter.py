@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harper_certd import judge
 from harper_certd.roles import Purpose
 from harper_certd.validate import Inputs, validate
 
@@ -82,6 +83,7 @@ def run_case(tc: dict[str, Any], now: dt.datetime) -> Outcome:
         purpose=Purpose.SERVER if server else Purpose.CLIENT,
         hostnames=hostnames,
         max_chain_depth=tc.get("max_chain_depth"),
+        judge=judge.MODEL,  # the model's agreement with limbo; Node's is test_judge_limbo
     )
     seconds = time.perf_counter() - started
     actual = "SUCCESS" if report.valid else "FAILURE"

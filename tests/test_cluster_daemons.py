@@ -26,9 +26,9 @@ import yaml
 from daemonfix import DaemonProc
 from harper_certd import cafile
 from harper_certd.config import parse_config
-from harper_certd.harper import operations_api
+from harper_certd.harper.api import operations_api
+from harper_certd.install.context import build_context
 from harper_certd.logs import EVENTS
-from harper_certd.service import build_context
 from harper_rig import HandshakePoller, RigCA, needs_harper, outages
 from test_two_nodes import Cluster, Member, both_ways, cluster
 

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 
 from harper_certd import devca, fsio, load
-from harper_certd.service import build_context
+from harper_certd.install.context import build_context
+from harper_certd.recover import in_flight
+from harper_certd.recover import recover as recover_store
 from harper_certd.validate import Inputs, validate
 from nodefix import Node, make_node
 
@@ -83,8 +85,8 @@ def run_install(node: Node, cfg: Path, folder: Path, crash_at: str | None) -> in
 def recover(node: Node) -> None:
     ctx = build_context(node.config)
     with fsio.locked(ctx.store.lock_path):
-        ctx.store.recover()
-    assert not ctx.store.in_flight()
+        recover_store(ctx.store)
+    assert not in_flight(ctx.store)
     leftovers = [p.name for p in (node.state / "generations").iterdir() if p.name.startswith(".")]
     assert leftovers == []
 

@@ -16,8 +16,10 @@ from structlog.testing import capture_logs
 from harper_certd import discover, environment
 from harper_certd.cli import main
 from harper_certd.errors import ConfigError
-from harper_certd.harper import LOCAL_ADDRESSES, make_harper, peer_sni, served_local, sni_for
-from harper_certd.service import build_context, install
+from harper_certd.harper.apply import make_harper
+from harper_certd.harper.probe import LOCAL_ADDRESSES, peer_sni, served_local, sni_for
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
 from nodefix import Node, make_node, run_cli
 from tlsfix import LiveTlsServer, ipv6_loopback
 
@@ -222,7 +224,8 @@ import json, os, socket, sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 import yaml
-from harper_certd.service import build_context, install
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
 from nodefix import make_node
 from tlsfix import LiveTlsServer
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harper_certd import devca
+from harper_certd import devca, judge
 from harper_certd.problems import Severity
 from harper_certd.roles import Purpose, SetPaths
 from harper_certd.validate import Inputs, Report, read_set, validate
@@ -56,7 +56,24 @@ def _e(
 
 
 CASES: dict[str, Expected] = {
+    "01_name_constraints_dns_outside": _e(
+        {"chain_invalid"},
+        says=(
+            "DNS:nodea.cluster.internal",
+            "DNS:example.net",
+            "turn3 constrained root",
+            "permitted",
+        ),
+    ),
     "05_trusted_certificate_ca": _e(set()),
+    "11_ber_boolean_ca_basicconstraints": _e(set()),
+    "12_leaf_same_subject_as_ca": _e(
+        {"chain_invalid"}, says=("same name as its issuer", "self-signed", "key identifiers")
+    ),
+    "13_two_cas_same_subject_no_keyid": _e(
+        {"chain_invalid"},
+        says=("#1 and #2", "signature failure", "new CA first", "key identifiers"),
+    ),
     "07_pkcs12_binary_as_certificate": _e({"cert_unreadable"}, says=("PKCS#12", "-nokeys")),
     # One path, both CAs on it, both expired; the fix names the cross-sign (no "not used").
     "12_le2021_only_expired_dst_trusted": _e(
@@ -90,7 +107,9 @@ def _judge(folder: Path, purpose: Purpose) -> tuple[Report, dict[str, object]]:
     hostnames = [meta["hostname"]] if meta.get("hostname") else []
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # nothing may reach stderr (case 34: C=USA)
-        report = validate(read_set(paths), at=at, purpose=purpose, hostnames=hostnames)
+        report = validate(
+            read_set(paths), at=at, purpose=purpose, hostnames=hostnames, judge=judge.MODEL
+        )
         json.dumps(report.as_dict())
     return report, meta
 
@@ -99,8 +118,12 @@ def _errors(report: Report) -> set[str]:
     return {p.code for p in report.problems if p.severity is Severity.ERROR}
 
 
+# Sets whose leaf is issued by the CA file's only (first) certificate pass Harper's rule.
+_ISSUER_FIRST = {"34_harper_generated_certs", "11_ber_boolean_ca_basicconstraints"}
+
+
 @pytest.mark.parametrize(
-    "name", sorted(n for n in CASES if not CASES[n].cluster and n != "34_harper_generated_certs")
+    "name", sorted(n for n in CASES if not CASES[n].cluster and n not in _ISSUER_FIRST)
 )
 def test_accepted_case_as_a_replication_set_needs_the_issuer_first(name: str) -> None:
     """Node accepts these files; as a Harper node's replication set, the CA file holding only
@@ -109,7 +132,7 @@ def test_accepted_case_as_a_replication_set_needs_the_issuer_first(name: str) ->
     meta = json.loads((folder / "expected.json").read_text())
     at = dt.datetime.fromisoformat(meta["at"]) + dt.timedelta(minutes=5)
     paths = SetPaths(folder / "certificate.pem", folder / "privateKey.pem", folder / "ca.pem")
-    report = validate(read_set(paths), at=at, replication=True)
+    report = validate(read_set(paths), at=at, replication=True, judge=judge.MODEL)
     assert _errors(report) == {"ca_file_issuer_not_first"}, report.problems
     assert "cat intermediate.pem root.pem > ca.pem" in report.problems[0].message
 
@@ -237,10 +260,10 @@ def test_ber_certificate_is_checked_over_its_original_bytes(
     at = dt.datetime.fromisoformat("2026-11-29T09:00:00+00:00")
     # Without the original bytes, the signature over the re-encoded TBS does not verify.
     monkeypatch.setattr(load, "original_der", lambda cert: None, raising=False)
-    assert not validate(inputs, at=at, purpose=Purpose.SERVER).valid
+    assert not validate(inputs, at=at, purpose=Purpose.SERVER, judge=judge.MODEL).valid
     monkeypatch.setattr(
         load, "original_der", lambda cert: leaf_ber if cert == normalised else None, raising=False
     )
-    report = validate(inputs, at=at, purpose=Purpose.SERVER)
+    report = validate(inputs, at=at, purpose=Purpose.SERVER, judge=judge.MODEL)
     assert report.valid, report.problems
     assert report.codes == ("cert_not_strict_der",)

@@ -39,7 +39,7 @@ def test_two_nodes_side_by_side(tmp_path: Path) -> None:
     done = _cli("fleet", str(statuses))
     assert done.returncode == 0, done.stderr  # --no-probe: nothing is wrong on either node
     lines = done.stdout.splitlines()
-    assert lines[0].split()[:5] == ["NODE", "HEALTH", "SET", "CERT", "DAYS"]
+    assert lines[0].split()[:5] == ["NODE", "HEALTH", "SET", "CERT", "LEFT"]
     nodes = [line.split()[0] for line in lines[1:]]
     assert nodes == ["nodea", "nodea", "nodeb", "nodeb"]  # leaf and CA of each
     as_json = json.loads(

@@ -30,6 +30,7 @@ import pytest
 from cryptography import x509
 
 import fuzz_cases as fc
+from harper_certd import judge as judging
 from harper_certd import names, render
 from harper_certd.problems import Severity
 from harper_certd.validate import (
@@ -94,7 +95,7 @@ class Outcome:
 def judge(case: fc.FuzzSet) -> Outcome:
     t0 = time.perf_counter()
     try:
-        report = validate(Inputs(case.cert, case.key, case.ca), at=fc.NOW)
+        report = validate(Inputs(case.cert, case.key, case.ca), at=fc.NOW, judge=judging.MODEL)
         json.dumps(report.as_dict())
         render.report_lines(report)
     except Exception as exc:  # the property under test: nothing may raise
@@ -153,8 +154,10 @@ def test_hostile_kinds_get_their_codes(outcomes: list[Outcome]) -> None:
         if o.case.kind.startswith("unusable_key"):
             assert codes & {"key_type_unusable"}, (o.case.kind, codes)
         if o.case.kind.startswith("ca_entry_") and o.case.kind.endswith("_unused"):
+            # OpenSSL decodes a CA-file entry's extensions only when it uses it; entries not
+            # named like an issuer of the chain are not parsed at all (a 1,000-root CA file
+            # would spend most of its validation there): valid, without a word about them.
             assert o.report.valid, (o.case.kind, o.report.problems)
-            assert "ca_file_damaged_entry" in codes, (o.case.kind, codes)
         if o.case.kind == "leaf_last":
             assert codes == {"leaf_not_first"}, codes
         if o.case.kind.startswith("undecodable_name"):
@@ -261,7 +264,7 @@ def test_certificate_message_limit_is_nodes(tmp_path: Path) -> None:
     for size, der in (below, above):
         files = base.files()
         case = fc.FuzzSet(f"sans_{size}", fc.pem(der) + base.inter.cert_pem, files.key, files.ca)
-        report = validate(Inputs(case.cert, case.key, case.ca), at=fc.NOW)
+        report = validate(Inputs(case.cert, case.key, case.ca), at=fc.NOW, judge=judging.MODEL)
         assert ("chain_too_large" in report.codes) is (size > MAX_CERT_LIST), report.codes
         sets.append(Outcome(case, report, 0.0))
     verdicts = _node_verdicts(sets, tmp_path)
@@ -277,6 +280,9 @@ NOT_NODE_REFUSALS = frozenset(
     {"weak_key", "weak_signature", "leaf_is_ca", "eku_any", "key_usage_invalid"}
     | {"ca_file_issuer_not_first"}
 )
+# The lenient-DER policy (docs/judge.md): a certificate OpenSSL's lenient parser reads but a
+# strict one does not, refused with these words (tests/test_node_differential.py's POLICY).
+LENIENT_DER = "harper-certd can read"
 LOAD_DIFFERENCES = {
     "leaf_duplicate_extension": "load.py parses a leaf's extensions eagerly and refuses two "
     "unknown extensions of one OID; OpenSSL, so Node, accepts the certificate",
@@ -294,6 +300,7 @@ def test_node_refuses_what_we_refuse(outcomes: list[Outcome], tmp_path: Path) ->
         and o.case.kind not in LOAD_DIFFERENCES
         and not {p.code for p in o.report.problems if p.severity is Severity.ERROR}
         & NOT_NODE_REFUSALS
+        and not any(LENIENT_DER in p.message for p in o.report.problems)
     ]
     sample = random.Random(SEED + 1).sample(refused, min(80, len(refused)))
     verdicts = _node_verdicts(sample, tmp_path)

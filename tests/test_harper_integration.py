@@ -28,7 +28,10 @@ import pytest
 
 from harper_certd import discover
 from harper_certd.config import Config, parse_config
-from harper_certd.service import InstallOutcome, build_context, install, rollback
+from harper_certd.install.context import build_context
+from harper_certd.install.outcomes import InstallOutcome
+from harper_certd.install.pipeline import install
+from harper_certd.install.rollback import rollback
 from harper_rig import (
     CA_FILE,
     CERT_FILE,

@@ -18,8 +18,11 @@ from pathlib import Path
 import pytest
 
 from harper_certd import logs
+from harper_certd.adoption import foreign
 from harper_certd.config import parse_config
-from harper_certd.service import build_context, check_served, install
+from harper_certd.install.context import build_context
+from harper_certd.install.live import check_served
+from harper_certd.install.pipeline import install
 from harper_rig import CA_FILE, CERT_FILE, KEY_FILE, HarperNode, LeafMaterial, RigCA, needs_harper
 
 pytestmark = needs_harper(timeout=240)
@@ -72,7 +75,7 @@ def test_secret_volume_is_watched_and_served_set_checked(
         )
         ctx = build_context(config)
         logs.configure(json=True)
-        assert ctx.store.foreign() is not None
+        assert foreign(ctx.store) is not None
         assert check_served(ctx, first.fingerprint) is True
 
         source = base / "dropped"

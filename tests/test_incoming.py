@@ -644,14 +644,16 @@ def test_the_daemon_never_opens_a_file_a_racing_swapper_points_at(node: Node) ->
                 time.sleep(0.2)
             stop.set()
             swapper.join()
-            # A source is filed (gone from incoming/) just before its outcome event is logged.
+            # A source is filed (gone from incoming/) just before its outcome event is logged;
+            # one the swapper kept changing until it stopped is taken once it settles.
             judged = sum(len(_outcomes(d, f.name)) for f in moved)
-            while judged < len(moved) and time.monotonic() < deadline + 5:
+            settled = time.monotonic() + 90
+            while judged < len(moved) and time.monotonic() < settled:
                 time.sleep(0.1)
                 judged = sum(len(_outcomes(d, f.name)) for f in moved)
             count = len(d.named("certd.set_installed"))
             drop(node, "good")
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 60  # 30 judged sets may still be filing
             while not _outcomes(d, "good"):
                 assert time.monotonic() < deadline, "\n".join(d.raw)
                 time.sleep(0.1)
@@ -677,7 +679,8 @@ def _notify_socket(path: Path) -> tuple[socket.socket, list[tuple[float, str]]]:
 def test_event_storm_does_not_stall_the_daemon(node: Node, tmp_path: Path) -> None:
     """A writer doing thousands of file operations a second in incoming/ for 8 s, and 2,000
     empty folders at once: a valid set dropped meanwhile is installed, watchdog pings keep
-    coming (largest gap < 5 s), SIGTERM is answered within 5 s; the numbers are printed."""
+    coming (largest gap under WatchdogSec), SIGTERM is answered within 5 s; the numbers are
+    printed."""
     node.config_data["watch"]["settle_seconds"] = 0.5
     incoming = node.root / "keys" / "incoming"
     incoming.mkdir()
@@ -713,7 +716,9 @@ def test_event_storm_does_not_stall_the_daemon(node: Node, tmp_path: Path) -> No
     bulk.mkdir()
     for i in range(2000):
         (bulk / f"e{i:04d}").mkdir()
-    env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "2000000"}
+    # WatchdogSec=6 (a ping due every 3 s): the largest gap must stay under 6 s, or
+    # systemd would have killed the daemon in the storm
+    env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "6000000"}
     try:
         with DaemonProc(node, env=env) as d:
             d.wait_for("certd.started")
@@ -767,7 +772,7 @@ def test_event_storm_does_not_stall_the_daemon(node: Node, tmp_path: Path) -> No
     assert code == 0
     assert term_s < 5
     assert gaps
-    assert max(gaps) < 5
+    assert max(gaps) < 6
     assert rss_kib < 300 * 1024
     assert d.named("certd.cycle_failed") == []
     assert len(d.named("certd.watch_lost")) <= 2  # one overflow warning per burst at most

@@ -15,7 +15,10 @@ import pytest
 from harper_certd import devca, load, roles
 from harper_certd.cli import main
 from harper_certd.errors import ConfigError, SwapError
-from harper_certd.service import build_context, install, rollback
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
+from harper_certd.install.rollback import rollback
+from harper_certd.recover import in_flight
 from nodefix import Node, make_node, reason
 
 
@@ -235,7 +238,7 @@ def test_disk_full_leaves_live_set(node: Node) -> None:
         with pytest.raises(SwapError, match="no space left"):
             install(ctx, node.source("big"))
         assert node.live_fingerprint() == old
-        assert not ctx.store.in_flight()
+        assert not in_flight(ctx.store)
         assert not [p for p in (node.state / "generations").iterdir() if p.name.startswith(".")]
         assert (node.tmp / "src" / "big").exists()  # not judged, so not moved
     finally:
@@ -259,7 +262,7 @@ def test_permission_denied_leaves_live_set(node: Node) -> None:
     finally:
         subprocess.run(["chattr", "-i", str(gens)], check=False)
     assert node.live_fingerprint() == old
-    assert not ctx.store.in_flight()
+    assert not in_flight(ctx.store)
 
 
 def test_failing_rename_leaves_live_set(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -279,7 +282,7 @@ def test_failing_rename_leaves_live_set(node: Node, monkeypatch: pytest.MonkeyPa
         install(ctx, node.source("second"))
     monkeypatch.undo()
     assert node.live_fingerprint() == old
-    assert not ctx.store.in_flight()
+    assert not in_flight(ctx.store)
     assert [g.meta["outcome"] for g in ctx.store.generations()] == ["adopted", "installed"]
 
 

@@ -4,6 +4,7 @@ ExecStart layout (<venv>/bin/harper-certd), and the commands the operator path u
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -67,3 +68,17 @@ def test_a_fresh_venv_install_runs_the_commands(tmp_path: Path) -> None:
         timeout=60,
     )
     assert imports.returncode == 0, imports.stderr
+    # `man harper-certd`: the page generated from the parser is installed with the package
+    page = prefix / "share" / "man" / "man1" / "harper-certd.1"
+    assert page.read_text() == (ROOT / "man" / "harper-certd.1").read_text()
+    if shutil.which("man"):
+        # man-db maps <prefix>/bin on PATH to <prefix>/share/man: found with the venv on PATH
+        found = subprocess.run(
+            ["man", "-w", "harper-certd"],
+            env={"PATH": f"{prefix / 'bin'}:/usr/bin:/bin"},
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert found.stdout.strip() == str(page), found.stderr

@@ -33,7 +33,8 @@ from cryptography.hazmat.primitives import serialization
 
 from harper_certd import devca, logs
 from harper_certd.cli import main
-from harper_certd.service import build_context, install
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
 from harper_certd.validate import Inputs, validate
 from nodefix import Node, make_node
 
@@ -405,6 +406,8 @@ def test_log_scrubber_redacts_unarmoured_key_bodies(
                 logs.get_logger().error(
                     "certd.renewal_failed",
                     exit_status=1,
+                    reason="the renewal command exited 1",
+                    codes=[],
                     output=shown,
                     failures=1,
                     next_attempt="2026-11-29T11:00:00+00:00",

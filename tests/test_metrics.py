@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import io
 import os
 import shutil
 import stat
@@ -17,8 +19,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from daemonfix import DaemonProc, drop
-from harper_certd import devca, load, metrics
-from harper_certd.service import build_context, install
+from harper_certd import devca, events, health, load, metrics
+from harper_certd import logs as logs_module
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
 from nodefix import Node, make_node
 from tlsfix import LiveTlsServer
 
@@ -209,6 +213,15 @@ def test_alert_rules_parse_and_name_each_alert() -> None:
         "HarperCertdSetHeld",
         "HarperCertdTextfileStale",
         "HarperCertdCritical",
+        # issue 17 item 8 (tests/test_alert_rules.py)
+        "HarperCertdSetRefused",
+        "HarperCertdRestoreUnverified",
+        "HarperCertdInstalledUnverified",
+        "HarperCertdHarperDown",
+        "HarperCertdRenewalFailing",
+        "HarperCertdOperatorRollback",
+        # issue 18 item 2 (tests/test_peer_hold_harper.py)
+        "HarperCertdSetHeldForPeers",
     }
     # every metric the rules use is one the textfile writes
     text = ALERTS.read_text()
@@ -218,6 +231,7 @@ def test_alert_rules_parse_and_name_each_alert() -> None:
         "served_matches_live",
         "last_operation_seconds",
         "set_held",
+        "set_held_for_peers",
         "textfile_written_seconds",
         "health",
     ):
@@ -370,3 +384,21 @@ def test_a_failing_probe_never_breaks_the_cycle(tmp_path: Path) -> None:
             "RuntimeError (message withheld: a library's text may quote its input)",
         )
     ]
+
+
+def test_the_last_operation_is_timed_by_the_clock_the_monitor_is_given() -> None:
+    """An operation's time is the daemon's clock (HARPER_CERTD_CLOCK in tests), not the
+    system's; its kind and outcome come from the event's record (events.OPERATIONS)."""
+    at = dt.datetime(2031, 5, 6, 7, 8, 9, tzinfo=dt.UTC)
+    monitor = metrics.Monitor(now=lambda: at)
+    logs_module.configure(json=True, stream=io.StringIO())
+    try:
+        logs_module.emit(events.RolledBack("4", "3", "verify failed", "ab" * 32))
+        logs_module.emit(events.SetDetected("/srv/incoming/new"))  # not an operation
+    finally:
+        monitor.close()
+        logs_module.configure()
+    assert monitor.operations == {
+        "rollback": health.Operation("rollback", "rolled_back", at, ""),
+    }
+    assert monitor.dirty.is_set()

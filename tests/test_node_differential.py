@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from harper_certd import devca
+from harper_certd import devca, judge
 from harper_certd.roles import Purpose
 from harper_certd.validate import Inputs, validate
 
@@ -481,6 +481,7 @@ def test_reader_agrees_with_node(capsys: pytest.CaptureFixture[str]) -> None:
     for case in cases:
         report = validate(
             Inputs(case.files["cert"], case.files["key"], case.files["ca"]),
+            judge=judge.MODEL,
             at=now,
             purpose=Purpose.CLUSTER,
         )
@@ -550,5 +551,9 @@ def test_trusted_first_shadows_cert_file_copy() -> None:
     }
     node = _node_verdicts([Case("trusted-first", "chain", files)])["trusted-first"]
     assert node["ok"] is False, node
-    report = validate(Inputs(files["cert"], files["key"], files["ca"]), at=dt.datetime.now(dt.UTC))
+    report = validate(
+        Inputs(files["cert"], files["key"], files["ca"]),
+        at=dt.datetime.now(dt.UTC),
+        judge=judge.MODEL,
+    )
     assert not report.valid

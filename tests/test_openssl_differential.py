@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from harper_certd import devca
+from harper_certd import judge as judging
 from harper_certd.problems import CODES, Severity
 from harper_certd.roles import Purpose
 from harper_certd.validate import Inputs, Report, validate
@@ -64,6 +65,8 @@ POLICY_DIVERGENCES: dict[str, str] = {
     "-untrusted and the whole CA file, but two real Harper 4.7.29 nodes replicate only when "
     "the CA file starts with the leaf's issuer (tests/test_replication_sets.py); this matrix "
     "writes the root first.",
+    "hostname_partial_wildcard": "A partial wildcard label ('node*.example.com'): OpenSSL and "
+    "Node take it, RFC 6125 6.4.3 and the CA/Browser Forum forbid it (policy).",
     "hostname_mismatch": "Names are matched as Node's checkServerIdentity does, minus partial "
     "wildcards (policy); OpenSSL takes 'node*.example.com' and falls back to the CN when the "
     "only SANs are IP addresses.",
@@ -385,6 +388,7 @@ def judge(case: Case, folder: Path) -> Outcome:
     )
     report = validate(
         Inputs(cert=files.cert.read_bytes(), key=files.key.read_bytes(), ca=files.ca.read_bytes()),
+        judge=judging.MODEL,
         at=AT,
         purpose=case.purpose,
         hostnames=case.hostnames,

@@ -18,8 +18,14 @@ import structlog
 from harper_certd import cafile, harden, peers
 from harper_certd import cluster as cluster_view
 from harper_certd.config import parse_config
-from harper_certd.harper import operations_api
-from harper_certd.service import Context, build_context, install
+from harper_certd.generation import cert_meta
+from harper_certd.harper.api import operations_api
+from harper_certd.install.context import Context, build_context
+from harper_certd.install.live import prove_recovered
+from harper_certd.install.pipeline import install
+from harper_certd.install.rollback import rollback
+from harper_certd.recover import recover
+from harper_certd.roles import SetBytes
 from harper_rig import HandshakePoller, LeafMaterial, RigCA, needs_harper, outages
 from test_two_nodes import Cluster, Member, both_ways, cluster
 
@@ -166,6 +172,130 @@ def test_forced_bad_rotation_is_rolled_back_by_the_proof(cluster: Cluster) -> No
     both_ways(cluster)
 
 
+def _forced_new_ca_generation(cluster: Cluster, member: Member) -> str:
+    """A kept generation the peers refuse: a new-CA set forced past the guard, which the proof
+    then rolled back (it stays in the store, valid: its CA file holds the new and old CA)."""
+    outcome = install(
+        _ctx(member), _staged_new_ca(cluster, member, _new_ca_leaf(member)), force_peers=True
+    )
+    assert outcome.status == "rolled_back", outcome.as_dict()
+    assert outcome.generation is not None
+    return outcome.generation
+
+
+def test_rollback_to_a_set_the_peers_refuse_is_refused(cluster: Cluster) -> None:
+    """Issue 18 item 1: ``rollback`` to a generation the peers would refuse is refused with
+    the peers named, exit 1, nothing changed, no restart; replication on."""
+    a = cluster.members["nodea"]
+    refused_gen = _forced_new_ca_generation(cluster, a)
+    before = _live_state(a)
+    with structlog.testing.capture_logs() as events:
+        outcome = rollback(_ctx(a), refused_gen)
+    assert outcome.status == "refused", outcome
+    assert outcome.exit_code == 1
+    assert [p.code for p in outcome.problems] == ["ca_not_trusted_by_peers"], outcome
+    assert "nodeb" in outcome.message, outcome.message
+    assert "1008 Unauthorized" in outcome.message, outcome.message
+    assert "--force" in outcome.message, outcome.message
+    checked = [e for e in events if e["event"] == "certd.peers_checked"]
+    assert [e["stage"] for e in checked] == ["before"], events
+    assert not [
+        e for e in events if e["event"] in ("certd.operator_rollback", "certd.harper_restarted")
+    ]
+    assert _live_state(a) == before
+    both_ways(cluster)
+
+
+def test_forced_rollback_is_loud_and_still_proven(cluster: Cluster) -> None:
+    """``rollback --force`` to a set the peers refuse: the override is a critical event naming
+    the generation, the switch happens, the proof after it finds the peer refusing and
+    switches back (exit 3, the peer named); the set live before is served again."""
+    a = cluster.members["nodea"]
+    refused_gen = _forced_new_ca_generation(cluster, a)
+    before = _live_state(a)
+    with structlog.testing.capture_logs() as events:
+        outcome = rollback(_ctx(a), refused_gen, force=True)
+    overridden = [e for e in events if e["event"] == "certd.peers_overridden"]
+    assert len(overridden) == 1, events
+    assert overridden[0]["log_level"] == "critical"
+    assert overridden[0]["source"] == f"generation {refused_gen}"
+    assert overridden[0]["codes"] == ["ca_not_trusted_by_peers"]
+    stages = [e["stage"] for e in events if e["event"] == "certd.peers_checked"]
+    assert stages == ["before", "after"], events
+    assert outcome.status == "rollback_failed", outcome
+    assert outcome.exit_code == 3
+    assert [p.code for p in outcome.problems] == ["ca_not_trusted_by_peers"], outcome
+    assert "nodeb" in outcome.message
+    assert f"generation {before[0]} is live again" in outcome.message
+    back = [e for e in events if e["event"] == "certd.rolled_back"]
+    assert [(e["failed_generation"], e["restored_generation"]) for e in back] == [
+        (refused_gen, before[0])
+    ], events
+    assert _live_state(a) == before
+    both_ways(cluster)
+
+
+def _crashed_after_flip(member: Member, leaf: LeafMaterial, ca_pem: bytes) -> tuple[Context, str]:
+    """The store as a crash right after the flip leaves it (the generation flipped to, its
+    metadata still "pending", never finished): written through the store's own steps."""
+    ctx = _ctx(member)
+    data = SetBytes(leaf.cert_pem, leaf.key_pem, ca_pem)
+    meta = {**cert_meta(leaf.cert_pem), "source": "crash test"}
+    with ctx.store.locked():
+        gen = ctx.store.stage(data, meta, "crash test")
+        ctx.store.commit_flip(gen)
+    return ctx, gen.id
+
+
+def test_recovered_swap_is_peer_checked_and_reported(cluster: Cluster) -> None:
+    """Issue 18 item 1: a swap completed after a crash is proven like an install: served,
+    then the peers asked (``certd.peers_checked`` after), and ``certd.set_installed``; a
+    recovered swap the peers refuse is rolled back with the failure outcome."""
+    a = cluster.members["nodea"]
+    leaf = cluster.issue(a)
+    ctx, gen_id = _crashed_after_flip(a, leaf, cluster.ca.cert_pem)
+    with ctx.store.locked():
+        recovery = recover(ctx.store)
+    assert recovery is not None
+    assert recovery.needs_verify, recovery
+    with structlog.testing.capture_logs() as events:
+        status = prove_recovered(ctx, recovery)
+    assert status == "installed", events
+    checked = [e for e in events if e["event"] == "certd.peers_checked"]
+    assert [(e["stage"], e["codes"]) for e in checked] == [("after", [])], events
+    assert [p["accepts_this_node"] for p in checked[0]["peers"]] == ["accepted"]
+    installed = [e for e in events if e["event"] == "certd.set_installed"]
+    assert len(installed) == 1, events
+    assert installed[0]["generation"] == gen_id
+    assert installed[0]["fingerprint"] == leaf.fingerprint
+    assert installed[0]["source"] == "crash test"
+    assert installed[0]["verified"] is True
+    assert [p["peer"] for p in installed[0]["peers"]] == ["nodeb"]
+    cluster.serving["nodea"] = leaf.fingerprint
+    assert _live_state(a) == (gen_id, leaf.fingerprint)
+
+    # The same after a crash mid-install of a set the peer refuses: rolled back, reported.
+    before = _live_state(a)
+    bad = _new_ca_leaf(a)
+    ctx, bad_id = _crashed_after_flip(a, bad, new_ca().cert_pem + cluster.ca.cert_pem)
+    with ctx.store.locked():
+        recovery = recover(ctx.store)
+    assert recovery is not None
+    assert recovery.needs_verify, recovery
+    with structlog.testing.capture_logs() as events:
+        status = prove_recovered(ctx, recovery)
+    assert status == "rolled_back", events
+    assert not [e for e in events if e["event"] == "certd.set_installed"]
+    back = [e for e in events if e["event"] == "certd.rolled_back"]
+    assert [(e["failed_generation"], e["restored_generation"]) for e in back] == [
+        (bad_id, before[0])
+    ], events
+    assert "nodeb" in back[0]["failure"]
+    assert "peers refuse it" in back[0]["failure"]
+    assert _live_state(a) == before
+    both_ways(cluster)
+
+
 def _wait_accepted(member: Member, peer_of: Member, leaf: LeafMaterial, ca_pem: bytes) -> float:
     """Seconds until ``peer_of`` accepts ``leaf`` as ``member`` (a peer's CA reload is hot,
     ~1.5 s after its CA file changes); AssertionError after 15 s."""
@@ -262,15 +392,17 @@ def test_simultaneous_restarts_never_overlap(cluster: Cluster) -> None:
     both_ways(cluster, 30.0)
 
 
-def test_unreachable_peer_holds_then_refuses(cluster: Cluster) -> None:
-    """nodeb stopped: nodea's renewal is held (retried, certd.peer_unreachable), then refused
-    with peer_unreachable; nothing changes; replication resumes once nodeb is back."""
+def test_unreachable_peer_holds_a_new_ca_set(cluster: Cluster) -> None:
+    """nodeb stopped: nodea's new-CA set is retried within the call (certd.peer_unreachable),
+    then held where it is (held_for_peers, certd.set_held_for_peers with the hold's end),
+    never refused into rejected/ (issue 18 item 2); nothing changes; replication resumes once
+    nodeb is back.  (A same-CA renewal goes ahead instead: tests/test_peer_hold_harper.py.)"""
     a, b = cluster.members["nodea"], cluster.members["nodeb"]
     data = a.config_data()
     data["peers"] = {"hold_seconds": 2.0, "retry_seconds": 0.5, "timeout": 2.0}
     ctx = build_context(parse_config(data))
     before = _live_state(a)
-    folder = a.staged_set(cluster.issue(a), cluster.ca)
+    folder = _staged_new_ca(cluster, a, _new_ca_leaf(a))
     b.node.stop()
     try:
         with structlog.testing.capture_logs() as events:
@@ -279,14 +411,23 @@ def test_unreachable_peer_holds_then_refuses(cluster: Cluster) -> None:
             took = time.monotonic() - t0
     finally:
         b.node.start(expect_fingerprint=cluster.serving["nodeb"])
-    assert outcome.status == "refused", outcome.as_dict()
+    assert outcome.status == "held_for_peers", outcome.as_dict()
+    assert outcome.exit_code == 1
     assert {p.code for p in outcome.problems if p.severity.value == "error"} == {"peer_unreachable"}
-    held = [e for e in events if e["event"] == "certd.peer_unreachable"]
-    assert len(held) >= 2, events  # retried within the hold
-    assert all(e["peer"] == "nodeb" for e in held)
+    assert outcome.held_for == ("nodeb",)
+    assert folder.exists()  # held where it is, not filed in rejected/
+    assert outcome.kept_at is None
+    retried = [e for e in events if e["event"] == "certd.peer_unreachable"]
+    assert len(retried) >= 2, events  # retried within the call's hold
+    assert all(e["peer"] == "nodeb" for e in retried)
+    held = [e for e in events if e["event"] == "certd.set_held_for_peers"]
+    assert [(e["peers"], e["until"], e["next_try"]) for e in held] == [
+        (["nodeb"], outcome.held_until, None)
+    ], events
+    assert not [e for e in events if e["event"] == "certd.set_refused"]
     assert 2.0 <= took < 30.0, took
     assert _live_state(a) == before
-    print(f"\n[unreachable] held {took:.1f} s, {len(held)} retries, then refused")
+    print(f"\n[unreachable] retried {took:.1f} s ({len(retried)} rounds), then held")
     both_ways(cluster, 30.0)
 
 
@@ -375,12 +516,12 @@ def test_three_phase_ca_rotation(cluster: Cluster) -> None:
             f"kept {removal.records_kept}, left {[r.get('name') for r in left]}"
         )
         assert removal.records_removed or removal.records_kept, records_before
-        # The CAs the nodes keep for each other (hdb_nodes.ca, exchanged at the join: the old
-        # CA) are exchanged again by the first ca remove; the second has nothing to do.
-        if member is a:
-            assert [p.split(":")[0] for p in removal.peers_refreshed] == ["nodeb"], removal
-        else:
-            assert removal.peers_refreshed == (), removal
+        # The CAs the nodes keep for each other (hdb_nodes.ca: the peer's authority record at
+        # the time of the exchange) are exchanged again with every peer by each ca remove: one
+        # exchanged while the peer still held the old CA keeps it even though its subject names
+        # the new CA (measured on three nodes, tests/test_ca_rotation.py).
+        other = "nodeb" if member is a else "nodea"
+        assert [p.split(":")[0] for p in removal.peers_refreshed] == [other], removal
         assert removal.peers_not_refreshed == (), removal
         print(f"  CAs exchanged again: {removal.peers_refreshed}")
         if removal.records_removed:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs7, pkcs12
 
-from harper_certd import der, devca, load, pem
+from harper_certd import der, devca, judge, load, pem
 from harper_certd.validate import Inputs, validate
 
 FIELD = Path(__file__).resolve().parents[2] / "shared" / "field-cases" / "formats"
@@ -482,7 +482,7 @@ def _field(case: str) -> tuple[dict[str, object], dict[str, str]]:
         r: (folder / f).read_bytes()
         for r, f in (("cert", "certificate.pem"), ("key", "privateKey.pem"), ("ca", "ca.pem"))
     }
-    report = validate(Inputs(files["cert"], files["key"], files["ca"]), at=at)
+    report = validate(Inputs(files["cert"], files["key"], files["ca"]), at=at, judge=judge.MODEL)
     return expected, {p.code: p.message for p in report.problems if p.severity.value == "error"}
 
 
@@ -672,7 +672,9 @@ def test_node_reads_chunk_boundaries_as_we_do(pki: tuple[devca.Issued, devca.Iss
     node = _node_verdicts(cases)
     now = dt.datetime.now(dt.UTC)
     got = {
-        c.id: validate(Inputs(c.files["cert"], c.files["key"], c.files["ca"]), at=now).valid
+        c.id: validate(
+            Inputs(c.files["cert"], c.files["key"], c.files["ca"]), at=now, judge=judge.MODEL
+        ).valid
         for c in cases
     }
     assert {k: bool(v["ok"]) for k, v in node.items()} == got
@@ -724,7 +726,9 @@ def test_node_reads_key_labels_as_we_do(pki: tuple[devca.Issued, devca.Issued]) 
     now = dt.datetime.now(dt.UTC)
     for case in cases:
         ours = validate(
-            Inputs(case.files["cert"], case.files["key"], case.files["ca"]), at=now
+            Inputs(case.files["cert"], case.files["key"], case.files["ca"]),
+            at=now,
+            judge=judge.MODEL,
         ).valid
         assert bool(node[case.id]["ok"]) is ours is variants[case.id][2], case.id
 

@@ -1,11 +1,9 @@
-"""The README stays true: its test command is CI's, and every problem code is documented."""
+"""The README stays true: its test command is CI's, and every page it points at exists."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
-
-from harper_certd.problems import CODES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,17 +24,16 @@ def test_ci_runs_the_readme_test_command() -> None:
     assert ci == [_readme_commands()[1]]
 
 
-def test_every_code_is_documented() -> None:
-    """Each code of the catalogue has a row in the README's table."""
+def test_every_file_the_readme_links_exists() -> None:
+    """Each relative link of the README names a file of the repository (the site's strict
+    build checks the links inside docs/; the README is outside it)."""
     text = (ROOT / "README.md").read_text()
-    missing = [code for code in CODES if f"| `{code}` |" not in text]
-    assert missing == []
+    targets = [t for t in re.findall(r"\]\(([^)#]+)\)", text) if "://" not in t]
+    assert len(targets) > 10
+    assert [t for t in targets if not (ROOT / t).is_file()] == []
 
 
-def test_every_log_event_is_documented() -> None:
-    """Each event of the log catalogue has a row in the README, with its level."""
-    from harper_certd.logs import EVENTS
-
-    text = (ROOT / "README.md").read_text()
-    missing = [name for name, (level, _) in EVENTS.items() if f"| `{name}` | {level} |" not in text]
-    assert missing == []
+def test_the_readme_stays_short() -> None:
+    """A README an operator reads to the end (issue 22: at most 300 lines); the rest is in
+    docs/."""
+    assert len((ROOT / "README.md").read_text().splitlines()) <= 300

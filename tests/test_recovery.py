@@ -1,6 +1,6 @@
 """recovery.decide: the whole crash-recovery decision as a pure function, case by case.
 
-The real-process counterpart (SIGKILL at each named step, then ``Store.recover`` carrying
+The real-process counterpart (SIGKILL at each named step, then ``recover.recover`` carrying
 the plan out) is tests/test_crash.py; these pin the plan itself, exactly.
 """
 

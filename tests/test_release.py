@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from harper_certd.cli import main
-from harper_certd.service import build_context, install
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
 from nodefix import make_node
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -223,3 +225,63 @@ def test_inherited_watchdog_is_not_ours() -> None:
         check=True,
     )
     assert proc.stdout.strip() == "None"
+
+
+# --- the process's watchdog: armed once, fed by every bounded wait ---------------------
+
+
+@pytest.fixture
+def armed(manager: Manager) -> Iterator[Manager]:
+    """The watchdog armed at a 0.1 s interval (WATCHDOG_USEC 200 ms) to ``manager``."""
+    assert sdnotify.arm_watchdog({**manager.env, "WATCHDOG_USEC": "200000"}) == 0.1
+    try:
+        yield manager
+    finally:
+        sdnotify.disarm_watchdog()
+
+
+def test_keepalive_pings_only_when_due(armed: Manager) -> None:
+    """The first keepalive after arming pings; the next, within the interval, does not."""
+    due = sdnotify.next_keepalive()
+    assert due is not None
+    sdnotify.keepalive()
+    assert armed.receive() == b"WATCHDOG=1"
+    later = sdnotify.next_keepalive()
+    assert later is not None
+    assert later > due
+    if time.monotonic() < later:  # still inside the interval: nothing more is sent
+        sdnotify.keepalive()
+        if time.monotonic() < later:
+            armed.assert_empty()
+
+
+def test_a_long_wait_keeps_the_watchdog_fed(armed: Manager) -> None:
+    """A 0.65 s wait at a 0.1 s interval pings on its way (a wait inside a cycle, such as
+    one for Harper to serve, is progress), never more than one ping per interval."""
+    started = time.monotonic()
+    assert sdnotify.wait(None, 0.65) is False
+    took = time.monotonic() - started
+    pings = 0
+    armed.sock.settimeout(0.01)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            assert armed.receive() == b"WATCHDOG=1"
+            pings += 1
+    assert pings >= 2
+    assert pings <= int(took / 0.1) + 1
+
+
+def test_wait_returns_at_once_when_the_event_is_set(armed: Manager) -> None:
+    stop = threading.Event()
+    threading.Timer(0.05, stop.set).start()
+    assert sdnotify.wait(stop, 30.0) is True
+
+
+def test_nothing_is_sent_when_the_watchdog_is_not_armed(manager: Manager) -> None:
+    """Not armed (the CLI, or a daemon without WATCHDOG_USEC): waits send nothing."""
+    sdnotify.disarm_watchdog()
+    assert sdnotify.arm_watchdog(manager.env) is None  # no WATCHDOG_USEC: nothing armed
+    sdnotify.keepalive()
+    sdnotify.sleep(0.05)
+    assert sdnotify.next_keepalive() is None
+    manager.assert_empty()

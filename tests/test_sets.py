@@ -21,9 +21,11 @@ from daemonfix import DaemonProc
 from harper_certd import devca, discover, hazards, routing
 from harper_certd.cli import main
 from harper_certd.config import parse_config
-from harper_certd.harper import ServedStreak, make_harper
+from harper_certd.harper.apply import make_harper
+from harper_certd.harper.probe import ServedStreak
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
 from harper_certd.roles import Role
-from harper_certd.service import build_context, install
 from harper_certd.trust import system_store
 from nodefix import Node, add_public_set, make_node, run_cli, status_json
 

@@ -20,8 +20,9 @@ import yaml
 
 from harper_certd import devca, fsio, load
 from harper_certd.check import validate_against_store
+from harper_certd.install.context import build_context
+from harper_certd.recover import in_flight, recover
 from harper_certd.roles import Purpose, SetPaths
-from harper_certd.service import build_context
 from harper_certd.trust import system_store
 from harper_certd.validate import Inputs, validate
 from nodefix import Node, make_node
@@ -105,8 +106,8 @@ def test_kill_at_named_step_of_a_second_set(tmp_path: Path, scenario: str, step:
     ctx = build_context(node.config, set_name=EDGE)
     assert ctx.store.root == node.state / "sets" / EDGE
     with fsio.locked(ctx.store.lock_path):
-        ctx.store.recover()
-    assert not ctx.store.in_flight()
+        recover(ctx.store)
+    assert not in_flight(ctx.store)
     assert _identity(live) == (new if step in AFTER_FLIP else old)
     again, newer = _source(tmp_path, ca, "again")
     assert _install(cfg, again, None) == 0
@@ -185,8 +186,8 @@ def _public_recover(pub: PublicNode) -> None:
     assert ctx.store.root == pub.state
     assert ctx.store.live_paths() == {"cert": pub.live.cert, "key": pub.live.key}
     with fsio.locked(ctx.store.lock_path):
-        ctx.store.recover()
-    assert not ctx.store.in_flight()
+        recover(ctx.store)
+    assert not in_flight(ctx.store)
 
 
 @pytest.mark.parametrize(

@@ -26,8 +26,10 @@ import yaml
 from daemonfix import DaemonProc
 from harper_certd import devca
 from harper_certd.config import parse_config
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
+from harper_certd.install.rollback import rollback
 from harper_certd.release import release
-from harper_certd.service import build_context, install, rollback
 from harper_rig import HandshakePoller, HarperNode, LeafMaterial, RigCA, Sample, needs_harper
 
 pytestmark = needs_harper(timeout=300)
@@ -131,12 +133,20 @@ def _blip(samples: list[Sample], own: set[str], others: set[str]) -> list[Sample
     Harper rebuilds its contexts on every reload, and for 10-60 ms a port can serve the
     OTHER set's certificate (issue 11, measured: one stray handshake in 4 of 6 reloads).
     That blip is allowed, and nothing else is: only the other set's certificates (``others``,
-    old or new), and all of it inside half a second.
+    old or new), each blip (a run of stray handshakes with none of the port's own between
+    them) inside half a second.  A sequence of several reloads (an install, then a
+    rollback) may blip once per reload: seen in CI, two blips 1.5 s apart.
     """
     strays = [x for x in samples if x.fingerprint not in own]
     assert {x.fingerprint for x in strays} <= others, strays
-    if strays:
-        assert strays[-1].at - strays[0].at < 0.5, strays
+    run: list[Sample] = []
+    for sample in [*samples, None]:
+        if sample is not None and sample.fingerprint not in own:
+            run.append(sample)
+            continue
+        if run:
+            assert run[-1].at - run[0].at < 0.5, run
+        run = []
     return strays
 
 

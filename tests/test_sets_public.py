@@ -24,8 +24,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from harper_certd import devca, roles
 from harper_certd.cli import main
 from harper_certd.config import parse_config
+from harper_certd.install.context import build_context
+from harper_certd.install.live import handle_live_change
 from harper_certd.roles import SetPaths
-from harper_certd.service import build_context, handle_live_change
 from harper_certd.source import SourceRefused, read_source
 from nodefix import Node, make_node
 
@@ -161,10 +162,10 @@ def test_source_without_ca_file(tmp_path: Path) -> None:
     with pytest.raises(SourceRefused) as incomplete:
         read_source(no_key, trusted_uids=trusted, ca_fallback=None, ca_file=False)
     assert incomplete.value.code == "source_incomplete"
-    assert str(incomplete.value) == (
-        f"{no_key} holds neither certificate.pem + privateKey.pem nor certbot's "
-        "fullchain.pem/cert.pem + privkey.pem (found: certificate.pem)"
-    )
+    message = str(incomplete.value)
+    assert message.startswith(f"{no_key} holds no set in a shape known here (Harper's ")
+    assert "cert-manager/Vault's tls.crt + tls.key" in message  # roles.HANDOVERS (issue 17)
+    assert message.endswith("; found: certificate.pem")
 
 
 def test_install_status_rollback_public_set(
@@ -267,11 +268,12 @@ def test_public_set_judged_against_the_store(
 
 def test_two_file_store_retention_and_change_by_hand(tmp_path: Path) -> None:
     """Retention keeps the newest generations of two files; a set written by hand through
-    a live link is taken as a generation of its own, the damaged one marked."""
+    a live link is taken as a generation of its own, and the generation it was written
+    through is put back from its pristine copy (issue 17 item 5), its bytes intact."""
     pub = public_node(tmp_path)
     pub.node.config_data["generations_kept"] = 3
     config = parse_config(pub.node.config_data)
-    from harper_certd.service import install
+    from harper_certd.install.pipeline import install
 
     for n in range(4):
         outcome = install(build_context(config, set_name=PUBLIC), pub.source(f"s{n}"))
@@ -287,9 +289,13 @@ def test_two_file_store_retention_and_change_by_hand(tmp_path: Path) -> None:
     handle_live_change(ctx)
     gens = ctx.store.generations()
     assert [(g.id, g.meta["outcome"]) for g in gens[-2:]] == [
-        ("000005", "changed_in_place"),
+        ("000005", "installed"),
         ("000006", "adopted"),
     ]
+    assert "repaired" in gens[-2].meta
+    assert gens[-2].meta["damage"]
+    assert ctx.store.intact(gens[-2]) is None
+    assert gens[-2].read().cert != by_hand.cert_pem + pub.issuer.cert_pem
     assert pub.served() == devca.fingerprint_of(by_hand.cert)
     assert ctx.store.intact(gens[-1]) is None
     assert os.readlink(pub.state / "current") == "generations/000006"

@@ -29,7 +29,8 @@ from structlog.testing import capture_logs
 from daemonfix import DaemonProc, drop
 from harper_certd import devca, logs, retention
 from harper_certd.config import RetentionSection
-from harper_certd.service import build_context, install
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
 from nodefix import Node, make_node
 
 FAST = {"watch": {"settle_seconds": 0.3}}
@@ -153,12 +154,20 @@ def test_generation_files_are_read_only(tmp_path: Path) -> None:
         assert modes == {"certificate.pem": 0o444, "privateKey.pem": 0o400, "ca.pem": 0o444}
 
 
-def test_cp_over_live_path_is_a_live_change_not_a_changed_generation(tmp_path: Path) -> None:
+@pytest.mark.parametrize("pristine", [True, False], ids=["pristine-copy", "no-copy"])
+def test_cp_over_live_path_is_a_live_change_not_a_changed_generation(
+    tmp_path: Path, pristine: bool
+) -> None:
     """`cp` (as root, which ignores 0444) through the live links: the daemon takes the new set
-    in as a live change, marks the overwritten generation, and rollback refuses it."""
+    in as a live change.  The overwritten generation is put back from its pristine copy
+    (issue 17 item 5) and can be rolled back to; without a copy (a generation written by an
+    older release) it is marked and rollback refuses it."""
     node = make_node(tmp_path, extra=json.loads(json.dumps(FAST)))
     original = node.live_fingerprint()
     assert install(build_context(node.config), node.source("a")).status == "installed"
+    installed_fp = node.live_fingerprint()
+    if not pristine:
+        shutil.rmtree(node.state / "pristine" / "000002")
     hand = node.source("by-hand")
     hand_fp = _fp((hand / "certificate.pem").read_bytes())
     with DaemonProc(node) as d:
@@ -173,18 +182,27 @@ def test_cp_over_live_path_is_a_live_change_not_a_changed_generation(tmp_path: P
     assert changed["fingerprint"] == hand_fp
     assert node.live_fingerprint() == hand_fp
     overwritten = _meta(node, "000002")
-    assert overwritten["outcome"] == "changed_in_place"
     assert "changed in place" in overwritten["damage"]
     taken = _meta(node, changed["generation"])
-    assert taken["replaced"] == "000001"  # not the overwritten one
     status = json.loads(_cli(node, "status", "--json").stdout)
-    assert list(status["damaged"]) == ["000002"]
-    refused = _cli(node, "rollback", "000002")
-    assert refused.returncode == 1
-    assert "changed in place" in refused.stdout
-    back = _cli(node, "rollback")
-    assert back.returncode == 0, back.stdout + back.stderr
-    assert node.live_fingerprint() == original
+    if pristine:
+        assert overwritten["outcome"] != "changed_in_place"
+        assert overwritten["repaired"]
+        assert taken["replaced"] == "000002"
+        assert list(status["damaged"]) == []
+        back = _cli(node, "rollback")
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert node.live_fingerprint() == installed_fp
+    else:
+        assert overwritten["outcome"] == "changed_in_place"
+        assert taken["replaced"] == "000001"  # not the overwritten one
+        assert list(status["damaged"]) == ["000002"]
+        refused = _cli(node, "rollback", "000002")
+        assert refused.returncode == 1
+        assert "changed in place" in refused.stdout
+        back = _cli(node, "rollback")
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert node.live_fingerprint() == original
 
 
 # --- item 4: someone else's links, read-only mounts -----------------------------------------

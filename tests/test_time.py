@@ -140,12 +140,14 @@ def _fp(leaf: devca.Issued) -> str:
 
 def _processed(node: Node) -> list[str]:
     folder = node.root / "keys" / "processed"
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    # dot-names are the daemon's own records (rejected/.reasons), not filed sets
+    return sorted(p.name for p in folder.iterdir() if p.name[0] != ".") if folder.exists() else []
 
 
 def _rejected(node: Node) -> list[str]:
     folder = node.root / "keys" / "rejected"
-    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+    # dot-names are the daemon's own records (rejected/.reasons), not filed sets
+    return sorted(p.name for p in folder.iterdir() if p.name[0] != ".") if folder.exists() else []
 
 
 # --- item 1: time ------------------------------------------------------------------------

@@ -12,7 +12,7 @@ Two drivers make the rotations:
   folder renamed into the node's ``incoming_dir`` and ends with the daemon's
   ``certd.set_installed`` event for the new fingerprint.  Skipped while the ``run``
   command does not exist.
-* ``service``: ``harper_certd.service.install`` called in-process, the same code path
+* ``service``: ``harper_certd.install.pipeline.install`` called in-process, the same code path
   the daemon runs for each incoming set.
 
 A last test restarts both nodes, so that every replication connection is made afresh with
@@ -44,7 +44,8 @@ import pytest
 import yaml
 
 from harper_certd.config import parse_config
-from harper_certd.service import build_context, install
+from harper_certd.install.context import build_context
+from harper_certd.install.pipeline import install
 from harper_rig import (
     CA_FILE,
     CERT_FILE,
@@ -259,7 +260,7 @@ class Driver(Protocol):
 
 
 class ServiceDriver:
-    """Rotations through ``harper_certd.service.install`` in this process."""
+    """Rotations through ``harper_certd.install.pipeline.install`` in this process."""
 
     def __init__(self, cluster: Cluster) -> None:
         self.cluster = cluster

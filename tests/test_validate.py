@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import os
 import shutil
 import subprocess
@@ -17,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import fuzz_cases
-from harper_certd import devca
+from harper_certd import devca, judge
 from harper_certd.problems import CODES, VALIDATION_CODES, Severity
 from harper_certd.roles import Purpose, SetPaths
 from harper_certd.validate import Inputs, Report, validate, validate_files
@@ -63,6 +64,8 @@ def pki() -> Pki:
 
 
 def run(inputs: Inputs, **kwargs: object) -> Report:
+    """The model's verdict (these tests pin the model's codes; Node's is test_judge's)."""
+    kwargs.setdefault("judge", judge.MODEL)
     return validate(inputs, at=NOW, **kwargs)  # type: ignore[arg-type]
 
 
@@ -290,6 +293,26 @@ def _server_only_trust(p: Pki, tmp: Path) -> Report:
     return run(Inputs(p.inputs().cert, p.leaf.key_pem, p.inter.cert_pem + trusted))
 
 
+@functools.cache
+def _excluding_root() -> devca.Issued:
+    """A root whose name constraints exclude bar.example.com (CVE-2025-61727's kind)."""
+    key = devca.make_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "excluding root")])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(2)
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 100 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.NameConstraints(None, [x509.DNSName("bar.example.com")]), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return devca.Issued(cert, key)
+
+
 CASES = [
     Case("cert_unreadable", lambda p, t: _from_files(p, t, cert=_der(p))),
     Case("cert_unreadable", lambda p, t: _from_files(p, t, cert=b"hello\n")),
@@ -355,6 +378,23 @@ CASES = [
         ),
     ),
     Case("hostname_mismatch", lambda p, t: run(p.inputs(), hostnames=["nodeb"])),
+    Case(
+        "name_constraint_wildcard",
+        lambda p, t: run(
+            Inputs(
+                (leaf := devca.make_leaf(_excluding_root(), "w", dns=["*.example.com"])).cert_pem,
+                leaf.key_pem,
+                _excluding_root().cert_pem,
+            )
+        ),
+    ),
+    Case(
+        "hostname_partial_wildcard",
+        lambda p, t: run(
+            p.inputs(devca.make_leaf(p.inter, "nodea", dns=["no*.example.com"])),
+            hostnames=["nodea.example.com"],
+        ),
+    ),
     Case(
         # Valid for the name by Node's rules (a wildcard), but not Harper's exact lookup.
         "node_name_not_verbatim",
@@ -460,7 +500,8 @@ CASES = [
     ),
     Case(
         "ca_file_damaged_entry",
-        lambda p, t: run(p.inputs(cas=(p.inter, _malformed_root(), p.root))),
+        # Named like the intermediate's issuer: an entry OpenSSL's lookup could pick.
+        lambda p, t: run(p.inputs(cas=(p.inter, p.root, _malformed_root(p.root.cert.subject)))),
     ),
     # Only a bug produces check_failed; a caller passing a naive datetime is one.
     Case("check_failed", lambda p, t: validate(p.inputs(), at=dt.datetime(2026, 1, 1))),
@@ -500,8 +541,10 @@ def test_code_is_produced(case: Case, pki: Pki, tmp_path: Path) -> None:
 
 
 def test_every_catalogue_code_has_a_real_case() -> None:
-    """No documented code is left without a test case that produces it."""
-    assert {c.code for c in CASES} == VALIDATION_CODES
+    """No documented code is left without a test case that produces it (the two codes of
+    Node's verdict over the model's come from real sets in tests/test_judge.py)."""
+    from_node = {"node_refused", "model_disagrees"}
+    assert {c.code for c in CASES} == VALIDATION_CODES - from_node
 
 
 def test_expired_leaf_still_reports_its_chain(pki: Pki) -> None:
@@ -546,9 +589,9 @@ def test_fifo_is_refused_without_blocking(pki: Pki, tmp_path: Path) -> None:
     assert "key_unreadable" in errors(report)
 
 
-def _malformed_root() -> devca.Issued:
+def _malformed_root(name: x509.Name | None = None) -> devca.Issued:
     key = devca.make_key()
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "malformed root")])
+    name = name or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "malformed root")])
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -609,17 +652,17 @@ def test_replication_url_host_reaches_the_check(pki: Pki, tmp_path: Path) -> Non
 
 
 def test_pinned_library_texts_still_match() -> None:
-    """cryptography's refusal texts that _failure_text shortens are still what it says (an
+    """cryptography's refusal texts that failure_text shortens are still what it says (an
     upgrade that changes them fails here, not silently in reports)."""
-    from harper_certd import validate as v
+    from harper_certd.validate import chain as v
 
     root = devca.make_ca("Ed Root", key=devca.make_key("ed25519", 0))
     leaf = devca.make_leaf(root, "nodea")
-    chain, failure = v._build_chain(leaf.cert, [], [root.cert], NOW, None, web_pki=True)
+    chain, failure = v.build_chain(leaf.cert, [], [root.cert], NOW, None, web_pki=True)
     assert chain == ()
     assert failure is not None
     assert "Forbidden public key algorithm" in failure or "Forbidden signature algorithm" in failure
-    assert "web-PKI profile forbids" in v._failure_text(failure)
+    assert "web-PKI profile forbids" in v.failure_text(failure)
     # The same chain is OpenSSL's to accept: the own walk does.
     assert run(Inputs(leaf.cert_pem, leaf.key_pem, root.cert_pem)).valid
 

@@ -32,16 +32,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from harper_certd import peers, stage
+from harper_certd import events, logs, peers, sdnotify, stage
 from harper_certd.errors import HarperError
-from harper_certd.service import Context, InstallOutcome, InstallStatus, install
+from harper_certd.harper.api import Api, hdb_nodes, operations_api
+from harper_certd.harper.probe import served
+from harper_certd.install.context import Context, read_live
+from harper_certd.install.outcomes import InstallOutcome, InstallStatus
+from harper_certd.install.pipeline import install
 from harper_certd.validate import fingerprint as fingerprint_of
-
-log = structlog.get_logger("harper_certd")
 
 
 class CaError(Exception):
@@ -58,6 +59,49 @@ def _certs(pem: bytes, what: str) -> list[x509.Certificate]:
 
 def _pem(certs: Sequence[x509.Certificate]) -> bytes:
     return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
+
+
+pem_of = _pem  # the certificates re-encoded as one PEM file, in the order given
+
+
+def _ski(cert: x509.Certificate) -> bytes | None:
+    try:
+        return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+    except x509.ExtensionNotFound:
+        return None
+
+
+def same_name_conflict(
+    live: Sequence[x509.Certificate], adding: Sequence[x509.Certificate]
+) -> str | None:
+    """Why ``adding`` cannot sit next to ``live`` in one CA file, or None.
+
+    Measured with Node 20 (Harper's runtime; tests/test_ca_rotation_unit.py asks Node each
+    run): two CAs with the same subject and no key identifiers in one CA file: OpenSSL looks
+    an issuer up by name and takes the first of that name, so only the leaves of the first
+    one verify ("certificate signature failure" for the other's), in either order.  There is
+    no overlap in which old and new leaves are both accepted, so the rotation is refused.
+    With distinct subjectKeyIdentifiers (and leaves carrying authorityKeyIdentifier) Node
+    picks the right one in either order.
+    """
+    for new in adding:
+        for old in live:
+            if old.subject != new.subject or fingerprint_of(old) == fingerprint_of(new):
+                continue
+            old_id, new_id = _ski(old), _ski(new)
+            if old_id is not None and new_id is not None and old_id != new_id:
+                continue
+            return (
+                f"the new CA has the same subject ({new.subject.rfc4514_string()}) as the CA "
+                f"{fingerprint_of(old)[:16]} in the live CA file, and they carry no distinct "
+                "subjectKeyIdentifier: Node (OpenSSL) looks an issuer up by name and takes the "
+                "first CA of that name, so the leaves of the other one are refused "
+                '("certificate signature failure") in either order; old and new leaves cannot '
+                "both be accepted during the rotation.  Fix: issue the new CA with another "
+                "subject (e.g. the year in its CN), or with a subjectKeyIdentifier (and its "
+                "leaves with an authorityKeyIdentifier)"
+            )
+    return None
 
 
 # One certificate block of a CA file, with the line end after it (what a removal cuts out).
@@ -103,11 +147,42 @@ def normalise(fingerprint: str) -> str:
     return fingerprint.replace(":", "").replace(" ", "").strip().lower()
 
 
+MIN_PREFIX = 16  # hex digits: what ``cluster`` prints
+
+
+def resolve(given: str, known: Sequence[str]) -> str:
+    """The one SHA-256 of ``known`` that ``given`` names: the full 64 hex digits, or a prefix
+    of at least 16 (what ``cluster`` prints) that only one of them starts with.
+
+    Raises :class:`CaError` (before anything is exchanged or changed): not hex, too short,
+    no match, or more than one.
+    """
+    wanted = normalise(given)
+    if not re.fullmatch(r"[0-9a-f]{1,64}", wanted):
+        raise CaError(f"{given!r} is not a SHA-256 fingerprint (hex digits, colons allowed)")
+    if len(wanted) < MIN_PREFIX:
+        raise CaError(
+            f"{given!r} is too short to name one CA: give the full SHA-256 or at least its "
+            f"first {MIN_PREFIX} hex digits (as cluster prints them)"
+        )
+    found = sorted({k for k in known if k.startswith(wanted)})
+    if len(wanted) == 64 and not found:
+        return wanted  # a CA gone from the file may still have authority records
+    if not found:
+        raise CaError(
+            f"no CA in the live CA file or in Harper's authority records starts with {wanted}"
+        )
+    if len(found) > 1:
+        raise CaError(
+            f"{wanted} names more than one CA ({', '.join(f[:24] for f in found)}): give more "
+            "hex digits"
+        )
+    return found[0]
+
+
 def _install_ca_file(ctx: Context, ca_pem: bytes, force_peers: bool) -> InstallOutcome:
     """Install the live certificate and key with ``ca_pem`` as the CA file (one swap)."""
-    from harper_certd.service import _read_live
-
-    live = _read_live(ctx)
+    live = read_live(ctx)
     files = {"certificate.pem": live.cert, "privateKey.pem": live.key, "ca.pem": ca_pem}
     copies = ctx.paths.processed.parent / ".harper-certd-copies"
     copies.mkdir(mode=0o700, exist_ok=True)
@@ -130,9 +205,6 @@ def ca_add(ctx: Context, new_ca_pem: bytes, *, force_peers: bool = False) -> Add
 
     Raises :class:`CaError` when ``new_ca_pem`` holds no certificate or one that is not a CA.
     """
-    from harper_certd.harper import operations_api
-    from harper_certd.service import _read_live
-
     adding = _certs(new_ca_pem, "the new CA file")
     for cert in adding:
         try:
@@ -141,8 +213,11 @@ def ca_add(ctx: Context, new_ca_pem: bytes, *, force_peers: bool = False) -> Add
             is_ca = False
         if not is_ca:
             raise CaError(f"{cert.subject.rfc4514_string()} is not a CA (basicConstraints)")
-    live_pem = _read_live(ctx).ca
+    live_pem = read_live(ctx).ca
     live = _certs(live_pem, "the live CA file")
+    conflict = same_name_conflict(live, adding)
+    if conflict is not None:
+        raise CaError(conflict)
     have = {fingerprint_of(c) for c in live}
     fresh = list({fingerprint_of(c): c for c in adding if fingerprint_of(c) not in have}.values())
     if not fresh:
@@ -173,7 +248,7 @@ class Removal:
 
 def _needed_by(ctx: Context, remaining_pem: bytes) -> list[str]:
     """Peers whose served chain ``remaining_pem`` would not verify (or that gave no answer)."""
-    listed = peers._peer_list(ctx)
+    listed = peers.peer_list(ctx.peer_scope())
     if isinstance(listed, str):
         if listed.startswith("peers.check is off") or listed.startswith("not a replication set"):
             return []
@@ -199,12 +274,12 @@ def _record_fingerprints(record: Mapping[str, Any]) -> set[str]:
         return set()
 
 
-def authority_records(api: peers.Api, fingerprint: str) -> list[dict[str, Any]]:
+def authority_records(api: Api, fingerprint: str) -> list[dict[str, Any]]:
     """``list_certificates`` records holding a certificate with SHA-256 ``fingerprint``."""
     return [dict(r) for r in _all_records(api) if fingerprint in _record_fingerprints(r)]
 
 
-def _all_records(api: peers.Api) -> list[Mapping[str, Any]]:
+def _all_records(api: Api) -> list[Mapping[str, Any]]:
     answer = api.call({"operation": "list_certificates"})
     rows = answer.get("result", answer)
     return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
@@ -216,12 +291,19 @@ def ca_remove(ctx: Context, fingerprint: str, *, force_peers: bool = False) -> R
     Raises :class:`CaError` (nothing changed) when it is the last CA, when this node's leaf
     chains to it, or when a peer's served chain needs it or cannot be checked.
     """
-    from harper_certd.harper import operations_api
-    from harper_certd.service import _read_live
-
-    wanted = normalise(fingerprint)
-    data = _read_live(ctx)
+    data = read_live(ctx)
     live = _certs(data.ca, "the live CA file")
+    api = operations_api(ctx.config, ctx.harper)
+    known = [fingerprint_of(c) for c in live]
+    if api is not None:
+        try:
+            records = _all_records(api)
+        except HarperError:
+            records = []
+        known += [fp for r in records for fp in _record_fingerprints(r)]
+    wanted = resolve(fingerprint, known)
+    if len(normalise(fingerprint)) == 64 and wanted not in known:
+        return Removal(None, (), ())  # nothing anywhere: nothing exchanged, nothing changed
     remaining = [c for c in live if fingerprint_of(c) != wanted]
     outcome: InstallOutcome | None = None
     if len(remaining) != len(live):
@@ -238,7 +320,6 @@ def ca_remove(ctx: Context, fingerprint: str, *, force_peers: bool = False) -> R
         outcome = _install_ca_file(ctx, _without(data.ca, wanted, remaining), force_peers)
         if outcome.status != InstallStatus.INSTALLED:
             return Removal(outcome, (), ())
-    api = operations_api(ctx.config, ctx.harper)
     if api is None:
         return Removal(outcome, (), ("*: no Operations API to remove Harper's authority record",))
     remaining_fps = {fingerprint_of(c) for c in remaining}
@@ -261,7 +342,7 @@ def ca_remove(ctx: Context, fingerprint: str, *, force_peers: bool = False) -> R
             ),
         )
     refreshed, not_refreshed = refresh_peer_cas(
-        ctx, api, _certs(data.cert, "the live certificate")[0]
+        ctx, api, _certs(data.cert, "the live certificate")[0], always=True
     )
     removed, kept = [], []
     for record in [r for r in records if wanted in _record_fingerprints(r)]:
@@ -288,8 +369,6 @@ def _kept_ca_matches(record: Mapping[str, Any], url: str, timeout: float) -> boo
     """Whether the CA this node keeps for a peer (``hdb_nodes.ca_info.subject``, Node's
     subject text with its lines joined by spaces) names the issuer of the leaf the peer
     serves now; False when either is unknown."""
-    from harper_certd.harper import served
-
     info = record.get("ca_info")
     subject = info.get("subject") if isinstance(info, dict) else None
     peer = peers.Peer(str(record.get("name")), url)
@@ -307,7 +386,7 @@ def _kept_ca_matches(record: Mapping[str, Any], url: str, timeout: float) -> boo
 
 
 def refresh_peer_cas(
-    ctx: Context, api: peers.Api, leaf: x509.Certificate
+    ctx: Context, api: Api, leaf: x509.Certificate, *, always: bool = False
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Have Harper exchange CAs with each peer again (``update_node``), so that the CA each node
     keeps for the other (``hdb_nodes.ca``) is the one of the leaves served now.
@@ -321,23 +400,17 @@ def refresh_peer_cas(
     answers with.  Done only for peers whose record replicates everything (``replicates:
     true``, no ``subscriptions``): ``update_node`` without subscriptions would turn a
     subscription-based link into full replication.  A peer whose kept CA already names the
-    issuer of the leaf it serves is left alone (nothing to do: no event).  Returns
+    issuer of the leaf it serves is left alone (nothing to do: no event), unless ``always``:
+    the kept CA is the peer's whole authority record, which during a rotation still holds
+    the old CA after its subject already names the new one (a record exchanged before the
+    peer removed the old CA); measured on three nodes: a Harper restarted after every node
+    removed CA1 still accepted CA1 leaves.  ``ca remove`` and the rotation's restart step
+    exchange with every peer for that reason.  Returns
     (refreshed, not refreshed), each "peer: detail"; nothing with ``peers.check: off``.
     """
     if ctx.config.peers.check == "off":
         return (), ()
-    rows = api.call(
-        {
-            "operation": "search_by_value",
-            "database": "system",
-            "table": "hdb_nodes",
-            "search_attribute": "name",
-            "search_value": "*",
-            "get_attributes": ["name", "url", "replicates", "subscriptions", "ca_info"],
-        }
-    )
-    found = rows.get("result", rows)
-    records = [r for r in found if isinstance(r, dict)] if isinstance(found, list) else []
+    records = hdb_nodes(api, ["name", "url", "replicates", "subscriptions", "ca_info"])
     done: list[str] = []
     left: list[str] = []
     issuer_cn = _common_name(leaf.issuer)
@@ -346,7 +419,7 @@ def refresh_peer_cas(
         name, url = record.get("name"), record.get("url")
         if not isinstance(name, str) or not isinstance(url, str) or name == ctx.harper.node_name:
             continue
-        if _kept_ca_matches(record, url, ctx.config.peers.timeout):
+        if not always and _kept_ca_matches(record, url, ctx.config.peers.timeout):
             continue
         if issuer_cn is None or issuer_cn not in names:
             # update_node would send no CA (Harper finds the record by that name).
@@ -356,11 +429,11 @@ def refresh_peer_cas(
         else:
             _update_node(api, name, url, done, left)
     if done or left:
-        log.info("certd.peer_cas_refreshed", refreshed=done, not_refreshed=left)
+        logs.emit(events.PeerCasRefreshed(refreshed=done, not_refreshed=left))
     return tuple(done), tuple(left)
 
 
-def _update_node(api: peers.Api, name: str, url: str, done: list[str], left: list[str]) -> None:
+def _update_node(api: Api, name: str, url: str, done: list[str], left: list[str]) -> None:
     """``update_node`` for one peer; Harper's answer goes to ``done``, or to ``left`` when it
     failed or says the peer's side failed ("… but there was an error updating target node")."""
     try:
@@ -372,9 +445,7 @@ def _update_node(api: peers.Api, name: str, url: str, done: list[str], left: lis
     (left if "error" in message.lower() else done).append(f"{name}: {message}")
 
 
-def wait_for_authority(
-    api: peers.Api, fingerprint: str, timeout: float, interval: float = 0.2
-) -> bool:
+def wait_for_authority(api: Api, fingerprint: str, timeout: float, interval: float = 0.2) -> bool:
     """Wait (bounded) until Harper holds an authority record for ``fingerprint``."""
     deadline = time.monotonic() + timeout
     while True:
@@ -385,7 +456,7 @@ def wait_for_authority(
             pass
         if time.monotonic() >= deadline:
             return False
-        time.sleep(interval)
+        sdnotify.sleep(interval)
 
 
 def read_pem_file(path: Path) -> bytes:

@@ -17,6 +17,7 @@ from typing import Any
 
 from harper_certd import hazards, load
 from harper_certd.discover import HarperConfig, TlsEntry
+from harper_certd.harper.process import harper_entry, harper_pid, harper_version
 from harper_certd.problems import Problem, Severity, has_errors
 from harper_certd.trust import TrustStore, system_store
 from harper_certd.validate import (
@@ -184,8 +185,6 @@ def check_entry(
 
 
 def find_process(config: HarperConfig) -> Process:
-    from harper_certd.harper import harper_entry, harper_pid, harper_version
-
     pid = harper_pid(config.root)
     return Process(pid, harper_version(harper_entry(pid)) if pid is not None else None)
 

@@ -1,7 +1,9 @@
-"""The command line: a thin driver over the stages; exit codes live only here.
+"""The command line: a thin driver over the stages.
 
-Imports are made per command, so that ``validate`` loads neither watchdog nor
-psutil (it is timed against a bare cryptography script in ``bench/``).
+The exit codes are ``install.outcomes``' (``Exit``, and the tables keyed by the install and
+rollback statuses).  Imports are made per command, so that ``validate`` loads neither
+watchdog nor psutil (it is timed against a bare cryptography script in ``bench/``): every
+function-level import here is there for start-up cost, and only here.
 """
 
 from __future__ import annotations
@@ -13,13 +15,20 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from harper_certd import __version__
+from harper_certd.clock import utc_now
+from harper_certd.install.outcomes import Exit
+from harper_certd.textsafe import escape
 
-EXIT_OK = 0
-EXIT_INVALID = 1
-EXIT_USAGE = 2
-EXIT_ROLLED_BACK = 3
+if TYPE_CHECKING:
+    from harper_certd.install.context import Context
+
+EXIT_OK = Exit.OK
+EXIT_INVALID = Exit.INVALID
+EXIT_USAGE = Exit.USAGE
+EXIT_ROLLED_BACK = Exit.ROLLED_BACK
 CONFIG_HELP = (
     "configuration file (YAML); default $HARPER_CERTD_CONFIG, else "
     "/etc/harper-certd/config.yaml when it exists"
@@ -29,7 +38,7 @@ CONFIG_HELP = (
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        say(f"{self.prog}: error: {message}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -41,8 +50,12 @@ def _instant(text: str) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+def say(text: str | list[str], file: TextIO | None = None) -> None:
+    """Write one line of text (a ``str``, any newline in it escaped) or several (a list, one
+    line each), every control, bidi and non-printable character escaped (``textsafe``):
+    every text line the command line writes goes through here."""
+    out = [escape(text)] if isinstance(text, str) else [escape(line) for line in text]
+    print("\n".join(out), file=file or sys.stdout)
 
 
 def _print_json(data: object) -> None:
@@ -50,6 +63,20 @@ def _print_json(data: object) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from harper_certd import judge
+
+    # Node first: its start-up runs while Python imports the analysis below.
+    judge.configure(node=args.node)
+    pending = judge.start_files(
+        Path(args.cert),
+        Path(args.key),
+        Path(args.ca),
+        names=[*args.hostname, *args.url_host],
+        server=args.purpose != "client",
+        client=args.purpose != "server",
+        limit=judge.EARLY_LIMIT,
+    )
+
     from harper_certd import render
     from harper_certd.roles import Purpose, SetPaths
     from harper_certd.validate import validate_files
@@ -57,17 +84,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     paths = SetPaths(Path(args.cert), Path(args.key), Path(args.ca))
     report = validate_files(
         paths,
-        at=args.at or _now(),
+        at=args.at or utc_now(),
         purpose=Purpose(args.purpose),
         hostnames=args.hostname,
         expiry_warning_days=args.warn_days,
         url_hosts=args.url_host,
         replication=args.replication,
+        pending=pending,
     )
     if args.json:
         _print_json(report.as_dict())
     else:
-        print("\n".join(render.report_lines(report, paths)))
+        say(render.report_lines(report, paths))
     if report.valid:
         return EXIT_OK
     # A file that cannot be read at all (missing, not a regular file, no permission) is a
@@ -100,26 +128,36 @@ def cmd_check(args: argparse.Namespace) -> int:
         )
         config = discover.load_config(root)
     except ConfigError as exc:
-        print(f"harper-certd check: {exc}", file=sys.stderr)
+        say(f"harper-certd check: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    _configure_judge(certd_config.judge.node, config.root)
     if args.plan:
         from harper_certd.plan import plan_lines
 
-        print("\n".join(plan_lines(config)))
+        say(plan_lines(config))
         return EXIT_OK
-    result = check(config, args.at or _now(), args.warn_days, certd_config.harper.trust_store)
+    result = check(config, args.at or utc_now(), args.warn_days, certd_config.harper.trust_store)
     if args.json:
         _print_json(render.check_dict(result))
     else:
-        print("\n".join(render.check_lines(result)))
+        say(render.check_lines(result))
     # Nothing checked is not "all fine": exit 1, as for an error (the notes say why).
     return EXIT_OK if result.valid and result.checked else EXIT_INVALID
 
 
-def _context(args: argparse.Namespace) -> object:
-    """The service context from --config and the flags that override it."""
+def _configure_judge(node: str | None, harper_root: Path) -> None:
+    """Harper's own node judges sets (its process, found now and at each judgement), else
+    ``judge.node``, else PATH's."""
+    from harper_certd import judge
+    from harper_certd.harper.process import harper_pid
+
+    judge.configure(node=node, harper_pid=lambda: harper_pid(harper_root))
+
+
+def _context(args: argparse.Namespace) -> Context:
+    """The set's context from --config and the flags that override it."""
     from harper_certd import config as cfg
-    from harper_certd.service import build_context
+    from harper_certd.install.context import build_context
 
     config = cfg.load_config(_config_path(args))
     harper = cfg.with_overrides(
@@ -133,16 +171,24 @@ def _context(args: argparse.Namespace) -> object:
     return build_context(config, set_name=getattr(args, "cert_set", None))
 
 
-def _configure_cli_logging() -> None:
+def _configure_cli_logging(args: argparse.Namespace) -> None:
+    """The command's events on stderr: console lines, or JSON lines when the configuration
+    says ``log.format: json`` (a configuration that cannot be read is the command's to
+    report: console until then)."""
     from harper_certd import journald, logs
+    from harper_certd.config import load_config
 
-    logs.configure(json=False, stream=sys.stderr)
+    try:
+        as_json = load_config(_config_path(args)).log.format == "json"
+    except Exception:  # the command reads it again and says what is wrong with it
+        as_json = False
+    logs.configure(json=as_json, stream=sys.stderr)
     journald.attach()  # the same JSON events in the journal, identifier harper-certd
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     from harper_certd import run
-    from harper_certd.schedule import clock_from_env
+    from harper_certd.clock import clock_from_env
 
     overrides = run.Overrides(
         harper_root=Path(args.harper_root) if args.harper_root else None,
@@ -154,6 +200,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 Command = Callable[[argparse.Namespace], int]
 
 
+# Commands that emit no event (reading files only): logging, structlog's import (~35 % of
+# `status --no-probe`'s time, measured in bench/), is not set up.  The modules they load
+# import harper_certd.logs where they emit, and tests/test_status_imports.py checks it stays
+# unloaded; the validation's judge logs a disagreement only when logging is configured.
+_LOGS_UNUSED = frozenset({"status"})
+
+
 def _infrastructure(func: Command) -> Command:
     """Configuration and state failures are exit 2 with a sentence, never a traceback."""
     import functools
@@ -162,15 +215,16 @@ def _infrastructure(func: Command) -> Command:
     def wrapper(args: argparse.Namespace) -> int:
         from harper_certd.errors import CertdError, SwapError
 
-        _configure_cli_logging()
+        if args.command not in _LOGS_UNUSED:
+            _configure_cli_logging(args)
         try:
             code = func(args)
         except SwapError as exc:
             # A swap that could not be written leaves the live set as it was: "nothing changed".
-            print(f"harper-certd {args.command}: {exc}", file=sys.stderr)
+            say(f"harper-certd {args.command}: {exc}", file=sys.stderr)
             return EXIT_INVALID
         except CertdError as exc:
-            print(f"harper-certd {args.command}: {exc}", file=sys.stderr)
+            say(f"harper-certd {args.command}: {exc}", file=sys.stderr)
             return EXIT_USAGE
         return code
 
@@ -179,13 +233,14 @@ def _infrastructure(func: Command) -> Command:
 
 @_infrastructure
 def cmd_install(args: argparse.Namespace) -> int:
-    from harper_certd.service import Context, install
+    from harper_certd import hints
+    from harper_certd.install.pipeline import install
 
     ctx = _context(args)
-    assert isinstance(ctx, Context)
-    if args.cert_set is None:
-        _other_set_hint(ctx, Path(args.source))
+    note = None if args.cert_set is not None else _other_set_hint(ctx, Path(args.source))
     if args.dry_run:
+        if note:
+            say(note, file=sys.stderr)
         return _install_dry_run(ctx, Path(args.source), args)
     folder: Path | None = Path(args.source)
     if args.keep_source:
@@ -193,35 +248,30 @@ def cmd_install(args: argparse.Namespace) -> int:
     if folder is None:
         return EXIT_INVALID
     outcome = install(ctx, folder, force_older=args.force_older, force_peers=args.force)
+    if note:  # said after the install: it names SOURCE where the install left it
+        say(hints.moved(note, Path(args.source), outcome.kept_at), file=sys.stderr)
     if args.json:
         _print_json(outcome.as_dict())
     else:
         if outcome.recovery is not None:
-            print(f"recovered an interrupted {outcome.recovery.op}: {outcome.recovery.outcome}")
-        for p in outcome.problems:
-            print(f"{p.severity.value}: {p.code}: {p.message}")
+            say(f"recovered an interrupted {outcome.recovery.op}: {outcome.recovery.outcome}")
+        for p in outcome.problems:  # a hint naming the source names it where it is now
+            message = hints.moved(p.message, folder, outcome.kept_at)
+            say(f"{p.severity.value}: {p.code}: {message}")
         if outcome.trust_store is not None:
-            print(f"chain checked against the system trust store: {outcome.trust_store}")
-        print(_install_sentence(outcome))
-    return {
-        "installed": EXIT_OK,
-        "unchanged": EXIT_OK,
-        "refused": EXIT_INVALID,
-        "rolled_back": EXIT_ROLLED_BACK,
-        "rollback_failed": EXIT_ROLLED_BACK,
-    }[outcome.status]
+            say(f"chain checked against the system trust store: {outcome.trust_store}")
+        say(_install_sentence(outcome))
+    return outcome.exit_code
 
 
-def _other_set_hint(ctx: object, source: Path) -> None:
-    """On a node with several sets, say so when SOURCE fits another set than the default."""
-    from harper_certd import dispatch
-    from harper_certd.service import Context
+def _other_set_hint(ctx: Context, source: Path) -> str | None:
+    """On a node with several sets, a note when SOURCE fits another set than the default."""
+    from harper_certd.node import router
 
-    assert isinstance(ctx, Context)
     sets = ctx.harper.sets()
     if len(sets) < 2 or ctx.set_name is None:
-        return
-    routed = dispatch.decide(
+        return None
+    routed = router.decide(
         source,
         sets,
         ctx.set_name,
@@ -230,42 +280,38 @@ def _other_set_hint(ctx: object, source: Path) -> None:
         node_name=ctx.harper.node_name,
     )
     if routed.set_name is not None and routed.set_name != ctx.set_name:
-        print(
+        return (
             f"note: {source} fits set {routed.set_name!r}, not {ctx.set_name!r}: "
-            f"harper-certd install --set {routed.set_name} {source}",
-            file=sys.stderr,
+            f"harper-certd install --set {routed.set_name} {source}"
         )
+    return None
 
 
-def _private_copy(ctx: object, source: Path) -> Path | None:
+def _private_copy(ctx: Context, source: Path) -> Path | None:
     """--keep-source: the set copied (stage's reader and writer) to a private folder beside
     processed/, which install then files away instead of SOURCE."""
     from harper_certd import stage
-    from harper_certd.service import Context
     from harper_certd.source import SourceRefused
 
-    assert isinstance(ctx, Context)
     try:
         files = stage.read_folder(source, ctx.trusted_uids())
     except SourceRefused as exc:
-        print(f"refused: {exc.code}: {exc} (nothing changed)")
+        say(f"refused: {exc.code}: {exc} (nothing changed)")
         return None
     copies = ctx.paths.processed.parent / ".harper-certd-copies"
     copies.mkdir(mode=0o700, exist_ok=True)
     st = os.stat(copies)
     staged = stage.stage_files(files, copies, (st.st_uid, st.st_gid))
-    print(f"{source} copied to {staged.path}; {source} stays as it is.")
+    say(f"{source} copied to {staged.path}; {source} stays as it is.")
     return staged.path
 
 
-def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int:
+def _install_dry_run(ctx: Context, folder: Path, args: argparse.Namespace) -> int:
     """Everything install does before the swap: read, validate, compare with the live set."""
-    from harper_certd import service
+    from harper_certd.install import judge
     from harper_certd.problems import Problem, problem
-    from harper_certd.service import Context
     from harper_certd.source import SourceRefused, read_source
 
-    assert isinstance(ctx, Context)
     certificate: object = None
     try:
         source = read_source(
@@ -279,16 +325,16 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
         would = "refuse"
     else:
         names = tuple(str(folder / n) for n in ("certificate", "private key", "CA file"))
-        report = service._validate(ctx, source.data, (names[0], names[1], names[2]))
+        report = judge.validate_set(ctx, source.data, (names[0], names[1], names[2]))
         certificate = report.as_dict()["certificate"]
         problems = list(report.problems)
         if report.valid and not args.force_older:
-            older = service._older_than_live(ctx, report, folder)
+            older = judge.older_than_live(ctx, report, folder)
             if older is not None:
                 problems.append(older)
         if any(p.severity.value == "error" for p in problems):
             would = "refuse"
-        elif service._same_as_live(ctx, source.data):
+        elif judge.same_as_live(ctx, source.data):
             would = "leave as is (already live)"
         else:
             would = "install"
@@ -305,15 +351,15 @@ def _install_dry_run(ctx: object, folder: Path, args: argparse.Namespace) -> int
         )
     else:
         for p in problems:
-            print(f"{p.severity.value}: {p.code}: {p.message}")
+            say(f"{p.severity.value}: {p.code}: {p.message}")
         if trust is not None:
-            print(f"chain checked against the system trust store: {trust.where}")
-        print(f"Dry run: harper-certd would {would}; nothing was changed.")
+            say(f"chain checked against the system trust store: {trust.where}")
+        say(f"Dry run: harper-certd would {would}; nothing was changed.")
     return EXIT_INVALID if would == "refuse" else EXIT_OK
 
 
 def _install_sentence(outcome: object) -> str:
-    from harper_certd.service import InstallOutcome, InstallStatus
+    from harper_certd.install.outcomes import InstallOutcome, InstallStatus
 
     assert isinstance(outcome, InstallOutcome)
     kept = f" The source is kept in {outcome.kept_at}." if outcome.kept_at else ""
@@ -328,6 +374,13 @@ def _install_sentence(outcome: object) -> str:
         return f"The set is already live (generation {outcome.generation}).{kept}{warning}"
     if outcome.status == InstallStatus.REFUSED:
         return f"Refused; nothing changed.{kept}"
+    if outcome.status == InstallStatus.HELD_FOR_PEERS:
+        peers = ", ".join(outcome.held_for)
+        return (
+            f"Held for {peers} (no answer); nothing changed and the source stays where it is. "
+            f"Run install again once they answer (the daemon re-tries what is in its incoming "
+            f"folder), until {outcome.held_until}; then it goes ahead past them."
+        )
     if outcome.status == InstallStatus.ROLLED_BACK:
         return (
             f"Installed as generation {outcome.generation}, but Harper did not take it; "
@@ -341,37 +394,101 @@ def _install_sentence(outcome: object) -> str:
 
 @_infrastructure
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from harper_certd.service import Context, rollback
+    from harper_certd.install.rollback import rollback
 
     ctx = _context(args)
-    assert isinstance(ctx, Context)
-    outcome = rollback(ctx, args.generation)
+    outcome = rollback(ctx, args.generation, force=args.force)
     if outcome.trust_store is not None:
-        print(f"chain checked against the system trust store: {outcome.trust_store}")
-    print(outcome.message)
-    return {"rolled_back": EXIT_OK, "nothing": EXIT_INVALID, "refused": EXIT_INVALID}.get(
-        outcome.status, EXIT_ROLLED_BACK
-    )
+        say(f"chain checked against the system trust store: {outcome.trust_store}")
+    for p in outcome.problems:
+        say(f"{p.severity.value}: {p.code}: {p.message}")
+    say(outcome.message)
+    return outcome.exit_code
+
+
+def _start_live_judge(
+    args: argparse.Namespace, pid_of: Callable[[Path], int | None]
+) -> None:
+    """Node started on the live set before ``status`` imports the analysis, as ``validate``
+    does: the status' own judgement of the same bytes, names and direction shares this run
+    (``judge.REUSE_SECONDS``).  ``pid_of``: Harper's pid for a root (``harper_pid``).  Best
+    effort: whatever fails here, the status reports it when it builds its context; a set
+    without a CA file is judged without this run."""
+    # start-up cost: only the configuration's readers, before cryptography and the rest.
+    from harper_certd import config as cfg
+    from harper_certd import discover, judge
+    from harper_certd.install.managed import managed_set
+    from harper_certd.roles import Purpose
+
+    try:
+        config = cfg.load_config(_config_path(args))
+        harper_config = cfg.with_overrides(
+            config.harper, root=Path(args.harper_root) if args.harper_root else None
+        )
+        root = cfg.resolve_paths(cfg.with_overrides(config, harper=harper_config)).harper_root
+        managed = managed_set(discover.load_config(root), getattr(args, "cert_set", None))
+        if managed.live.ca is None:
+            return
+        # The choice build_context makes (install.context._configure_judge).
+        judge.configure(node=config.judge.node, harper_pid=lambda: pid_of(root))
+        judge.start_files(
+            managed.live.cert,
+            managed.live.key,
+            managed.live.ca,
+            names=[*managed.hostnames, *managed.url_hosts],
+            server=managed.purpose is not Purpose.CLIENT,
+            client=managed.purpose is not Purpose.SERVER,
+            limit=judge.EARLY_LIMIT,
+        )
+    except Exception:  # the status' own reading says what is wrong, with its exit code
+        return
 
 
 @_infrastructure
 def cmd_status(args: argparse.Namespace) -> int:
     """Exit 0 ok, 1 warning, 2 critical (Nagios plugin convention; health.Level)."""
-    from harper_certd import health
-    from harper_certd.service import Context, status
+    import functools
+
+    from harper_certd.harper.process import harper_pid
+
+    # Harper's pid looked up once per root for the whole command (a status is one instant):
+    # without a pidfile each lookup scans every process, and each judgement asks.
+    pid_of = functools.cache(harper_pid)
+    _start_live_judge(args, pid_of)  # Node's start-up runs while Python imports the rest
+    from harper_certd import health, judge
+    from harper_certd.status import status
 
     ctx = _context(args)
-    assert isinstance(ctx, Context)
+    root = ctx.paths.harper_root
+    judge.configure(node=ctx.config.judge.node, harper_pid=lambda: pid_of(root))
     info = status(ctx)
     now = ctx.clock()
     snap = health.snapshot(ctx, now, served=not args.no_probe)
-    data = {**info.as_dict(now), **snap.as_dict()}
+    data = {
+        **info.as_dict(now),
+        **snap.as_dict(),
+        "expiry_warn_days": list(ctx.config.expiry.warn_days),  # fleet's last threshold
+    }
+    # start-up cost: the process scan and the lines table only for this command
+    from harper_certd.check import find_process
+    from harper_certd.harper.lines import line_of, support
+
+    process = find_process(ctx.harper)
+    line = line_of(process.version)
+    data["harper"] = {
+        "pid": process.pid,
+        "version": process.version,
+        "line": None if line is None else line.name,
+        "support": support(process.version),
+    }
     if args.json:
         _emit(lambda: _print_json(data))
         return int(snap.level)
     lines: list[str] = []
     out = lines.append  # the report is written at once by _emit, below
     out(f"{snap.level.word.upper()}: node {snap.node_name or '?'} ({snap.harper_root})")
+    running = "not running" if process.pid is None else f"pid {process.pid}"
+    out(f"harper: {running}; {support(process.version)}")
     for f in snap.findings:
         out(f"  {f.level.word}: {f.code}: {f.message}")
     live = data["live"]
@@ -380,7 +497,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     else:
         out(f"live set: {live['subject']} issued by {live['issuer']}")
         out(
-            f"  sha256 {live['sha256']}, {live['days_left']:.1f} days left,"
+            f"  sha256 {live['sha256']}, {_left(live, now)},"
             f" {'valid' if live['valid'] else 'INVALID'}"
         )
         if data["trust_store"] is not None:
@@ -399,7 +516,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         for v in s["served"] or ():
             out(f"  {v['dialled']}: {v['sha256'] or v['error']}")
         for c in s["certificates"]:
-            out(f"  {c['role']:<12} {c['days_left']:>8.1f} days  {c['subject']}")
+            out(f"  {c['role']:<12} {_left(c, now):>16}  {c['subject']}")
         if s["next_renewal"] is not None:
             out(f"  next renewal {s['next_renewal']}, overdue from {s['renewal_overdue_at']}")
         if s["generation"] is not None:
@@ -420,8 +537,17 @@ def cmd_status(args: argparse.Namespace) -> int:
     out("last operations:")
     for h in data["history"]:
         out(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")
-    _emit(lambda: sys.stdout.write("".join(f"{line}\n" for line in lines)))
+    _emit(lambda: sys.stdout.write("".join(f"{escape(line)}\n" for line in lines)))
     return int(snap.level)
+
+
+def _left(cert: dict[str, object], now: dt.datetime) -> str:
+    """Time left before a certificate's notAfter, from the instant itself (``days_left`` is
+    rounded to 0.01 day: 14 minutes)."""
+    from harper_certd import spans
+
+    not_after = dt.datetime.fromisoformat(str(cert["not_after"]))
+    return spans.left((not_after - now).total_seconds())
 
 
 def _loaded_config(args: argparse.Namespace) -> object:
@@ -440,7 +566,7 @@ def _loaded_config(args: argparse.Namespace) -> object:
 @_infrastructure
 def cmd_stage(args: argparse.Namespace) -> int:
     """0 staged (or, with --wait, installed), 1 refused, 3 rolled back, 4 no outcome in time."""
-    from harper_certd import discover, logs, stage
+    from harper_certd import discover, events, logs, stage
     from harper_certd.config import Config, resolve_paths
     from harper_certd.source import SourceRefused
 
@@ -452,12 +578,12 @@ def cmd_stage(args: argparse.Namespace) -> int:
         names = [c.name for c in discover.load_config(paths.harper_root).sets()]
         if args.set not in names:
             why = f"no set named {args.set!r} here (sets: {', '.join(names)})"
-            print(f"harper-certd stage: {why}", file=sys.stderr)
+            say(f"harper-certd stage: {why}", file=sys.stderr)
             return EXIT_USAGE
         if len(names) > 1:  # each set has its folder, incoming/<set name>/ (the daemon's lanes)
             target = paths.incoming / args.set
     if (args.source is None) == (args.cert is None):
-        print("harper-certd stage: give SOURCE, or --cert and --key (and --ca)", file=sys.stderr)
+        say("harper-certd stage: give SOURCE, or --cert and --key (and --ca)", file=sys.stderr)
         return EXIT_USAGE
     owner = stage.owner_of(paths.state, paths.incoming)
     trusted = {0, os.geteuid(), owner[0]}
@@ -470,32 +596,34 @@ def cmd_stage(args: argparse.Namespace) -> int:
             files = stage.read_folder(Path(args.source), trusted)
         else:
             if args.key is None:
-                print("harper-certd stage: --cert needs --key", file=sys.stderr)
+                say("harper-certd stage: --cert needs --key", file=sys.stderr)
                 return EXIT_USAGE
             files = stage.read_files(
                 Path(args.cert), Path(args.key), Path(args.ca) if args.ca else None
             )
     except SourceRefused as exc:
-        print(f"harper-certd stage: {exc.code}: {exc}", file=sys.stderr)
+        say(f"harper-certd stage: {exc.code}: {exc}", file=sys.stderr)
         return EXIT_INVALID
     staged = stage.stage_files(files, target, owner)
-    logs.get_logger().info(
-        "certd.set_staged",
-        source=args.source or args.cert,
-        staged=str(staged.path),
-        files=list(staged.files),
+    logs.emit(
+        events.SetStaged(
+            source=args.source or args.cert,
+            staged=str(staged.path),
+            files=list(staged.files),
+        )
     )
-    print(f"Staged as {staged.path}; the daemon takes it from there.")
+    say(f"Staged as {staged.path}; the daemon takes it from there.")
     if not args.wait:
         return EXIT_OK
     outcome, where = stage.wait_outcome(staged, paths.processed, paths.rejected, args.timeout)
     words = {
-        stage.Outcome.INSTALLED: "installed (or already live)",
+        stage.Outcome.INSTALLED: "processed",
         stage.Outcome.REFUSED: "refused; nothing changed",
         stage.Outcome.ROLLED_BACK: "installed, Harper did not take it, rolled back",
         stage.Outcome.NO_OUTCOME: f"no outcome after {args.timeout:.0f}s: is the daemon running?",
     }
-    print(f"{words[outcome]}{f' (kept in {where})' if where else ''}")
+    why = stage.explain(outcome, where, staged, paths.state, stage.leaf_sha256(files))
+    say(f"{words[outcome]}{f': {why}' if why else ''}{f' (kept in {where})' if where else ''}")
     return int(outcome)
 
 
@@ -503,15 +631,13 @@ def cmd_stage(args: argparse.Namespace) -> int:
 def cmd_release(args: argparse.Namespace) -> int:
     """0 released (or nothing to release); 1 a path could not be replaced (SwapError)."""
     from harper_certd.release import release
-    from harper_certd.service import Context
 
     ctx = _context(args)
-    assert isinstance(ctx, Context)
     done = release(ctx.store)
     if done.already_plain:
-        print("Harper's certificate files are plain files already; nothing to release.")
+        say("Harper's certificate files are plain files already; nothing to release.")
     else:
-        print(
+        say(
             f"Released generation {done.generation}: "
             + ", ".join(str(p) for p in done.paths)
             + f" are plain files again. {ctx.paths.state} is no longer used"
@@ -527,12 +653,12 @@ def cmd_fleet(args: argparse.Namespace) -> int:
     try:
         found, worst = fleet.rows([Path(p) for p in args.files])
     except fleet.FleetError as exc:
-        print(f"harper-certd fleet: {exc}", file=sys.stderr)
+        say(f"harper-certd fleet: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.json:
         _print_json({"worst": worst, "rows": [r.as_dict() for r in found]})
     else:
-        print("\n".join(fleet.table(found)))
+        say(fleet.table(found))
     return worst
 
 
@@ -548,10 +674,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 @_infrastructure
 def cmd_ca(args: argparse.Namespace) -> int:
     from harper_certd import cafile
-    from harper_certd.service import Context, InstallStatus
+    from harper_certd.install.outcomes import InstallStatus
 
     ctx = _context(args)
-    assert isinstance(ctx, Context)
+    if args.ca_command == "rotate":
+        return _ca_rotate(ctx, args)
     try:
         if args.ca_command == "add":
             added = cafile.ca_add(
@@ -559,64 +686,112 @@ def cmd_ca(args: argparse.Namespace) -> int:
             )
             outcome = added.outcome
             if outcome is None:
-                print("every CA in that file is in the live CA file already: nothing changed")
+                say("every CA in that file is in the live CA file already: nothing changed")
                 return EXIT_OK
             if added.authority_loaded is False:
-                print("warning: Harper has not loaded the new CA (list_certificates) in time")
+                say("warning: Harper has not loaded the new CA (list_certificates) in time")
         else:
             removal = cafile.ca_remove(ctx, args.fingerprint, force_peers=args.force)
             for name in removal.records_removed:
-                print(f"Harper's authority record {name} removed (remove_certificate)")
+                say(f"Harper's authority record {name} removed (remove_certificate)")
             for why in removal.records_kept:
-                print(f"kept: {why}")
+                say(f"kept: {why}")
             for peer in removal.peers_refreshed:
-                print(f"CAs exchanged again with {peer}")
+                say(f"CAs exchanged again with {peer}")
             for why in removal.peers_not_refreshed:
-                print(f"CAs not exchanged again: {why}")
+                say(f"CAs not exchanged again: {why}")
             outcome = removal.outcome
             if outcome is None:
-                print("that CA is not in the live CA file")
+                say("that CA is not in the live CA file")
                 return EXIT_OK
     except cafile.CaError as exc:
-        print(f"refused: {exc} (nothing changed)")
+        say(f"refused: {exc} (nothing changed)")
         return EXIT_INVALID
     for p in outcome.problems:
-        print(f"{p.severity.value}: {p.code}: {p.message}")
-    print(_install_sentence(outcome))
+        say(f"{p.severity.value}: {p.code}: {p.message}")
+    say(_install_sentence(outcome))
     done = outcome.status in (InstallStatus.INSTALLED, InstallStatus.UNCHANGED)
     return EXIT_OK if done else EXIT_INVALID
 
 
+# --- h-clusterB (issue 18): ca rotate -------------------------------------------------------
+
+
+def _ca_rotate(ctx: Context, args: argparse.Namespace) -> int:
+    from harper_certd import cafile
+    from harper_certd.rotation import command
+    from harper_certd.rotation.phases import State
+
+    try:
+        if args.leaf:
+            where = command.stage_leaf(ctx, Path(args.leaf))
+            say(f"new-CA leaf staged for this node's switch_leaf step: {where}")
+            return EXIT_OK
+        for flag, state in (("pause", State.PAUSED), ("resume", State.ACTIVE)):
+            if getattr(args, flag):
+                plan = command.set_state(ctx, state)
+                say(f"plan {plan.plan_id} is {plan.state.value}")
+                return EXIT_OK
+        if args.abort:
+            plan = command.set_state(ctx, State.ABORTED)
+            say(
+                f"plan {plan.plan_id} aborted: no node takes another step; every step already "
+                "taken stays (a CA added is harmless; ca remove takes it out again)"
+            )
+            return EXIT_OK
+        if args.status or not args.file:
+            data = command.status(ctx)
+            if args.json:
+                _print_json(data)
+            else:
+                say(command.render(data))
+            return EXIT_OK
+        plan = command.start(ctx, cafile.read_pem_file(Path(args.file)))
+    except cafile.CaError as exc:
+        say(f"refused: {exc} (nothing changed)")
+        return EXIT_INVALID
+    say(
+        f"plan {plan.plan_id} written to Harper (harper_certd.ca_rotation): rotating "
+        f"{', '.join(plan.nodes)} to {plan.new_sha256[:16]}; every node's daemon takes its "
+        "own steps (ca rotate --status)"
+    )
+    return EXIT_OK
+
+
 @_infrastructure
 def cmd_cluster(args: argparse.Namespace) -> int:
-    from harper_certd import cluster
-    from harper_certd.service import Context
+    from harper_certd import cafile, cluster
+    from harper_certd.errors import CertdError
+    from harper_certd.rotation import command as rotation
 
     ctx = _context(args)
-    assert isinstance(ctx, Context)
     data = cluster.view(ctx)
+    try:
+        data["rotation"] = rotation.status(ctx)
+    except (cafile.CaError, CertdError) as exc:  # the view stands without it
+        data["rotation"] = {"error": str(exc)}
     if args.json:
         _print_json(data)
     else:
-        print(cluster.render(data))
+        say(cluster.render(data).split("\n"))
+        if "error" not in data["rotation"]:
+            say(rotation.render(data["rotation"]))
     return EXIT_OK if data["phase"] != "unknown" else EXIT_INVALID
 
 
 @_infrastructure
 def cmd_harden(args: argparse.Namespace) -> int:
     from harper_certd import harden
-    from harper_certd.service import Context
 
     ctx = _context(args)
-    assert isinstance(ctx, Context)
     try:
         result = harden.harden(ctx, dry_run=args.dry_run)
     except harden.HardenRefused as exc:
-        print(f"refused: {exc} (nothing changed)")
+        say(f"refused: {exc} (nothing changed)")
         return EXIT_INVALID
-    print(result.diff or "nothing to change")
+    say((result.diff or "nothing to change").split("\n"))
     for line in result.notes:
-        print(line)
+        say(line)
     return EXIT_OK
 
 
@@ -646,6 +821,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="judge as a Harper node's replication set: Harper's CA-file rule too "
         "(the leaf's issuer first in the CA file, every intermediate in it)",
+    )
+    v.add_argument(
+        "--node",
+        default=None,
+        metavar="PATH",
+        help="the Node.js that judges the set (default: the node on PATH); 'none' for "
+        "harper-certd's model of Node 20 alone",
     )
     v.add_argument(
         "--url-host",
@@ -714,6 +896,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("rollback", help="put an earlier generation back")
     r.add_argument("generation", nargs="?", help="generation id (default: the one before)")
+    r.add_argument(
+        "--force",
+        action="store_true",
+        help="roll back even to a set the peers would refuse: logged as certd.peers_overridden "
+        "(critical); the proof after the switch still switches away from a set a peer refuses",
+    )
     common(r)
     per_set(r)
     r.set_defaults(func=cmd_rollback)
@@ -775,6 +963,25 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (ca_add, ca_rm):
         p.add_argument("--force", action="store_true", help="past the peer guard (critical)")
         common(p)
+    ca_rot = ca_sub.add_parser(
+        "rotate",
+        help="rotate the whole cluster to NEW_CA: a plan in Harper that every node's daemon "
+        "carries out (docs/cluster.md)",
+    )
+    ca_rot.add_argument("file", nargs="?", help="PEM file with the new CA certificate")
+    rot_mode = ca_rot.add_mutually_exclusive_group()
+    for flag, what in (
+        ("--status", "every node's phase from the table"),
+        ("--pause", "no node takes another step until --resume"),
+        ("--resume", "the paused plan goes on"),
+        ("--abort", "the plan stops for good (steps taken stay)"),
+    ):
+        rot_mode.add_argument(flag, action="store_true", help=what)
+    rot_mode.add_argument(
+        "--leaf", metavar="SOURCE", help="stage this node's new-CA certificate.pem + privateKey.pem"
+    )
+    ca_rot.add_argument("--json", action="store_true")
+    common(ca_rot)
     ca.set_defaults(func=cmd_ca)
     cl = sub.add_parser("cluster", help="this node and each peer: served leaf, trust, phase")
     cl.add_argument("--json", action="store_true")

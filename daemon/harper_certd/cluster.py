@@ -22,21 +22,21 @@ The phase of a CA rotation (README, "CA rotation across the cluster"):
 from __future__ import annotations
 
 import datetime as dt
+import socket
+import ssl
 from typing import Any
 
 from cryptography import x509
 
-from harper_certd import peers
+from harper_certd import peers, textsafe
 from harper_certd.errors import HarperError
-from harper_certd.service import Context, _read_live
+from harper_certd.harper.api import Api, hdb_nodes, operations_api
+from harper_certd.install.context import Context, read_live
 from harper_certd.validate import fingerprint
 
 
-def _served_leaf(host: str, port: int) -> tuple[str | None, str, float | None]:
+def _served_leaf(host: str, port: int, now: dt.datetime) -> tuple[str | None, str, float | None]:
     """(sha256, issuer, days left) of the leaf served on ``host:port``."""
-    import socket
-    import ssl
-
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
@@ -51,20 +51,18 @@ def _served_leaf(host: str, port: int) -> tuple[str | None, str, float | None]:
     if not der:
         return None, "", None
     cert = x509.load_der_x509_certificate(der)
-    left = (cert.not_valid_after_utc - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+    left = (cert.not_valid_after_utc - now).total_seconds() / 86400
     return fingerprint(cert), cert.issuer.rfc4514_string(), round(left, 1)
 
 
 def view(ctx: Context) -> dict[str, Any]:
     """The cluster as this node sees it (JSON-ready)."""
-    from harper_certd.harper import operations_api
-
-    live = _read_live(ctx)
+    live = read_live(ctx)
     ca_certs = x509.load_pem_x509_certificates(live.ca)
     leaf = x509.load_pem_x509_certificates(live.cert)[0]
     port = ctx.harper.secure_ports.get("replication")
     host = ctx.config.verify.host or "127.0.0.1"
-    sha, issuer, days = _served_leaf(host, port) if port else (None, "", None)
+    sha, issuer, days = _served_leaf(host, port, ctx.clock()) if port else (None, "", None)
     api = operations_api(ctx.config, ctx.harper)
     authorities: list[str] = []
     if api is not None:
@@ -90,7 +88,7 @@ def view(ctx: Context) -> dict[str, Any]:
         ],
         "authority_records": authorities,
     }
-    listed = peers._peer_list(ctx)
+    listed = peers.peer_list(ctx.peer_scope())
     kept = _kept_cas(api)
     rows_out: list[dict[str, Any]] = []
     issuers = {issuer} if issuer else set()
@@ -99,7 +97,7 @@ def view(ctx: Context) -> dict[str, Any]:
         candidate = peers.Candidate(live.cert, live.key, live.ca)
         for peer in listed:
             result = peers.probe_peer(peer, candidate, ctx.config.peers.timeout)
-            p_sha, p_issuer, p_days = _served_leaf(peer.host, peer.port)
+            p_sha, p_issuer, p_days = _served_leaf(peer.host, peer.port, ctx.clock())
             if p_sha is None:
                 unknown = True
             else:
@@ -139,27 +137,17 @@ def view(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _kept_cas(api: peers.Api | None) -> dict[str, str]:
+def _kept_cas(api: Api | None) -> dict[str, str]:
     """Node name -> subject of the CA kept for it (``hdb_nodes.ca_info``); {} when unknown."""
     if api is None:
         return {}
     try:
-        answer = api.call(
-            {
-                "operation": "search_by_value",
-                "database": "system",
-                "table": "hdb_nodes",
-                "search_attribute": "name",
-                "search_value": "*",
-                "get_attributes": ["name", "ca_info"],
-            }
-        )
+        rows = hdb_nodes(api, ["name", "ca_info"])
     except HarperError:
         return {}
-    rows = answer.get("result", answer)
     out = {}
-    for row in rows if isinstance(rows, list) else []:
-        info = row.get("ca_info") if isinstance(row, dict) else None
+    for row in rows:
+        info = row.get("ca_info")
         if isinstance(info, dict) and isinstance(info.get("subject"), str):
             out[str(row.get("name"))] = str(info["subject"])
     return out
@@ -202,8 +190,8 @@ def render(data: dict[str, Any]) -> str:
             lines.append(
                 f"  warning: the CA kept for {p['name']} is {p['kept_ca']}, not its leaf's "
                 "issuer: after a restart this node may refuse it (harper-certd ca remove "
-                "exchanges the CAs again; see the README's runbook)"
+                "exchanges the CAs again; see docs/runbooks/ca-rotation.md)"
             )
     if data["peers_unlisted"]:
         lines.append(f"peers not listed: {data['peers_unlisted']}")
-    return "\n".join(lines)
+    return "\n".join(textsafe.escape(line) for line in lines)  # names come from certificates

@@ -7,6 +7,7 @@ was expected; every key has a default, documented in ``config.example.yaml``.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import os
 import types
 import typing
@@ -16,10 +17,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harper_certd.errors import ConfigError
+from harper_certd.harper.method import RestartMethod
 from harper_certd.roles import default_root
 from harper_certd.yamlfile import read_yaml
 
-RestartMethod = Literal["auto", "hot-reload", "operations-api", "cli", "systemd", "command", "none"]
 OnInvalidLive = Literal["report", "restore"]
 
 
@@ -33,7 +34,7 @@ class HarperSection:
 
 @dataclass(frozen=True, slots=True)
 class RestartSection:
-    method: RestartMethod = "auto"
+    method: RestartMethod = RestartMethod.AUTO  # the enum's values are the accepted spellings
     command: tuple[str, ...] = ()  # argv for method "command"; never a shell string
     unit: str = "harperdb"  # for method "systemd"
     timeout: float = 120.0  # seconds a restart command may take
@@ -141,7 +142,10 @@ class PeersSection:
     check: Literal["auto", "off"] = "auto"
     timeout: float = 5.0  # seconds per probe (TCP, TLS, WebSocket, verdict)
     # A peer that cannot be reached before a swap: "hold" (retry every retry_seconds for at
-    # most hold_seconds, then refuse) or "refuse" at once.  Never installed silently.
+    # most hold_seconds) or "refuse" (no retries in the call).  Then a set the peer already
+    # trusts goes ahead (certd.peer_unreachable_trusted); any other is held and re-tried by
+    # the daemon every retry_seconds until the peer answers or the live leaf reaches its last
+    # expiry.warn_days threshold (certd.set_held_for_peers, certd.peer_hold_expired).
     unreachable: Literal["hold", "refuse"] = "hold"
     hold_seconds: float = 120.0
     retry_seconds: float = 10.0
@@ -165,8 +169,17 @@ class SetSection:
 
 
 @dataclass(frozen=True, slots=True)
+class JudgeSection:
+    # The node that judges sets when Harper is not running here (Harper's own node, read
+    # from its process, comes first): a path, "none" for harper-certd's model alone, or
+    # null for PATH's node (harper_certd.judge.runtime).
+    node: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     harper: HarperSection = field(default_factory=HarperSection)
+    judge: JudgeSection = field(default_factory=JudgeSection)
     incoming_dir: Path | None = None  # default <harper.root>/keys/incoming
     processed_dir: Path | None = None  # default <harper.root>/keys/processed
     rejected_dir: Path | None = None  # default <harper.root>/keys/rejected
@@ -201,20 +214,32 @@ class Paths:
     state: Path
 
 
+def absolute(path: Path) -> Path:
+    """``path`` with ``~`` expanded, made absolute against the working directory now.
+
+    Every path from the configuration, the command line and the environment goes through
+    here once, where it is given (issue 17): a relative ``--state-dir`` made the live links,
+    which name the state directory, dangle from the keys folder they are in.  Not resolved:
+    links in it stay links (``Path.absolute``).
+    """
+    return path.expanduser().absolute()
+
+
 def resolve_paths(config: Config, env: Mapping[str, str] | None = None) -> Paths:
+    """Every directory, absolute (``absolute``), defaults filled in."""
     env = os.environ if env is None else env
 
-    root = config.harper.root or default_root(env)
+    root = absolute(config.harper.root or default_root(env))
     keys = root / "keys"
     state = config.state_dir or Path(
         env.get("STATE_DIRECTORY", "").split(":")[0] or "/var/lib/harper-certd"
     )
     return Paths(
         harper_root=root,
-        incoming=config.incoming_dir or keys / "incoming",
-        processed=config.processed_dir or keys / "processed",
-        rejected=config.rejected_dir or keys / "rejected",
-        state=state,
+        incoming=absolute(config.incoming_dir or keys / "incoming"),
+        processed=absolute(config.processed_dir or keys / "processed"),
+        rejected=absolute(config.rejected_dir or keys / "rejected"),
+        state=absolute(state),
     )
 
 
@@ -225,6 +250,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " or ".join(repr(a) for a in typing.get_args(tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return " or ".join(repr(m.value) for m in tp)
     if origin in (typing.Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is tuple:
@@ -261,6 +288,9 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
     elif origin is Literal:
         if value in typing.get_args(tp):
             return value
+    elif isinstance(tp, type) and issubclass(tp, enum.Enum):
+        if any(value == m.value for m in tp):
+            return tp(value)
     elif origin is tuple:
         if isinstance(value, list):
             item = typing.get_args(tp)[0]
@@ -269,7 +299,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         return _build(tp, value, where)
     elif tp is Path:
         if isinstance(value, str) and value:
-            return Path(value).expanduser()
+            return absolute(Path(value))
     elif tp is bool:
         if isinstance(value, bool):
             return value
@@ -310,7 +340,7 @@ def _check(config: Config) -> Config:
         raise ConfigError(f"sets: a set is named twice ({', '.join(names)})")
     if config.generations_kept < 2:
         raise ConfigError("generations_kept: must be 2 or more (the live set and the one before)")
-    if config.restart.method == "command" and not config.restart.command:
+    if config.restart.method == RestartMethod.COMMAND and not config.restart.command:
         raise ConfigError("restart.command: must name an argv list when restart.method is command")
     if config.retention.keep < 1:
         raise ConfigError("retention.keep: must be 1 or more")
@@ -350,7 +380,7 @@ def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:
     exists, else None (every default)."""
     env = os.environ if env is None else env
     if env.get(CONFIG_ENV):
-        return Path(env[CONFIG_ENV]).expanduser()
+        return absolute(Path(env[CONFIG_ENV]))
     return DEFAULT_CONFIG_PATH if DEFAULT_CONFIG_PATH.is_file() else None
 
 
@@ -365,7 +395,9 @@ _T = typing.TypeVar("_T")
 
 
 def with_overrides(section: _T, **changes: Any) -> _T:
-    """Command-line flags override the file (None: not given)."""
+    """Command-line flags override the file (None: not given); a path made absolute
+    (``absolute``) here, where the command line gives it."""
+    given = {k: absolute(v) if isinstance(v, Path) else v for k, v in changes.items()}
     return dataclasses.replace(  # type: ignore[type-var]
-        section, **{k: v for k, v in changes.items() if v is not None}
+        section, **{k: v for k, v in given.items() if v is not None}
     )

@@ -108,6 +108,19 @@ def _bool_false(buf: bytes, node: Tlv) -> bool:
     return node.tag == BOOLEAN and node.end - node.content == 1 and buf[node.content] == 0
 
 
+def _bool_loose_true(buf: bytes, node: Tlv) -> bool:
+    """A BER TRUE that DER forbids: one content byte other than 0x00 and 0xFF (OpenSSL
+    reads any non-zero byte as TRUE; golang/go#53932's device CA has 0x01)."""
+    return (
+        node.tag == BOOLEAN
+        and node.end - node.content == 1
+        and buf[node.content] not in (0x00, 0xFF)
+    )
+
+
+_DER_TRUE = bytes((BOOLEAN, 1, 0xFF))
+
+
 def _fix_extension(buf: bytes, ext: Tlv) -> bytes:
     parts = children(buf, ext)
     if ext.tag != SEQUENCE or len(parts) not in (2, 3) or parts[0].tag != OID:
@@ -117,6 +130,8 @@ def _fix_extension(buf: bytes, ext: Tlv) -> bytes:
         raw = buf[part.start : part.end]
         if i == 1 and _bool_false(buf, part):
             continue  # critical BOOLEAN DEFAULT FALSE
+        if i == 1 and _bool_loose_true(buf, part):
+            raw = _DER_TRUE
         if (
             part.tag == OCTET_STRING
             and parts[0].tag == OID
@@ -132,12 +147,16 @@ def _fix_extension(buf: bytes, ext: Tlv) -> bytes:
             if seq is not None and items and _bool_false(inner, items[0]):
                 rest = b"".join(inner[c.start : c.end] for c in items[1:])
                 raw = _encode(OCTET_STRING, _encode(SEQUENCE, rest))
+            elif seq is not None and items and _bool_loose_true(inner, items[0]):
+                rest = b"".join(inner[c.start : c.end] for c in items[1:])
+                raw = _encode(OCTET_STRING, _encode(SEQUENCE, _DER_TRUE + rest))
         out.append(raw)
     return _encode(SEQUENCE, b"".join(out))
 
 
 def normalise_certificate(der: bytes) -> bytes | None:
-    """The certificate with explicitly encoded DEFAULT values removed; None if none were.
+    """The certificate with explicitly encoded DEFAULT values removed and BER TRUEs written
+    as DER's 0xFF (extensions' critical flag, basicConstraints' cA); None if none were.
 
     Only the path to the changed elements is re-encoded (with minimal lengths); the
     signature stays as it is, so it verifies only over the ORIGINAL tbsCertificate.
@@ -300,3 +319,93 @@ def parse_aux(buf: bytes) -> CertAux | None:
     except DerError:
         return None
     return CertAux(tuple(trust), tuple(reject))
+
+
+# Extensions OpenSSL 3.0 decodes when it uses a certificate (x509v3_cache_extensions, name
+# constraints and policies at verification): a malformed one of these makes it refuse the
+# certificate; any other extension is not decoded, so a malformed or repeated one is ignored.
+OPENSSL_DECODED = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "551d13",  # basicConstraints
+        "551d0f",  # keyUsage
+        "551d25",  # extKeyUsage
+        "551d0e",  # subjectKeyIdentifier
+        "551d23",  # authorityKeyIdentifier
+        "551d11",  # subjectAltName
+        "551d12",  # issuerAltName
+        "551d1f",  # cRLDistributionPoints
+        "551d20",  # certificatePolicies
+        "551d24",  # policyConstraints
+        "551d21",  # policyMappings
+        "551d36",  # inhibitAnyPolicy
+        "2b06010505070e",  # proxyCertInfo
+        "6086480186f8420101",  # nsCertType
+        "2b06010505070107",  # sbgp-ipAddrBlock
+        "2b06010505070108",  # sbgp-autonomousSysNum
+    )
+)
+OID_NAME_CONSTRAINTS = bytes.fromhex("551d1e")
+
+
+def _empty_name_constraints(buf: bytes, value: Tlv) -> bool:
+    """A nameConstraints value with no subtree at all (empty or NULL permitted/excluded
+    parts): it constrains nothing, and OpenSSL takes it so (x509-limbo webpki::nc::*-both-*)."""
+    try:
+        seq = tlv(buf, value.content)
+        for part in children(buf, seq):
+            if part.tag not in (0xA0, 0xA1):
+                return False
+            inner = children(buf, part)
+            if any(c.tag != 0x05 for c in inner):  # only NULLs (or nothing) inside
+                return False
+    except DerError:
+        return False
+    return True
+
+
+def ignorable_extensions_removed(der: bytes) -> bytes | None:
+    """The certificate without the extensions OpenSSL would not decode (non-critical, of an
+    OID outside ``OPENSSL_DECODED``), without repeats of such OIDs, and without a
+    nameConstraints that holds no subtree; None when nothing is removed or the DER is broken.
+
+    For reading a certificate whose extensions cryptography refuses as a whole but OpenSSL
+    takes; the signature then verifies only over the ORIGINAL tbsCertificate.
+    """
+    try:
+        cert = tlv(der, 0)
+        top = children(der, cert)
+        if cert.tag != SEQUENCE or len(top) != 3 or top[0].tag != SEQUENCE:
+            return None
+        fields = children(der, top[0])
+        new_fields: list[bytes] = []
+        removed = False
+        for f in fields:
+            raw = der[f.start : f.end]
+            if f.tag == 0xA3:
+                outer = children(der, f)
+                if len(outer) != 1 or outer[0].tag != SEQUENCE:
+                    return None
+                kept: list[bytes] = []
+                for ext in children(der, outer[0]):
+                    parts = children(der, ext)
+                    if not parts or parts[0].tag != OID:
+                        return None
+                    oid = der[parts[0].content : parts[0].end]
+                    critical = len(parts) == 3 and der[parts[1].content : parts[1].end] != b"\x00"
+                    if oid == OID_NAME_CONSTRAINTS and _empty_name_constraints(der, parts[-1]):
+                        removed = True
+                        continue
+                    if oid not in OPENSSL_DECODED and oid != OID_NAME_CONSTRAINTS and not critical:
+                        removed = True
+                        continue
+                    kept.append(der[ext.start : ext.end])
+                raw = _encode(0xA3, _encode(SEQUENCE, b"".join(kept)))
+            new_fields.append(raw)
+        if not removed:
+            return None
+        new_tbs = _encode(SEQUENCE, b"".join(new_fields))
+        rest = b"".join(der[t.start : t.end] for t in top[1:])
+        return _encode(SEQUENCE, new_tbs + rest)
+    except DerError:
+        return None

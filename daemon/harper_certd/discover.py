@@ -105,6 +105,13 @@ class HarperConfig:
     notes: tuple[str, ...]
     enable_root_cas: bool | None = None  # replication.enableRootCAs as written (None: unset)
     replication_url: str | None = None  # replication.url as written
+    threads: int = 1  # threads.count (4.0: http.threads); unset: Harper's default, the CPUs
+    # clustering.tls.insecure / .verify as written (NATS clustering, 4.0-4.3; None: unset)
+    clustering_insecure: bool | None = None
+    clustering_verify: bool | None = None
+    has_replication: bool = False  # a ``replication`` section (4.4 on) names this node
+    # clustering.hubServer.cluster.network.routes (NATS, 4.0-4.3, clustering enabled)
+    nats_routes: tuple[tuple[str, int], ...] = ()
 
     @property
     def keys_dir(self) -> Path:
@@ -127,6 +134,10 @@ class HarperConfig:
         # port's use, so a set that names the use outranks one that only has it by
         # default (no ``uses``); among equals, the first in the file.
         owner: dict[str, int] = {}
+        for index, group in enumerate(ordered):
+            for e in group:
+                for key in WHERE_PORTS.get(e.where, ()):
+                    owner.setdefault(key, index)
         for explicit in (True, False):
             for index, group in enumerate(ordered):
                 for e in group:
@@ -141,6 +152,8 @@ class HarperConfig:
         for index, group in enumerate(ordered):
             uses = [u for e in group for u in e.uses]
             explicit_name = next((e.name for e in group if e.name), None)
+            if explicit_name is None and all(e.where == "clustering.tls" for e in group):
+                explicit_name = "clustering"  # NATS (4.0-4.3), its own files
             name = explicit_name or role_of(uses).value
             if name in taken:
                 name = group[0].where
@@ -148,6 +161,14 @@ class HarperConfig:
             ports = {k: p for k, p in self.secure_ports.items() if owner.get(k) == index}
             out.append(CertSet(name, tuple(group), ports))
         return tuple(out)
+
+
+# Ports served by one section's set whatever its ``uses`` (the older lines' layouts):
+# the NATS route port (direct TLS) by clustering.tls; 4.0's custom functions server.
+WHERE_PORTS: dict[str, tuple[str, ...]] = {
+    "clustering.tls": ("clusteringRoutes",),
+    "customFunctions.tls": ("customFunctions",),
+}
 
 
 def _get(tree: Any, dotted: str) -> Any:
@@ -190,7 +211,8 @@ def _as_list(value: Any) -> list[Any]:
 
 
 def node_name_of(tree: Any) -> str | None:
-    for key in ("replication.hostname", "clustering.nodeName"):
+    # node.hostname: 5.x (HarperFast/harper server/nodeName.ts, documented only)
+    for key in ("replication.hostname", "node.hostname", "clustering.nodeName"):
         value = _get(tree, key)
         if isinstance(value, str) and value:
             return value
@@ -319,6 +341,34 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
                 (),
             )
         )
+    repl_section = _get(tree, "replication")
+    if isinstance(repl_section, Mapping) and any(
+        k in repl_section for k in ("certificate", "privateKey", "certificateAuthority")
+    ):
+        # 4.4: replication.certificate / certificateAuthority / privateKey name the
+        # replication set directly (no ``uses`` needed).
+        entry = _entry(
+            "replication",
+            repl_section,
+            keys_dir,
+            Purpose.CLUSTER,
+            (Role.REPLICATION.value,),
+            node_names,
+        )
+        entries.append(replace(entry, verbatim_names=node_names))
+    functions = _get(tree, "customFunctions.tls")
+    if isinstance(functions, Mapping) and _get(tree, "customFunctions.enabled") is not False:
+        # 4.0: the custom functions server, TLS with customFunctions.network.https.
+        entries.append(
+            _entry(
+                "customFunctions.tls",
+                functions,
+                keys_dir,
+                Purpose.SERVER,
+                (Role.SERVER.value,),
+                (),
+            )
+        )
     clustering = _get(tree, "clustering.tls")
     if isinstance(clustering, Mapping) and _get(tree, "clustering.enabled") is not False:
         insecure = clustering.get("insecure") is True
@@ -362,16 +412,7 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
             else e
             for e in entries
         ]
-    ports = {
-        name: port
-        for name, key in (
-            ("replication", "replication.securePort"),
-            ("http", "http.securePort"),
-            ("operationsApi", "operationsApi.network.securePort"),
-            ("mqtt", "mqtt.network.securePort"),
-        )
-        if (port := _port(_get(tree, key))) is not None
-    }
+    ports = _secure_ports(tree, replication)
     socket = _get(tree, "operationsApi.network.domainSocket")
     return HarperConfig(
         root=root,
@@ -386,7 +427,61 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
         enable_root_cas=v
         if isinstance(v := _get(tree, "replication.enableRootCAs"), bool)
         else None,
+        threads=_threads(tree),
+        has_replication=replication,
+        nats_routes=_nats_routes(tree),
+        clustering_insecure=_bool(_get(tree, "clustering.tls.insecure")),
+        clustering_verify=_bool(_get(tree, "clustering.tls.verify")),
     )
+
+
+def _secure_ports(tree: Any, replication: bool) -> dict[str, int]:
+    """Secure-port key -> port, every line's layout (docs/harper-lines.md):
+    ``*.securePort`` (4.2 on); replication on the Operations API's secure port when
+    ``replication.securePort`` is unset (4.4 on); the NATS route port when NATS clustering
+    is on (direct TLS, 4.0-4.3); ``*.network.https: true`` on the plain port (4.0-4.1)."""
+    ports = {
+        name: port
+        for name, key in (
+            ("replication", "replication.securePort"),
+            ("http", "http.securePort"),
+            ("operationsApi", "operationsApi.network.securePort"),
+            ("mqtt", "mqtt.network.securePort"),
+        )
+        if (port := _port(_get(tree, key))) is not None
+    }
+    if replication and "replication" not in ports and "operationsApi" in ports:
+        ports["replication"] = ports["operationsApi"]
+    if _get(tree, "clustering.enabled") is True:
+        route = _port(_get(tree, "clustering.hubServer.cluster.network.port"))
+        if route is not None:
+            ports["clusteringRoutes"] = route
+    for name in ("operationsApi", "customFunctions"):
+        if name not in ports and _get(tree, f"{name}.network.https") is True:
+            port = _port(_get(tree, f"{name}.network.port"))
+            if port is not None:
+                ports[name] = port
+    return ports
+
+
+def _nats_routes(tree: Any) -> tuple[tuple[str, int], ...]:
+    if _get(tree, "clustering.enabled") is not True:
+        return ()
+    out = []
+    for route in _as_list(_get(tree, "clustering.hubServer.cluster.network.routes")):
+        if isinstance(route, Mapping):
+            host, port = route.get("host"), _port(route.get("port"))
+            if isinstance(host, str) and host and port is not None:
+                out.append((host, port))
+    return tuple(out)
+
+
+def _threads(tree: Any) -> int:
+    for key in ("threads.count", "threads", "http.threads"):
+        value = _get(tree, key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return value
+    return os.cpu_count() or 1
 
 
 def load_config(root: Path) -> HarperConfig:

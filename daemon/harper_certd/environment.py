@@ -27,6 +27,8 @@ from pathlib import Path
 from harper_certd import discover
 from harper_certd.config import Config
 from harper_certd.errors import ConfigError
+from harper_certd.harper.api import operations_api
+from harper_certd.harper.method import RestartMethod
 
 SYSTEMD_MARKERS = ("INVOCATION_ID", "NOTIFY_SOCKET")
 CLI_FIX = (
@@ -73,11 +75,9 @@ def findings(
     env = os.environ if env is None else env
     if not under_systemd(env):
         return []
-    from harper_certd.harper import operations_api
-
     out: list[Finding] = []
     method = config.restart.method
-    if method == "cli":
+    if method == RestartMethod.CLI:
         out.append(
             Finding(
                 True,
@@ -87,7 +87,7 @@ def findings(
                 CLI_FIX,
             )
         )
-    elif method == "command" and _is_harper_cli(config.restart.command):
+    elif method == RestartMethod.COMMAND and _is_harper_cli(config.restart.command):
         out.append(
             Finding(
                 True,
@@ -97,7 +97,7 @@ def findings(
                 CLI_FIX,
             )
         )
-    elif method in ("auto", "hot-reload"):
+    elif RestartMethod(method).may_hot_reload:
         api = operations_api(config, harper, env)
         if api is None or api.credentials is None:
             out.append(

@@ -23,5 +23,12 @@ class HarperError(CertdError):
     """Harper could not be restarted, reached or verified."""
 
 
+class HarperNoAnswer(HarperError):
+    """An Operations API request was sent, but the connection closed (or timed out) before
+    Harper answered: whether the operation was carried out is not known.  A ``restart``
+    does this when Harper's workers go down before the reply is flushed (seen on 4.3.0
+    under load): what is served afterwards tells."""
+
+
 class Interrupted(CertdError):
     """The daemon was asked to stop while waiting on Harper; the journal finishes it later."""

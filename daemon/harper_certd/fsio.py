@@ -10,7 +10,10 @@ import contextlib
 import errno
 import fcntl
 import os
+import pwd
+import secrets
 import signal
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -70,9 +73,7 @@ def write_new(
 
 def replace_symlink(link: Path, target: str) -> None:
     """Point ``link`` at ``target`` in one rename(2): readers see the old or the new, never none."""
-    tmp = link.with_name(f".{link.name}.tmp-{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)
+    tmp = link.with_name(f".{link.name}.{secrets.token_hex(16)}.tmp")
     os.symlink(target, tmp)
     try:
         os.rename(tmp, link)
@@ -130,3 +131,166 @@ def write_folder(path: Path, files: list[tuple[str, bytes]], *, mode: int = 0o60
             raise ValueError(f"refusing to write a file named {name!r}")
         write_new(path / name, data, mode=mode)
     fsync_dir(path)
+
+
+class NotRegular(OSError):
+    """``read_regular`` refused a file: a sentence naming the file and why (not a regular
+    file, over the byte bound, an owner not trusted); ``errno`` EINVAL, EFBIG or EPERM."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
+# O_NONBLOCK: opening a FIFO must not wait for a writer (issue 17: a FIFO ``reason.json``
+# hung the daemon's main thread in open() for good); O_NOCTTY: a tty never becomes ours.
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+
+
+def read_fd(fd: int, limit: int) -> bytes | None:
+    """The bytes of open descriptor ``fd`` from where it stands to its end, or None when it
+    holds more than ``limit`` bytes (at most ``limit`` + 1 are read: a file that grows while
+    read is bounded too)."""
+    chunks: list[bytes] = []
+    total = 0
+    while total <= limit:
+        chunk = os.read(fd, limit + 1 - total)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        total += len(chunk)
+    return None if total > limit else b"".join(chunks)
+
+
+def read_regular(
+    path: Path | str,
+    limit: int,
+    *,
+    dir_fd: int | None = None,
+    owners: frozenset[int] | None = None,
+    follow: bool = False,
+) -> bytes:
+    """The bytes of the regular file ``path``, at most ``limit`` bytes.
+
+    Opened without following a link (``O_NOFOLLOW``), non-blocking (a FIFO or device never
+    waits), ``fstat``-ed on the descriptor: anything but a regular file raises
+    ``NotRegular`` (errno EINVAL) before a byte is read; more than ``limit`` bytes, by size
+    or while read, raises ``NotRegular`` (EFBIG); ``owners`` given and the file's uid not in
+    it raises ``NotRegular`` (EPERM) naming the owner.  ``dir_fd``: ``path`` is a name
+    relative to that directory descriptor (openat(2)).  Other errors of open(2) and read(2)
+    (a link: ELOOP, missing: ENOENT) are raised as the ``OSError`` they are.  ``follow``:
+    as for ``open_regular``.
+    """
+    fd = open_regular(path, dir_fd=dir_fd, owners=owners, follow=follow)
+    try:
+        st = os.fstat(fd)
+        if st.st_size > limit:
+            raise NotRegular(errno.EFBIG, f"{path} is {st.st_size} bytes, over {limit}")
+        data = read_fd(fd, limit)
+        if data is None:
+            raise NotRegular(errno.EFBIG, f"{path} grew over {limit} bytes while read")
+        return data
+    finally:
+        os.close(fd)
+
+
+def open_regular(
+    path: Path | str,
+    *,
+    dir_fd: int | None = None,
+    owners: frozenset[int] | None = None,
+    follow: bool = False,
+) -> int:
+    """A read-only descriptor of the regular file ``path`` (the caller closes it): opened
+    as ``read_regular`` opens, refused (``NotRegular``) as it refuses, except for size.
+    ``follow``: a link at ``path`` is followed (only for a file in a folder no one else
+    can write, ``others_can_write``: a Kubernetes ConfigMap's ``..data`` links)."""
+    flags = _READ_FLAGS & ~os.O_NOFOLLOW if follow else _READ_FLAGS
+    fd = os.open(path, flags, dir_fd=dir_fd)
+    try:
+        _check_regular(path, os.fstat(fd), owners)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_regular(path: Path | str, st: os.stat_result, owners: frozenset[int] | None) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegular(errno.EINVAL, f"{path} is not a regular file ({_kind(st)})")
+    if owners is not None and st.st_uid not in owners:
+        raise NotRegular(
+            errno.EPERM, f"{path} is owned by {_owner(st.st_uid)}, not root or the daemon's user"
+        )
+
+
+def others_can_write(folder: Path) -> bool:
+    """Whether users other than root and this process's can change what ``folder`` holds
+    (group- or world-writable, or owned by another user); True when it cannot be stat-ed."""
+    try:
+        st = os.stat(folder)
+    except OSError:
+        return True
+    return bool(st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)) or st.st_uid not in (0, os.geteuid())
+
+
+def _kind(st: os.stat_result) -> str:
+    mode = st.st_mode
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "not a file"
+
+
+def _owner(uid: int) -> str:
+    try:
+        return f"{pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid}"
+
+
+def write_replace(
+    directory: Path,
+    name: str,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    sync: bool = True,
+) -> None:
+    """Replace ``directory/name`` with ``data`` whole: readers see the old or the new bytes.
+
+    Written into a temporary name in ``directory`` that cannot be predicted (``.`` + name +
+    128 random bits), created with ``O_CREAT | O_EXCL | O_NOFOLLOW`` (a link or file planted
+    under any name is never opened), ``fchmod``-ed to ``mode`` on the descriptor before the
+    rename (never a chmod by path), fsynced, then renamed over ``name``: a link planted at
+    ``name`` is replaced, never written through.  ``OSError`` on failure (the temporary
+    file removed, ``name`` unchanged).
+    """
+    if "/" in name or not name or name in (".", ".."):
+        raise ValueError(f"not a file name: {name!r}")
+    tmp = directory / f".{name}.{secrets.token_hex(16)}.tmp"
+    fd = os.open(
+        tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode & 0o600
+    )
+    try:
+        try:
+            os.fchmod(fd, mode)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, directory / name)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if sync:
+        fsync_dir(directory)

@@ -19,7 +19,6 @@ fails, the backup is put back, Harper restarted again, and the command refuses.
 
 from __future__ import annotations
 
-import datetime as dt
 import difflib
 import os
 import ssl
@@ -36,8 +35,10 @@ from cryptography import x509
 from ruamel.yaml import YAML
 
 from harper_certd import peers
+from harper_certd.clock import utc_now
 from harper_certd.errors import CertdError
-from harper_certd.service import Context, _read_live
+from harper_certd.harper.apply import make_harper
+from harper_certd.install.context import Context, read_live
 from harper_certd.validate import fingerprint
 
 log = structlog.get_logger("harper_certd")
@@ -161,7 +162,7 @@ def _plain(node: Any) -> Any:
 def _proof_of_safety(ctx: Context) -> list[str]:
     """Why it is not safe (empty: safe)."""
     why: list[str] = []
-    live = _read_live(ctx)
+    live = read_live(ctx)
     cas = x509.load_pem_x509_certificates(live.ca)
     public = _public_roots()
     on_public = [c.subject.rfc4514_string() for c in cas if fingerprint(c) in public]
@@ -170,7 +171,7 @@ def _proof_of_safety(ctx: Context) -> list[str]:
             "the CA file holds public roots (" + ", ".join(on_public) + "): the cluster's trust "
             "is not a private CA"
         )
-    listed = peers._peer_list(ctx)
+    listed = peers.peer_list(ctx.peer_scope())
     if isinstance(listed, str):
         why.append(f"the peers cannot be checked: {listed}")
         return why
@@ -194,12 +195,14 @@ def _write_like(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
+            # On the descriptor, never by path: Harper's root is writable by Harper's user,
+            # who could swap the temporary name for a link (issue 17).
+            if os.geteuid() == 0:
+                os.fchown(f.fileno(), st.st_uid, st.st_gid)
+            os.fchmod(f.fileno(), st.st_mode & 0o7777)
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, st.st_mode & 0o7777)
-        if os.geteuid() == 0:
-            os.chown(tmp, st.st_uid, st.st_gid)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -209,12 +212,10 @@ def _write_like(path: Path, text: str) -> None:
 def _restart_and_prove(ctx: Context) -> list[str]:
     """Restart Harper (Operations API ``restart``), then wait for every peer to be connected
     and to accept this node; why not (empty: proven)."""
-    from harper_certd.harper import make_harper
-
     harper = make_harper(ctx.config, ctx.harper)
     if harper.api is None:
         return ["no Operations API to restart Harper with"]
-    expected = fingerprint(x509.load_pem_x509_certificates(_read_live(ctx).cert)[0])
+    expected = fingerprint(x509.load_pem_x509_certificates(read_live(ctx).cert)[0])
     harper.restart_via_api()
     time.sleep(1.0)  # the old process answers for a moment after the call
     served = harper.verify(expected)
@@ -256,7 +257,7 @@ def harden(ctx: Context, *, dry_run: bool = False) -> Hardened:
     )
     if dry_run:
         return Hardened(diff, None, ("dry run: nothing changed",))
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = utc_now().strftime("%Y%m%dT%H%M%SZ")
     backup = path.with_name(f"{path.name}.harper-certd-{stamp}")
     _write_like_new(backup, original, os.stat(path).st_mode & 0o777)
     _write_like(path, edited)

@@ -119,7 +119,10 @@ def find(
 
     for s in sets:
         leaf = mats[s.name].leaf
+        # Replication records (hdb_certificate) exist where the line has replication (4.4 on).
         if s.role is Role.REPLICATION or leaf is None or node is None:
+            continue
+        if not config.has_replication:
             continue
         if any(e.name for e in s.entries):
             continue
@@ -198,7 +201,9 @@ def find(
                             f"the CA file from {s.first.where} (a public set needs none).",
                         )
                     )
-            if config.enable_root_cas is not False:
+            # enableRootCAs exists from 4.4 on (the replication section); NATS
+            # clustering's own switches are clustering.tls.insecure / verify, below.
+            if config.enable_root_cas is not False and config.has_replication:
                 out.append(
                     problem(
                         "enable_root_cas_on",
@@ -208,7 +213,36 @@ def find(
                         "harperdb-config.yaml and restart Harper.",
                     )
                 )
+    out.extend(_nats_switches(config, sets))
     return tuple(out)
+
+
+def _nats_switches(config: HarperConfig, sets: tuple[CertSet, ...]) -> list[Problem]:
+    """NATS clustering (4.0-4.3): ``clustering.tls.insecure`` (Harper's default ``true``:
+    peers' certificates are not checked) and ``verify`` (client certificates required),
+    treated as ``enableRootCAs`` is on 4.4 and later (``harden`` turns them safe)."""
+    if not any(e.where == "clustering.tls" for s in sets for e in s.entries):
+        return []
+    out = []
+    if config.clustering_insecure is not False:
+        out.append(
+            problem(
+                "clustering_tls_insecure",
+                "clustering.tls.insecure is not false: the NATS servers accept any peer "
+                "certificate, whatever CA signed it. Fix: set clustering.tls.insecure: false "
+                "(harper-certd harden does it once every peer is proven) and restart Harper.",
+            )
+        )
+    if config.clustering_verify is not True:
+        out.append(
+            problem(
+                "clustering_tls_verify_off",
+                "clustering.tls.verify is not true: the NATS servers do not ask peers for a "
+                "client certificate. Fix: set clustering.tls.verify: true (harper-certd "
+                "harden) and restart Harper.",
+            )
+        )
+    return out
 
 
 def for_candidate(

@@ -3,7 +3,7 @@
 ``snapshot(ctx, at)`` gathers, from the store's public methods and the folders the daemon
 files sets into, everything ``status --json``, the Prometheus textfile and ``fleet`` show:
 each set with its certificates and days left, what Harper serves against what is live,
-sets waiting in the incoming folder, refusals (``rejected/*/reason.json``), the last
+sets waiting in the incoming folder, refusals (``rejected/.reasons/*.json``), the last
 rotation and rollback (the store's history), the next renewal and the next warning.
 ``level`` is 0 ok, 1 warning, 2 critical (the Nagios plugin convention, which Icinga,
 Sensu and Zabbix's agents read too); ``status`` exits with it.
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
-import json
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,15 +31,26 @@ from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from harper_certd import statefile
+from harper_certd import hazards, reasons, renewfile, spans, statefile
+from harper_certd.adoption import foreign
+from harper_certd.check import check_entry
 from harper_certd.config import Config
+from harper_certd.errors import CertdError
+from harper_certd.harper.apply import make_harper
+from harper_certd.harper.probe import served_local
+from harper_certd.harper.process import harper_pid
+from harper_certd.install.context import store_dir
+from harper_certd.install.judge import live_report
 from harper_certd.roles import SET_FOLDER
 from harper_certd.schedule import Mark, Watched, renewal_at
+from harper_certd.trust import system_store
+from harper_certd.validate import summarize
 
 if TYPE_CHECKING:
     from harper_certd.discover import CertSet
+    from harper_certd.install.context import Context
+    from harper_certd.install.managed import Managed
     from harper_certd.problems import Problem
-    from harper_certd.service import Context, Managed
     from harper_certd.validate import CertSummary, Report
 
 WAITING_HELD_FACTOR = 10  # a set still in incoming/ after 10 settle periods + a minute: held
@@ -73,6 +83,10 @@ FINDINGS: dict[str, tuple[Level, str]] = {
         "The leaf is past health.overdue_after of its renewal window without a new set.",
     ),
     "ca_expiring": (Level.WARNING, "A CA in the CA file is within expiry.warn_days."),
+    "renewal_failing": (
+        Level.WARNING,
+        "The last renewal failed (from the first failure: its reason and the next attempt).",
+    ),
     "rolled_back": (Level.WARNING, "The last rotation was rolled back; nothing newer installed."),
     "refused": (Level.WARNING, "The newest candidate set was refused; nothing newer installed."),
     "set_held": (Level.WARNING, "A set has waited in the incoming folder longer than it should."),
@@ -128,7 +142,10 @@ def warning_marks(marks: list[Mark], leaf: Watched | None, config: Config) -> li
         for m in marks
         if not (m.cert.sha256 == leaf.sha256 and m.kind == "warning" and m.at < due)
     ]
-    days = round((leaf.not_after - due).total_seconds() / 86400, 1)
+    # a tenth of a day where it is a day or more (the renewal schedule's jitter does not show);
+    # 4 decimals (about 9 s) under a day: a 24-hour leaf's threshold is 0.125 days, never "0.0"
+    exact = (leaf.not_after - due).total_seconds() / 86400
+    days = (round(exact, 1) if exact >= 1 else round(exact, 4)) or 0.0
     kept.append(Mark(due, "warning", days, leaf))
     return sorted(kept, key=lambda m: m.at)
 
@@ -297,8 +314,6 @@ class Snapshot:
 
 
 def _views(report: Report) -> tuple[CertView, ...]:
-    from harper_certd.validate import summarize
-
     out: list[CertView] = []
     leaf = report.certificate
     if leaf is None:
@@ -327,29 +342,23 @@ def _parse_time(text: object) -> dt.datetime | None:
 
 
 def refusals(rejected: Path, last: int = 10, set_name: str | None = None) -> list[Operation]:
-    """Refused sets from ``rejected/*/reason.json``, newest first.
+    """Refused sets from the daemon's own records (``reasons.read_all``:
+    ``rejected/.reasons/*.json``), newest first; the refused folders themselves are never
+    read (their files are their sender's, issue 17).
 
     ``set_name``: only refusals for that set, or for no set in particular (a folder that
     fits no set, files written before reason.json named the set); None: every refusal.
     """
     out: list[Operation] = []
-    try:
-        entries = list(rejected.iterdir())
-    except OSError:
-        return []
-    for entry in entries:
-        try:
-            reason = json.loads((entry / "reason.json").read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(reason, dict):
-            continue
+    for _, reason in reasons.read_all(rejected):
         if set_name is not None and reason.get("set") not in (None, set_name):
             continue
         when = _parse_time(reason.get("time"))
         if when is None:
             continue
-        codes = [p.get("code") for p in reason.get("problems", []) if isinstance(p, dict)]
+        problems = reason.get("problems")
+        listed = problems if isinstance(problems, list) else []
+        codes = [p.get("code") for p in listed if isinstance(p, dict)]
         detail = ",".join(map(str, codes))
         out.append(Operation("refusal", str(reason.get("stage", "refused")), when, detail))
     out.sort(key=lambda o: o.time, reverse=True)
@@ -367,6 +376,10 @@ def last_operations(history: list[dict[str, Any]]) -> dict[str, Operation]:
         if op == "install":
             out["rotation"] = Operation("rotation", outcome, when, str(h.get("generation") or ""))
         elif op == "rollback":
+            # A rollback by hand that Harper took is "operator" (as certd.operator_rollback's
+            # metric): alerts tell it from the daemon's own after a failed install.
+            if h.get("by") == "operator" and outcome == "restored":
+                outcome = "operator"
             out["rollback"] = Operation("rollback", outcome, when, str(h.get("generation") or ""))
     return out
 
@@ -413,8 +426,6 @@ def waiting_sets(
 
 def probe_served(ctx: Context) -> tuple[ServedView, ...] | None:
     """What Harper serves on each secure port it serves the managed set on; None if stopped."""
-    from harper_certd.harper import harper_pid, make_harper, served_local
-
     if harper_pid(ctx.paths.harper_root) is None:
         return None
     harper = make_harper(ctx.config, ctx.harper)
@@ -433,15 +444,12 @@ def snapshot(
 ) -> Snapshot:
     """The node's health now.  ``served``: True probes Harper's ports, False does not, a
     tuple (or None: Harper not running) is a probe already made by the daemon's re-check."""
-    from harper_certd import service
-    from harper_certd.errors import CertdError
-
     at = at or ctx.clock()
     config = ctx.config
     findings: list[Finding] = []
     report: Report | None
     try:
-        report = service.live_report(ctx)
+        report = live_report(ctx)
     except CertdError as exc:
         report = None
         findings.append(Finding("live_unreadable", str(exc)))
@@ -472,16 +480,27 @@ def snapshot(
                 Finding(
                     "renewal_overdue",
                     f"{leaf_view.subject}: renewal due since {next_renewal.isoformat()}, "
-                    f"{days:.1f} days left, no new set",
+                    f"{spans.days_left(days)}, no new set",
                 )
             )
         warnings_at += [overdue, leaf_view.not_after]
+    failure = renewfile.failing(ctx.store.root, None if leaf_view is None else leaf_view.sha256)
+    if failure is not None:
+        refused = failure.get("codes") or []
+        why = f"{failure['reason']}" + (f" ({', '.join(map(str, refused))})" if refused else "")
+        findings.append(
+            Finding(
+                "renewal_failing",
+                f"renewal failed {failure.get('failures', 1)} time(s), last at "
+                f"{failure.get('time')}: {why}; next attempt {failure.get('next_attempt')}",
+            )
+        )
     warn_days = max(config.expiry.warn_days, default=0.0)
     for ca in (c for c in certs if c.role != "leaf"):
         start = ca.not_after - dt.timedelta(days=warn_days)
         if start <= at:
             days = (ca.not_after - at).total_seconds() / 86400
-            findings.append(Finding("ca_expiring", f"{ca.subject}: {days:.1f} days left"))
+            findings.append(Finding("ca_expiring", f"{ca.subject}: {spans.days_left(days)}"))
         warnings_at += [start, ca.not_after]
     probed: tuple[ServedView, ...] | None
     if served is True:
@@ -493,7 +512,7 @@ def snapshot(
     if served is not False and probed is None:
         findings.append(Finding("harper_not_running", f"no live {ctx.paths.harper_root}/hdb.pid"))
     current = ctx.store.current_id()
-    if current is not None and not ctx.store.managed() and ctx.store.foreign() is None:
+    if current is not None and not ctx.store.managed() and foreign(ctx.store) is None:
         findings.append(
             Finding(
                 "not_managed",
@@ -587,10 +606,6 @@ def _other_sets(
 ) -> tuple[SetView, ...]:
     """The other sets of the node, validated in their role, with their own store's live
     generation (``managed``: the daemon manages every set whose name can be a folder)."""
-    from harper_certd.check import check_entry
-    from harper_certd.service import store_dir
-    from harper_certd.trust import system_store
-
     store = ctx.config.harper.trust_store
     views = []
     for c in cert_sets:
@@ -645,9 +660,6 @@ def _live_generation(state: Path) -> str | None:
 
 
 def _hazards(ctx: Context) -> tuple[Problem, ...]:
-    from harper_certd import hazards
-    from harper_certd.trust import system_store
-
     store = ctx.config.harper.trust_store
     return tuple(
         p

@@ -27,10 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harper_certd import logs
-from harper_certd.source import CERTBOT_NAMES, HARPER_NAMES, Identity, identity_of, user_name
-
-log = logs.get_logger()
+from harper_certd import events, logs
+from harper_certd.roles import CERTBOT_NAMES, HARPER_NAMES
+from harper_certd.source import Identity, identity_of, user_name
 
 LOOSE_NAMES = frozenset({*HARPER_NAMES, *CERTBOT_NAMES})
 LOOSE = ""  # the key of the loose set: files dropped straight into incoming/
@@ -219,10 +218,11 @@ class Tracker:
         if self.strays.get(name) == ident:
             return
         self.strays[name] = ident
-        log.warning(
-            "certd.incoming_stray",
-            path=str(self.incoming / name),
-            note="not part of a set; left alone and not reported again unless it changes",
+        logs.emit(
+            events.IncomingStray(
+                path=str(self.incoming / name),
+                note="not part of a set; left alone and not reported again unless it changes",
+            )
         )
 
     def rescan(self, now: float) -> None:
@@ -257,12 +257,13 @@ class Tracker:
         if seen == self.unsafe_seen:
             return
         self.unsafe_seen = seen
-        log.warning(
-            "certd.incoming_unsafe",
-            incoming=str(self.incoming),
-            mode=f"{seen[0]:04o}",
-            owner=user_name(st.st_uid),
-            note="other users can drop, rename or replace sets here; make it 0750 or 0700",
+        logs.emit(
+            events.IncomingUnsafe(
+                incoming=str(self.incoming),
+                mode=f"{seen[0]:04o}",
+                owner=user_name(st.st_uid),
+                note="other users can drop, rename or replace sets here; make it 0750 or 0700",
+            )
         )
 
     # --- what is ready --------------------------------------------------------------
@@ -341,14 +342,15 @@ class Tracker:
             return
         if not self.incomplete_warned and now - loose.first >= self.loose_wait:
             self.incomplete_warned = True
-            log.warning(
-                "certd.set_incomplete",
+            note = "held until the rest arrives; write a set into a dot-folder, then rename it"
+            incomplete = events.SetIncomplete(
                 incoming=str(self.incoming),
                 present=present,
                 missing=missing,
                 waited_seconds=round(now - loose.first, 1),
-                note="held until the rest arrives; write a set into a dot-folder, then rename it",
+                note=note,
             )
+            logs.emit(incomplete)
 
     def take(self, ready: list[Candidate]) -> dict[Path, Identity | None]:
         """Remove ``ready`` from the candidates: {path: identity as taken}."""

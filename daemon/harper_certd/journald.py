@@ -14,7 +14,6 @@ silent no-op.  ``HARPER_CERTD_JOURNAL_SOCKET`` names another socket (tests).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
 import os
 import socket
@@ -22,6 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harper_certd import logs
+from harper_certd.clock import utc_now
 
 SOCKET = "/run/systemd/journal/socket"
 SOCKET_ENV = "HARPER_CERTD_JOURNAL_SOCKET"
@@ -31,7 +31,7 @@ IDENTIFIER = "harper-certd"
 def _datagram(name: str, fields: Mapping[str, Any]) -> bytes:
     event = dict(logs.drop_key_material(None, "", dict(fields)))
     level = str(event.pop("level", "info"))
-    body = {"ts": dt.datetime.now(dt.UTC).isoformat(), "level": level, "event": name}
+    body = {"ts": utc_now().isoformat(), "level": level, "event": name}
     body.update({k: v for k, v in event.items() if k not in body})
     message = json.dumps(body, default=str)  # no raw newline: JSON escapes them
     priority = logs.PRIORITIES.get(level, logs.PRIORITIES["info"])

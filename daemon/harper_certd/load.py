@@ -28,6 +28,7 @@ import errno
 import os
 import re
 import stat
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
@@ -43,6 +44,10 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from harper_certd import der, pem
 
 MAX_FILE_BYTES = 1 << 20
+# A CA file may hold a whole trust store (1,000 RSA roots: 1.1 MB, loaded by Node and openssl
+# alike): 16 MiB, with the reading bounded in time too (CA_PARSE_SECONDS).
+MAX_CA_FILE_BYTES = 16 << 20
+CA_PARSE_SECONDS = 5.0
 EAGER_CERTS = 16  # certificates of a cert file whose extensions are parsed at once
 _V = TypeVar("_V")
 
@@ -331,6 +336,7 @@ def _describe(err: pem.PemError, data: bytes, name: str, what: str) -> str:
 
 _MAX_REMEMBERED = 256
 _ORIGINALS: OrderedDict[bytes, bytes] = OrderedDict()
+_LIGHTENED: OrderedDict[bytes, bool] = OrderedDict()
 _AUX: OrderedDict[bytes, der.CertAux] = OrderedDict()
 
 
@@ -367,6 +373,11 @@ def _certificate(blob: bytes, *, aux: bool, eager: bool, where: str) -> x509.Cer
         ) from None
     cert_der = blob[: outer.end]
     cert = _load_cert(cert_der)
+    if cert is not None:
+        fixed_ber = _ber_true_fixed(cert, cert_der)
+        if fixed_ber is not None:  # a BER TRUE in an extension, read as OpenSSL reads it
+            cert = fixed_ber
+            _remember(_ORIGINALS, cert.public_bytes(serialization.Encoding.DER), cert_der)
     if cert is None:
         fixed = der.normalise_certificate(cert_der)
         cert = _load_cert(fixed) if fixed is not None else None
@@ -389,8 +400,31 @@ def _certificate(blob: bytes, *, aux: bool, eager: bool, where: str) -> x509.Cer
     else:  # read plain this time: trust settings read before from another file do not apply
         _AUX.pop(cert.public_bytes(serialization.Encoding.DER), None)
     if eager:
-        _check_extensions(cert, where)
+        cert = _check_extensions(cert, where)
     return cert
+
+
+# A BOOLEAN whose content byte is neither 0x00 nor 0xFF: BER, not DER.  A byte scan (false
+# hits cost one extension parse), so that a CA file of 1,000 roots is not parsed eagerly.
+_LOOSE_BOOLEAN = re.compile(rb"\x01\x01[^\x00\xff]")
+
+
+def _ber_true_fixed(cert: x509.Certificate, cert_der: bytes) -> x509.Certificate | None:
+    """``cert`` with its BER TRUEs written as DER, when that is what keeps its extensions
+    from parsing; None otherwise."""
+    if not _LOOSE_BOOLEAN.search(cert_der) or _extensions_parse(cert):
+        return None
+    fixed = der.normalise_certificate(cert_der)
+    better = _load_cert(fixed) if fixed is not None else None
+    return better if better is not None and _extensions_parse(better) else None
+
+
+def _extensions_parse(cert: x509.Certificate) -> bool:
+    try:
+        _ = cert.extensions
+    except Exception:  # malformed, duplicate: reported where the certificate is used
+        return False
+    return True
 
 
 def _load_cert(blob: bytes) -> x509.Certificate | None:
@@ -400,8 +434,14 @@ def _load_cert(blob: bytes) -> x509.Certificate | None:
         return None
 
 
-def _check_extensions(cert: x509.Certificate, where: str) -> None:
-    """Extensions parse lazily; a malformed or duplicated one is found here."""
+def _check_extensions(cert: x509.Certificate, where: str) -> x509.Certificate:
+    """Extensions parse lazily; a malformed or duplicated one is found here.
+
+    When cryptography refuses them only for extensions OpenSSL does not decode (a malformed
+    authorityInfoAccess, a repeated private extension, an empty nameConstraints: OpenSSL,
+    so Node, takes such certificates), the certificate without them is returned, its
+    original bytes remembered for the signature (``original_der``).
+    """
     problem = None
     try:
         _ = cert.extensions
@@ -409,8 +449,21 @@ def _check_extensions(cert: x509.Certificate, where: str) -> None:
         problem = f"{where} has the extension {exc.oid.dotted_string} twice"
     except Exception:  # any other parse failure of an extension
         problem = f"{where} has an extension whose content cannot be parsed"
-    if problem is not None:
+    if problem is None:
+        return cert
+    original = original_der(cert) or cert.public_bytes(serialization.Encoding.DER)
+    lighter = der.ignorable_extensions_removed(original)
+    usable = _load_cert(lighter) if lighter is not None else None
+    if usable is None or not _extensions_parse(usable):
         raise Unreadable(problem)
+    _remember(_ORIGINALS, usable.public_bytes(serialization.Encoding.DER), original)
+    _remember(_LIGHTENED, usable.public_bytes(serialization.Encoding.DER), True)
+    return usable
+
+
+def lightened(cert: x509.Certificate) -> bool:
+    """Whether ``cert`` is read without extensions OpenSSL ignores (``_check_extensions``)."""
+    return cert.public_bytes(serialization.Encoding.DER) in _LIGHTENED
 
 
 def _check_public_keys(certs: list[x509.Certificate], where: Callable[[int], str]) -> None:
@@ -460,6 +513,13 @@ def _plain_certificates(data: bytes) -> list[x509.Certificate] | None:
         return None
     if len(certs) != data.count(b"-----BEGIN CERTIFICATE-----"):
         return None
+    for cert in certs:
+        # A BER TRUE: the state machine normalises it (``_certificate``).  The scan reads the
+        # TBS bytes (the fastest copy cryptography gives); extensions are parsed on a hit only.
+        if _LOOSE_BOOLEAN.search(cert.tbs_certificate_bytes) and (
+            _ber_true_fixed(cert, cert.public_bytes(serialization.Encoding.DER)) is not None
+        ):
+            return None
     for cert in certs if _AUX else ():  # read plain: no trust settings from another file
         _AUX.pop(cert.public_bytes(serialization.Encoding.DER), None)
     return certs
@@ -478,7 +538,7 @@ def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFil
         plain = _plain_certificates(data)
         if plain is not None:
             for index, cert in enumerate(plain[:EAGER_CERTS] if eager else ()):
-                _check_extensions(cert, f"{name}: certificate #{index + 1}")
+                plain[index] = _check_extensions(cert, f"{name}: certificate #{index + 1}")
             _check_public_keys(plain, lambda i: f"{name}: certificate #{i + 1}")
             return CertFile(tuple(plain), holds_private_key=False)
     reader = pem.Reader(data)
@@ -538,8 +598,14 @@ def parse_ca_file(data: bytes, *, name: str) -> CertFile:
     reader = pem.Reader(data)
     skipped: set[bytes] = set()
     certs: list[x509.Certificate] = []
+    deadline = time.monotonic() + CA_PARSE_SECONDS
     while True:
         entry = len(certs) + 1
+        if time.monotonic() > deadline:
+            raise Unreadable(
+                f"{name}: reading it took more than {CA_PARSE_SECONDS:.0f} s ({len(certs)} "
+                "entries read); harper-certd refuses a CA file it cannot judge in time"
+            )
         try:
             block = pem.read_matching(reader, pem.X509_AUX_LABELS, skipped)
         except pem.PemError as err:

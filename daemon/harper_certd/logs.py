@@ -22,12 +22,15 @@ import threading
 import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TextIO, cast
+from typing import TYPE_CHECKING, Any, TextIO, cast
 
 import structlog
 from structlog.typing import EventDict, FilteringBoundLogger, Processor, WrappedLogger
 
 from harper_certd.errors import CertdError
+
+if TYPE_CHECKING:
+    from harper_certd import events
 
 # Level names are structlog's method names; the numbers order them for filtering.
 LEVELS: dict[str, int] = {
@@ -55,271 +58,31 @@ _ABS_PATH = re.compile(r"(?<![^\s'\"=(\[])/[^\s'\",;()\[\]]+")
 _UPPER = re.compile(r"[A-Z]")
 _LOWER = re.compile(r"[a-z]")
 
-# name -> (level it is logged at, what it means). One table, so that the README and
-# the tests can check that every event is documented and that code logs only these.
-EVENTS: dict[str, tuple[str, str]] = {
-    "certd.started": ("info", "The daemon started and told systemd it is ready."),
-    "certd.stopping": ("info", "The daemon was asked to stop and is finishing its cycle."),
-    "certd.stopped": ("info", "The daemon stopped; no swap was left half done."),
-    "certd.config_reloaded": ("info", "The configuration was re-read (SIGHUP) and is in force."),
-    "certd.config_refused": (
-        "error",
-        "A re-read configuration is invalid; the previous one stays in force.",
-    ),
-    "certd.set_detected": ("info", "A new candidate certificate set appeared and will be checked."),
-    "certd.set_refused": (
-        "error",
-        "A candidate set failed validation and was not installed; the live set is unchanged.",
-    ),
-    "certd.set_unchanged": (
-        "info",
-        "A candidate set is the same as the live set; it was filed away, nothing swapped.",
-    ),
-    "certd.set_superseded": (
-        "info",
-        "A valid set was not installed because a newer one arrived in the same burst.",
-    ),
-    "certd.set_installed": ("info", "A validated set replaced the live files (atomic swap)."),
-    "certd.swap_failed": (
-        "error",
-        "Putting a validated set in place failed and was undone; the live set is unchanged "
-        "and the swap is retried with backoff (next_attempt).",
-    ),
-    "certd.swap_recovered": (
-        "warning",
-        "A swap interrupted by a crash or power loss was completed or undone at start.",
-    ),
-    "certd.live_adopted": (
-        "info",
-        "Live files that harper-certd did not write were recorded as a generation.",
-    ),
-    "certd.live_changed": (
-        "warning",
-        "The live certificate files were changed by something other than harper-certd.",
-    ),
-    "certd.live_invalid": ("error", "The live set fails validation (see its problem codes)."),
-    "certd.live_restored": (
-        "warning",
-        "The live set was put back to the last good generation after it went bad or missing.",
-    ),
-    "certd.expiry_warning": ("warning", "A live certificate expires within the warning window."),
-    "certd.expired": ("critical", "A live certificate has expired; peers will refuse it."),
-    "certd.renewal_started": ("info", "A renewal command was started for a set."),
-    "certd.renewal_succeeded": (
-        "info",
-        "A renewal command produced a new set and it is installed (the live leaf changed).",
-    ),
-    "certd.renewal_failed": (
-        "error",
-        "A renewal command failed, or exited 0 but what it produced was refused or nothing "
-        "new arrived; retried with backoff (next_attempt).",
-    ),
-    "certd.harper_restarted": (
-        "info",
-        "Harper was told to load the new set (hot reload, Operations API, CLI or systemd).",
-    ),
-    "certd.served_verified": (
-        "info",
-        "Harper's TLS ports serve the new certificate and a handshake with it succeeds.",
-    ),
-    "certd.verify_failed": (
-        "error",
-        "Harper does not serve the new set, or a handshake with it fails.",
-    ),
-    "certd.hot_reload_missed": (
-        "warning",
-        "Harper did not pick up the new set by itself in time; a restart follows.",
-    ),
-    "certd.harper_not_running": (
-        "warning",
-        "A set was installed while Harper is stopped; Harper loads it when it starts.",
-    ),
-    "certd.rolled_back": (
-        "error",
-        "The previous set was put back after a failed verification, and Harper serves it.",
-    ),
-    "certd.operator_rollback": (
-        "warning",
-        "An operator put an earlier generation back (harper-certd rollback).",
-    ),
-    "certd.rollback_failed": (
-        "critical",
-        "Putting the previous set back failed; the node needs an operator now.",
-    ),
-    "certd.restart_held": (
-        "error",
-        "A Harper restart was held back (rate limit or hold file); a peer not trusting a set "
-        "is the peer guard's (ca_not_trusted_by_peers).",
-    ),
-    "certd.rescan": ("debug", "A full rescan of the watched directories ran."),
-    "certd.watch_lost": (
-        "warning",
-        "A filesystem watch stopped working; rescans on a timer cover for it.",
-    ),
-    "certd.cycle_failed": (
-        "error",
-        "A cycle failed on an unexpected error; the daemon goes on with the next one.",
-    ),
-    "certd.generation_pruned": ("info", "An old generation was deleted from the state directory."),
-    "certd.prune_failed": (
-        "warning",
-        "An old generation could not be deleted (owner, permissions); it is kept and said.",
-    ),
-    "certd.sources_pruned": (
-        "info",
-        "Sets filed in processed/ or rejected/ beyond the retention (count, age) were deleted.",
-    ),
-    "certd.name_changed": (
-        "warning",
-        "The new certificate's CN or first SAN differs: Harper keeps a stale record of the old "
-        "name (the command to remove it is given once the install is verified).",
-    ),
-    "certd.watch_only": (
-        "warning",
-        "The live paths are someone else's links or on a read-only mount: the daemon only "
-        "watches them (validates, warns), never writes.",
-    ),
-    "certd.harper_discovered": (
-        "info",
-        "Harper's configuration was read: root, certificate sets, ports and node name.",
-    ),
-    "certd.layout_hazard": (
-        "error",
-        "A hazard of the node's certificate layout (issue 11: record-name collision, "
-        "public root in a CA file...), one event per hazard with its problem code, at start "
-        "and after each configuration reload.",
-    ),
-    "certd.set_managed": (
-        "info",
-        "At start or reload, a certificate set other than the primary one is managed on its "
-        "own: its role, incoming folder, store and live generation.",
-    ),
-    "certd.set_unmanaged": (
-        "warning",
-        "A certificate set of Harper's configuration is not managed (its name is not usable "
-        "as a folder name, or it cannot be read); it is still checked by `harper-certd check`.",
-    ),
-    "certd.set_routed": (
-        "info",
-        "A folder placed straight in incoming/ was moved to the incoming folder of the one "
-        "set it fits (incoming/<set name>/), where that set's tracker takes it.",
-    ),
-    "certd.summary": ("info", "Periodic summary: each live set, its expiry and its state."),
-    # --- operating it (issue 13) ---
-    "certd.environment_warning": (
-        "warning",
-        "Something configured is unlikely to work where the daemon runs (e.g. renewal "
-        "under the unit's sandbox); the event names the fix.",
-    ),
-    "certd.served_mismatch": (
-        "error",
-        "The periodic re-check found Harper serving another certificate than the live one.",
-    ),
-    "certd.served_matches": (
-        "info",
-        "Harper serves the live certificate again after a mismatch was reported.",
-    ),
-    "certd.released": (
-        "warning",
-        "Harper's files were handed back as plain files (harper-certd release); not managed now.",
-    ),
-    "certd.set_staged": (
-        "info",
-        "A set was copied into the incoming folder for the daemon (harper-certd stage).",
-    ),
-    "certd.metrics_failed": (
-        "warning",
-        "The Prometheus textfile could not be written; the daemon goes on.",
-    ),
-    "certd.source_left": (
-        "warning",
-        "A source could not be filed in processed/ or rejected/; it stays in incoming/ and is "
-        "not judged again until it changes (the event says what to do).",
-    ),
-    "certd.incoming_stray": (
-        "warning",
-        "A file in incoming/ that is not part of a set; left alone, reported once.",
-    ),
-    "certd.incoming_unsafe": (
-        "warning",
-        "The incoming folder is writable by group or others (once per change of mode or owner).",
-    ),
-    "certd.set_incomplete": (
-        "warning",
-        "Loose set files in incoming/ have waited watch.loose_wait_seconds for the rest of the "
-        "set; they are still held.",
-    ),
-    "certd.watch_rearmed": (
-        "info",
-        "A watch lost with its folder is in place again; incoming/ was rescanned at once.",
-    ),
-    "certd.library_message": (
-        "warning",
-        "A library (watchdog) reported an error, or Python a warning: an event, never a raw line.",
-    ),
-    "certd.crashed": (
-        "critical",
-        "An unexpected error outside a cycle; the daemon exits 1 (the traceback is in the event).",
-    ),
-    "certd.content_failed": (
-        "error",
-        "Judging the live set's content raised (a fault in harper-certd); the daemon goes on "
-        "as if the live set could not be read.",
-    ),
-    "certd.clock_jumped": (
-        "warning",
-        "The wall clock was set (NTP step, VM resume) by more than 5 s; expiry and renewal "
-        "were planned again from the new time.",
-    ),
-    "certd.set_held": (
-        "warning",
-        "A set's notBefore is a little ahead of the clock; it waits in place and is installed "
-        "when it becomes valid (schedule.hold_not_yet_valid_seconds).",
-    ),
-    "certd.certificates_in_database": (
-        "warning",
-        "A TLS section of harperdb-config.yaml names no files: its certificates are in "
-        "Harper's database, which harper-certd cannot manage.",
-    ),
-    # h-peers (issue 12)
-    "certd.peers_checked": (
-        "info",
-        "Every replication peer was probed with a candidate (before) or the live set (after "
-        "a swap): per-peer verdicts.",
-    ),
-    "certd.peer_unreachable": (
-        "warning",
-        "A replication peer could not be probed; the probe is retried until retry_until, then "
-        "the set is refused (stage before) or the peer only reported (stage after).",
-    ),
-    "certd.peers_unchecked": (
-        "warning",
-        "The peers of a replication set could not be listed (no Operations API or it failed): "
-        "the swap goes ahead unprobed.",
-    ),
-    "certd.peers_overridden": (
-        "critical",
-        "A replication set was installed past the peer guard's refusal (install --force).",
-    ),
-    "certd.peer_cas_refreshed": (
-        "info",
-        "The ca remove command had Harper exchange CAs with each peer again (update_node), so "
-        "that the CA each node keeps for the other is the new one (peers left alone are named).",
-    ),
-    "certd.restart_deferred": (
-        "warning",
-        "A full Harper restart waits (jitter, bounded) for every peer to be connected, or "
-        "goes ahead after the wait with proceeding=true.",
-    ),
-}
+
+def _events() -> Any:
+    """``harper_certd.events``, imported on first use: building its 67 record classes costs
+    about as much as importing structlog, which a command that logs nothing (``status``,
+    ``validate``) should not pay."""
+    from harper_certd import events  # start-up cost only (see above)
+
+    return events
+
+
+def __getattr__(name: str) -> Any:
+    """``EVENTS``: name -> (level it is logged at, what it means), derived from the event
+    records (``harper_certd.events``): the README and the tests check that every event is
+    documented and that code logs only these."""
+    if name == "EVENTS":
+        return _events().EVENTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def check_event(name: str) -> None:
     """Raise ``ValueError`` unless *name* is in the documented catalogue ``EVENTS``."""
-    if name not in EVENTS:
+    if name not in _events().EVENTS:
         raise ValueError(
-            f"{name!r} is not a documented event: add it to harper_certd.logs.EVENTS "
-            "with its level and meaning"
+            f"{name!r} is not a documented event: add its record to harper_certd.events "
+            "with its level, meaning and keys"
         )
 
 
@@ -522,7 +285,30 @@ def _notify_observers(logger: WrappedLogger, method_name: str, event_dict: Event
     return event_dict
 
 
+def emit(record: events.Event) -> None:
+    """The one writer of events: ``record`` as one line at its level, its fields as the keys
+    (and, through the observers, the metrics' last operation and journald's copy)."""
+    method = getattr(structlog.get_logger(), record.level)
+    method(record.name, **record.fields())
+
+
+def _as_record(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """A catalogued event's keys made its record's (defaults filled): ``EventShapeError``
+    when they do not fit.  Lines built by ``emit`` pass unchanged; this guard keeps any
+    ``log.<level>(name, **keys)`` (a test, a future call site) to the one key set."""
+    name = event_dict.get("event")
+    if not isinstance(name, str) or not name.startswith("certd."):
+        return event_dict
+    events = _events()
+    if name not in events.records():
+        return event_dict
+    given = {k: v for k, v in event_dict.items() if k not in events.RESERVED_KEYS}
+    kept = {k: v for k, v in event_dict.items() if k in events.RESERVED_KEYS}
+    return {**kept, **events.build(name, given).fields()}
+
+
 _PROCESSORS: list[Processor] = [
+    _as_record,
     structlog.contextvars.merge_contextvars,
     structlog.processors.add_log_level,
     _notify_observers,

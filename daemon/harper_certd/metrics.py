@@ -7,9 +7,10 @@ logs ``certd.served_mismatch`` when what is served stops matching the live set f
 ``MISMATCH_CONFIRM_SECONDS`` (Harper restarted by its own unit on other files, say: not
 only after our own swaps) and
 ``certd.served_matches`` when it matches again.  When ``metrics.textfile`` is set it
-writes node_exporter's textfile collector format with prometheus_client's own
-``write_to_textfile`` (a private ``CollectorRegistry``; a temporary file renamed over
-the target: atomic), mode 0644 so that node_exporter's user can read it, on every
+writes node_exporter's textfile collector format with prometheus_client's
+``generate_latest`` (a private ``CollectorRegistry``) and ``fsio.write_replace`` (a
+temporary file with an unpredictable name, never through a link, renamed over the
+target: atomic), mode 0644 so that node_exporter's user can read it, on every
 change (a generation, the history, the rejected or incoming folder, a renewal or
 rollback event) and at least every interval.
 
@@ -22,7 +23,8 @@ Metrics (all gauges; timestamps in Unix seconds):
 - ``harper_certd_renewal_due_seconds`` / ``harper_certd_renewal_overdue_seconds`` {set}
 - ``harper_certd_renewal_overdue`` {set}: 1 once renewal is overdue (the first warning)
 - ``harper_certd_last_operation_seconds`` {kind (rotation|rollback|refusal|renewal), outcome}
-- ``harper_certd_sets_waiting``; ``harper_certd_set_held`` {path, reason}
+- ``harper_certd_sets_waiting``; ``harper_certd_set_held`` {path, reason};
+  ``harper_certd_set_held_for_peers`` {path, until}
 - ``harper_certd_live_problems`` {code}: the live set's problem codes, by code
 - ``harper_certd_finding`` {code, level}: status findings; ``harper_certd_health``: 0/1/2
 - ``harper_certd_textfile_written_seconds``: when this file was written (stale: dead daemon)
@@ -39,27 +41,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
-from harper_certd import __version__, health, logs
+from harper_certd import __version__, events, fsio, health, logs, statefile
+from harper_certd.clock import utc_now
+from harper_certd.errors import CertdError
+from harper_certd.install.judge import live_report
 
 if TYPE_CHECKING:
-    from harper_certd.service import Context
+    from harper_certd.install.context import Context
 
-log = structlog.get_logger("harper_certd")
 TEXTFILE_MODE = 0o644  # node_exporter runs as its own user; no secret is in this file
 MISMATCH_CONFIRM_SECONDS = 10.0  # a served != live lasting this long is reported
-
-# Events after which the textfile is rewritten at once, and the operation they record.
-_OPERATION_EVENTS: dict[str, tuple[str, str]] = {
-    "certd.renewal_succeeded": ("renewal", "succeeded"),
-    "certd.renewal_failed": ("renewal", "failed"),
-    "certd.set_installed": ("rotation", "installed"),
-    "certd.set_refused": ("refusal", "refused"),
-    "certd.rolled_back": ("rollback", "rolled_back"),
-    "certd.rollback_failed": ("rollback", "rollback_failed"),
-    "certd.operator_rollback": ("rollback", "operator"),
-}
 
 
 def _ts(value: dt.datetime) -> float:
@@ -68,6 +59,7 @@ def _ts(value: dt.datetime) -> float:
 
 def registry_for(snap: health.Snapshot, extra_ops: Mapping[str, health.Operation]) -> Any:
     """A private CollectorRegistry holding ``snap`` as gauges (see the module docstring)."""
+    # start-up cost: prometheus_client is loaded only when a metrics textfile is written
     from prometheus_client import CollectorRegistry, Gauge
 
     reg = CollectorRegistry()
@@ -121,6 +113,14 @@ def registry_for(snap: health.Snapshot, extra_ops: Mapping[str, health.Operation
     for w in snap.waiting:
         if w.held:
             held.labels(w.path, "waiting longer than the settle period allows").set(1)
+    for_peers = gauge(
+        "harper_certd_set_held_for_peers",
+        "a set held until peers without an answer answer (issue 18): 1, with the hold's end",
+        ("path", "until"),
+    )
+    for w in snap.waiting:
+        if w.reason is not None and w.reason.startswith(statefile.PEER_HOLD_REASON):
+            for_peers.labels(w.path, w.until or "").set(1)
     problems = gauge("harper_certd_live_problems", "the live set's problems by code", ("code",))
     for code, count in snap.problems_by_code.items():
         problems.labels(code).set(count)
@@ -133,11 +133,21 @@ def registry_for(snap: health.Snapshot, extra_ops: Mapping[str, health.Operation
 
 
 def write_textfile(path: Path, snap: health.Snapshot, ops: Mapping[str, health.Operation]) -> None:
-    """Write ``snap`` to ``path`` atomically (OSError when the folder is not writable)."""
-    from prometheus_client import write_to_textfile
+    """Write ``snap`` to ``path`` atomically (OSError when the folder is not writable).
 
-    write_to_textfile(str(path), registry_for(snap, ops))
-    os.chmod(path, TEXTFILE_MODE)
+    The text is prometheus_client's (``generate_latest``); the file is ours
+    (``fsio.write_replace``: an unpredictable temporary name opened ``O_EXCL |
+    O_NOFOLLOW``, ``fchmod`` to ``TEXTFILE_MODE`` before the rename).  The library's own
+    ``write_to_textfile`` opens ``<path>.<pid>.<thread id>`` following links and we then
+    chmod-ed by path: in a folder another user can write (a group-writable node_exporter
+    folder), a link planted there made the root daemon overwrite and widen the file it
+    pointed to (issue 17).
+    """
+    # start-up cost: as in registry_for
+    from prometheus_client import generate_latest
+
+    text = generate_latest(registry_for(snap, ops))
+    fsio.write_replace(path.parent, path.name, text, mode=TEXTFILE_MODE, sync=False)
 
 
 Probe = Callable[["Context"], "tuple[health.ServedView, ...] | None"]
@@ -149,6 +159,7 @@ class Monitor:
 
     probe: Probe = health.probe_served
     monotonic: Callable[[], float] = time.monotonic
+    now: Callable[[], dt.datetime] = utc_now  # the daemon's clock: when an operation happened
     next_due: float = 0.0
     signature: tuple[Any, ...] | None = None
     mismatch: bool | None = None  # last seen: None unknown, True mismatch reported
@@ -162,10 +173,10 @@ class Monitor:
 
     def observe(self, event: str, fields: Mapping[str, Any]) -> None:
         """A log observer: operations the store does not record, and 'write now'."""
-        kind = _OPERATION_EVENTS.get(event)
+        kind = events.OPERATIONS.get(event)  # the record's ``operation``
         if kind is not None:
             self.operations[kind[0]] = health.Operation(
-                kind[0], kind[1], dt.datetime.now(dt.UTC), str(fields.get("source", ""))
+                kind[0], kind[1], self.now(), str(fields.get("source", ""))
             )
             self.dirty.set()
 
@@ -196,10 +207,11 @@ class Monitor:
             self._tick(ctx)
         except Exception as exc:  # any failure here is the monitor's, reported, not fatal
             self.next_due = self.monotonic() + ctx.config.metrics.interval
-            log.warning(
-                "certd.metrics_failed",
-                textfile=str(ctx.config.metrics.textfile),
-                error=logs.describe_error(exc),
+            logs.emit(
+                events.MetricsFailed(
+                    textfile=str(ctx.config.metrics.textfile),
+                    error=logs.describe_error(exc),
+                )
             )
 
     def _tick(self, ctx: Context) -> None:
@@ -226,18 +238,15 @@ class Monitor:
         try:
             write_textfile(path, snap, self.operations)
         except OSError as exc:
-            log.warning("certd.metrics_failed", textfile=str(path), error=str(exc))
+            logs.emit(events.MetricsFailed(textfile=str(path), error=str(exc)))
 
     def _report_served(self, ctx: Context, now: float) -> None:
         """Log a mismatch once it has lasted MISMATCH_CONFIRM_SECONDS, and its end."""
         if self.served is None:
             self.mismatch_since = None
             return  # Harper stopped: nothing served, nothing to compare
-        from harper_certd import service
-        from harper_certd.errors import CertdError
-
         try:
-            live = service.live_report(ctx).certificate
+            live = live_report(ctx).certificate
         except CertdError:  # an unreadable live set is reported by the live-set checks
             return
         if live is None:
@@ -246,10 +255,11 @@ class Monitor:
         if not bad:
             self.mismatch_since = None
             if self.mismatch is True:
-                log.info(
-                    "certd.served_matches",
-                    live=live.sha256,
-                    dialled=[s.dialled for s in self.served],
+                logs.emit(
+                    events.ServedMatches(
+                        live=live.sha256,
+                        dialled=[s.dialled for s in self.served],
+                    )
                 )
                 self.dirty.set()
             self.mismatch = False
@@ -265,12 +275,14 @@ class Monitor:
             self.next_due = min(self.next_due, self.mismatch_since + MISMATCH_CONFIRM_SECONDS)
             return
         self.mismatch = True
-        log.error(
-            "certd.served_mismatch",
-            live=live.sha256,
-            served=[
-                {"dialled": s.dialled, "sha256": s.sha256, "error": s.error or None} for s in bad
-            ],
-            seen_for_seconds=round(now - self.mismatch_since, 1),
+        logs.emit(
+            events.ServedMismatch(
+                live=live.sha256,
+                served=[
+                    {"dialled": s.dialled, "sha256": s.sha256, "error": s.error or None}
+                    for s in bad
+                ],
+                seen_for_seconds=round(now - self.mismatch_since, 1),
+            )
         )
         self.dirty.set()

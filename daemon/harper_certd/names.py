@@ -71,7 +71,7 @@ def safe_name(get: Callable[[], x509.Name], *, empty: str = "(empty name)") -> s
     return ",".join(reversed(parts)) or empty
 
 
-@functools.lru_cache(maxsize=1024)
+@functools.lru_cache(maxsize=64)  # leaves: the live and the incoming sets
 def identities(cert: x509.Certificate) -> Identities:
     """SAN DNS names and IPs, and subject CNs; a malformed SAN or name reads as empty."""
     try:
@@ -113,6 +113,33 @@ def _matches(host_parts: list[str], pattern: str) -> bool:
     if pattern_label != "*" or len(pattern_parts) <= 2:
         return False
     return bool(host_label)
+
+
+def partial_wildcard(ids: Identities, hostname: str) -> str | None:
+    """The SAN pattern with a partial wildcard label ("ba*.example.com") that Node's
+    ``checkServerIdentity`` would let cover ``hostname`` and ``matches_hostname`` refuses;
+    None when there is none.  Node's rule: one ``*`` in the leftmost label, not an ``xn--``
+    label, at least three labels, the rest equal, the host label starting with the part
+    before the ``*`` and ending with the part after it."""
+    if _as_ip(hostname) is not None:
+        return None
+    host_parts = _split_host(hostname)
+    for pattern in ids.dns if ids.dns else ids.cns:
+        parts = _split_host(pattern)
+        if len(parts) != len(host_parts) or len(parts) <= 2 or host_parts[1:] != parts[1:]:
+            continue
+        label = parts[0]
+        if label == "*" or label.count("*") != 1 or label.startswith("xn--"):
+            continue
+        prefix, suffix = label.split("*")
+        host = host_parts[0]
+        if (
+            len(prefix) + len(suffix) <= len(host)
+            and host.startswith(prefix)
+            and host.endswith(suffix)
+        ):
+            return pattern
+    return None
 
 
 def _as_ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:

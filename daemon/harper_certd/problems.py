@@ -75,6 +75,16 @@ CODES: dict[str, tuple[Severity, str]] = {
         Severity.ERROR,
         "The certificate is not valid for a host name asked (SAN, or CN when there is no SAN).",
     ),
+    "hostname_partial_wildcard": (
+        Severity.ERROR,
+        "(policy) A host name asked is covered only by a partial wildcard label "
+        "(ba*.example.com): Node accepts it, RFC 6125 and the CA/Browser Forum forbid it.",
+    ),
+    "name_constraint_wildcard": (
+        Severity.ERROR,
+        "(policy) A wildcard name of the leaf covers a name its CA's name constraints exclude; "
+        "OpenSSL (Node) compares the wildcard as written and accepts it.",
+    ),
     "node_name_not_verbatim": (
         Severity.ERROR,
         "Harper 4.7 looks its replication certificate up by the node name exactly as written "
@@ -121,6 +131,16 @@ CODES: dict[str, tuple[Severity, str]] = {
     "chain_too_large": (
         Severity.ERROR,
         "The certificates the node sends exceed OpenSSL's 100 KiB limit on a Certificate message.",
+    ),
+    "node_refused": (
+        Severity.ERROR,
+        "Harper's Node.js refuses the set (its OpenSSL reason is quoted) where harper-certd's "
+        "own analysis found no cause: Harper would refuse these files.",
+    ),
+    "model_disagrees": (
+        Severity.WARNING,
+        "harper-certd's model refuses the set for a reason that is not a documented policy, "
+        "but Harper's Node.js accepts it and decides: a fault of the model, to report.",
     ),
     "check_failed": (
         Severity.ERROR,
@@ -212,10 +232,17 @@ CODES: dict[str, tuple[Severity, str]] = {
     ),
     "peer_unreachable": (
         Severity.ERROR,
-        "(install) A replication peer could not be probed within peers.hold_seconds: nothing "
-        "is installed without its answer (install --force overrides, loudly).",
+        "(install) A replication peer could not be probed within peers.hold_seconds and may "
+        "not trust the set: it is held (held_for_peers) until the peer answers or the live "
+        "leaf reaches its last warning threshold (install --force overrides, loudly).",
     ),
 }
+
+CODES["peer_refuses_live"] = (
+    Severity.ERROR,
+    "A replication peer refuses this node's live certificate already, not only the new one: "
+    "the cluster is broken now, and adding a CA cannot help.",
+)
 
 # Hazards of the node's layout (hazards.py, issue 11): check reports them, the daemon
 # refuses an install that would create one.
@@ -251,6 +278,16 @@ CODES.update(
             "The replication set does not hold the node name: Harper makes itself a "
             "self-signed replication certificate and replication breaks both ways.",
         ),
+        "clustering_tls_insecure": (
+            Severity.WARNING,
+            "NATS clustering (4.0-4.3): clustering.tls.insecure is not false, so peers' "
+            "certificates are not checked. Set it to false.",
+        ),
+        "clustering_tls_verify_off": (
+            Severity.WARNING,
+            "NATS clustering (4.0-4.3): clustering.tls.verify is not true, so peers are not "
+            "asked for a client certificate. Set it to true.",
+        ),
     }
 )
 HAZARD_CODES = frozenset(
@@ -261,6 +298,8 @@ HAZARD_CODES = frozenset(
         "enable_root_cas_on",
         "replication_server_only",
         "replication_name_missing",
+        "clustering_tls_insecure",
+        "clustering_tls_verify_off",
     }
 )
 
@@ -280,6 +319,7 @@ INSTALL_CODES = frozenset(
         "ca_not_trusted_by_peers",
         "peer_not_trusted_by_ca",
         "peer_unreachable",
+        "peer_refuses_live",
     }
 )
 VALIDATION_CODES = frozenset(CODES) - INSTALL_CODES - HAZARD_CODES

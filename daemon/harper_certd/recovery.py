@@ -1,7 +1,7 @@
 """Recovery as a pure decision: ``plan = decide(journal, current, pending, existing)``.
 
 What a crash left (the journal, the generation ``current`` names, the generations still
-``pending``) fully determines what to do; ``Store.recover`` only carries the plan out.
+``pending``) fully determines what to do; ``recover.recover`` only carries the plan out.
 The rules (each a named crash point in tests/test_crash.py):
 
 - A pending generation that ``current`` names was switched in: keep it (``recovered``),

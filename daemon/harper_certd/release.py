@@ -19,14 +19,11 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-import structlog
-
-from harper_certd import fsio
+from harper_certd import events, fsio, logs
 from harper_certd.errors import SwapError
+from harper_certd.recover import recover
 from harper_certd.roles import KEY_FILES
 from harper_certd.swap import Store
-
-log = structlog.get_logger("harper_certd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +40,7 @@ def release(store: Store) -> Released:
     done before stay plain files with the same bytes (nothing Harper reads changes).
     """
     with fsio.locked(store.lock_path):
-        store.recover()
+        recover(store)
         current = store.current_id()
         linked = {
             role: path
@@ -81,5 +78,5 @@ def release(store: Store) -> Released:
         store.history.record(
             "release", "released", generation=current, paths=[str(p) for p in done]
         )
-        log.warning("certd.released", generation=current, paths=[str(p) for p in done])
+        logs.emit(events.Released(generation=current, paths=[str(p) for p in done]))
         return Released(current, tuple(done), False)

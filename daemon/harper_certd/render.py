@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING
 
+from harper_certd import spans
+from harper_certd.harper.lines import line_of, support
 from harper_certd.problems import Severity
 from harper_certd.roles import SetPaths
 from harper_certd.troubleshoot import openssl_commands
@@ -19,6 +21,8 @@ _MARK = {Severity.ERROR: "ERROR  ", Severity.WARNING: "warning"}
 
 def _days(summary: CertSummary, at: dt.datetime) -> str:
     days = summary.days_left(at)
+    if abs(days) < 1:  # hours and minutes: never "0 days left"
+        return spans.days_left(days)
     return f"{days:.0f} days left" if days >= 0 else f"expired {-days:.0f} days ago"
 
 
@@ -56,6 +60,10 @@ def report_lines(
         lines.append(f"{indent}{_MARK[p.severity]} {p.code}: {p.message}")
         if paths is not None and p.severity is Severity.ERROR:
             lines += [f"{indent}          see: {c}" for c in openssl_commands(p, paths)]
+    if report.judge is not None:
+        lines.append(f"{indent}{report.judge.line()}")
+        if report.judge.node_reason and report.judge.disagreement != "node_refused":
+            lines.append(f"{indent}Node says {report.judge.node_reason}")
     lines.append(f"{indent}{'VALID' if report.valid else 'INVALID'}")
     return lines
 
@@ -68,6 +76,7 @@ def check_lines(result: CheckResult) -> list[str]:
         lines.append("Harper process: not running (no live hdb.pid)")
     else:
         lines.append(f"Harper process: pid {process.pid}, version {process.version or 'unknown'}")
+    lines.append(f"Harper line: {support(process.version)}")
     if config.secure_ports:
         lines.append(
             "secure ports: " + ", ".join(f"{k} {v}" for k, v in config.secure_ports.items())
@@ -91,7 +100,7 @@ def check_lines(result: CheckResult) -> list[str]:
                 "  ports     " + ", ".join(f"{k} {v}" for k, v in entry_result.ports.items())
             )
         if entry_result.days_left is not None:
-            lines.append(f"  days left {entry_result.days_left:.1f}")
+            lines.append(f"  left      {spans.days_left(entry_result.days_left)}")
         if entry.cert_key is not None and entry_result.report is not None:
             lines.append(f"  files     {entry.cert_key[0]}, {entry.cert_key[1]} (no CA file)")
             lines.append(f"  trust     system trust store: {entry_result.trust_store}")
@@ -127,7 +136,12 @@ def check_dict(result: CheckResult) -> dict[str, object]:
         "checked": result.checked,
         "harper_root": str(config.root),
         "node_name": config.node_name,
-        "harper": {"pid": result.process.pid, "version": result.process.version},
+        "harper": {
+            "pid": result.process.pid,
+            "version": result.process.version,
+            "line": None if (line := line_of(result.process.version)) is None else line.name,
+            "support": support(result.process.version),
+        },
         "secure_ports": dict(config.secure_ports),
         "operations_api": {
             "port": config.operations_port,

@@ -8,13 +8,15 @@ answers with an ``Applied``: whether Harper now uses the set, and what was seen.
 from __future__ import annotations
 
 import subprocess
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from harper_certd import sdnotify
 from harper_certd.errors import Interrupted
-from harper_certd.swap import Generation
+from harper_certd.generation import Generation
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +44,6 @@ def run_command(
     When the daemon is asked to stop, it stops waiting (Interrupted) but does not kill the
     command: a half-done restart of Harper is worse than a finished one.
     """
-    import tempfile
-
     with tempfile.TemporaryFile() as out:
         try:
             proc = subprocess.Popen(
@@ -58,6 +58,7 @@ def run_command(
         deadline = time.monotonic() + timeout
         status: int | None = None
         while status is None:
+            sdnotify.keepalive()  # a restart command may take minutes (restart.timeout)
             try:
                 status = proc.wait(timeout=0.1)
             except subprocess.TimeoutExpired:

@@ -12,19 +12,15 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import re
 import shutil
 import stat
 import threading
 from pathlib import Path
 
-import structlog
-
+from harper_certd import events, fsio, logs, reasons, roles
 from harper_certd.config import Paths, RetentionSection
 
-log = structlog.get_logger("harper_certd")
-
-# The file names a private key has in the sets we file (Harper's, certbot's, common ones).
-KEY_NAMES = frozenset({"privateKey.pem", "privkey.pem", "key.pem", "tls.key"})
 _SNIFF_BYTES = 65536
 _KEY_MARKER = b"PRIVATE KEY-----"
 
@@ -35,43 +31,73 @@ def filed_at(entry: Path) -> dt.datetime | None:
     A rename keeps the source folder's mtime, so the name is the only trustworthy date;
     None for a name without a stamp (not ours: never removed by age).
     """
-    stamp = entry.name.split("-", 1)[0]
+    stamp = _stamp(entry.name)
+    return None if stamp is None else dt.datetime.strptime(stamp, _FORMAT).replace(tzinfo=dt.UTC)
+
+
+_FORMAT = "%Y%m%dT%H%M%S%fZ"
+# The shape of the stamps we write (fixed width: they sort as they were filed).
+_CANONICAL = re.compile(
+    r"\d{4}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3])[0-5]\d[0-5]\d\d{6}Z", re.ASCII
+)
+
+
+def _stamp(name: str) -> str | None:
+    """The name's filing stamp in the fixed-width form (``_CANONICAL``), or None.
+
+    Every kept folder is looked at on every install: a name in the form we write is
+    matched, never parsed (strptime costs 50 us a name); another form strptime reads
+    (shorter fields) is parsed and written in the fixed-width form.
+    """
+    stamp = name.split("-", 1)[0]
+    if _CANONICAL.fullmatch(stamp):
+        return stamp
     try:
-        return dt.datetime.strptime(stamp, "%Y%m%dT%H%M%S%fZ").replace(tzinfo=dt.UTC)
+        return dt.datetime.strptime(stamp, _FORMAT).strftime(_FORMAT)
     except ValueError:
         return None
 
 
-def _is_key(path: Path, st: os.stat_result) -> bool:
-    name = path.name
-    if name in KEY_NAMES or name.endswith(".key") or name.startswith("privkey"):
+def _is_key(name: str, dir_fd: int, st: os.stat_result) -> bool:
+    if name in roles.KEY_NAMES or name.endswith(".key") or name.startswith("privkey"):
         return True
     if not stat.S_ISREG(st.st_mode) or st.st_size > 4 * _SNIFF_BYTES:
         return False
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+        head = fsio.read_regular(name, 4 * _SNIFF_BYTES, dir_fd=dir_fd)
     except OSError:
         return False
-    try:
-        return _KEY_MARKER in os.read(fd, _SNIFF_BYTES)
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    return _KEY_MARKER in head
 
 
 def protect_keys(folder: Path) -> list[Path]:
-    """Make every private key file directly in ``folder`` ``0600``; the files changed."""
+    """Make every private key file directly in ``folder`` ``0600``; the files changed.
+
+    Through descriptors only (the folder opened ``O_NOFOLLOW``, each file opened
+    ``O_NOFOLLOW | O_NONBLOCK`` relative to it, ``fstat``-ed, ``fchmod``-ed): a filed folder
+    is its sender's, and a name swapped for a link is never followed (issue 17)."""
     changed = []
-    with contextlib.suppress(OSError):
-        for entry in folder.iterdir():
-            st = entry.lstat()
-            if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) & 0o077 == 0:
-                continue
-            if _is_key(entry, st):
-                with contextlib.suppress(OSError):
-                    os.chmod(entry, stat.S_IMODE(st.st_mode) & 0o600, follow_symlinks=False)
-                    changed.append(entry)
+    try:
+        dir_fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return []
+    try:
+        for name in os.listdir(dir_fd):
+            with contextlib.suppress(OSError):
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or stat.S_IMODE(st.st_mode) & 0o077 == 0:
+                    continue
+                if _is_key(name, dir_fd, st):
+                    fd = fsio.open_regular(name, dir_fd=dir_fd)
+                    try:
+                        os.fchmod(fd, stat.S_IMODE(os.fstat(fd).st_mode) & 0o600)
+                    finally:
+                        os.close(fd)
+                    changed.append(folder / name)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
     return changed
 
 
@@ -79,6 +105,11 @@ def protect_keys(folder: Path) -> list[Path]:
 # storm of 2,000 refused folders) is worked off over several installs, and a stop request is
 # answered between two folders.
 PRUNE_PER_CALL = 300
+
+# The kept folders whose keys this process has made 0600 already, per filing folder: each
+# kept folder is protected once (when first seen), not on every install, so an install's
+# cost does not grow with the folders kept.  Bounded by retention.keep per folder.
+_PROTECTED: dict[str, frozenset[str]] = {}
 
 
 def prune_folder(
@@ -95,20 +126,28 @@ def prune_folder(
     removed, whatever its age.  At most ``PRUNE_PER_CALL`` a call, none once ``stop`` is set.
     """
     try:
-        entries = [e for e in where.iterdir() if filed_at(e) is not None]
+        with os.scandir(where) as listing:
+            names = [e.name for e in listing]
     except OSError:
         return []
-    entries.sort(key=lambda e: (filed_at(e), e.name), reverse=True)
+    stamped = [(stamp, name) for name in names if (stamp := _stamp(name)) is not None]
+    stamped.sort(reverse=True)
+    # Fixed-width stamps compare as the times they stand for.
+    cutoff = None if days is None else (now - dt.timedelta(days=days)).strftime(_FORMAT)
+    protected = _PROTECTED.get(str(where), frozenset())
+    kept: set[str] = set()
     removed: list[str] = []
-    for index, entry in enumerate(entries):
-        when = filed_at(entry)
-        assert when is not None
+    for index, (stamp, name) in enumerate(stamped):
         too_many = index >= max(keep, 1)
-        too_old = days is not None and index > 0 and now - when > dt.timedelta(days=days)
+        too_old = cutoff is not None and index > 0 and stamp < cutoff
         if not (too_many or too_old):
-            if entry.is_dir() and not entry.is_symlink():
-                protect_keys(entry)
+            kept.add(name)
+            if name not in protected:
+                entry = where / name
+                if entry.is_dir() and not entry.is_symlink():
+                    protect_keys(entry)
             continue
+        entry = where / name
         if len(removed) >= PRUNE_PER_CALL or (stop is not None and stop.is_set()):
             break
         if entry.is_dir() and not entry.is_symlink():
@@ -118,6 +157,8 @@ def prune_folder(
                 entry.unlink()
         if not os.path.lexists(entry):
             removed.append(entry.name)
+            reasons.forget(where, entry.name)  # a rejected/ folder's record (reasons.py)
+    _PROTECTED[str(where)] = frozenset(kept)
     return removed
 
 
@@ -133,11 +174,12 @@ def prune_kept(
         removed = prune_folder(where, config.keep, config.days, now, stop)
         if removed:
             out[str(where)] = removed
-            log.info(
-                "certd.sources_pruned",
-                folder=str(where),
-                removed=removed,
-                keep=config.keep,
-                days=config.days,
+            logs.emit(
+                events.SourcesPruned(
+                    folder=str(where),
+                    removed=removed,
+                    keep=config.keep,
+                    days=config.days,
+                )
             )
     return out

@@ -11,7 +11,7 @@ A folder under ``incoming/<set name>/`` goes to that set. A folder directly in
   certificate, a full chain) a set without.
 
 None or several: refused with the reason (``set_unroutable``). Called by the daemon's router
-of ``incoming/`` (``dispatch.py``) and by ``install``'s hint of the set a folder fits.
+of ``incoming/`` (``node/router.py``) and by ``install``'s hint of the set a folder fits.
 """
 
 from __future__ import annotations

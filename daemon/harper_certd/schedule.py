@@ -1,71 +1,19 @@
 """Schedule stage: when to wake for expiry warnings and renewal, and the clock to use.
 
 A schedule, not a poll: the daemon computes the next instant anything is due and
-sleeps until then (or until a file event).  The clock is passed in; the tests run
-the real daemon on a clock that starts at a chosen instant and runs faster.
+sleeps until then (or until a file event).  The clock is passed in (``clock.Clock``); the
+tests run the real daemon on a clock that starts at a chosen instant and runs faster.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import os
 import random
-import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from harper_certd import statefile
-
-CLOCK_ENV = "HARPER_CERTD_CLOCK"
-
-
-@dataclass(frozen=True, slots=True)
-class Clock:
-    """The daemon's wall clock: ``start + speed * elapsed + steps of the system clock``.
-
-    ``elapsed`` is monotonic seconds since ``origin``; ``steps`` is how far the system's
-    wall clock (CLOCK_REALTIME) has been set since then, beyond the time that passed
-    (an NTP step, a VM resume, ``date -s``).  The real clock (``start`` = the wall time at
-    ``origin``, speed 1) is therefore the system's wall clock itself, so every validity,
-    expiry and age decision follows it; tests start it elsewhere and run it faster.
-    Intervals (settle, backoff, watchdog) use ``time.monotonic`` directly, never this.
-    """
-
-    start: dt.datetime
-    origin: float
-    speed: float = 1.0
-    wall_origin: float = field(default_factory=time.time)
-
-    def now(self) -> dt.datetime:
-        elapsed = time.monotonic() - self.origin
-        steps = (time.time() - self.wall_origin) - elapsed
-        return self.start + dt.timedelta(seconds=elapsed * self.speed + steps)
-
-    def real_seconds(self, until: dt.datetime) -> float:
-        """Real seconds to sleep until ``until`` on this clock (0 if it has passed)."""
-        return max(0.0, (until - self.now()).total_seconds() / self.speed)
-
-
-def wall_minus_monotonic() -> float:
-    """Seconds between the wall clock and the monotonic one: constant unless the clock is set."""
-    return time.time() - time.monotonic()
-
-
-def real_clock() -> Clock:
-    origin, wall = time.monotonic(), time.time()
-    return Clock(dt.datetime.fromtimestamp(wall, dt.UTC), origin, 1.0, wall)
-
-
-def clock_from_env(env: Mapping[str, str] | None = None) -> Clock:
-    """``HARPER_CERTD_CLOCK=2027-01-01T00:00:00Z*3600``: start there, run 3600 times faster."""
-    env = os.environ if env is None else env
-    spec = env.get(CLOCK_ENV)
-    if not spec:
-        return real_clock()
-    when, _, speed = spec.partition("*")
-    start = dt.datetime.fromisoformat(when.replace("Z", "+00:00"))
-    return Clock(start, time.monotonic(), float(speed or 1), time.time())
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 # A send blocks only while the manager's receive queue is full; the watchdog
 # ping must not hang the daemon's loop on that.
@@ -104,3 +106,86 @@ def watchdog_interval(env: Mapping[str, str] | None = None) -> float | None:
     if usec <= 0:
         return None
     return usec / 2 / 1_000_000
+
+
+# --- the process's watchdog ------------------------------------------------------------
+#
+# systemd's watchdog is per process (WATCHDOG_PID), so its pings are too: armed once by
+# the daemon's node loop, then sent, when due, by whatever the process is busy with, the
+# loop between cycles or a bounded wait inside a cycle (Harper to serve, a restart
+# command, a peer).  A wait that stays inside its own timeout is progress; only a cycle
+# that stops advancing lets the watchdog fire.
+
+
+@dataclass(slots=True)
+class _Watchdog:
+    env: Mapping[str, str]
+    interval: float  # seconds between pings (half of WATCHDOG_USEC)
+    due: float  # time.monotonic() of the next ping
+
+
+@dataclass(slots=True)
+class _Armed:
+    watchdog: _Watchdog | None = None
+
+
+_lock = threading.Lock()
+_armed = _Armed()
+
+
+def arm_watchdog(env: Mapping[str, str] | None = None) -> float | None:
+    """Start this process's watchdog pings, the first due now; the interval in seconds, or
+    None (nothing armed) when systemd asks for no watchdog (``watchdog_interval``)."""
+    env = dict(os.environ if env is None else env)
+    interval = watchdog_interval(env)
+    with _lock:
+        _armed.watchdog = None if interval is None else _Watchdog(env, interval, time.monotonic())
+    return interval
+
+
+def disarm_watchdog() -> None:
+    """No more pings from this process (the daemon is stopping)."""
+    with _lock:
+        _armed.watchdog = None
+
+
+def keepalive() -> None:
+    """Ping the watchdog if it is armed and a ping is due; cheap otherwise (no syscall)."""
+    with _lock:
+        armed = _armed.watchdog
+        if armed is None:
+            return
+        now = time.monotonic()
+        if now < armed.due:
+            return
+        armed.due = now + armed.interval
+    watchdog(env=armed.env)
+
+
+def next_keepalive() -> float | None:
+    """``time.monotonic()`` of the next ping due, or None when the watchdog is not armed."""
+    with _lock:
+        return None if _armed.watchdog is None else _armed.watchdog.due
+
+
+def wait(event: threading.Event | None, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``event`` (None: just sleep), pinging the watchdog when a
+    ping falls due meanwhile; True when ``event`` is set."""
+    deadline = time.monotonic() + max(seconds, 0.0)
+    while True:
+        keepalive()
+        now = time.monotonic()
+        left = deadline - now
+        if left <= 0:
+            return event is not None and event.is_set()
+        due = next_keepalive()
+        step = left if due is None else min(left, max(due - now, 0.001))
+        if event is None:
+            time.sleep(step)
+        elif event.wait(step):
+            return True
+
+
+def sleep(seconds: float) -> None:
+    """``time.sleep`` that pings the watchdog when a ping falls due meanwhile."""
+    wait(None, seconds)

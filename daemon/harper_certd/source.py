@@ -1,8 +1,12 @@
-"""Read a replacement set from a folder: Harper's names or certbot's, as hostile input.
+"""Read a replacement set from a folder: Harper's names or another tool's, as hostile input.
 
 Harper's names: ``certificate.pem``, ``privateKey.pem``, ``ca.pem``.
 certbot's: ``fullchain.pem`` (or ``cert.pem`` + ``chain.pem``) and ``privkey.pem``; the CA
-file then comes from the configuration or the live ``ca.pem``.
+file then comes from the configuration or the live ``ca.pem``.  The other tools' names
+(cert-manager and Vault's ``tls.crt``/``tls.key``/``ca.crt``, acme.sh's ``fullchain.cer`` +
+``<domain>.key``, step's ``<name>.crt`` + ``<name>.key`` + ``root_ca.crt``) are one table,
+``roles.HANDOVERS``; they are read as certbot's are (a CA file when the tool writes one,
+else the configured or live one).
 For a set without a CA file (a public certificate, ``ca_file=False``): Harper's
 ``certificate.pem`` + ``privateKey.pem`` or certbot's names, and no ``ca.pem`` (one is
 refused, ``source_has_ca_file``); certbot's ``chain.pem`` holds intermediates, not a CA file.
@@ -28,8 +32,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harper_certd import load
-from harper_certd.roles import SetBytes
+from harper_certd import fsio, load
+from harper_certd.roles import HANDOVERS, HARPER_NAMES, SetBytes, handover_names
 
 
 class SourceRefused(Exception):
@@ -50,9 +54,6 @@ class Source:
     identity: Identity | None = None
 
 
-HARPER_NAMES = ("certificate.pem", "privateKey.pem", "ca.pem")
-CERTBOT_NAMES = ("fullchain.pem", "cert.pem", "chain.pem", "privkey.pem")
-KEY_NAMES = frozenset({"privateKey.pem", "privkey.pem"})
 MEMBER_LIMIT = load.MAX_FILE_BYTES  # bytes per member file
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -155,19 +156,12 @@ def _read_fd(fd: int, shown: str, trusted_uids: set[int]) -> bytes:
             "source_unreadable",
             f"{shown} is {st.st_size} bytes, over the {MEMBER_LIMIT} byte limit for a PEM file",
         )
-    chunks: list[bytes] = []
-    total = 0
-    while total <= MEMBER_LIMIT:
-        chunk = os.read(fd, MEMBER_LIMIT + 1 - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    if total > MEMBER_LIMIT:
+    data = fsio.read_fd(fd, MEMBER_LIMIT)
+    if data is None:
         raise SourceRefused(
             "source_unreadable", f"{shown} grew over the {MEMBER_LIMIT} byte limit while read"
         )
-    return b"".join(chunks)
+    return data
 
 
 def _open_error(exc: OSError, dir_fd: int, name: str, shown: str) -> SourceRefused:
@@ -359,13 +353,7 @@ def _read_without_ca(folder: Path, reader: _Reader) -> SetBytes:
         )
     if reader.has("certificate.pem") and reader.has("privateKey.pem"):
         return SetBytes(reader.member("certificate.pem"), reader.member("privateKey.pem"))
-    if not (reader.has("privkey.pem") and (reader.has("fullchain.pem") or reader.has("cert.pem"))):
-        raise SourceRefused(
-            "source_incomplete",
-            f"{folder} holds neither certificate.pem + privateKey.pem nor certbot's "
-            f"fullchain.pem/cert.pem + privkey.pem (found: {_listing(reader)})",
-        )
-    found = _read_members(folder, reader)
+    found = _read_members(folder, reader)  # another tool's CA file is not used here
     return SetBytes(found.cert, found.key)
 
 
@@ -391,8 +379,22 @@ def _read_members(folder: Path, reader: _Reader) -> Members:
         return Members(
             cert, key, member("ca.pem") if reader.has("ca.pem") else None, certbot_names=True
         )
-    raise SourceRefused(
-        "source_incomplete",
-        f"{folder} holds neither Harper's {', '.join(HARPER_NAMES)} nor certbot's "
-        f"fullchain.pem/cert.pem + privkey.pem (found: {_listing(reader)})",
+    for handover in HANDOVERS:
+        if handover.tool in ("Harper", "certbot"):
+            continue  # above: Harper's names need ca.pem; certbot's read through its links
+        shape = handover_names(handover, reader.names)
+        if shape is None:
+            continue
+        cert_name, key_name, ca_name, _ = shape
+        cert, key = member(cert_name), member(key_name)
+        return Members(cert, key, member(ca_name) if ca_name else None, certbot_names=True)
+    raise SourceRefused("source_incomplete", f"{folder} {_not_a_set(reader)}")
+
+
+def _not_a_set(reader: _Reader) -> str:
+    """What a folder in no known shape holds, and the shapes known (``roles.HANDOVERS``)."""
+    shapes = "; ".join(
+        f"{h.tool}'s {' or '.join(h.cert)} + {h.key}" + (f" (+ {h.ca})" if h.ca else "")
+        for h in HANDOVERS
     )
+    return f"holds no set in a shape known here ({shapes}); found: {_listing(reader)}"

@@ -15,8 +15,7 @@ unchanged or superseded: exit 0) or to ``rejected/`` with ``reason.json`` (stage
 
 from __future__ import annotations
 
-import datetime as dt
-import json
+import hashlib
 import os
 import stat
 import time
@@ -25,9 +24,13 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from harper_certd import fsio, load
+from cryptography.hazmat.primitives import serialization
+
+from harper_certd import fsio, hints, load, reasons, statefile
+from harper_certd.clock import utc_now
 from harper_certd.errors import CertdError
-from harper_certd.source import HARPER_NAMES, SourceRefused, read_members
+from harper_certd.roles import HARPER_NAMES
+from harper_certd.source import SourceRefused, read_members
 
 
 class StageError(CertdError):
@@ -51,7 +54,7 @@ class Staged:
 
 
 def _stamp() -> str:
-    return dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    return utc_now().strftime("%Y%m%dT%H%M%S%fZ")
 
 
 def read_folder(folder: Path, trusted_uids: set[int]) -> dict[str, bytes]:
@@ -135,17 +138,22 @@ def stage_files(files: dict[str, bytes], incoming: Path, owner: tuple[int, int])
     return Staged(name, incoming / name, tuple(files))
 
 
-def find_outcome(name: str, processed: Path, rejected: Path) -> tuple[Outcome, Path] | None:
-    """Where the daemon filed the staged folder ``name``, and what that means."""
+def find_outcome(
+    name: str, processed: Path, rejected: Path, *, record: bool = False
+) -> tuple[Outcome, Path] | None:
+    """Where the daemon filed the staged folder ``name``, and what that means.  ``record``:
+    a refused folder counts only once the daemon's record of it is written (it is written
+    just after the folder is moved)."""
     for entry in _entries(processed):
         if entry.name.endswith(f"-{name}"):
             return Outcome.INSTALLED, entry
     for entry in _entries(rejected):
         if entry.name.endswith(f"-{name}"):
-            try:
-                reason = json.loads((entry / "reason.json").read_text())
-            except (OSError, ValueError):
-                reason = {}
+            # The daemon's own record, never the filed folder's files (issue 17).
+            found = reasons.read(rejected, entry.name)
+            if found is None and record:
+                return None
+            reason = found or {}
             if reason.get("stage") == "after_swap":
                 return Outcome.ROLLED_BACK, entry
             return Outcome.REFUSED, entry
@@ -171,9 +179,73 @@ def wait_outcome(
     """Poll (every 0.2 s) until the daemon files the staged folder, or ``timeout`` seconds."""
     deadline = monotonic() + timeout
     while True:
-        found = find_outcome(staged.name, processed, rejected)
+        found = find_outcome(staged.name, processed, rejected, record=True)
         if found is not None:
             return found
         if monotonic() >= deadline:
-            return Outcome.NO_OUTCOME, None
+            found = find_outcome(staged.name, processed, rejected)  # filed without a record
+            return found if found is not None else (Outcome.NO_OUTCOME, None)
         sleep(0.2)
+
+
+def leaf_sha256(files: dict[str, bytes]) -> str | None:
+    """SHA-256 (hex, of the DER) of the first certificate among the staged files' bytes."""
+    for data in files.values():
+        if b"-----BEGIN CERTIFICATE-----" not in data:
+            continue
+        try:
+            cert = load.parse_certificates(data, name="staged", eager=False).certs[0]
+        except (load.Unreadable, IndexError):
+            continue
+        return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return None
+
+
+def explain(
+    outcome: Outcome,
+    where: Path | None,
+    staged: Staged,
+    state: Path,
+    leaf: str | None = None,
+) -> str:
+    """Why ``stage --wait`` ended as it did, in one sentence (text from files: the caller
+    escapes it for the terminal).
+
+    Refused or rolled back: the problem codes and the first problem's message from the
+    daemon's record of the refusal (``reasons.read``: ``rejected/.reasons/<name>.json``).
+    Installed: the generation whose ``meta.json`` names the
+    staged folder as its source (``<state>/generations/`` and ``<state>/sets/*/generations/``);
+    none: the folder was filed without a new generation: the same leaf (``leaf``, SHA-256) was
+    live already (a generation ``current`` names has its fingerprint), else a newer set
+    arrived with it (superseded).  Files are read with ``statefile.read_json`` (no link
+    followed, 1 MiB at most)."""
+    if outcome in (Outcome.REFUSED, Outcome.ROLLED_BACK) and where is not None:
+        # The daemon's own record (rejected/.reasons), never the filed folder (issue 17).
+        reason = reasons.read(where.parent, where.name)
+        if not isinstance(reason, dict):
+            return "no reason.json was filed with it"
+        problems = [p for p in reason.get("problems") or [] if isinstance(p, dict)]
+        codes = ", ".join(str(p.get("code")) for p in problems) or "no problem code"
+        first = f": {problems[0].get('message')}" if problems else ""
+        first = hints.moved(first, str(reason.get("source") or staged.path), where)
+        return f"{codes} (stage {reason.get('stage', '?')}){first}"
+    if outcome is Outcome.INSTALLED:
+        for meta_path in sorted(
+            [*state.glob("generations/*/meta.json"), *state.glob("sets/*/generations/*/meta.json")],
+            reverse=True,
+        ):
+            meta = statefile.read_json(meta_path)
+            if isinstance(meta, dict) and meta.get("source") == str(staged.path):
+                return f"installed as generation {meta.get('id')} ({meta.get('outcome')})"
+        for current in (state / "current", *state.glob("sets/*/current")):
+            try:  # ``current`` is a link to generations/<id>: read the generation itself
+                generation = current.parent / "generations" / Path(os.readlink(current)).name
+            except OSError:
+                continue
+            meta = statefile.read_json(generation / "meta.json")
+            if leaf and isinstance(meta, dict) and meta.get("fingerprint") == leaf:
+                return (
+                    f"unchanged: the same certificate is live already (generation {meta.get('id')})"
+                )
+        return "filed without a new generation: a newer set arrived with it (superseded)"
+    return ""

@@ -11,45 +11,36 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
+from harper_certd import fsio
+
 BUDGET_FILE = "restart-budget.json"
 WAITING_FILE = "waiting.json"
+# The start of a waiting entry's ``reason`` for a set held for its peers (peerhold.py).
+PEER_HOLD_REASON = "peers: "
 
 
 def write_json(path: Path, data: Any) -> bool:
-    """Replace ``path`` with ``data`` as JSON, atomically; False when it cannot be written."""
+    """Replace ``path`` with ``data`` as JSON, atomically (``fsio.write_replace``: an
+    unpredictable temporary name, ``O_EXCL | O_NOFOLLOW``, mode 0600 before the rename);
+    False when it cannot be written."""
     raw = json.dumps(data, indent=1).encode()
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.unlink(missing_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        fd = os.open(tmp, flags, 0o600)
-        try:
-            view = memoryview(raw)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        fsio.write_replace(path.parent, path.name, raw, mode=0o600)
     except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
         return False  # a full or read-only state directory: the caller keeps it in memory
     return True
 
 
 def read_json(path: Path) -> Any:
-    """``path``'s JSON content; None when missing, unreadable or damaged."""
+    """``path``'s JSON content; None when missing, unreadable, damaged, or not a regular
+    file of at most 1 MiB (``fsio.read_regular``: no link followed, a FIFO never waited on)."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        raw = fsio.read_regular(path, 1 << 20)
     except OSError:
         return None
-    with os.fdopen(fd, "rb") as handle:
-        raw = handle.read(1 << 20)
     try:
         return json.loads(raw)
     except ValueError:

@@ -1,4 +1,4 @@
-"""Install stage: put a set in place as one, keep generations, recover from crashes.
+"""The store: put a set in place as one, keep generations.
 
 Layout (certbot's lineages and Kubernetes' AtomicWriter are the models)::
 
@@ -11,15 +11,29 @@ Every path Harper reads resolves through ``current``, so one rename switches all
 files at once (three, or two for a set without a CA file): at any instant, and after
 a crash at any point, Harper's paths hold one complete set, the old or the new.  A
 generation is written complete and fsynced before it can become current.  A journal in the state
-directory says what was under way; ``recover()`` completes or undoes it.
+directory says what was under way; ``recover.recover`` completes or undoes it.
 
 Generation files are read-only once written (certificate and CA file ``0444``, the key
 ``0400``: the live files' modes without their write bits), and ``meta.json`` keeps each
 file's SHA-256: ``intact()`` is checked before a generation is rolled back to or restored
 from, because a ``cp`` over a live path writes *through* the link into the generation
-(root ignores the read-only mode).  Everything the store creates belongs to the state
+(root ignores the read-only mode).  So each generation is also kept where no live path
+reaches it, ``<state>/pristine/<id>/`` (0700, files 0600, written with it): a generation
+that is not live and was changed in place (acme.sh's ``--install-cert``, ``cp`` and editors
+write *through* the links, issue 17 item 5) is put back from that copy before it is rolled
+back to or judged (``Pristine.repair``), so a plain writer cannot destroy the history.  A writer
+that follows the links still changes the live generation at once; the daemon sees it
+(``certd.live_changed`` with ``written_through``), keeps what was written as a new
+generation and puts the old one back.  Better still, hand sets over: acme.sh's
+``--reloadcmd 'harper-certd stage <folder>'`` (or ``stage --cert/--key/--ca``) instead of
+``--cert-file`` paths in Harper's keys folder.  Everything the store creates belongs to the state
 directory's owner, whoever runs the command (a root CLI chowns), so that the daemon's user
 can always prune, journal and record.
+
+The parts, each its own module: a generation and what is read from it (``generation``),
+the pristine copies (``pristine``), the journal file (``journalfile``), the history
+(``history``), taking live files in (``adoption``), and crash recovery, a pure plan
+(``recovery``) and its executor (``recover``).
 """
 
 from __future__ import annotations
@@ -31,101 +45,29 @@ import json
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harper_certd import fsio, load, names, recovery
+from harper_certd import fsio
 from harper_certd.errors import StateError, SwapError
+from harper_certd.generation import (
+    CERT_KEYS,
+    ROLES,
+    ROLES_NO_CA,
+    FileAttrs,
+    Generation,
+    cert_meta,
+    digest_file,
+    read_file,
+    read_only,
+)
 from harper_certd.history import History, utc_stamp
-from harper_certd.journal import GenerationMeta, Journal, Op, Outcome
-from harper_certd.recovery import Act
+from harper_certd.journal import Op, Outcome
+from harper_certd.journalfile import JournalFile
+from harper_certd.pristine import Pristine
 from harper_certd.roles import KEY_FILES, SetBytes, SetPaths
-from harper_certd.validate import summarize
-
-_ROLES = ("key", "ca", "cert")  # write order inside a generation; the key first
-_ROLES_NO_CA = ("key", "cert")  # a set without a CA file (a public certificate)
-
-
-@dataclass(frozen=True, slots=True)
-class FileAttrs:
-    mode: int
-    uid: int
-    gid: int
-
-
-@dataclass(frozen=True, slots=True)
-class Generation:
-    id: str
-    path: Path
-    meta: dict[str, Any]
-
-    def file(self, role: str) -> Path:
-        return self.path / KEY_FILES[role]
-
-    @property
-    def info(self) -> GenerationMeta:
-        """``meta``, typed."""
-        return GenerationMeta.from_dict(self.id, self.meta)
-
-    def read(self) -> SetBytes:
-        """The files' bytes; ``ca`` ``b""`` when the generation has no CA file."""
-        ca = self.file("ca")
-        with_ca = os.path.lexists(ca) or "ca" in (self.meta.get("digests") or {})
-        return SetBytes(
-            self.file("cert").read_bytes(),
-            self.file("key").read_bytes(),
-            ca.read_bytes() if with_ca else b"",
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Recovery:
-    op: str
-    outcome: str  # "completed" or "undone"
-    generation: str | None
-    needs_verify: bool
-
-
-def cert_meta(cert_pem: bytes) -> dict[str, str]:
-    """The leaf's ``fingerprint`` (SHA-256 hex), ``subject`` (RFC 4514), ``not_after``
-    (ISO 8601, UTC) and ``record_name``: what verification, rollback and ``status`` need
-    from a generation.
-
-    ``record_name`` is the name Harper 4.7 files the certificate under in
-    ``system.hdb_certificate``: its CN, or its first SAN (tests/HARPER-RIG-FINDINGS.md);
-    ``cn`` and ``first_san`` (DNS names before IP addresses) are kept beside it.
-    Empty when the certificate cannot be parsed (an adopted set may be broken).
-    """
-    try:
-        cert = load.parse_certificates(cert_pem, name="certificate").certs[0]
-        leaf = summarize(cert)
-        ids = names.identities(cert)
-    except (load.Unreadable, IndexError, ValueError):
-        return {}
-    record = next(iter((*ids.cns, *ids.dns, *ids.ips)), "")
-    return {
-        "fingerprint": leaf.sha256,
-        "subject": leaf.subject,
-        "not_after": leaf.not_after.isoformat(),
-        "record_name": record,
-        "cn": next(iter(ids.cns), ""),
-        "first_san": next(iter((*ids.dns, *ids.ips)), ""),
-    }
-
-
-_CERT_KEYS = ("fingerprint", "subject", "not_after", "record_name", "cn", "first_san")
-
-
-def read_only(mode: int, role: str) -> int:
-    """A generation file's mode: the live file's, without write bits; a key never for others."""
-    mode = stat.S_IMODE(mode) & ~0o222
-    return mode & 0o770 if role == "key" else mode
-
-
-def _digest_file(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,9 +86,10 @@ class Store:
         self.live = live
         self.generations_dir = state_dir / "generations"
         self.current_link = state_dir / "current"
-        self.journal_path = state_dir / "journal.json"
+        self.journal = JournalFile(state_dir, self.owner)
         self.history = History(state_dir / "history.jsonl", self.owner, self.own)
         self.lock_path = state_dir / ".lock"
+        self.pristine = Pristine(state_dir / "pristine", self.owner, self.own, self.current_id)
 
     # --- layout ------------------------------------------------------------------------
 
@@ -220,7 +163,7 @@ class Store:
     def roles(self) -> tuple[str, ...]:
         """The files of this store's sets, in write order: no CA file when the live set
         names none (``SetPaths.ca`` None)."""
-        return _ROLES_NO_CA if self.live.ca is None else _ROLES
+        return ROLES_NO_CA if self.live.ca is None else ROLES
 
     def digests(self, data: SetBytes) -> dict[str, str]:
         """SHA-256 hex of each of ``data``'s files (this store's roles), as ``meta.json``
@@ -245,14 +188,14 @@ class Store:
     def generation(self, gen_id: str) -> Generation:
         path = self.generations_dir / gen_id
         try:
-            meta = json.loads((path / "meta.json").read_text())
+            meta = json.loads(read_file(path / "meta.json"))
         except (OSError, ValueError) as exc:
             raise StateError(f"generation {gen_id} is unreadable: {exc}") from exc
-        if not meta.get("fingerprint") or any(meta.get(k) is None for k in _CERT_KEYS):
+        if not meta.get("fingerprint") or any(meta.get(k) is None for k in CERT_KEYS):
             # Written by a release that recorded fewer certificate details: read them from
             # the file, so that verification and rollback have a fingerprint to expect.
             with contextlib.suppress(OSError):
-                found = cert_meta((path / KEY_FILES["cert"]).read_bytes())
+                found = cert_meta(read_file(path / KEY_FILES["cert"]))
                 meta = {**meta, **{k: v for k, v in found.items() if meta.get(k) is None}}
                 if not meta.get("fingerprint") and found.get("fingerprint"):
                     meta["fingerprint"] = found["fingerprint"]
@@ -260,14 +203,23 @@ class Store:
 
     def intact(self, gen: Generation) -> str | None:
         """None when every file of ``gen`` still has the digest recorded when it was written;
-        otherwise a sentence naming the files changed in place (or missing)."""
+        otherwise a sentence naming the files changed in place (or missing).  A generation
+        that is not live is first put back from its pristine copy (``Pristine.repair``): only the
+        live one, or one without a good copy, can be found changed."""
+        damage = self.changed(gen)
+        if damage is not None and self.pristine.repair(gen):
+            return self.changed(gen)
+        return damage
+
+    def changed(self, gen: Generation) -> str | None:
+        """As ``intact``, without trying the pristine copy first."""
         digests = gen.info.digests
         if not digests:
             return None  # written before digests were kept: nothing to compare
         changed = []
-        for role in (r for r in _ROLES if r in digests):
+        for role in (r for r in ROLES if r in digests):
             try:
-                if _digest_file(gen.file(role)) != digests.get(role):
+                if digest_file(gen.file(role)) != digests.get(role):
                     changed.append(KEY_FILES[role])
             except FileNotFoundError:
                 changed.append(f"{KEY_FILES[role]} (missing)")
@@ -339,6 +291,7 @@ class Store:
                 gid=gid,
             )
             fsio.fsync_dir(tmp)
+            self.pristine.write(gen_id, data, self.roles)
             fsio.crash_point("generation_written")
             os.rename(tmp, self.generations_dir / gen_id)
             fsio.fsync_dir(self.generations_dir)
@@ -411,55 +364,13 @@ class Store:
                 failed.append((gen.id, errors[0] if errors else "still present"))
             else:
                 removed.append(gen.id)
+                self.pristine.drop(gen.id)
         if removed:
             with contextlib.suppress(OSError):
                 fsio.fsync_dir(self.generations_dir)
         return Pruned(removed, failed)
 
-    # --- journal and history ------------------------------------------------------------
-
-    def journal(self) -> dict[str, Any] | None:
-        try:
-            data: dict[str, Any] = json.loads(self.journal_path.read_text())
-        except FileNotFoundError:
-            return None
-        except ValueError:
-            # A torn journal cannot be: it is written whole and renamed. Treat as absent.
-            return None
-        return data
-
-    def write_journal(self, **entry: Any) -> None:
-        tmp = self.root / ".journal.json.tmp"
-        try:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            uid, gid = self.owner()
-            fsio.write_new(tmp, json.dumps(entry).encode(), mode=0o600, uid=uid, gid=gid)
-            os.rename(tmp, self.journal_path)
-            fsio.fsync_dir(self.root)
-        except OSError as exc:
-            raise SwapError(
-                f"writing the journal in {self.root} failed: {fsio.describe_os_error(exc)}; "
-                "the live set is unchanged"
-            ) from exc
-
-    def in_flight(self) -> bool:
-        """Whether an operation is under way (or was cut short): a journal, or a pending set."""
-        if self.journal() is not None:
-            return True
-        try:
-            current = self.current()
-        except StateError:
-            return False
-        return current is not None and current.meta.get("outcome") == Outcome.PENDING
-
-    def clear_journal(self) -> None:
-        # Not fsynced: a journal that comes back after a crash names a generation that is
-        # already current, which recovery completes (and verifies) again, harmlessly.
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.journal_path)
-
-    # --- adoption: the live files become symlinks through ``current`` ------------------
+    # --- the live paths: symlinks through ``current`` (adoption.py makes them) ----------
 
     def live_attrs(self) -> dict[str, FileAttrs]:
         attrs = {}
@@ -474,7 +385,8 @@ class Store:
             attrs[role] = FileAttrs(st.st_mode, st.st_uid, st.st_gid)
         return attrs
 
-    def _link_live(self) -> None:
+    def link_live(self) -> None:
+        """Each live path not yet a link through ``current`` becomes one; SwapError."""
         for role, path in self.live_paths().items():
             if fsio.is_link_to(path, self.link_target(role)):
                 continue
@@ -487,150 +399,11 @@ class Store:
                 ) from exc
             fsio.crash_point(f"adopt_linked:{role}")
 
-    def adopt(self, read_live: Callable[[], SetBytes], meta: dict[str, Any]) -> Generation | None:
-        """Copy the live files into a generation and link the live paths to it.
-
-        Returns the new generation, or None when the live paths are already managed and
-        match ``current``.  The content seen at Harper's paths never changes here.  The
-        generation records the leaf's fingerprint, subject and not_after (``cert_meta``),
-        so that a rollback to it can be verified.  An adoption that cannot link the live
-        paths (a read-only mount, an immutable folder) is undone before SwapError is raised:
-        it never leaves a journal that blocks later operations.
-        """
-        if self.managed() and self.current_id() is not None:
-            return None
-        data = read_live()
-        previous = self.current_id()
-        meta = {**cert_meta(data.cert), **meta, "outcome": Outcome.ADOPTED}
-        if previous is not None:
-            meta["replaced"] = previous
-        self.write_journal(op="adopt", step="writing", prev=previous, started=utc_stamp())
-        gen = self.write_generation(data, self.live_attrs(), meta)
-        self.write_journal(
-            op="adopt", step="flipping", new=gen.id, prev=previous, started=utc_stamp()
-        )
-        self.flip(gen.id)
-        fsio.crash_point("adopt_flipped")
-        self._link_or_undo(gen, previous)
-        self.clear_journal()
-        self.history.record("adopt", "adopted", generation=gen.id)
-        return gen
-
-    def take_live(self, data: SetBytes, meta: dict[str, Any]) -> Generation:
-        """A set changed by hand at the live paths becomes a generation of its own.
-
-        When the hand change was written *through* a live path's link (``cp`` over it), it
-        changed the live generation's files in place: that generation is marked
-        ``changed_in_place`` and the new one replaces the one before it, so that a rollback
-        never goes to a generation whose content is no longer what it recorded.
-        """
-        current = self.current()
-        replaced = None if current is None else current.id
-        if current is not None and (damage := self.intact(current)) is not None:
-            self.update_meta(current, outcome=Outcome.CHANGED_IN_PLACE, damage=damage)
-            replaced = current.meta.get("replaced")
-        self.write_journal(op="adopt", step="writing", prev=self.current_id(), started=utc_stamp())
-        gen = self.write_generation(
-            data,
-            self.live_attrs(),
-            {**cert_meta(data.cert), **meta, "outcome": Outcome.ADOPTED, "replaced": replaced},
-        )
-        previous = self.current_id()
-        self.write_journal(
-            op="adopt", step="flipping", new=gen.id, prev=previous, started=utc_stamp()
-        )
-        self.commit_flip(gen, op="adopt")
-        self._link_or_undo(gen, previous)
-        self.clear_journal()
-        self.history.record("adopt", "adopted", generation=gen.id, source=meta.get("source"))
-        return gen
-
-    def _link_or_undo(self, gen: Generation, previous: str | None) -> None:
-        self.write_journal(
-            op="adopt", step="linking", new=gen.id, prev=previous, started=utc_stamp()
-        )
-        try:
-            self._link_live()
-        except SwapError as exc:
-            self._undo_adoption(gen, previous, str(exc))
-            raise
-
-    def _undo_adoption(self, gen: Generation, previous: str | None, why: str) -> None:
-        """Put the live paths back as they were before ``gen`` was adopted, and forget it.
-
-        Paths already linked become regular files again (the generation's bytes, the live
-        files' modes); ``current`` goes back to ``previous`` (or away); the journal is
-        cleared.  Raises SwapError, leaving the journal for the next recovery, only when a
-        linked path cannot be put back (then ``current`` must keep naming ``gen``).
-        """
-        for role, path in self.live_paths().items():
-            if not fsio.is_link_to(path, self.link_target(role)):
-                continue
-            tmp = path.with_name(f".{path.name}.tmp-undo-{os.getpid()}")
-            try:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                st = os.stat(gen.file(role))
-                mode = stat.S_IMODE(st.st_mode) | 0o200  # the live file was writable
-                fsio.write_new(
-                    tmp, gen.file(role).read_bytes(), mode=mode, uid=st.st_uid, gid=st.st_gid
-                )
-                os.rename(tmp, path)
-            except OSError as exc:
-                with contextlib.suppress(OSError):
-                    os.unlink(tmp)
-                raise SwapError(
-                    f"{why}; undoing the adoption failed too ({path}: "
-                    f"{fsio.describe_os_error(exc)})"
-                ) from exc
-        try:
-            if previous is not None and (self.generations_dir / previous).is_dir():
-                self.flip(previous)
-            else:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(self.current_link)
-            shutil.rmtree(gen.path, ignore_errors=True)
-            self.clear_journal()
-        except OSError as exc:
-            raise SwapError(f"{why}; undoing the adoption failed too: {exc}") from exc
-        with contextlib.suppress(OSError):
-            self.history.record("adopt", "undone", generation=gen.id, error=why)
-
-    def foreign(self) -> str | None:
-        """Why harper-certd must only watch the live paths (never write them), or None.
-
-        A live path that is a link harper-certd did not make (certbot's ``live/``, a
-        Kubernetes secret volume's ``..data`` links written by AtomicWriter), a path through
-        a ``..``-named link (``<mount>/..data/tls.crt``), or a live folder on a read-only
-        mount: replacing those files would be undone, or ignored, by their owner.
-        """
-        for role, path in self.live_paths().items():
-            try:
-                target: str | None = os.readlink(path)
-            except OSError:
-                target = None
-            if target is not None and target != self.link_target(role):
-                return (
-                    f"{path} is a link harper-certd did not make (-> {target}); its owner "
-                    "(certbot, a Kubernetes secret volume, ...) replaces it"
-                )
-            absolute = path.absolute()
-            for parent in absolute.parents:
-                if parent.name.startswith("..") and parent.is_symlink():
-                    return f"{path} resolves through {parent}, a link written by its owner"
-            try:
-                flags = os.statvfs(path.parent).f_flag
-            except OSError:
-                continue
-            if flags & os.ST_RDONLY:
-                return f"{path.parent} is on a read-only mount"
-        return None
-
     def restore(self, target: Generation) -> None:
         """Put ``target`` back at the live paths (the links too, if someone replaced them)."""
         self.begin_rollback(target)
         self.commit_flip(target, op="rollback")
-        self._link_live()
+        self.link_live()
         self.finish(target, Outcome.RESTORED, op=Op.RESTORE)
 
     # --- install and rollback -----------------------------------------------------------
@@ -681,12 +454,12 @@ class Store:
 
     def finish(self, gen: Generation, outcome: str, op: str = "install", **details: Any) -> None:
         self.update_meta(gen, outcome=outcome, **details)
-        self.clear_journal()
+        self.journal.clear()
         fsio.crash_point("journal_cleared")
         self.history.record(op, outcome, generation=gen.id, **details)
 
     def begin_rollback(self, target: Generation) -> None:
-        self.write_journal(
+        self.journal.write(
             op="rollback",
             step="flipping",
             prev=self.current_id(),
@@ -698,81 +471,8 @@ class Store:
         if gen_id == self.current_id():
             raise SwapError(f"generation {gen_id} is live; it cannot be removed")
         shutil.rmtree(self.generations_dir / gen_id, ignore_errors=True)
+        self.pristine.drop(gen_id)
         fsio.fsync_dir(self.generations_dir)
-
-    # --- recovery ---------------------------------------------------------------------
-
-    def _pending(self, current: str | None) -> list[str]:
-        """Ids, not older than ``current``, whose generation still says ``pending``; older
-        ones were settled when a newer generation became live."""
-        floor = int(current or 0)
-        out = []
-        for entry in self.generations_dir.iterdir():
-            if not entry.name.isdigit() or int(entry.name) < floor:
-                continue
-            try:
-                gen = self.generation(entry.name)
-            except StateError:
-                continue
-            if gen.meta.get("outcome") == Outcome.PENDING:
-                out.append(gen.id)
-        return out
-
-    def _clean_temporaries(self) -> None:
-        if self.generations_dir.is_dir():
-            for entry in self.generations_dir.iterdir():
-                if entry.name.startswith(".tmp-"):
-                    shutil.rmtree(entry, ignore_errors=True)
-        for entry in self._temporary_links():
-            with contextlib.suppress(OSError):
-                os.unlink(entry)
-
-    def _temporary_links(self) -> Iterable[Path]:
-        dirs = {self.root, *(p.parent for p in self.live_paths().values())}
-        for folder in dirs:
-            with contextlib.suppress(OSError):
-                for entry in folder.iterdir():
-                    if entry.name.startswith(".") and ".tmp-" in entry.name and entry.is_symlink():
-                        yield entry
-
-    def recover(self) -> Recovery | None:
-        """Complete or undo whatever a crash interrupted; None when nothing was under way.
-
-        The decision is ``recovery.decide`` (pure); this carries it out.
-        """
-        self.ensure()
-        raw = self.journal()
-        journal = None if raw is None else Journal.from_dict(raw)
-        self._clean_temporaries()
-        current = self.current_id()
-        existing = {p.name for p in self.generations_dir.iterdir() if p.name.isdigit()}
-        plan = recovery.decide(journal, current, self._pending(current), existing)
-        if plan.op is None:
-            return None
-        for action in plan.actions:
-            gen_id = action.generation
-            if action.act is Act.MARK_RECOVERED and gen_id is not None:
-                with contextlib.suppress(StateError):
-                    recovered = self.update_meta(self.generation(gen_id), outcome=Outcome.RECOVERED)
-                    self.nudge(recovered)  # the crash may have come before Harper was woken
-            elif action.act is Act.DISCARD and gen_id is not None:
-                self.discard(gen_id)
-            elif action.act is Act.LINK_LIVE and gen_id is not None:
-                gen = self.generation(gen_id)
-                prev = action.prev or gen.meta.get("replaced")
-                try:
-                    self._link_or_undo(gen, prev)
-                except SwapError:
-                    if self.journal() is not None:
-                        raise  # not even undone: said, and the next operation tries again
-                    return Recovery(plan.op, "undone", prev, needs_verify=False)
-            elif action.act is Act.FLIP and gen_id is not None:
-                self.commit_flip(self.generation(gen_id), op=Op.ROLLBACK)
-            elif action.act is Act.CLEAR_JOURNAL:
-                self.clear_journal()
-            elif action.act is Act.RECORD:
-                self.history.record(str(action.op), str(action.outcome), generation=gen_id)
-        return Recovery(plan.op, str(plan.outcome), plan.generation, plan.needs_verify)
 
 
 def require_no_foreign_files(store: Store) -> None:

@@ -3,11 +3,20 @@
 Events only say "look again at this path"; the daemon decides what they mean.  A
 watched folder may be deleted and created again: ``check()`` notices (by inode),
 re-arms the watch and tells the caller to rescan.
+
+watchdog holds an IN_MOVED_FROM for 0.5 s waiting for its IN_MOVED_TO, and every event
+queued behind it waits too: the daemon filing a set out of ``incoming/`` (a move to a folder
+it does not watch) delayed the next drop's events by half a second, so drop -> installed was
+the settle period plus up to 0.5 s (measured with watchdog 7.1: a drop right after a move out
+was reported 502 ms late).  The kernel queues the two halves of a rename back to back, so
+pairing needs far less: ``MOVE_PAIRING_SECONDS``.  The daemon reads events as "look again at
+this path" and never relies on the pairing.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import os
 from collections.abc import Callable, Iterable
@@ -18,10 +27,32 @@ from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
 from watchdog.observers.api import ObservedWatch
 
-from harper_certd import logs
+from harper_certd import quiet
 from harper_certd.incoming import OVERFLOW
 
-log = logs.get_logger()
+MOVE_PAIRING_SECONDS = 0.02  # how long an IN_MOVED_FROM waits for its IN_MOVED_TO
+
+
+def _shorten_move_pairing() -> type | None:
+    """Set watchdog's move-pairing delay (a class attribute read when a watch is made) to
+    ``MOVE_PAIRING_SECONDS``; the class that holds it, or None where watchdog has neither
+    (not Linux, or a watchdog that renamed it: tests/test_watch_pairing.py fails then)."""
+    # watchdog 7 (inotify_move_event_grouper), then the older inotify_buffer.
+    for module, name in (
+        ("watchdog.observers.inotify_move_event_grouper", "InotifyMoveEventGrouper"),
+        ("watchdog.observers.inotify_buffer", "InotifyBuffer"),
+    ):
+        try:
+            holder = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(holder, type) and isinstance(getattr(holder, "delay", None), float):
+            holder.delay = MOVE_PAIRING_SECONDS  # type: ignore[attr-defined]
+            return holder
+    return None
+
+
+MOVE_PAIRING_CLASS = _shorten_move_pairing()
 
 
 class _LibraryRecords(logging.Handler):
@@ -36,7 +67,7 @@ class _LibraryRecords(logging.Handler):
             message = record.getMessage()
         except Exception:  # a record that cannot be formatted is still reported
             message = str(record.msg)
-        log.warning("certd.library_message", logger=record.name, message=message[:500])
+        quiet.library(record.name, message[:500])  # a storm of them is one line a minute
 
 
 # watchdog reports a watch torn down with its folder at warning level; the daemon re-arms

@@ -1,18 +1,19 @@
 """Reading a YAML file safely: one reader for the daemon's configuration and Harper's.
 
-A leaf module (imports only ``errors``).  Bounded before it is parsed: size, nesting depth
-and node count, so that a hostile or broken file is a sentence, never a stall or a crash.
+A leaf module (imports only ``errors`` and ``fsio``).  Bounded before it is parsed: size,
+nesting depth and node count, so that a hostile or broken file is a sentence, never a
+stall or a crash.
 """
 
 from __future__ import annotations
 
-import os
-import stat
+import errno
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harper_certd import fsio
 from harper_certd.errors import ConfigError
 
 # Bounds for any YAML file we read (ours and Harper's): both are a few kB.  A file nested
@@ -50,23 +51,29 @@ def _check_yaml_shape(text: str, path: Path) -> None:
 def read_yaml(path: Path, *, missing: str = "") -> Any:
     """A YAML file's content; ConfigError with a sentence (and ``missing``'s hint) otherwise.
 
-    Refused with ConfigError: a path that is not a regular file (after links), a file over
+    Refused with ConfigError: a path that is not a regular file (after links, followed only
+    in a folder no one else can write: ``fsio.others_can_write``), a file over
     ``YAML_MAX_BYTES``, nested deeper than ``YAML_MAX_DEPTH`` or with more than
     ``YAML_MAX_NODES`` nodes, and invalid YAML.
     """
+    # A link is followed only in a folder no one else can write (a Kubernetes ConfigMap's
+    # ..data links); elsewhere it is refused, never read through (issue 17).
+    follow = not fsio.others_can_write(path.parent)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        raw = fsio.read_regular(path, YAML_MAX_BYTES, follow=follow)
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist{missing}") from None
+    except fsio.NotRegular as exc:
+        if exc.errno == errno.EFBIG:
+            raise ConfigError(f"{path} is larger than {YAML_MAX_BYTES} bytes") from None
+        raise ConfigError(str(exc)) from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(
+                f"{path} is a link in {path.parent}, a folder others can write; "
+                "name the file itself"
+            ) from None
         raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise ConfigError(f"{path} is not a regular file")
-    with os.fdopen(fd, "rb") as handle:
-        raw = handle.read(YAML_MAX_BYTES + 1)
-    if len(raw) > YAML_MAX_BYTES:
-        raise ConfigError(f"{path} is larger than {YAML_MAX_BYTES} bytes")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -1,7 +1,7 @@
 """The incoming folder of a node with several certificate sets (issue 11): a router.
 
 On such a node every set has a folder of its own, ``incoming/<set name>/``, watched and
-judged by that set's lane (``run.Daemon``).  A folder placed straight in ``incoming/``
+judged by that set's lane (``lane.Lane``).  A folder placed straight in ``incoming/``
 (or loose set files there, gathered into one folder) is taken once it has settled, as any
 source is, and moved with one ``rename(2)`` into the folder of the one set it fits
 (``routing.route``: role, names, CA file or not), or refused (``set_unroutable``) and
@@ -23,32 +23,12 @@ from pathlib import Path
 
 from cryptography import x509
 
-from harper_certd import hazards, logs, routing
+from harper_certd import hazards, routing
 from harper_certd.discover import CertSet
-from harper_certd.incoming import LOOSE_NAMES, Inbox, Kind, Tracker, classify
+from harper_certd.incoming import Inbox, Tracker
+from harper_certd.lane.intake import gather_loose
 from harper_certd.source import Identity, SourceRefused, read_source
 from harper_certd.watch import Root, Watcher
-
-log = logs.get_logger()
-
-
-def gather_loose(incoming: Path, now: dt.datetime) -> Path | None:
-    """Loose set files in ``incoming``, moved together into a folder of their own (its path;
-    None when there are none).  Written under a dot-name, then renamed: seen whole."""
-    names = []
-    for name in sorted(LOOSE_NAMES):
-        with contextlib.suppress(OSError):
-            if classify(name, os.lstat(incoming / name)) is Kind.LOOSE:
-                names.append(name)
-    if not names:
-        return None
-    folder = incoming / f".loose-{now:%Y%m%dT%H%M%S%f}"
-    folder.mkdir(mode=0o700)
-    for name in names:
-        os.rename(incoming / name, folder / name)
-    renamed = incoming / folder.name.removeprefix(".")
-    os.rename(folder, renamed)
-    return renamed
 
 
 def leaf_of(

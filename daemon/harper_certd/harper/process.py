@@ -1,0 +1,184 @@
+"""Harper's process: its main PID, the script it was started from (its command line) and
+its version (the ``package.json`` of the harperdb package that script belongs to).
+
+Measured (docs/harper-lines.md):
+- 4.4 and later write ``<root>/hdb.pid``, deleted on stop and new on every full restart;
+  nodes are told apart by it, never by process name (every node is ``node harperdb.js``).
+- Under PM2 (4.0-4.4) Harper rewrites its process title: ``/proc/PID/cmdline`` is one
+  string, ``node /…/bin/harperdb.js`` padded with NULs, so the script is found by
+  splitting that string too.
+- 4.0 writes no ``hdb.pid`` (PM2 keeps its own, under the Harper user's ``~/.pm2``); its
+  server is ``launchServiceScripts/launchHarperDB.js``.  Such a node is found among the
+  processes whose ``ROOTPATH`` (environment) is the root, or whose user's
+  ``~/.harperdb/hdb_boot_properties.file`` names the root's configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+
+import psutil
+
+from harper_certd.harper.lines import version_tuple
+
+__all__ = ["cli_entry", "harper_entry", "harper_pid", "harper_version", "version_tuple"]
+
+# The scripts a Harper server process runs, by line (bin/ for 4.3 on, PM2 launchers on 4.0).
+SERVER_SCRIPTS = ("harperdb.js", "launchHarperDB.js")
+# harperdb (4.x); harper (5.x, HarperFast/harper's package.json, bin dist/bin/harperdb.js).
+PACKAGE_NAMES = ("harperdb", "harper")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def harper_pid(root: Path) -> int | None:
+    """Harper's main PID: ``<root>/hdb.pid`` if that process is alive (not a zombie), else
+    (4.0 under PM2, no ``hdb.pid``) the oldest live server process of this root."""
+    try:
+        pid = int((root / "hdb.pid").read_text().strip())
+    except (OSError, ValueError):
+        return _server_without_pidfile(root)
+    return pid if _alive(pid) else None
+
+
+def _script_of(cmdline: list[str]) -> str | None:
+    """The server script in a command line, also when the title was rewritten (one string
+    with spaces, NUL padding split into empty arguments)."""
+    words = [w for arg in cmdline for w in arg.split()]
+    return next((w for w in words[1:] if w.endswith(SERVER_SCRIPTS)), None)
+
+
+def _root_of(proc: psutil.Process) -> str | None:
+    """The ROOTPATH a Harper process runs for: its environment, else its user's boot file."""
+    with contextlib.suppress(psutil.Error):
+        env = proc.environ()
+        if env.get("ROOTPATH"):
+            return env["ROOTPATH"]
+        home = env.get("HOME")
+        if home:
+            boot = Path(home) / ".harperdb" / "hdb_boot_properties.file"
+            with contextlib.suppress(OSError):
+                for line in boot.read_text(errors="replace").splitlines():
+                    key, _, value = line.partition("=")
+                    if key.strip() == "settings_path":
+                        return str(Path(value.strip()).parent)
+    return None
+
+
+def _node_pids() -> list[int] | None:
+    """The PIDs whose command name (``/proc/<pid>/comm``: ``node``, or ``node /…`` after a
+    title rewrite, cut at 15 bytes) starts with ``node``; None where there is no ``/proc``.
+
+    One small read per process and no psutil object: the daemon's Harper watch scans
+    every 5 s while a root has no ``hdb.pid`` (Harper stopped, or 4.0), and psutil's
+    ``process_iter`` cost 6.4 ms of CPU a scan for 67 processes (0.14 s a minute idle).
+    """
+    try:
+        entries = os.scandir("/proc")
+    except OSError:
+        return None
+    pids: list[int] = []
+    with entries:
+        for entry in entries:
+            if not entry.name.isdigit():
+                continue
+            with contextlib.suppress(OSError), open(f"/proc/{entry.name}/comm", "rb") as f:
+                if f.read(16).startswith(b"node"):
+                    pids.append(int(entry.name))
+    return pids
+
+
+def _server_without_pidfile(root: Path) -> int | None:
+    wanted = str(root)
+    found: list[psutil.Process] = []
+    pids = _node_pids()
+    candidates = psutil.process_iter() if pids is None else _processes(pids)
+    for proc in candidates:
+        try:
+            if proc.name() != "node" and not proc.name().startswith("node "):
+                continue
+            if _script_of(proc.cmdline()) is None or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except psutil.Error:
+            continue
+        if _root_of(proc) == wanted:
+            found.append(proc)
+    if not found:
+        return None
+    with contextlib.suppress(psutil.Error):
+        found.sort(key=lambda p: p.create_time())
+    return found[0].pid
+
+
+def _processes(pids: list[int]) -> list[psutil.Process]:
+    procs = []
+    for pid in pids:
+        with contextlib.suppress(psutil.Error):
+            procs.append(psutil.Process(pid))
+    return procs
+
+
+def harper_entry(pid: int) -> Path | None:
+    """The script a running Harper was started from (``…/bin/harperdb.js``, or 4.0's
+    ``…/launchServiceScripts/launchHarperDB.js``), absolute; None when not found."""
+    try:
+        proc = psutil.Process(pid)
+        script = _script_of(proc.cmdline())
+    except psutil.Error:
+        return None
+    if script is None:
+        return None
+    path = Path(script)
+    if not path.is_absolute():
+        try:
+            path = Path(proc.cwd()) / path
+        except psutil.Error:
+            return None
+    return path
+
+
+def package_dir(entry: Path | None) -> Path | None:
+    """The Harper package directory above ``entry`` (the first ``package.json`` named
+    ``harperdb`` or ``harper`` (5.x) or ``@harperfast/…`` going up, at most three levels)."""
+    if entry is None:
+        return None
+    for parent in list(entry.parents)[:3]:
+        with contextlib.suppress(OSError, ValueError):
+            meta = json.loads((parent / "package.json").read_text())
+            name = meta.get("name") if isinstance(meta, dict) else None
+            if isinstance(name, str) and (name in PACKAGE_NAMES or name.startswith("@harperfast/")):
+                return parent
+    return None
+
+
+def harper_version(entry: Path | None) -> str | None:
+    """The ``version`` of the harperdb ``package.json`` above ``entry`` ("4.7.29")."""
+    package = package_dir(entry)
+    if package is None:
+        return None
+    try:
+        version = json.loads((package / "package.json").read_text()).get("version")
+    except (OSError, ValueError):
+        return None
+    return version if isinstance(version, str) else None
+
+
+def cli_entry(entry: Path | None) -> Path | None:
+    """The line's own command-line script, ``<package>/bin/harperdb.js`` (5.x:
+    ``<package>/dist/bin/harperdb.js``), what ``restart.method: cli`` runs, for a server
+    script found by ``harper_entry``."""
+    package = package_dir(entry)
+    if package is None:
+        return None
+    for script in (package / "bin" / "harperdb.js", package / "dist" / "bin" / "harperdb.js"):
+        if script.is_file():
+            return script
+    return None

@@ -1,0 +1,25 @@
+"""Hints that name a command give one that still works (a leaf).
+
+A refusal's message is written when the set is judged, naming its source folder
+(``older_than_live``: "to install it anyway: harper-certd install --force-older SRC"); by
+the time a person reads it, SRC has been moved into ``rejected/`` (issue 17: the hint
+named a folder that was gone).  ``moved`` rewrites such a message for where the folder is
+now.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def moved(message: str, source: Path | str, now_at: Path | None) -> str:
+    """``message`` with the folder ``source`` named where it is now (``now_at``), when
+    ``source`` no longer exists; unchanged while it does, or when the message does not
+    name it."""
+    old = str(source)
+    if old not in message or os.path.lexists(old):
+        return message
+    if now_at is not None and os.path.lexists(now_at):
+        return message.replace(old, str(now_at))
+    return f"{message} ({old} has been moved since)"

@@ -1,0 +1,224 @@
+"""Harper's own runtime judges a set; our analysis explains the verdict.
+
+``start`` launches Node on the set's bytes (``node``: one short process running the shipped
+``node_judge.js``) before the analysis runs, ``finish`` waits for it and lays its verdict
+over the analysis' problems (``verdict.reconcile``).  When there is no Node, or Node cannot
+judge the instant asked, the model answers alone and the judge line says so.
+
+Node judges the present only (OpenSSL reads the wall clock; Node cannot be handed another
+instant).  Its verdict holds for another instant ``at`` when no certificate of the set has a
+notBefore or notAfter between ``at`` and now (OpenSSL compares whole seconds: expired from
+the notAfter second on, valid from the notBefore second on), so ``validate --at`` a few
+hours back is still Node's verdict; across a validity bound the model answers.
+
+The same set asked again within ``REUSE_SECONDS`` (``status`` judges the live set twice: its
+own summary and the health snapshot) shares the Node run already started: Node's verdict
+depends on the bytes, the names, the direction and the instant, and ``finish`` checks the
+instant against the run's own start as for any run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from harper_certd.judge import node, runtime, verdict
+from harper_certd.judge.runtime import MODEL, Choice, NodeChoice, configure
+from harper_certd.judge.verdict import JudgeInfo, model_info
+from harper_certd.problems import Problem
+
+if TYPE_CHECKING:  # the CLI starts Node before cryptography is imported (start-up cost)
+    import datetime as dt
+
+    from cryptography import x509
+
+__all__ = [
+    "EARLY_LIMIT",
+    "MODEL",
+    "Choice",
+    "JudgeInfo",
+    "NodeChoice",
+    "Pending",
+    "configure",
+    "finish",
+    "start",
+    "start_files",
+]
+
+# Bytes read per file by ``start_files`` (the CA file's limit, load.MAX_CA_FILE_BYTES; the
+# analysis applies each file's own limit and Node's verdict counts only for the same bytes).
+EARLY_LIMIT = 16 << 20
+# Seconds of slack around "now" for the time rule (Node starts a moment after we look).
+_SLACK = 2
+# Seconds a Node run is shared with the same request asked again.
+REUSE_SECONDS = 10.0
+# The last run started: (node path, SHA-256 of the request), the run, when it started.
+_last: tuple[tuple[str, bytes], node.Run, float] | None = None
+
+
+@dataclass(slots=True)
+class Pending:
+    """A judgement under way: Node running (``run``) or the reason the model judges alone;
+    ``judged``: the bytes Node was given (cert, key, CA), to check they are the analysed."""
+
+    run: node.Run | None
+    choice: NodeChoice | None
+    why_model: str
+    started: float
+    judged: tuple[bytes, bytes, bytes] | None = None
+
+    def judges(self, cert: object, key: object, ca: object) -> bool:
+        """Whether Node judges exactly these bytes."""
+        return self.judged is not None and self.judged == (cert, key, ca)
+
+
+def start(
+    cert: bytes | None,
+    key: bytes | None,
+    ca: bytes | None,
+    *,
+    names: Sequence[str],
+    server: bool,
+    client: bool,
+    judge: Choice | None = None,
+) -> Pending:
+    """Start Node on the files' bytes (None: a file that could not be read, or no key)."""
+    now = time.time()
+    choice = runtime.choose() if judge is None else judge
+    if choice is MODEL:
+        why = "judge.node: none" if judge is None else "the model alone was asked for"
+        return Pending(None, None, why, now)
+    if isinstance(choice, str):
+        return Pending(None, None, choice, now)
+    assert isinstance(choice, NodeChoice)
+    if cert is None or ca is None:
+        return Pending(None, choice, "a file could not be read, so no handshake can be made", now)
+    if key is None:
+        return Pending(None, choice, "no private key was given, and a handshake needs it", now)
+    global _last  # noqa: PLW0603 - one run remembered, for the same set asked again
+    request = node.SetRequest("set", cert, key, ca, tuple(names), server, client)
+    digest = hashlib.sha256(repr((cert, key, ca, tuple(names), server, client)).encode()).digest()
+    if (
+        _last is not None
+        and _last[0] == (choice.path, digest)
+        and 0 <= now - _last[2] < REUSE_SECONDS
+    ):
+        return Pending(_last[1], choice, "", _last[2], (cert, key, ca))
+    run = node.Run(choice.path, [request])
+    _last = ((choice.path, digest), run, now)
+    return Pending(run, choice, "", now, (cert, key, ca))
+
+
+def _read_early(path: Path, limit: int) -> bytes | None:
+    """A regular file's bytes, at most ``limit``; None otherwise (the analysis reads the
+    files again with every safety check, and Node's verdict is used only when it judged
+    the very bytes the analysis read)."""
+    try:
+        with open(path, "rb") as handle:
+            if not os.path.isfile(path) or os.fstat(handle.fileno()).st_size > limit:
+                return None
+            data = handle.read(limit + 1)
+    except OSError:
+        return None
+    return data if len(data) <= limit else None
+
+
+def start_files(
+    cert: Path,
+    key: Path,
+    ca: Path,
+    *,
+    names: Sequence[str],
+    server: bool,
+    client: bool,
+    limit: int,
+) -> Pending:
+    """``start`` on three files, before anything heavy is imported: the CLI's ``validate``
+    starts Node first, so its start-up runs while Python imports the analysis."""
+    return start(
+        _read_early(cert, limit),
+        _read_early(key, limit),
+        _read_early(ca, limit),
+        names=names,
+        server=server,
+        client=client,
+    )
+
+
+def _timestamp(value: dt.datetime) -> float:
+    return value.timestamp()
+
+
+def holds_at(certs: Iterable[x509.Certificate], at: dt.datetime, now: float) -> bool:
+    """Whether Node's verdict now is its verdict at ``at``: no validity bound in between."""
+    a, n = math.floor(at.timestamp()), math.floor(now)
+    low, high = min(a, n) - _SLACK, max(a, n) + _SLACK
+    if high - low <= 2 * _SLACK:
+        return True
+    for cert in certs:
+        for bound in (cert.not_valid_before_utc, cert.not_valid_after_utc):
+            if low < _timestamp(bound) <= high:
+                return False
+    return True
+
+
+def finish(
+    pending: Pending,
+    problems: Sequence[Problem],
+    certs: Iterable[x509.Certificate],
+    at: dt.datetime,
+) -> tuple[tuple[Problem, ...], JudgeInfo]:
+    """The problems once Node's verdict is in, and who judged."""
+    if pending.run is None or pending.choice is None:
+        return tuple(problems), model_info(pending.why_model)
+    try:
+        batch = pending.run.result()
+    except node.JudgeUnavailable as exc:
+        return tuple(problems), model_info(f"{pending.choice.path} could not judge: {exc}")
+    if not holds_at(certs, at, pending.started):
+        return tuple(problems), model_info(
+            "Node judges only the present, and a certificate's validity changes between the "
+            "instant asked and now"
+        )
+    found = batch.verdicts.get("set")
+    if found is None:
+        return tuple(problems), model_info("Node's answer named no set")
+    version = f"Node {batch.node}, OpenSSL {batch.openssl}"
+    out, disagreement = verdict.reconcile(problems, found.ok, found.reason, version)
+    info = JudgeInfo(
+        "node",
+        version,
+        node_path=pending.choice.path,
+        source=pending.choice.source,
+        node_accepts=found.ok,
+        node_reason=found.reason,
+        disagreement=disagreement,
+    )
+    if disagreement:
+        _log_disagreement(info, out)
+    return out, info
+
+
+def _log_disagreement(info: JudgeInfo, problems: Sequence[Problem]) -> None:
+    # Imported here for start-up cost: `validate` does not load logging otherwise.
+    import structlog
+
+    if not structlog.is_configured():
+        return  # the CLI's validate: the report itself shows the disagreement
+    # Imported here for start-up cost, as above (logging and the event records).
+    from harper_certd import events, logs
+
+    logs.emit(
+        events.JudgeDisagreed(
+            kind=info.disagreement,
+            judge=info.version,
+            node_reason=info.node_reason or None,
+            codes=[p.code for p in problems],
+        )
+    )

@@ -1,0 +1,194 @@
+"""Run Harper's own Node.js on a certificate set: ``node_judge.js``, shipped in this package.
+
+One short Node process per judged set (or per batch of sets), started before our own
+analysis so that both run at once; nothing stays resident.  Node runs with ``--jitless``:
+the shipped unit's ``MemoryDenyWriteExecute=yes`` kills V8's JIT (a W+X mapping), and the
+interpreter alone judges a set as well (measured on Node 20: tests/test_judge.py runs the
+judge under PR_SET_MDWE, the kernel's form of that setting).
+
+The script's answer per set (``NodeVerdict``) is what Node's TLS did: the error of
+``tls.createSecureContext``, of the handshake, or of one side's certificate verification
+(OpenSSL's code and reason), and ``tls.checkServerIdentity`` per name asked.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import threading
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+
+SCRIPT = "node_judge.js"
+# A set's judgement takes 50-250 ms (process start included); the bound is for a stuck
+# process on a loaded machine, after which the model answers alone.
+TIMEOUT_SECONDS = 20.0
+# Node's own warnings on stderr kept in a failure reason: enough to say why, never key bytes
+# (the script prints only its own stack on a crash; key bytes never reach stderr).
+_STDERR_KEPT = 300
+
+
+@dataclass(frozen=True, slots=True)
+class SetRequest:
+    """One set to judge: the files' bytes as read, the names to check against the server
+    certificate, and which directions count (``server``: a client verifies this set as a
+    server, serverAuth; ``client``: a server verifies it as a client, clientAuth)."""
+
+    id: str
+    cert: bytes
+    key: bytes
+    ca: bytes
+    names: tuple[str, ...] = ()
+    server: bool = True
+    client: bool = True
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "cert": base64.b64encode(self.cert).decode(),
+            "key": base64.b64encode(self.key).decode(),
+            "ca": base64.b64encode(self.ca).decode(),
+            "names": list(self.names),
+            "server": self.server,
+            "client": self.client,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class NodeVerdict:
+    """Node's answer for one set.  ``stage``: ``context`` (createSecureContext threw),
+    ``handshake``, ``server``/``client`` (that side's verification refused), ``name``
+    (checkServerIdentity refused a name), ``""`` when accepted.  ``code``/``message``:
+    Node's error code and OpenSSL's reason."""
+
+    id: str
+    ok: bool
+    stage: str
+    code: str
+    message: str
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def reason(self) -> str:
+        """One line: where and why Node refused (empty when it accepted)."""
+        if self.ok:
+            return ""
+        where = {
+            "context": "loading the files (tls.createSecureContext)",
+            "handshake": "the TLS handshake",
+            "server": "verifying the certificate as a server (a peer dialling this node)",
+            "client": "verifying the certificate as a client (this node dialling a peer)",
+            "name": "checking a host name (tls.checkServerIdentity)",
+        }.get(self.stage, self.stage)
+        message = " ".join(self.message.split())[:300]
+        return f"{self.code} in {where}: {message}" if message else f"{self.code} in {where}"
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """A finished run: Node's version, OpenSSL's version and one verdict per set id."""
+
+    node: str
+    openssl: str
+    verdicts: Mapping[str, NodeVerdict]
+
+
+class JudgeUnavailable(Exception):
+    """Node could not judge (not startable, crashed, timed out, unreadable answer);
+    ``str()`` says why in our words."""
+
+
+def script_path() -> str:
+    """The shipped script's path (package data)."""
+    return str(resources.files("harper_certd.judge").joinpath(SCRIPT))
+
+
+def argv(node: str) -> list[str]:
+    return [node, "--jitless", script_path()]
+
+
+class Run:
+    """A Node process judging ``sets``, started at construction; ``result()`` waits.
+
+    The request is written and the answer read by a thread, so the caller goes on with its
+    own analysis meanwhile (a CA file of 1 MB is more than a pipe holds).
+    """
+
+    def __init__(
+        self,
+        node: str,
+        sets: Sequence[SetRequest],
+        *,
+        timeout: float = TIMEOUT_SECONDS,
+        env: Mapping[str, str] | None = None,
+        prefix: Sequence[str] = (),
+    ) -> None:
+        self._timeout = timeout
+        self._out: bytes = b""
+        self._err: bytes = b""
+        self._failure: str | None = None
+        payload = json.dumps({"sets": [s.as_json() for s in sets]}).encode()
+        try:
+            self._proc: subprocess.Popen[bytes] | None = subprocess.Popen(
+                [*prefix, *argv(node)],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=None if env is None else dict(env),
+            )
+        except OSError as exc:
+            self._proc = None
+            self._failure = f"{node} could not be started ({exc.strerror or type(exc).__name__})"
+            self._thread: threading.Thread | None = None
+            return
+        self._thread = threading.Thread(target=self._talk, args=(payload,), daemon=True)
+        self._thread.start()
+
+    def _talk(self, payload: bytes) -> None:
+        assert self._proc is not None
+        try:
+            self._out, self._err = self._proc.communicate(payload, timeout=self._timeout)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.communicate()
+            self._failure = f"Node did not answer within {self._timeout:.0f} s"
+        except OSError as exc:  # a broken pipe: Node died before reading the request
+            self._proc.kill()
+            self._proc.wait()
+            self._failure = f"Node stopped early ({exc.strerror or type(exc).__name__})"
+
+    def result(self) -> Batch:
+        """Node's verdicts; JudgeUnavailable when it could not give them."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._failure is not None:
+            raise JudgeUnavailable(self._failure)
+        assert self._proc is not None
+        if self._proc.returncode != 0:
+            tail = self._err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+            raise JudgeUnavailable(
+                f"Node exited with status {self._proc.returncode} ({tail[0][:_STDERR_KEPT]})"
+            )
+        try:
+            data = json.loads(self._out)
+            verdicts = {
+                r["id"]: NodeVerdict(
+                    id=r["id"],
+                    ok=bool(r["ok"]),
+                    stage=str(r["stage"]),
+                    code=str(r["code"]),
+                    message=str(r["message"]),
+                    names={str(k): str(v) for k, v in r.get("names", {}).items()},
+                )
+                for r in data["results"]
+            }
+            return Batch(str(data["node"]), str(data["openssl"]), verdicts)
+        except (ValueError, KeyError, TypeError):
+            raise JudgeUnavailable("Node's answer could not be read") from None
+
+
+def judge_sets(node: str, sets: Sequence[SetRequest], **kwargs: object) -> Batch:
+    """Judge ``sets`` in one Node process and wait (batches: tests, ``check``)."""
+    return Run(node, sets, **kwargs).result()  # type: ignore[arg-type]

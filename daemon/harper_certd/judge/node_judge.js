@@ -1,0 +1,145 @@
+// harper-certd's judge: what Harper's own Node.js does with a certificate set.
+//
+// For each set: tls.createSecureContext({cert, key, ca}) as Harper builds it, then one
+// mutual-TLS handshake between two in-memory TLS sockets over a duplex pair (no listening
+// socket, no network), both sides using that context: the server requests the client's
+// certificate, the client verifies the server's.  Neither side rejects on its own: each
+// side's verdict is read after the handshake (OpenSSL's verify result, as Node's
+// `authorized` / `authorizationError`), so both directions are judged in one handshake.
+// Then tls.checkServerIdentity(name, serverCertificate) for every name asked.
+//
+// stdin: JSON {"sets": [{"id", "cert", "key", "ca" (base64 of the files' bytes),
+//                        "names": [host names to check], "server": bool, "client": bool}]}
+//   server: the client side verifies the server's certificate (serverAuth);
+//   client: the server side requests and verifies the client's certificate (clientAuth).
+// stdout: JSON {"node": process.version, "openssl": process.versions.openssl,
+//   "results": [{"id", "ok", "stage", "code", "message", "sides": {...}, "names": {...}}]}
+//   stage "context": createSecureContext threw; "handshake": the handshake failed;
+//   "server"/"client": that side's verification refused; "name": a name check failed;
+//   "" when ok.  code/message: Node's error code and OpenSSL's reason.
+'use strict';
+const tls = require('tls');
+const { Duplex } = require('stream');
+
+const TIMEOUT_MS = 10000;
+
+function duplexPair() {
+  const ends = [];
+  for (let i = 0; i < 2; i++) {
+    ends.push(new Duplex({
+      read() {},
+      write(chunk, encoding, callback) {
+        ends[1 - i].push(chunk);
+        callback();
+      },
+      final(callback) {
+        ends[1 - i].push(null);
+        callback();
+      },
+    }));
+  }
+  return ends;
+}
+
+function reason(err) {
+  if (!err) return { code: '', message: '' };
+  return { code: String(err.code || 'ERROR'), message: String(err.message || err) };
+}
+
+function verifyReason(socket) {
+  // With rejectUnauthorized false Node keeps only the code; the handle has the message.
+  try {
+    const err = socket._handle && socket._handle.verifyError();
+    if (err) return reason(err);
+  } catch (e) { /* fall back to the code */ }
+  return { code: String(socket.authorizationError || 'UNAUTHORIZED'), message: String(socket.authorizationError || '') };
+}
+
+function judge(set) {
+  const opts = {
+    cert: Buffer.from(set.cert, 'base64'),
+    key: Buffer.from(set.key, 'base64'),
+    ca: Buffer.from(set.ca, 'base64'),
+  };
+  let context;
+  try {
+    context = tls.createSecureContext(opts);
+  } catch (err) {
+    return Promise.resolve({ id: set.id, ok: false, stage: 'context', ...reason(err), sides: {}, names: {} });
+  }
+  return new Promise((resolve) => {
+    const sides = {};
+    let serverCert = null;
+    let settled = false;
+    let pending = 2;
+    const finish = (failure) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clientSocket.destroy();
+      const names = {};
+      for (const name of set.names || []) {
+        if (!serverCert) { names[name] = 'no server certificate'; continue; }
+        const err = tls.checkServerIdentity(name, serverCert);
+        names[name] = err ? String(err.message) : '';
+      }
+      if (failure) {
+        resolve({ id: set.id, ok: false, stage: 'handshake', ...failure, sides, names });
+        return;
+      }
+      for (const side of ['server', 'client']) {
+        if (set[side] && !sides[side].ok) {
+          resolve({ id: set.id, ok: false, stage: side, code: sides[side].code, message: sides[side].message, sides, names });
+          return;
+        }
+      }
+      const bad = Object.entries(names).find(([, why]) => why);
+      if (bad) {
+        resolve({ id: set.id, ok: false, stage: 'name', code: 'ERR_TLS_CERT_ALTNAME_INVALID', message: bad[1], sides, names });
+        return;
+      }
+      resolve({ id: set.id, ok: true, stage: '', code: '', message: '', sides, names });
+    };
+    const timer = setTimeout(() => finish({ code: 'TIMEOUT', message: 'handshake timed out' }), TIMEOUT_MS);
+    const [serverEnd, clientEnd] = duplexPair();
+    // tls.Server builds its own context from the options (it ignores `secureContext`).
+    const server = tls.createServer({ ...opts, requestCert: Boolean(set.client), rejectUnauthorized: false });
+    server.on('secureConnection', (socket) => {
+      // The client's certificate, verified as a client (OpenSSL's ssl_client purpose).
+      sides.client = socket.authorized ? { ok: true, code: '', message: '' } : { ok: false, ...verifyReason(socket) };
+      socket.on('error', () => {});
+      socket.end();
+      if (--pending === 0) finish(null);
+    });
+    server.on('tlsClientError', (err) => finish(reason(err)));
+    server.emit('connection', serverEnd);
+    const clientSocket = tls.connect({
+      socket: clientEnd,
+      secureContext: context,
+      rejectUnauthorized: false,
+      checkServerIdentity: () => undefined,
+    });
+    clientSocket.on('secureConnect', () => {
+      // The server's certificate, verified as a server (OpenSSL's ssl_server purpose).
+      sides.server = clientSocket.authorized ? { ok: true, code: '', message: '' } : { ok: false, ...verifyReason(clientSocket) };
+      serverCert = clientSocket.getPeerCertificate(true);
+      if (--pending === 0) finish(null);
+    });
+    clientSocket.on('data', () => {});
+    clientSocket.on('error', (err) => finish(reason(err)));
+  });
+}
+
+async function main() {
+  const chunks = [];
+  for await (const chunk of process.stdin) chunks.push(chunk);
+  const request = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  const results = [];
+  for (const set of request.sets) results.push(await judge(set));
+  process.stdout.write(JSON.stringify({ node: process.version, openssl: process.versions.openssl, results }));
+}
+
+main().catch((err) => {
+  process.stderr.write(String(err && err.stack ? err.stack : err));
+  process.exit(1);
+});

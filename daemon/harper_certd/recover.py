@@ -1,0 +1,126 @@
+"""Crash recovery carried out: read what a crash left, ask ``recovery.decide`` (pure) what
+to do, and do it on the store.
+
+What is read: the journal (``<state>/journal.json``), the generation ``current`` names,
+the generations still ``pending`` (``in_flight`` says whether there is any of these);
+temporaries a crash left (``generations/.tmp-*``, ``.*.tmp`` links beside the live paths
+and in the state directory) are removed first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harper_certd import recovery
+from harper_certd.adoption import link_or_undo
+from harper_certd.errors import StateError, SwapError
+from harper_certd.journal import Journal, Op, Outcome
+from harper_certd.recovery import Act
+from harper_certd.swap import Store
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """What ``recover`` did: the operation a crash cut short (``Op``), its outcome, the
+    generation live now, and whether Harper must be checked to serve it."""
+
+    op: str
+    outcome: str  # "completed" or "undone"
+    generation: str | None
+    needs_verify: bool
+
+
+def in_flight(store: Store) -> bool:
+    """Whether an operation is under way (or was cut short): a journal, or a pending set."""
+    if store.journal.read() is not None:
+        return True
+    try:
+        current = store.current()
+    except StateError:
+        return False
+    return current is not None and current.meta.get("outcome") == Outcome.PENDING
+
+
+def _pending(store: Store, current: str | None) -> list[str]:
+    """Ids, not older than ``current``, whose generation still says ``pending``; older
+    ones were settled when a newer generation became live."""
+    floor = int(current or 0)
+    out = []
+    for entry in store.generations_dir.iterdir():
+        if not entry.name.isdigit() or int(entry.name) < floor:
+            continue
+        try:
+            gen = store.generation(entry.name)
+        except StateError:
+            continue
+        if gen.meta.get("outcome") == Outcome.PENDING:
+            out.append(gen.id)
+    return out
+
+
+def _clean_temporaries(store: Store) -> None:
+    """Remove what a crash left half-made: ``generations/.tmp-*`` and temporary links."""
+    if store.generations_dir.is_dir():
+        for entry in store.generations_dir.iterdir():
+            if entry.name.startswith(".tmp-"):
+                shutil.rmtree(entry, ignore_errors=True)
+    for entry in _temporary_links(store):
+        with contextlib.suppress(OSError):
+            os.unlink(entry)
+
+
+def _temporary_links(store: Store) -> Iterable[Path]:
+    """Links named ``.*.tmp`` / ``.*.tmp-*`` in the state directory and beside the live
+    paths: a link replaced by rename(2) (``fsio.replace_symlink``) cut short."""
+    dirs = {store.root, *(p.parent for p in store.live_paths().values())}
+    for folder in dirs:
+        with contextlib.suppress(OSError):
+            for entry in folder.iterdir():
+                temporary = ".tmp-" in entry.name or entry.name.endswith(".tmp")
+                if entry.name.startswith(".") and temporary and entry.is_symlink():
+                    yield entry
+
+
+def recover(store: Store) -> Recovery | None:
+    """Complete or undo whatever a crash interrupted; None when nothing was under way.
+
+    The decision is ``recovery.decide`` (pure); this carries it out.
+    """
+    store.ensure()
+    raw = store.journal.read()
+    journal = None if raw is None else Journal.from_dict(raw)
+    _clean_temporaries(store)
+    current = store.current_id()
+    existing = {p.name for p in store.generations_dir.iterdir() if p.name.isdigit()}
+    plan = recovery.decide(journal, current, _pending(store, current), existing)
+    if plan.op is None:
+        return None
+    for action in plan.actions:
+        gen_id = action.generation
+        if action.act is Act.MARK_RECOVERED and gen_id is not None:
+            with contextlib.suppress(StateError):
+                recovered = store.update_meta(store.generation(gen_id), outcome=Outcome.RECOVERED)
+                store.nudge(recovered)  # the crash may have come before Harper was woken
+        elif action.act is Act.DISCARD and gen_id is not None:
+            store.discard(gen_id)
+        elif action.act is Act.LINK_LIVE and gen_id is not None:
+            gen = store.generation(gen_id)
+            prev = action.prev or gen.meta.get("replaced")
+            try:
+                link_or_undo(store, gen, prev)
+            except SwapError:
+                if store.journal.read() is not None:
+                    raise  # not even undone: said, and the next operation tries again
+                return Recovery(plan.op, "undone", prev, needs_verify=False)
+        elif action.act is Act.FLIP and gen_id is not None:
+            store.commit_flip(store.generation(gen_id), op=Op.ROLLBACK)
+        elif action.act is Act.CLEAR_JOURNAL:
+            store.journal.clear()
+        elif action.act is Act.RECORD:
+            store.history.record(str(action.op), str(action.outcome), generation=gen_id)
+    return Recovery(plan.op, str(plan.outcome), plan.generation, plan.needs_verify)

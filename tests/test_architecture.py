@@ -1,0 +1,159 @@
+"""The package's shape, checked: the import layers declared in pyproject.toml
+(``[tool.importlinter]``, run with lint-imports), no import circle, every module importable
+alone in a fresh interpreter, and function-level imports only where start-up cost needs
+them (the command line)."""
+
+from __future__ import annotations
+
+import ast
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import grimp
+import pytest
+
+import harper_certd
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(harper_certd.__file__).resolve().parent
+# Modules whose function-level imports are there for start-up cost: the command line loads
+# per command what that command needs (validate is timed against a bare cryptography script).
+STARTUP_COST = {"harper_certd.cli"}
+
+
+def _modules() -> list[str]:
+    out = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        out.append(".".join(parts))
+    return out
+
+
+def test_import_layers_are_kept() -> None:
+    """lint-imports over the contracts in pyproject.toml: 0 broken."""
+    linter = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
+    assert linter is not None, "import-linter is a test dependency (pip install -e '.[test]')"
+    done = subprocess.run(
+        [linter, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 broken" in done.stdout
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+    counter = 0
+    for root, edges in graph.items():
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges)))]
+        index[root] = low[root] = counter
+        counter += 1
+        stack.append(root)
+        on.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = counter
+                    counter += 1
+                    stack.append(child)
+                    on.add(child)
+                    work.append((child, iter(sorted(graph.get(child, ())))))
+                elif child in on:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    found.append(sorted(component))
+    return found
+
+
+def test_no_import_circle() -> None:
+    """Every import counted, at module level and inside functions (not those for type
+    checking only): no two modules reach each other."""
+    g = grimp.build_graph("harper_certd", exclude_type_checking_imports=True)
+    graph = {
+        m: {d for d in g.find_modules_directly_imported_by(m) if d.startswith("harper_certd")}
+        for m in g.modules
+        if m.startswith("harper_certd")
+    }
+    # A package's __init__ is not an import of its children: only real edges count.
+    assert _cycles(graph) == []
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+
+
+def _says_startup_cost(lines: list[str], lineno: int) -> bool:
+    """Whether the import at 1-based ``lineno`` is explained: ``start-up cost`` in a comment on its
+    own line, or in the comment block just above the block of import lines it belongs to."""
+    if "start-up cost" in lines[lineno - 1]:
+        return True
+    row = lineno - 2
+    while row >= 0 and lines[row].strip().startswith(("import ", "from ")):
+        row -= 1
+    while row >= 0 and lines[row].strip().startswith("#"):
+        if "start-up cost" in lines[row]:
+            return True
+        row -= 1
+    return False
+
+
+def test_function_level_imports_only_for_startup_cost() -> None:
+    """An import inside a function hides a dependency (and, before, an import circle): only
+    for start-up cost, in the command line (its docstring says so) or with a comment saying
+    ``start-up cost`` on the line before (or above the block of imports it heads, or on the
+    import's own line)."""
+    assert _says_startup_cost(["# start-up cost", "import a", "import b"], 3)
+    assert not _says_startup_cost(["x = 1", "import a"], 2)
+    unexplained = []
+    for module in _modules():
+        path = PACKAGE.parent.joinpath(*module.split("."))
+        path = path / "__init__.py" if path.is_dir() else path.with_suffix(".py")
+        lines = path.read_text().splitlines()
+        for func in ast.walk(ast.parse("\n".join(lines))):
+            if not isinstance(func, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(func):
+                if not isinstance(node, ast.Import | ast.ImportFrom) or module in STARTUP_COST:
+                    continue
+                if not _says_startup_cost(lines, node.lineno):
+                    unexplained.append(f"{module}:{node.lineno}: {lines[node.lineno - 1].strip()}")
+    assert unexplained == []
+
+
+# harper_certd.__main__ runs the command line when imported (python -m harper_certd).
+@pytest.mark.parametrize("module", [m for m in _modules() if m != "harper_certd.__main__"])
+def test_every_module_imports_alone(module: str) -> None:
+    """A fresh interpreter imports the module and nothing else first: an import that only
+    works after another module was loaded is a hidden circle."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
+    done = subprocess.run(
+        [sys.executable, "-c", f"import {module}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr

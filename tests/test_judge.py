@@ -1,0 +1,343 @@
+"""Node as the judge: the judge line in validate's text and JSON with and without Node, the
+verdict laid over the model's, and the judge under the shipped unit's MemoryDenyWriteExecute.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harper_certd import devca, judge
+from harper_certd.judge import node
+from harper_certd.judge.verdict import reconcile
+from harper_certd.problems import problem
+from harper_certd.roles import Purpose
+from harper_certd.validate import Inputs, validate
+
+NODE = shutil.which("node")
+needs_node = pytest.mark.skipif(NODE is None, reason="node is not on PATH")
+PR_SET_MDWE = 65
+PR_MDWE_REFUSE_EXEC_GAIN = 1
+
+
+def _set(tmp_path: Path) -> list[str]:
+    root = devca.make_ca("judge root")
+    leaf = devca.make_leaf(root, "nodea", dns=["nodea"])
+    (tmp_path / "cert.pem").write_bytes(leaf.cert_pem)
+    (tmp_path / "key.pem").write_bytes(leaf.key_pem)
+    (tmp_path / "key.pem").chmod(0o600)
+    (tmp_path / "ca.pem").write_bytes(root.cert_pem)
+    return [
+        "--cert",
+        str(tmp_path / "cert.pem"),
+        "--key",
+        str(tmp_path / "key.pem"),
+        "--ca",
+        str(tmp_path / "ca.pem"),
+    ]
+
+
+def _cli(args: list[str], path: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PATH": path}
+    return subprocess.run(
+        [sys.executable, "-m", "harper_certd", "validate", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+
+
+@needs_node
+def test_judge_line_with_node(tmp_path: Path) -> None:
+    args = _set(tmp_path)
+    text = _cli(args, os.environ["PATH"])
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "judged by Node v" in text.stdout
+    assert ", OpenSSL 3." in text.stdout
+    data = json.loads(_cli([*args, "--json"], os.environ["PATH"]).stdout)
+    assert data["judge"]["kind"] == "node"
+    assert data["judge"]["node_accepts"] is True
+    assert data["judge"]["line"].startswith("judged by Node v")
+
+
+def test_judge_line_without_node(tmp_path: Path) -> None:
+    """No node on PATH (an operator's laptop): the model answers and says so."""
+    args = _set(tmp_path)
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    text = _cli(args, str(empty))
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "judged by harper-certd's model of Node 20 (no node" in text.stdout
+    data = json.loads(_cli([*args, "--json"], str(empty)).stdout)
+    assert data["judge"]["kind"] == "model"
+    off = json.loads(_cli([*args, "--json", "--node", "none"], os.environ["PATH"]).stdout)
+    assert off["judge"]["kind"] == "model"
+    assert off["judge"]["why_model"] == "judge.node: none"
+
+
+@needs_node
+def test_node_refusal_the_model_misses_is_node_refused() -> None:
+    """Node's real refusal (a CA that did not issue the leaf) over an empty analysis."""
+    assert NODE is not None
+    root, other = devca.make_ca("real root"), devca.make_ca("other root")
+    leaf = devca.make_leaf(root, "nodea")
+    batch = node.judge_sets(
+        NODE, [node.SetRequest("s", leaf.cert_pem, leaf.key_pem, other.cert_pem)]
+    )
+    found = batch.verdicts["s"]
+    assert not found.ok
+    problems, disagreement = reconcile((), found.ok, found.reason, "Node x")
+    assert disagreement == "node_refused"
+    assert [p.code for p in problems] == ["node_refused"]
+    assert "UNABLE_TO_VERIFY_LEAF_SIGNATURE" in problems[0].message
+    # The model's own refusal stands when Node refuses too; a non-policy refusal Node does
+    # not make becomes model_disagrees (Node decides); a policy refusal stands.
+    mine = (problem("chain_invalid", "x"),)
+    assert reconcile(mine, False, "r", "Node x") == (mine, "")
+    out, kind = reconcile(mine, True, "", "Node x")
+    assert kind == "model_refused"
+    assert [p.code for p in out] == ["model_disagrees"]
+    weak = (problem("weak_key", "x"),)
+    assert reconcile(weak, True, "", "Node x") == (weak, "")
+
+
+@needs_node
+def test_validate_reports_node_verdict() -> None:
+    root = devca.make_ca("v root")
+    leaf = devca.make_leaf(root, "nodea", dns=["nodea"])
+    now = dt.datetime.now(dt.UTC)
+    good = validate(Inputs(leaf.cert_pem, leaf.key_pem, root.cert_pem), at=now)
+    assert good.valid
+    assert good.judge is not None
+    assert good.judge.kind == "node"
+    named = validate(
+        Inputs(leaf.cert_pem, leaf.key_pem, root.cert_pem), at=now, hostnames=["nodeb"]
+    )
+    assert named.codes == ("hostname_mismatch",)
+    assert named.judge is not None
+    assert "ERR_TLS_CERT_ALTNAME_INVALID" in named.judge.node_reason
+    # Another instant across the leaf's notAfter: Node judges only the present.
+    later = validate(
+        Inputs(leaf.cert_pem, leaf.key_pem, root.cert_pem),
+        at=leaf.cert.not_valid_after_utc + dt.timedelta(days=1),
+    )
+    assert later.codes == ("expired",)
+    assert later.judge is not None
+    assert later.judge.kind == "model"
+    assert "only the present" in later.judge.why
+
+
+def _mdwe() -> None:  # runs in the child before exec: the unit's MemoryDenyWriteExecute
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
+
+
+@needs_node
+def test_judge_runs_under_memory_deny_write_execute() -> None:
+    """systemd/harper-certd.service has MemoryDenyWriteExecute=yes; PR_SET_MDWE with
+    PR_MDWE_REFUSE_EXEC_GAIN is the kernel's own form of it (Linux 6.3+).  Plain node dies
+    under it (V8's JIT maps W+X memory); the judge's --jitless node works."""
+    assert NODE is not None
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import ctypes; l=ctypes.CDLL(None); "
+            f"print(l.prctl({PR_SET_MDWE}, {PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if probe.stdout.strip() != "0":
+        pytest.skip("this kernel has no PR_SET_MDWE")
+    plain = subprocess.run(
+        [NODE, "-e", "for (let i = 0; i < 1e6; i++) Math.sqrt(i)"],
+        capture_output=True,
+        preexec_fn=_mdwe,
+        timeout=60,
+        check=False,
+    )
+    assert plain.returncode != 0
+    root = devca.make_ca("mdwe root")
+    leaf = devca.make_leaf(root, "nodea")
+    request = node.SetRequest("s", leaf.cert_pem, leaf.key_pem, root.cert_pem)
+    done = subprocess.run(
+        node.argv(NODE),
+        input=json.dumps({"sets": [request.as_json()]}).encode(),
+        capture_output=True,
+        preexec_fn=_mdwe,
+        timeout=60,
+        check=True,
+    )
+    assert json.loads(done.stdout)["results"][0]["ok"] is True
+
+
+def _root_with_foreign_aki() -> devca.Issued:
+    """A self-signed root whose AKI names another key: OpenSSL does not take it as
+    self-signed (x509-limbo webpki::aki::root-with-aki-ski-mismatch); the model does."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    key = devca.make_key()
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "aki root")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=100))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier(b"\x01" * 20, None, None), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    return devca.Issued(cert, key)
+
+
+@needs_node
+def test_disagreement_codes_come_from_real_sets() -> None:
+    """node_refused and model_disagrees from Node's real verdicts on x509-limbo sets.  The
+    model no longer has a known fault there (tests/test_judge_limbo.py's KNOWN is empty), so
+    validate itself agrees with Node; a fault is emulated by handing ``judge.finish`` the
+    model's problems without its own finding (the set, Node and its verdict are real)."""
+    now = dt.datetime.now(dt.UTC)
+    limbo_file = Path(__file__).resolve().parents[2] / "shared" / "limbo" / "limbo-subset.json"
+    if not limbo_file.exists():
+        pytest.skip("shared/limbo is not there")
+    cases = {c["id"]: c for c in json.loads(limbo_file.read_text())["testcases"]}
+
+    def inputs_of(case_id: str) -> Inputs:
+        tc = cases[case_id]
+        return Inputs(
+            (tc["peer_certificate"] + "".join(tc["untrusted_intermediates"])).encode(),
+            tc["peer_certificate_key"].encode(),
+            "".join(tc["trusted_certs"]).encode(),
+        )
+
+    def pending_of(inputs: Inputs, names: list[str], server: bool) -> judge.Pending:
+        assert isinstance(inputs.cert, bytes)
+        assert isinstance(inputs.key, bytes)
+        assert isinstance(inputs.ca, bytes)
+        return judge.start(
+            inputs.cert, inputs.key, inputs.ca, names=names, server=server, client=not server
+        )
+
+    # OpenSSL builds one chain and does not try the other path: the model now does the same.
+    same_chain = cases["rfc5280::nc::nc-forbids-same-chain-ica"]
+    names = [same_chain["expected_peer_name"]["value"]]
+    inputs = inputs_of(same_chain["id"])
+    agreed = validate(inputs, at=now, hostnames=names, purpose=Purpose.SERVER)
+    assert agreed.codes == ("chain_invalid",)
+    assert "does not try another path" in agreed.problems[0].message
+    assert agreed.judge is not None
+    assert agreed.judge.node_accepts is False
+    assert agreed.judge.disagreement == ""
+    out, info = judge.finish(pending_of(inputs, names, True), (), [], now)
+    assert [p.code for p in out] == ["node_refused"]
+    assert "excluded subtree violation" in out[0].message
+    assert info.disagreement == "node_refused"
+    # An email name constraint: refused as documented policy although Node accepts.
+    inputs = inputs_of("rfc5280::nc::nc-permits-invalid-email-san")
+    policy = validate(inputs, at=now, purpose=Purpose.CLIENT)
+    assert policy.codes == ("chain_invalid",)
+    assert policy.judge is not None
+    assert policy.judge.node_accepts is True
+    assert policy.judge.disagreement == ""
+    fault = problem("chain_invalid", "a refusal the model makes by mistake")
+    out, info = judge.finish(pending_of(inputs, [], False), (fault,), [], now)
+    assert [p.code for p in out] == ["model_disagrees"]
+    assert "chain_invalid" in out[0].message
+    assert info.disagreement == "model_refused"
+
+
+@needs_node
+def test_root_whose_aki_names_another_is_refused_as_node_does() -> None:
+    """The model's fix for x509-limbo webpki::aki::root-with-aki-*: Node and the model agree."""
+    root = _root_with_foreign_aki()
+    leaf = devca.make_leaf(root, "nodea", dns=["nodea"])
+    report = validate(
+        Inputs(leaf.cert_pem, leaf.key_pem, root.cert_pem), at=dt.datetime.now(dt.UTC)
+    )
+    assert report.codes == ("chain_invalid",)
+    assert "Authority Key Identifier" in report.problems[0].message
+    assert report.judge is not None
+    assert report.judge.node_accepts is False
+    assert report.judge.disagreement == ""
+
+
+@needs_node
+def test_early_node_counts_only_for_the_bytes_analysed(tmp_path: Path) -> None:
+    """validate's CLI starts Node on the files before importing the analysis; when a file
+    changes in between, that verdict is not used: Node judges the analysed bytes again."""
+    args = _set(tmp_path)
+    cert, key, ca = (Path(args[i]) for i in (1, 3, 5))
+    pending = judge.start_files(
+        cert, key, ca, names=[], server=True, client=True, limit=judge.EARLY_LIMIT
+    )
+    assert pending.judges(cert.read_bytes(), key.read_bytes(), ca.read_bytes())
+    other = devca.make_ca("another root")
+    changed = Inputs(cert.read_bytes(), key.read_bytes(), other.cert_pem)
+    assert not pending.judges(changed.cert, changed.key, changed.ca)
+    report = validate(changed, at=dt.datetime.now(dt.UTC), pending=pending)
+    assert report.judge is not None
+    assert report.judge.kind == "node"
+    assert report.judge.node_accepts is False  # Node judged the CA file analysed, not the first
+
+
+def test_the_node_is_harpers_own_then_configured_then_path(tmp_path: Path) -> None:
+    """Harper's node from /proc/PID/exe of its pid (here a real process: a sleeping node or
+    this Python), else judge.node, else PATH's; 'none' is the model alone."""
+    from harper_certd.judge import runtime
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        found = runtime.choose(runtime.Settings(harper_pid=lambda: child.pid))
+        assert isinstance(found, runtime.NodeChoice)
+        assert found.path == os.path.realpath(sys.executable)
+        assert f"pid {child.pid}" in found.source
+    finally:
+        child.kill()
+        child.wait()
+    gone = runtime.choose(runtime.Settings(node=sys.executable, harper_pid=lambda: None))
+    assert gone == runtime.NodeChoice(sys.executable, "from judge.node")
+    assert runtime.choose(runtime.Settings(node="none")) is runtime.MODEL
+    missing = runtime.choose(runtime.Settings(node=str(tmp_path / "no-node")))
+    assert isinstance(missing, str)
+    assert "not an executable file" in missing
+
+
+@needs_node
+def test_the_same_set_asked_again_shares_one_node_run() -> None:
+    """``status`` judges the live set twice: the second ask shares the first Node run (one
+    process), a different ask (other names) starts its own; both give Node's verdict."""
+    root = devca.make_ca("reuse root")
+    leaf = devca.make_leaf(root, "nodea")
+    cert, key, ca = leaf.cert_pem, leaf.key_pem, root.cert_pem
+    first = judge.start(cert, key, ca, names=["nodea"], server=True, client=True)
+    again = judge.start(cert, key, ca, names=["nodea"], server=True, client=True)
+    other = judge.start(cert, key, ca, names=["nodeb"], server=True, client=True)
+    assert first.run is not None
+    assert again.run is first.run
+    assert other.run is not first.run
+    now = dt.datetime.now(dt.UTC)
+    _, info = judge.finish(again, (), [leaf.cert, root.cert], now)
+    assert info.kind == "node"
+    assert info.node_accepts is True
+    _, info = judge.finish(other, (), [leaf.cert, root.cert], now)
+    assert info.node_accepts is False  # nodeb is not the certificate's name

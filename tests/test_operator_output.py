@@ -1,0 +1,152 @@
+"""What operators read (issue 17 item 8): ``status`` warns from the first failed renewal
+with its reason and next attempt; durations under a day in hours/minutes; ``fleet``
+critical within the last threshold; ``stage --wait`` says the outcome and why; a hint
+names a folder that exists; an operator's rollback told apart from the daemon's own; the
+CLI's own log lines in JSON when the configuration asks for JSON.
+
+Real command-line processes and one real daemon subprocess (about 45 s in all, 25 s of it the
+daemon's test)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from daemonfix import DaemonProc
+from harper_certd import devca, health
+from harper_certd.install.context import build_context
+from nodefix import make_node, run_cli, status_json
+
+
+def test_status_warns_from_the_first_failed_renewal_and_stage_wait_says_why(
+    tmp_path: Path,
+) -> None:
+    node = make_node(tmp_path)
+    # In the renewal window at once, overdue only ~45 days from now: a failure is the news.
+    node.config_data["renew"] = {
+        "command": [sys.executable, "-c", "import sys; sys.exit(3)"],
+        "before_days": 200,
+        "backoff_initial": 3600,
+    }
+    config = str(node.write_config())
+    code, before = status_json(node, "--no-probe")
+    assert (code, before["health"]) == (0, "ok"), before["findings"]
+    with DaemonProc(node) as d:
+        failed = d.wait_for("certd.renewal_failed")
+        assert failed["failures"] == 1
+        code, data = status_json(node, "--no-probe")
+        assert code == 1
+        assert data["health"] == "warning"
+        [finding] = [f for f in data["findings"] if f["code"] == "renewal_failing"]
+        assert "the command exited 3" in finding["message"]
+        assert failed["next_attempt"] in finding["message"]
+        assert not [f for f in data["findings"] if f["code"] == "renewal_overdue"]
+        text = run_cli("status", "--no-probe", "--config", config)
+        assert text.returncode == 1
+        assert text.stdout.startswith("WARNING: node nodea")
+        assert "warning: renewal_failing: renewal failed 1 time(s)" in text.stdout
+
+        # stage --wait: a refused set says its codes and reason, where it is kept
+        bad = node.source("bad")
+        devca.write_private(bad / "privateKey.pem", devca.make_leaf(node.ca).key_pem)
+        refused = run_cli("stage", "--wait", "--timeout", "60", "--config", config, str(bad))
+        assert refused.returncode == 1, refused.stdout + refused.stderr
+        line = refused.stdout.splitlines()[-1]
+        assert line.startswith("refused; nothing changed: key_mismatch (stage "), line
+        assert "/keys/rejected/" in line
+
+        # an installed one says its generation
+        good = node.source("good")
+        done = run_cli("stage", "--wait", "--timeout", "60", "--config", config, str(good))
+        assert done.returncode == 0, done.stdout + done.stderr
+        generation = build_context(node.config).store.current_id()
+        assert f"processed: installed as generation {generation} (installed)" in done.stdout
+        # the same set again: filed, no new generation, told apart from an install
+        again = run_cli("stage", "--wait", "--timeout", "60", "--config", config, str(good))
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert (
+            f"processed: unchanged: the same certificate is live already (generation "
+            f"{generation})" in again.stdout
+        ), again.stdout
+        # the new leaf is not the one the failed renewal was for: no longer "failing"
+        _, after = status_json(node, "--no-probe")
+        assert not [f for f in after["findings"] if f["code"] == "renewal_failing"]
+        assert d.stop() == 0
+
+
+def test_minutes_not_days_and_fleet_critical_in_the_last_threshold(tmp_path: Path) -> None:
+    """A leaf three minutes from its notAfter: "3 min left" (never "0.0 days"), and fleet
+    is critical (within expiry.warn_days' last threshold, 1 day) whatever the node said."""
+    node = make_node(tmp_path)
+    now = dt.datetime.now(dt.UTC)
+    leaf = devca.make_leaf(
+        node.ca,
+        "nodea",
+        dns=["nodea"],
+        ips=["127.0.0.2"],
+        not_before=now - dt.timedelta(hours=1),
+        not_after=now + dt.timedelta(minutes=3, seconds=30),
+    )
+    devca.write_set(node.live.cert.parent, leaf, [node.ca])
+    config = str(node.write_config())
+    text = run_cli("status", "--no-probe", "--config", config).stdout
+    assert re.search(r"(?<![\d.])-?0\.0 days", text) is None, text
+    assert "3 min left" in text or "2 min left" in text, text
+    done = run_cli("status", "--json", "--no-probe", "--config", config)
+    data = json.loads(done.stdout)
+    assert data["health"] == "warning"  # renewal overdue; the node does not say critical
+    (tmp_path / "n.json").write_text(done.stdout)
+    fleet = run_cli("fleet", str(tmp_path / "n.json"))
+    assert fleet.returncode == 2, fleet.stdout
+    leaf_row = next(line for line in fleet.stdout.splitlines() if " leaf " in line)
+    assert " critical " in leaf_row
+    assert " min " in leaf_row or leaf_row.split()[4] == "min", leaf_row
+    assert re.search(r"(?<![\d.])-?0\.0", leaf_row) is None, leaf_row
+    validate = run_cli(
+        "validate",
+        "--cert",
+        str(node.live.cert),
+        "--key",
+        str(node.live.key),
+        "--ca",
+        str(node.ca_file),
+    ).stdout
+    assert "min left)" in validate, validate
+
+
+def test_hint_names_where_the_source_is_now_and_logs_are_json(tmp_path: Path) -> None:
+    """older_than_live's hint names the folder as filed in rejected/ (it exists); with
+    log.format: json the CLI's own log lines are JSON."""
+    node = make_node(tmp_path)
+    node.config_data["log"] = {"format": "json"}
+    config = str(node.write_config())
+    older = node.source("older", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    done = run_cli("install", "--config", config, str(older))
+    assert done.returncode == 1, done.stdout + done.stderr
+    [hint] = [line for line in done.stdout.splitlines() if "older_than_live" in line]
+    named = hint.rsplit("harper-certd install --force-older ", 1)[1]
+    assert not older.exists()
+    assert "/keys/rejected/" in named
+    assert os.path.isdir(named), hint
+    # the events the command logged (certd.set_refused...) are JSON lines on stderr
+    logged = [line for line in done.stderr.splitlines() if line.strip()]
+    assert logged, done.stderr
+    for line in logged:
+        assert line.startswith("<"), line
+        assert json.loads(line.split(">", 1)[1])["event"], line
+
+
+def test_an_operators_rollback_is_told_apart(tmp_path: Path) -> None:
+    node = make_node(tmp_path)
+    config = str(node.write_config())
+    assert run_cli("install", "--config", config, str(node.source("new"))).returncode == 0
+    back = run_cli("rollback", "--config", config)
+    assert back.returncode == 0, back.stdout + back.stderr
+    snap = health.snapshot(build_context(node.config), served=False)
+    assert snap.last["rollback"].outcome == "operator"
+    _, data = status_json(node, "--no-probe")
+    assert data["last"]["rollback"]["outcome"] == "operator"

@@ -1,0 +1,43 @@
+"""`status --no-probe` reads files: it must not load the peers' WebSocket client nor logging
+(issue 21).
+
+What it costs is measured by ``python -m bench`` (status against validate, as processes);
+this only pins which heavy modules stay out, so a new top-level import is caught here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from nodefix import make_node
+
+PROBE = """\
+import contextlib, io, json, sys
+from harper_certd import cli
+with contextlib.redirect_stdout(io.StringIO()):
+    code = cli.main(["status", "--no-probe", "--config", sys.argv[1]])
+print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_status_no_probe_leaves_the_websocket_client_unloaded(tmp_path: Path) -> None:
+    node = make_node(tmp_path, method="none")
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(node.write_config())],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["code"] == 0  # a healthy node: the status really ran
+    modules = set(result["modules"])
+    assert "harper_certd.peers" in modules or "harper_certd.health" in modules
+    assert not {m for m in modules if m == "websockets" or m.startswith("websockets.")}
+    # nor logging: structlog costs about a third of the command's time (issue 21)
+    assert "harper_certd.logs" not in modules
+    assert not {m for m in modules if m == "structlog" or m.startswith("structlog.")}
