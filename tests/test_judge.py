@@ -14,13 +14,16 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
+import rootsfix
 from harper_certd import devca, judge
 from harper_certd.judge import node
 from harper_certd.judge.verdict import reconcile
 from harper_certd.problems import problem
 from harper_certd.roles import Purpose
 from harper_certd.validate import Inputs, validate
+from harper_certd.validate.cafile_rules import MAX_CA_NAMES_BYTES, ca_names_size
 
 NODE = shutil.which("node")
 needs_node = pytest.mark.skipif(NODE is None, reason="node is not on PATH")
@@ -341,3 +344,42 @@ def test_the_same_set_asked_again_shares_one_node_run() -> None:
     assert info.node_accepts is True
     _, info = judge.finish(other, (), [leaf.cert, root.cert], now)
     assert info.node_accepts is False  # nodeb is not the certificate's name
+
+
+@needs_node
+def test_ca_names_limit_is_nodes() -> None:
+    """``ca_names_too_large`` starts exactly where Node starts failing mutual TLS: the CA
+    file's names (2 + DER subject each) at MAX_CA_NAMES_BYTES are accepted by both, one byte
+    more refused by both (Node: ERR_SSL_INTERNAL_ERROR); a server-only set sends
+    no list, so both accept it.  Found by Node itself: a 2,300-root CA file was refused as
+    ``node_refused`` with no cause of the model's own."""
+    root = devca.make_ca("Names Limit Root")
+    leaf = devca.make_leaf(root, "nodea", dns=["nodea"])
+    # Stranger roots until one more root with a CN of 20 to 60 characters reaches the limit:
+    # a CN of n ASCII characters is a 13 + n byte Name (n < 110), 15 + n in the list.
+    blocks = [root.cert_pem]
+    size = ca_names_size([root.cert])
+    while MAX_CA_NAMES_BYTES - size - 15 > 60:
+        cn = f"Stranger Root {len(blocks)}"
+        blocks.append(rootsfix.root(cn, serial=len(blocks)))
+        size += 15 + len(cn)
+    base = b"".join(blocks)
+    assert ca_names_size(x509.load_pem_x509_certificates(base)) == size
+    now = dt.datetime.now(dt.UTC)
+    seen = {}
+    for target in (MAX_CA_NAMES_BYTES, MAX_CA_NAMES_BYTES + 1):
+        ca = base + rootsfix.root("x" * (target - size - 15))
+        assert ca_names_size(x509.load_pem_x509_certificates(ca)) == target
+        report = validate(Inputs(leaf.cert_pem, leaf.key_pem, ca), at=now)
+        server = validate(Inputs(leaf.cert_pem, leaf.key_pem, ca), at=now, purpose=Purpose.SERVER)
+        assert report.judge is not None
+        assert report.judge.kind == "node", report.judge
+        assert server.judge is not None
+        assert server.judge.node_accepts is True, server.judge
+        assert "ca_names_too_large" not in server.codes
+        seen[target] = (report.codes, report.judge.node_accepts, report.judge.node_reason)
+    fits, over = seen[MAX_CA_NAMES_BYTES], seen[MAX_CA_NAMES_BYTES + 1]
+    assert fits[:2] == ((), True), fits
+    assert over[:2] == (("ca_names_too_large",), False), over
+    # At the limit the extensions block overflows; further on, the names list itself.
+    assert "tls_construct_extensions:internal error" in over[2], over

@@ -51,3 +51,23 @@ def test_a_kept_folder_filed_later_has_its_key_protected(tmp_path: Path) -> None
     os.chmod(later / "privateKey.pem", 0o644)
     retention.prune_folder(tmp_path, keep=5, days=30, now=now)
     assert stat.S_IMODE((later / "privateKey.pem").stat().st_mode) == 0o600
+
+
+def test_names_remembered_between_calls_still_age_and_overflow(tmp_path: Path) -> None:
+    """The names a folder held at the last call are remembered (a kept folder is read once,
+    issue 21); a folder filed since still counts against ``keep``, and a remembered one still
+    ages out by ``days``."""
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    for n in ("20261110T000000000000Z-a", "20261111T000000000000Z-b"):
+        (tmp_path / n).mkdir()
+    assert retention.prune_folder(tmp_path, keep=2, days=30, now=now) == []
+    (tmp_path / "20261112T000000000000Z-c").mkdir()
+    assert retention.prune_folder(tmp_path, keep=2, days=30, now=now) == [
+        "20261110T000000000000Z-a"
+    ]
+    later = now + dt.timedelta(days=40)  # b and c are now older than 30 days; c is the newest
+    assert retention.prune_folder(tmp_path, keep=2, days=30, now=later) == [
+        "20261111T000000000000Z-b"
+    ]
+    assert [p.name for p in tmp_path.iterdir()] == ["20261112T000000000000Z-c"]
+    assert retention.prune_folder(tmp_path, keep=2, days=30, now=later) == []

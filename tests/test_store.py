@@ -32,6 +32,7 @@ from harper_certd.config import RetentionSection
 from harper_certd.install.context import build_context
 from harper_certd.install.pipeline import install
 from nodefix import Node, make_node
+from rootsfix import strangers
 
 FAST = {"watch": {"settle_seconds": 0.3}}
 
@@ -635,3 +636,27 @@ def test_read_only_state_directory_is_swap_failed_with_cause(tmp_path: Path) -> 
         assert not d.named("certd.set_superseded")
         assert sorted(p.name for p in incoming.iterdir()) == ["x", "y"]
         assert node.live_fingerprint() == _fp((hand / "certificate.pem").read_bytes())
+
+
+def test_a_ca_file_over_1_mib_is_installed_and_rolled_back_to(tmp_path: Path) -> None:
+    """A CA file over 1 MiB (the set's root, then 600 stranger roots of about 2.5 KB: names
+    well under what a CertificateRequest carries, see ``ca_names_too_large``) passes the
+    incoming reader, the store and a rollback, as it passes `validate` (issue 21: only
+    `validate` had the 16 MiB limit; install refused it at 1 MiB)."""
+    node = make_node(tmp_path, method="none")
+    big = node.source("big")
+    ca_pem = big / "ca.pem"
+    ca_pem.write_bytes(ca_pem.read_bytes() + strangers(600, body=1400))
+    wanted = ca_pem.read_bytes()
+    assert len(wanted) > 1 << 20
+    ctx = build_context(node.config)
+    outcome = install(ctx, big)
+    assert outcome.status == "installed", outcome.as_dict()
+    assert node.live.ca is not None
+    assert node.live.ca.read_bytes() == wanted
+    generation = outcome.generation
+    assert install(build_context(node.config), node.source("small")).status == "installed"
+    assert node.live.ca.stat().st_size < 1 << 20
+    back = _cli(node, "rollback", str(generation))
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert node.live.ca.read_bytes() == wanted

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 import os
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 import fuzz_cases
+import rootsfix
 from harper_certd import devca, judge
 from harper_certd.problems import CODES, VALIDATION_CODES, Severity
 from harper_certd.roles import Purpose, SetPaths
@@ -506,6 +508,18 @@ CASES = [
     # Only a bug produces check_failed; a caller passing a naive datetime is one.
     Case("check_failed", lambda p, t: validate(p.inputs(), at=dt.datetime(2026, 1, 1))),
     Case("cert_not_strict_der", lambda p, t: _field_case_22()),
+    Case(
+        "ca_names_too_large",
+        # 850 roots with 64-character names: 79 bytes each in the CertificateRequest.
+        lambda p, t: run(
+            dataclasses.replace(
+                p.inputs(),
+                ca=p.inter.cert_pem
+                + p.root.cert_pem
+                + b"".join(rootsfix.root(f"{i:04d}" + "x" * 60) for i in range(850)),
+            )
+        ),
+    ),
 ]
 
 

@@ -35,7 +35,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from harper_certd import events, logs, peers, sdnotify, stage
+from harper_certd import events, load, logs, peers, sdnotify, stage
 from harper_certd.errors import HarperError
 from harper_certd.harper.api import Api, hdb_nodes, operations_api
 from harper_certd.harper.probe import served
@@ -460,9 +460,9 @@ def wait_for_authority(api: Api, fingerprint: str, timeout: float, interval: flo
 
 
 def read_pem_file(path: Path) -> bytes:
+    """A CA file named on the command line, whole (at most ``load.MAX_CA_FILE_BYTES``, what
+    Node loads; never cut short).  Raises CaError."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(1 << 20)
-    except OSError as exc:
-        raise CaError(f"{path}: {exc.strerror or exc}") from None
-    return data
+        return load.read_bounded(path, limit=load.MAX_CA_FILE_BYTES)
+    except load.Unreadable as exc:
+        raise CaError(str(exc)) from None

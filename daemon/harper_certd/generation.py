@@ -100,8 +100,9 @@ def read_only(mode: int, role: str) -> int:
 
 def read_file(path: Path) -> bytes:
     """A file of the state directory: a regular file, no link followed, at most
-    ``load.MAX_FILE_BYTES`` (``fsio.read_regular``); OSError otherwise."""
-    return fsio.read_regular(path, load.MAX_FILE_BYTES)
+    ``load.MAX_CA_FILE_BYTES`` (a generation's CA file may be as large as Node loads;
+    ``fsio.read_regular``); OSError otherwise."""
+    return fsio.read_regular(path, load.MAX_CA_FILE_BYTES)
 
 
 def digest_file(path: Path) -> str:

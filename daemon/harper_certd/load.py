@@ -38,10 +38,10 @@ from typing import TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from harper_certd import der, pem
+from harper_certd import der, dsakeys, pem
 
 MAX_FILE_BYTES = 1 << 20
 # A CA file may hold a whole trust store (1,000 RSA roots: 1.1 MB, loaded by Node and openssl
@@ -642,7 +642,7 @@ def _dropped(name: str, entry: int, cause: str) -> str:
 _LABEL_KEY_TYPES: dict[bytes, tuple[str, bytes, type]] = {
     b"RSA PRIVATE KEY": ("pkcs1", der.OID_RSA, rsa.RSAPrivateKey),
     b"EC PRIVATE KEY": ("sec1", der.OID_EC, ec.EllipticCurvePrivateKey),
-    b"DSA PRIVATE KEY": ("dsa", der.OID_DSA, dsa.DSAPrivateKey),
+    b"DSA PRIVATE KEY": ("dsa", der.OID_DSA, dsakeys.DSAPrivateKey),
 }
 _STRUCTURES = {
     "pkcs8": "PKCS#8",

@@ -132,6 +132,11 @@ CODES: dict[str, tuple[Severity, str]] = {
         Severity.ERROR,
         "The certificates the node sends exceed OpenSSL's 100 KiB limit on a Certificate message.",
     ),
+    "ca_names_too_large": (
+        Severity.ERROR,
+        "The CA file's subject names overflow the list of CAs a node sends when it asks a peer "
+        "for its certificate (65,491 bytes with OpenSSL 3.0): every mutual-TLS handshake fails.",
+    ),
     "node_refused": (
         Severity.ERROR,
         "Harper's Node.js refuses the set (its OpenSSL reason is quoted) where harper-certd's "

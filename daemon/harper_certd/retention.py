@@ -110,6 +110,9 @@ PRUNE_PER_CALL = 300
 # kept folder is protected once (when first seen), not on every install, so an install's
 # cost does not grow with the folders kept.  Bounded by retention.keep per folder.
 _PROTECTED: dict[str, frozenset[str]] = {}
+# The names each filing folder held at the last call, with their stamps (None: not ours):
+# a name is read once, not on every install.  Bounded by what the folder holds.
+_SEEN: dict[str, dict[str, str | None]] = {}
 
 
 def prune_folder(
@@ -130,11 +133,26 @@ def prune_folder(
             names = [e.name for e in listing]
     except OSError:
         return []
-    stamped = [(stamp, name) for name in names if (stamp := _stamp(name)) is not None]
-    stamped.sort(reverse=True)
+    seen = _SEEN.get(str(where), {})
+    stamps = {name: seen[name] if name in seen else _stamp(name) for name in names}
+    _SEEN[str(where)] = stamps
+    stamped = [(stamp, name) for name, stamp in stamps.items() if stamp is not None]
     # Fixed-width stamps compare as the times they stand for.
     cutoff = None if days is None else (now - dt.timedelta(days=days)).strftime(_FORMAT)
     protected = _PROTECTED.get(str(where), frozenset())
+    if len(stamped) <= max(keep, 1) and (
+        cutoff is None or not stamped or min(stamped)[0] >= cutoff
+    ):
+        # Nothing to remove (the usual install): only folders filed since are looked at, so
+        # the cost stays flat in the folders kept (10,000 kept: 24 -> 5 ms, issue 21).
+        ours = frozenset(name for _, name in stamped)
+        for name in ours - protected:
+            entry = where / name
+            if entry.is_dir() and not entry.is_symlink():
+                protect_keys(entry)
+        _PROTECTED[str(where)] = ours
+        return []
+    stamped.sort(reverse=True)
     kept: set[str] = set()
     removed: list[str] = []
     for index, (stamp, name) in enumerate(stamped):

@@ -142,7 +142,7 @@ def fsio_lstat(path: Path) -> os.stat_result | None:
         return None
 
 
-def _read_fd(fd: int, shown: str, trusted_uids: set[int]) -> bytes:
+def _read_fd(fd: int, shown: str, trusted_uids: set[int], limit: int = MEMBER_LIMIT) -> bytes:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         raise SourceRefused("source_unreadable", f"{shown} is not a regular file")
@@ -151,15 +151,15 @@ def _read_fd(fd: int, shown: str, trusted_uids: set[int]) -> bytes:
             "source_unsafe",
             f"{shown} is owned by {_uid_text(st.st_uid)}, not root or Harper's user",
         )
-    if st.st_size > MEMBER_LIMIT:
+    if st.st_size > limit:
         raise SourceRefused(
             "source_unreadable",
-            f"{shown} is {st.st_size} bytes, over the {MEMBER_LIMIT} byte limit for a PEM file",
+            f"{shown} is {st.st_size} bytes, over the {limit} byte limit for this PEM file",
         )
-    data = fsio.read_fd(fd, MEMBER_LIMIT)
+    data = fsio.read_fd(fd, limit)
     if data is None:
         raise SourceRefused(
-            "source_unreadable", f"{shown} grew over the {MEMBER_LIMIT} byte limit while read"
+            "source_unreadable", f"{shown} grew over the {limit} byte limit while read"
         )
     return data
 
@@ -197,21 +197,24 @@ class _Reader:
     def has(self, name: str) -> bool:
         return name in self.names
 
-    def member(self, name: str) -> bytes:
+    def member(self, name: str, *, ca: bool = False) -> bytes:
+        """The member's bytes; ``ca``: a CA file, read up to ``load.MAX_CA_FILE_BYTES`` (what
+        Node loads) instead of ``MEMBER_LIMIT``."""
+        limit = load.MAX_CA_FILE_BYTES if ca else MEMBER_LIMIT
         shown = f"{self.folder}/{name}"
         try:
             fd = os.open(name, _FILE_FLAGS, dir_fd=self.dir_fd)
         except OSError as exc:
             if exc.errno != errno.ELOOP:
                 raise _open_error(exc, self.dir_fd, name, shown) from None
-            data = self._through_link(name, shown)
+            data = self._through_link(name, shown, limit)
         else:
             with _fd(fd):
-                data = _read_fd(fd, shown, self.trusted)
+                data = _read_fd(fd, shown, self.trusted, limit)
         self.read.append((name, data))
         return data
 
-    def _through_link(self, name: str, shown: str) -> bytes:
+    def _through_link(self, name: str, shown: str, limit: int) -> bytes:
         try:
             target = os.readlink(name, dir_fd=self.dir_fd)
         except OSError:  # replaced between the open and here: the folder is being written
@@ -229,7 +232,7 @@ class _Reader:
                     ) from None
                 raise _open_error(exc, self.dir_fd, target, f"{self.folder}/{target}") from None
             with _fd(fd):
-                return _read_fd(fd, shown, self.trusted)
+                return _read_fd(fd, shown, self.trusted, limit)
         shape = _ARCHIVE_LINK.fullmatch(target)
         if shape is None:
             raise SourceRefused(
@@ -244,9 +247,9 @@ class _Reader:
                 f"(cp -rL /etc/letsencrypt/live/{shape[1]} …)",
             )
         self.lineage = True
-        return self._from_archive(shape[1], shape[2], shown, target)
+        return self._from_archive(shape[1], shape[2], shown, target, limit)
 
-    def _from_archive(self, lineage: str, file: str, shown: str, target: str) -> bytes:
+    def _from_archive(self, lineage: str, file: str, shown: str, target: str, limit: int) -> bytes:
         """certbot's ``../../archive/<lineage>/<file>``, one O_NOFOLLOW step at a time."""
         fds: list[int] = []
         try:
@@ -272,7 +275,7 @@ class _Reader:
             for opened in fds:
                 os.close(opened)
         with _fd(fd):
-            return _read_fd(fd, shown, self.trusted)
+            return _read_fd(fd, shown, self.trusted, limit)
 
 
 def read_source(
@@ -281,7 +284,8 @@ def read_source(
     """The set in ``folder``; raises SourceRefused with a code and a sentence.
 
     ``ca_file`` False: the target set has no CA file (``SetBytes.ca`` is then ``b""``).
-    Reads at most four members of at most ``MEMBER_LIMIT`` bytes each, each a regular
+    Reads at most four members of at most ``MEMBER_LIMIT`` bytes each (a CA file:
+    ``load.MAX_CA_FILE_BYTES``), each a regular
     file owned by a uid in ``trusted_uids``; never opens anything through a link other
     than the two shapes in the module docstring.
     """
@@ -336,7 +340,7 @@ def _read_set(folder: Path, reader: _Reader, ca_fallback: Path | None) -> SetByt
             f"{folder} has no ca.pem and no CA file is configured (ca_file)",
         )
     try:
-        ca = load.read_bounded(ca_fallback)
+        ca = load.read_bounded(ca_fallback, limit=load.MAX_CA_FILE_BYTES)
     except load.Unreadable as exc:
         raise SourceRefused("source_unreadable", f"CA file {ca_fallback}: {exc}") from None
     return SetBytes(found.cert, found.key, ca)
@@ -366,7 +370,8 @@ def _listing(reader: _Reader) -> str:
 def _read_members(folder: Path, reader: _Reader) -> Members:
     member = reader.member
     if all(reader.has(n) for n in HARPER_NAMES):
-        cert, key, ca = (member(n) for n in HARPER_NAMES)
+        cert, key = (member(n) for n in HARPER_NAMES[:2])
+        ca = member(HARPER_NAMES[2], ca=True)
         return Members(cert, key, ca, certbot_names=False)
     if reader.has("privkey.pem") and (reader.has("fullchain.pem") or reader.has("cert.pem")):
         if reader.has("fullchain.pem"):
@@ -376,9 +381,8 @@ def _read_members(folder: Path, reader: _Reader) -> Members:
             if reader.has("chain.pem"):
                 cert = cert.rstrip(b"\n") + b"\n" + member("chain.pem")
         key = member("privkey.pem")
-        return Members(
-            cert, key, member("ca.pem") if reader.has("ca.pem") else None, certbot_names=True
-        )
+        certbot_ca = member("ca.pem", ca=True) if reader.has("ca.pem") else None
+        return Members(cert, key, certbot_ca, certbot_names=True)
     for handover in HANDOVERS:
         if handover.tool in ("Harper", "certbot"):
             continue  # above: Harper's names need ca.pem; certbot's read through its links
@@ -387,7 +391,7 @@ def _read_members(folder: Path, reader: _Reader) -> Members:
             continue
         cert_name, key_name, ca_name, _ = shape
         cert, key = member(cert_name), member(key_name)
-        return Members(cert, key, member(ca_name) if ca_name else None, certbot_names=True)
+        return Members(cert, key, member(ca_name, ca=True) if ca_name else None, certbot_names=True)
     raise SourceRefused("source_incomplete", f"{folder} {_not_a_set(reader)}")
 
 

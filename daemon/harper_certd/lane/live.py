@@ -34,7 +34,7 @@ def live_identity(store: Store) -> Identity:
         try:
             # Through our own link (followed), but never a FIFO or device planted in Harper's
             # keys folder, and bounded (issue 17).
-            data = fsio.read_regular(path, load.MAX_FILE_BYTES, follow=True)
+            data = fsio.read_regular(path, load.MAX_CA_FILE_BYTES, follow=True)
             digest = hashlib.sha256(data).hexdigest()
         except OSError as exc:
             digest = f"unreadable: {exc.strerror or exc}"

@@ -214,3 +214,50 @@ def check_ca_file_entries(
                 )
             )
     return out
+
+
+# The certificate_authorities list a node sends when it asks its peer for a certificate
+# (the TLS 1.3 CertificateRequest of replication's mutual TLS): Node adds every ``ca``
+# certificate with ``SSL_CTX_add_client_CA``, duplicates included, each subject's DER
+# behind a 2-byte length.  The request's extensions share one 2-byte length: OpenSSL 3.0's
+# signature_algorithms (16 schemes, 38 bytes) and the list's own header (6) leave 65,491
+# bytes.  Measured with Node v20.20.2 / OpenSSL 3.0.19 (tests/test_fuzz.py): 65,491
+# accepted, 65,492 refused ("tls_construct_extensions: internal error"; from 65,536 on,
+# "construct_ca_names: internal error").
+MAX_CA_NAMES_BYTES = 65_535 - 38 - 6
+
+
+def ca_names_size(ca_certs: Sequence[x509.Certificate]) -> int:
+    """Bytes of the CA names a node sends for ``ca_certs``: 2 + DER subject each."""
+    return sum(2 + len(c.subject.public_bytes()) for c in ca_certs)
+
+
+def check_ca_names_size(
+    ca_certs: Sequence[x509.Certificate], purpose: Purpose, ca_name: str
+) -> list[Problem]:
+    """``ca_names_too_large`` when the CA file's names overflow the CertificateRequest.
+
+    Only where the node asks its peer for a certificate (``cluster`` and ``client``: a
+    replication node verifies the peers that dial it); a server-only set sends no list."""
+    if purpose is Purpose.SERVER:
+        return []
+    size = ca_names_size(ca_certs)
+    if size <= MAX_CA_NAMES_BYTES:
+        return []
+    fit, used = 0, 0
+    for cert in ca_certs:
+        used += 2 + len(cert.subject.public_bytes())
+        if used > MAX_CA_NAMES_BYTES:
+            break
+        fit += 1
+    return [
+        problem(
+            "ca_names_too_large",
+            f"{ca_name} holds {len(ca_certs)} certificates whose subject names take {size} "
+            "bytes in the list of CAs a node sends when it asks a peer for its certificate "
+            f"(replication's mutual TLS); OpenSSL fits {MAX_CA_NAMES_BYTES} bytes there, so "
+            "Node fails every such handshake (ERR_SSL_INTERNAL_ERROR). Keep in "
+            "the CA file only the CAs that issue the peers' certificates (the first "
+            f"{fit} of these fit).",
+        )
+    ]

@@ -9,7 +9,6 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import (
-    dsa,
     ec,
     ed448,
     ed25519,
@@ -22,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID, SignatureAlgorithmOID
 
-from harper_certd import der, load, names
+from harper_certd import der, dsakeys, load, names
 from harper_certd.roles import Purpose
 from harper_certd.validate import ca_memo
 
@@ -54,7 +53,7 @@ def key_description(key: CertificatePublicKeyTypes | PrivateKeyTypes) -> tuple[s
         return "Ed25519", 256
     if isinstance(key, ed448.Ed448PublicKey | ed448.Ed448PrivateKey):
         return "Ed448", 456
-    if isinstance(key, dsa.DSAPublicKey | dsa.DSAPrivateKey):
+    if isinstance(key, dsakeys.DSAPublicKey | dsakeys.DSAPrivateKey):
         return "DSA", key.key_size
     return type(key).__name__, 0
 
@@ -240,7 +239,7 @@ def _verify_signature(child: x509.Certificate, issuer: x509.Certificate) -> None
         if child.signature_algorithm_oid != expected:
             raise UnsupportedAlgorithm("signature algorithm does not fit the issuer's key")
         key.verify(child.signature, tbs)
-    elif isinstance(key, dsa.DSAPublicKey) and algorithm is not None:
+    elif isinstance(key, dsakeys.DSAPublicKey) and algorithm is not None:
         key.verify(child.signature, tbs, algorithm)
     else:
         raise UnsupportedAlgorithm("unknown issuer key type")

@@ -24,6 +24,7 @@ from harper_certd.validate.cafile_rules import (
     check_ca_file_damaged,
     check_ca_file_entries,
     check_ca_file_issuer_first,
+    check_ca_names_size,
     check_trust_settings,
     readable_ca_entries,
 )
@@ -260,6 +261,7 @@ def _validate(
     seen += ca_certs
     if ca_certs:
         ca_certs = readable_ca_entries(ca_certs, inputs.ca_name, problems)
+        problems += check_ca_names_size(ca_certs, purpose, inputs.ca_name)
     if cert_file is not None:
         seen += cert_file.certs
         bad = next((i for i, c in enumerate(cert_file.certs) if undecodable_by_openssl(c)), None)

@@ -12,7 +12,6 @@ from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import (
-    dsa,
     ec,
     ed448,
     ed25519,
@@ -27,7 +26,7 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 )
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from harper_certd import load, spans
+from harper_certd import dsakeys, load, spans
 from harper_certd.problems import Problem, problem
 from harper_certd.roles import Purpose
 from harper_certd.validate.certs import (
@@ -57,7 +56,7 @@ def check_key_strength(cert: x509.Certificate, role: str) -> list[Problem]:
         why = f"an RSA key of {size} bits (at least {MIN_RSA_BITS} needed)"
     elif isinstance(key, ec.EllipticCurvePublicKey) and size < MIN_EC_BITS:
         why = f"an EC key on {key.curve.name} ({size} bits; at least {MIN_EC_BITS} needed)"
-    elif isinstance(key, dsa.DSAPublicKey):
+    elif isinstance(key, dsakeys.DSAPublicKey):
         why = "a DSA key (TLS 1.3 has no DSA; use RSA, ECDSA or Ed25519)"
     else:
         return []
