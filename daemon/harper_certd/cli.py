@@ -10,17 +10,20 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
 from harper_certd import __version__
+from harper_certd.cliout import Parser as _Parser
+from harper_certd.cliout import emit as _emit
+from harper_certd.cliout import instant as _instant
+from harper_certd.cliout import print_json as _print_json
+from harper_certd.cliout import quiet_stdout, say
 from harper_certd.clock import utc_now
 from harper_certd.install.outcomes import Exit
-from harper_certd.textsafe import escape
 
 if TYPE_CHECKING:
     from harper_certd.install.context import Context
@@ -33,33 +36,6 @@ CONFIG_HELP = (
     "configuration file (YAML); default $HARPER_CERTD_CONFIG, else "
     "/etc/harper-certd/config.yaml when it exists"
 )
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        say(f"{self.prog}: error: {message}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE)
-
-
-def _instant(text: str) -> dt.datetime:
-    try:
-        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 instant: {text!r}") from None
-    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
-
-
-def say(text: str | list[str], file: TextIO | None = None) -> None:
-    """Write one line of text (a ``str``, any newline in it escaped) or several (a list, one
-    line each), every control, bidi and non-printable character escaped (``textsafe``):
-    every text line the command line writes goes through here."""
-    out = [escape(text)] if isinstance(text, str) else [escape(line) for line in text]
-    print("\n".join(out), file=file or sys.stdout)
-
-
-def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, sort_keys=False))
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -406,9 +382,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-def _start_live_judge(
-    args: argparse.Namespace, pid_of: Callable[[Path], int | None]
-) -> None:
+def _start_live_judge(args: argparse.Namespace, pid_of: Callable[[Path], int | None]) -> None:
     """Node started on the live set before ``status`` imports the analysis, as ``validate``
     does: the status' own judgement of the same bytes, names and direction shares this run
     (``judge.REUSE_SECONDS``).  ``pid_of``: Harper's pid for a root (``harper_pid``).  Best
@@ -537,7 +511,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     out("last operations:")
     for h in data["history"]:
         out(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")
-    _emit(lambda: sys.stdout.write("".join(f"{escape(line)}\n" for line in lines)))
+    _emit(lambda: say(lines))
     return int(snap.level)
 
 
@@ -1001,26 +975,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _emit(write: Callable[[], object]) -> None:
-    """Write a report; a reader that went away (``status | head -1``) is no error: the exit
-    status still says the node's health."""
-    try:
-        write()
-        sys.stdout.flush()
-    except BrokenPipeError:
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
-        os.close(devnull)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
     except BrokenPipeError:  # `harper-certd validate --json | head`: the reader went away
-        # Python flushes stdout again at exit; point it at /dev/null so that is quiet too.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
+        quiet_stdout()
         return EXIT_OK
     return code

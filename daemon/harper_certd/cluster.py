@@ -8,7 +8,7 @@ harper_certd.peers), and the CA this node keeps for it (``hdb_nodes.ca_info``, e
 the join; stale after a CA rotation until ``ca remove`` exchanges it again).  What a peer
 trusts is only observable through that probe: the peer's CA files are not readable from here.
 
-The phase of a CA rotation (README, "CA rotation across the cluster"):
+The phase of a CA rotation (docs/cluster.md, "The rotation: four phases"):
 
 - ``steady``: one CA in the CA file, every served leaf issued by it;
 - ``ca-added``: more than one CA in this node's CA file, every served leaf still by an older

@@ -89,7 +89,12 @@ FINDINGS: dict[str, tuple[Level, str]] = {
     ),
     "rolled_back": (Level.WARNING, "The last rotation was rolled back; nothing newer installed."),
     "refused": (Level.WARNING, "The newest candidate set was refused; nothing newer installed."),
-    "set_held": (Level.WARNING, "A set has waited in the incoming folder longer than it should."),
+    "set_held": (
+        Level.WARNING,
+        "A set waits in the incoming folder, held: its notBefore is ahead of the clock, a peer "
+        "has not answered, or the restart budget is spent (the finding says which, and until "
+        "when).",
+    ),
     "harper_not_running": (Level.WARNING, "Harper is not running: nothing is served."),
     "not_managed": (
         Level.WARNING,

@@ -159,13 +159,17 @@ _PKCS12_FIX = (
 def _label(label: bytes) -> str:
     if label in KNOWN_LABELS:
         return f"'{label.decode()}'"
-    return f"an unknown label ({len(label)} characters)"
+    return f"an unknown label ({_characters(label)})"
 
 
 def _block(label: bytes) -> str:
     if label in KNOWN_LABELS:
         return f"the '{label.decode()}' block"
-    return f"the block with an unknown label ({len(label)} characters)"
+    return f"the block with an unknown label ({_characters(label)})"
+
+
+def _characters(label: bytes) -> str:
+    return "1 character" if len(label) == 1 else f"{len(label)} characters"
 
 
 def _line(data: bytes, number: int) -> bytes:

@@ -228,8 +228,16 @@ MAX_CA_NAMES_BYTES = 65_535 - 38 - 6
 
 
 def ca_names_size(ca_certs: Sequence[x509.Certificate]) -> int:
-    """Bytes of the CA names a node sends for ``ca_certs``: 2 + DER subject each."""
-    return sum(2 + len(c.subject.public_bytes()) for c in ca_certs)
+    """Bytes of the CA names a node sends for ``ca_certs``: 2 + DER subject each.
+
+    The subject as encoded in the certificate (``certs.raw_names``), which is what OpenSSL
+    sends; never raises on a name cryptography cannot decode."""
+    return sum(_name_entry_size(c) for c in ca_certs)
+
+
+def _name_entry_size(cert: x509.Certificate) -> int:
+    """Bytes one CA takes in the list: a 2-byte length and its subject's DER."""
+    return 2 + len(raw_names(cert)[1])
 
 
 def check_ca_names_size(
@@ -246,7 +254,7 @@ def check_ca_names_size(
         return []
     fit, used = 0, 0
     for cert in ca_certs:
-        used += 2 + len(cert.subject.public_bytes())
+        used += _name_entry_size(cert)
         if used > MAX_CA_NAMES_BYTES:
             break
         fit += 1

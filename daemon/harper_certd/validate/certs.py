@@ -109,7 +109,7 @@ def raw_names(cert: x509.Certificate) -> tuple[bytes, bytes]:
         issuer = tbs[pos:issuer_end]
         validity_end = der_header(tbs, issuer_end)[1]
         subject = tbs[validity_end : der_header(tbs, validity_end)[1]]
-    except IndexError:
+    except (IndexError, ValueError):
         return b"", b"?"
     return issuer, subject
 
