@@ -33,10 +33,12 @@ import itertools
 from collections.abc import Sequence
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 
 from harper_certd.problems import Problem, has_errors, problem
 from harper_certd.validate import constraints
 from harper_certd.validate.certs import (
+    explicit_ec_parameters,
     extension,
     key_ids_match,
     name_keys,
@@ -67,7 +69,7 @@ def store_issuer(
     candidates = [
         c
         for c, subject in zip(store, subjects, strict=True)
-        if subject == wanted and c is not child and key_ids_match(child, c)
+        if subject == wanted and c is not child and key_ids_match(child, c) and _can_issue(c)
     ]
     for cert in candidates:
         if _valid_at(cert, at):
@@ -75,6 +77,27 @@ def store_issuer(
     if not candidates:
         return None
     return max(candidates, key=lambda c: c.not_valid_after_utc)
+
+
+def _can_issue(cert: x509.Certificate) -> bool:
+    """Whether OpenSSL considers ``cert`` as an issuer at all (``ossl_x509_likely_issued``):
+    its extensions decode (``ossl_x509v3_cache_extensions``, else EXFLAG_INVALID) and its
+    public key loads (else X509_V_ERR_NO_ISSUER_PUBLIC_KEY).  A CA-file copy of an
+    intermediate that fails either is passed over for the certificate file's (judged by
+    Node 20: the fuzz family ``der_flip_ca_entry``).  A key with explicit EC parameters
+    loads in OpenSSL, not in cryptography: it is considered (verification refuses it), as is
+    a key type cryptography does not know."""
+    try:
+        _ = cert.extensions
+    except Exception:  # hostile input: any parse failure, DuplicateExtension too
+        return False
+    try:
+        cert.public_key()
+    except UnsupportedAlgorithm:  # a key type cryptography lacks (SM2, GOST): OpenSSL may load it
+        return True
+    except Exception:  # ValueError: an encoding OpenSSL does not load either
+        return explicit_ec_parameters(cert)
+    return True
 
 
 def looks_self_signed(cert: x509.Certificate) -> bool:
@@ -108,44 +131,91 @@ def check_issuer_choice(
     ca_name: str,
 ) -> list[Problem]:
     """Where OpenSSL's trusted-first lookup takes another issuer than ``path``'s, and that
-    one fails: a signature failure or an expired CA (``path``: leaf first, verified)."""
+    one fails: a signature failure or an expired CA (``path``: leaf first, verified).
+
+    OpenSSL goes on from the certificate it took: a CA-file copy of an intermediate that
+    signs the leaf but is not itself signed by its issuer (a damaged or re-signed copy) fails
+    there (certificate signature failure, judged by Node 20:
+    ``tests/test_node_differential.py::test_trusted_first_shadows_cert_file_copy``)."""
     at = whole_seconds(at)
-    out: list[Problem] = []
     subjects = [name_keys(c)[1] for c in ca_certs]
+    taken_copy: x509.Certificate | None = None  # the CA-file copy OpenSSL uses at this step
     for child, issuer in itertools.pairwise(path):
-        chosen = store_issuer(child, ca_certs, at, subjects)
-        if chosen is None or chosen is issuer or chosen == issuer:
+        current = taken_copy if taken_copy is not None else child
+        chosen = store_issuer(current, ca_certs, at, subjects)
+        taken = issuer if chosen is None or chosen is issuer or chosen == issuer else chosen
+        if (
+            taken_copy is not None
+            and name_keys(taken_copy)[0] == name_keys(taken)[1]
+            and not signed_by(taken_copy, taken)
+        ):
+            return [_copy_not_signed(taken_copy, taken, ca_certs, ca_name)]
+        if taken is issuer:
+            taken_copy = None
             continue
-        index = next(i for i, c in enumerate(ca_certs) if c is chosen) + 1
+        found = _issuer_problem(current, taken, ca_certs, at, ca_name)
+        if found is not None:
+            return [found]
+        taken_copy = None if looks_self_signed(taken) else taken
+    return []
+
+
+def _ca_index(cert: x509.Certificate, ca_certs: Sequence[x509.Certificate]) -> int:
+    """1-based position of ``cert`` (by identity) in the CA file."""
+    return next(i for i, c in enumerate(ca_certs) if c is cert) + 1
+
+
+def _issuer_problem(
+    child: x509.Certificate,
+    chosen: x509.Certificate,
+    ca_certs: Sequence[x509.Certificate],
+    at: dt.datetime,
+    ca_name: str,
+) -> Problem | None:
+    """The CA file's ``chosen`` taken as ``child``'s issuer instead of the chain's: a
+    signature failure or an expired CA, else None."""
+    index = _ca_index(chosen, ca_certs)
+    if not signed_by(child, chosen):
         same = [i + 1 for i, c in enumerate(ca_certs) if name_keys(c)[1] == name_keys(child)[0]]
-        if not signed_by(child, chosen):
-            listed = " and ".join(f"#{i}" for i in same)
-            out.append(
-                problem(
-                    "chain_invalid",
-                    f"{ca_name} holds {len(same)} CAs named '{name_of(chosen)}' ({listed}) and "
-                    "no key identifiers tell them apart; OpenSSL (Node) takes the first one "
-                    f"valid now, #{index}, which did not sign '{name_of(child)}', and fails "
-                    "(certificate signature failure) without trying the other. Put the CA that "
-                    f"issued it first in {ca_name} (in a CA rotation: the new CA first), or "
-                    "issue CAs with key identifiers (SKI/AKI), or give the new CA a name of "
-                    "its own.",
-                )
-            )
-            break
-        if not _valid_at(chosen, at):
-            out.append(
-                problem(
-                    "ca_expired",
-                    f"{ca_name} holds '{name_of(chosen)}' (#{index}), expired on "
-                    f"{chosen.not_valid_after_utc.isoformat()}; OpenSSL (Node) looks in the CA "
-                    "file first and takes it over the valid copy in the certificate file, so "
-                    f"the chain is expired. Remove #{index} from {ca_name} or replace it with "
-                    "the current certificate.",
-                )
-            )
-            break
-    return out
+        listed = " and ".join(f"#{i}" for i in same)
+        return problem(
+            "chain_invalid",
+            f"{ca_name} holds {len(same)} CAs named '{name_of(chosen)}' ({listed}) and "
+            "no key identifiers tell them apart; OpenSSL (Node) takes the first one "
+            f"valid now, #{index}, which did not sign '{name_of(child)}', and fails "
+            "(certificate signature failure) without trying the other. Put the CA that "
+            f"issued it first in {ca_name} (in a CA rotation: the new CA first), or "
+            "issue CAs with key identifiers (SKI/AKI), or give the new CA a name of "
+            "its own.",
+        )
+    if not _valid_at(chosen, at):
+        return problem(
+            "ca_expired",
+            f"{ca_name} holds '{name_of(chosen)}' (#{index}), expired on "
+            f"{chosen.not_valid_after_utc.isoformat()}; OpenSSL (Node) looks in the CA "
+            "file first and takes it over the valid copy in the certificate file, so "
+            f"the chain is expired. Remove #{index} from {ca_name} or replace it with "
+            "the current certificate.",
+        )
+    return None
+
+
+def _copy_not_signed(
+    copy: x509.Certificate,
+    issuer: x509.Certificate,
+    ca_certs: Sequence[x509.Certificate],
+    ca_name: str,
+) -> Problem:
+    """The CA file's copy of an intermediate, taken by OpenSSL, not signed by its issuer."""
+    index = _ca_index(copy, ca_certs)
+    return problem(
+        "chain_invalid",
+        f"{ca_name} holds a copy of '{name_of(copy)}' (#{index}) that is not the one in the "
+        f"certificate file and whose signature '{name_of(issuer)}' did not make (damaged or "
+        "signed again); OpenSSL (Node) looks in the CA file first, takes that copy and fails "
+        f"(certificate signature failure). Remove #{index} from {ca_name}, or replace it with "
+        "the certificate its CA issued.",
+    )
 
 
 def _akid_describes(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
