@@ -158,8 +158,8 @@ def write(results: Results, out: Path) -> Path:
         "",
         "**Read every figure as a ratio.** Each one is measured against its baseline in the same "
         "run, the two sides alternated round by round; min / median / max are over the rounds. "
-        "The machine was shared (other work ran beside the benchmark, see the load average "
-        "below): absolute milliseconds move with the load, the ratios much less. Nothing here "
+        "The machine table gives the load average at the start and the end: absolute "
+        "milliseconds move with the load, the ratios much less. Nothing here "
         "is asserted by a test: targets are printed beside the figures, met or not.",
         "",
         "## Machine and versions",
@@ -289,6 +289,9 @@ def write(results: Results, out: Path) -> Path:
             f"| RSS growth, whole soak | {s.rss_mib[-1] - s.rss_mib[0]:+.2f} MiB |",
             f"| RSS growth per 1,000 rotations, second half "
             f"| {s.growth_per_thousand():+.2f} MiB (target < 1 MiB) |",
+            "| largest rise between two samples | {:+.2f} MiB, at rotation {:,} |".format(
+                *s.largest_step()
+            ),
             f"| open fds first / max / last | {s.fds[0]} / {max(s.fds)} / {s.fds[-1]} |",
             f"| sets not installed | {s.refused} |",
         ])
@@ -328,7 +331,8 @@ def write(results: Results, out: Path) -> Path:
         lines.extend([timeline.read_text().strip(), ""])
     else:
         lines.extend([f"Not present: the cluster rotation's timeline is read from `{TIMELINE}` "
-                      "beside this report when the cluster work writes it.", ""])
+                      "beside this report, written by `HARPER_CERTD_TIMELINE=<that file> pytest "
+                      "tests/test_ca_rotation.py` (docs/benchmarks.md).", ""])
     path = out / "report.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path

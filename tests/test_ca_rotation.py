@@ -535,7 +535,86 @@ def test_ca_rotate_by_the_daemons(rig: Rig) -> None:
     print(f"  old-CA / new-CA leaf for nodea, per peer: {verdicts}")
     assert verdicts == {"nodeb": "refused/accepted", "nodec": "refused/accepted"}, verdicts
     all_ways(rig)
-    _handshakes(rig, t0)
+    down = _handshakes(rig, t0)
+    target = os.environ.get(TIMELINE_ENV)
+    if target:
+        timeline = Timeline(reached, took, killed_at, ways, down, _handshake_counts(rig, t0))
+        Path(target).write_text(timeline.markdown())
+
+
+# Where test_ca_rotate_by_the_daemons writes its timeline as Markdown (for the benchmark
+# report: docs/bench/rotation-timeline.md, which `python -m bench` puts in report.md).
+TIMELINE_ENV = "HARPER_CERTD_TIMELINE"
+
+
+def _handshake_counts(rig: Rig, since: float) -> dict[str, tuple[int, int]]:
+    """Per node: handshakes made with its replication port since ``since``, and failed."""
+    return {
+        m.name: (len(p.snapshot(since)), len(p.failures(since)))
+        for m, p in zip(rig.ordered(), rig.pollers, strict=True)
+    }
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """A measured ``ca rotate`` on three nodes: when every node reached each phase (seconds
+    after ``ca rotate``), the whole rotation, nodeb's daemon's SIGKILL, replication times
+    after each phase (seconds, per direction), each replication port's outages (start, end)
+    and handshakes (made, failed)."""
+
+    reached: dict[str, float]
+    took: float
+    killed_at: float
+    ways: dict[str, dict[str, float]]
+    down: dict[str, list[tuple[float, float]]]
+    handshakes: dict[str, tuple[int, int]]
+
+    def markdown(self) -> str:
+        load1, _, _ = os.getloadavg()
+        lines = [
+            "## Three-node rotation timeline",
+            "",
+            f"`ca rotate` CA2 -> CA3 on three real Harper nodes (one `harper-certd run` each), "
+            f"measured by `tests/test_ca_rotation.py::test_ca_rotate_by_the_daemons` on "
+            f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC (load average {load1:.2f} at the "
+            f"end). nodeb's daemon is SIGKILLed in its first step ({self.killed_at:.1f} s) and "
+            "started again; the plan is paused at `ca-added` while each node's new-CA leaf is "
+            "staged, then resumed. A handshake poller dials every replication port all along.",
+            "",
+            "| every node at | seconds after `ca rotate` | phase took | replication after "
+            "(min / max over the six directions) |",
+            "|---|---|---|---|",
+        ]
+        previous = 0.0
+        for phase, at in self.reached.items():
+            ways = self.ways.get(phase)
+            rep = (
+                f"{min(ways.values()) * 1000:.0f} / {max(ways.values()) * 1000:.0f} ms"
+                if ways
+                else ""
+            )
+            lines.append(f"| {phase} | {at:.1f} | +{at - previous:.1f} | {rep} |")
+            previous = at
+        lines.extend(
+            [
+                "",
+                f"Whole rotation: **{self.took:.1f} s**.",
+                "",
+                "| node | handshakes | failed | replication port down |",
+                "|---|---|---|---|",
+            ]
+        )
+        for name, (made, failed) in self.handshakes.items():
+            spans = ", ".join(f"{b - a:.1f} s" for a, b in self.down.get(name, [])) or "never"
+            lines.append(f"| {name} | {made} | {failed} | {spans} |")
+        lines.extend(
+            [
+                "",
+                "Handshakes fail only while a node's Harper restarts in the last phase (Harper "
+                "forgets a removed CA only then), one node at a time.",
+            ]
+        )
+        return "\n".join(lines) + "\n"
 
 
 def _wait_phase(member: RotMember, phase: str, t0: float, reached: dict[str, float]) -> None:

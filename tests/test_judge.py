@@ -383,3 +383,83 @@ def test_ca_names_limit_is_nodes() -> None:
     assert over[:2] == (("ca_names_too_large",), False), over
     # At the limit the extensions block overflows; further on, the names list itself.
     assert "tls_construct_extensions:internal error" in over[2], over
+
+
+def _counting_node(tmp_path: Path) -> tuple[Path, Path]:
+    """A ``node`` on a PATH of its own that logs each start (its pid) and runs the real
+    node: ``(bin folder, log)``."""
+    assert NODE is not None
+    folder = tmp_path / "nodebin"
+    folder.mkdir()
+    log = tmp_path / "node-starts"
+    wrapper = folder / "node"
+    wrapper.write_text(f'#!/bin/sh\necho $$ >> {log}\nexec {NODE} "$@"\n')
+    wrapper.chmod(0o755)
+    return folder, log
+
+
+@needs_node
+def test_validate_starts_node_once_before_its_imports(tmp_path: Path) -> None:
+    """``harper-certd validate`` starts the judge before the CLI's imports and the judge
+    takes that process: one Node start per run (a second would be the cold start), Node's
+    verdict given; ``--node none`` starts none, and ``-h`` kills the one it started."""
+    args = _set(tmp_path)
+    folder, log = _counting_node(tmp_path)
+    path = f"{folder}:{os.environ['PATH']}"
+    text = _cli(args, path)
+    assert text.returncode == 0, text.stdout + text.stderr
+    assert "judged by Node v" in text.stdout
+    assert f"{folder}/node, from PATH" in text.stdout
+    assert len(log.read_text().split()) == 1
+    log.unlink()
+    off = _cli([*args, "--node", "none"], path)
+    assert "judged by harper-certd's model" in off.stdout
+    assert not log.exists()
+    helped = _cli(["-h"], path)
+    assert helped.returncode == 0
+    pids = [int(p) for p in log.read_text().split()]
+    assert len(pids) == 1
+    assert not Path(f"/proc/{pids[0]}").exists()  # killed and reaped, not left behind
+
+
+@needs_node
+def _warm_process() -> subprocess.Popen[bytes] | None:
+    from harper_certd import warmstart
+
+    return None if warmstart._warm is None else warmstart._warm[1]
+
+
+def test_warm_start_is_taken_only_for_the_same_command(tmp_path: Path) -> None:
+    """In process: the warm process is the judge's when the judge runs the same command (PATH's
+    node), and a run judges with it; another choice leaves it to be killed at exit."""
+    from harper_certd import warmstart
+
+    assert warmstart.wants_warm(["validate", "--cert", "c"])
+    for args in (["status"], ["validate", "--node", "none"], ["validate", "--nod=/x"], []):
+        assert not warmstart.wants_warm(args), args
+    assert warmstart.path_node() == NODE
+    root = devca.make_ca("warm root")
+    leaf = devca.make_leaf(root, "nodea", dns=["nodea"])
+    warmstart.prestart(["validate"])
+    try:
+        warm = _warm_process()
+        assert warm is not None
+        judge.configure(node=None)
+        pending = judge.start(
+            leaf.cert_pem, leaf.key_pem, root.cert_pem, names=["nodea"], server=True, client=True
+        )
+        assert _warm_process() is None
+        assert pending.run is not None
+        assert pending.run._proc is warm
+        _, info = judge.finish(pending, (), [leaf.cert, root.cert], dt.datetime.now(dt.UTC))
+        assert info.kind == "node"
+        assert info.node_accepts is True
+        warmstart.prestart(["validate"])
+        other = _warm_process()
+        assert other is not None
+        assert warmstart.take([sys.executable, "--jitless", warmstart.SCRIPT]) is None
+        warmstart._discard()
+        assert _warm_process() is None
+        assert other.returncode is not None
+    finally:
+        warmstart._discard()

@@ -1,3 +1,3 @@
-from harper_certd.cli import main
+from harper_certd.entry import main
 
 raise SystemExit(main())

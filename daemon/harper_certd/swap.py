@@ -232,14 +232,21 @@ class Store:
             f"({', '.join(changed)}): probably written through a live path's link"
         )
 
-    def generations(self) -> list[Generation]:
-        if not self.generations_dir.is_dir():
+    def generation_ids(self) -> list[str]:
+        """The generations' ids, oldest first: folders named by digits that hold a
+        ``meta.json`` (not read: ``generations`` reads them and skips the unreadable)."""
+        try:
+            names = os.listdir(self.generations_dir)
+        except OSError:
             return []
+        folder = self.generations_dir
+        return sorted(n for n in names if n.isdigit() and os.path.exists(folder / n / "meta.json"))
+
+    def generations(self) -> list[Generation]:
         out = []
-        for entry in sorted(self.generations_dir.iterdir()):
-            if entry.name.isdigit() and (entry / "meta.json").exists():
-                with contextlib.suppress(StateError):
-                    out.append(self.generation(entry.name))
+        for gen_id in self.generation_ids():
+            with contextlib.suppress(StateError):
+                out.append(self.generation(gen_id))
         return out
 
     def current_id(self) -> str | None:
@@ -341,17 +348,19 @@ class Store:
         A generation counts as removed only when its directory is gone (a root-owned one
         may not be removable by the daemon's user): the others are in ``failed`` with why.
         """
-        gens = self.generations()
+        gens = self.generations()  # the readable ones: only those count and are removed
+        excess = len(gens) - keep
+        if excess <= 0:
+            return Pruned([], [])
         current = self.current_id()
         protected = {current}
         if current is not None:
             with contextlib.suppress(StateError):
                 protected.add(self.generation(current).info.replaced)
         removable = [g for g in gens if g.id not in protected]
-        excess = len(gens) - keep
         removed: list[str] = []
         failed: list[tuple[str, str]] = []
-        for gen in removable[: max(excess, 0)]:
+        for gen in removable[:excess]:
             errors: list[str] = []
 
             def note(func: object, path: str, info: Any, errors: list[str] = errors) -> None:
@@ -444,13 +453,14 @@ class Store:
         new file and re-watch it.  Keys first: Harper pairs a certificate with the key it
         holds when the certificate's change is processed.
         """
-        others = [g for g in self.generations() if g.id != live.id]
+        # every generation's folder but the live one (ids only: no meta.json is read)
+        others = [self.generations_dir / g for g in self.generation_ids() if g != live.id]
         if including_live:
-            others.append(live)  # last: its fresh mtime must be the newest Harper sees
+            others.append(live.path)  # last: its fresh mtime must be the newest Harper sees
         for role in self.roles:
-            for gen in others:
+            for folder in others:
                 with contextlib.suppress(OSError):
-                    os.utime(gen.file(role))
+                    os.utime(folder / KEY_FILES[role])
 
     def finish(self, gen: Generation, outcome: str, op: str = "install", **details: Any) -> None:
         self.update_meta(gen, outcome=outcome, **details)

@@ -17,7 +17,7 @@ import re
 import ssl
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -33,6 +33,20 @@ class TrustStore:
 
     where: str
     certs: tuple[x509.Certificate, ...]
+    # the certificates by subject, built once per store: the layout's hazards ask for every
+    # CA of every set at each install, and a system store holds ~150
+    by_subject: dict[x509.Name, list[x509.Certificate]] = field(
+        init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        index: dict[x509.Name, list[x509.Certificate]] = {}
+        for cert in self.certs:
+            try:
+                index.setdefault(cert.subject, []).append(cert)
+            except ValueError:  # a subject that does not decode matches no name
+                continue
+        object.__setattr__(self, "by_subject", index)
 
     def _spki(self, cert: x509.Certificate) -> bytes:
         return cert.public_key().public_bytes(
@@ -41,8 +55,11 @@ class TrustStore:
 
     def contains(self, cert: x509.Certificate) -> bool:
         """True when ``cert`` (same subject and key, as OpenSSL matches roots) is in the store."""
+        same_name = self.by_subject.get(cert.subject, ())
+        if not same_name:
+            return False
         spki = self._spki(cert)
-        return any(c.subject == cert.subject and self._spki(c) == spki for c in self.certs)
+        return any(self._spki(c) == spki for c in same_name)
 
     def issuers_of(self, certs: Iterable[x509.Certificate]) -> tuple[x509.Certificate, ...]:
         """The store's certificates named as issuer by any of ``certs`` (chain candidates)."""

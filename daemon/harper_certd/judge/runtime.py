@@ -13,9 +13,10 @@ upgraded under a running Harper) is skipped.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from harper_certd import warmstart
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +93,7 @@ def choose(settings: Settings | None = None) -> Choice | str:
         if _executable(settings.node):
             return NodeChoice(settings.node, "from judge.node")
         return f"judge.node {settings.node} is not an executable file"
-    found = shutil.which("node")
+    found = warmstart.path_node()
     if found is not None:
         return NodeChoice(found, "from PATH")
     return "no node: Harper is not running here and there is no node on PATH"
