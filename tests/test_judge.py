@@ -85,7 +85,7 @@ def test_judge_line_without_node(tmp_path: Path) -> None:
     assert data["judge"]["kind"] == "model"
     off = json.loads(_cli([*args, "--json", "--node", "none"], os.environ["PATH"]).stdout)
     assert off["judge"]["kind"] == "model"
-    assert off["judge"]["why_model"] == "judge.node: none"
+    assert off["judge"]["why_model"] == "--node none"  # validate reads no configuration
 
 
 @needs_node

@@ -42,7 +42,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harper_certd import judge
 
     # Node first: its start-up runs while Python imports the analysis below.
-    judge.configure(node=args.node)
+    judge.configure(node=args.node, off_reason="--node none")
     pending = judge.start_files(
         Path(args.cert),
         Path(args.key),

@@ -92,7 +92,7 @@ def start(
     now = time.time()
     choice = runtime.choose() if judge is None else judge
     if choice is MODEL:
-        why = "judge.node: none" if judge is None else "the model alone was asked for"
+        why = runtime.settings().off_reason if judge is None else "the model alone was asked for"
         return Pending(None, None, why, now)
     if isinstance(choice, str):
         return Pending(None, None, choice, now)
@@ -100,7 +100,9 @@ def start(
     if cert is None or ca is None:
         return Pending(None, choice, "a file could not be read, so no handshake can be made", now)
     if key is None:
-        return Pending(None, choice, "no private key was given, and a handshake needs it", now)
+        return Pending(
+            None, choice, "the private key could not be read, and a handshake needs it", now
+        )
     global _last  # noqa: PLW0603 - one run remembered, for the same set asked again
     request = node.SetRequest("set", cert, key, ca, tuple(names), server, client)
     digest = hashlib.sha256(repr((cert, key, ca, tuple(names), server, client)).encode()).digest()

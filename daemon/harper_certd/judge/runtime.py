@@ -46,18 +46,29 @@ OFF = "none"
 class Settings:
     node: str | None = None  # judge.node: a path, "none", or None (look for one)
     harper_pid: Callable[[], int | None] | None = None
+    # the words for the setting that switched Node off (``node`` "none"), in the judge line
+    off_reason: str = "judge.node: none"
 
 
 _settings = Settings()
 
 
 def configure(
-    *, node: str | None = None, harper_pid: Callable[[], int | None] | None = None
+    *,
+    node: str | None = None,
+    harper_pid: Callable[[], int | None] | None = None,
+    off_reason: str = "judge.node: none",
 ) -> None:
     """Set the process's judge: ``node`` is ``judge.node`` from the configuration (a path,
-    ``none`` for the model alone, or None), ``harper_pid`` returns Harper's main pid now."""
+    ``none`` for the model alone, or None), ``harper_pid`` returns Harper's main pid now;
+    ``off_reason`` names the setting that can switch Node off (``--node none`` for ``validate``)."""
     global _settings  # noqa: PLW0603 - one process-wide choice, set by the entry points
-    _settings = Settings(node=node, harper_pid=harper_pid)
+    _settings = Settings(node=node, harper_pid=harper_pid, off_reason=off_reason)
+
+
+def settings() -> Settings:
+    """The process's judge settings (``configure``)."""
+    return _settings
 
 
 def _executable(path: str) -> bool:
