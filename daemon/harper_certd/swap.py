@@ -78,6 +78,17 @@ class Pruned:
     failed: list[tuple[str, str]]
 
 
+def generation_ids(folder: Path) -> list[str]:
+    """The ids of the generations in ``folder``, oldest first: sub-folders named by digits
+    that hold a ``meta.json`` (not read: ``Store.generations`` reads them and skips the
+    unreadable)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(n for n in names if n.isdigit() and os.path.exists(folder / n / "meta.json"))
+
+
 class Store:
     """The state directory: generations, the ``current`` link, the journal, history."""
 
@@ -232,19 +243,9 @@ class Store:
             f"({', '.join(changed)}): probably written through a live path's link"
         )
 
-    def generation_ids(self) -> list[str]:
-        """The generations' ids, oldest first: folders named by digits that hold a
-        ``meta.json`` (not read: ``generations`` reads them and skips the unreadable)."""
-        try:
-            names = os.listdir(self.generations_dir)
-        except OSError:
-            return []
-        folder = self.generations_dir
-        return sorted(n for n in names if n.isdigit() and os.path.exists(folder / n / "meta.json"))
-
     def generations(self) -> list[Generation]:
         out = []
-        for gen_id in self.generation_ids():
+        for gen_id in generation_ids(self.generations_dir):
             with contextlib.suppress(StateError):
                 out.append(self.generation(gen_id))
         return out
@@ -454,7 +455,8 @@ class Store:
         holds when the certificate's change is processed.
         """
         # every generation's folder but the live one (ids only: no meta.json is read)
-        others = [self.generations_dir / g for g in self.generation_ids() if g != live.id]
+        folder = self.generations_dir
+        others = [folder / g for g in generation_ids(folder) if g != live.id]
         if including_live:
             others.append(live.path)  # last: its fresh mtime must be the newest Harper sees
         for role in self.roles:

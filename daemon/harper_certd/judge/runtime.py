@@ -40,6 +40,8 @@ Choice = NodeChoice | _Model
 
 # judge.node's value that switches Node off (the model answers, and says so).
 OFF = "none"
+# The judge line's reason when the configuration switched Node off (``validate``: "--node none").
+CONFIG_OFF = f"judge.node: {OFF}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +49,7 @@ class Settings:
     node: str | None = None  # judge.node: a path, "none", or None (look for one)
     harper_pid: Callable[[], int | None] | None = None
     # the words for the setting that switched Node off (``node`` "none"), in the judge line
-    off_reason: str = "judge.node: none"
+    off_reason: str = CONFIG_OFF
 
 
 _settings = Settings()
@@ -57,7 +59,7 @@ def configure(
     *,
     node: str | None = None,
     harper_pid: Callable[[], int | None] | None = None,
-    off_reason: str = "judge.node: none",
+    off_reason: str = CONFIG_OFF,
 ) -> None:
     """Set the process's judge: ``node`` is ``judge.node`` from the configuration (a path,
     ``none`` for the model alone, or None), ``harper_pid`` returns Harper's main pid now;

@@ -24,7 +24,7 @@ from harper_certd.source import Identity, identity_of
 from harper_certd.trackers import HeldSets
 
 if TYPE_CHECKING:
-    from harper_certd.lane.lane import Lane
+    from harper_certd.lane.parts import LaneView
 
 PENDING_MAX_SECONDS = 30.0
 
@@ -61,7 +61,7 @@ def gather_loose(incoming: Path, now: dt.datetime) -> Path | None:
 class Intake:
     """What arrives in ``lane``'s incoming folder, from settled to installed or held."""
 
-    def __init__(self, lane: Lane) -> None:
+    def __init__(self, lane: LaneView) -> None:
         self.lane = lane
         # Valid sets of a burst judged in earlier cycles, installed together (one rotation).
         self.pending: list[tuple[Path, judge.Judged]] = []

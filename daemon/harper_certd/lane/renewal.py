@@ -28,7 +28,7 @@ from harper_certd.source import SourceRefused, read_source
 from harper_certd.trackers import Renewal
 
 if TYPE_CHECKING:
-    from harper_certd.lane.lane import Lane
+    from harper_certd.lane.parts import LaneView
 
 
 def digest(data: SetBytes) -> str:
@@ -40,7 +40,7 @@ class LaneRenewal:
     """The renewal of ``lane``'s set: its tracker (backoff, awaited result, contents seen)
     and its state."""
 
-    def __init__(self, lane: Lane) -> None:
+    def __init__(self, lane: LaneView) -> None:
         self.lane = lane
         self.tracker = Renewal(Backoff(60.0, 3600.0))
         self.state = RenewalState.IDLE
