@@ -17,7 +17,7 @@ import pytest
 from cryptography import x509
 
 import rootsfix
-from harper_certd import devca, judge
+from harper_certd import devca, judge, warmstart
 from harper_certd.judge import node
 from harper_certd.judge.verdict import reconcile
 from harper_certd.problems import problem
@@ -185,6 +185,91 @@ def test_judge_runs_under_memory_deny_write_execute() -> None:
         check=True,
     )
     assert json.loads(done.stdout)["results"][0]["ok"] is True
+
+
+@needs_node
+def test_validate_under_memory_deny_write_execute_is_judged_jitless(tmp_path: Path) -> None:
+    """``validate`` asks for Node's JIT; under the unit's restriction (PR_SET_MDWE, inherited
+    by every child) that Node dies by SIGTRAP, and the set is judged again ``--jitless``:
+    still Node's verdict, from a second start."""
+    probe = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"import ctypes; print(ctypes.CDLL(None).prctl({PR_SET_MDWE}, "
+            f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    if probe.stdout.strip() != "0":
+        pytest.skip("this kernel has no PR_SET_MDWE")
+    folder, log = _counting_node(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "harper_certd", "validate", *_set(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": f"{folder}:{os.environ['PATH']}"},
+        preexec_fn=_mdwe,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "judged by Node v" in done.stdout, done.stdout
+    assert len(log.read_text().split()) == 2  # the JIT's start, then the --jitless one
+
+
+@needs_node
+def test_extra_roots_change_no_verdict(tmp_path: Path) -> None:
+    """The judge leaves NODE_EXTRA_CA_CERTS out of Node's environment (15 ms of Node's start
+    with a system bundle).  That changes no verdict: Node adds those roots to its default
+    store, and a context with its own ``ca`` (Harper's) does not use it.  A leaf whose root is
+    in NODE_EXTRA_CA_CERTS alone is refused with it as without it."""
+    assert NODE is not None
+    root, other = devca.make_ca("extra root"), devca.make_ca("other root")
+    leaf = devca.make_leaf(root, "nodea", dns=["nodea"])
+    extra = tmp_path / "extra.pem"
+    extra.write_bytes(root.cert_pem)
+    request = node.SetRequest("s", leaf.cert_pem, leaf.key_pem, other.cert_pem)
+    seen = []
+    for value in (None, str(extra)):
+        env = {k: v for k, v in os.environ.items() if k != "NODE_EXTRA_CA_CERTS"}
+        if value is not None:
+            env["NODE_EXTRA_CA_CERTS"] = value
+        done = subprocess.run(
+            node.argv(NODE),
+            input=json.dumps({"sets": [request.as_json()]}).encode(),
+            capture_output=True,
+            env=env,
+            timeout=60,
+            check=True,
+        )
+        found = json.loads(done.stdout)["results"][0]
+        seen.append((found["ok"], found["stage"], found["code"]))
+    assert seen[0] == seen[1] == (False, "server", "UNABLE_TO_VERIFY_LEAF_SIGNATURE"), seen
+    assert "NODE_EXTRA_CA_CERTS" not in warmstart.judge_env({"NODE_EXTRA_CA_CERTS": str(extra)})
+
+
+def test_child_pipes_end_bounded(tmp_path: Path) -> None:
+    """The judge's process plumbing (``warmstart.spawn``) on real processes: a request
+    larger than a pipe reaches the child whole; a child that never reads is killed at the
+    timeout and reaped; one that exits without reading is no error but its status; a
+    program that does not exist is FileNotFoundError (an OSError)."""
+    payload = os.urandom(1 << 20)
+    cat = warmstart.spawn(["cat"])
+    out, err = cat.communicate(payload, timeout=60)
+    assert (out, err, cat.returncode) == (payload, b"", 0)
+    stuck = warmstart.spawn(["sleep", "60"])
+    with pytest.raises(TimeoutError):
+        stuck.communicate(b"x", timeout=0.5)
+    assert stuck.returncode == -9
+    assert not Path(f"/proc/{stuck.pid}").exists()
+    gone = warmstart.spawn(["sh", "-c", "echo bye >&2; exit 3"])
+    out, err = gone.communicate(payload, timeout=60)
+    assert (out, err, gone.returncode) == (b"", b"bye\n", 3)
+    with pytest.raises(FileNotFoundError):
+        warmstart.spawn([str(tmp_path / "no-such-program")])
 
 
 def _root_with_foreign_aki() -> devca.Issued:
@@ -422,18 +507,15 @@ def test_validate_starts_node_once_before_its_imports(tmp_path: Path) -> None:
     assert not Path(f"/proc/{pids[0]}").exists()  # killed and reaped, not left behind
 
 
-@needs_node
-def _warm_process() -> subprocess.Popen[bytes] | None:
-    from harper_certd import warmstart
-
+def _warm_process() -> warmstart.Child | None:
     return None if warmstart._warm is None else warmstart._warm[1]
 
 
+@needs_node
 def test_warm_start_is_taken_only_for_the_same_command(tmp_path: Path) -> None:
     """In process: the warm process is the judge's when the judge runs the same command (PATH's
-    node), and a run judges with it; another choice leaves it to be killed at exit."""
-    from harper_certd import warmstart
-
+    node, with the JIT as ``validate`` asks), and a run judges with it; another choice (the
+    daemon's --jitless) leaves it to be killed at exit."""
     assert warmstart.wants_warm(["validate", "--cert", "c"])
     for args in (["status"], ["validate", "--node", "none"], ["validate", "--nod=/x"], []):
         assert not warmstart.wants_warm(args), args
@@ -444,7 +526,16 @@ def test_warm_start_is_taken_only_for_the_same_command(tmp_path: Path) -> None:
     try:
         warm = _warm_process()
         assert warm is not None
-        judge.configure(node=None)
+        judge.configure(node=None)  # the daemon's choice: --jitless, not the warm command
+        cold = judge.start(
+            leaf.cert_pem, leaf.key_pem, root.cert_pem, names=[], server=True, client=True
+        )
+        assert cold.run is not None
+        assert cold.run._proc is not warm
+        assert _warm_process() is warm
+        _, cold_info = judge.finish(cold, (), [leaf.cert, root.cert], dt.datetime.now(dt.UTC))
+        assert cold_info.kind == "node", cold_info
+        judge.configure(node=None, jit=True)  # validate's choice
         pending = judge.start(
             leaf.cert_pem, leaf.key_pem, root.cert_pem, names=["nodea"], server=True, client=True
         )
@@ -463,3 +554,4 @@ def test_warm_start_is_taken_only_for_the_same_command(tmp_path: Path) -> None:
         assert other.returncode is not None
     finally:
         warmstart._discard()
+        judge.configure()

@@ -3,10 +3,10 @@ here, never a KeyError at run time), and the exit codes are the documented ones.
 
 from __future__ import annotations
 
+from harper_certd.exits import Exit
 from harper_certd.install.outcomes import (
     INSTALL_EXIT,
     ROLLBACK_EXIT,
-    Exit,
     InstallOutcome,
     InstallStatus,
     RollbackOutcome,

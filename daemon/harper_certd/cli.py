@@ -1,6 +1,6 @@
 """The command line: a thin driver over the stages.
 
-The exit codes are ``install.outcomes``' (``Exit``, and the tables keyed by the install and
+The exit codes are ``exits.Exit`` (and ``install.outcomes``' tables keyed by the install and
 rollback statuses).  Imports are made per command, so that ``validate`` loads neither
 watchdog nor psutil (it is timed against a bare cryptography script in ``bench/``): every
 function-level import here is there for start-up cost, and only here.
@@ -23,7 +23,7 @@ from harper_certd.cliout import instant as _instant
 from harper_certd.cliout import print_json as _print_json
 from harper_certd.cliout import quiet_stdout, say
 from harper_certd.clock import utc_now
-from harper_certd.install.outcomes import Exit
+from harper_certd.exits import Exit
 
 if TYPE_CHECKING:
     from harper_certd.install.context import Context
@@ -42,7 +42,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from harper_certd import judge
 
     # Node first: its start-up runs while Python imports the analysis below.
-    judge.configure(node=args.node, off_reason="--node none")
+    judge.configure(node=args.node, off_reason="--node none", jit=True)
     pending = judge.start_files(
         Path(args.cert),
         Path(args.key),
@@ -90,7 +90,7 @@ def _config_path(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harper_certd import discover, render, roles
+    from harper_certd import discover, render_check, roles
     from harper_certd.check import check
     from harper_certd.config import load_config
     from harper_certd.errors import ConfigError
@@ -114,9 +114,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         return EXIT_OK
     result = check(config, args.at or utc_now(), args.warn_days, certd_config.harper.trust_store)
     if args.json:
-        _print_json(render.check_dict(result))
+        _print_json(render_check.check_dict(result))
     else:
-        say(render.check_lines(result))
+        say(render_check.check_lines(result))
     # Nothing checked is not "all fine": exit 1, as for an error (the notes say why).
     return EXIT_OK if result.valid and result.checked else EXIT_INVALID
 
@@ -772,15 +772,23 @@ def cmd_harden(args: argparse.Namespace) -> int:
 # --- end of h-peers' commands ----------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog="harper-certd",
-        description="Keeps the TLS certificates of a Harper cluster node valid.",
-    )
-    parser.add_argument("--version", action="version", version=f"harper-certd {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help=CONFIG_HELP)
+    p.add_argument("--harper-root", help="Harper's ROOTPATH (overrides harper.root)")
+    p.add_argument("--state-dir", help="state directory (overrides state_dir)")
 
-    v = sub.add_parser("validate", help="validate a certificate set")
+
+def _per_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="cert_set",
+        metavar="NAME",
+        help="the certificate set (`check` names them; default: the replication set); "
+        "a set other than the primary one has its store in <state>/sets/NAME/",
+    )
+
+
+def _validate_args(v: argparse.ArgumentParser) -> None:
     v.add_argument("--cert", required=True, help="certificate file (leaf, then intermediates)")
     v.add_argument("--key", required=True, help="private key file")
     v.add_argument(
@@ -814,7 +822,8 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=cmd_validate)
 
-    c = sub.add_parser("check", help="validate every certificate set Harper uses")
+
+def _check_args(c: argparse.ArgumentParser) -> None:
     c.add_argument(
         "--harper-root", help="Harper's ROOTPATH (default harper.root, $ROOTPATH, ~/hdb)"
     )
@@ -829,21 +838,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     c.set_defaults(func=cmd_check)
 
-    def common(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--config", help=CONFIG_HELP)
-        p.add_argument("--harper-root", help="Harper's ROOTPATH (overrides harper.root)")
-        p.add_argument("--state-dir", help="state directory (overrides state_dir)")
 
-    def per_set(p: argparse.ArgumentParser) -> None:
-        p.add_argument(
-            "--set",
-            dest="cert_set",
-            metavar="NAME",
-            help="the certificate set (`check` names them; default: the replication set); "
-            "a set other than the primary one has its store in <state>/sets/NAME/",
-        )
-
-    i = sub.add_parser("install", help="validate a set, swap it in, make Harper use it")
+def _install_args(i: argparse.ArgumentParser) -> None:
     i.add_argument("source", help="folder with the set (Harper's or certbot's file names)")
     i.add_argument(
         "--force-older",
@@ -864,11 +860,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-source", action="store_true", help="install a copy; SOURCE stays where it is"
     )
     i.add_argument("--json", action="store_true")
-    common(i)
-    per_set(i)
+    _common(i)
+    _per_set(i)
     i.set_defaults(func=cmd_install)
 
-    r = sub.add_parser("rollback", help="put an earlier generation back")
+
+def _rollback_args(r: argparse.ArgumentParser) -> None:
     r.add_argument("generation", nargs="?", help="generation id (default: the one before)")
     r.add_argument(
         "--force",
@@ -876,30 +873,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="roll back even to a set the peers would refuse: logged as certd.peers_overridden "
         "(critical); the proof after the switch still switches away from a set a peer refuses",
     )
-    common(r)
-    per_set(r)
+    _common(r)
+    _per_set(r)
     r.set_defaults(func=cmd_rollback)
 
-    s = sub.add_parser(
-        "status",
-        help="health (exit 0 ok, 1 warning, 2 critical), sets, served vs live, operations",
-    )
+
+def _status_args(s: argparse.ArgumentParser) -> None:
     s.add_argument("--json", action="store_true")
     s.add_argument(
         "--no-probe", action="store_true", help="do not dial Harper's ports (served: not checked)"
     )
-    common(s)
-    per_set(s)
+    _common(s)
+    _per_set(s)
     s.set_defaults(func=cmd_status)
 
-    daemon = sub.add_parser("run", help="the daemon: watch, validate, swap, verify, roll back")
-    common(daemon)
+
+def _run_args(daemon: argparse.ArgumentParser) -> None:
+    _common(daemon)
     daemon.set_defaults(func=cmd_run)
 
-    st = sub.add_parser(
-        "stage",
-        help="copy a set into the incoming folder for the daemon (SOURCE is never changed)",
-    )
+
+def _stage_args(st: argparse.ArgumentParser) -> None:
     st.add_argument("source", nargs="?", help="folder: Harper's or certbot's names (live/<name>)")
     st.add_argument("--set", help="the set it is for (default: the one it fits)")
     st.add_argument("--cert", help="certificate file (leaf, then intermediates)")
@@ -907,22 +901,22 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--ca", help="CA file (default: the daemon's ca_file or the live one)")
     st.add_argument("--wait", action="store_true", help="wait for the daemon's outcome")
     st.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
-    common(st)
+    _common(st)
     st.set_defaults(func=cmd_stage)
 
-    rel = sub.add_parser(
-        "release", help="hand plain files back to Harper (undo the adoption; daemon stopped)"
-    )
-    common(rel)
+
+def _release_args(rel: argparse.ArgumentParser) -> None:
+    _common(rel)
     rel.set_defaults(func=cmd_release)
 
-    fl = sub.add_parser("fleet", help="many nodes' status --json side by side")
+
+def _fleet_args(fl: argparse.ArgumentParser) -> None:
     fl.add_argument("files", nargs="+", help="status --json files, or folders of *.json")
     fl.add_argument("--json", action="store_true")
     fl.set_defaults(func=cmd_fleet)
 
-    # --- h-peers (issue 12) ---
-    ca = sub.add_parser("ca", help="CA rotation across the cluster: add a CA, remove one")
+
+def _ca_args(ca: argparse.ArgumentParser) -> None:
     ca_sub = ca.add_subparsers(dest="ca_command", required=True)
     ca_add = ca_sub.add_parser(
         "add", help="phase 1: add the CA(s) in FILE to this node's CA file (run on every node)"
@@ -936,7 +930,7 @@ def build_parser() -> argparse.ArgumentParser:
     ca_rm.add_argument("fingerprint", help="SHA-256 of the CA certificate (hex, colons allowed)")
     for p in (ca_add, ca_rm):
         p.add_argument("--force", action="store_true", help="past the peer guard (critical)")
-        common(p)
+        _common(p)
     ca_rot = ca_sub.add_parser(
         "rotate",
         help="rotate the whole cluster to NEW_CA: a plan in Harper that every node's daemon "
@@ -955,28 +949,78 @@ def build_parser() -> argparse.ArgumentParser:
         "--leaf", metavar="SOURCE", help="stage this node's new-CA certificate.pem + privateKey.pem"
     )
     ca_rot.add_argument("--json", action="store_true")
-    common(ca_rot)
+    _common(ca_rot)
     ca.set_defaults(func=cmd_ca)
-    cl = sub.add_parser("cluster", help="this node and each peer: served leaf, trust, phase")
-    cl.add_argument("--json", action="store_true")
-    common(cl)
-    cl.set_defaults(func=cmd_cluster)
-    hd = sub.add_parser(
-        "harden", help="turn off what development setups leave on, once proven safe"
-    )
-    hd.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
-    common(hd)
-    hd.set_defaults(func=cmd_harden)
-    # --- end of h-peers ---
 
-    d = sub.add_parser("demo", help="show harper-certd at work in a temporary folder")
+
+def _cluster_args(cl: argparse.ArgumentParser) -> None:
+    cl.add_argument("--json", action="store_true")
+    _common(cl)
+    cl.set_defaults(func=cmd_cluster)
+
+
+def _harden_args(hd: argparse.ArgumentParser) -> None:
+    hd.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
+    _common(hd)
+    hd.set_defaults(func=cmd_harden)
+
+
+def _demo_args(d: argparse.ArgumentParser) -> None:
     d.add_argument("--keep", action="store_true", help="keep the temporary folder")
     d.set_defaults(func=cmd_demo)
+
+
+# The subcommands in the order of ``--help``: (name, help, the function that adds its arguments).
+COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
+    ("validate", "validate a certificate set", _validate_args),
+    ("check", "validate every certificate set Harper uses", _check_args),
+    ("install", "validate a set, swap it in, make Harper use it", _install_args),
+    ("rollback", "put an earlier generation back", _rollback_args),
+    (
+        "status",
+        "health (exit 0 ok, 1 warning, 2 critical), sets, served vs live, operations",
+        _status_args,
+    ),
+    ("run", "the daemon: watch, validate, swap, verify, roll back", _run_args),
+    (
+        "stage",
+        "copy a set into the incoming folder for the daemon (SOURCE is never changed)",
+        _stage_args,
+    ),
+    (
+        "release",
+        "hand plain files back to Harper (undo the adoption; daemon stopped)",
+        _release_args,
+    ),
+    ("fleet", "many nodes' status --json side by side", _fleet_args),
+    ("ca", "CA rotation across the cluster: add a CA, remove one", _ca_args),
+    ("cluster", "this node and each peer: served leaf, trust, phase", _cluster_args),
+    ("harden", "turn off what development setups leave on, once proven safe", _harden_args),
+    ("demo", "show harper-certd at work in a temporary folder", _demo_args),
+)
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser.  With ``command`` (one of ``COMMANDS``' names) only that
+    subcommand is built: its usage, help and errors are the same, and ``validate`` does not
+    pay for fourteen other parsers (about 6 ms of its start-up, bench/'s process rows).
+    Without it (``-h``, ``--version``, a name that is not a command), every subcommand."""
+    parser = _Parser(
+        prog="harper-certd",
+        description="Keeps the TLS certificates of a Harper cluster node valid.",
+    )
+    parser.add_argument("--version", action="version", version=f"harper-certd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, help_text, add_arguments in COMMANDS:
+        if command is None or command == name:
+            add_arguments(sub.add_parser(name, help=help_text))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    given = sys.argv[1:] if argv is None else list(argv)
+    named = given[0] if given and any(given[0] == name for name, _, _ in COMMANDS) else None
+    args = build_parser(named).parse_args(given)
     try:
         code: int = args.func(args)
     except BrokenPipeError:  # `harper-certd validate --json | head`: the reader went away

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import os
 import sys
 from collections.abc import Callable
 from typing import TextIO
 
-from harper_certd.install.outcomes import Exit
+from harper_certd.exits import Exit
 from harper_certd.textsafe import escape
 
 
@@ -46,6 +45,8 @@ def say(text: str | list[str], file: TextIO | None = None) -> None:
 
 
 def print_json(data: object) -> None:
+    import json  # start-up cost: only the commands that print JSON pay it
+
     print(json.dumps(data, indent=2, sort_keys=False))
 
 

@@ -1,34 +1,178 @@
-"""Node's start-up begun before the command line's own imports (issue 19 item 5).
+"""The judge's Node process: started with ``spawn``, and for ``validate`` before anything else
+of the CLI is imported (issue 19 item 5).
 
-``harper-certd validate`` is judged by Node: one short ``node --jitless node_judge.js``
-process that reads its request on stdin.  Node's start-up (about 55 ms for ``node --jitless
--e 0``, Node 20 on 2 cores) and the CLI's imports before it knows the set (about 35 ms: the
-CLI, its parser, the judge package) used to run one after the other.  ``prestart`` starts the
-judge process first, before anything else of the package is imported; it waits on stdin
-while Python imports, and ``take`` hands it to the judge (``judge.node.Run``) when the judge
-chose exactly the same command.  A process nobody took is killed at exit (``_discard``).
+``harper-certd validate`` is judged by Node: one short ``node node_judge.js`` process (with
+its JIT: ``judge.node``) that reads its request on stdin.  Node takes about 70 ms from its
+start to its answer (Node 20.20 on 2 cores: 55 ms to start, 3 ms for ``tls``, 10 ms to judge
+a set), and the CLI's imports before it knows the set used to come first.  ``prestart``
+starts the judge process first, before anything else is imported, even ``subprocess``
+(about 4 ms with ``contextlib`` and ``signal``): ``spawn`` is ``os.posix_spawn`` on pipes.
+Node waits on stdin while Python imports, and ``take`` hands it to the judge
+(``judge.node.Run``) when the judge chose exactly the same command.  A process nobody took
+is killed at exit (``_discard``).
 
 Started only where the choice is known from the command line alone: ``validate`` without a
 ``--node`` option (any abbreviation), which judges with the ``node`` on PATH, found as
-``shutil.which`` finds it.  Any other command, or a judge chosen differently, starts cold as
-before; the worst case is one Node process started for nothing.
+``shutil.which`` finds it.  Any other command, or a judge chosen differently, starts cold;
+the worst case is one Node process started for nothing.
 
-A leaf: imports only the standard library (the point is to run first); the console script
-(``entry``) calls ``prestart`` before it imports the CLI.
+A leaf that imports only ``os``, ``atexit`` and ``time`` (built in) at first, not even
+``typing`` (about 5 ms with ``re`` and ``enum``): its annotations name builtin types alone.
+The console script (``entry``) calls ``prestart`` before it imports the CLI.
 """
 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import subprocess
-from collections.abc import Sequence
+import time
 
 # The shipped judge script (judge/node.py's script_path(): the package is a directory).
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "judge", "node_judge.js")
+# Seconds ``_discard`` waits for a killed process to be reaped.
+_REAP_SECONDS = 5.0
+_CHUNK = 1 << 16
+# Left out of the judge's environment: Node reads this file of extra roots at start-up
+# (15 ms for a system bundle of ~150 roots, Node 20.20), and it adds them to the default
+# store only, which a context with its own ``ca`` does not use: Node's verdict on a set is
+# the same with it (tests/test_judge.py::test_extra_roots_change_no_verdict).
+_UNUSED_BY_THE_JUDGE = "NODE_EXTRA_CA_CERTS"
 
-_warm: tuple[list[str], subprocess.Popen[bytes]] | None = None
+_warm: tuple[list[str], Child] | None = None
+
+
+class Child:
+    """A process from ``spawn``: its ``pid``, our ends of its stdin, stdout and stderr pipes
+    (raw descriptors), and ``returncode`` once reaped (negative: the signal that ended it,
+    as ``subprocess`` says it)."""
+
+    def __init__(self, pid: int, stdin: int, stdout: int, stderr: int) -> None:
+        self.pid = pid
+        self._fds = {"in": stdin, "out": stdout, "err": stderr}
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """The exit status if the process has ended (reaped now), else None."""
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        """SIGKILL, unless it is already reaped (its pid may be another's by then; until it is
+        reaped, the pid is this process's, running or a zombie)."""
+        if self.returncode is None:
+            os.kill(self.pid, 9)  # SIGKILL, without importing signal
+
+    def close(self) -> None:
+        """Close our ends of its pipes (idempotent)."""
+        for name in self._fds:
+            self._close(name)
+
+    def wait(self, timeout: float) -> int | None:
+        """Reap it within ``timeout`` seconds; None if it is still running then."""
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.001)
+        return self.returncode
+
+    def communicate(self, data: bytes, timeout: float) -> tuple[bytes, bytes]:
+        """Write ``data`` to its stdin and close it, read stdout and stderr to their end, and
+        reap it, all within ``timeout`` seconds: ``(stdout, stderr)``.  A process that stops
+        reading (a closed stdin: EPIPE) is no error here; its exit status says what it did.
+        TimeoutError (the process killed and reaped) when the time is up."""
+        import select  # start-up cost: an extension module, loaded after Node started
+
+        deadline = time.monotonic() + timeout
+        stdin, stdout, stderr = self._fds["in"], self._fds["out"], self._fds["err"]
+        out: dict[int, list[bytes]] = {stdout: [], stderr: []}
+        os.set_blocking(stdin, False)
+        poller = select.poll()
+        poller.register(stdin, select.POLLOUT)
+        for fd in out:
+            poller.register(fd, select.POLLIN)
+        sent, open_fds = 0, {stdin, *out}
+        if not data:
+            poller.unregister(stdin)
+            open_fds.discard(stdin)
+            self._close("in")
+        while open_fds:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self.end()
+                raise TimeoutError(f"no answer within {timeout:.0f} s")
+            for fd, _ in poller.poll(left * 1000):
+                if fd == stdin:
+                    try:
+                        sent += os.write(fd, data[sent : sent + _CHUNK])
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
+                        sent = len(data)
+                    if sent >= len(data):
+                        poller.unregister(fd)
+                        open_fds.discard(fd)
+                        self._close("in")
+                    continue
+                chunk = os.read(fd, _CHUNK)
+                if chunk:
+                    out[fd].append(chunk)
+                else:
+                    poller.unregister(fd)
+                    open_fds.discard(fd)
+        self.close()
+        if self.wait(max(deadline - time.monotonic(), 0.0)) is None:
+            self.end()
+            raise TimeoutError(f"no exit within {timeout:.0f} s")
+        return b"".join(out[stdout]), b"".join(out[stderr])
+
+    def _close(self, name: str) -> None:
+        fd = self._fds[name]
+        if fd >= 0:
+            os.close(fd)
+            self._fds[name] = -1
+
+    def end(self) -> None:
+        """Kill it, close our ends of its pipes and reap it (bounded: ``_REAP_SECONDS``)."""
+        self.kill()
+        self.close()
+        self.wait(_REAP_SECONDS)
+
+
+def spawn(argv: list[str], env: dict[str, str] | None = None) -> Child:
+    """Start ``argv`` (no shell) with new pipes for stdin, stdout and stderr: ``os.posix_spawn``,
+    so that the CLI need not import ``subprocess`` before Node starts.  The child gets only
+    those three descriptors (the rest of ours are close-on-exec, PEP 446) and our signal
+    dispositions (an ignored SIGPIPE stays ignored, as Node ignores it itself).  OSError when
+    the program cannot be started."""
+    pipes = [os.pipe() for _ in range(3)]  # (read, write): stdin, stdout, stderr
+    (in_r, in_w), (out_r, out_w), (err_r, err_w) = pipes
+    actions = [
+        (os.POSIX_SPAWN_DUP2, in_r, 0),
+        (os.POSIX_SPAWN_DUP2, out_w, 1),
+        (os.POSIX_SPAWN_DUP2, err_w, 2),
+    ]
+    try:
+        pid = os.posix_spawnp(
+            argv[0], argv, os.environ if env is None else env, file_actions=actions
+        )
+    except OSError:
+        for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+            os.close(fd)
+        raise
+    for fd in (in_r, out_w, err_w):  # the child's ends
+        os.close(fd)
+    return Child(pid, in_w, out_r, err_r)
+
+
+def judge_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The judge's environment: ``env`` (default ours) without what it does not use
+    (``_UNUSED_BY_THE_JUDGE``)."""
+    source = os.environ if env is None else env
+    return {k: v for k, v in source.items() if k != _UNUSED_BY_THE_JUDGE}
 
 
 def path_node() -> str | None:
@@ -46,7 +190,7 @@ def path_node() -> str | None:
     return None
 
 
-def wants_warm(args: Sequence[str]) -> bool:
+def wants_warm(args: list[str]) -> bool:
     """Whether ``args`` (the command line after the program name) is a ``validate`` judged
     by PATH's node: the command first, and no option that argparse would read as ``--node``."""
     if not args or args[0] != "validate":
@@ -54,7 +198,7 @@ def wants_warm(args: Sequence[str]) -> bool:
     return not any(a.startswith("--n") for a in args[1:])
 
 
-def prestart(args: Sequence[str]) -> None:
+def prestart(args: list[str]) -> None:
     """Start the judge process for ``args`` when the choice is known now (see module)."""
     global _warm  # noqa: PLW0603 - one process per CLI run
     if _warm is not None or not wants_warm(args):
@@ -62,38 +206,32 @@ def prestart(args: Sequence[str]) -> None:
     node = path_node()
     if node is None:
         return
-    argv = [node, "--jitless", SCRIPT]
+    argv = [node, SCRIPT]  # with the JIT, as judge.node.argv(jit=True): validate asks for it
     try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        child = spawn(argv, judge_env())
     except OSError:
         return  # the judge starts it again and says why it could not
-    _warm = (argv, proc)
+    _warm = (argv, child)
     atexit.register(_discard)
 
 
-def take(argv: Sequence[str]) -> subprocess.Popen[bytes] | None:
-    """The started process when it runs exactly ``argv`` (it is then the caller's), else None."""
+def take(argv: list[str]) -> Child | None:
+    """The started process when it runs exactly ``argv`` (it is then the caller's), else None.
+    Taken even when it has ended already: its exit status is what a new start would give
+    (a JIT that a restriction killed, for one: the judge then runs ``--jitless`` at once)."""
     global _warm  # noqa: PLW0603 - one process per CLI run
-    if _warm is None or _warm[0] != list(argv) or _warm[1].poll() is not None:
+    if _warm is None or _warm[0] != argv:
         return None
-    proc = _warm[1]
+    child = _warm[1]
     _warm = None
-    return proc
+    return child
 
 
 def _discard() -> None:
-    """Kill a process nobody took (its stdin never got a request)."""
+    """Kill a process nobody took (its stdin never got a request), and reap it."""
     global _warm  # noqa: PLW0603 - one process per CLI run
     if _warm is None:
         return
-    proc = _warm[1]
+    child = _warm[1]
     _warm = None
-    proc.kill()
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
-
+    child.end()

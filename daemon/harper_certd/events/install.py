@@ -442,6 +442,7 @@ class PeerHoldExpired(Event):
     until: str
     decision: str
 
+
 # --- h-clusterB (issue 18): the cluster CA rotation (harper_certd.rotation) -----------------
 
 

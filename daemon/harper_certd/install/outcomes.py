@@ -2,7 +2,8 @@
 
 Every table here is keyed by an enum and covers every member (tests/test_outcomes.py
 says so), so a new status is a failing test, never a KeyError at run time.  A leaf: only
-type names are imported from the rest of the package (for annotations).
+the exit statuses (``exits.Exit``, a leaf) and type names (for annotations) are imported
+from the rest of the package.
 """
 
 from __future__ import annotations
@@ -12,20 +13,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from harper_certd.exits import Exit
+
 if TYPE_CHECKING:
     from harper_certd.problems import Problem
     from harper_certd.recover import Recovery
     from harper_certd.restart import Applied
     from harper_certd.validate import Report
-
-
-class Exit(enum.IntEnum):
-    """The command line's exit statuses (README, "Exit status")."""
-
-    OK = 0
-    INVALID = 1  # refused, or nothing to do: nothing changed
-    USAGE = 2  # bad arguments, configuration or state
-    ROLLED_BACK = 3  # a set went live and Harper did not take it (back, or not even that)
 
 
 class InstallStatus(enum.StrEnum):

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harper_certd.judge import node, runtime, verdict
+from harper_certd.judge import runtime, verdict
 from harper_certd.judge.runtime import MODEL, Choice, NodeChoice, configure
 from harper_certd.judge.verdict import JudgeInfo, model_info
 from harper_certd.problems import Problem
@@ -37,6 +37,10 @@ if TYPE_CHECKING:  # the CLI starts Node before cryptography is imported (start-
     import datetime as dt
 
     from cryptography import x509
+
+    # imported where a Node process is started (start-up cost: ``validate --node none``
+    # loads neither it nor subprocess, json and threading)
+    from harper_certd.judge import node
 
 __all__ = [
     "EARLY_LIMIT",
@@ -104,6 +108,8 @@ def start(
             None, choice, "the private key could not be read, and a handshake needs it", now
         )
     global _last  # noqa: PLW0603 - one run remembered, for the same set asked again
+    from harper_certd.judge import node  # start-up cost (above)
+
     request = node.SetRequest("set", cert, key, ca, tuple(names), server, client)
     digest = hashlib.sha256(repr((cert, key, ca, tuple(names), server, client)).encode()).digest()
     if (
@@ -112,7 +118,7 @@ def start(
         and 0 <= now - _last[2] < REUSE_SECONDS
     ):
         return Pending(_last[1], choice, "", _last[2], (cert, key, ca))
-    run = node.Run(choice.path, [request])
+    run = node.Run(choice.path, [request], jit=runtime.settings().jit)
     _last = ((choice.path, digest), run, now)
     return Pending(run, choice, "", now, (cert, key, ca))
 
@@ -179,6 +185,8 @@ def finish(
     """The problems once Node's verdict is in, and who judged."""
     if pending.run is None or pending.choice is None:
         return tuple(problems), model_info(pending.why_model)
+    from harper_certd.judge import node  # start-up cost (above); loaded by ``start`` already
+
     try:
         batch = pending.run.result()
     except node.JudgeUnavailable as exc:

@@ -18,6 +18,7 @@
 //   "server"/"client": that side's verification refused; "name": a name check failed;
 //   "" when ok.  code/message: Node's error code and OpenSSL's reason.
 'use strict';
+const fs = require('fs');
 const tls = require('tls');
 const { Duplex } = require('stream');
 
@@ -130,10 +131,21 @@ function judge(set) {
   });
 }
 
-async function main() {
+async function readStdin() {
+  // fd 0 read to its end at once: the harper-certd side writes the request into a blocking
+  // pipe and closes it; the stream's for-await costs Node 3-5 ms more (Node 20, --jitless).
+  try {
+    return fs.readFileSync(0);
+  } catch (err) {
+    if (err.code !== 'EAGAIN') throw err;  // a non-blocking stdin: read it as a stream
+  }
   const chunks = [];
   for await (const chunk of process.stdin) chunks.push(chunk);
-  const request = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+  return Buffer.concat(chunks);
+}
+
+async function main() {
+  const request = JSON.parse((await readStdin()).toString('utf8'));
   const results = [];
   for (const set of request.sets) results.push(await judge(set));
   process.stdout.write(JSON.stringify({ node: process.version, openssl: process.versions.openssl, results }));

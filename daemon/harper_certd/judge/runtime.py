@@ -50,6 +50,9 @@ class Settings:
     harper_pid: Callable[[], int | None] | None = None
     # the words for the setting that switched Node off (``node`` "none"), in the judge line
     off_reason: str = CONFIG_OFF
+    # Node with V8's JIT (``node.argv``): only ``validate``, an operator's command; the
+    # daemon's unit kills a JIT (MemoryDenyWriteExecute), so everything else is --jitless
+    jit: bool = False
 
 
 _settings = Settings()
@@ -60,12 +63,14 @@ def configure(
     node: str | None = None,
     harper_pid: Callable[[], int | None] | None = None,
     off_reason: str = CONFIG_OFF,
+    jit: bool = False,
 ) -> None:
     """Set the process's judge: ``node`` is ``judge.node`` from the configuration (a path,
     ``none`` for the model alone, or None), ``harper_pid`` returns Harper's main pid now;
-    ``off_reason`` names the setting that can switch Node off (``--node none`` for ``validate``)."""
+    ``off_reason`` names the setting that can switch Node off (``--node none`` for ``validate``);
+    ``jit``: Node runs with its JIT (``validate`` only, see ``Settings``)."""
     global _settings  # noqa: PLW0603 - one process-wide choice, set by the entry points
-    _settings = Settings(node=node, harper_pid=harper_pid, off_reason=off_reason)
+    _settings = Settings(node=node, harper_pid=harper_pid, off_reason=off_reason, jit=jit)
 
 
 def settings() -> Settings:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import os
-import ssl
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -53,6 +52,10 @@ def system_trust_fingerprints() -> frozenset[str]:
     """SHA-256 fingerprints of OpenSSL's default trust store (``ssl.get_default_verify_paths``:
     the CA file and hashed directory, honouring SSL_CERT_FILE / SSL_CERT_DIR as OpenSSL
     does), read once per change of the file's or the directory's mtime."""
+    # start-up cost: ssl (about 3.5 ms with _ssl) only when a chain is asked about, which
+    # is rare (an EKU finding), not on every ``validate``
+    import ssl
+
     paths = ssl.get_default_verify_paths()
     key = []
     for name in (paths.cafile, paths.capath):
