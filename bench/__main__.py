@@ -52,6 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         kept = [300] if quick else [1000, 10000]
         _say(f"install vs history kept {kept}")
         results.figures += suite.bench_history(tmp, kept, rounds=3 if quick else 9)
+        counts = [4] if quick else [4, 16]
+        _say(f"drop -> installed vs sets managed {counts}")
+        results.figures += suite.bench_sets(tmp, counts, rounds=2 if quick else 9, settle=0.1)
         idle = 3.0 if quick else 30.0
         _say(f"idle: {idle:g} s")
         results.idle = suite.bench_idle(tmp, idle)

@@ -249,6 +249,16 @@ def write(results: Results, out: Path) -> Path:
         "each node per round.",
         proc_plot,
     )
+    section(
+        "Drop -> installed vs number of sets",
+        ["sets"],
+        "The daemon (`harper-certd run`, restart method none, `watch.settle_seconds` 0.1, the "
+        "model judging: Node's start-up is its own row above) managing n certificate sets: the "
+        "replication set and n - 1 server sets, each with its own CA file, keys folder and "
+        "`incoming/<name>/`. All daemons run side by side; each round drops a new replication "
+        "set into each one's folder for it, in alternating order, and times the rename to "
+        "`certd.set_installed`. Against the daemon managing one set (target: at most 1.5x).",
+    )
     if results.idle is not None:
         idle = results.idle
         lines.extend([

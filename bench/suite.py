@@ -17,6 +17,7 @@ Measures (``quick`` shrinks each; the real-Harper part is skipped in quick mode)
 * the install path (``pipeline.install_newest`` in-process) vs copying the three files with
   an fsync each, a rename each and the folder fsynced (``bench_daemon.bench_phases``);
 * install cost vs history kept (history.jsonl lines and processed/ folders);
+* drop -> installed in the daemon vs the number of certificate sets it manages;
 * a soak of rotations through the real daemon: RSS and open fds every few rotations, and
   drop -> installed against the settle period;
 * on real Harper 4.7.29: served time and failed handshakes, hot reload vs restart
@@ -43,6 +44,8 @@ from typing import Any
 
 import cryptography
 import psutil
+import yaml
+from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from bench import bench_daemon, bench_harper, bench_validate, minimal_validate
 from harper_certd import __version__, devca, judge, logs
@@ -461,6 +464,101 @@ def bench_history(tmp: Path, kept: Sequence[int], rounds: int) -> list[Figure]:
                     figs[k].base.append(took[0])
         finally:
             logs.configure(json=True, level="info")
+    return list(figs.values())
+
+
+# --- 4b. drop -> installed vs the number of sets ---------------------------------------------
+
+
+def _node_with_sets(tmp: Path, count: int, settle: float) -> Any:
+    """A node whose daemon manages ``count`` sets: the replication set and ``count - 1``
+    server sets ``webNN`` (each its own CA file and keys folder, ``uses: [server]``)."""
+    node = make_node(
+        tmp,
+        method="none",
+        extra={
+            "watch": {"settle_seconds": settle},
+            "restart": {"method": "none", "restarts_per_hour": 100000},
+            "judge": {"node": "none"},  # the sets' cost, not Node's start-up (its own row)
+        },
+    )
+    config_path = node.root / "harperdb-config.yaml"
+    config = yaml.safe_load(config_path.read_text())
+    config["replication"]["enableRootCAs"] = False
+    config["http"] = {"securePort": 9926}
+    entries = [{**config["tls"], "uses": ["replication"]}]
+    for i in range(1, count):
+        name = f"web{i:02d}"
+        ca = devca.make_ca(f"bench web CA {i:02d}")
+        host = f"{name}.example.com"
+        leaf = devca.make_leaf(ca, host, dns=[host], eku=[ExtendedKeyUsageOID.SERVER_AUTH])
+        files = devca.write_set(node.root / "keys" / name, leaf, [ca])
+        entries.append(
+            {
+                "certificate": str(files.cert),
+                "certificateAuthority": str(files.ca),
+                "privateKey": str(files.key),
+                "name": name,
+                "uses": ["server"],
+            }
+        )
+    config["tls"] = entries if count > 1 else config["tls"]
+    config_path.write_text(yaml.safe_dump(config))
+    return node
+
+
+def bench_sets(tmp: Path, counts: Sequence[int], rounds: int, settle: float) -> list[Figure]:
+    """Drop -> installed of the replication set in daemons that manage ``counts`` sets, each
+    against the daemon that manages one, all running side by side: per round one drop into
+    each daemon's own folder for that set (``incoming/``, ``incoming/replication/`` beside
+    other sets), in alternating order, a quiet pause after each (the daemon re-checks the
+    live set after its own writes).  From the rename to ``certd.set_installed``'s time."""
+    base_count = 1
+    nodes = {n: _node_with_sets(tmp / f"sets{n}", n, settle) for n in [base_count, *counts]}
+    folders = {
+        n: [node.source(f"s{n}r{i:02d}") for i in range(rounds + 1)] for n, node in nodes.items()
+    }
+    figs = {
+        n: Figure("sets", f"{n} sets", f"{n} sets managed", "1 set managed", target=1.5)
+        for n in counts
+    }
+    quiet = max(3 * settle, 1.0)
+    with contextlib.ExitStack() as stack:
+        daemons = {n: stack.enter_context(DaemonProc(node)) for n, node in nodes.items()}
+        seen = dict.fromkeys(nodes, 0)
+        for n, daemon in daemons.items():
+            started = daemon.wait_for("certd.started", timeout=120)
+            if len(started["sets"]) != n:
+                raise RuntimeError(f"{n} sets asked for, the daemon manages {started['sets']}")
+        time.sleep(quiet)
+
+        def one(n: int, i: int) -> float:
+            node, daemon = nodes[n], daemons[n]
+            incoming = node.root / "keys" / "incoming"
+            folder = incoming if n == 1 else incoming / "replication"
+            folder.mkdir(parents=True, exist_ok=True)
+            before = time.time()
+            os.rename(folders[n][i], folder / folders[n][i].name)
+            landed = (before + time.time()) / 2
+            seen[n], outcome = bench_daemon.next_outcome(daemon, seen[n], timeout=60 + 20 * settle)
+            if outcome["event"] != "certd.set_installed" or outcome.get("set") not in (
+                None,
+                "replication",
+            ):
+                raise RuntimeError(f"{n} sets: {outcome}")
+            time.sleep(quiet)
+            return bench_daemon.ts_seconds(outcome) - landed
+
+        for n in nodes:
+            one(n, 0)  # the first install adopts the live files
+        for i in range(1, rounds + 1):
+            order = list(nodes) if i % 2 else list(reversed(nodes))
+            took = {n: one(n, i) for n in order}
+            for n in counts:
+                figs[n].ours.append(took[n])
+                figs[n].base.append(took[base_count])
+        for daemon in daemons.values():
+            daemon.stop()
     return list(figs.values())
 
 

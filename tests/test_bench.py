@@ -20,6 +20,7 @@ SECTIONS = (
     "## Process wall time",
     "## Install path",
     "## Install cost vs history kept",
+    "## Drop -> installed vs number of sets",
     "## Soak: RSS, fds and drop -> installed over rotations",
     "## Real Harper: hot reload vs restart",
     "## Three-node rotation timeline",
