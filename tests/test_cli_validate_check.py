@@ -251,3 +251,33 @@ def test_check_wildcard_node_certificate_is_refused(
     assert main(["check", "--harper-root", str(root), "--json"]) == 1
     problems = json.loads(capsys.readouterr().out)["sets"][0]["report"]["problems"]
     assert [p["code"] for p in problems] == ["node_name_not_verbatim"]
+
+
+GC_PROBE = """\
+import gc, sys
+from harper_certd import entry
+sys.argv = ["harper-certd", *sys.argv[1:]]
+code = entry.main()
+print("exit", code, "collector", gc.isenabled())
+"""
+
+
+def test_the_collector_is_off_for_a_command_and_on_for_the_daemon(
+    good: SetPaths, tmp_path: Path
+) -> None:
+    """The console script starts every command with Python's cyclic collector off (its
+    passes over the imports' objects are start-up cost); ``run`` turns it back on before
+    anything else (here it then stops at a configuration that does not exist, exit 2)."""
+
+    def probe(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-c", GC_PROBE, *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        return done.stdout.strip().splitlines()[-1]
+
+    assert probe(*_args(good), "--node", "none") == "exit 0 collector False"
+    assert probe("run", "--config", str(tmp_path / "missing.yaml")) == "exit 2 collector True"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import gc
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -162,7 +163,14 @@ def _configure_cli_logging(args: argparse.Namespace) -> None:
     journald.attach()  # the same JSON events in the journal, identifier harper-certd
 
 
+def keep_running() -> None:
+    """A command that keeps running turns Python's cyclic collector back on (the console
+    script starts every command with it off: ``entry``)."""
+    gc.enable()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    keep_running()
     from harper_certd import run
     from harper_certd.clock import clock_from_env
 
@@ -637,6 +645,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    keep_running()
     from harper_certd.demo import run_demo
 
     return run_demo(keep=args.keep)

@@ -16,6 +16,7 @@ The script's answer per set (``NodeVerdict``) is what Node's TLS did: the error 
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json
 import threading
@@ -30,6 +31,17 @@ TIMEOUT_SECONDS = 20.0
 # Node's own warnings on stderr kept in a failure reason: enough to say why, never key bytes
 # (the script prints only its own stack on a crash; key bytes never reach stderr).
 _STDERR_KEPT = 300
+# The threads that talk to Node are named so; at exit each is given this long to see its
+# Node exit and reap it (an answer is used before Node's own exit: ``Run.result``).
+_THREAD_NAME = "harper-certd node judge"
+_REAP_AT_EXIT_SECONDS = 5.0
+
+
+@atexit.register
+def _reap_at_exit() -> None:
+    for thread in threading.enumerate():
+        if thread.name == _THREAD_NAME:
+            thread.join(_REAP_AT_EXIT_SECONDS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +146,9 @@ class Run:
         self._out: bytes = b""
         self._err: bytes = b""
         self._failure: str | None = None
+        # The answer line, once read (``_answered``): used without waiting for Node's exit.
+        self._line: bytes | None = None
+        self._ready = threading.Event()
         # what a JIT run that a restriction killed is run again with (``result``)
         self._again = (node, sets, env, prefix) if jit else None
         payload = json.dumps({"sets": [s.as_json() for s in sets]}).encode()
@@ -149,36 +164,55 @@ class Run:
             self._failure = f"{node} could not be started ({exc.strerror or type(exc).__name__})"
             self._thread: threading.Thread | None = None
             return
-        self._thread = threading.Thread(target=self._talk, args=(payload,), daemon=True)
+        self._thread = threading.Thread(
+            target=self._talk, args=(payload,), name=_THREAD_NAME, daemon=True
+        )
         self._thread.start()
+
+    def _answered(self, line: bytes) -> None:
+        """The script's answer is one line: complete once its newline is read."""
+        self._line = line
+        self._ready.set()
 
     def _talk(self, payload: bytes) -> None:
         assert self._proc is not None
         try:
-            self._out, self._err = self._proc.communicate(payload, timeout=self._timeout)
+            self._out, self._err = self._proc.communicate(
+                payload, timeout=self._timeout, on_line=self._answered
+            )
         except TimeoutError:
             self._failure = f"Node did not answer within {self._timeout:.0f} s"
         except OSError as exc:  # reading or writing its pipes failed
             self._proc.end()
             self._failure = f"Node could not be talked to ({exc.strerror or type(exc).__name__})"
+        finally:
+            self._ready.set()
 
     def result(self) -> Batch:
-        """Node's verdicts; JudgeUnavailable when it could not give them."""
+        """Node's verdicts; JudgeUnavailable when it could not give them.  A complete answer
+        line is used at once; Node's exit is then the thread's to wait for (and reap)."""
         if self._thread is not None:
-            self._thread.join()
-        if self._failure is not None:
-            raise JudgeUnavailable(self._failure)
-        assert self._proc is not None
-        status = self._proc.returncode
-        assert status is not None  # communicate reaped it
-        if self._again is not None and status < 0:
-            node, sets, env, prefix = self._again
-            return Run(node, sets, timeout=self._timeout, env=env, prefix=prefix).result()
-        if status != 0:
-            tail = self._err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-            raise JudgeUnavailable(f"Node exited with status {status} ({tail[0][:_STDERR_KEPT]})")
+            self._ready.wait()  # the answer line, or the end of the talk (bounded by timeout)
+        answer = self._line
+        if answer is None:
+            if self._thread is not None:
+                self._thread.join()
+            if self._failure is not None:
+                raise JudgeUnavailable(self._failure)
+            assert self._proc is not None
+            status = self._proc.returncode
+            assert status is not None  # communicate reaped it
+            if self._again is not None and status < 0:
+                node, sets, env, prefix = self._again
+                return Run(node, sets, timeout=self._timeout, env=env, prefix=prefix).result()
+            if status != 0:
+                tail = self._err.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+                raise JudgeUnavailable(
+                    f"Node exited with status {status} ({tail[0][:_STDERR_KEPT]})"
+                )
+            answer = self._out
         try:
-            data = json.loads(self._out)
+            data = json.loads(answer)
             verdicts = {
                 r["id"]: NodeVerdict(
                     id=r["id"],

@@ -12,7 +12,7 @@
 //                        "names": [host names to check], "server": bool, "client": bool}]}
 //   server: the client side verifies the server's certificate (serverAuth);
 //   client: the server side requests and verifies the client's certificate (clientAuth).
-// stdout: JSON {"node": process.version, "openssl": process.versions.openssl,
+// stdout: one line of JSON {"node": process.version, "openssl": process.versions.openssl,
 //   "results": [{"id", "ok", "stage", "code", "message", "sides": {...}, "names": {...}}]}
 //   stage "context": createSecureContext threw; "handshake": the handshake failed;
 //   "server"/"client": that side's verification refused; "name": a name check failed;
@@ -148,7 +148,8 @@ async function main() {
   const request = JSON.parse((await readStdin()).toString('utf8'));
   const results = [];
   for (const set of request.sets) results.push(await judge(set));
-  process.stdout.write(JSON.stringify({ node: process.version, openssl: process.versions.openssl, results }));
+  // One line: the reader uses it as soon as its newline arrives, before Node's own exit.
+  process.stdout.write(JSON.stringify({ node: process.version, openssl: process.versions.openssl, results }) + '\n');
 }
 
 main().catch((err) => {
