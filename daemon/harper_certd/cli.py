@@ -17,10 +17,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harper_certd import __version__
+from harper_certd import __version__, cliargs
 from harper_certd.cliout import Parser as _Parser
 from harper_certd.cliout import emit as _emit
-from harper_certd.cliout import instant as _instant
 from harper_certd.cliout import print_json as _print_json
 from harper_certd.cliout import quiet_stdout, say
 from harper_certd.clock import utc_now
@@ -33,10 +32,6 @@ EXIT_OK = Exit.OK
 EXIT_INVALID = Exit.INVALID
 EXIT_USAGE = Exit.USAGE
 EXIT_ROLLED_BACK = Exit.ROLLED_BACK
-CONFIG_HELP = (
-    "configuration file (YAML); default $HARPER_CERTD_CONFIG, else "
-    "/etc/harper-certd/config.yaml when it exists"
-)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -781,231 +776,45 @@ def cmd_harden(args: argparse.Namespace) -> int:
 # --- end of h-peers' commands ----------------------------------------------------------------
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help=CONFIG_HELP)
-    p.add_argument("--harper-root", help="Harper's ROOTPATH (overrides harper.root)")
-    p.add_argument("--state-dir", help="state directory (overrides state_dir)")
-
-
-def _per_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--set",
-        dest="cert_set",
-        metavar="NAME",
-        help="the certificate set (`check` names them; default: the replication set); "
-        "a set other than the primary one has its store in <state>/sets/NAME/",
-    )
-
-
-def _validate_args(v: argparse.ArgumentParser) -> None:
-    v.add_argument("--cert", required=True, help="certificate file (leaf, then intermediates)")
-    v.add_argument("--key", required=True, help="private key file")
-    v.add_argument(
-        "--ca",
-        required=True,
-        help="CA file (replication: the leaf's issuer first, then up to the root)",
-    )
-    v.add_argument("--purpose", choices=["cluster", "server", "client"], default="cluster")
-    v.add_argument("--hostname", action="append", default=[], help="name or IP (repeatable)")
-    v.add_argument(
-        "--replication",
-        action="store_true",
-        help="judge as a Harper node's replication set: Harper's CA-file rule too "
-        "(the leaf's issuer first in the CA file, every intermediate in it)",
-    )
-    v.add_argument(
-        "--node",
-        default=None,
-        metavar="PATH",
-        help="the Node.js that judges the set (default: the node on PATH); 'none' for "
-        "harper-certd's model of Node 20 alone",
-    )
-    v.add_argument(
-        "--url-host",
-        action="append",
-        default=[],
-        help="host of replication.url that peers dial (repeatable; an IP needs an IP SAN)",
-    )
-    v.add_argument("--at", type=_instant, help="validate as of this instant (default: now)")
-    v.add_argument("--warn-days", type=float, default=30, help="expires_soon window (days)")
-    v.add_argument("--json", action="store_true", help="print one JSON object")
-    v.set_defaults(func=cmd_validate)
-
-
-def _check_args(c: argparse.ArgumentParser) -> None:
-    c.add_argument(
-        "--harper-root", help="Harper's ROOTPATH (default harper.root, $ROOTPATH, ~/hdb)"
-    )
-    c.add_argument("--config", help=CONFIG_HELP)
-    c.add_argument("--at", type=_instant, help="check as of this instant (default: now)")
-    c.add_argument("--warn-days", type=float, default=30)
-    c.add_argument("--json", action="store_true")
-    c.add_argument(
-        "--plan",
-        action="store_true",
-        help="print the two-set layout (public HTTPS, private replication) for this node",
-    )
-    c.set_defaults(func=cmd_check)
-
-
-def _install_args(i: argparse.ArgumentParser) -> None:
-    i.add_argument("source", help="folder with the set (Harper's or certbot's file names)")
-    i.add_argument(
-        "--force-older",
-        action="store_true",
-        help="install even if it expires before the live certificate",
-    )
-    i.add_argument(
-        "--force",
-        action="store_true",
-        help="install past the peer guard (a peer refuses it or cannot be reached): logged as "
-        "certd.peers_overridden (critical); the proof after the swap still rolls back a set "
-        "a peer refuses",
-    )
-    i.add_argument(
-        "--dry-run", action="store_true", help="read and validate, compare, change nothing"
-    )
-    i.add_argument(
-        "--keep-source", action="store_true", help="install a copy; SOURCE stays where it is"
-    )
-    i.add_argument("--json", action="store_true")
-    _common(i)
-    _per_set(i)
-    i.set_defaults(func=cmd_install)
-
-
-def _rollback_args(r: argparse.ArgumentParser) -> None:
-    r.add_argument("generation", nargs="?", help="generation id (default: the one before)")
-    r.add_argument(
-        "--force",
-        action="store_true",
-        help="roll back even to a set the peers would refuse: logged as certd.peers_overridden "
-        "(critical); the proof after the switch still switches away from a set a peer refuses",
-    )
-    _common(r)
-    _per_set(r)
-    r.set_defaults(func=cmd_rollback)
-
-
-def _status_args(s: argparse.ArgumentParser) -> None:
-    s.add_argument("--json", action="store_true")
-    s.add_argument(
-        "--no-probe", action="store_true", help="do not dial Harper's ports (served: not checked)"
-    )
-    _common(s)
-    _per_set(s)
-    s.set_defaults(func=cmd_status)
-
-
-def _run_args(daemon: argparse.ArgumentParser) -> None:
-    _common(daemon)
-    daemon.set_defaults(func=cmd_run)
-
-
-def _stage_args(st: argparse.ArgumentParser) -> None:
-    st.add_argument("source", nargs="?", help="folder: Harper's or certbot's names (live/<name>)")
-    st.add_argument("--set", help="the set it is for (default: the one it fits)")
-    st.add_argument("--cert", help="certificate file (leaf, then intermediates)")
-    st.add_argument("--key", help="private key file")
-    st.add_argument("--ca", help="CA file (default: the daemon's ca_file or the live one)")
-    st.add_argument("--wait", action="store_true", help="wait for the daemon's outcome")
-    st.add_argument("--timeout", type=float, default=300.0, help="seconds --wait waits")
-    _common(st)
-    st.set_defaults(func=cmd_stage)
-
-
-def _release_args(rel: argparse.ArgumentParser) -> None:
-    _common(rel)
-    rel.set_defaults(func=cmd_release)
-
-
-def _fleet_args(fl: argparse.ArgumentParser) -> None:
-    fl.add_argument("files", nargs="+", help="status --json files, or folders of *.json")
-    fl.add_argument("--json", action="store_true")
-    fl.set_defaults(func=cmd_fleet)
-
-
-def _ca_args(ca: argparse.ArgumentParser) -> None:
-    ca_sub = ca.add_subparsers(dest="ca_command", required=True)
-    ca_add = ca_sub.add_parser(
-        "add", help="phase 1: add the CA(s) in FILE to this node's CA file (run on every node)"
-    )
-    ca_add.add_argument("file", help="PEM file with the new CA certificate(s)")
-    ca_rm = ca_sub.add_parser(
-        "remove",
-        help="phase 3: remove a CA from the CA file and Harper's authority records "
-        "(refused while a peer's served chain needs it)",
-    )
-    ca_rm.add_argument("fingerprint", help="SHA-256 of the CA certificate (hex, colons allowed)")
-    for p in (ca_add, ca_rm):
-        p.add_argument("--force", action="store_true", help="past the peer guard (critical)")
-        _common(p)
-    ca_rot = ca_sub.add_parser(
-        "rotate",
-        help="rotate the whole cluster to NEW_CA: a plan in Harper that every node's daemon "
-        "carries out (docs/cluster.md)",
-    )
-    ca_rot.add_argument("file", nargs="?", help="PEM file with the new CA certificate")
-    rot_mode = ca_rot.add_mutually_exclusive_group()
-    for flag, what in (
-        ("--status", "every node's phase from the table"),
-        ("--pause", "no node takes another step until --resume"),
-        ("--resume", "the paused plan goes on"),
-        ("--abort", "the plan stops for good (steps taken stay)"),
-    ):
-        rot_mode.add_argument(flag, action="store_true", help=what)
-    rot_mode.add_argument(
-        "--leaf", metavar="SOURCE", help="stage this node's new-CA certificate.pem + privateKey.pem"
-    )
-    ca_rot.add_argument("--json", action="store_true")
-    _common(ca_rot)
-    ca.set_defaults(func=cmd_ca)
-
-
-def _cluster_args(cl: argparse.ArgumentParser) -> None:
-    cl.add_argument("--json", action="store_true")
-    _common(cl)
-    cl.set_defaults(func=cmd_cluster)
-
-
-def _harden_args(hd: argparse.ArgumentParser) -> None:
-    hd.add_argument("--dry-run", action="store_true", help="show the diff, change nothing")
-    _common(hd)
-    hd.set_defaults(func=cmd_harden)
-
-
-def _demo_args(d: argparse.ArgumentParser) -> None:
-    d.add_argument("--keep", action="store_true", help="keep the temporary folder")
-    d.set_defaults(func=cmd_demo)
-
-
-# The subcommands in the order of ``--help``: (name, help, the function that adds its arguments).
-COMMANDS: tuple[tuple[str, str, Callable[[argparse.ArgumentParser], None]], ...] = (
-    ("validate", "validate a certificate set", _validate_args),
-    ("check", "validate every certificate set Harper uses", _check_args),
-    ("install", "validate a set, swap it in, make Harper use it", _install_args),
-    ("rollback", "put an earlier generation back", _rollback_args),
+# The subcommands in the order of ``--help``: (name, help, the function that adds its
+# arguments, the command).
+COMMANDS: tuple[
+    tuple[str, str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]],
+    ...,
+] = (
+    ("validate", "validate a certificate set", cliargs.validate, cmd_validate),
+    ("check", "validate every certificate set Harper uses", cliargs.check, cmd_check),
+    ("install", "validate a set, swap it in, make Harper use it", cliargs.install, cmd_install),
+    ("rollback", "put an earlier generation back", cliargs.rollback, cmd_rollback),
     (
         "status",
         "health (exit 0 ok, 1 warning, 2 critical), sets, served vs live, operations",
-        _status_args,
+        cliargs.status,
+        cmd_status,
     ),
-    ("run", "the daemon: watch, validate, swap, verify, roll back", _run_args),
+    ("run", "the daemon: watch, validate, swap, verify, roll back", cliargs.run, cmd_run),
     (
         "stage",
         "copy a set into the incoming folder for the daemon (SOURCE is never changed)",
-        _stage_args,
+        cliargs.stage,
+        cmd_stage,
     ),
     (
         "release",
         "hand plain files back to Harper (undo the adoption; daemon stopped)",
-        _release_args,
+        cliargs.release,
+        cmd_release,
     ),
-    ("fleet", "many nodes' status --json side by side", _fleet_args),
-    ("ca", "CA rotation across the cluster: add a CA, remove one", _ca_args),
-    ("cluster", "this node and each peer: served leaf, trust, phase", _cluster_args),
-    ("harden", "turn off what development setups leave on, once proven safe", _harden_args),
-    ("demo", "show harper-certd at work in a temporary folder", _demo_args),
+    ("fleet", "many nodes' status --json side by side", cliargs.fleet, cmd_fleet),
+    ("ca", "CA rotation across the cluster: add a CA, remove one", cliargs.ca, cmd_ca),
+    ("cluster", "this node and each peer: served leaf, trust, phase", cliargs.cluster, cmd_cluster),
+    (
+        "harden",
+        "turn off what development setups leave on, once proven safe",
+        cliargs.harden,
+        cmd_harden,
+    ),
+    ("demo", "show harper-certd at work in a temporary folder", cliargs.demo, cmd_demo),
 )
 
 
@@ -1020,15 +829,17 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"harper-certd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for name, help_text, add_arguments in COMMANDS:
+    for name, help_text, add_arguments, func in COMMANDS:
         if command is None or command == name:
-            add_arguments(sub.add_parser(name, help=help_text))
+            subparser = sub.add_parser(name, help=help_text)
+            add_arguments(subparser)
+            subparser.set_defaults(func=func)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     given = sys.argv[1:] if argv is None else list(argv)
-    named = given[0] if given and any(given[0] == name for name, _, _ in COMMANDS) else None
+    named = given[0] if given and any(given[0] == name for name, *_ in COMMANDS) else None
     args = build_parser(named).parse_args(given)
     try:
         code: int = args.func(args)
