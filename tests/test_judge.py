@@ -8,6 +8,7 @@ import ctypes
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -468,6 +469,28 @@ def test_ca_names_limit_is_nodes() -> None:
     assert over[:2] == (("ca_names_too_large",), False), over
     # At the limit the extensions block overflows; further on, the names list itself.
     assert "tls_construct_extensions:internal error" in over[2], over
+    # OpenSSL's thread id and source path are left out: the reason reads the same every run
+    assert over[2].startswith("ERR_SSL_INTERNAL_ERROR in the TLS handshake: error:"), over
+    assert ".c:" not in over[2], over
+    assert not re.search(r"[0-9A-F]{16}:error", over[2]), over
+
+
+def test_node_reason_leaves_out_the_thread_id_and_source_path() -> None:
+    """Node quotes OpenSSL's error-queue line, whose first field is the thread's id (new every
+    run) and whose last are OpenSSL's source file and line: the reason keeps the code, the
+    library, the function and OpenSSL's reason (the newcomer's case 13 read differently on
+    every run)."""
+    raw = (
+        "809C30ADC27F0000:error:0200008A:rsa routines:RSA_padding_check_PKCS1_type_1:"
+        "invalid padding:../deps/openssl/openssl/crypto/rsa/rsa_pk1.c:75:"
+    )
+    verdict = node.NodeVerdict("s", False, "handshake", "ERR_SSL_INVALID_PADDING", raw)
+    assert verdict.reason == (
+        "ERR_SSL_INVALID_PADDING in the TLS handshake: error:0200008A:rsa routines:"
+        "RSA_padding_check_PKCS1_type_1:invalid padding"
+    )
+    plain = node.NodeVerdict("s", False, "server", "CERT_HAS_EXPIRED", "certificate has expired")
+    assert plain.reason.endswith(": certificate has expired")
 
 
 def _counting_node(tmp_path: Path) -> tuple[Path, Path]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import atexit
 import base64
 import json
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ _STDERR_KEPT = 300
 # The threads that talk to Node are named so; at exit each is given this long to see its
 # Node exit and reap it (an answer is used before Node's own exit: ``Run.result``).
 _THREAD_NAME = "harper-certd node judge"
+# OpenSSL 3's error-queue line as Node quotes it: "<thread id>:error:<code>:<library>:
+# <function>:<reason>:<source file>:<line>:<data>".  The thread id changes every run and the
+# source path is OpenSSL's build tree: both are left out of the reason we show.
+_OPENSSL_LINE = re.compile(
+    r"\b[0-9A-F]{6,16}:(error:[0-9A-F]{8}:[^:]*:[^:]*:[^:]*):[^:\s]+:\d+:\S*"
+)
 _REAP_AT_EXIT_SECONDS = 5.0
 
 
@@ -96,7 +103,7 @@ class NodeVerdict:
             "client": "verifying the certificate as a client (this node dialling a peer)",
             "name": "checking a host name (tls.checkServerIdentity)",
         }.get(self.stage, self.stage)
-        message = " ".join(self.message.split())[:300]
+        message = _OPENSSL_LINE.sub(r"\1", " ".join(self.message.split()))[:300]
         return f"{self.code} in {where}: {message}" if message else f"{self.code} in {where}"
 
 
