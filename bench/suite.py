@@ -134,6 +134,23 @@ def alternate(
     return figure
 
 
+def alternate_keys(
+    figures: dict[int, Figure], base: int, measure: Callable[[int, int], float], rounds: int
+) -> None:
+    """``measure(key, round)`` once unrecorded for the baseline's key and each figure's (round
+    0: the first install adopts the live files), then ``rounds`` rounds in an order reversed
+    every round; each figure gets its key's time and the baseline's of the same round."""
+    keys = [base, *figures]
+    for key in keys:
+        measure(key, 0)
+    for i in range(1, rounds + 1):
+        order = keys if i % 2 else list(reversed(keys))
+        took = {key: measure(key, i) for key in order}
+        for key, figure in figures.items():
+            figure.ours.append(took[key])
+            figure.base.append(took[base])
+
+
 # --- the machine -----------------------------------------------------------------------------
 
 
@@ -454,14 +471,7 @@ def bench_history(tmp: Path, kept: Sequence[int], rounds: int) -> list[Figure]:
                     raise RuntimeError(f"history {k}: {outcome}")
                 return took
 
-            for k in nodes:
-                install(k, 0)  # the first install adopts the live files
-            for i in range(1, rounds + 1):
-                order = list(nodes) if i % 2 else list(reversed(nodes))
-                took = {k: install(k, i) for k in order}
-                for k in kept:
-                    figs[k].ours.append(took[k])
-                    figs[k].base.append(took[0])
+            alternate_keys(figs, 0, install, rounds)
         finally:
             logs.configure(json=True, level="info")
     return list(figs.values())
@@ -549,14 +559,7 @@ def bench_sets(tmp: Path, counts: Sequence[int], rounds: int, settle: float) -> 
             time.sleep(quiet)
             return bench_daemon.ts_seconds(outcome) - landed
 
-        for n in nodes:
-            one(n, 0)  # the first install adopts the live files
-        for i in range(1, rounds + 1):
-            order = list(nodes) if i % 2 else list(reversed(nodes))
-            took = {n: one(n, i) for n in order}
-            for n in counts:
-                figs[n].ours.append(took[n])
-                figs[n].base.append(took[base_count])
+        alternate_keys(figs, base_count, one, rounds)
         for daemon in daemons.values():
             daemon.stop()
     return list(figs.values())

@@ -141,18 +141,9 @@ def test_validate_reports_node_verdict() -> None:
     assert "only the present" in later.judge.why
 
 
-def _mdwe() -> None:  # runs in the child before exec: the unit's MemoryDenyWriteExecute
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
-
-
-@needs_node
-def test_judge_runs_under_memory_deny_write_execute() -> None:
-    """systemd/harper-certd.service has MemoryDenyWriteExecute=yes; PR_SET_MDWE with
-    PR_MDWE_REFUSE_EXEC_GAIN is the kernel's own form of it (Linux 6.3+).  Plain node dies
-    under it (V8's JIT maps W+X memory); the judge's --jitless node works."""
-    assert NODE is not None
+def _skip_without_mdwe() -> None:
+    """Skip where the kernel has no PR_SET_MDWE (Linux before 6.3); probed in a child, as the
+    setting cannot be undone."""
     probe = subprocess.run(
         [
             sys.executable,
@@ -166,6 +157,21 @@ def test_judge_runs_under_memory_deny_write_execute() -> None:
     )
     if probe.stdout.strip() != "0":
         pytest.skip("this kernel has no PR_SET_MDWE")
+
+
+def _mdwe() -> None:  # runs in the child before exec: the unit's MemoryDenyWriteExecute
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "PR_SET_MDWE")
+
+
+@needs_node
+def test_judge_runs_under_memory_deny_write_execute() -> None:
+    """systemd/harper-certd.service has MemoryDenyWriteExecute=yes; PR_SET_MDWE with
+    PR_MDWE_REFUSE_EXEC_GAIN is the kernel's own form of it (Linux 6.3+).  Plain node dies
+    under it (V8's JIT maps W+X memory); the judge's --jitless node works."""
+    assert NODE is not None
+    _skip_without_mdwe()
     plain = subprocess.run(
         [NODE, "-e", "for (let i = 0; i < 1e6; i++) Math.sqrt(i)"],
         capture_output=True,
@@ -193,19 +199,7 @@ def test_validate_under_memory_deny_write_execute_is_judged_jitless(tmp_path: Pa
     """``validate`` asks for Node's JIT; under the unit's restriction (PR_SET_MDWE, inherited
     by every child) that Node dies by SIGTRAP, and the set is judged again ``--jitless``:
     still Node's verdict, from a second start."""
-    probe = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"import ctypes; print(ctypes.CDLL(None).prctl({PR_SET_MDWE}, "
-            f"{PR_MDWE_REFUSE_EXEC_GAIN}, 0, 0, 0))",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    if probe.stdout.strip() != "0":
-        pytest.skip("this kernel has no PR_SET_MDWE")
+    _skip_without_mdwe()
     folder, log = _counting_node(tmp_path)
     done = subprocess.run(
         [sys.executable, "-m", "harper_certd", "validate", *_set(tmp_path)],
@@ -250,6 +244,24 @@ def test_extra_roots_change_no_verdict(tmp_path: Path) -> None:
         seen.append((found["ok"], found["stage"], found["code"]))
     assert seen[0] == seen[1] == (False, "server", "UNABLE_TO_VERIFY_LEAF_SIGNATURE"), seen
     assert "NODE_EXTRA_CA_CERTS" not in warmstart.judge_env({"NODE_EXTRA_CA_CERTS": str(extra)})
+
+
+@needs_node
+def test_a_request_node_cannot_parse_is_not_echoed() -> None:
+    """V8's JSON.parse error quotes the input ("Unexpected token 'M', "MIGHAgEAMB"... is not
+    valid JSON"), and the request holds the key: the script's error on stderr (which a
+    failure reason quotes) names the fault without a byte of the request."""
+    assert NODE is not None
+    key_body = b"".join(
+        devca.make_leaf(devca.make_ca("echo root"), "nodea").key_pem.split(b"\n")[1:-2]
+    )
+    child = warmstart.spawn(node.argv(NODE))
+    out, err = child.communicate(b'{"sets": [' + key_body + b"]}", timeout=60)
+    assert child.returncode == 1
+    assert out == b""
+    assert b"the request is not valid JSON" in err
+    assert key_body[:12] not in err
+    assert not any(key_body[i : i + 8] in err for i in range(0, len(key_body) - 8, 4))
 
 
 def test_child_pipes_end_bounded(tmp_path: Path) -> None:

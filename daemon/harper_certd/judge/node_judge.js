@@ -145,7 +145,14 @@ async function readStdin() {
 }
 
 async function main() {
-  const request = JSON.parse((await readStdin()).toString('utf8'));
+  let request;
+  try {
+    request = JSON.parse((await readStdin()).toString('utf8'));
+  } catch (err) {
+    // V8's message can quote the input ("Unexpected token 'x', \"...\" is not valid JSON"),
+    // and the input holds the key: never echo it to stderr, which the caller may show.
+    throw new Error('the request is not valid JSON');
+  }
   const results = [];
   for (const set of request.sets) results.push(await judge(set));
   // One line: the reader uses it as soon as its newline arrives, before Node's own exit.
