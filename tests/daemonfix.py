@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import json
 import os
 import signal
@@ -66,6 +68,9 @@ class DaemonProc:
         full_env.pop("NOTIFY_SOCKET", None)
         full_env.pop("INVOCATION_ID", None)  # a CI job under systemd is not the daemon's unit
         full_env.update(env or {})
+        # A daemon that stops answering is made to say where each thread was: SIGABRT
+        # makes faulthandler write every thread's stack to stderr (``wait_for``).
+        full_env.setdefault("PYTHONFAULTHANDLER", "1")
         self.proc = subprocess.Popen(
             command,
             stdout=subprocess.PIPE,
@@ -107,10 +112,34 @@ class DaemonProc:
                     return found[count - 1]
                 left = deadline - time.monotonic()
                 if left <= 0 or (self.proc.poll() is not None and not self.reader.is_alive()):
-                    raise AssertionError(
-                        f"no {name} (x{count}) within {timeout}s; log:\n" + "\n".join(self.raw)
-                    )
+                    break
                 self.cond.wait(timeout=min(left, 0.2))
+        raise AssertionError(self._why_not(f"no {name} (x{count}) within {timeout}s"))
+
+    def _why_not(self, headline: str) -> str:
+        """The failure's text: the daemon's state, its threads' stacks when it was still
+        running (SIGABRT: faulthandler, bounded by 5 s), the last lines, then the rest.
+
+        The end of the log comes first: CI shows the beginning of a long message."""
+        running = self.proc.poll() is None
+        if running:
+            self.proc.send_signal(signal.SIGABRT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=5)
+            self.reader.join(timeout=5)
+        with self.cond:
+            raw = list(self.raw)
+            counts = collections.Counter(str(e.get("event")) for e in self.events)
+        code = self.proc.returncode
+        state = "was still running (stacks below)" if running else f"had exited ({code})"
+        tail = raw[-60:]
+        return (
+            f"{headline}; the daemon {state}; events {dict(counts)}\n"
+            + "".join(f"{line}\n" for line in _current_thread(raw))
+            + "last lines:\n"
+            + "\n".join(tail)
+            + ("\nthe whole log:\n" + "\n".join(raw) if len(raw) > len(tail) else "")
+        )
 
     def signal(self, signum: int) -> None:
         self.proc.send_signal(signum)
@@ -134,6 +163,15 @@ class DaemonProc:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def _current_thread(raw: list[str]) -> list[str]:
+    """faulthandler's block for the thread that took the signal (the daemon's main loop)."""
+    start = next((i for i, line in enumerate(raw) if line.startswith("Current thread")), None)
+    if start is None:
+        return []
+    end = next((i for i in range(start + 1, len(raw)) if not raw[i].startswith("  ")), len(raw))
+    return raw[start:end]
 
 
 def drop(node: Node, name: str, folder: Path | None = None) -> Path:
