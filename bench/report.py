@@ -335,10 +335,11 @@ def write(results: Results, out: Path) -> Path:
                         f"(hot reload: {hot.failed_handshakes_median:g})."
                     )
             lines.append("")
-    lines.extend(["## Three-node rotation timeline", ""])
+    heading = "## Three-node rotation timeline"
+    lines.extend([heading, ""])
     timeline = out / TIMELINE
-    if timeline.is_file():
-        lines.extend([timeline.read_text().strip(), ""])
+    if timeline.is_file():  # written with its own heading (tests/test_ca_rotation.py)
+        lines.extend([timeline.read_text().strip().removeprefix(heading).strip(), ""])
     else:
         lines.extend([f"Not present: the cluster rotation's timeline is read from `{TIMELINE}` "
                       "beside this report, written by `HARPER_CERTD_TIMELINE=<that file> pytest "

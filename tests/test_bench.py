@@ -29,6 +29,9 @@ SECTIONS = (
 
 def test_quick_bench_writes_its_report_and_plots(tmp_path: Path) -> None:
     out = tmp_path / "report"
+    out.mkdir()
+    # A timeline as the rotation test writes it, with its own heading: said once.
+    (out / "rotation-timeline.md").write_text(f"{SECTIONS[-1]}\n\nWhole rotation: 1.0 s.\n")
     done = subprocess.run(
         [sys.executable, "-m", "bench", "--quick", "--out", str(out), "--tmp-dir", str(tmp_path)],
         cwd=REPO,
@@ -42,6 +45,8 @@ def test_quick_bench_writes_its_report_and_plots(tmp_path: Path) -> None:
     positions = [text.find(s) for s in SECTIONS]
     assert all(p >= 0 for p in positions), [s for s in SECTIONS if s not in text]
     assert positions == sorted(positions)
+    assert all(text.count(s) == 1 for s in SECTIONS), [s for s in SECTIONS if text.count(s) > 1]
+    assert "Whole rotation: 1.0 s." in text
     for key in ("CPU", "cores", "Python", "OpenSSL (command)", "cryptography", "Node", "Harper",
                 "git commit", "date (UTC)"):
         assert re.search(rf"^\| {re.escape(key)} \| \S", text, re.MULTILINE), key
