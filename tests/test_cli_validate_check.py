@@ -87,11 +87,13 @@ def test_console_script_runs(good: SetPaths) -> None:
 
 
 def test_validate_does_not_import_daemon_libraries(good: SetPaths) -> None:
-    """The validate path stays lean: no watchdog or psutil imported."""
+    """The validate path stays lean: no watchdog, psutil or structlog imported, nor shutil
+    (argparse's help formatter imports it for the terminal's width: cliout.Formatter)."""
     code = (
         "import sys\nfrom harper_certd.cli import main\n"
         f"main({_args(good)!r})\n"
-        "print(sorted(m for m in ('watchdog', 'psutil', 'structlog') if m in sys.modules))"
+        "print(sorted(m for m in ('watchdog', 'psutil', 'structlog', 'shutil')"
+        " if m in sys.modules))"
     )
     proc = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
@@ -281,3 +283,43 @@ def test_the_collector_is_off_for_a_command_and_on_for_the_daemon(
 
     assert probe(*_args(good), "--node", "none") == "exit 0 collector False"
     assert probe("run", "--config", str(tmp_path / "missing.yaml")) == "exit 2 collector True"
+
+
+_COLUMNS = (
+    "import shutil, sys\n"
+    "from harper_certd.cliout import terminal_columns\n"
+    "print(terminal_columns(), shutil.get_terminal_size().columns, file=sys.stderr)\n"
+)
+
+
+@pytest.mark.parametrize("columns", [None, "57", "0", "wide"])
+def test_help_is_as_wide_as_shutil_says(columns: str | None) -> None:
+    """cliout.terminal_columns gives shutil's width: on a real terminal (a pty of 73
+    columns), with COLUMNS set, zero or not a number."""
+    import fcntl
+    import os
+    import pty
+    import struct
+    import termios
+
+    main_fd, child_fd = pty.openpty()
+    try:
+        fcntl.ioctl(child_fd, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 73, 0, 0))
+        env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+        if columns is not None:
+            env["COLUMNS"] = columns
+        done = subprocess.run(
+            [sys.executable, "-c", _COLUMNS],
+            stdout=child_fd,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            check=True,
+            timeout=60,
+        )
+    finally:
+        os.close(child_fd)
+        os.close(main_fd)
+    ours, theirs = done.stderr.split()
+    assert ours == theirs
+    assert ours == ("57" if columns == "57" else "73")

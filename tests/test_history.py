@@ -74,7 +74,7 @@ def test_trim_failure_leaves_the_history(tmp_path: Path, monkeypatch: pytest.Mon
     before = path.read_bytes()
     # the temporary name (random, issue 17: fixed here) taken by a folder: the trim cannot
     # write it (O_EXCL), the history stays
-    monkeypatch.setattr("harper_certd.history.secrets.token_hex", lambda n: "x")
+    monkeypatch.setattr("harper_certd.fsio.temp_tag", lambda: "x")
     (tmp_path / ".history.jsonl.x.trim").mkdir()
     h.trim(keep_bytes=100)
     assert path.read_bytes() == before

@@ -41,3 +41,14 @@ def test_status_no_probe_leaves_the_websocket_client_unloaded(tmp_path: Path) ->
     # nor logging: structlog costs about a third of the command's time (issue 21)
     assert "harper_certd.logs" not in modules
     assert not {m for m in modules if m == "structlog" or m.startswith("structlog.")}
+    # nor the install path behind the live set's verdict (install.verdict, not install.judge),
+    # the peer guard (install.context imports it where a guard runs) or secrets (fsio)
+    left_out = {
+        "harper_certd.install.judge",
+        "harper_certd.install.filing",
+        "harper_certd.install.outcomes",
+        "harper_certd.peers",
+        "secrets",
+    }
+    assert "harper_certd.install.verdict" in modules
+    assert not modules & left_out, modules & left_out

@@ -287,7 +287,7 @@ def _private_copy(ctx: Context, source: Path) -> Path | None:
 
 def _install_dry_run(ctx: Context, folder: Path, args: argparse.Namespace) -> int:
     """Everything install does before the swap: read, validate, compare with the live set."""
-    from harper_certd.install import judge
+    from harper_certd.install import judge, verdict
     from harper_certd.problems import Problem, problem
     from harper_certd.source import SourceRefused, read_source
 
@@ -304,7 +304,7 @@ def _install_dry_run(ctx: Context, folder: Path, args: argparse.Namespace) -> in
         would = "refuse"
     else:
         names = tuple(str(folder / n) for n in ("certificate", "private key", "CA file"))
-        report = judge.validate_set(ctx, source.data, (names[0], names[1], names[2]))
+        report = verdict.validate_set(ctx, source.data, (names[0], names[1], names[2]))
         certificate = report.as_dict()["certificate"]
         problems = list(report.problems)
         if report.valid and not args.force_older:

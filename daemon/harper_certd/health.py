@@ -40,7 +40,7 @@ from harper_certd.harper.apply import make_harper
 from harper_certd.harper.probe import served_local
 from harper_certd.harper.process import harper_pid
 from harper_certd.install.context import store_dir
-from harper_certd.install.judge import live_report
+from harper_certd.install.verdict import live_report
 from harper_certd.roles import SET_FOLDER
 from harper_certd.schedule import Mark, Watched, renewal_at
 from harper_certd.trust import system_store

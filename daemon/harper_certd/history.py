@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import stat
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -75,7 +74,7 @@ class History:
         defaults to ``KEEP_BYTES``).  OSError
         (a full disk, a read-only state) leaves the file as it was."""
         keep = KEEP_BYTES if keep_bytes is None else keep_bytes
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(16)}.trim")
+        tmp = self.path.with_name(f".{self.path.name}.{fsio.temp_tag()}.trim")
         try:
             with os.fdopen(fsio.open_regular(self.path), "rb") as src:
                 size = os.fstat(src.fileno()).st_size

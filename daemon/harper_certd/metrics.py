@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 from harper_certd import __version__, events, fsio, health, logs, statefile
 from harper_certd.clock import utc_now
 from harper_certd.errors import CertdError
-from harper_certd.install.judge import live_report
+from harper_certd.install.verdict import live_report
 
 if TYPE_CHECKING:
     from harper_certd.install.context import Context

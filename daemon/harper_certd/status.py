@@ -13,7 +13,7 @@ from harper_certd.adoption import foreign
 from harper_certd.errors import SwapError
 from harper_certd.generation import Generation
 from harper_certd.install.context import Context, live_names, read_live
-from harper_certd.install.judge import validate_set
+from harper_certd.install.verdict import validate_set
 from harper_certd.recover import Recovery, recover
 from harper_certd.validate import Report
 

@@ -14,8 +14,9 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harper_certd import discover, environment, judge, load, peers
+from harper_certd import discover, environment, judge, load
 from harper_certd.clock import utc_now
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, SwapError
@@ -29,6 +30,9 @@ from harper_certd.roles import Purpose, SetBytes
 from harper_certd.schedule import RestartBudget
 from harper_certd.swap import Store
 from harper_certd.trust import TrustStore, system_store
+
+if TYPE_CHECKING:
+    from harper_certd import peers
 
 Clock = Callable[[], dt.datetime]
 
@@ -55,6 +59,8 @@ class Context:
 
     def peer_scope(self) -> peers.Scope:
         """What the peer guard needs of this node and set (``peers.Scope``)."""
+        from harper_certd import peers  # start-up cost: status and check never guard
+
         not_checked = None
         api = None
         if self.config.peers.check == "off":
@@ -94,6 +100,8 @@ def wait_for_peers(config: Config, harper: discover.HarperConfig) -> BeforeResta
     api = operations_api(config, harper)
 
     def wait(sleep: Sleep) -> float:
+        from harper_certd import peers  # start-up cost: only a restart waits for the peers
+
         return peers.wait_before_restart(
             api, harper.node_name, config.peers.restart_wait_seconds, sleep=sleep
         )

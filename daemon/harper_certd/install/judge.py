@@ -11,48 +11,22 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from harper_certd import events, fsio, hazards, load, sdnotify
-from harper_certd.check import validate_data_against_store
 from harper_certd.errors import Interrupted
 from harper_certd.generation import Generation
-from harper_certd.install.context import Context, live_names, read_live
+from harper_certd.install.context import Context
 from harper_certd.install.filing import refuse, unmovable
 from harper_certd.install.outcomes import InstallOutcome, InstallStatus
+from harper_certd.install.verdict import validate_set
 from harper_certd.problems import Problem, problem
 from harper_certd.recover import Recovery
 from harper_certd.roles import SetBytes
 from harper_certd.source import Source, SourceRefused, read_source
 from harper_certd.trust import system_store
-from harper_certd.validate import Inputs, Report, summarize, validate
+from harper_certd.validate import Report, summarize
 
 Judged = tuple[Source, Report, tuple[Problem, ...]]
-
-
-def validate_set(ctx: Context, data: SetBytes, names: tuple[str, str, str]) -> Report:
-    """``data`` judged for the managed set's use; a set without a CA file against the
-    system trust store (``check.validate_data_against_store``, the validator ``check``
-    uses), ``names[2]`` then unused."""
-    kwargs: dict[str, Any] = {
-        "at": ctx.clock(),
-        "purpose": ctx.managed.purpose,
-        "hostnames": ctx.managed.hostnames,
-        "expiry_warning_days": ctx.config.expiry_warning_days,
-        "node_names": ctx.managed.verbatim_names,
-        "url_hosts": ctx.managed.url_hosts,
-    }
-    trust = ctx.trust_store()
-    if trust is not None:
-        return validate_data_against_store(
-            data.cert, data.key, trust, cert_name=names[0], key_name=names[1], **kwargs
-        )
-    return validate(Inputs(data.cert, data.key, data.ca, *names), **kwargs)
-
-
-def live_report(ctx: Context) -> Report:
-    """The live set, validated for its use; SwapError when it cannot be read."""
-    return validate_set(ctx, read_live(ctx), live_names(ctx))
 
 
 def new_hazards(ctx: Context, data: SetBytes) -> tuple[Problem, ...]:

@@ -22,10 +22,11 @@ from harper_certd.harper.method import RestartMethod
 from harper_certd.harper.process import harper_pid
 from harper_certd.install import flip
 from harper_certd.install.context import Context, live_names, read_live
-from harper_certd.install.judge import last_good, validate_set
+from harper_certd.install.judge import last_good
 from harper_certd.install.outcomes import InstallStatus
 from harper_certd.install.proof import guard, prove
 from harper_certd.install.rollback import prove_recovered_locked
+from harper_certd.install.verdict import validate_set
 from harper_certd.journal import Outcome
 from harper_certd.recover import Recovery, recover
 from harper_certd.restart import run_command

@@ -17,9 +17,10 @@ from harper_certd.adoption import foreign
 from harper_certd.errors import StateError, SwapError
 from harper_certd.generation import Generation
 from harper_certd.install.context import Context
-from harper_certd.install.judge import last_good, validate_set
+from harper_certd.install.judge import last_good
 from harper_certd.install.outcomes import InstallStatus, RollbackOutcome, RollbackStatus
 from harper_certd.install.proof import Proof, guard, prove
+from harper_certd.install.verdict import validate_set
 from harper_certd.journal import Outcome
 from harper_certd.recover import Recovery, recover
 from harper_certd.restart import Applied

@@ -155,8 +155,11 @@ async function main() {
   }
   const results = [];
   for (const set of request.sets) results.push(await judge(set));
-  // One line: the reader uses it as soon as its newline arrives, before Node's own exit.
-  process.stdout.write(JSON.stringify({ node: process.version, openssl: process.versions.openssl, results }) + '\n');
+  // One line: the reader uses it as soon as its newline arrives.  Then exit once it is
+  // written, without waiting for the event loop to close the handshakes' handles (the
+  // caller reaps this process before its own exit: 2-7 ms saved there).
+  const line = JSON.stringify({ node: process.version, openssl: process.versions.openssl, results }) + '\n';
+  process.stdout.write(line, () => process.exit(0));
 }
 
 main().catch((err) => {

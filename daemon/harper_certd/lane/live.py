@@ -15,7 +15,7 @@ from typing import Any
 
 from harper_certd import events, fsio, load, logs
 from harper_certd.errors import CertdError
-from harper_certd.install import context, judge
+from harper_certd.install import context, verdict
 from harper_certd.swap import Store
 from harper_certd.validate import Report
 
@@ -105,7 +105,7 @@ class LiveReport:
     def read(self, ctx: context.Context) -> Report | None:
         """The report, or None when the live set cannot be read or judging it raised."""
         try:
-            report = judge.live_report(ctx)
+            report = verdict.live_report(ctx)
             report.as_dict()  # parts are read lazily: anything raising must raise here
         except CertdError:
             return None
