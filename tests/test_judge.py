@@ -4,6 +4,7 @@ verdict laid over the model's, and the judge under the shipped unit's MemoryDeny
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import datetime as dt
 import json
@@ -185,7 +186,7 @@ def test_judge_runs_under_memory_deny_write_execute() -> None:
     request = node.SetRequest("s", leaf.cert_pem, leaf.key_pem, root.cert_pem)
     done = subprocess.run(
         node.argv(NODE),
-        input=json.dumps({"sets": [request.as_json()]}).encode(),
+        input=node.encode([request]),
         capture_output=True,
         preexec_fn=_mdwe,
         timeout=60,
@@ -234,7 +235,7 @@ def test_extra_roots_change_no_verdict(tmp_path: Path) -> None:
             env["NODE_EXTRA_CA_CERTS"] = value
         done = subprocess.run(
             node.argv(NODE),
-            input=json.dumps({"sets": [request.as_json()]}).encode(),
+            input=node.encode([request]),
             capture_output=True,
             env=env,
             timeout=60,
@@ -546,6 +547,147 @@ def _warm_process() -> warmstart.Child | None:
     return None if warmstart._warm is None else warmstart._warm[1]
 
 
+def test_request_encoding_is_what_json_dumps_gives() -> None:
+    """One encoder for the request sent before the imports and the judge's own: its bytes are
+    ``json.dumps``'s for the documented shape (names quoted as JSON quotes them, bytes in
+    base64), so Node reads what the judge meant and two equal requests are equal bytes."""
+    sets = [
+        (
+            "set",
+            b"\x00cert\xff",
+            b"key",
+            b"",
+            ("nodea", 'we"ird\\', "b\u00fccher.example"),
+            True,
+            False,
+        ),
+        ("two", b"c", b"k", b"ca" * 100, (), False, True),
+    ]
+    expected = {
+        "sets": [
+            {
+                "id": i,
+                "cert": base64.b64encode(c).decode(),
+                "key": base64.b64encode(k).decode(),
+                "ca": base64.b64encode(a).decode(),
+                "names": list(n),
+                "server": srv,
+                "client": cli,
+            }
+            for i, c, k, a, n, srv, cli in sets
+        ]
+    }
+    assert warmstart.encode_request(sets) == json.dumps(expected).encode()
+
+
+def test_validate_request_is_read_from_the_command_line_only_when_it_says_it_all(
+    tmp_path: Path,
+) -> None:
+    """``prestart``'s reading of ``validate``'s arguments: the request the CLI will make, from
+    options written out (both ``--opt value`` and ``--opt=value``), names in the CLI's order
+    (hostnames, then URL hosts); None for anything argparse might read otherwise (an
+    abbreviation, an unknown option, a missing value or file, a purpose it refuses)."""
+    files = {}
+    for name in ("cert", "key", "ca"):
+        files[name] = tmp_path / name
+        files[name].write_bytes(name.encode() * 3)
+    base = [
+        "validate",
+        "--cert",
+        str(files["cert"]),
+        f"--key={files['key']}",
+        "--ca",
+        str(files["ca"]),
+    ]
+    got = warmstart._validate_request(
+        [
+            *base,
+            "--url-host",
+            "u",
+            "--hostname",
+            "h",
+            "--json",
+            "--at",
+            "2026-01-01",
+            "--purpose",
+            "server",
+            "--warn-days=5",
+            "--replication",
+        ]
+    )
+    assert got == warmstart.encode_request(
+        [("set", b"certcertcert", b"keykeykey", b"cacaca", ("h", "u"), True, False)]
+    )
+    for bad in (
+        [*base, "--ce", "x"],
+        [*base, "--verbose"],
+        [*base, "--hostname"],
+        [*base, "--hostname", "--json"],
+        [*base, "--purpose", "both"],
+        [*base, "extra"],
+        ["validate", "--cert", str(files["cert"]), "--key", str(files["key"])],
+        [*base[:-1], str(tmp_path / "missing")],
+    ):
+        assert warmstart._validate_request(bad) is None, bad
+
+
+@needs_node
+def test_validate_request_sent_before_the_imports_is_used_only_for_the_same_bytes(
+    tmp_path: Path,
+) -> None:
+    """``prestart`` sends Node ``validate``'s request at once; the judge takes that process
+    when its own request is the same bytes (Node's verdict on it: a refusal of the names
+    asked), and kills it and judges cold when a file changed in between (the verdict is then
+    on the new bytes)."""
+    root, other = devca.make_ca("sent root"), devca.make_ca("sent other")
+    leaf = devca.make_leaf(root, "nodea", dns=["nodea"])
+    paths = devca.write_set(tmp_path, leaf, [root])
+    assert paths.ca is not None
+    args = [
+        "validate",
+        "--cert",
+        str(paths.cert),
+        "--key",
+        str(paths.key),
+        "--ca",
+        str(paths.ca),
+        "--hostname",
+        "nodeb",
+    ]
+    judge.configure(node=None, jit=True)  # validate's choice
+    try:
+        for change in (False, True):
+            warmstart.prestart(args)
+            assert warmstart._warm is not None
+            assert warmstart._warm[2] is not None
+            warm = _warm_process()
+            if change:
+                paths.ca.write_bytes(other.cert_pem)
+            pending = judge.start_files(
+                paths.cert,
+                paths.key,
+                paths.ca,
+                names=["nodeb"],
+                server=True,
+                client=True,
+                limit=judge.EARLY_LIMIT,
+            )
+            assert pending.run is not None
+            assert (pending.run._proc is warm) is not change
+            _, info = judge.finish(pending, (), [leaf.cert, root.cert], dt.datetime.now(dt.UTC))
+            assert info.kind == "node", info
+            assert info.node_accepts is False
+            if change:
+                assert warm is not None
+                assert warm.returncode is not None  # killed and reaped
+                assert "UNABLE_TO_VERIFY_LEAF_SIGNATURE" in info.node_reason, info.node_reason
+            else:
+                assert "ERR_TLS_CERT_ALTNAME_INVALID" in info.node_reason, info.node_reason
+    finally:
+        warmstart._discard()
+        judge.configure()
+
+
 @needs_node
 def test_warm_start_is_taken_only_for_the_same_command(tmp_path: Path) -> None:
     """In process: the warm process is the judge's when the judge runs the same command (PATH's
@@ -583,7 +725,7 @@ def test_warm_start_is_taken_only_for_the_same_command(tmp_path: Path) -> None:
         warmstart.prestart(["validate"])
         other = _warm_process()
         assert other is not None
-        assert warmstart.take([sys.executable, "--jitless", warmstart.SCRIPT]) is None
+        assert warmstart.take([sys.executable, "--jitless", warmstart.SCRIPT], b"") is None
         warmstart._discard()
         assert _warm_process() is None
         assert other.returncode is not None

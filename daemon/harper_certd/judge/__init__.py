@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harper_certd import warmstart
 from harper_certd.judge import runtime, verdict
 from harper_certd.judge.runtime import MODEL, Choice, NodeChoice, configure
 from harper_certd.judge.verdict import JudgeInfo, model_info
@@ -55,9 +55,8 @@ __all__ = [
     "start_files",
 ]
 
-# Bytes read per file by ``start_files`` (the CA file's limit, load.MAX_CA_FILE_BYTES; the
-# analysis applies each file's own limit and Node's verdict counts only for the same bytes).
-EARLY_LIMIT = 16 << 20
+# Bytes read per file by ``start_files`` (see warmstart.EARLY_LIMIT).
+EARLY_LIMIT = warmstart.EARLY_LIMIT
 # Seconds of slack around "now" for the time rule (Node starts a moment after we look).
 _SLACK = 2
 # Seconds a Node run is shared with the same request asked again.
@@ -123,20 +122,6 @@ def start(
     return Pending(run, choice, "", now, (cert, key, ca))
 
 
-def _read_early(path: Path, limit: int) -> bytes | None:
-    """A regular file's bytes, at most ``limit``; None otherwise (the analysis reads the
-    files again with every safety check, and Node's verdict is used only when it judged
-    the very bytes the analysis read)."""
-    try:
-        with open(path, "rb") as handle:
-            if not os.path.isfile(path) or os.fstat(handle.fileno()).st_size > limit:
-                return None
-            data = handle.read(limit + 1)
-    except OSError:
-        return None
-    return data if len(data) <= limit else None
-
-
 def start_files(
     cert: Path,
     key: Path,
@@ -150,9 +135,9 @@ def start_files(
     """``start`` on three files, before anything heavy is imported: the CLI's ``validate``
     starts Node first, so its start-up runs while Python imports the analysis."""
     return start(
-        _read_early(cert, limit),
-        _read_early(key, limit),
-        _read_early(ca, limit),
+        warmstart.read_early(cert, limit),
+        warmstart.read_early(key, limit),
+        warmstart.read_early(ca, limit),
         names=names,
         server=server,
         client=client,

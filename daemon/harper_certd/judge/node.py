@@ -17,7 +17,6 @@ The script's answer per set (``NodeVerdict``) is what Node's TLS did: the error 
 from __future__ import annotations
 
 import atexit
-import base64
 import json
 import re
 import threading
@@ -65,16 +64,14 @@ class SetRequest:
     server: bool = True
     client: bool = True
 
-    def as_json(self) -> dict[str, object]:
-        return {
-            "id": self.id,
-            "cert": base64.b64encode(self.cert).decode(),
-            "key": base64.b64encode(self.key).decode(),
-            "ca": base64.b64encode(self.ca).decode(),
-            "names": list(self.names),
-            "server": self.server,
-            "client": self.client,
-        }
+    def fields(self) -> warmstart.Request:
+        """The set as ``warmstart.encode_request`` takes it."""
+        return (self.id, self.cert, self.key, self.ca, self.names, self.server, self.client)
+
+
+def encode(sets: Sequence[SetRequest]) -> bytes:
+    """The script's request for ``sets`` (``warmstart.encode_request``)."""
+    return warmstart.encode_request(s.fields() for s in sets)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,13 +155,20 @@ class Run:
         self._ready = threading.Event()
         # what a JIT run that a restriction killed is run again with (``result``)
         self._again = (node, sets, env, prefix) if jit else None
-        payload = json.dumps({"sets": [s.as_json() for s in sets]}).encode()
+        payload = encode(sets)
         command = [*prefix, *argv(node, jit=jit)]
-        # The CLI's ``validate`` may have started this very command already (warmstart).
-        warm = warmstart.take(command) if env is None else None
+        # The CLI's ``validate`` may have started this very command already (warmstart), and
+        # sent it this very request.
+        warm = warmstart.take(command, payload) if env is None else None
+        if warm is not None and warm[1]:
+            payload = b""  # sent already: only the answer is left to read
         try:
-            self._proc: warmstart.Child | None = warm or warmstart.spawn(
-                command, warmstart.judge_env(None if env is None else dict(env))
+            self._proc: warmstart.Child | None = (
+                warm[0]
+                if warm is not None
+                else warmstart.spawn(
+                    command, warmstart.judge_env(None if env is None else dict(env))
+                )
             )
         except OSError as exc:
             self._proc = None
