@@ -285,7 +285,8 @@ def encode_request(sets: Iterable[Request]) -> bytes:
     "ca" (base64 of the bytes), "names", "server", "client"}]}``, the bytes ``json.dumps``
     gives for it (ASCII, its default separators).  One encoder for ``prestart`` and the
     judge (``judge.node.Run``), whose requests ``take`` compares byte for byte."""
-    from _json import encode_basestring_ascii as quote  # start-up cost: json's C encoder
+    # start-up cost: json's C encoder and binascii, loaded only to encode a request
+    from _json import encode_basestring_ascii as quote
     from binascii import b2a_base64
 
     def b64(data: bytes) -> str:
