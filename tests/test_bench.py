@@ -47,8 +47,17 @@ def test_quick_bench_writes_its_report_and_plots(tmp_path: Path) -> None:
     assert positions == sorted(positions)
     assert all(text.count(s) == 1 for s in SECTIONS), [s for s in SECTIONS if text.count(s) > 1]
     assert "Whole rotation: 1.0 s." in text
-    for key in ("CPU", "cores", "Python", "OpenSSL (command)", "cryptography", "Node", "Harper",
-                "git commit", "date (UTC)"):
+    for key in (
+        "CPU",
+        "cores",
+        "Python",
+        "OpenSSL (command)",
+        "cryptography",
+        "Node",
+        "Harper",
+        "git commit",
+        "date (UTC)",
+    ):
         assert re.search(rf"^\| {re.escape(key)} \| \S", text, re.MULTILINE), key
     assert "Skipped: quick mode." in text  # the real-Harper part is not run in --quick
     # every figure row: min / median / max of ratios, each a number

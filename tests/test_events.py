@@ -56,8 +56,7 @@ def test_every_record_is_frozen_slotted_and_documented() -> None:
     """Each record: a frozen, slotted dataclass; a meaning; every field documented, and
     only its fields; no field takes a key the line itself owns."""
     declared = sum(
-        path.read_text().count("\n@event(")
-        for path in (Path(events.__file__).parent).glob("*.py")
+        path.read_text().count("\n@event(") for path in (Path(events.__file__).parent).glob("*.py")
     )
     assert len(RECORDS) == declared > 60  # every @event record registered, none twice
     for name, record in RECORDS.items():
