@@ -75,6 +75,24 @@ def test_judge_line_with_node(tmp_path: Path) -> None:
     assert data["judge"]["line"].startswith("judged by Node v")
 
 
+@needs_node
+def test_validate_node_option_is_named_and_a_bad_one_refused(tmp_path: Path) -> None:
+    """``validate --node PATH``: the judge line names ``--node`` (validate reads no
+    configuration, so never ``judge.node``); a path that is not an executable file is a
+    usage error with no report, never the model answering in its place (the newcomer's
+    ``--node /nonexistent/node`` printed VALID and exited 0)."""
+    assert NODE is not None
+    args = _set(tmp_path)
+    named = json.loads(_cli([*args, "--json", "--node", NODE], os.environ["PATH"]).stdout)
+    assert named["judge"]["kind"] == "node"
+    assert named["judge"]["line"].endswith(f"({NODE}, from --node)"), named["judge"]
+    for bad in (str(tmp_path / "no-such-node"), str(tmp_path)):
+        done = _cli([*args, "--node", bad], os.environ["PATH"])
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert done.stdout == ""
+        assert f"--node {bad} is not an executable file" in done.stderr
+
+
 def test_judge_line_without_node(tmp_path: Path) -> None:
     """No node on PATH (an operator's laptop): the model answers and says so."""
     args = _set(tmp_path)

@@ -36,9 +36,15 @@ EXIT_ROLLED_BACK = Exit.ROLLED_BACK
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from harper_certd import judge
+    from harper_certd.judge import runtime
 
+    # A Node asked for by name that cannot run is the operator's mistake, not a reason to
+    # answer with the model: a usage error (the daemon's judge.node falls back, and says so).
+    if args.node not in (None, runtime.OFF) and not runtime.executable(args.node):
+        say(f"harper-certd validate: --node {args.node} is not an executable file", file=sys.stderr)
+        return EXIT_USAGE
     # Node first: its start-up runs while Python imports the analysis below.
-    judge.configure(node=args.node, off_reason="--node none", jit=True)
+    judge.configure(node=args.node, off_reason="--node none", jit=True, setting="--node")
     pending = judge.start_files(
         Path(args.cert),
         Path(args.key),

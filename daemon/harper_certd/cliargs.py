@@ -50,8 +50,8 @@ def validate(v: argparse.ArgumentParser) -> None:
         "--node",
         default=None,
         metavar="PATH",
-        help="the Node.js that judges the set (default: the node on PATH); 'none' for "
-        "harper-certd's model of Node 20 alone",
+        help="the Node.js that judges the set (default: the node on PATH; a path that is not "
+        "an executable file is a usage error); 'none' for harper-certd's model of Node 20 alone",
     )
     v.add_argument(
         "--url-host",
@@ -59,7 +59,11 @@ def validate(v: argparse.ArgumentParser) -> None:
         default=[],
         help="host of replication.url that peers dial (repeatable; an IP needs an IP SAN)",
     )
-    v.add_argument("--at", type=instant, help="validate as of this instant (default: now)")
+    v.add_argument(
+        "--at",
+        type=instant,
+        help="validate as of this instant, ISO 8601 (no zone: UTC; default: now)",
+    )
     v.add_argument("--warn-days", type=float, default=30, help="expires_soon window (days)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
 
@@ -69,7 +73,9 @@ def check(c: argparse.ArgumentParser) -> None:
         "--harper-root", help="Harper's ROOTPATH (default harper.root, $ROOTPATH, ~/hdb)"
     )
     c.add_argument("--config", help=CONFIG_HELP)
-    c.add_argument("--at", type=instant, help="check as of this instant (default: now)")
+    c.add_argument(
+        "--at", type=instant, help="check as of this instant, ISO 8601 (no zone: UTC; default: now)"
+    )
     c.add_argument("--warn-days", type=float, default=30)
     c.add_argument("--json", action="store_true")
     c.add_argument(

@@ -53,6 +53,8 @@ class Settings:
     # Node with V8's JIT (``node.argv``): only ``validate``, an operator's command; the
     # daemon's unit kills a JIT (MemoryDenyWriteExecute), so everything else is --jitless
     jit: bool = False
+    # the words for the setting that named ``node``, in the judge line (``validate``: --node)
+    setting: str = "judge.node"
 
 
 _settings = Settings()
@@ -64,13 +66,17 @@ def configure(
     harper_pid: Callable[[], int | None] | None = None,
     off_reason: str = CONFIG_OFF,
     jit: bool = False,
+    setting: str = "judge.node",
 ) -> None:
     """Set the process's judge: ``node`` is ``judge.node`` from the configuration (a path,
     ``none`` for the model alone, or None), ``harper_pid`` returns Harper's main pid now;
     ``off_reason`` names the setting that can switch Node off (``--node none`` for ``validate``);
-    ``jit``: Node runs with its JIT (``validate`` only, see ``Settings``)."""
+    ``jit``: Node runs with its JIT (``validate`` only, see ``Settings``); ``setting`` names
+    the setting ``node`` came from in the judge line (``--node`` for ``validate``)."""
     global _settings  # noqa: PLW0603 - one process-wide choice, set by the entry points
-    _settings = Settings(node=node, harper_pid=harper_pid, off_reason=off_reason, jit=jit)
+    _settings = Settings(
+        node=node, harper_pid=harper_pid, off_reason=off_reason, jit=jit, setting=setting
+    )
 
 
 def settings() -> Settings:
@@ -78,7 +84,8 @@ def settings() -> Settings:
     return _settings
 
 
-def _executable(path: str) -> bool:
+def executable(path: str) -> bool:
+    """Whether ``path`` is a regular file this process may execute."""
     return os.path.isfile(path) and os.access(path, os.X_OK)
 
 
@@ -88,7 +95,7 @@ def harper_node(pid: int) -> str | None:
         target = os.readlink(f"/proc/{pid}/exe")
     except OSError:
         return None
-    if target.endswith(" (deleted)") or not _executable(target):
+    if target.endswith(" (deleted)") or not executable(target):
         return None
     return target
 
@@ -108,9 +115,9 @@ def choose(settings: Settings | None = None) -> Choice | str:
             if found is not None:
                 return NodeChoice(found, f"Harper's own node, pid {pid}")
     if settings.node:
-        if _executable(settings.node):
-            return NodeChoice(settings.node, "from judge.node")
-        return f"judge.node {settings.node} is not an executable file"
+        if executable(settings.node):
+            return NodeChoice(settings.node, f"from {settings.setting}")
+        return f"{settings.setting} {settings.node} is not an executable file"
     found = warmstart.path_node()
     if found is not None:
         return NodeChoice(found, "from PATH")
