@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -323,3 +324,25 @@ def test_help_is_as_wide_as_shutil_says(columns: str | None) -> None:
     ours, theirs = done.stderr.split()
     assert ours == theirs
     assert ours == ("57" if columns == "57" else "73")
+
+
+@pytest.mark.parametrize("role", ["cert", "key", "ca"])
+def test_validate_does_not_wait_on_a_fifo(tmp_path: Path, good: SetPaths, role: str) -> None:
+    """A FIFO where a file of the set should be (a local user's trap, or a mistake): the
+    console script's early read for Node and the analysis both open it without blocking, so
+    ``validate`` answers at once that it is not a regular file (exit 2, usage), with Node on
+    PATH or not.  Before, the early read's open() waited for a writer forever."""
+    fifo = tmp_path / f"{role}.fifo"
+    os.mkfifo(fifo)
+    files = {"cert": good.cert, "key": good.key, "ca": good.ca} | {role: fifo}
+    args = ["--cert", str(files["cert"]), "--key", str(files["key"]), "--ca", str(files["ca"])]
+    for extra in ([], ["--node", "none"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "harper_certd", "validate", *args, *extra],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert done.returncode == 2, done.stdout + done.stderr
+        assert f"{fifo} is not a regular file" in done.stdout

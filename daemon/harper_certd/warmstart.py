@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import stat  # loaded by os already
 import time
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
@@ -269,15 +270,29 @@ def wants_warm(args: list[str]) -> bool:
 def read_early(path: str | os.PathLike[str], limit: int = EARLY_LIMIT) -> bytes | None:
     """A regular file's bytes, at most ``limit``; None otherwise (the analysis reads the
     files again with every safety check, and Node's verdict is used only when it judged
-    the very bytes the analysis read)."""
+    the very bytes the analysis read).  Opened without blocking (``O_NONBLOCK``): a FIFO
+    or a device put where a certificate should be is None at once, not a read that waits
+    for a writer forever; the type is the opened file's own (``fstat``), not the path's."""
     try:
-        with open(path, "rb") as handle:
-            if not os.path.isfile(path) or os.fstat(handle.fileno()).st_size > limit:
-                return None
-            data = handle.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
         return None
-    return data if len(data) <= limit else None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        chunks, size = [], 0
+        while size <= limit:
+            chunk = os.read(fd, limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return b"".join(chunks) if size <= limit else None
 
 
 def encode_request(sets: Iterable[Request]) -> bytes:
