@@ -16,6 +16,8 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from harper_certd.rawio import read_fd
+
 CRASH_ENV = "HARPER_CERTD_CRASH_AT"
 
 
@@ -150,21 +152,6 @@ class NotRegular(OSError):
 # O_NONBLOCK: opening a FIFO must not wait for a writer (issue 17: a FIFO ``reason.json``
 # hung the daemon's main thread in open() for good); O_NOCTTY: a tty never becomes ours.
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-
-
-def read_fd(fd: int, limit: int) -> bytes | None:
-    """The bytes of open descriptor ``fd`` from where it stands to its end, or None when it
-    holds more than ``limit`` bytes (at most ``limit`` + 1 are read: a file that grows while
-    read is bounded too)."""
-    chunks: list[bytes] = []
-    total = 0
-    while total <= limit:
-        chunk = os.read(fd, limit + 1 - total)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        total += len(chunk)
-    return None if total > limit else b"".join(chunks)
 
 
 def read_regular(

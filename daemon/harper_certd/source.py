@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from harper_certd import fsio, load
+from harper_certd import load, rawio
 from harper_certd.roles import HANDOVERS, HARPER_NAMES, SetBytes, handover_names
 
 
@@ -156,7 +156,7 @@ def _read_fd(fd: int, shown: str, trusted_uids: set[int], limit: int = MEMBER_LI
             "source_unreadable",
             f"{shown} is {st.st_size} bytes, over the {limit} byte limit for this PEM file",
         )
-    data = fsio.read_fd(fd, limit)
+    data = rawio.read_fd(fd, limit)
     if data is None:
         raise SourceRefused(
             "source_unreadable", f"{shown} grew over the {limit} byte limit while read"

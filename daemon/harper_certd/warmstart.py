@@ -28,8 +28,9 @@ otherwise than argparse reads them, give another request: the process is killed 
 starts cold).  Node judged the set some 40 ms before ``judge.start`` noted its instant; the
 judge's time rule has 2 s of slack for that.
 
-A leaf that imports only ``os``, ``atexit`` and ``time`` (built in) at first, not even
-``typing`` (about 5 ms with ``re`` and ``enum``): its annotations name builtin types alone;
+A leaf that imports only ``os``, ``atexit``, ``time`` and ``stat`` (built in, or loaded by
+``os``) and ``rawio`` (``os`` only) at first, not even ``typing`` (about 5 ms with ``re`` and
+``enum``): its annotations name builtin types alone;
 ``binascii`` and ``_json`` (C modules, 0.3 ms each, which ``base64`` and ``json`` load later
 anyway) encode a request.  The console script (``entry``) calls ``prestart`` before it
 imports the CLI.
@@ -41,6 +42,8 @@ import atexit
 import os
 import stat  # loaded by os already
 import time
+
+from harper_certd.rawio import read_fd
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -281,18 +284,11 @@ def read_early(path: str | os.PathLike[str], limit: int = EARLY_LIMIT) -> bytes 
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
             return None
-        chunks, size = [], 0
-        while size <= limit:
-            chunk = os.read(fd, limit + 1 - size)
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        return read_fd(fd, limit)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return b"".join(chunks) if size <= limit else None
 
 
 def encode_request(sets: Iterable[Request]) -> bytes:
