@@ -750,3 +750,55 @@ def test_warm_start_is_taken_only_for_the_same_command(tmp_path: Path) -> None:
     finally:
         warmstart._discard()
         judge.configure()
+
+
+def _with_version(pem: bytes, value: int) -> bytes:
+    """A key PEM whose DER has ``value`` as its (one-byte) version, the key unchanged."""
+    lines = pem.splitlines()
+    blob = bytearray(base64.b64decode(b"".join(lines[1:-1])))
+    at = 2 + (blob[1] & 0x7F if blob[1] & 0x80 else 0)  # the outer SEQUENCE's header
+    assert blob[at : at + 2] == b"\x02\x01"  # INTEGER, one byte
+    blob[at + 2] = value
+    body = base64.encodebytes(bytes(blob)).replace(b"\n", b"")
+    return b"\n".join([lines[0], *(body[i : i + 64] for i in range(0, len(body), 64)), lines[-1]])
+
+
+@needs_node
+def test_key_versions_as_node_reads_them() -> None:
+    """A key file's version field, every kind against Node itself (one batch): OpenSSL 3.0
+    ignores it in PKCS#8 and SEC1 keys and refuses only 1 (multi-prime) in an RSA key, where
+    cryptography loads only the standard values.  The model now reads it as Node does (the
+    key-leak suite's flipped version bytes were accepted by Node and refused by the model)."""
+    from cryptography.hazmat.primitives import serialization
+
+    assert NODE is not None
+    trad, pkcs8 = serialization.PrivateFormat.TraditionalOpenSSL, serialization.PrivateFormat.PKCS8
+    root = devca.make_ca("version root")
+    ec = devca.make_leaf(root, "nodea", dns=["nodea"])
+    ed = devca.make_leaf(root, "nodea", dns=["nodea"], key=devca.make_key("ed25519"))
+    rsa = devca.make_leaf(root, "nodea", dns=["nodea"], key=devca.make_key("rsa", 2048))
+    kinds = {
+        "sec1": (ec, devca.key_pem(ec.key, trad)),
+        "ec-pkcs8": (ec, devca.key_pem(ec.key, pkcs8)),
+        "ed25519-pkcs8": (ed, devca.key_pem(ed.key, pkcs8)),
+        "rsa-pkcs8": (rsa, devca.key_pem(rsa.key, pkcs8)),
+        "rsa-pkcs1": (rsa, devca.key_pem(rsa.key, trad)),
+    }
+    cases = {
+        f"{kind}-{value:#x}": (leaf, _with_version(pem, value))
+        for kind, (leaf, pem) in kinds.items()
+        for value in (0, 1, 2, 0x5A, 0x80, 0xFF)
+    }
+    batch = node.judge_sets(
+        NODE,
+        [node.SetRequest(n, leaf.cert_pem, key, root.cert_pem) for n, (leaf, key) in cases.items()],
+    )
+    now = dt.datetime.now(dt.UTC)
+    model = {
+        n: validate(Inputs(leaf.cert_pem, key, root.cert_pem), at=now, judge=judge.MODEL).valid
+        for n, (leaf, key) in cases.items()
+    }
+    nodes = {n: batch.verdicts[n].ok for n in cases}
+    assert model == nodes
+    assert sum(nodes.values()) == len(cases) - 1  # only rsa-pkcs1 at version 1 is refused
+    assert nodes["rsa-pkcs1-0x1"] is False

@@ -721,7 +721,9 @@ def _key_from_der(block: pem.Block, name: str) -> PrivateKeyTypes:
         # The RSA consistency check costs ~30 ms a key; what matters here, that the key is
         # the certificate's, is checked by comparing public keys (as openssl's modulus test).
         key = serialization.load_der_private_key(
-            blob[: outer.end], password=None, unsafe_skip_rsa_key_validation=True
+            der.loadable_key(blob, outer, structure),
+            password=None,
+            unsafe_skip_rsa_key_validation=True,
         )
     except Exception:  # never the library's text: it can quote key bytes
         key = None
