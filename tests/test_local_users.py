@@ -90,6 +90,43 @@ def test_read_regular_refuses_fifo_device_link_and_dir_at_once(tmp_path: Path) -
     assert fsio.read_regular(tmp_path / "big", 2000) == b"x" * 2000
 
 
+def test_files_others_place_are_read_without_waiting(tmp_path: Path) -> None:
+    """Every reader of a file that Harper's user or a configuration names, and that links
+    may lead to (``rawio.read_file``), meets a FIFO, ``/dev/zero`` through a link and a
+    directory without waiting: Harper's ``hdb.pid`` (read by the daemon's Harper watch,
+    ``status`` and the judge's choice of node: a FIFO there hung them), its
+    ``package.json``, a trust bundle and the set files Node is given.  Each counts as
+    absent; a regular file through a link is read."""
+    from harper_certd import rawio, trust
+    from harper_certd.harper.process import harper_pid, harper_version
+
+    root = tmp_path / "hdb"
+    root.mkdir()
+    os.mkfifo(root / "hdb.pid")
+    package = tmp_path / "harperdb"
+    (package / "bin").mkdir(parents=True)
+    os.mkfifo(package / "package.json")
+    bundle = tmp_path / "bundle.pem"
+    os.mkfifo(bundle)
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "real").write_bytes(b"1234")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    got: dict[str, object] = {}
+
+    def read_all() -> None:
+        got["pid"] = harper_pid(root)
+        got["version"] = harper_version(package / "bin" / "harperdb.js")
+        got["store"] = trust.system_store(bundle).certs
+        got["files"] = [rawio.read_file(tmp_path / n, 100) for n in ("zero", "dir", "link")]
+
+    reader = threading.Thread(target=read_all, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    assert not reader.is_alive(), f"a read waited on a FIFO (done: {sorted(got)})"
+    assert got == {"pid": None, "version": None, "store": (), "files": [None, None, b"1234"]}
+
+
 # --- the daemon against a FIFO and /dev/zero as reason.json, from another user -------------
 
 

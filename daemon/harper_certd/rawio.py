@@ -1,12 +1,20 @@
-"""Reading an open descriptor to its end, bounded: a leaf that imports only ``os``.
+"""Bounded reads that never wait: a leaf that imports only ``os`` and ``stat``.
 
 Here so that ``warmstart`` (the console script's first import, before anything else is
-loaded) and ``fsio`` (every other bounded read of the package) share one loop.
+loaded), ``fsio`` and every reader of a file someone else may have put in place (Harper's
+``hdb.pid`` and ``package.json``, a trust bundle, the set files Node is given) share one
+loop and one way of opening.
 """
 
 from __future__ import annotations
 
 import os
+import stat
+
+# O_NONBLOCK: a FIFO put where a file should be is opened without waiting for a writer (a
+# plain open() waits forever); O_NOCTTY: a terminal never becomes ours.  Links are followed:
+# callers that must not follow them use fsio.read_regular.
+_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
 
 
 def read_fd(fd: int, limit: int) -> bytes | None:
@@ -22,3 +30,22 @@ def read_fd(fd: int, limit: int) -> bytes | None:
         chunks.append(chunk)
         total += len(chunk)
     return None if total > limit else b"".join(chunks)
+
+
+def read_file(path: str | os.PathLike[str], limit: int) -> bytes | None:
+    """A regular file's bytes (its path's links followed), or None when it cannot be opened
+    or read, is anything but a regular file (a FIFO, a device, a directory: the type of what
+    was opened, ``fstat``, not of the path), or holds more than ``limit`` bytes."""
+    try:
+        fd = os.open(path, _FLAGS)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        return read_fd(fd, limit)
+    except OSError:
+        return None
+    finally:
+        os.close(fd)

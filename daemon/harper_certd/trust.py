@@ -24,6 +24,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from harper_certd import rawio
+
 _HASHED = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")  # c_rehash names: <subject hash>.<n>
 _MAX_BUNDLE = 16 << 20  # bytes; Debian's bundle is about 220 KB
 
@@ -78,15 +80,11 @@ _BLOCK = re.compile(
 
 
 def _ders(path: Path) -> list[bytes]:
-    """The DER of every certificate block of a PEM file (none when it cannot be read or is
-    over ``_MAX_BUNDLE``); a block whose base64 does not decode is skipped, as OpenSSL skips
-    what it cannot read."""
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(_MAX_BUNDLE + 1)
-    except OSError:
-        return []
-    if len(data) > _MAX_BUNDLE:
+    """The DER of every certificate block of a PEM file (none when it cannot be read, is
+    over ``_MAX_BUNDLE`` or is not a regular file); a block whose base64 does not decode is
+    skipped, as OpenSSL skips what it cannot read."""
+    data = rawio.read_file(path, _MAX_BUNDLE)  # a FIFO or a device there: nothing, at once
+    if data is None:
         return []
     out = []
     for match in _BLOCK.finditer(data):
@@ -111,8 +109,8 @@ def _dir_ders(path: Path) -> list[bytes]:
 def _certificates(ders: Iterable[bytes]) -> tuple[x509.Certificate, ...]:
     """Each distinct certificate once, in first-seen order; what does not parse is skipped.
     Equal DER is equal SHA-256 fingerprint, so duplicates (Debian's hashed directory holds
-    the bundle's ~150 roots again) are dropped before they are parsed: a system store costs
-    about 10 ms instead of 27 (2 cores)."""
+    the bundle's ~150 roots again) are dropped before they are parsed: Debian's store took
+    14.5 ms instead of 17-25 ms (warm, 2 cores)."""
     seen: set[bytes] = set()
     out = []
     with warnings.catch_warnings():

@@ -19,7 +19,7 @@ the worst case is one Node process started for nothing.
 The request is sent at once too when the command line alone says what it will be
 (``--cert``, ``--key``, ``--ca``, ``--purpose``, ``--hostname``, ``--url-host`` written out,
 and nothing else but ``--at``, ``--warn-days``, ``--json`` and ``--replication``): the three
-files are read as ``judge.start_files`` reads them (``read_early``) and the request, encoded
+files are read as ``judge.start_files`` reads them (``rawio.read_file``) and the request, encoded
 as the judge encodes it (``encode_request``), is written into the pipe (when it fits: 64 KiB,
 Linux's pipe size) and stdin closed.  Node then judges while Python imports, and its answer
 is waiting when the analysis is done.  ``take`` hands that process over only when the judge's
@@ -28,8 +28,8 @@ otherwise than argparse reads them, give another request: the process is killed 
 starts cold).  Node judged the set some 40 ms before ``judge.start`` noted its instant; the
 judge's time rule has 2 s of slack for that.
 
-A leaf that imports only ``os``, ``atexit``, ``time`` and ``stat`` (built in, or loaded by
-``os``) and ``rawio`` (``os`` only) at first, not even ``typing`` (about 5 ms with ``re`` and
+A leaf that imports only ``os``, ``atexit`` and ``time`` (built in) and ``rawio`` (``os``
+and ``stat``, which ``os`` loads) at first, not even ``typing`` (about 5 ms with ``re`` and
 ``enum``): its annotations name builtin types alone;
 ``binascii`` and ``_json`` (C modules, 0.3 ms each, which ``base64`` and ``json`` load later
 anyway) encode a request.  The console script (``entry``) calls ``prestart`` before it
@@ -40,10 +40,9 @@ from __future__ import annotations
 
 import atexit
 import os
-import stat  # loaded by os already
 import time
 
-from harper_certd.rawio import read_fd
+from harper_certd.rawio import read_file
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (mypy knows the name)
 if TYPE_CHECKING:
@@ -191,9 +190,7 @@ class Child:
         os.set_blocking(fd, False)
         try:
             written = os.write(fd, data)
-        except BlockingIOError:
-            return False
-        except BrokenPipeError:  # the process is gone; the judge finds out and says why
+        except (BlockingIOError, BrokenPipeError):  # full, or gone: the judge says why
             return False
         if written == len(data):
             self._close("in")
@@ -270,27 +267,6 @@ def wants_warm(args: list[str]) -> bool:
     return not any(a.startswith("--n") for a in args[1:])
 
 
-def read_early(path: str | os.PathLike[str], limit: int = EARLY_LIMIT) -> bytes | None:
-    """A regular file's bytes, at most ``limit``; None otherwise (the analysis reads the
-    files again with every safety check, and Node's verdict is used only when it judged
-    the very bytes the analysis read).  Opened without blocking (``O_NONBLOCK``): a FIFO
-    or a device put where a certificate should be is None at once, not a read that waits
-    for a writer forever; the type is the opened file's own (``fstat``), not the path's."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
-            return None
-        return read_fd(fd, limit)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-
-
 def encode_request(sets: Iterable[Request]) -> bytes:
     """The judge's request on stdin (``node_judge.js``): ``{"sets": [{"id", "cert", "key",
     "ca" (base64 of the bytes), "names", "server", "client"}]}``, the bytes ``json.dumps``
@@ -337,7 +313,7 @@ def _validate_request(args: list[str]) -> bytes | None:
             single[field] = value  # argparse: the last one counts
     if single["purpose"] not in _PURPOSES or not {"cert", "key", "ca"} <= single.keys():
         return None
-    files = [read_early(single[f]) for f in ("cert", "key", "ca")]
+    files = [read_file(single[f], EARLY_LIMIT) for f in ("cert", "key", "ca")]
     cert, key, ca = files
     if cert is None or key is None or ca is None:
         return None
@@ -369,12 +345,16 @@ def prestart(args: list[str]) -> None:
     argv = [node, SCRIPT]  # with the JIT, as judge.node.argv(jit=True): validate asks for it
     try:
         child = spawn(argv, judge_env())
-        request = _validate_request(args)
-        sent = request if request is not None and child.send_at_once(request) else None
     except OSError:
         return  # the judge starts it again and says why it could not
-    _warm = (argv, child, sent)
-    atexit.register(_discard)
+    _warm = (argv, child, None)
+    atexit.register(_discard)  # whatever happens next, nobody's process is left behind
+    request = _validate_request(args)
+    try:
+        if request is not None and child.send_at_once(request):
+            _warm = (argv, child, request)
+    except OSError:  # half of it went in: that process is ended, and a cold one judges
+        _warm = None
 
 
 def take(argv: list[str], request: bytes) -> tuple[Child, bool] | None:

@@ -22,10 +22,13 @@ from pathlib import Path
 
 import psutil
 
+from harper_certd import rawio
 from harper_certd.harper.lines import version_tuple
 
 __all__ = ["cli_entry", "harper_entry", "harper_pid", "harper_version", "version_tuple"]
 
+# Bytes read at most from Harper's small files (hdb.pid, package.json, the boot file).
+_SMALL_FILE = 1 << 20
 # The scripts a Harper server process runs, by line (bin/ for 4.3 on, PM2 launchers on 4.0).
 SERVER_SCRIPTS = ("harperdb.js", "launchHarperDB.js")
 # harperdb (4.x); harper (5.x, HarperFast/harper's package.json, bin dist/bin/harperdb.js).
@@ -42,9 +45,10 @@ def _alive(pid: int) -> bool:
 def harper_pid(root: Path) -> int | None:
     """Harper's main PID: ``<root>/hdb.pid`` if that process is alive (not a zombie), else
     (4.0 under PM2, no ``hdb.pid``) the oldest live server process of this root."""
+    data = rawio.read_file(root / "hdb.pid", _SMALL_FILE)  # a FIFO there: as no pidfile
     try:
-        pid = int((root / "hdb.pid").read_text().strip())
-    except (OSError, ValueError):
+        pid = int((data or b"").strip())
+    except ValueError:
         return _server_without_pidfile(root)
     return pid if _alive(pid) else None
 
@@ -65,11 +69,11 @@ def _root_of(proc: psutil.Process) -> str | None:
         home = env.get("HOME")
         if home:
             boot = Path(home) / ".harperdb" / "hdb_boot_properties.file"
-            with contextlib.suppress(OSError):
-                for line in boot.read_text(errors="replace").splitlines():
-                    key, _, value = line.partition("=")
-                    if key.strip() == "settings_path":
-                        return str(Path(value.strip()).parent)
+            data = rawio.read_file(boot, _SMALL_FILE) or b""
+            for line in data.decode(errors="replace").splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "settings_path":
+                    return str(Path(value.strip()).parent)
     return None
 
 
@@ -145,29 +149,40 @@ def harper_entry(pid: int) -> Path | None:
     return path
 
 
-def package_dir(entry: Path | None) -> Path | None:
-    """The Harper package directory above ``entry`` (the first ``package.json`` named
+def _package_json(folder: Path) -> dict[str, object] | None:
+    """``folder/package.json`` parsed, when it is a readable regular file holding an object."""
+    data = rawio.read_file(folder / "package.json", _SMALL_FILE)
+    try:
+        meta = json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _package(entry: Path | None) -> tuple[Path, dict[str, object]] | None:
+    """The Harper package directory above ``entry`` and its ``package.json`` (the first named
     ``harperdb`` or ``harper`` (5.x) or ``@harperfast/…`` going up, at most three levels)."""
     if entry is None:
         return None
     for parent in list(entry.parents)[:3]:
-        with contextlib.suppress(OSError, ValueError):
-            meta = json.loads((parent / "package.json").read_text())
-            name = meta.get("name") if isinstance(meta, dict) else None
-            if isinstance(name, str) and (name in PACKAGE_NAMES or name.startswith("@harperfast/")):
-                return parent
+        meta = _package_json(parent)
+        name = meta.get("name") if meta is not None else None
+        if isinstance(name, str) and (name in PACKAGE_NAMES or name.startswith("@harperfast/")):
+            assert meta is not None
+            return parent, meta
     return None
+
+
+def package_dir(entry: Path | None) -> Path | None:
+    """The Harper package directory above ``entry`` (``_package``)."""
+    found = _package(entry)
+    return None if found is None else found[0]
 
 
 def harper_version(entry: Path | None) -> str | None:
     """The ``version`` of the harperdb ``package.json`` above ``entry`` ("4.7.29")."""
-    package = package_dir(entry)
-    if package is None:
-        return None
-    try:
-        version = json.loads((package / "package.json").read_text()).get("version")
-    except (OSError, ValueError):
-        return None
+    found = _package(entry)
+    version = None if found is None else found[1].get("version")
     return version if isinstance(version, str) else None
 
 

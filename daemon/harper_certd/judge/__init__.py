@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harper_certd import warmstart
+from harper_certd import rawio, warmstart
 from harper_certd.judge import runtime, verdict
 from harper_certd.judge.runtime import MODEL, Choice, NodeChoice, configure
 from harper_certd.judge.verdict import JudgeInfo, model_info
@@ -135,9 +135,9 @@ def start_files(
     """``start`` on three files, before anything heavy is imported: the CLI's ``validate``
     starts Node first, so its start-up runs while Python imports the analysis."""
     return start(
-        warmstart.read_early(cert, limit),
-        warmstart.read_early(key, limit),
-        warmstart.read_early(ca, limit),
+        rawio.read_file(cert, limit),
+        rawio.read_file(key, limit),
+        rawio.read_file(ca, limit),
         names=names,
         server=server,
         client=client,
