@@ -302,9 +302,17 @@ def _cli(member: RotMember, *args: str) -> tuple[int, str]:
     return run.returncode, "\n".join(x for x in run.stdout.splitlines() if not x.startswith("<"))
 
 
+# Seconds a peer that does not answer a probe is asked again: a Harper that has just
+# restarted in the rotation's last phase may not serve its replication port yet (CI once saw
+# nodec refuse the old-CA leaf, then be unreachable for the new-CA one a moment later).
+REACHABLE_WITHIN = 30.0
+
+
 def forgotten(rig: Rig, old: RigCA, new: RigCA) -> dict[str, str]:
     """Each peer's verdict (the peer probe: a fresh replication connection) on a leaf for
-    nodea issued by ``old``, and on one issued by ``new`` (the control): peer -> verdicts."""
+    nodea issued by ``old``, and on one issued by ``new`` (the control): peer -> verdicts.
+    An unreachable peer is probed again for up to ``REACHABLE_WITHIN`` seconds: what is
+    judged is whether it accepts the leaf, not when its port is back."""
     a = rig.ordered()[0]
     out = {}
     for dst in rig.ordered()[1:]:
@@ -312,9 +320,12 @@ def forgotten(rig: Rig, old: RigCA, new: RigCA) -> dict[str, str]:
         verdicts = []
         for ca in (old, new):
             leaf = _leaf(ca, a)
-            answer = peers.probe_accepts(
-                peer, peers.Candidate(leaf.cert_pem, leaf.key_pem, ca.cert_pem)
-            )
+            candidate = peers.Candidate(leaf.cert_pem, leaf.key_pem, ca.cert_pem)
+            deadline = time.monotonic() + REACHABLE_WITHIN
+            answer = peers.probe_accepts(peer, candidate)
+            while answer.verdict.value == "unreachable" and time.monotonic() < deadline:
+                time.sleep(0.5)
+                answer = peers.probe_accepts(peer, candidate)
             verdicts.append(answer.verdict.value)
         out[dst.name] = "/".join(verdicts)
     if set(out.values()) != {"refused/accepted"}:  # what each node still holds the old CA in
