@@ -488,6 +488,16 @@ def _validate_phase(ctx: Any, data: Any, names: tuple[str, ...]) -> str:
     return "validate new set"
 
 
+def _prune_phase(clock: PhaseClock) -> Callable[..., str]:
+    """A prune after the flip is after the set is installed; one before it (the install
+    path pruned before staging until 2026-12-06) is part of the path and counted."""
+
+    def name(*args: Any, **kwargs: Any) -> str:
+        return PRUNE_AFTER if clock.calls[FLIP] else PRUNE_BEFORE
+
+    return name
+
+
 def _constant(phase: str) -> Callable[..., str]:
     def name(*args: Any, **kwargs: Any) -> str:
         return phase
@@ -495,6 +505,9 @@ def _constant(phase: str) -> Callable[..., str]:
     return name
 
 
+FLIP = "flip + journal + nudge"
+PRUNE_AFTER = "after: prune generations"
+PRUNE_BEFORE = "prune before the flip"
 # (owner, attribute, phase name); the last two run after certd.set_installed is logged.
 PHASES: list[tuple[Any, str, str]] = [
     (pipeline, "recover", "lock + recover check"),
@@ -504,13 +517,13 @@ PHASES: list[tuple[Any, str, str]] = [
     (pipeline, "same_as_live", "same-as-live check"),
     (flip, "adopt", "adopt check"),
     (Store, "stage", "stage: journal + generation"),
-    (Store, "commit_flip", "flip + journal + nudge"),
+    (Store, "commit_flip", FLIP),
     (Store, "finish", "finish: meta + journal clear + history"),
     (filing, "keep", "after: file source in processed/"),
-    (Store, "prune", "after: prune generations"),
+    (Store, "prune", PRUNE_AFTER),
 ]
 NESTED = {"validate live set (older-than-live)"}  # inside another phase: not summed
-AFTER = {"after: file source in processed/", "after: prune generations"}
+AFTER = {"after: file source in processed/", PRUNE_AFTER}
 
 
 @contextlib.contextmanager
@@ -533,6 +546,8 @@ def instrumented(clock: PhaseClock) -> Iterator[None]:
             fn = getattr(owner, attr)
             saved.append((owner, attr, fn))
             namer = _validate_phase if not phase else _constant(phase)
+            if phase == PRUNE_AFTER:
+                namer = _prune_phase(clock)
             setattr(owner, attr, _timed(clock, fn, namer))
         yield
     finally:
@@ -598,6 +613,7 @@ def bench_phases(tmp: Path, samples: int, pause: float, key_kind: str) -> dict[s
         phase_names.index("older-than-live (incl. its validation)") + 1,
         "validate live set (older-than-live)",
     )
+    phase_names.insert(phase_names.index("stage: journal + generation"), PRUNE_BEFORE)
     phases = {}
     for phase in phase_names:
         values = [m["phases"].get(phase, (0.0, 0, 0.0)) for m in measured]

@@ -346,3 +346,80 @@ def test_validate_does_not_wait_on_a_fifo(tmp_path: Path, good: SetPaths, role: 
         )
         assert done.returncode == 2, done.stdout + done.stderr
         assert f"{fifo} is not a regular file" in done.stdout
+
+
+def _harper_style_set(folder: Path) -> None:
+    """A set named as Harper 4.x names its own certificates: ``C=USA`` (three letters where
+    X.520 allows two), which OpenSSL and Node load; a CA and a cluster leaf for ``nodea``."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(cn: str) -> x509.Name:
+        usa = x509.NameAttribute(NameOID.COUNTRY_NAME, "USA", _validate=False)
+        return x509.Name([usa, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    now = dt.datetime.now(dt.UTC)
+    ca_key, leaf_key = devca.make_key(), devca.make_key()
+    ca = (
+        x509.CertificateBuilder(name("Harper Style Root"), name("Harper Style Root"))
+        .public_key(ca_key.public_key())
+        .serial_number(1)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=90))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        x509.CertificateBuilder(ca.subject, name("nodea"))
+        .public_key(leaf_key.public_key())
+        .serial_number(2)
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=60))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("nodea"), x509.IPAddress(ipaddress.ip_address("127.0.0.2"))]
+            ),
+            critical=False,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    from cryptography.hazmat.primitives import serialization
+
+    (folder / "certificate.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (folder / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    devca.write_private(folder / "privateKey.pem", devca.key_pem(leaf_key))
+
+
+def test_harper_country_name_gives_no_library_warning(tmp_path: Path) -> None:
+    """Harper's own certificates say C=USA; `check`, `status` and `install` print no Python
+    warning about it (a newcomer saw cryptography's UserWarning on stderr of each, and
+    certd.library_message in the daemon's log), and the set is judged as any other."""
+    from nodefix import make_node, run_cli
+
+    node = make_node(tmp_path, method="none")
+    keys = node.root / "keys"
+    _harper_style_set(keys)
+    source = tmp_path / "harper-style"
+    source.mkdir()
+    _harper_style_set(source)
+    config = str(node.write_config())
+    runs = {
+        "check": run_cli("check", "--harper-root", str(node.root)),
+        "status": run_cli("status", "--no-probe", "--config", config),
+        "install": run_cli("install", "--config", config, str(source)),
+    }
+    for command, done in runs.items():
+        assert "Warning" not in done.stderr, (command, done.stderr)
+        assert "Attribute's length" not in done.stdout + done.stderr, command
+    assert runs["check"].returncode == 0, runs["check"].stdout
+    assert runs["install"].returncode == 0, runs["install"].stdout + runs["install"].stderr

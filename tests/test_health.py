@@ -149,6 +149,12 @@ def test_refusal_and_held_set_are_warnings_until_a_newer_install(
     assert [f["code"] for f in data["findings"]] == ["refused"]
     assert data["refusals"][0]["detail"] == "cert_unreadable"
     assert data["last"]["refusal"]["kind"] == "refusal"
+    # where the refused folder is kept, in the JSON and in the text's finding
+    kept = data["refusals"][0]["kept_at"]
+    assert Path(kept).parent == node.root / "keys" / "rejected"
+    assert (Path(kept) / "reason.json").is_file()
+    assert data["refusals"][0]["source"] == str(bad)
+    assert f"kept in {kept} with its reason.json" in data["findings"][0]["message"]
     waiting = node.root / "keys" / "incoming" / "set-1"
     waiting.mkdir(parents=True)
     old = (NOW - dt.timedelta(hours=1)).timestamp()

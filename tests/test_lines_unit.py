@@ -117,6 +117,53 @@ def test_version_and_entry_on_a_rewritten_title_without_hdb_pid(
     assert process.harper_pid(root.parent / "other-root") is None
 
 
+def test_process_read_from_proc_as_psutil_reads_it(tmp_path: Path) -> None:
+    """Harper's process is read from /proc without psutil (its import cost 20-30 ms of each
+    `status`): a live process, a zombie, a gone one and a script named relative to the cwd
+    read as psutil reads them, and no psutil is imported for them."""
+    import psutil
+
+    script = tmp_path / "bin" / "harperdb.js"
+    script.parent.mkdir()
+    script.write_text("")
+    live = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(60)", "bin/harperdb.js"], cwd=tmp_path
+    )
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        deadline = time.monotonic() + 30
+        while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the child never became a zombie"
+            time.sleep(0.02)
+        for pid in (live.pid, zombie.pid):
+            assert process._alive(pid) is (psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+        assert process._alive(live.pid)
+        assert not process._alive(zombie.pid)
+        assert process._cmdline(live.pid) == psutil.Process(live.pid).cmdline()
+        assert process.harper_entry(live.pid) == script
+        assert process.harper_entry(os.getpid()) is None  # no server script in its arguments
+        (tmp_path / "hdb.pid").write_text(f"{live.pid}\n")
+        assert process.harper_pid(tmp_path) == live.pid
+        (tmp_path / "hdb.pid").write_text(f"{zombie.pid}\n")
+        assert process.harper_pid(tmp_path) is None
+    finally:
+        live.kill()
+        live.wait()
+        zombie.wait()
+    assert not process._alive(zombie.pid)  # reaped: gone
+    assert process._cmdline(zombie.pid) is None
+    for pid in (0, -1):
+        assert not process._alive(pid)
+    probe = (
+        "import sys; from harper_certd.harper import process; "
+        "print(process._alive(int(sys.argv[1])), 'psutil' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(os.getpid())], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.split() == ["True", "False"]
+
+
 def test_stale_hdb_pid_is_not_running(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],

@@ -138,6 +138,17 @@ def test_hint_names_where_the_source_is_now_and_logs_are_json(tmp_path: Path) ->
     for line in logged:
         assert line.startswith("<"), line
         assert json.loads(line.split(">", 1)[1])["event"], line
+    # the daemon's line and reason.json name it there too (a newcomer ran the logged
+    # command, naming incoming/, and got source_unreadable)
+    [refused] = [
+        e
+        for e in (json.loads(x.split(">", 1)[1]) for x in logged)
+        if e["event"] == "certd.set_refused"
+    ]
+    assert refused["reason"].rsplit("--force-older ", 1)[1] == named == refused["kept_at"]
+    kept = json.loads((Path(named) / "reason.json").read_text())
+    [message] = [p["message"] for p in kept["problems"] if p["code"] == "older_than_live"]
+    assert message.rsplit("--force-older ", 1)[1] == named
 
 
 def test_an_operators_rollback_is_told_apart(tmp_path: Path) -> None:
@@ -150,3 +161,39 @@ def test_an_operators_rollback_is_told_apart(tmp_path: Path) -> None:
     assert snap.last["rollback"].outcome == "operator"
     _, data = status_json(node, "--no-probe")
     assert data["last"]["rollback"]["outcome"] == "operator"
+
+
+def test_refusals_name_the_files_read(tmp_path: Path) -> None:
+    """A refusal names the file it is about as read (``.../ca.pem``, certbot's
+    ``privkey.pem``), never a role ("<folder>/CA file", which a newcomer was shown)."""
+    node = make_node(tmp_path)
+    config = str(node.write_config())
+    damaged = node.source("damaged-ca")
+    (damaged / "ca.pem").write_bytes(
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+        + (damaged / "ca.pem").read_bytes()
+    )
+    dry = run_cli("install", "--dry-run", "--config", config, str(damaged))
+    assert dry.returncode == 1, dry.stdout + dry.stderr
+    assert f"ca_unreadable: {damaged}/ca.pem: " in dry.stdout + dry.stderr
+    assert "CA file:" not in dry.stdout + dry.stderr
+    certbot = node.source("certbot-style")
+    (certbot / "certificate.pem").rename(certbot / "fullchain.pem")
+    (certbot / "privateKey.pem").unlink()
+    devca.write_private(certbot / "privkey.pem", b"-----BEGIN PRIVATE KEY-----\nAAAA\n")
+    done = run_cli("install", "--dry-run", "--config", config, str(certbot))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"key_unreadable: {certbot}/privkey.pem" in done.stdout + done.stderr, done.stdout
+
+
+def test_a_source_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:
+    """`install` and `stage` given a SOURCE that does not exist exit 2 (usage, as `validate`
+    for a missing file; a newcomer got 1, "refused"), saying so; nothing is filed."""
+    node = make_node(tmp_path)
+    config = str(node.write_config())
+    missing = tmp_path / "no-such-set"
+    for command in ("install", "stage"):
+        done = run_cli(command, "--config", config, str(missing))
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert f"harper-certd {command}: {missing} does not exist" in done.stderr
+    assert not list((node.root / "keys").glob("rejected/*"))

@@ -8,6 +8,7 @@ this only pins which heavy modules stay out, so a new top-level import is caught
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +26,9 @@ print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
 
 def test_status_no_probe_leaves_the_websocket_client_unloaded(tmp_path: Path) -> None:
     node = make_node(tmp_path, method="none")
+    # Harper's pidfile names a live process (this one, not a Harper): read from /proc, with
+    # no scan of the machine's node processes (psutil's, where a Harper server is running)
+    (node.root / "hdb.pid").write_text(f"{os.getpid()}\n")
     done = subprocess.run(
         [sys.executable, "-c", PROBE, str(node.write_config())],
         capture_output=True,
@@ -38,6 +42,8 @@ def test_status_no_probe_leaves_the_websocket_client_unloaded(tmp_path: Path) ->
     modules = set(result["modules"])
     assert "harper_certd.peers" in modules or "harper_certd.health" in modules
     assert not {m for m in modules if m == "websockets" or m.startswith("websockets.")}
+    # nor psutil: Harper's pid and script are read from /proc (20-30 ms of imports)
+    assert "psutil" not in modules
     # nor logging: structlog costs about a third of the command's time (issue 21)
     assert "harper_certd.logs" not in modules
     assert not {m for m in modules if m == "structlog" or m.startswith("structlog.")}

@@ -222,6 +222,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     from harper_certd.install.pipeline import install
 
     ctx = _context(args)
+    if _missing_source(args.source, "install"):
+        return EXIT_USAGE
     note = None if args.cert_set is not None else _other_set_hint(ctx, Path(args.source))
     if args.dry_run:
         if note:
@@ -247,6 +249,15 @@ def cmd_install(args: argparse.Namespace) -> int:
             say(f"chain checked against the system trust store: {outcome.trust_store}")
         say(_install_sentence(outcome))
     return outcome.exit_code
+
+
+def _missing_source(source: str | None, command: str) -> bool:
+    """SOURCE named on the command line does not exist: a usage error (exit 2, as
+    ``validate`` for a missing file), said on stderr; nothing is judged or filed."""
+    if source is None or os.path.lexists(source):
+        return False
+    say(f"harper-certd {command}: {source} does not exist", file=sys.stderr)
+    return True
 
 
 def _other_set_hint(ctx: Context, source: Path) -> str | None:
@@ -309,7 +320,7 @@ def _install_dry_run(ctx: Context, folder: Path, args: argparse.Namespace) -> in
         problems: list[Problem] = [problem(exc.code, str(exc))]
         would = "refuse"
     else:
-        names = tuple(str(folder / n) for n in ("certificate", "private key", "CA file"))
+        names = source.labels  # the files read: messages name them
         report = verdict.validate_set(ctx, source.data, (names[0], names[1], names[2]))
         certificate = report.as_dict()["certificate"]
         problems = list(report.problems)
@@ -567,6 +578,8 @@ def cmd_stage(args: argparse.Namespace) -> int:
             target = paths.incoming / args.set
     if (args.source is None) == (args.cert is None):
         say("harper-certd stage: give SOURCE, or --cert and --key (and --ca)", file=sys.stderr)
+        return EXIT_USAGE
+    if _missing_source(args.source, "stage"):
         return EXIT_USAGE
     owner = stage.owner_of(paths.state, paths.incoming)
     trusted = {0, os.geteuid(), owner[0]}

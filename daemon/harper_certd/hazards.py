@@ -21,6 +21,8 @@ Facts, measured on Harper 4.7.29 (issue 11, ``shared/HARPER-NOTES.md``):
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,13 +49,42 @@ class Material:
         return self.certs[0] if self.certs else None
 
 
+# path -> (its stat stamp, its certificates): the live layout's files are read at every
+# install (``for_candidate``) and status, and change only when a set is swapped or edited.
+# Bounded: a node has a few sets of two files each; the oldest entry goes first.
+_PARSED: dict[Path, tuple[tuple[int, ...], tuple[x509.Certificate, ...]]] = {}
+_PARSED_MAX = 32
+
+
+def _stamp(path: Path) -> tuple[int, ...] | None:
+    """What changes when the file behind ``path`` (links followed) does: device, inode, size,
+    mtime and ctime (ns); None when it is not a regular file (read it every time)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
 def _certs(path: Path | None) -> tuple[x509.Certificate, ...]:
     if path is None:
         return ()
+    stamp = _stamp(path)
+    known = _PARSED.get(path)
+    if stamp is not None and known is not None and known[0] == stamp:
+        return known[1]
     try:
-        return load.parse_certificates(load.read_bounded(path), name=str(path), eager=False).certs
+        certs = load.parse_certificates(load.read_bounded(path), name=str(path), eager=False).certs
     except load.Unreadable:
         return ()  # the set's own check reports it
+    if stamp is not None and _stamp(path) == stamp:  # not changed while it was read
+        _PARSED.pop(path, None)
+        if len(_PARSED) >= _PARSED_MAX:
+            del _PARSED[next(iter(_PARSED))]
+        _PARSED[path] = (stamp, certs)
+    return certs
 
 
 def read_material(cert_set: CertSet) -> Material:

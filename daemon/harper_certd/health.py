@@ -228,14 +228,20 @@ class Operation:
     outcome: str
     time: dt.datetime
     detail: str = ""
+    # a refusal: the folder as handed over, and where it is kept (rejected/<stamp>-<name>)
+    source: str | None = None
+    kept_at: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "kind": self.kind,
             "outcome": self.outcome,
             "time": self.time.isoformat(),
             "detail": self.detail,
         }
+        if self.kind == "refusal":
+            out |= {"source": self.source, "kept_at": self.kept_at}
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +361,7 @@ def refusals(rejected: Path, last: int = 10, set_name: str | None = None) -> lis
     fits no set, files written before reason.json named the set); None: every refusal.
     """
     out: list[Operation] = []
-    for _, reason in reasons.read_all(rejected):
+    for name, reason in reasons.read_all(rejected):
         if set_name is not None and reason.get("set") not in (None, set_name):
             continue
         when = _parse_time(reason.get("time"))
@@ -365,7 +371,17 @@ def refusals(rejected: Path, last: int = 10, set_name: str | None = None) -> lis
         listed = problems if isinstance(problems, list) else []
         codes = [p.get("code") for p in listed if isinstance(p, dict)]
         detail = ",".join(map(str, codes))
-        out.append(Operation("refusal", str(reason.get("stage", "refused")), when, detail))
+        source = reason.get("source")
+        out.append(
+            Operation(
+                "refusal",
+                str(reason.get("stage", "refused")),
+                when,
+                detail,
+                source=source if isinstance(source, str) else None,
+                kept_at=str(rejected / name),
+            )
+        )
     out.sort(key=lambda o: o.time, reverse=True)
     return out[:last]
 
@@ -565,10 +581,14 @@ def snapshot(
             Finding("rolled_back", f"rotation at {rotation.time.isoformat()} was rolled back")
         )
     if refused and (rotation is None or refused[0].time > rotation.time):
+        newest = refused[0]
+        more = len(refused) - 1
         findings.append(
             Finding(
                 "refused",
-                f"a set was refused at {refused[0].time.isoformat()} ({refused[0].detail})",
+                f"a set was refused at {newest.time.isoformat()} ({newest.detail}); it is kept "
+                f"in {newest.kept_at} with its reason.json"
+                + (f" ({more} more refusals listed by status --json)" if more else ""),
             )
         )
     # On a node with several sets each has its folder, incoming/<set name>/; incoming/

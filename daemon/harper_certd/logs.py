@@ -285,17 +285,27 @@ def _notify_observers(logger: WrappedLogger, method_name: str, event_dict: Event
     return event_dict
 
 
+# Set while ``emit`` hands a record's fields to structlog: those keys need no second check.
+_emitting = threading.local()
+
+
 def emit(record: events.Event) -> None:
     """The one writer of events: ``record`` as one line at its level, its fields as the keys
     (and, through the observers, the metrics' last operation and journald's copy)."""
     method = getattr(structlog.get_logger(), record.level)
-    method(record.name, **record.fields())
+    _emitting.on = True
+    try:
+        method(record.name, **record.fields())
+    finally:
+        _emitting.on = False
 
 
 def _as_record(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
     """A catalogued event's keys made its record's (defaults filled): ``EventShapeError``
     when they do not fit.  Lines built by ``emit`` pass unchanged; this guard keeps any
     ``log.<level>(name, **keys)`` (a test, a future call site) to the one key set."""
+    if getattr(_emitting, "on", False):
+        return event_dict  # built from its record by ``emit``: its keys are the record's
     name = event_dict.get("event")
     if not isinstance(name, str) or not name.startswith("certd."):
         return event_dict

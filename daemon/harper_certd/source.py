@@ -52,6 +52,9 @@ class Source:
     is_certbot_lineage: bool  # a member was read through certbot's live/ -> archive/ link
     members: tuple[tuple[str, bytes], ...] = ()  # (name in the folder, bytes read), in order
     identity: Identity | None = None
+    # each role's file as messages name it: (certificate, key, CA file); the CA file may be
+    # the configured one a folder without ca.pem is given, and is "" for a set without one
+    labels: tuple[str, str, str] = ("certificate", "private key", "CA file")
 
 
 MEMBER_LIMIT = load.MAX_FILE_BYTES  # bytes per member file
@@ -291,10 +294,12 @@ def read_source(
     """
     with _reading(folder, trusted_uids) as (reader, st):
         if ca_file:
-            data = _read_set(folder, reader, ca_fallback)
+            data, names = _read_set(folder, reader, ca_fallback)
         else:
-            data = _read_without_ca(folder, reader)
-    return Source(folder, data, reader.lineage, tuple(reader.read), identity_of(st))
+            data, names = _read_without_ca(folder, reader)
+    cert, key, ca = names
+    labels = (str(folder / cert), str(folder / key), "" if ca is None else ca)
+    return Source(folder, data, reader.lineage, tuple(reader.read), identity_of(st), labels)
 
 
 @contextlib.contextmanager
@@ -321,6 +326,8 @@ class Members:
     key: bytes
     ca: bytes | None
     certbot_names: bool  # fullchain.pem/cert.pem(+chain.pem) + privkey.pem, not Harper's
+    # the members read for each role ("cert.pem (+ chain.pem)" when two make the certificate)
+    names: tuple[str, str, str | None] = ("certificate", "private key", None)
 
 
 def read_members(folder: Path, *, trusted_uids: set[int]) -> Members:
@@ -330,10 +337,15 @@ def read_members(folder: Path, *, trusted_uids: set[int]) -> Members:
         return _read_members(folder, reader)
 
 
-def _read_set(folder: Path, reader: _Reader, ca_fallback: Path | None) -> SetBytes:
+Names = tuple[str, str, str | None]  # certificate and key member, the CA file's path
+
+
+def _read_set(folder: Path, reader: _Reader, ca_fallback: Path | None) -> tuple[SetBytes, Names]:
     found = _read_members(folder, reader)
+    cert, key, ca_name = found.names
     if found.ca is not None:
-        return SetBytes(found.cert, found.key, found.ca)
+        ca_path = str(folder / ca_name) if ca_name else "CA file"
+        return SetBytes(found.cert, found.key, found.ca), (cert, key, ca_path)
     if ca_fallback is None:
         raise SourceRefused(
             "source_incomplete",
@@ -343,10 +355,10 @@ def _read_set(folder: Path, reader: _Reader, ca_fallback: Path | None) -> SetByt
         ca = load.read_bounded(ca_fallback, limit=load.MAX_CA_FILE_BYTES)
     except load.Unreadable as exc:
         raise SourceRefused("source_unreadable", f"CA file {ca_fallback}: {exc}") from None
-    return SetBytes(found.cert, found.key, ca)
+    return SetBytes(found.cert, found.key, ca), (cert, key, str(ca_fallback))
 
 
-def _read_without_ca(folder: Path, reader: _Reader) -> SetBytes:
+def _read_without_ca(folder: Path, reader: _Reader) -> tuple[SetBytes, Names]:
     """Certificate (full chain) and key, for a set without a CA file; a CA file refused."""
     if reader.has("ca.pem"):
         raise SourceRefused(
@@ -356,9 +368,10 @@ def _read_without_ca(folder: Path, reader: _Reader) -> SetBytes:
             "name a certificateAuthority for the set in Harper's configuration first",
         )
     if reader.has("certificate.pem") and reader.has("privateKey.pem"):
-        return SetBytes(reader.member("certificate.pem"), reader.member("privateKey.pem"))
+        data = SetBytes(reader.member("certificate.pem"), reader.member("privateKey.pem"))
+        return data, ("certificate.pem", "privateKey.pem", None)
     found = _read_members(folder, reader)  # another tool's CA file is not used here
-    return SetBytes(found.cert, found.key)
+    return SetBytes(found.cert, found.key), (found.names[0], found.names[1], None)
 
 
 def _listing(reader: _Reader) -> str:
@@ -372,17 +385,20 @@ def _read_members(folder: Path, reader: _Reader) -> Members:
     if all(reader.has(n) for n in HARPER_NAMES):
         cert, key = (member(n) for n in HARPER_NAMES[:2])
         ca = member(HARPER_NAMES[2], ca=True)
-        return Members(cert, key, ca, certbot_names=False)
+        return Members(cert, key, ca, certbot_names=False, names=HARPER_NAMES)
     if reader.has("privkey.pem") and (reader.has("fullchain.pem") or reader.has("cert.pem")):
+        cert_name = "fullchain.pem"
         if reader.has("fullchain.pem"):
             cert = member("fullchain.pem")
         else:
-            cert = member("cert.pem")
+            cert, cert_name = member("cert.pem"), "cert.pem"
             if reader.has("chain.pem"):
                 cert = cert.rstrip(b"\n") + b"\n" + member("chain.pem")
+                cert_name = "cert.pem (+ chain.pem)"
         key = member("privkey.pem")
-        certbot_ca = member("ca.pem", ca=True) if reader.has("ca.pem") else None
-        return Members(cert, key, certbot_ca, certbot_names=True)
+        ca_name = "ca.pem" if reader.has("ca.pem") else None
+        certbot_ca = member("ca.pem", ca=True) if ca_name else None
+        return Members(cert, key, certbot_ca, True, (cert_name, "privkey.pem", ca_name))
     for handover in HANDOVERS:
         if handover.tool in ("Harper", "certbot"):
             continue  # above: Harper's names need ca.pem; certbot's read through its links
@@ -391,7 +407,8 @@ def _read_members(folder: Path, reader: _Reader) -> Members:
             continue
         cert_name, key_name, ca_name, _ = shape
         cert, key = member(cert_name), member(key_name)
-        return Members(cert, key, member(ca_name, ca=True) if ca_name else None, certbot_names=True)
+        handed_ca = member(ca_name, ca=True) if ca_name else None
+        return Members(cert, key, handed_ca, True, (cert_name, key_name, ca_name or None))
     raise SourceRefused("source_incomplete", f"{folder} {_not_a_set(reader)}")
 
 

@@ -47,7 +47,18 @@ class Event:
 
     def fields(self) -> dict[str, Any]:
         """The line's keys and values, in the record's field order."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {name: getattr(self, name) for name in _field_names(type(self))}
+
+
+_FIELD_NAMES: dict[type[Event], tuple[str, ...]] = {}
+
+
+def _field_names(record: type[Event]) -> tuple[str, ...]:
+    """The record type's field names, in order (asked at every line the daemon logs)."""
+    names = _FIELD_NAMES.get(record)
+    if names is None:
+        names = _FIELD_NAMES[record] = tuple(f.name for f in dataclasses.fields(record))
+    return names
 
 
 # The modules holding the records, in the catalogue's order.
@@ -96,7 +107,7 @@ def event(
 
 def keys(record: type[Event]) -> tuple[str, ...]:
     """The event's one key set: its record's fields, in order."""
-    return tuple(f.name for f in dataclasses.fields(record))
+    return _field_names(record)
 
 
 def required(record: type[Event]) -> frozenset[str]:

@@ -16,11 +16,11 @@ Measured (docs/harper-lines.md):
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from pathlib import Path
-
-import psutil
+from typing import TYPE_CHECKING
 
 from harper_certd import rawio
 from harper_certd.harper.lines import version_tuple
@@ -35,11 +35,75 @@ SERVER_SCRIPTS = ("harperdb.js", "launchHarperDB.js")
 PACKAGE_NAMES = ("harperdb", "harper")
 
 
-def _alive(pid: int) -> bool:
+if TYPE_CHECKING:
+    import psutil
+
+# psutil is imported only where /proc does not answer (start-up cost: 20-30 ms, which
+# `status` paid for one pidfile read; the daemon's watch reads /proc itself already).
+
+
+@functools.cache
+def _procfs() -> bool:
+    """Whether this system has Linux's ``/proc/<pid>/`` files (else psutil answers)."""
+    return os.path.isdir("/proc/self")
+
+
+def _proc_file(pid: int, name: str) -> bytes | None:
+    """``/proc/<pid>/<name>`` (at most 64 KiB); None when the process is gone or its file
+    cannot be read (another user's, under ``hidepid``), as psutil's errors read."""
     try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.Error:
+        with open(f"/proc/{int(pid)}/{name}", "rb") as f:
+            return f.read(1 << 16)
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (state ``Z`` in ``/proc/<pid>/stat``, psutil's
+    ``STATUS_ZOMBIE``)."""
+    if pid <= 0:
         return False
+    if not _procfs():
+        import psutil  # start-up cost: only without /proc
+
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+    stat = _proc_file(pid, "stat")
+    # "<pid> (<comm>) <state> ...": the command name may hold spaces and parentheses
+    state = (stat or b"").rpartition(b")")[2].split()[:1]
+    return bool(state) and state[0] != b"Z"
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    """The process' arguments (``/proc/<pid>/cmdline``, NUL-separated; a rewritten title is
+    one string, which ``_script_of`` splits); None when it cannot be read."""
+    if not _procfs():
+        import psutil  # start-up cost: only without /proc
+
+        try:
+            return psutil.Process(pid).cmdline()
+        except psutil.Error:
+            return None
+    data = _proc_file(pid, "cmdline")
+    if data is None:
+        return None
+    return data.rstrip(b"\0").decode(errors="surrogateescape").split("\0")
+
+
+def _cwd(pid: int) -> str | None:
+    if not _procfs():
+        import psutil  # start-up cost: only without /proc
+
+        try:
+            return psutil.Process(pid).cwd()
+        except psutil.Error:
+            return None
+    try:
+        return os.readlink(f"/proc/{int(pid)}/cwd")
+    except OSError:
+        return None
 
 
 def harper_pid(root: Path) -> int | None:
@@ -62,6 +126,8 @@ def _script_of(cmdline: list[str]) -> str | None:
 
 def _root_of(proc: psutil.Process) -> str | None:
     """The ROOTPATH a Harper process runs for: its environment, else its user's boot file."""
+    import psutil  # start-up cost: see _server_without_pidfile
+
     with contextlib.suppress(psutil.Error):
         env = proc.environ()
         if env.get("ROOTPATH"):
@@ -102,8 +168,15 @@ def _node_pids() -> list[int] | None:
 
 def _server_without_pidfile(root: Path) -> int | None:
     wanted = str(root)
-    found: list[psutil.Process] = []
     pids = _node_pids()
+    if pids is not None:
+        # only processes running a server script are looked at closer (with psutil)
+        pids = [p for p in pids if _script_of(_cmdline(p) or []) is not None]
+        if not pids:
+            return None
+    import psutil  # start-up cost: only where a Harper server may be running
+
+    found: list[psutil.Process] = []
     candidates = psutil.process_iter() if pids is None else _processes(pids)
     for proc in candidates:
         try:
@@ -123,6 +196,8 @@ def _server_without_pidfile(root: Path) -> int | None:
 
 
 def _processes(pids: list[int]) -> list[psutil.Process]:
+    import psutil  # start-up cost: see _server_without_pidfile
+
     procs = []
     for pid in pids:
         with contextlib.suppress(psutil.Error):
@@ -133,19 +208,16 @@ def _processes(pids: list[int]) -> list[psutil.Process]:
 def harper_entry(pid: int) -> Path | None:
     """The script a running Harper was started from (``…/bin/harperdb.js``, or 4.0's
     ``…/launchServiceScripts/launchHarperDB.js``), absolute; None when not found."""
-    try:
-        proc = psutil.Process(pid)
-        script = _script_of(proc.cmdline())
-    except psutil.Error:
-        return None
+    cmdline = _cmdline(pid)
+    script = None if cmdline is None else _script_of(cmdline)
     if script is None:
         return None
     path = Path(script)
     if not path.is_absolute():
-        try:
-            path = Path(proc.cwd()) / path
-        except psutil.Error:
+        cwd = _cwd(pid)
+        if cwd is None:
             return None
+        path = Path(cwd) / path
     return path
 
 

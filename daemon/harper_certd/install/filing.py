@@ -21,6 +21,7 @@ import stat
 from pathlib import Path
 
 from harper_certd import events, fsio, reasons
+from harper_certd.hints import moved
 from harper_certd.install.context import Clock, Context
 from harper_certd.install.outcomes import InstallOutcome, InstallStatus
 from harper_certd.problems import Problem
@@ -177,7 +178,8 @@ def reject(
         "time": ctx.clock().isoformat(),
         "stage": stage,
         "set": ctx.set_name,  # None: refused for no set (set_unroutable)
-        "problems": [p.as_dict() for p in problems],
+        # a sentence naming the folder (a command to run) names it where it is kept now
+        "problems": [{**p.as_dict(), "message": moved(p.message, folder, dest)} for p in problems],
         "certificate": None if report is None else report.as_dict()["certificate"],
         "judge": None if report is None or report.judge is None else report.judge.as_dict(),
     }
@@ -209,7 +211,7 @@ def refuse(
         events.SetRefused(
             source=str(folder),
             codes=[p.code for p in errors],
-            reason=errors[0].message,
+            reason=moved(errors[0].message, folder, kept),
             kept_at=str(kept) if kept else None,
             now=ctx.clock().isoformat(),
         )

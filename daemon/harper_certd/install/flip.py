@@ -83,12 +83,12 @@ def swap_in(
 ) -> Generation:
     """Adopt the live files if needed, stage ``data`` and flip to it; SwapError when it fails.
 
-    The state directory is pruned before staging (room for one more generation), and again
-    to the minimum (the live generation and the one before it) when a write finds no
-    space, then tried once more.
+    Nothing is pruned first: the generations beyond ``generations_kept`` are removed after
+    the set is live (``pipeline.filed``), so the swap does not wait for an ``rmtree``
+    (1.4-1.6 ms of each install, measured in bench/).  A write that finds no space prunes
+    to the minimum (the live generation and the one before it), then is tried once more.
     """
     store = ctx.store
-    prune(ctx, ctx.config.generations_kept - 1, said)
     for attempt in (1, 2):
         try:
             adopted = adopt(store, lambda: read_live(ctx), {"source": "live files"})

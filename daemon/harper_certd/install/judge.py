@@ -146,7 +146,7 @@ def judge(
     except OSError as exc:
         text = f"{folder} cannot be read: {fsio.describe_os_error(exc)}"
         return refuse(ctx, folder, (problem("source_unreadable", text),), "source", None, recovery)
-    names = tuple(str(folder / n) for n in ("certificate", "private key", "CA file"))
+    names = source.labels  # the files read: messages name them
     try:
         report = validate_set(ctx, source.data, (names[0], names[1], names[2]))
         problems = report.problems

@@ -278,6 +278,8 @@ def rolled_back(c: Change) -> Step | InstallOutcome:
     after = (problem("applied_failed", f"After the swap: {done.detail}"), *c.proof.refusals)
     c.problems = (*c.problems, *after)
     rejected_at = filing.reject(c.ctx, c.folder, c.problems, "after_swap", c.source, c.report)
+    # Pruned here too (nothing is pruned before a swap): failed installs never pile up.
+    flip.prune(c.ctx, c.ctx.config.generations_kept, c.said)
     ok = back is not None and back.ok
     return c.outcome(
         InstallStatus.ROLLED_BACK if ok else InstallStatus.ROLLBACK_FAILED,

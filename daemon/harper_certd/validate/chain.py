@@ -124,12 +124,14 @@ def _diagnose_path(
         return None, problem(
             "chain_incomplete",
             f"The chain reaches '{name_of(top)}' but not its issuer '{issuer_of(top)}'"
-            "; Harper's Node.js needs the whole chain up to the self-signed root in the CA file.",
+            "; Harper's Node.js needs the whole chain up to the self-signed root in the CA file. "
+            "Fix: add it: cat intermediate.pem root.pem > ca.pem.",
         )
     return None, problem(
         "chain_incomplete",
         f"No certificate in the CA file or after the leaf in the certificate file is the issuer "
-        f"'{issuer_of(top)}' of '{name_of(top)}'.",
+        f"'{issuer_of(top)}' of '{name_of(top)}'. Fix: add the issuer and the certificates above "
+        "it to the CA file, up to the self-signed root (cat intermediate.pem root.pem > ca.pem).",
     )
 
 

@@ -417,6 +417,8 @@ def check_pair(leaf: x509.Certificate, key: PrivateKeyTypes) -> list[Problem]:
         problem(
             "key_mismatch",
             f"The private key ({key_kind[0]} {key_kind[1]}) is not the key of the certificate "
-            f"({cert_kind[0]} {cert_kind[1]}, '{name_of(leaf)}').",
+            f"({cert_kind[0]} {cert_kind[1]}, '{name_of(leaf)}'). Fix: hand over the key the "
+            "certificate was issued for (the one its CSR was made with), or have the "
+            "certificate issued again for this key.",
         )
     ]
