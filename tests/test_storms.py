@@ -99,8 +99,11 @@ def test_daemon_under_churn_and_reloads(tmp_path: Path) -> None:
     incoming.mkdir(parents=True, exist_ok=True)
     with DaemonProc(node) as d:
         d.wait_for("certd.started")
-        hazards = len(d.named("certd.layout_hazard"))
-        assert hazards >= 1, "the fixture's layout has enableRootCAs on: a hazard"
+        hazards = len(d.named("certd.layout_warning"))
+        assert hazards >= 1, "the fixture's layout has enableRootCAs on: a hazard (a warning)"
+        assert d.named("certd.layout_hazard") == []  # none of error severity
+        # Harper's default is no error line at every start (alerts on errors page people)
+        assert {e["level"] for e in d.named("certd.layout_warning")} == {"warning"}
         stop = threading.Event()
         counted: list[int] = []
         churner = threading.Thread(target=lambda: counted.append(_churn(incoming, stop)))
@@ -116,7 +119,7 @@ def test_daemon_under_churn_and_reloads(tmp_path: Path) -> None:
             stop.set()
             churner.join()
         # Reloads that change nothing log no hazard again.
-        assert len(d.named("certd.layout_hazard")) == hazards
+        assert len(d.named("certd.layout_warning")) == hazards
         # A change of the layout is logged once: enableRootCAs off removes the hazard,
         # back on brings it back (one line, however many reloads follow).
         config_path = node.root / "harperdb-config.yaml"
@@ -130,7 +133,7 @@ def test_daemon_under_churn_and_reloads(tmp_path: Path) -> None:
         for i in range(RELOADS + 2, RELOADS + 5):
             d.signal(signal.SIGHUP)
             d.wait_for("certd.config_reloaded", count=i)
-        back = d.named("certd.layout_hazard")[hazards:]
+        back = d.named("certd.layout_warning")[hazards:]
         assert [e["code"] for e in back] == ["enable_root_cas_on"]
         assert d.stop() == 0
         library = d.named("certd.library_message")

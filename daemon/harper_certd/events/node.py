@@ -184,16 +184,34 @@ class HarperDiscovered(Event):
 class LayoutHazard(Event):
     """A hazard of the node's certificate layout (issue 11: record-name collision, public root in a
     CA file...), one event per hazard with its problem code, at start and after a configuration
-    reload that brings it (a reload that changes nothing logs none again).
+    reload that brings it (a reload that changes nothing logs none again).  Hazards of warning
+    severity are ``certd.layout_warning``.
 
     Attributes:
         code: the problem code.
-        severity: error or warning.
+        severity: error (a warning-severity hazard is ``certd.layout_warning``).
         message: what is wrong and what to do.
     """
 
     code: str
     severity: str
+    message: str
+
+
+@event("certd.layout_warning", "warning")
+@dataclass(frozen=True, slots=True)
+class LayoutWarning(Event):
+    """A hazard of the node's certificate layout whose severity is a warning (Harper's default
+    ``replication.enableRootCAs``, for one): said as ``certd.layout_hazard`` is, at start and
+    after a reload that brings it, at warning level (an error-level line for Harper's default
+    on every start paged whoever alerts on errors).
+
+    Attributes:
+        code: the problem code.
+        message: what is wrong and what to do.
+    """
+
+    code: str
     message: str
 
 

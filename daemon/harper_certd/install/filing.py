@@ -160,6 +160,13 @@ def file_away(ctx: Context, folder: Path, where: Path, source: Source | None) ->
     return filing(ctx, folder, where, source)[0]
 
 
+def _runnable(message: str, folder: Path, kept: Path | None) -> str:
+    """A sentence that gives a command to run on the folder (``older_than_live``'s "harper-certd
+    install --force-older SRC") names it where rejected/ keeps it (``hints.moved``): the one
+    in incoming/ is gone by the time it is read.  Other sentences say what the folder was."""
+    return moved(message, folder, kept) if "harper-certd " in message else message
+
+
 def reject(
     ctx: Context,
     folder: Path,
@@ -178,8 +185,9 @@ def reject(
         "time": ctx.clock().isoformat(),
         "stage": stage,
         "set": ctx.set_name,  # None: refused for no set (set_unroutable)
-        # a sentence naming the folder (a command to run) names it where it is kept now
-        "problems": [{**p.as_dict(), "message": moved(p.message, folder, dest)} for p in problems],
+        "problems": [
+            {**p.as_dict(), "message": _runnable(p.message, folder, dest)} for p in problems
+        ],
         "certificate": None if report is None else report.as_dict()["certificate"],
         "judge": None if report is None or report.judge is None else report.judge.as_dict(),
     }
@@ -211,7 +219,7 @@ def refuse(
         events.SetRefused(
             source=str(folder),
             codes=[p.code for p in errors],
-            reason=moved(errors[0].message, folder, kept),
+            reason=_runnable(errors[0].message, folder, kept),
             kept_at=str(kept) if kept else None,
             now=ctx.clock().isoformat(),
         )

@@ -27,9 +27,13 @@ def find_hazards(ctx: context.Context, harper: discover.HarperConfig) -> tuple[P
 
 
 def log_hazards(found: tuple[Problem, ...]) -> None:
-    """One ``certd.layout_hazard`` per hazard."""
+    """One ``certd.layout_hazard`` per hazard of error severity, one ``certd.layout_warning``
+    per warning."""
     for p in found:
-        logs.emit(events.LayoutHazard(code=p.code, severity=p.severity.value, message=p.message))
+        if p.severity.value == "error":
+            logs.emit(events.LayoutHazard(code=p.code, severity="error", message=p.message))
+        else:
+            logs.emit(events.LayoutWarning(code=p.code, message=p.message))
 
 
 def said(found: tuple[Problem, ...]) -> frozenset[tuple[str, str, str]]:
