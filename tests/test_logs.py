@@ -492,3 +492,33 @@ def test_error_text_never_carries_a_library_message() -> None:
     assert describe_error(SwapError("the swap failed: disk full")) == "the swap failed: disk full"
     missing = FileNotFoundError(2, "No such file or directory", "/x/ca.pem")
     assert describe_error(missing) == "FileNotFoundError: No such file or directory (/x/ca.pem)"
+
+
+def test_console_lines_leave_out_keys_without_a_value(tmp_path: Path) -> None:
+    """On a console a record's keys without a value are not printed (a newcomer read
+    certd.name_changed's ``stale_record=None command=None`` as something to act on); the
+    JSON line keeps every key."""
+    from harper_certd import events
+
+    record = events.NameChanged(
+        generation="000002",
+        old_name="CN=nodea, first SAN=nodea",
+        new_name="CN=nodea, first SAN=other.example",
+        stale_record=None,
+        command=None,
+    )
+    console, journal = tmp_path / "console", tmp_path / "journal"
+    with console.open("w") as stream:
+        logs.configure(json=False, stream=stream)
+        logs.emit(record)
+    with journal.open("w") as stream:
+        logs.configure(json=True, stream=stream)
+        logs.emit(record)
+    logs.configure(json=True)
+    shown = ANSI.sub("", console.read_text())
+    assert "certd.name_changed" in shown
+    assert "new_name='CN=nodea, first SAN=other.example'" in shown
+    assert "None" not in shown
+    line = json.loads(journal.read_text().split(">", 1)[1])
+    assert line["stale_record"] is None
+    assert line["command"] is None

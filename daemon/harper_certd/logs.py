@@ -222,7 +222,10 @@ def _render(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> s
     out = _output
     if out is None or out.console is None:
         return _journal_line(event_dict)
-    return out.console(logger, method_name, event_dict)
+    # A person's terminal: keys without a value are left out ("stale_record=None command=None"
+    # read as something to act on); the JSON line keeps every key of the record.
+    shown = {k: v for k, v in event_dict.items() if v is not None}
+    return out.console(logger, method_name, shown)
 
 
 class _StreamLogger:
