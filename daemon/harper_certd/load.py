@@ -43,6 +43,14 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from harper_certd import der, dsakeys, pem
 
+# Harper's own certificates (the CA and node certificate 4.x makes itself) carry C=USA: three
+# letters where X.520 allows two.  OpenSSL and Node load such a name; cryptography warns at
+# every read of the subject, which reached `check`, `status`, `install` and the daemon's log
+# (certd.library_message) on every node that kept Harper's certificate.  No verdict depends on
+# an attribute's length.  Here, not in the package's __init__: every reader of certificates
+# imports this module, and the console script starts Node before ``re`` is imported.
+warnings.filterwarnings("ignore", message=r"Attribute's length must be", category=UserWarning)
+
 MAX_FILE_BYTES = 1 << 20
 # A CA file may hold a whole trust store (1,000 RSA roots: 1.1 MB, loaded by Node and openssl
 # alike): 16 MiB, with the reading bounded in time too (CA_PARSE_SECONDS).
