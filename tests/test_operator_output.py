@@ -197,3 +197,29 @@ def test_a_source_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:
         assert done.returncode == 2, (command, done.stdout, done.stderr)
         assert f"harper-certd {command}: {missing} does not exist" in done.stderr
     assert not list((node.root / "keys").glob("rejected/*"))
+
+
+def test_harper_names_without_ca_pem_take_the_live_ca_file(tmp_path: Path) -> None:
+    """`certificate.pem` + `privateKey.pem` without `ca.pem` go in with the live CA file, as
+    certbot's names do (a newcomer's second set from the same CA was refused as "holds no
+    set" while the same files named cert.pem + privkey.pem went in); `stage` hands the
+    daemon the two files."""
+    node = make_node(tmp_path)
+    config = str(node.write_config())
+    two = node.source("two-files")
+    (two / "ca.pem").unlink()
+    dry = run_cli("install", "--dry-run", "--config", config, str(two))
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    done = run_cli("install", "--config", config, str(two))
+    assert done.returncode == 0, done.stdout + done.stderr
+    [filed] = (node.root / "keys" / "processed").glob("*-two-files")
+    filed_leaf = devca.load_cert((filed / "certificate.pem").read_bytes())
+    assert node.live_fingerprint() == devca.fingerprint_of(filed_leaf)
+    assert (node.root / "keys" / "ca.pem").read_bytes() == node.ca.cert_pem
+    (node.root / "keys" / "incoming").mkdir()  # as the daemon makes it at start
+    staged_from = node.source("two-more")
+    (staged_from / "ca.pem").unlink()
+    staged = run_cli("stage", "--config", config, str(staged_from))
+    assert staged.returncode == 0, staged.stdout + staged.stderr
+    [folder] = [p for p in (node.root / "keys" / "incoming").iterdir() if p.is_dir()]
+    assert sorted(os.listdir(folder)) == ["certificate.pem", "privateKey.pem"]

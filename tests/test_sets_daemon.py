@@ -160,11 +160,13 @@ def test_each_set_is_installed_on_its_own_and_routed(two_sets: tuple[Node, devca
         assert d.stop() == 0
     assert (web_refused["set"], web_refused["codes"][0]) == ("web", "cert_unreadable")
     assert refused["codes"] == ["set_unroutable"]
+    # the folder named where it is kept (as the command line names it), its source beside
     assert refused["reason"] == (
-        f"{incoming / 'x'} cannot be given to one certificate set: it fits no set: "
+        f"{refused['kept_at']} cannot be given to one certificate set: it fits no set: "
         "not 'replication' (replication): it is not for TLS Web Server and Client "
         "Authentication; not 'web' (server): it lacks www.example.com."
     )
+    assert refused["source"] == str(incoming / "x")
     assert "set" not in refused  # refused by the router of incoming/, for no set
     kept = Path(refused["kept_at"])
     assert kept.parent == keys / "rejected"

@@ -185,7 +185,7 @@ class Config:
     rejected_dir: Path | None = None  # default <harper.root>/keys/rejected
     state_dir: Path | None = None  # default $STATE_DIRECTORY, then /var/lib/harper-certd
     generations_kept: int = 5
-    ca_file: Path | None = None  # CA file for certbot-style sources; default: the live ca.pem
+    ca_file: Path | None = None  # CA file for sources without ca.pem; default: the live ca.pem
     expiry_warning_days: float = 30.0  # validation's expires_soon window
     on_invalid_live: OnInvalidLive = "report"
     restart: RestartSection = field(default_factory=RestartSection)

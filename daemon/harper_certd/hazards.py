@@ -241,7 +241,7 @@ def find(
                         "replication.enableRootCAs is on (Harper's default) while replication "
                         "uses a private CA: Harper also trusts Node.js's public roots for "
                         "replication. Fix: set replication.enableRootCAs: false in "
-                        "harperdb-config.yaml and restart Harper.",
+                        "harperdb-config.yaml (harper-certd harden does it) and restart Harper.",
                     )
                 )
     out.extend(_nats_switches(config, sets))

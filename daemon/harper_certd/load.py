@@ -544,7 +544,7 @@ def parse_certificates(data: bytes, *, name: str, eager: bool = True) -> CertFil
     Raises ``Unreadable`` naming the line and the cause.
     """
     if not data.strip():
-        raise Unreadable(f"{name} is empty")
+        raise Unreadable(f"{name} is empty; Fix: write the certificate into it (PEM, leaf first)")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # as below
         plain = _plain_certificates(data)
@@ -601,7 +601,10 @@ def parse_ca_file(data: bytes, *, name: str) -> CertFile:
     hundreds of roots; the validator checks the ones its chain uses).
     """
     if not data.strip():
-        raise Unreadable(f"{name} is empty")
+        raise Unreadable(
+            f"{name} is empty; Fix: put the CA certificates into it (PEM: the leaf's issuer first, "
+            "up to the self-signed root)"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # as in parse_certificates
         plain = _plain_certificates(data)
@@ -672,7 +675,7 @@ def parse_private_key(data: bytes, *, name: str) -> PrivateKeyTypes:
     Messages never carry key bytes nor a library's error text.
     """
     if not data.strip():
-        raise Unreadable(f"{name} is empty")
+        raise Unreadable(f"{name} is empty; Fix: write the certificate's private key into it (PEM)")
     reader = pem.Reader(data)
     skipped: set[bytes] = set()
     failure: pem.PemError | None = None

@@ -386,6 +386,12 @@ def _read_members(folder: Path, reader: _Reader) -> Members:
         cert, key = (member(n) for n in HARPER_NAMES[:2])
         ca = member(HARPER_NAMES[2], ca=True)
         return Members(cert, key, ca, certbot_names=False, names=HARPER_NAMES)
+    if reader.has(HARPER_NAMES[0]) and reader.has(HARPER_NAMES[1]):
+        # Harper's names without ca.pem: the CA file comes from ``ca_file`` or the live one,
+        # as for certbot's names (a newcomer's second set, made from the same CA, was refused
+        # as "holds no set" while the same two files named cert.pem/privkey.pem went in)
+        cert, key = (member(n) for n in HARPER_NAMES[:2])
+        return Members(cert, key, None, False, (*HARPER_NAMES[:2], None))
     if reader.has("privkey.pem") and (reader.has("fullchain.pem") or reader.has("cert.pem")):
         cert_name = "fullchain.pem"
         if reader.has("fullchain.pem"):
@@ -401,7 +407,7 @@ def _read_members(folder: Path, reader: _Reader) -> Members:
         return Members(cert, key, certbot_ca, True, (cert_name, "privkey.pem", ca_name))
     for handover in HANDOVERS:
         if handover.tool in ("Harper", "certbot"):
-            continue  # above: Harper's names need ca.pem; certbot's read through its links
+            continue  # above: Harper's names and certbot's (read through its links)
         shape = handover_names(handover, reader.names)
         if shape is None:
             continue

@@ -60,13 +60,15 @@ def _stamp() -> str:
 def read_folder(folder: Path, trusted_uids: set[int]) -> dict[str, bytes]:
     """The set's files from a Harper-named or certbot folder, by the name to stage them under.
 
-    A certbot set without ``ca.pem`` is staged without one: the daemon takes its CA file from
-    ``ca_file`` or the live one.  Raises SourceRefused (code and sentence).
+    A set without ``ca.pem`` (Harper's names or certbot's) is staged without one: the daemon
+    takes its CA file from ``ca_file`` or the live one.  Raises SourceRefused (code and sentence).
     """
     found = read_members(folder, trusted_uids=trusted_uids)
     if not found.certbot_names:
-        assert found.ca is not None
-        return dict(zip(HARPER_NAMES, (found.cert, found.key, found.ca), strict=True))
+        out = dict(zip(HARPER_NAMES[:2], (found.cert, found.key), strict=True))
+        if found.ca is not None:
+            out["ca.pem"] = found.ca
+        return out
     out = {"fullchain.pem": found.cert, "privkey.pem": found.key}
     if found.ca is not None:
         out["ca.pem"] = found.ca

@@ -161,10 +161,11 @@ def file_away(ctx: Context, folder: Path, where: Path, source: Source | None) ->
 
 
 def _runnable(message: str, folder: Path, kept: Path | None) -> str:
-    """A sentence that gives a command to run on the folder (``older_than_live``'s "harper-certd
-    install --force-older SRC") names it where rejected/ keeps it (``hints.moved``): the one
-    in incoming/ is gone by the time it is read.  Other sentences say what the folder was."""
-    return moved(message, folder, kept) if "harper-certd " in message else message
+    """A sentence naming the folder or a file in it (``older_than_live``'s "harper-certd
+    install --force-older SRC", "SRC/ca.pem is empty") names it where rejected/ keeps it
+    (``hints.moved``), as the command line says it: the one in incoming/ is gone by the time
+    anyone reads the line or reason.json (their ``source`` keeps where it came from)."""
+    return moved(message, folder, kept)
 
 
 def reject(
