@@ -223,3 +223,21 @@ def test_harper_names_without_ca_pem_take_the_live_ca_file(tmp_path: Path) -> No
     assert staged.returncode == 0, staged.stdout + staged.stderr
     [folder] = [p for p in (node.root / "keys" / "incoming").iterdir() if p.is_dir()]
     assert sorted(os.listdir(folder)) == ["certificate.pem", "privateKey.pem"]
+
+
+def test_status_of_a_node_before_its_first_install(tmp_path: Path) -> None:
+    """Before the first install `status` says there are no generations yet and that the live
+    files are adopted at the first install (a newcomer saw two empty headings); after it,
+    generation 000001 is the adopted files and 000002 the set."""
+    node = make_node(tmp_path)
+    config = str(node.write_config())
+    before = run_cli("status", "--no-probe", "--config", config)
+    assert before.returncode == 0, before.stdout + before.stderr
+    text = before.stdout
+    assert "generations:\n   none yet: the live files are adopted as generation 000001" in text
+    assert "last operations:\n   none yet" in text
+    assert run_cli("install", "--config", config, str(node.source("first"))).returncode == 0
+    after = run_cli("status", "--no-probe", "--config", config).stdout
+    assert "none yet" not in after
+    assert " 000001 " in after
+    assert "* 000002 " in after

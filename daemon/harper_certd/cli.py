@@ -521,6 +521,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if data["watch_only"]:
         out(f"watch-only: {data['watch_only']}")
     out("generations:")
+    if not data["generations"] and not data["watch_only"]:
+        out("   none yet: the live files are adopted as generation 000001 at the first install")
     for g in data["generations"]:
         mark = "*" if g["current"] else " "
         subject = g["subject"] or "(certificate unreadable)"
@@ -529,6 +531,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         if g["id"] in data["damaged"]:
             out(f"     {data['damaged'][g['id']]}")
     out("last operations:")
+    if not data["history"]:
+        out("   none yet")
     for h in data["history"]:
         out(f"   {h['time']}  {h['op']:<9} {h['outcome']}  {h.get('generation') or ''}")
     _emit(lambda: say(lines))
