@@ -241,3 +241,26 @@ def test_status_of_a_node_before_its_first_install(tmp_path: Path) -> None:
     assert "none yet" not in after
     assert " 000001 " in after
     assert "* 000002 " in after
+
+
+def test_a_folder_with_another_key_is_warned_about(tmp_path: Path) -> None:
+    """A CA's key left in the set's folder (the recipe run in one folder) is named in a
+    ``source_other_key`` warning before the folder, key and all, is filed in processed/;
+    the set itself goes in."""
+    node = make_node(tmp_path)
+    config = str(node.write_config())
+    folder = node.source("with-root-key")
+    devca.write_private(folder / "root.key", devca.key_pem(devca.make_key()))
+    (folder / "node.csr").write_text("not a key\n")
+    dry = run_cli("install", "--dry-run", "--config", config, str(folder))
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    assert "warning: source_other_key: " in dry.stdout
+    assert "also holds root.key, named like a private key" in dry.stdout
+    assert "node.csr" not in dry.stdout
+    done = run_cli("install", "--json", "--config", config, str(folder))
+    assert done.returncode == 0, done.stdout + done.stderr
+    outcome = json.loads(done.stdout)
+    assert [p["code"] for p in outcome["problems"]] == ["source_other_key"]
+    assert (Path(outcome["kept_at"]) / "root.key").exists()  # filed whole, as it says
+    plain = node.source("plain")
+    assert "source_other_key" not in run_cli("install", "--config", config, str(plain)).stdout

@@ -323,7 +323,7 @@ def _install_dry_run(ctx: Context, folder: Path, args: argparse.Namespace) -> in
         names = source.labels  # the files read: messages name them
         report = verdict.validate_set(ctx, source.data, (names[0], names[1], names[2]))
         certificate = report.as_dict()["certificate"]
-        problems = list(report.problems)
+        problems = [*report.problems, *judge.other_keys(source)]
         if report.valid and not args.force_older:
             older = judge.older_than_live(ctx, report, folder)
             if older is not None:

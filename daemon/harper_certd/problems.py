@@ -189,6 +189,11 @@ CODES: dict[str, tuple[Severity, str]] = {
         Severity.ERROR,
         "The source folder does not hold a whole set (Harper's or certbot's file names).",
     ),
+    "source_other_key": (
+        Severity.WARNING,
+        "The source folder holds another file named like a private key besides the set's key "
+        "(a CA's key, say); it is filed with the set.",
+    ),
     "source_has_ca_file": (
         Severity.ERROR,
         "The source folder holds a CA file (ca.pem) for a set without one (a public "
@@ -313,6 +318,7 @@ INSTALL_CODES = frozenset(
         "source_unreadable",
         "source_unsafe",
         "source_incomplete",
+        "source_other_key",
         "source_has_ca_file",
         "source_unmovable",
         "set_unroutable",

@@ -55,6 +55,18 @@ class Source:
     # each role's file as messages name it: (certificate, key, CA file); the CA file may be
     # the configured one a folder without ca.pem is given, and is "" for a set without one
     labels: tuple[str, str, str] = ("certificate", "private key", "CA file")
+    # names in the folder not read as the set's, sorted (listed only; never opened)
+    others: tuple[str, ...] = ()
+
+    def other_keys(self) -> tuple[str, ...]:
+        """The folder's other names that look like a private key's (``*.key``, ``*.p8``,
+        ``*key*.pem``): a CA's key made beside the set is moved with it into processed/."""
+        return tuple(
+            n
+            for n in self.others
+            if n.lower().endswith((".key", ".p8", ".pk8"))
+            or (n.lower().endswith(".pem") and "key" in n.lower())
+        )
 
 
 MEMBER_LIMIT = load.MAX_FILE_BYTES  # bytes per member file
@@ -299,7 +311,8 @@ def read_source(
             data, names = _read_without_ca(folder, reader)
     cert, key, ca = names
     labels = (str(folder / cert), str(folder / key), "" if ca is None else ca)
-    return Source(folder, data, reader.lineage, tuple(reader.read), identity_of(st), labels)
+    others = tuple(sorted(reader.names - {n for n, _ in reader.read}))
+    return Source(folder, data, reader.lineage, tuple(reader.read), identity_of(st), labels, others)
 
 
 @contextlib.contextmanager

@@ -54,6 +54,25 @@ def new_hazards(ctx: Context, data: SetBytes) -> tuple[Problem, ...]:
         return ()
 
 
+def other_keys(source: Source) -> tuple[Problem, ...]:
+    """``source_other_key`` (a warning) when the folder holds other files named like private
+    keys: they move with it into processed/ (a newcomer's CA key did, from the folder the
+    docs' recipe made the set in)."""
+    found = source.other_keys()
+    if not found or source.is_certbot_lineage:  # a lineage is read, never moved
+        return ()
+    listed = ", ".join(found)
+    return (
+        problem(
+            "source_other_key",
+            f"{source.folder} also holds {listed}, named like a private key, besides the set's "
+            f"key ({Path(source.labels[1]).name}); the folder is filed whole, with it, in "
+            "processed/ or rejected/. Keep a CA's key off the node; hand over the set's files "
+            "only.",
+        ),
+    )
+
+
 def older_than_live(ctx: Context, new: Report, folder: Path) -> Problem | None:
     # Only the live leaf's names and expiry matter here: no need to validate the live set.
     try:
@@ -149,7 +168,7 @@ def judge(
     names = source.labels  # the files read: messages name them
     try:
         report = validate_set(ctx, source.data, (names[0], names[1], names[2]))
-        problems = report.problems
+        problems = (*report.problems, *other_keys(source))
         if report.valid:
             problems = (*problems, *new_hazards(ctx, source.data))
         if report.valid and not force_older and (older := older_than_live(ctx, report, folder)):
