@@ -316,6 +316,7 @@ def test_cli_install_status_rollback(node: Node) -> None:
     first = cli("install", str(node.source("one")))
     assert first.returncode == 0, first.stderr
     assert "Installed as generation 000002" in first.stdout
+    assert "()" not in first.stdout  # no empty account of how (a restart command says none)
     st = cli("status", "--json")
     data = json.loads(st.stdout)
     assert data["current_generation"] == "000002"

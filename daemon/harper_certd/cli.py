@@ -360,11 +360,11 @@ def _install_sentence(outcome: object) -> str:
     assert isinstance(outcome, InstallOutcome)
     kept = f" The source is kept in {outcome.kept_at}." if outcome.kept_at else ""
     if outcome.status == InstallStatus.INSTALLED:
-        how = outcome.applied.detail if outcome.applied else ""
+        how = f" ({outcome.applied.detail})" if outcome.applied and outcome.applied.detail else ""
         if outcome.error:  # installed and live; only filing the source failed
             gen = outcome.generation
-            return f"Installed as generation {gen} ({how}). Warning: {outcome.error}."
-        return f"Installed as generation {outcome.generation} ({how}).{kept}"
+            return f"Installed as generation {gen}{how}. Warning: {outcome.error}."
+        return f"Installed as generation {outcome.generation}{how}.{kept}"
     if outcome.status == InstallStatus.UNCHANGED:
         warning = f" Warning: {outcome.error}." if outcome.error else ""
         return f"The set is already live (generation {outcome.generation}).{kept}{warning}"

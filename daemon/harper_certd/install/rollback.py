@@ -207,7 +207,9 @@ def _proven(ctx: Context, target: Generation, current: Generation, proof: Proof)
             target.id,
             current.id,
             applied,
-            f"generation {target.id} is live again",
+            f"generation {target.id} is live again ({applied.detail})"
+            if applied.detail
+            else f"generation {target.id} is live again",
         )
     if proof.refusals:
         back = after_failed_install(ctx, current, target, reason=applied.detail)
