@@ -184,6 +184,16 @@ def test_refusals_name_the_files_read(tmp_path: Path) -> None:
     done = run_cli("install", "--dry-run", "--config", config, str(certbot))
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"key_unreadable: {certbot}/privkey.pem" in done.stdout + done.stderr, done.stdout
+    # an empty file says which and how to fix it, for each of the three
+    for name, fix in (
+        ("certificate.pem", "write the certificate into it"),
+        ("privateKey.pem", "write the certificate's private key into it"),
+        ("ca.pem", "put the CA certificates into it"),
+    ):
+        empty = node.source(f"empty-{name}")
+        (empty / name).write_bytes(b"")
+        said = run_cli("install", "--dry-run", "--config", config, str(empty)).stdout
+        assert f"{empty}/{name} is empty; Fix: {fix}" in said, said
 
 
 def test_a_source_that_does_not_exist_is_a_usage_error(tmp_path: Path) -> None:

@@ -578,3 +578,26 @@ def test_stage_into_the_folder_of_the_named_set(
     assert sorted(os.listdir(folder / staged[0])) == ["ca.pem", "certificate.pem", "privateKey.pem"]
     assert main(["stage", str(src), "--set", "nope", "--config", cfg]) == 2
     assert "(sets: replication, public)" in capsys.readouterr().err
+
+
+def test_layout_files_are_read_again_when_they_change(tmp_path: Path) -> None:
+    """The layout's certificate files are parsed once per change of what the path leads to
+    (device, inode, size, mtime, ctime): the same certificates while nothing changed, the
+    new ones after an install swaps the link's target or a file is written over in place."""
+    node = make_node(tmp_path)
+    [cert_set] = discover.load_config(node.root).sets()
+    first = hazards.read_material(cert_set)
+    assert hazards.read_material(cert_set).leaf is first.leaf  # unchanged: not parsed again
+    assert install(build_context(node.config), node.source("swapped")).status == "installed"
+    swapped = hazards.read_material(cert_set).leaf
+    assert swapped is not None
+    assert first.leaf is not None
+    assert devca.fingerprint_of(swapped) != devca.fingerprint_of(first.leaf)
+    # written over in place (same path, same inode): read again too
+    other = devca.make_leaf(node.ca, "nodea", dns=["nodea"], ips=["127.0.0.2"])
+    live = Path(os.path.realpath(node.root / "keys" / "certificate.pem"))
+    os.chmod(live, 0o644)
+    live.write_bytes(other.cert_pem)
+    again = hazards.read_material(cert_set).leaf
+    assert again is not None
+    assert devca.fingerprint_of(again) == devca.fingerprint_of(devca.load_cert(other.cert_pem))

@@ -160,14 +160,6 @@ def file_away(ctx: Context, folder: Path, where: Path, source: Source | None) ->
     return filing(ctx, folder, where, source)[0]
 
 
-def _runnable(message: str, folder: Path, kept: Path | None) -> str:
-    """A sentence naming the folder or a file in it (``older_than_live``'s "harper-certd
-    install --force-older SRC", "SRC/ca.pem is empty") names it where rejected/ keeps it
-    (``hints.moved``), as the command line says it: the one in incoming/ is gone by the time
-    anyone reads the line or reason.json (their ``source`` keeps where it came from)."""
-    return moved(message, folder, kept)
-
-
 def reject(
     ctx: Context,
     folder: Path,
@@ -186,9 +178,10 @@ def reject(
         "time": ctx.clock().isoformat(),
         "stage": stage,
         "set": ctx.set_name,  # None: refused for no set (set_unroutable)
-        "problems": [
-            {**p.as_dict(), "message": _runnable(p.message, folder, dest)} for p in problems
-        ],
+        # a sentence naming the folder or a file in it ("--force-older SRC", "SRC/ca.pem is
+        # empty") names it where rejected/ keeps it, as the command line says it; ``source``
+        # keeps where it came from
+        "problems": [{**p.as_dict(), "message": moved(p.message, folder, dest)} for p in problems],
         "certificate": None if report is None else report.as_dict()["certificate"],
         "judge": None if report is None or report.judge is None else report.judge.as_dict(),
     }
@@ -220,7 +213,7 @@ def refuse(
         events.SetRefused(
             source=str(folder),
             codes=[p.code for p in errors],
-            reason=_runnable(errors[0].message, folder, kept),
+            reason=moved(errors[0].message, folder, kept),  # as in reason.json
             kept_at=str(kept) if kept else None,
             now=ctx.clock().isoformat(),
         )
