@@ -23,13 +23,14 @@ import contextlib
 import importlib
 import logging
 import os
+import queue
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from watchdog.events import FileSystemEvent, FileSystemEventHandler
 from watchdog.observers import Observer
-from watchdog.observers.api import ObservedWatch
+from watchdog.observers.api import EventDispatcher, ObservedWatch
 
 from harper_certd import quiet
 from harper_certd.incoming import OVERFLOW
@@ -151,10 +152,24 @@ class Watcher:
         return self.check()
 
     def stop(self) -> None:
+        """Stop watching; never raises for watchdog's own state.  watchdog 7.1's inotify
+        emitter can lose track of its watches after a kernel queue overflow (a ``KeyError``
+        in its thread, then again in ``stop``: seen under tests/test_storms.py's churn); the
+        emitters that stop did not reach are stopped one by one, so that a reload's new
+        watcher always starts (a thread watchdog can no longer wake may stay blocked on its
+        own inotify descriptor: a daemon thread, gone with the process)."""
         # Stopping races watchdog's own emitter threads, which then log a harmless error.
         _WATCHDOG_LOG.setLevel(logging.CRITICAL)
         _OVERFLOW_HOOK.notify.pop(id(self), None)
-        self.observer.stop()
+        try:
+            self.observer.stop()
+        except Exception:  # watchdog's bookkeeping broke (above): finish its stop by hand
+            for emitter in list(self.observer.emitters):
+                with contextlib.suppress(Exception):
+                    emitter.stop()
+            # what EventDispatcher.stop does after the step that raised: wake its thread
+            with contextlib.suppress(queue.Full):
+                self.observer.event_queue.put_nowait(EventDispatcher.stop_event)
         self.observer.join(timeout=5)
         if _OVERFLOW_HOOK.notify:  # other watchers run on (a multi-set daemon's reload)
             _WATCHDOG_LOG.setLevel(logging.ERROR)
@@ -181,7 +196,7 @@ class Watcher:
             except OSError:
                 inode = None
             armed = self.watches.get(root.path)
-            if armed is not None and armed[1] == inode and not gone:
+            if armed is not None and armed[1] == inode and not gone and self._alive(armed[0]):
                 continue
             if armed is not None:
                 with contextlib.suppress(KeyError, OSError):
@@ -202,6 +217,12 @@ class Watcher:
                     self.lost.discard(root.path)
                     changes.append(f"watching {root.path} again")
         return changes
+
+    def _alive(self, watch: ObservedWatch) -> bool:
+        """Whether the thread reading ``watch``'s events still runs: watchdog's inotify
+        thread dies of a ``KeyError`` after some queue overflows (see ``stop``), and its
+        folder then goes unwatched until it is scheduled again."""
+        return any(e.watch == watch and e.is_alive() for e in self.observer.emitters)
 
 
 def _ident(st: os.stat_result) -> tuple[int, int]:

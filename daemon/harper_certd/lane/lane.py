@@ -348,6 +348,7 @@ class Lane:
         if taken.watched:
             self.next_watch_check = 0.0  # a watched folder itself changed: re-arm if needed
         if taken.rescan:
+            self.next_watch_check = 0.0  # an overflow can kill watchdog's thread: re-arm
             if now - self.overflow_reported >= OVERFLOW_REPORT_SECONDS:
                 self.overflow_reported = now
                 logs.emit(
