@@ -151,6 +151,24 @@ def test_hint_names_where_the_source_is_now_and_logs_are_json(tmp_path: Path) ->
     assert message.rsplit("--force-older ", 1)[1] == named
 
 
+def test_a_refusal_is_said_once_on_the_console(tmp_path: Path) -> None:
+    """A newcomer saw install's refusal twice: the certd.set_refused console line carried the
+    reason the command prints itself. The console leaves that event out (the journal and
+    JSON lines keep it: the test above); the sentence is printed once, the other events stay."""
+    node = make_node(tmp_path)
+    config = str(node.write_config())
+    installed = run_cli("install", "--config", config, str(node.source("new")))
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert "certd.set_installed" in installed.stderr  # the command's other events stay
+    older = node.source("older", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=30))
+    done = run_cli("install", "--config", config, str(older))
+    assert done.returncode == 1, done.stdout + done.stderr
+    [hint] = [line for line in done.stdout.splitlines() if "older_than_live" in line]
+    sentence = hint.split("older_than_live: ", 1)[1]
+    assert (done.stdout + done.stderr).count(sentence) == 1, done.stdout + done.stderr
+    assert "certd.set_refused" not in done.stderr, done.stderr
+
+
 def test_an_operators_rollback_is_told_apart(tmp_path: Path) -> None:
     node = make_node(tmp_path)
     config = str(node.write_config())

@@ -35,6 +35,8 @@ def test_system_store_reads_bundle_and_hashed_dir_once_each(tmp_path: Path) -> N
     ]
     assert store.contains(c.cert)
     assert not store.contains(d.cert)
+    # same subject, another key: not the root OpenSSL would trust (matched on both)
+    assert not store.contains(devca.make_ca("trust root c").cert)
     assert store.issuers_of([devca.make_leaf(b, "nodea").cert]) == (b.cert,)
     override = trust.system_store(hashed / "0a1b2c3d.1", env=env)
     assert override.certs == (c.cert, a.cert)

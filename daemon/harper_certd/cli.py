@@ -160,8 +160,14 @@ def _configure_cli_logging(args: argparse.Namespace) -> None:
         as_json = load_config(_config_path(args)).log.format == "json"
     except Exception:  # the command reads it again and says what is wrong with it
         as_json = False
-    logs.configure(json=as_json, stream=sys.stderr)
+    omits = _CONSOLE_OMITS.get(args.command, frozenset())
+    logs.configure(json=as_json, stream=sys.stderr, console_omits=omits)
     journald.attach()  # the same JSON events in the journal, identifier harper-certd
+
+
+# Events a command prints itself, left off its console log (the journal keeps them): a
+# refusal's reason is the problems ``install`` prints, sentence for sentence.
+_CONSOLE_OMITS = {"install": frozenset({"certd.set_refused"})}
 
 
 def keep_running() -> None:
@@ -457,7 +463,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     judge.configure(node=ctx.config.judge.node, harper_pid=lambda: pid_of(root))
     info = status(ctx)
     now = ctx.clock()
-    snap = health.snapshot(ctx, now, served=not args.no_probe)
+    snap = health.snapshot(ctx, now, served=not args.no_probe, live=info.live)
     data = {
         **info.as_dict(now),
         **snap.as_dict(),

@@ -462,18 +462,21 @@ def snapshot(
     at: dt.datetime | None = None,
     *,
     served: tuple[ServedView, ...] | bool | None = True,
+    live: Report | None = None,
 ) -> Snapshot:
     """The node's health now.  ``served``: True probes Harper's ports, False does not, a
-    tuple (or None: Harper not running) is a probe already made by the daemon's re-check."""
+    tuple (or None: Harper not running) is a probe already made by the daemon's re-check.
+    ``live``: the live set's report when the caller has just made it (``status``: the set
+    is then judged once per command), else None: judged here."""
     at = at or ctx.clock()
     config = ctx.config
     findings: list[Finding] = []
-    report: Report | None
-    try:
-        report = live_report(ctx)
-    except CertdError as exc:
-        report = None
-        findings.append(Finding("live_unreadable", str(exc)))
+    report: Report | None = live
+    if report is None:
+        try:
+            report = live_report(ctx)
+        except CertdError as exc:
+            findings.append(Finding("live_unreadable", str(exc)))
     certs = _views(report) if report is not None else ()
     leaf_view = next((c for c in certs if c.role == "leaf"), None)
     next_renewal = overdue = None

@@ -91,6 +91,8 @@ class _Output:
     stream: TextIO
     min_level: int
     console: structlog.dev.ConsoleRenderer | None  # None: JSON lines for journald
+    # Events a console does not show (the command prints them itself); JSON lines keep all.
+    console_omits: frozenset[str] = frozenset()
 
 
 # The processors, the logger factory and the wrapper class never change; they read
@@ -203,6 +205,8 @@ def _filter_level(logger: WrappedLogger, method_name: str, event_dict: EventDict
     out = _output
     level = event_dict.get("level", method_name)
     if out is not None and LEVELS.get(level, logging.INFO) < out.min_level:
+        raise structlog.DropEvent
+    if out is not None and out.console is not None and event_dict.get("event") in out.console_omits:
         raise structlog.DropEvent
     return event_dict
 
@@ -344,13 +348,20 @@ def _is_tty(stream: TextIO) -> bool:
 
 
 def configure(
-    *, json: bool | None = None, stream: TextIO | None = None, level: str = "info"
+    *,
+    json: bool | None = None,
+    stream: TextIO | None = None,
+    level: str = "info",
+    console_omits: frozenset[str] = frozenset(),
 ) -> None:
     """Send events at *level* and above to *stream* (default: ``sys.stdout`` now).
 
     *json*: True for JSON lines prefixed with the sd-daemon priority, False for
     the console renderer (coloured on a terminal unless NO_COLOR is set), None to
-    choose by whether *stream* is a terminal.
+    choose by whether *stream* is a terminal.  *console_omits*: event names the console
+    renderer leaves out because the command prints them itself (``install`` prints a
+    refusal's problems; ``certd.set_refused`` would say the same sentence again); JSON
+    lines and the observers (journald's copy) still get them.
     Safe to call again (SIGHUP): loggers obtained or bound before follow the new
     settings.
     """
@@ -365,7 +376,9 @@ def configure(
 
     global _output  # noqa: PLW0603 - one process-wide output, swapped whole on reload
     with _write_lock:
-        _output = _Output(stream=target, min_level=LEVELS[name], console=console)
+        _output = _Output(
+            stream=target, min_level=LEVELS[name], console=console, console_omits=console_omits
+        )
     structlog.configure(
         processors=_PROCESSORS,
         wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG),
