@@ -55,6 +55,14 @@ def test_status_no_probe_leaves_the_websocket_client_unloaded(tmp_path: Path) ->
         "harper_certd.install.outcomes",
         "harper_certd.peers",
         "secrets",
+        # nor Harper's API client, the probes and the restart methods: the applier is built at
+        # its first call (install.context), the ports are dialled only without --no-probe
+        "harper_certd.harper.apply",
+        "harper_certd.harper.api",
+        "harper_certd.harper.probe",
+        "harper_certd.restart",
+        "http.client",
+        "ssl",
     }
     assert "harper_certd.install.verdict" in modules
     assert not modules & left_out, modules & left_out

@@ -132,8 +132,9 @@ def _configure_judge(node: str | None, harper_root: Path) -> None:
     judge.configure(node=node, harper_pid=lambda: harper_pid(harper_root))
 
 
-def _context(args: argparse.Namespace) -> Context:
-    """The set's context from --config and the flags that override it."""
+def _context(args: argparse.Namespace, *, applies: bool = True) -> Context:
+    """The set's context from --config and the flags that override it (``applies`` False:
+    a command that reads only, ``install.context.build_context``)."""
     from harper_certd import config as cfg
     from harper_certd.install.context import build_context
 
@@ -146,7 +147,7 @@ def _context(args: argparse.Namespace) -> Context:
         harper=harper,
         state_dir=Path(args.state_dir) if args.state_dir else None,
     )
-    return build_context(config, set_name=getattr(args, "cert_set", None))
+    return build_context(config, set_name=getattr(args, "cert_set", None), applies=applies)
 
 
 def _configure_cli_logging(args: argparse.Namespace) -> None:
@@ -458,7 +459,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from harper_certd import health, judge
     from harper_certd.status import status
 
-    ctx = _context(args)
+    ctx = _context(args, applies=False)
     root = ctx.paths.harper_root
     judge.configure(node=ctx.config.judge.node, harper_pid=lambda: pid_of(root))
     info = status(ctx)

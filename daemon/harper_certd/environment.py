@@ -27,7 +27,6 @@ from pathlib import Path
 from harper_certd import discover
 from harper_certd.config import Config
 from harper_certd.errors import ConfigError
-from harper_certd.harper.api import operations_api
 from harper_certd.harper.method import RestartMethod
 
 SYSTEMD_MARKERS = ("INVOCATION_ID", "NOTIFY_SOCKET")
@@ -98,6 +97,9 @@ def findings(
             )
         )
     elif RestartMethod(method).may_hot_reload:
+        # start-up cost: Harper's API client (http.client) only for the daemon's start-up check
+        from harper_certd.harper.api import operations_api
+
         api = operations_api(config, harper, env)
         if api is None or api.credentials is None:
             out.append(

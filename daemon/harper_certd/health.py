@@ -36,8 +36,6 @@ from harper_certd.adoption import foreign
 from harper_certd.check import check_entry
 from harper_certd.config import Config
 from harper_certd.errors import CertdError
-from harper_certd.harper.apply import make_harper
-from harper_certd.harper.probe import served_local
 from harper_certd.harper.process import harper_pid
 from harper_certd.install.context import store_dir
 from harper_certd.install.verdict import live_report
@@ -449,6 +447,10 @@ def probe_served(ctx: Context) -> tuple[ServedView, ...] | None:
     """What Harper serves on each secure port it serves the managed set on; None if stopped."""
     if harper_pid(ctx.paths.harper_root) is None:
         return None
+    # start-up cost: Harper's API client and the probes only when the ports are dialled
+    from harper_certd.harper.apply import make_harper
+    from harper_certd.harper.probe import served_local
+
     harper = make_harper(ctx.config, ctx.harper)
     out = []
     for name, port in harper.ports.items():

@@ -11,11 +11,11 @@ key ``harper.trust_store`` (one PEM bundle) replaces both.
 
 from __future__ import annotations
 
+import _ssl
 import binascii
 import functools
 import os
 import re
-import ssl
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -159,9 +159,11 @@ def system_store(override: Path | None = None, env: Mapping[str, str] | None = N
     if override is not None:
         return TrustStore(str(override), *_certificates(_ders(override)))
     env = os.environ if env is None else env
-    defaults = ssl.get_default_verify_paths()
-    cafile = env.get(defaults.openssl_cafile_env) or defaults.openssl_cafile
-    capath = env.get(defaults.openssl_capath_env) or defaults.openssl_capath
+    # ssl.get_default_verify_paths() without ssl.py (2 ms of start-up): the C function it
+    # wraps, (cafile variable, cafile, capath variable, capath) as OpenSSL was built
+    cafile_env, default_cafile, capath_env, default_capath = _ssl.get_default_verify_paths()
+    cafile = env.get(cafile_env) or default_cafile
+    capath = env.get(capath_env) or default_capath
     return _cached(cafile, capath, _stamp(cafile), _stamp(capath))
 
 

@@ -3,7 +3,11 @@
 ``build_context`` reads the configuration's paths and Harper's configuration, picks the
 managed set (``managed_set``: the replication set, else the first, or a named one), opens
 its store (``<state>/`` for the primary set, ``<state>/sets/<name>/`` for another) and
-builds its applier, with the peers' wait handed to it as the before-restart hook.
+builds its applier, with the peers' wait handed to it as the before-restart hook: before
+anything changes, so that a configuration the applier refuses (an Operations API credentials
+file others can read) stops the command at once.  ``status`` asks for a context that never
+applies (``applies=False``): it imports none of ``harper.apply`` (Harper's API client, the
+probes, the restart methods; about 15 ms of its start-up).
 """
 
 from __future__ import annotations
@@ -20,12 +24,8 @@ from harper_certd import discover, environment, judge, load
 from harper_certd.clock import utc_now
 from harper_certd.config import Config, Paths, resolve_paths
 from harper_certd.errors import ConfigError, SwapError
-from harper_certd.harper.api import operations_api
-from harper_certd.harper.apply import BeforeRestart, make_applier
-from harper_certd.harper.probe import Sleep
 from harper_certd.harper.process import harper_pid
 from harper_certd.install.managed import SETS_DIR, Managed, managed_set
-from harper_certd.restart import Applier
 from harper_certd.roles import Purpose, SetBytes
 from harper_certd.schedule import RestartBudget
 from harper_certd.swap import Store
@@ -33,6 +33,10 @@ from harper_certd.trust import TrustStore, system_store
 
 if TYPE_CHECKING:
     from harper_certd import peers
+    from harper_certd.generation import Generation
+    from harper_certd.harper.apply import BeforeRestart
+    from harper_certd.harper.probe import Sleep
+    from harper_certd.restart import Applied, Applier
 
 Clock = Callable[[], dt.datetime]
 
@@ -59,7 +63,9 @@ class Context:
 
     def peer_scope(self) -> peers.Scope:
         """What the peer guard needs of this node and set (``peers.Scope``)."""
-        from harper_certd import peers  # start-up cost: status and check never guard
+        # start-up cost: status and check never guard (nor import Harper's API client)
+        from harper_certd import peers
+        from harper_certd.harper.api import operations_api
 
         not_checked = None
         api = None
@@ -97,6 +103,8 @@ class Context:
 def wait_for_peers(config: Config, harper: discover.HarperConfig) -> BeforeRestart:
     """The applier's before-restart hook: never take this node down while a peer is not
     connected (it may be restarting itself); bounded by ``peers.restart_wait_seconds``."""
+    from harper_certd.harper.api import operations_api  # start-up cost: see the module
+
     api = operations_api(config, harper)
 
     def wait(sleep: Sleep) -> float:
@@ -122,7 +130,11 @@ def build_context(
     applier: Applier | None = None,
     interrupted: threading.Event | None = None,
     set_name: str | None = None,
+    applies: bool = True,
 ) -> Context:
+    """The context of the managed set (``set_name``, else the primary set).  ``applier``:
+    the applier to use (tests), else ``restart.method``'s; ``applies`` False: a context that
+    reads only (its applier raises RuntimeError if called).  ConfigError, SwapError."""
     paths = resolve_paths(config)
     harper = discover.load_config(paths.harper_root)
     _configure_judge(config, paths.harper_root)
@@ -147,19 +159,35 @@ def build_context(
         managed,
         store,
         applier
-        or make_applier(
-            config,
-            harper,
-            store,
-            interrupted,
-            managed.live.cert,
-            before_restart=wait_for_peers(config, harper),
+        or (
+            _applier(config, harper, store, interrupted, managed.live.cert)
+            if applies
+            else _reads_only
         ),
         clock,
         RestartBudget(config.restart.restarts_per_hour),
         interrupted,
         next((c.name for c in harper.sets() if c.first.cert_path == managed.live.cert), None),
     )
+
+
+def _applier(
+    config: Config,
+    harper: discover.HarperConfig,
+    store: Store,
+    interrupted: threading.Event | None,
+    cert: Path,
+) -> Applier:
+    """``restart.method``'s applier for this set, the peers' wait as its before-restart hook."""
+    from harper_certd.harper.apply import make_applier  # start-up cost: see the module
+
+    before = wait_for_peers(config, harper)
+    return make_applier(config, harper, store, interrupted, cert, before_restart=before)
+
+
+def _reads_only(previous: Generation | None, gen: Generation) -> Applied:
+    """The applier of a context built with ``applies=False``: never called."""
+    raise RuntimeError("this context was built to read only (applies=False)")
 
 
 def store_dir(paths: Paths, harper: discover.HarperConfig, name: str) -> Path:
