@@ -18,7 +18,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
@@ -38,25 +38,6 @@ class TrustStore:
     where: str
     certs: tuple[x509.Certificate, ...]
     ders: tuple[bytes, ...]
-    # the certificates by subject, built at the first ``issuers_of``-style question only:
-    # decoding ~150 subjects costs about 5 ms, and ``contains`` (every status, check and
-    # install with a private CA) needs none of them
-    _by_subject: dict[x509.Name, list[x509.Certificate]] | None = field(
-        default=None, init=False, repr=False, compare=False
-    )
-
-    @property
-    def by_subject(self) -> dict[x509.Name, list[x509.Certificate]]:
-        if self._by_subject is None:
-            index: dict[x509.Name, list[x509.Certificate]] = {}
-            for cert in self.certs:
-                try:
-                    index.setdefault(cert.subject, []).append(cert)
-                except ValueError:  # a subject that does not decode matches no name
-                    continue
-            object.__setattr__(self, "_by_subject", index)
-            return index
-        return self._by_subject
 
     def _spki(self, cert: x509.Certificate) -> bytes:
         return cert.public_key().public_bytes(
@@ -68,7 +49,7 @@ class TrustStore:
 
         A root's DER holds its SubjectPublicKeyInfo verbatim, so only the roots whose DER
         contains ``cert``'s are decoded and compared (key, then subject): the same answer
-        as comparing every root's subject, without decoding ~150 of them."""
+        as comparing every root's subject, without decoding ~150 of them (about 5 ms)."""
         spki = self._spki(cert)
         for der, root in zip(self.ders, self.certs, strict=True):
             if spki not in der or self._spki(root) != spki:
