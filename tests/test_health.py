@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,16 @@ def test_refusal_and_held_set_are_warnings_until_a_newer_install(
     code, data = _status(node)
     assert (code, data["findings"]) == (0, [])
     assert data["last"]["rotation"]["outcome"] == "installed"
+    # a refusal the operator dismisses by removing its folder from rejected/: no finding
+    junk = node.source("junk")
+    (junk / "certificate.pem").write_bytes(b"junk")
+    assert install(build_context(node.config), junk).status == "refused"
+    code, data = _status(node)
+    assert [f["code"] for f in data["findings"]] == ["refused"]
+    shutil.rmtree(data["refusals"][0]["kept_at"])
+    code, data = _status(node)
+    assert (code, data["findings"]) == (0, [])
+    assert str(kept) in [r["kept_at"] for r in data["refusals"]]  # the earlier one is kept
 
 
 def test_harper_not_running_is_a_warning(tmp_path: Path) -> None:

@@ -86,7 +86,11 @@ FINDINGS: dict[str, tuple[Level, str]] = {
         "The last renewal failed (from the first failure: its reason and the next attempt).",
     ),
     "rolled_back": (Level.WARNING, "The last rotation was rolled back; nothing newer installed."),
-    "refused": (Level.WARNING, "The newest candidate set was refused; nothing newer installed."),
+    "refused": (
+        Level.WARNING,
+        "The newest candidate set was refused; nothing newer installed, its folder still in "
+        "`rejected/`.",
+    ),
     "set_held": (
         Level.WARNING,
         "A set waits in the incoming folder, held: its notBefore is ahead of the clock, a peer "

@@ -43,7 +43,10 @@ def read(rejected: Path, name: str) -> dict[str, Any] | None:
 
 
 def read_all(rejected: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(filed name, record) of every record kept, in no particular order."""
+    """(filed name, record) of every record whose folder is still in ``rejected/``, in no
+    particular order.  Removing a refused folder by hand dismisses its refusal (the status
+    finding ``refused`` clears without a newer install); the folder is only looked up by
+    name (``lstat``), never read."""
     try:
         names = os.listdir(rejected / FOLDER)
     except OSError:
@@ -51,6 +54,8 @@ def read_all(rejected: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     for entry in names:
         if entry.endswith(".json") and not entry.startswith("."):
             name = entry.removesuffix(".json")
+            if not os.path.lexists(rejected / name):
+                continue  # dismissed: the operator removed the folder
             found = read(rejected, name)
             if found is not None:
                 yield name, found
