@@ -71,7 +71,9 @@ def test_validate_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert bad_at.value.code == 2
     missing = SetPaths(tmp_path / "a", tmp_path / "b", tmp_path / "c")
     assert main(_args(missing)) == 2
-    assert "does not exist" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "does not exist" in out
+    assert "see: openssl" not in out  # no command to look at a file that is not there
 
 
 def test_console_script_runs(good: SetPaths) -> None:

@@ -5,13 +5,20 @@ Kept apart from ``check`` so that ``validate`` does not import Harper's config r
 
 from __future__ import annotations
 
+import os
+
 from harper_certd.problems import Problem
 from harper_certd.roles import SetPaths
 
 
 def openssl_commands(problem: Problem, paths: SetPaths) -> list[str]:
-    """Commands a person can run to see a problem for themselves (Harper's troubleshooting)."""
+    """Commands a person can run to see a problem for themselves (Harper's troubleshooting);
+    none for a file that does not exist (the problem's sentence says so; openssl would only
+    repeat it)."""
     cert, key, ca = paths.cert, paths.key, paths.ca
+    unread = {"cert_unreadable": cert, "key_unreadable": key, "ca_unreadable": ca}
+    if problem.code in unread and not os.path.lexists(unread[problem.code] or ""):
+        return []
     text = f"openssl x509 -in {cert} -noout -text"
     verify = f"openssl verify -CAfile {ca} -untrusted {cert} {cert}"
     by_code = {
