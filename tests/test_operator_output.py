@@ -13,11 +13,12 @@ import datetime as dt
 import json
 import os
 import re
+import subprocess
 import sys
 from pathlib import Path
 
 from daemonfix import DaemonProc
-from harper_certd import devca, health
+from harper_certd import devca, health, hints
 from harper_certd.install.context import build_context
 from nodefix import make_node, run_cli, status_json
 
@@ -179,6 +180,47 @@ def test_an_operators_rollback_is_told_apart(tmp_path: Path) -> None:
     assert snap.last["rollback"].outcome == "operator"
     _, data = status_json(node, "--no-probe")
     assert data["last"]["rollback"]["outcome"] == "operator"
+
+
+def test_a_relative_source_named_like_a_word_leaves_the_sentence_whole(tmp_path: Path) -> None:
+    """A newcomer ran `install expired` and `install key` from the folders' parent: the
+    refusal's sentence had every "expired" and "key" replaced by the rejected/ folder."""
+    node = make_node(tmp_path)
+    config = str(node.write_config())
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+    made = {
+        "expired": node.source("expired", not_before=past - dt.timedelta(days=30), not_after=past),
+        "key": node.source("key"),
+    }
+    made["key"].joinpath("privateKey.pem").write_bytes(devca.make_ca("other key").key_pem)
+    outputs = {}
+    for name, folder in made.items():
+        done = subprocess.run(
+            [sys.executable, "-m", "harper_certd", "install", "--config", config, name],
+            cwd=folder.parent,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 1, done.stdout + done.stderr
+        outputs[name] = done.stdout
+    assert "error: expired: The certificate expired on " in outputs["expired"]
+    assert "error: key_mismatch: The private key (" in outputs["key"]
+    for out in outputs.values():
+        [kept] = re.findall(r"The source is kept in (\S+)\.$", out, re.M)
+        assert Path(kept).parent == node.root / "keys" / "rejected"
+        assert out.count(kept) == 1, out  # named where it is kept, and nowhere else
+
+
+def test_moved_replaces_the_folder_standing_as_a_path(tmp_path: Path) -> None:
+    src, kept = tmp_path / "set", tmp_path / "rejected" / "x-set"
+    kept.mkdir(parents=True)
+    message = f"{src}/ca.pem is empty; {src}2 and {src}.bak are others; run install {src}."
+    assert hints.moved(message, src, kept) == (
+        f"{kept}/ca.pem is empty; {src}2 and {src}.bak are others; run install {kept}."
+    )
+    assert hints.moved("set is a word", "set", kept) == "set is a word"  # relative: left
 
 
 def test_refusals_name_the_files_read(tmp_path: Path) -> None:

@@ -231,19 +231,23 @@ def cmd_install(args: argparse.Namespace) -> int:
     ctx = _context(args)
     if _missing_source(args.source, "install"):
         return EXIT_USAGE
-    note = None if args.cert_set is not None else _other_set_hint(ctx, Path(args.source))
+    # SOURCE by its absolute path from here on: messages name it so, and where the folder is
+    # filed replaces that path in them (hints.moved); a relative "expired" would have
+    # replaced the word in "The certificate expired on ..."
+    source = Path(args.source).absolute()
+    note = None if args.cert_set is not None else _other_set_hint(ctx, source)
     if args.dry_run:
         if note:
             say(note, file=sys.stderr)
-        return _install_dry_run(ctx, Path(args.source), args)
-    folder: Path | None = Path(args.source)
+        return _install_dry_run(ctx, source, args)
+    folder: Path | None = source
     if args.keep_source:
-        folder = _private_copy(ctx, Path(args.source))
+        folder = _private_copy(ctx, source)
     if folder is None:
         return EXIT_INVALID
     outcome = install(ctx, folder, force_older=args.force_older, force_peers=args.force)
     if note:  # said after the install: it names SOURCE where the install left it
-        say(hints.moved(note, Path(args.source), outcome.kept_at), file=sys.stderr)
+        say(hints.moved(note, source, outcome.kept_at), file=sys.stderr)
     if args.json:
         _print_json(outcome.as_dict())
     else:
