@@ -160,6 +160,35 @@ def test_validate_reports_node_verdict() -> None:
     assert "only the present" in later.judge.why
 
 
+def test_the_time_rule_reads_the_seconds_node_judged_in() -> None:
+    """Node's answer says when it judged: its verdict stands for ``at`` unless a validity
+    bound lies between the whole seconds of the two. A newcomer validating a certificate
+    made a second before got "Node judges only the present" whenever Node's start and the
+    model's instant fell in different seconds (a 2 s slack around Node's start)."""
+    root = devca.make_ca("time root")
+    made = dt.datetime(2026, 12, 7, 1, 0, 0, tzinfo=dt.UTC)
+    leaf = devca.make_leaf(root, "nodea", not_before=made)
+    t = made.timestamp()
+    at = made + dt.timedelta(seconds=2.05)
+    assert judge.holds_at([leaf.cert], at, (t + 1.8, t + 1.9))  # both after notBefore
+    assert judge.holds_at([leaf.cert], made + dt.timedelta(seconds=0.5), (t + 0.1, t + 0.2))
+    assert not judge.holds_at([leaf.cert], at, (t - 0.5, t - 0.4))  # Node judged before it
+    later = leaf.cert.not_valid_after_utc + dt.timedelta(days=1)
+    assert not judge.holds_at([leaf.cert], later, (t + 1.8, t + 1.9))
+
+
+@needs_node
+def test_a_certificate_made_a_moment_ago_is_judged_by_node() -> None:
+    root = devca.make_ca("fresh root")
+    now = dt.datetime.now(dt.UTC)
+    leaf = devca.make_leaf(root, "nodea", dns=["nodea"], not_before=now - dt.timedelta(seconds=1))
+    for _ in range(3):  # each run may fall across a second's boundary, or not
+        report = validate(Inputs(leaf.cert_pem, leaf.key_pem, root.cert_pem), at=now)
+        assert report.judge is not None
+        assert report.judge.kind == "node", report.judge.why
+        now = dt.datetime.now(dt.UTC)
+
+
 def _skip_without_mdwe() -> None:
     """Skip where the kernel has no PR_SET_MDWE (Linux before 6.3); probed in a child, as the
     setting cannot be undone."""

@@ -25,8 +25,8 @@ Linux's pipe size) and stdin closed.  Node then judges while Python imports, and
 is waiting when the analysis is done.  ``take`` hands that process over only when the judge's
 own request is byte for byte the one sent (files that changed in between, or arguments read
 otherwise than argparse reads them, give another request: the process is killed and the judge
-starts cold).  Node judged the set some 40 ms before ``judge.start`` noted its instant; the
-judge's time rule has 2 s of slack for that.
+starts cold).  Node judged the set some 40 ms before ``judge.start`` noted its instant;
+the judge's time rule reads the seconds Node says it judged in (``node.Batch.judged``).
 
 A leaf that imports only ``os``, ``atexit`` and ``time`` (built in) and ``rawio`` (``os``
 and ``stat``, which ``os`` loads) at first, not even ``typing`` (about 5 ms with ``re`` and

@@ -11,10 +11,10 @@ notBefore or notAfter between ``at`` and now (OpenSSL compares whole seconds: ex
 the notAfter second on, valid from the notBefore second on), so ``validate --at`` a few
 hours back is still Node's verdict; across a validity bound the model answers.
 
-The same set asked again within ``REUSE_SECONDS`` (``status`` judges the live set twice: its
-own summary and the health snapshot) shares the Node run already started: Node's verdict
-depends on the bytes, the names, the direction and the instant, and ``finish`` checks the
-instant against the run's own start as for any run.
+The same set asked again within ``REUSE_SECONDS`` (``status`` starts Node on the live set
+before its imports, then judges the same bytes) shares the Node run already started: Node's
+verdict depends on the bytes, the names, the direction and the instant, and ``finish`` checks
+the instant against the seconds Node says it judged in (``node.Batch.judged``) as for any run.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ __all__ = [
 
 # Bytes read per file by ``start_files`` (see warmstart.EARLY_LIMIT).
 EARLY_LIMIT = warmstart.EARLY_LIMIT
-# Seconds of slack around "now" for the time rule (Node starts a moment after we look).
+# Seconds of slack around "now" for the time rule when Node's answer does not say when it
+# judged (it says so since 2026-12-07: ``node.Batch.judged``).
 _SLACK = 2
 # Seconds a Node run is shared with the same request asked again.
 REUSE_SECONDS = 10.0
@@ -148,11 +149,15 @@ def _timestamp(value: dt.datetime) -> float:
     return value.timestamp()
 
 
-def holds_at(certs: Iterable[x509.Certificate], at: dt.datetime, now: float) -> bool:
-    """Whether Node's verdict now is its verdict at ``at``: no validity bound in between."""
-    a, n = math.floor(at.timestamp()), math.floor(now)
-    low, high = min(a, n) - _SLACK, max(a, n) + _SLACK
-    if high - low <= 2 * _SLACK:
+def holds_at(
+    certs: Iterable[x509.Certificate], at: dt.datetime, judged: tuple[float, float]
+) -> bool:
+    """Whether Node's verdict, made between ``judged``'s two instants (seconds since the
+    epoch), is its verdict at ``at``: no validity bound between the seconds they fall in
+    (OpenSSL compares validity in whole seconds: ``X509_cmp_time``)."""
+    seconds = (math.floor(at.timestamp()), math.floor(judged[0]), math.floor(judged[1]))
+    low, high = min(seconds), max(seconds)
+    if low == high:
         return True
     for cert in certs:
         for bound in (cert.not_valid_before_utc, cert.not_valid_after_utc):
@@ -176,7 +181,10 @@ def finish(
         batch = pending.run.result()
     except node.JudgeUnavailable as exc:
         return tuple(problems), model_info(f"{pending.choice.path} could not judge: {exc}")
-    if not holds_at(certs, at, pending.started):
+    # Node's own instants when it says them; else when it was started, with slack for a
+    # process started before the judge noted its instant (warmstart) or slow to judge
+    judged = batch.judged or (pending.started - _SLACK, pending.started + _SLACK)
+    if not holds_at(certs, at, judged):
         return tuple(problems), model_info(
             "Node judges only the present, and a certificate's validity changes between the "
             "instant asked and now"

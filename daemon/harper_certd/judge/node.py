@@ -106,11 +106,25 @@ class NodeVerdict:
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A finished run: Node's version, OpenSSL's version and one verdict per set id."""
+    """A finished run: Node's version, OpenSSL's version, one verdict per set id, and
+    ``judged``: (first, last), the seconds since the epoch on Node's clock before its first
+    handshake and after its last (None when the answer did not say)."""
 
     node: str
     openssl: str
     verdicts: Mapping[str, NodeVerdict]
+    judged: tuple[float, float] | None = None
+
+
+def _judged(data: Mapping[str, object]) -> tuple[float, float] | None:
+    """The answer's ``judged`` pair, when it is two numbers in order."""
+    pair = data.get("judged")
+    if not isinstance(pair, list) or len(pair) != 2:
+        return None
+    first, last = pair
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair):
+        return None
+    return (float(first), float(last)) if first <= last else None
 
 
 class JudgeUnavailable(Exception):
@@ -235,7 +249,7 @@ class Run:
                 )
                 for r in data["results"]
             }
-            return Batch(str(data["node"]), str(data["openssl"]), verdicts)
+            return Batch(str(data["node"]), str(data["openssl"]), verdicts, _judged(data))
         except (ValueError, KeyError, TypeError):
             raise JudgeUnavailable("Node's answer could not be read") from None
 

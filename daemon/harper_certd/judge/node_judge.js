@@ -13,6 +13,8 @@
 //   server: the client side verifies the server's certificate (serverAuth);
 //   client: the server side requests and verifies the client's certificate (clientAuth).
 // stdout: one line of JSON {"node": process.version, "openssl": process.versions.openssl,
+//   "judged": [first, last] (this clock's seconds since the epoch, before the first
+//   handshake and after the last: the instants OpenSSL judged validity at lie between),
 //   "results": [{"id", "ok", "stage", "code", "message", "sides": {...}, "names": {...}}]}
 //   stage "context": createSecureContext threw; "handshake": the handshake failed;
 //   "server"/"client": that side's verification refused; "name": a name check failed;
@@ -154,11 +156,15 @@ async function main() {
     throw new Error('the request is not valid JSON');
   }
   const results = [];
+  const first = Date.now() / 1000;
   for (const set of request.sets) results.push(await judge(set));
+  const judged = [first, Date.now() / 1000];
   // One line: the reader uses it as soon as its newline arrives.  Then exit once it is
   // written, without waiting for the event loop to close the handshakes' handles (the
   // caller reaps this process before its own exit: 2-7 ms saved there).
-  const line = JSON.stringify({ node: process.version, openssl: process.versions.openssl, results }) + '\n';
+  const line = JSON.stringify({
+    node: process.version, openssl: process.versions.openssl, judged, results,
+  }) + '\n';
   process.stdout.write(line, () => process.exit(0));
 }
 
