@@ -193,6 +193,8 @@ def test_check_fresh_install_keeps_certificates_in_database(
     out = capsys.readouterr().out
     assert "system.hdb_certificate" in out
     assert "certificateAuthority" in out
+    # a folder of their own, not over Harper's own key (install.md; a newcomer saw both)
+    assert f"{root / 'keys' / 'replication'}, say, not over Harper's own" in out
     assert "No certificate set was checked" in out
     assert "are fit" not in out
 

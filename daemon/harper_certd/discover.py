@@ -271,9 +271,11 @@ def _entry(
         note = (
             f"{where} does not name {', '.join(missing)}: Harper keeps those certificates in its "
             "database (system.hdb_certificate), not in files, so harper-certd cannot manage them. "
-            f"To move to files: put certificate.pem, privateKey.pem and ca.pem in {keys_dir} and "
-            f"set {where}.certificate, {where}.privateKey and {where}.certificateAuthority to "
-            "those paths in harperdb-config.yaml, then restart Harper."
+            "To move to files: put certificate.pem, privateKey.pem and ca.pem in a folder of "
+            f"their own ({keys_dir / 'replication'}, say, not over Harper's own "
+            f"{keys_dir / 'privateKey.pem'}, which Harper writes again at its restart), set "
+            f"{where}.certificate, {where}.privateKey and {where}.certificateAuthority to those "
+            "paths in harperdb-config.yaml, then restart Harper."
         )
         return TlsEntry(
             where, None, purpose, uses, hostnames, insecure, note, name=name, uses_given=uses_given

@@ -187,13 +187,17 @@ def check_validity(leaf: x509.Certificate, at: dt.datetime, warn_days: float) ->
         return [
             problem(
                 "not_yet_valid",
-                f"The certificate is valid only from {leaf.not_valid_before_utc.isoformat()}.",
+                f"The certificate is valid only from {leaf.not_valid_before_utc.isoformat()}. "
+                "Fix: hand it over once it is valid, or look at the clock of the CA that issued "
+                "it (a notBefore ahead is the CA's clock ahead of this node's).",
             )
         ]
     if at >= leaf.not_valid_after_utc:  # OpenSSL: expired from the notAfter second
         return [
             problem(
-                "expired", f"The certificate expired on {leaf.not_valid_after_utc.isoformat()}."
+                "expired",
+                f"The certificate expired on {leaf.not_valid_after_utc.isoformat()}. Fix: have a "
+                "new one issued for the same names (a renewal) and hand over that set.",
             )
         ]
     days = (leaf.not_valid_after_utc - at).total_seconds() / 86400
