@@ -230,7 +230,7 @@ def explain(
         codes = ", ".join(str(p.get("code")) for p in problems) or "no problem code"
         first = f": {problems[0].get('message')}" if problems else ""
         first = hints.moved(first, str(reason.get("source") or staged.path), where)
-        return f"{codes} (stage {reason.get('stage', '?')}){first}"
+        return f"{codes} (at the {reason.get('stage', '?')} step){first}"
     if outcome is Outcome.INSTALLED:
         for meta_path in sorted(
             [*state.glob("generations/*/meta.json"), *state.glob("sets/*/generations/*/meta.json")],
@@ -238,7 +238,10 @@ def explain(
         ):
             meta = statefile.read_json(meta_path)
             if isinstance(meta, dict) and meta.get("source") == str(staged.path):
-                return f"installed as generation {meta.get('id')} ({meta.get('outcome')})"
+                said = meta.get("outcome")  # "installed" says no more than the sentence
+                return f"installed as generation {meta.get('id')}" + (
+                    f" ({said})" if said not in (None, "installed") else ""
+                )
         for current in (state / "current", *state.glob("sets/*/current")):
             try:  # ``current`` is a link to generations/<id>: read the generation itself
                 generation = current.parent / "generations" / Path(os.readlink(current)).name
