@@ -31,11 +31,17 @@ def check_hostnames(leaf: x509.Certificate, hostnames: Sequence[str]) -> list[Pr
             offered = [f"DNS:{d}" for d in ids.dns] + [f"IP:{i}" for i in ids.ips]
             if not offered:
                 offered = [f"CN={c}" for c in ids.cns]
+            need = (
+                f"IP:{hostname.strip('[]')}"
+                if names.is_ip_address(hostname)
+                else (f"DNS:{hostname}")
+            )
             out.append(
                 problem(
                     "hostname_mismatch",
                     f"The certificate is not valid for '{hostname}'; it names "
-                    f"{', '.join(offered) or 'nothing'}.",
+                    f"{', '.join(offered) or 'nothing'}. Fix: have it issued with {need} in its "
+                    "Subject Alternative Name (or name the host it was issued for).",
                 )
             )
     return out
