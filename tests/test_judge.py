@@ -173,6 +173,11 @@ def test_the_time_rule_reads_the_seconds_node_judged_in() -> None:
     assert judge.holds_at([leaf.cert], at, (t + 1.8, t + 1.9))  # both after notBefore
     assert judge.holds_at([leaf.cert], made + dt.timedelta(seconds=0.5), (t + 0.1, t + 0.2))
     assert not judge.holds_at([leaf.cert], at, (t - 0.5, t - 0.4))  # Node judged before it
+    # an answer that does not say when it judged, or says it badly, is not read
+    assert node._judged({"judged": [t, t + 0.1]}) == (t, t + 0.1)
+    for bad in ({}, {"judged": [t]}, {"judged": [t + 1, t]}, {"judged": [True, t]}):
+        with pytest.raises(ValueError, match="judged"):
+            node._judged(bad)
     later = leaf.cert.not_valid_after_utc + dt.timedelta(days=1)
     assert not judge.holds_at([leaf.cert], later, (t + 1.8, t + 1.9))
 

@@ -221,6 +221,7 @@ def test_moved_replaces_the_folder_standing_as_a_path(tmp_path: Path) -> None:
         f"{kept}/ca.pem is empty; {src}2 and {src}.bak are others; run install {kept}."
     )
     assert hints.moved("set is a word", "set", kept) == "set is a word"  # relative: left
+    assert hints.moved("set is a word", "set", None) == "set is a word"  # nothing appended
 
 
 def test_refusals_name_the_files_read(tmp_path: Path) -> None:

@@ -24,11 +24,9 @@ def moved(message: str, source: Path | str, now_at: Path | None) -> str:
     in "The certificate expired on ...", a newcomer's, 2026-12-07), so a message naming a
     relative ``source`` is left as it is (the commands name their SOURCE absolutely)."""
     old = str(source)
-    if old not in message or os.path.lexists(old):
+    if not os.path.isabs(old) or old not in message or os.path.lexists(old):
         return message
     if now_at is None or not os.path.lexists(now_at):
         return f"{message} ({old} has been moved since)"
-    if not os.path.isabs(old):
-        return message
     standing = re.compile(rf"(?<![\w./-]){re.escape(old)}(?![\w-]|\.\w)")
     return standing.sub(lambda _: str(now_at), message)

@@ -7,9 +7,10 @@ judge the instant asked, the model answers alone and the judge line says so.
 
 Node judges the present only (OpenSSL reads the wall clock; Node cannot be handed another
 instant).  Its verdict holds for another instant ``at`` when no certificate of the set has a
-notBefore or notAfter between ``at`` and now (OpenSSL compares whole seconds: expired from
-the notAfter second on, valid from the notBefore second on), so ``validate --at`` a few
-hours back is still Node's verdict; across a validity bound the model answers.
+notBefore or notAfter between ``at`` and the instant Node judged at, which its answer says
+(OpenSSL compares whole seconds: expired from the notAfter second on, valid from the notBefore
+second on), so ``validate --at`` a few hours back is still Node's verdict; across a validity
+bound the model answers.
 
 The same set asked again within ``REUSE_SECONDS`` (``status`` starts Node on the live set
 before its imports, then judges the same bytes) shares the Node run already started: Node's
@@ -57,9 +58,6 @@ __all__ = [
 
 # Bytes read per file by ``start_files`` (see warmstart.EARLY_LIMIT).
 EARLY_LIMIT = warmstart.EARLY_LIMIT
-# Seconds of slack around "now" for the time rule when Node's answer does not say when it
-# judged (it says so since 2026-12-07: ``node.Batch.judged``).
-_SLACK = 2
 # Seconds a Node run is shared with the same request asked again.
 REUSE_SECONDS = 10.0
 # The last run started: (node path, SHA-256 of the request), the run, when it started.
@@ -74,7 +72,6 @@ class Pending:
     run: node.Run | None
     choice: NodeChoice | None
     why_model: str
-    started: float
     judged: tuple[bytes, bytes, bytes] | None = None
 
     def judges(self, cert: object, key: object, ca: object) -> bool:
@@ -97,16 +94,14 @@ def start(
     choice = runtime.choose() if judge is None else judge
     if choice is MODEL:
         why = runtime.settings().off_reason if judge is None else "the model alone was asked for"
-        return Pending(None, None, why, now)
+        return Pending(None, None, why)
     if isinstance(choice, str):
-        return Pending(None, None, choice, now)
+        return Pending(None, None, choice)
     assert isinstance(choice, NodeChoice)
     if cert is None or ca is None:
-        return Pending(None, choice, "a file could not be read, so no handshake can be made", now)
+        return Pending(None, choice, "a file could not be read, so no handshake can be made")
     if key is None:
-        return Pending(
-            None, choice, "the private key could not be read, and a handshake needs it", now
-        )
+        return Pending(None, choice, "the private key could not be read, and a handshake needs it")
     global _last  # noqa: PLW0603 - one run remembered, for the same set asked again
     from harper_certd.judge import node  # start-up cost (above)
 
@@ -117,10 +112,10 @@ def start(
         and _last[0] == (choice.path, digest)
         and 0 <= now - _last[2] < REUSE_SECONDS
     ):
-        return Pending(_last[1], choice, "", _last[2], (cert, key, ca))
+        return Pending(_last[1], choice, "", (cert, key, ca))
     run = node.Run(choice.path, [request], jit=runtime.settings().jit)
     _last = ((choice.path, digest), run, now)
-    return Pending(run, choice, "", now, (cert, key, ca))
+    return Pending(run, choice, "", (cert, key, ca))
 
 
 def start_files(
@@ -181,13 +176,10 @@ def finish(
         batch = pending.run.result()
     except node.JudgeUnavailable as exc:
         return tuple(problems), model_info(f"{pending.choice.path} could not judge: {exc}")
-    # Node's own instants when it says them; else when it was started, with slack for a
-    # process started before the judge noted its instant (warmstart) or slow to judge
-    judged = batch.judged or (pending.started - _SLACK, pending.started + _SLACK)
-    if not holds_at(certs, at, judged):
+    if not holds_at(certs, at, batch.judged):
         return tuple(problems), model_info(
             "Node judges only the present, and a certificate's validity changes between the "
-            "instant asked and now"
+            "instant asked and the instant Node judged at"
         )
     found = batch.verdicts.get("set")
     if found is None:

@@ -108,23 +108,25 @@ class NodeVerdict:
 class Batch:
     """A finished run: Node's version, OpenSSL's version, one verdict per set id, and
     ``judged``: (first, last), the seconds since the epoch on Node's clock before its first
-    handshake and after its last (None when the answer did not say)."""
+    handshake and after its last."""
 
     node: str
     openssl: str
     verdicts: Mapping[str, NodeVerdict]
-    judged: tuple[float, float] | None = None
+    judged: tuple[float, float]
 
 
-def _judged(data: Mapping[str, object]) -> tuple[float, float] | None:
-    """The answer's ``judged`` pair, when it is two numbers in order."""
+def _judged(data: Mapping[str, object]) -> tuple[float, float]:
+    """The answer's ``judged`` pair: two numbers in order, else ValueError."""
     pair = data.get("judged")
     if not isinstance(pair, list) or len(pair) != 2:
-        return None
+        raise ValueError("no judged pair")
     first, last = pair
     if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in pair):
-        return None
-    return (float(first), float(last)) if first <= last else None
+        raise ValueError("judged is not two numbers")
+    if first > last:
+        raise ValueError("judged is not in order")
+    return float(first), float(last)
 
 
 class JudgeUnavailable(Exception):

@@ -31,17 +31,13 @@ def check_hostnames(leaf: x509.Certificate, hostnames: Sequence[str]) -> list[Pr
             offered = [f"DNS:{d}" for d in ids.dns] + [f"IP:{i}" for i in ids.ips]
             if not offered:
                 offered = [f"CN={c}" for c in ids.cns]
-            need = (
-                f"IP:{hostname.strip('[]')}"
-                if names.is_ip_address(hostname)
-                else (f"DNS:{hostname}")
-            )
             out.append(
                 problem(
                     "hostname_mismatch",
                     f"The certificate is not valid for '{hostname}'; it names "
-                    f"{', '.join(offered) or 'nothing'}. Fix: have it issued with {need} in its "
-                    "Subject Alternative Name (or name the host it was issued for).",
+                    f"{', '.join(offered) or 'nothing'}. Fix: have it issued with "
+                    f"{_san_entry(hostname)} in its Subject Alternative Name (or name the host "
+                    "it was issued for).",
                 )
             )
     return out
@@ -81,8 +77,7 @@ def check_url_hosts(leaf: x509.Certificate, url_hosts: Sequence[str]) -> list[Pr
         offered = [f"DNS:{d}" for d in ids.dns] + [f"IP:{i}" for i in ids.ips]
         if not offered:
             offered = [f"CN={c}" for c in ids.cns]
-        is_ip = names.is_ip_address(host)
-        need = f"IP:{host.strip('[]')} (an IP SAN)" if is_ip else f"DNS:{host}"
+        need = _san_entry(host) + (" (an IP SAN)" if names.is_ip_address(host) else "")
         out.append(
             problem(
                 "url_host_mismatch",
@@ -92,3 +87,9 @@ def check_url_hosts(leaf: x509.Certificate, url_hosts: Sequence[str]) -> list[Pr
             )
         )
     return out
+
+
+def _san_entry(host: str) -> str:
+    """The Subject Alternative Name entry a host name or address needs: ``DNS:name`` or
+    ``IP:address`` (an IPv6 address without its brackets)."""
+    return f"IP:{host.strip('[]')}" if names.is_ip_address(host) else f"DNS:{host}"
