@@ -6,6 +6,9 @@ import datetime as dt
 import os
 import stat
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 from harper_certd import retention
 
@@ -71,3 +74,88 @@ def test_names_remembered_between_calls_still_age_and_overflow(tmp_path: Path) -
     ]
     assert [p.name for p in tmp_path.iterdir()] == ["20261112T000000000000Z-c"]
     assert retention.prune_folder(tmp_path, keep=2, days=30, now=later) == []
+
+
+def _count_listings(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The folders ``os.scandir`` lists by name from now on (the OS edge retention reads
+    at; ``shutil.rmtree`` lists by descriptor)."""
+    listed: list[str] = []
+    real = os.scandir
+
+    def scandir(path: Any = ".") -> Any:
+        if not isinstance(path, int):
+            listed.append(str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    return listed
+
+
+def _file(where: Path, name: str, key: bytes | None = None) -> None:
+    """File a folder as filing.keep does: stamp, rename in, note it."""
+    before = retention.folder_stamp(where)
+    source = where.parent / f"incoming-{name}"
+    source.mkdir()
+    if key is not None:
+        (source / "privateKey.pem").write_bytes(key)
+        os.chmod(source / "privateKey.pem", 0o644)
+    os.rename(source, where / name)
+    retention.filed(where, name, before)
+
+
+def test_what_this_process_files_and_prunes_is_not_listed_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: an install's cost is flat in the folders kept.  The folder is listed once;
+    our own filing and pruning keep that listing current, so the next prune does not list
+    it again, and still counts, ages and protects what was filed."""
+    where = tmp_path / "processed"
+    where.mkdir()
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    for n in ("20261110T000000000000Z-a", "20261111T000000000000Z-b"):
+        (where / n).mkdir()
+    listed = _count_listings(monkeypatch)
+    assert retention.prune_folder(where, keep=2, days=30, now=now) == []
+    assert listed == [str(where)]
+    _file(where, "20261112T000000000000Z-c", key=b"-----BEGIN PRIVATE KEY-----\n")
+    assert retention.prune_folder(where, keep=2, days=30, now=now) == ["20261110T000000000000Z-a"]
+    key = where / "20261112T000000000000Z-c" / "privateKey.pem"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    _file(where, "20261113T000000000000Z-d")
+    assert retention.prune_folder(where, keep=2, days=30, now=now) == ["20261111T000000000000Z-b"]
+    assert listed == [str(where)]  # filed twice, pruned twice: listed once
+    assert sorted(p.name for p in where.iterdir()) == [
+        "20261112T000000000000Z-c",
+        "20261113T000000000000Z-d",
+    ]
+
+
+def test_a_folder_someone_else_adds_is_seen(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Anyone else's change to the folder, even between our stamp and our own rename, makes
+    the next prune list the folder again: the folder they added is counted and its key
+    protected."""
+    where = tmp_path / "processed"
+    where.mkdir()
+    now = dt.datetime(2026, 11, 20, tzinfo=dt.UTC)
+    (where / "20261110T000000000000Z-a").mkdir()
+    listed = _count_listings(monkeypatch)
+    assert retention.prune_folder(where, keep=5, days=30, now=now) == []
+    before = retention.folder_stamp(where)
+    theirs = where / "20261111T000000000000Z-theirs"
+    theirs.mkdir()  # someone else's, in the instant before ours
+    (theirs / "privateKey.pem").write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    os.chmod(theirs / "privateKey.pem", 0o644)
+    (where / "20261112T000000000000Z-ours").mkdir()
+    retention.filed(where, "20261112T000000000000Z-ours", before)
+    assert retention.prune_folder(where, keep=1, days=30, now=now) == [
+        "20261110T000000000000Z-a",
+        "20261111T000000000000Z-theirs",
+    ]
+    assert len(listed) == 2
+    (where / "20261113T000000000000Z-later").mkdir()  # and after ours, plainly
+    assert retention.prune_folder(where, keep=1, days=30, now=now) == [
+        "20261112T000000000000Z-ours"
+    ]
+    assert len(listed) == 3

@@ -9,6 +9,7 @@ none older than ``retention.days``, makes every key file there ``0600``, and log
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import os
@@ -16,6 +17,7 @@ import re
 import shutil
 import stat
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from harper_certd import events, fsio, logs, reasons, roles
@@ -106,13 +108,98 @@ def protect_keys(folder: Path) -> list[Path]:
 # answered between two folders.
 PRUNE_PER_CALL = 300
 
-# The kept folders whose keys this process has made 0600 already, per filing folder: each
-# kept folder is protected once (when first seen), not on every install, so an install's
-# cost does not grow with the folders kept.  Bounded by retention.keep per folder.
-_PROTECTED: dict[str, frozenset[str]] = {}
-# The names each filing folder held at the last call, with their stamps (None: not ours):
-# a name is read once, not on every install.  Bounded by what the folder holds.
-_SEEN: dict[str, dict[str, str | None]] = {}
+# A folder's own stat as the listing's key: (device, inode, mtime ns, ctime ns, links, size).
+FolderStamp = tuple[int, int, int, int, int, int]
+_LINKS = 4  # the index of st_nlink in a FolderStamp
+
+
+def folder_stamp(where: Path) -> FolderStamp | None:
+    """What changes when an entry of the folder ``where`` is added, removed or renamed (its
+    mtime and ctime, and its link count for a subfolder); None when it cannot be read."""
+    try:
+        st = os.stat(where)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_ctime_ns, st.st_nlink, st.st_size
+
+
+@dataclass(slots=True)
+class _Listing:
+    """What a filing folder held when this process last listed it, kept up to date with what
+    this process files and removes there, so that an install's cost does not grow with the
+    folders kept (issue 21: 10,000 kept folders were listed and their names matched on every
+    install).
+
+    ``stamp``: the folder's ``folder_stamp`` at the last listing or at our own last change;
+    anyone else's change gives another, and the folder is listed again.  ``stamps``: each
+    name and its filing stamp (None: not ours).  ``order``: our names as (stamp, name),
+    oldest first (fixed-width stamps sort as the times they stand for).  ``unprotected``:
+    our names whose keys are not yet made 0600 (each folder is protected once)."""
+
+    stamp: FolderStamp
+    stamps: dict[str, str | None]
+    order: list[tuple[str, str]]
+    unprotected: set[str]
+
+
+# One listing per filing folder (processed/, rejected/), bounded by what the folders hold.
+_LISTINGS: dict[str, _Listing] = {}
+
+
+def _listing(where: Path) -> _Listing | None:
+    """The folder's listing: the one kept when the folder is as this process left it, else
+    read again (a name read before is not matched again)."""
+    stamp = folder_stamp(where)  # before the listing: a change while listing is seen next time
+    if stamp is None:
+        return None
+    known = _LISTINGS.get(str(where))
+    if known is not None and known.stamp == stamp:
+        return known
+    try:
+        with os.scandir(where) as entries:
+            names = [e.name for e in entries]
+    except OSError:
+        return None
+    seen = {} if known is None else known.stamps
+    stamps = {name: seen[name] if name in seen else _stamp(name) for name in names}
+    order = sorted((stamp, name) for name, stamp in stamps.items() if stamp is not None)
+    protected = set() if known is None else {n for _, n in known.order} - known.unprotected
+    listing = _Listing(stamp, stamps, order, {n for _, n in order if n not in protected})
+    _LISTINGS[str(where)] = listing
+    return listing
+
+
+def _changed(where: Path, before: FolderStamp, links: int) -> _Listing | None:
+    """The kept listing of ``where`` after this process changed it (``links``: subfolders
+    added, negative when removed), with its new stamp; None (and the listing forgotten) when
+    it was not current before the change or the link count says someone else's subfolder
+    came or went meanwhile: its stamp then stays the old one, and the folder is listed
+    again next time (a name read before is not matched again, a protected folder not read
+    again).  A file someone else adds in the same instant goes unseen until the folder
+    changes again: only our stamped folders are pruned and protected."""
+    listing = _LISTINGS.get(str(where))
+    if listing is None or listing.stamp != before:
+        return None
+    after = folder_stamp(where)
+    if after is None or after[_LINKS] != before[_LINKS] + links:
+        return None
+    listing.stamp = after
+    return listing
+
+
+def filed(where: Path, name: str, before: FolderStamp | None) -> None:
+    """Note the entry ``name`` this process just filed in ``where`` (``before``: the folder's
+    stamp just before), so the next prune does not list the folder again."""
+    entry = fsio.lstat_or_none(where / name)
+    folder = entry is not None and stat.S_ISDIR(entry.st_mode)
+    listing = None if before is None else _changed(where, before, 1 if folder else 0)
+    if listing is None:
+        return
+    stamp = _stamp(name)
+    listing.stamps[name] = stamp
+    if stamp is not None:
+        bisect.insort(listing.order, (stamp, name))
+        listing.unprotected.add(name)
 
 
 def prune_folder(
@@ -127,56 +214,52 @@ def prune_folder(
     Returns the names removed (a folder that cannot be removed is not listed).  Only
     entries whose name carries our filing stamp are considered; the newest is never
     removed, whatever its age.  At most ``PRUNE_PER_CALL`` a call, none once ``stop`` is set.
+    The keys of every folder kept are made 0600 (``protect_keys``), once per folder.
     """
-    try:
-        with os.scandir(where) as listing:
-            names = [e.name for e in listing]
-    except OSError:
+    listing = _listing(where)
+    if listing is None:
         return []
-    seen = _SEEN.get(str(where), {})
-    stamps = {name: seen[name] if name in seen else _stamp(name) for name in names}
-    _SEEN[str(where)] = stamps
-    stamped = [(stamp, name) for name, stamp in stamps.items() if stamp is not None]
+    order = listing.order
     # Fixed-width stamps compare as the times they stand for.
     cutoff = None if days is None else (now - dt.timedelta(days=days)).strftime(_FORMAT)
-    protected = _PROTECTED.get(str(where), frozenset())
-    if len(stamped) <= max(keep, 1) and (
-        cutoff is None or not stamped or min(stamped)[0] >= cutoff
+    # The oldest first: those beyond ``keep`` and those older than ``days`` are a prefix.
+    end = 0
+    while end < len(order) - 1 and (
+        end < len(order) - max(keep, 1) or (cutoff is not None and order[end][0] < cutoff)
     ):
-        # Nothing to remove (the usual install): only folders filed since are looked at, so
-        # the cost stays flat in the folders kept (10,000 kept: 24 -> 5 ms, issue 21).
-        ours = frozenset(name for _, name in stamped)
-        for name in ours - protected:
-            entry = where / name
-            if entry.is_dir() and not entry.is_symlink():
-                protect_keys(entry)
-        _PROTECTED[str(where)] = ours
-        return []
-    stamped.sort(reverse=True)
-    kept: set[str] = set()
+        end += 1
     removed: list[str] = []
-    for index, (stamp, name) in enumerate(stamped):
-        too_many = index >= max(keep, 1)
-        too_old = cutoff is not None and index > 0 and stamp < cutoff
-        if not (too_many or too_old):
-            kept.add(name)
-            if name not in protected:
-                entry = where / name
-                if entry.is_dir() and not entry.is_symlink():
-                    protect_keys(entry)
-            continue
-        entry = where / name
+    links = 0
+    before = listing.stamp
+    for _, name in order[:end]:
         if len(removed) >= PRUNE_PER_CALL or (stop is not None and stop.is_set()):
             break
-        if entry.is_dir() and not entry.is_symlink():
+        entry = where / name
+        folder = entry.is_dir() and not entry.is_symlink()
+        if folder:
             shutil.rmtree(entry, ignore_errors=True)
         else:
             with contextlib.suppress(OSError):
                 entry.unlink()
         if not os.path.lexists(entry):
-            removed.append(entry.name)
-            reasons.forget(where, entry.name)  # a rejected/ folder's record (reasons.py)
-    _PROTECTED[str(where)] = frozenset(kept)
+            removed.append(name)
+            links -= folder
+            reasons.forget(where, name)  # a rejected/ folder's record (reasons.py)
+    if removed:
+        gone = set(removed)
+        listing.order = [item for item in order[:end] if item[1] not in gone] + order[end:]
+        for name in gone:
+            del listing.stamps[name]
+        listing.unprotected -= gone
+        _changed(where, before, links)
+    # The kept folders filed since the last call are protected; those left beyond the limit
+    # (PRUNE_PER_CALL, a stop) go next time and are not read now.
+    waiting = {name for _, name in listing.order[: end - len(removed)]}
+    for name in sorted(listing.unprotected - waiting):
+        entry = where / name
+        if entry.is_dir() and not entry.is_symlink():
+            protect_keys(entry)
+        listing.unprotected.discard(name)
     return removed
 
 

@@ -18,7 +18,7 @@ import os
 import re
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from cryptography import x509
@@ -38,6 +38,11 @@ class TrustStore:
     where: str
     certs: tuple[x509.Certificate, ...]
     ders: tuple[bytes, ...]
+    # every DER one after the other: one search answers "no such key here" (the usual answer)
+    joined: bytes = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "joined", b"".join(self.ders))
 
     def _spki(self, cert: x509.Certificate) -> bytes:
         return cert.public_key().public_bytes(
@@ -51,6 +56,8 @@ class TrustStore:
         contains ``cert``'s are decoded and compared (key, then subject): the same answer
         as comparing every root's subject, without decoding ~150 of them (about 5 ms)."""
         spki = self._spki(cert)
+        if spki not in self.joined:  # in no root: 0.02 ms for ~150 roots, a loop over them 0.1 ms
+            return False
         for der, root in zip(self.ders, self.certs, strict=True):
             if spki not in der or self._spki(root) != spki:
                 continue

@@ -20,7 +20,7 @@ import os
 import stat
 from pathlib import Path
 
-from harper_certd import events, fsio, reasons
+from harper_certd import events, fsio, reasons, retention
 from harper_certd.hints import moved
 from harper_certd.install.context import Clock, Context
 from harper_certd.install.outcomes import InstallOutcome, InstallStatus
@@ -96,6 +96,7 @@ def keep(ctx: Context, folder: Path, where: Path, source: Source | None) -> Path
     """
     where.mkdir(parents=True, exist_ok=True, mode=0o700)
     stamp = time_stamp(ctx.clock)
+    before = retention.folder_stamp(where)  # the retention's listing follows what we file
     if _is_lineage(ctx, folder, source):
         if source is None:
             dest = where / f"{stamp}-{folder.name}"
@@ -108,6 +109,7 @@ def keep(ctx: Context, folder: Path, where: Path, source: Source | None) -> Path
             dest = where / f"{stamp}{tail}"
             fsio.write_folder(dest, list(source.members), mode=0o600)
         fsio.fsync_dir(where)
+        retention.filed(where, dest.name, before)
         return dest
     dest = where / f"{stamp}-{folder.name}"
     try:
@@ -129,6 +131,7 @@ def keep(ctx: Context, folder: Path, where: Path, source: Source | None) -> Path
             f"{folder} cannot be moved to {where}: {fsio.describe_os_error(exc)}"
         ) from None
     fsio.fsync_dir(where)
+    retention.filed(where, dest.name, before)
     return dest
 
 
