@@ -11,10 +11,14 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from harper_certd import devca
 from harper_certd.cli import main
+from harper_certd.problems import problem
 from harper_certd.roles import SetPaths
+from harper_certd.troubleshoot import openssl_commands
 
 
 @pytest.fixture(scope="module")
@@ -427,3 +431,28 @@ def test_harper_country_name_gives_no_library_warning(tmp_path: Path) -> None:
         assert "Attribute's length" not in done.stdout + done.stderr, command
     assert runs["check"].returncode == 0, runs["check"].stdout
     assert runs["install"].returncode == 0, runs["install"].stdout + runs["install"].stderr
+
+
+@pytest.mark.parametrize("code", ["key_unreadable", "key_mismatch"])
+def test_the_openssl_commands_for_a_key_never_print_it(
+    tmp_path: Path, ca: devca.Issued, code: str
+) -> None:
+    """The commands shown for a key problem, run by a person on a key that does parse, never
+    print the private key (a newcomer: ``openssl pkey -noout -text`` did); they work for an
+    EC key too (the modulus commands were RSA only)."""
+    devca.write_set(tmp_path, devca.make_leaf(ca, "nodea"), [ca])
+    paths = SetPaths(tmp_path / "certificate.pem", tmp_path / "privateKey.pem", tmp_path / "ca.pem")
+    secret = serialization.load_pem_private_key(paths.key.read_bytes(), None)
+    assert isinstance(secret, ec.EllipticCurvePrivateKey)
+    scalar = secret.private_numbers().private_value.to_bytes(32, "big").hex()
+    commands = openssl_commands(problem(code, "test"), paths)
+    assert commands
+    for command in commands:
+        done = subprocess.run(
+            ["sh", "-c", command], capture_output=True, text=True, timeout=30, check=False
+        )
+        assert done.returncode == 0, (command, done.stderr)
+        printed = (done.stdout + done.stderr).replace(":", "").replace("\n", "").replace(" ", "")
+        assert "PRIVATE KEY" not in done.stdout
+        assert "priv" not in done.stdout
+        assert scalar not in printed.lower()

@@ -17,7 +17,7 @@ import pytest
 
 from daemonfix import PRIORITY, DaemonProc, drop, started_with_tiny_inotify_queue
 from harper_certd import devca, logs
-from nodefix import Node, make_node
+from nodefix import Node, make_node, run_cli, status_json
 
 FAST = {"watch": {"settle_seconds": 0.3}}
 
@@ -484,3 +484,31 @@ def test_renewal_result_taken_from_a_certbot_lineage(node: Node, tmp_path: Path)
     assert (le / "live" / "nodea" / "fullchain.pem").is_symlink()
     fullchain = (le / "live" / "nodea" / "fullchain.pem").read_bytes()
     assert node.live_fingerprint() == devca.fingerprint_of(devca.load_cert(fullchain))
+
+
+def test_status_says_whether_a_daemon_serves_the_state_directory(node: Node) -> None:
+    """``status`` says whether a daemon runs for this state directory (a newcomer's staged
+    set sat in incoming/ with none, and ``status`` said OK without a word): the daemon's pid
+    while it runs; not running after its stop, after a crash (the record of a process that
+    is gone), and a set waiting in incoming/ then says that nothing will take it."""
+    with DaemonProc(node) as d:
+        d.wait_for("certd.started")
+        _, data = status_json(node, "--no-probe")
+        assert data["daemon"]["running"] is True
+        assert data["daemon"]["pid"] == d.proc.pid
+        assert d.stop() == 0
+    _, data = status_json(node, "--no-probe")
+    assert data["daemon"] == {"running": False, "pid": None, "since": None}
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    record = {"pid": gone.pid, "start_ticks": 1, "started": "2026-12-07T00:00:00+00:00"}
+    (node.state / "daemon.json").write_text(json.dumps(record))
+    _, data = status_json(node, "--no-probe")
+    assert data["daemon"]["running"] is False
+    assert data["daemon"]["pid"] == gone.pid
+    waiting = node.root / "keys" / "incoming" / "set-b"
+    shutil.copytree(node.source("b"), waiting)
+    text = run_cli("status", "--no-probe", "--config", str(node.write_config())).stdout
+    assert f"daemon: not running for {node.state}" in text
+    assert f"waiting: {waiting} since" in text
+    assert "no daemon runs to take it" in text

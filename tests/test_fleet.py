@@ -57,3 +57,33 @@ def test_two_nodes_side_by_side(tmp_path: Path) -> None:
     bad = _cli("fleet", str(statuses))
     assert bad.returncode == 2
     assert "junk.json: not the output of" in bad.stderr
+
+
+def test_a_node_status_cannot_read_is_critical_json_and_a_fleet_row(tmp_path: Path) -> None:
+    """``status --json`` prints JSON even when it cannot read the node (a newcomer's fresh
+    Harper keeps its certificates in its database: stdout was empty), and ``fleet`` shows
+    that node as critical with the reason, not as no row at all."""
+    a = make_node(tmp_path / "a")
+    fresh = tmp_path / "b" / "hdb"  # Harper 4.7 as installed: only tls.privateKey named
+    fresh.mkdir(parents=True)
+    (fresh / "harperdb-config.yaml").write_text(
+        yaml.safe_dump({"tls": {"privateKey": str(fresh / "keys" / "privateKey.pem")}})
+    )
+    config = tmp_path / "b" / "certd.yaml"
+    config.write_text(
+        yaml.safe_dump({"harper": {"root": str(fresh)}, "state_dir": str(tmp_path / "b" / "st")})
+    )
+    done = _cli("status", "--json", "--no-probe", "--config", str(config))
+    assert done.returncode == 2
+    data = json.loads(done.stdout)
+    assert data["health"] == "critical"
+    assert data["error"]
+    assert data["error"] in done.stderr
+    statuses = tmp_path / "statuses"
+    statuses.mkdir()
+    _status_to(a, statuses / "a.json")
+    (statuses / "b.json").write_text(done.stdout)
+    fleet = _cli("fleet", str(statuses))
+    assert fleet.returncode == 2
+    [row] = [line for line in fleet.stdout.splitlines() if "critical" in line]
+    assert data["error"][:40] in row

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import stat
@@ -223,6 +224,18 @@ def test_install_keep_source_leaves_the_folder(node: Node) -> None:
     assert node.live_fingerprint() == devca.fingerprint_of(
         devca.load_cert((src / "certificate.pem").read_bytes())
     )
+
+
+def test_install_keep_source_refused_hint_names_the_source_given(node: Node) -> None:
+    """With --keep-source a refusal's hint names SOURCE, which stays, not the copy filed in
+    rejected/ (a newcomer was told to --force-older the rejected copy)."""
+    soon = dt.datetime.now(dt.UTC) + dt.timedelta(days=30)
+    src = node.source("older", not_after=soon)  # expires before the live set
+    done = _cli(node, "install", "--keep-source", str(src))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "older_than_live" in done.stdout
+    assert f"harper-certd install --force-older {src}" in done.stdout
+    assert src.is_dir()
 
 
 def test_the_shipped_certbot_deploy_hook(node: Node) -> None:

@@ -29,6 +29,7 @@ from structlog.testing import capture_logs
 from daemonfix import DaemonProc, drop
 from harper_certd import devca, logs, retention
 from harper_certd.config import RetentionSection
+from harper_certd.install import pipeline
 from harper_certd.install.context import build_context
 from harper_certd.install.pipeline import install
 from nodefix import Node, make_node
@@ -564,6 +565,34 @@ def test_retention_of_filed_sets(tmp_path: Path) -> None:
     removed = [n for e in captured if e["event"] == "certd.sources_pruned" for n in e["removed"]]
     assert sorted(removed) == sorted([old.name, *(p for p in removed if p.endswith("-a"))])
     assert any(n.endswith("-a") for n in removed)
+
+
+def test_retention_applies_after_refusals_and_superseded_sets(tmp_path: Path) -> None:
+    """A refusal applies the retention too (a newcomer's refused sets, each with its key,
+    piled up in rejected/ past ``retention.keep`` until the next install), and sets filed as
+    superseded count at once (processed/ held keep + 2 after a burst of three)."""
+    node = make_node(tmp_path)
+    node.config_data["retention"] = {"keep": 2, "days": 30}
+    rejected = node.root / "keys" / "rejected"
+    processed = node.root / "keys" / "processed"
+    logs.configure(json=True, stream=sys.stderr)
+    for name in ("bad1", "bad2", "bad3", "bad4"):
+        leaf = devca.make_leaf(node.ca, "nodeb", dns=["nodeb"])  # another node's name: refused
+        src = node.source(name, leaf)
+        ctx = build_context(node.config)
+        assert install(ctx, src).status == "refused"
+        ours = [p for p in rejected.iterdir() if not p.name.startswith(".")]
+        assert len(ours) <= 2, sorted(p.name for p in ours)
+    assert sorted(p.name.split("-", 1)[1] for p in rejected.iterdir() if p.name[0] != ".") == [
+        "bad3",
+        "bad4",
+    ]
+    ctx = build_context(node.config)
+    burst = [node.source(name) for name in ("s1", "s2", "s3")]
+    outcome = pipeline.install_newest(ctx, burst)
+    assert outcome is not None
+    assert outcome.status == "installed"
+    assert len(list(processed.iterdir())) == 2
 
 
 def test_retention_by_age_keeps_the_newest(tmp_path: Path) -> None:

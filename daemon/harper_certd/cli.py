@@ -217,6 +217,17 @@ def _infrastructure(func: Command) -> Command:
             return EXIT_INVALID
         except CertdError as exc:
             say(f"harper-certd {args.command}: {exc}", file=sys.stderr)
+            if args.command == "status" and args.json:
+                # A monitoring check reads JSON, always: the node is critical, and why.
+                _print_json(
+                    {
+                        "health": "critical",
+                        "exit_status": EXIT_USAGE,
+                        "error": str(exc),
+                        "checked_at": utc_now().isoformat(),
+                        "sets": [],
+                    }
+                )
             return EXIT_USAGE
         return code
 
@@ -253,8 +264,11 @@ def cmd_install(args: argparse.Namespace) -> int:
     else:
         if outcome.recovery is not None:
             say(f"recovered an interrupted {outcome.recovery.op}: {outcome.recovery.outcome}")
-        for p in outcome.problems:  # a hint naming the source names it where it is now
-            message = hints.moved(p.message, folder, outcome.kept_at)
+        # A hint naming the source names it where it is now: the filed folder, or with
+        # --keep-source the SOURCE given (its copy was judged and filed; SOURCE stays).
+        now_at = source if args.keep_source else outcome.kept_at
+        for p in outcome.problems:
+            message = hints.moved(p.message, folder, now_at)
             say(f"{p.severity.value}: {p.code}: {message}")
         if outcome.trust_store is not None:
             say(f"chain checked against the system trust store: {outcome.trust_store}")
@@ -486,6 +500,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         "line": None if line is None else line.name,
         "support": support(process.version),
     }
+    from harper_certd import statefile  # start-up cost: json and fsio, loaded by now anyway
+
+    data["daemon"] = statefile.read_daemon(ctx.paths.state)
     if args.json:
         _emit(lambda: _print_json(data))
         return int(snap.level)
@@ -494,6 +511,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     out(f"{snap.level.word.upper()}: node {snap.node_name or '?'} ({snap.harper_root})")
     running = "not running" if process.pid is None else f"pid {process.pid}"
     out(f"harper: {running}; {support(process.version)}")
+    daemon = data["daemon"]
+    if daemon["running"]:
+        out(f"daemon: pid {daemon['pid']}, since {daemon['since']}")
+    elif daemon["running"] is None:
+        out(f"daemon: unknown ({ctx.paths.state} cannot be read by this user)")
+    else:
+        out(f"daemon: not running for {ctx.paths.state} (harper-certd run)")
     for f in snap.findings:
         out(f"  {f.level.word}: {f.code}: {f.message}")
     live = data["live"]
@@ -528,7 +552,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             out(f"  generation {s['generation']}")
     for w in data["waiting"]:
         held = f" (HELD: {w['reason'] or 'waiting too long'})" if w["held"] else ""
-        out(f"waiting: {w['path']} since {w['since']}{held}")
+        idle = "; no daemon runs to take it" if daemon["running"] is False else ""
+        out(f"waiting: {w['path']} since {w['since']}{held}{idle}")
     if data["watch_only"]:
         out(f"watch-only: {data['watch_only']}")
     out("generations:")

@@ -101,6 +101,9 @@ def rows(paths: list[Path], at: dt.datetime | None = None) -> tuple[list[Row], i
         health = str(data.get("health"))
         last = _last_threshold(data)
         worst = max(worst, LEVELS.get(health, 2))
+        if data.get("error"):  # status could not read the node: one row saying why
+            row = Row(node, health, "-", "-", str(data["error"]), "", None, "", None, str(path))
+            out.append(row)
         for s in data.get("sets") or []:
             for c in s.get("certificates") or []:
                 days = _days_now(c, at)

@@ -592,12 +592,13 @@ def snapshot(
     if refused and (rotation is None or refused[0].time > rotation.time):
         newest = refused[0]
         more = len(refused) - 1
+        earlier = "1 other refusal is" if more == 1 else f"{more} other refusals are"
         findings.append(
             Finding(
                 "refused",
                 f"a set was refused at {newest.time.isoformat()} ({newest.detail}); it is kept "
                 f"in {newest.kept_at} with its reason.json"
-                + (f" ({more} more refusals listed by status --json)" if more else ""),
+                + (f"; {earlier} kept in {ctx.paths.rejected} too" if more else ""),
             )
         )
     # On a node with several sets each has its folder, incoming/<set name>/; incoming/

@@ -3,14 +3,18 @@
 ``restart-budget.json``: the Harper restarts spent in the last hour (``schedule.RestartBudget``),
 so that a daemon restart does not refill the budget.  ``waiting.json``: the sets the daemon
 is holding back and why (the restart budget, a notBefore a little ahead), which
-``harper-certd status`` prints; absent when nothing waits.  Both are written whole
-(temporary file, fsync, rename: a reader sees the old or the new content), mode 0600.
+``harper-certd status`` prints; absent when nothing waits.  ``daemon.json``: the running
+daemon's pid, its start time in clock ticks since boot and when it started, so that ``status``
+can say whether a daemon serves this state directory (a newcomer's staged set sat in
+incoming/ with no daemon, and ``status`` said OK); removed at a clean stop.  All are written
+whole (temporary file, fsync, rename: a reader sees the old or the new content), mode 0600.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +22,7 @@ from harper_certd import fsio
 
 BUDGET_FILE = "restart-budget.json"
 WAITING_FILE = "waiting.json"
+DAEMON_FILE = "daemon.json"
 # The start of a waiting entry's ``reason`` for a set held for its peers (peerhold.py).
 PEER_HOLD_REASON = "peers: "
 
@@ -61,3 +66,47 @@ def read_waiting(state: Path) -> list[dict[str, Any]]:
     data = read_json(state / WAITING_FILE)
     entries = data.get("waiting") if isinstance(data, dict) else None
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field
+    22, after the parenthesised command name), which tells the daemon that wrote a pid from
+    a process that got the same pid later; None when there is no such process here."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rpartition(b")")[2].split()
+        return int(fields[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def write_daemon(state: Path, started: str) -> None:
+    """Say that this process is the daemon of ``state`` (``started``: ISO 8601)."""
+    pid = os.getpid()
+    write_json(
+        state / DAEMON_FILE, {"pid": pid, "start_ticks": _start_ticks(pid), "started": started}
+    )
+
+
+def clear_daemon(state: Path) -> None:
+    """At a clean stop: the record goes when it is this process's."""
+    data = read_json(state / DAEMON_FILE)
+    if isinstance(data, dict) and data.get("pid") == os.getpid():
+        with contextlib.suppress(OSError):
+            (state / DAEMON_FILE).unlink()
+
+
+def read_daemon(state: Path) -> dict[str, Any]:
+    """``{"running", "pid", "since"}`` for ``status``: running True when the recorded process
+    still runs (same pid, same start time), False when there is no record or that process is
+    gone (a crash leaves the record), None when the record cannot be read (another user's
+    state directory)."""
+    path = state / DAEMON_FILE
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("pid"), int):
+        unreadable = data is None and os.path.lexists(path)
+        return {"running": None if unreadable else False, "pid": None, "since": None}
+    pid = data["pid"]
+    ticks = data.get("start_ticks")
+    running = isinstance(ticks, int) and _start_ticks(pid) == ticks
+    return {"running": running, "pid": pid, "since": data.get("started")}

@@ -23,13 +23,12 @@ def openssl_commands(problem: Problem, paths: SetPaths) -> list[str]:
     verify = f"openssl verify -CAfile {ca} -untrusted {cert} {cert}"
     by_code = {
         "cert_unreadable": [text],
-        "key_unreadable": [f"openssl pkey -in {key} -noout -text"],
+        # -pubout: the public half, or openssl's reason; never -text, which prints the private key
+        "key_unreadable": [f"openssl pkey -in {key} -pubout"],
         "ca_unreadable": [f"openssl storeutl -noout -text -certs {ca}"],
         "key_mismatch": [
             f"openssl x509 -in {cert} -noout -pubkey | openssl sha256",
             f"openssl pkey -in {key} -pubout | openssl sha256",
-            f"openssl x509 -noout -modulus -in {cert} | openssl md5   # RSA",
-            f"openssl rsa -noout -modulus -in {key} | openssl md5   # RSA",
         ],
         "chain_incomplete": [verify, f"openssl storeutl -noout -text -certs {ca}"],
         "chain_invalid": [verify],

@@ -251,13 +251,12 @@ def proved(c: Change) -> Step | InstallOutcome:
 
 
 def filed(c: Change) -> Step | InstallOutcome:
-    """The source in processed/, generations and kept sources pruned: installed."""
+    """The source in processed/, generations pruned: installed."""
     assert c.gen is not None
     assert c.proof is not None
     ctx = c.ctx
     kept, filing_error = filing.file_installed(ctx, c.folder, c.source, c.gen.id)
-    flip.prune(ctx, ctx.config.generations_kept, c.said)
-    retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock(), ctx.interrupted)
+    flip.prune(ctx, ctx.config.generations_kept, c.said)  # processed/: at the call's end
     return c.outcome(
         InstallStatus.INSTALLED,
         generation=c.gen.id,
@@ -361,6 +360,15 @@ def remove_certificate_command(ctx: Context, record: str) -> str:
 # --- the entry points --------------------------------------------------------------------------
 
 
+def _retain(ctx: Context) -> None:
+    """The retention applied to processed/ and rejected/ once everything a call files is
+    filed (the store's lock held): after a refusal and a superseded set too, not only after
+    an install (a newcomer's refused sets piled up past ``retention.keep`` until the next
+    install), and once a call, so a storm of refusals gives one ``certd.sources_pruned``
+    per loop cycle, not one per set."""
+    retention.prune_kept(ctx.paths, ctx.config.retention, ctx.clock(), ctx.interrupted)
+
+
 def install(
     ctx: Context, folder: Path, *, force_older: bool = False, force_peers: bool = False
 ) -> InstallOutcome:
@@ -379,6 +387,7 @@ def install(
             outcome = verdict
         else:
             outcome = install_judged(ctx, folder, verdict, recovery, force_peers)
+        _retain(ctx)
     if (trust := ctx.trust_store()) is not None:
         outcome = dataclasses.replace(outcome, trust_store=trust.where)
     if outcome.status == InstallStatus.SWAP_FAILED:
@@ -423,7 +432,9 @@ def install_newest(
     with ctx.store.locked():
         recovery = recover(ctx.store)
         judged_ = judge_each(ctx, folders, recovery, hold_seconds, on_judged)
-        return _install_best(ctx, judged_, recovery) if judged_ else None
+        outcome = _install_best(ctx, judged_, recovery) if judged_ else None
+        _retain(ctx)
+        return outcome
 
 
 def judge_sources(
@@ -439,7 +450,9 @@ def judge_sources(
     the newest of everything judged, one rotation.  Raises ``Interrupted`` when asked to stop.
     """
     with ctx.store.locked():
-        return judge_each(ctx, folders, recover(ctx.store), hold_seconds, on_judged)
+        judged_ = judge_each(ctx, folders, recover(ctx.store), hold_seconds, on_judged)
+        _retain(ctx)  # the refused ones are filed
+        return judged_
 
 
 def install_judged_newest(
@@ -451,7 +464,9 @@ def install_judged_newest(
     set does not retry within the call (the daemon's next try is its retry)."""
     with ctx.store.locked():
         recovery = recover(ctx.store)
-        return _install_best(ctx, judged, recovery, held_for_peers) if judged else None
+        outcome = _install_best(ctx, judged, recovery, held_for_peers) if judged else None
+        _retain(ctx)
+        return outcome
 
 
 def _install_best(

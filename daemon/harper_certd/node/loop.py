@@ -315,6 +315,7 @@ class Node:
         report = self.primary.report()
         incoming = self.node_incoming or self.ctx.paths.incoming
         startup.log_started(self.ctx, report, incoming, self.clock)
+        statefile.write_daemon(self.ctx.paths.state, self.clock.now().isoformat())
         log_live_invalid(report)
         for lane in self.lanes.values():
             with lane.bound():
@@ -458,6 +459,7 @@ class Node:
         if self.router is not None:
             self.router.stop()
         quiet.LIBRARY.flush(final=True)  # the counts of the windows still open are not lost
+        statefile.clear_daemon(self.ctx.paths.state)
         in_flight = any(recover.in_flight(lane.ctx.store) for lane in self.all())
         logs.emit(
             events.Stopped(
