@@ -200,6 +200,31 @@ def test_each_set_is_installed_on_its_own_and_routed(two_sets: tuple[Node, devca
     assert [r["detail"] for r in out["refusals"]] == ["set_unroutable"]
 
 
+def test_folders_the_router_refuses_are_kept_to_the_retention(
+    two_sets: tuple[Node, devca.Issued],
+) -> None:
+    """A folder that fits no set is filed in rejected/ by the router, outside any install:
+    the retention applies then too (not only at the next install of a set), so a stream of
+    them does not pile up keys past ``retention.keep``."""
+    node, web_ca = two_sets
+    node.config_data["retention"] = {"keep": 1, "days": None}
+    incoming = node.root / "keys" / "incoming"
+    rejected = node.root / "keys" / "rejected"
+    with DaemonProc(node) as d:
+        d.wait_for("certd.started")
+        for i in range(3):
+            folder, _ = _web_set(node.tmp, f"x{i}", web_ca, ["other.example.com"])
+            _drop(incoming, f"x{i}", folder)
+            d.wait_for("certd.set_refused", count=i + 1)
+        d.wait_for("certd.sources_pruned", count=2)
+        assert d.stop() == 0
+    assert d.named("certd.set_installed") == []
+    kept = [p.name for p in rejected.iterdir() if not p.name.startswith(".")]
+    assert [name.split("-", 1)[1] for name in kept] == ["x2"]
+    pruned = [n for e in d.named("certd.sources_pruned") for n in e["removed"]]
+    assert sorted(n.split("-", 1)[1] for n in pruned) == ["x0", "x1"]
+
+
 def _status(node: Node, *args: str) -> dict[str, Any]:
     return status_json(node, *args)[1]
 

@@ -500,7 +500,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "line": None if line is None else line.name,
         "support": support(process.version),
     }
-    from harper_certd import statefile  # start-up cost: json and fsio, loaded by now anyway
+    from harper_certd import statefile  # start-up cost: only status reads the daemon's record
 
     data["daemon"] = statefile.read_daemon(ctx.paths.state)
     if args.json:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from harper_certd import fsio
+from harper_certd.harper.process import start_ticks
 
 BUDGET_FILE = "restart-budget.json"
 WAITING_FILE = "waiting.json"
@@ -68,23 +69,11 @@ def read_waiting(state: Path) -> list[dict[str, Any]]:
     return [e for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
 
 
-def _start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field
-    22, after the parenthesised command name), which tells the daemon that wrote a pid from
-    a process that got the same pid later; None when there is no such process here."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            fields = f.read().rpartition(b")")[2].split()
-        return int(fields[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def write_daemon(state: Path, started: str) -> None:
     """Say that this process is the daemon of ``state`` (``started``: ISO 8601)."""
     pid = os.getpid()
     write_json(
-        state / DAEMON_FILE, {"pid": pid, "start_ticks": _start_ticks(pid), "started": started}
+        state / DAEMON_FILE, {"pid": pid, "start_ticks": start_ticks(pid), "started": started}
     )
 
 
@@ -108,5 +97,5 @@ def read_daemon(state: Path) -> dict[str, Any]:
         return {"running": None if unreadable else False, "pid": None, "since": None}
     pid = data["pid"]
     ticks = data.get("start_ticks")
-    running = isinstance(ticks, int) and _start_ticks(pid) == ticks
+    running = isinstance(ticks, int) and start_ticks(pid) == ticks
     return {"running": running, "pid": pid, "since": data.get("started")}

@@ -76,6 +76,19 @@ def _alive(pid: int) -> bool:
     return bool(state) and state[0] != b"Z"
 
 
+def start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started, in clock ticks since boot (``/proc/<pid>/stat`` field
+    22), which tells it from a process given the same pid later; None when it is gone, a
+    zombie, or there is no ``/proc`` to ask (``statefile.read_daemon``)."""
+    fields = (_proc_file(pid, "stat") or b"").rpartition(b")")[2].split()
+    if len(fields) < 20 or fields[0] == b"Z":  # fields[0]: the state, field 3
+        return None
+    try:
+        return int(fields[19])
+    except ValueError:
+        return None
+
+
 def _cmdline(pid: int) -> list[str] | None:
     """The process' arguments (``/proc/<pid>/cmdline``, NUL-separated; a rewritten title is
     one string, which ``_script_of`` splits); None when it cannot be read."""

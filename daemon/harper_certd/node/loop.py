@@ -36,6 +36,7 @@ from harper_certd import (
     metrics,
     quiet,
     recover,
+    retention,
     sdnotify,
     statefile,
 )
@@ -132,6 +133,7 @@ class Node:
         self.harper_watch = HarperWatch()  # certd.harper_stopped / harper_started
         self.hazards: frozenset[tuple[str, str, str]] = frozenset()  # the last ones logged
         self.rotation = Rotation()  # this node's steps of a cluster CA rotation
+        self.unroutable = 0  # folders the router refused (set_unroutable) since the start
 
     def _lane(self, name: str | None, named: Callable[[], bool]) -> Lane:
         return Lane(name, self.clock, self.env, self.stopping, self._wake, named)
@@ -417,7 +419,12 @@ class Node:
                 router.tracker.rescan(now)
         if now >= self.primary.next_rescan:
             router.tracker.rescan(now)
+        refused = self.unroutable
         router.tick(now, self._place, self.clock.now())
+        if self.unroutable != refused:  # filed in rejected/: its retention, once a tick
+            retention.prune_kept(
+                self.ctx.paths, self.ctx.config.retention, self.clock.now(), self.stopping
+            )
 
     def _place(self, folder: Path) -> None:
         """A folder straight in incoming/ on a node with several sets: moved to the folder
@@ -436,6 +443,7 @@ class Node:
         )
         if routed.set_name is None:
             judge.refuse_unroutable(self.ctx, folder, routed.reason)
+            self.unroutable += 1
             return
         lane = self.lanes.get(routed.set_name, self.primary)
         target = move_to(folder, lane.ctx.paths.incoming, self.clock.now())
