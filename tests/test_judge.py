@@ -269,34 +269,51 @@ def test_validate_under_memory_deny_write_execute_is_judged_jitless(tmp_path: Pa
 
 
 @needs_node
-def test_extra_roots_change_no_verdict(tmp_path: Path) -> None:
-    """The judge leaves NODE_EXTRA_CA_CERTS out of Node's environment (15 ms of Node's start
-    with a system bundle).  That changes no verdict: Node adds those roots to its default
-    store, and a context with its own ``ca`` (Harper's) does not use it.  A leaf whose root is
-    in NODE_EXTRA_CA_CERTS alone is refused with it as without it."""
+def test_the_default_store_changes_no_verdict(tmp_path: Path) -> None:
+    """The judge runs Node with an empty default trust store (``--use-openssl-ca``, OpenSSL's
+    default paths on the null device, no NODE_EXTRA_CA_CERTS: 26 ms and 15 ms of Node's
+    time).  That changes no verdict: a context with its own ``ca`` (Harper's) never uses
+    the default store.  Node as Harper runs it (its bundled roots, and the root in
+    NODE_EXTRA_CA_CERTS and in SSL_CERT_FILE) gives the judge's verdict on a set whose root
+    is in the default store alone and on a valid one."""
     assert NODE is not None
     root, other = devca.make_ca("extra root"), devca.make_ca("other root")
     leaf = devca.make_leaf(root, "nodea", dns=["nodea"])
     extra = tmp_path / "extra.pem"
     extra.write_bytes(root.cert_pem)
-    request = node.SetRequest("s", leaf.cert_pem, leaf.key_pem, other.cert_pem)
+    requests = [
+        node.SetRequest("outside", leaf.cert_pem, leaf.key_pem, other.cert_pem),
+        node.SetRequest("valid", leaf.cert_pem, leaf.key_pem, root.cert_pem, names=("nodea",)),
+    ]
+    plain_env = {**os.environ, "NODE_EXTRA_CA_CERTS": str(extra), "SSL_CERT_FILE": str(extra)}
     seen = []
-    for value in (None, str(extra)):
-        env = {k: v for k, v in os.environ.items() if k != "NODE_EXTRA_CA_CERTS"}
-        if value is not None:
-            env["NODE_EXTRA_CA_CERTS"] = value
+    for command, env in (
+        ([NODE, warmstart.SCRIPT], plain_env),  # Node as Harper runs it
+        (node.argv(NODE), warmstart.judge_env(plain_env)),  # the judge
+    ):
         done = subprocess.run(
-            node.argv(NODE),
-            input=node.encode([request]),
+            command,
+            input=node.encode(requests),
             capture_output=True,
             env=env,
             timeout=60,
             check=True,
         )
-        found = json.loads(done.stdout)["results"][0]
-        seen.append((found["ok"], found["stage"], found["code"]))
-    assert seen[0] == seen[1] == (False, "server", "UNABLE_TO_VERIFY_LEAF_SIGNATURE"), seen
-    assert "NODE_EXTRA_CA_CERTS" not in warmstart.judge_env({"NODE_EXTRA_CA_CERTS": str(extra)})
+        seen.append(
+            [(r["id"], r["ok"], r["stage"], r["code"]) for r in json.loads(done.stdout)["results"]]
+        )
+    assert (
+        seen[0]
+        == seen[1]
+        == [
+            ("outside", False, "server", "UNABLE_TO_VERIFY_LEAF_SIGNATURE"),
+            ("valid", True, "", ""),
+        ]
+    ), seen
+    env = warmstart.judge_env({"NODE_EXTRA_CA_CERTS": str(extra), "SSL_CERT_FILE": str(extra)})
+    assert env == {"SSL_CERT_FILE": os.devnull, "SSL_CERT_DIR": os.devnull}
+    assert "--use-openssl-ca" in node.argv(NODE)
+    assert "--use-openssl-ca" in node.argv(NODE, jit=True)
 
 
 @needs_node

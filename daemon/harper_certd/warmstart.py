@@ -56,10 +56,18 @@ SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "judge", "node
 # Seconds ``_discard`` waits for a killed process to be reaped.
 _REAP_SECONDS = 5.0
 _CHUNK = 1 << 16
-# Left out of the judge's environment: Node reads this file of extra roots at start-up
-# (15 ms for a system bundle of ~150 roots, Node 20.20), and it adds them to the default
-# store only, which a context with its own ``ca`` does not use: Node's verdict on a set is
-# the same with it (tests/test_judge.py::test_extra_roots_change_no_verdict).
+# Node's default trust store, which the judge never uses: every context it builds has the
+# set's own ``ca`` (as Harper's has), and a context with ``ca`` verifies against those roots
+# alone.  Node 20 still builds the default store when ``ca`` is added to a context: it
+# parses its ~140 bundled roots (26 ms of a 75 ms judgement, Node 20.20 on 2 cores), plus
+# NODE_EXTRA_CA_CERTS (15 ms for a system bundle of ~150 roots) at start-up.  The judge
+# runs with ``--use-openssl-ca`` (the default store is OpenSSL's default paths instead of
+# the bundle) and those paths set to the null device, and without NODE_EXTRA_CA_CERTS: an
+# empty default store, built in no time.  No verdict changes: tests/test_judge.py::
+# test_the_default_store_changes_no_verdict judges sets with both stores, including a leaf
+# whose root is in the default store alone.
+JUDGE_FLAGS = ("--use-openssl-ca",)
+_JUDGE_ENV_SET = {"SSL_CERT_FILE": os.devnull, "SSL_CERT_DIR": os.devnull}
 _UNUSED_BY_THE_JUDGE = "NODE_EXTRA_CA_CERTS"
 
 # Bytes read per file for the judge (the CA file's limit, load.MAX_CA_FILE_BYTES; the
@@ -238,10 +246,17 @@ def spawn(argv: list[str], env: dict[str, str] | None = None) -> Child:
 
 
 def judge_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The judge's environment: ``env`` (default ours) without what it does not use
-    (``_UNUSED_BY_THE_JUDGE``)."""
+    """The judge's environment: ``env`` (default ours) without NODE_EXTRA_CA_CERTS and with
+    OpenSSL's default paths on the null device (``JUDGE_FLAGS``)."""
     source = os.environ if env is None else env
-    return {k: v for k, v in source.items() if k != _UNUSED_BY_THE_JUDGE}
+    kept = {k: v for k, v in source.items() if k != _UNUSED_BY_THE_JUDGE}
+    return {**kept, **_JUDGE_ENV_SET}
+
+
+def judge_argv(node: str, *, jit: bool = False) -> list[str]:
+    """The judge's command line: ``node`` with ``JUDGE_FLAGS``, ``--jitless`` unless ``jit``
+    (judge/node.py says why), and the shipped script."""
+    return [node, *JUDGE_FLAGS, SCRIPT] if jit else [node, *JUDGE_FLAGS, "--jitless", SCRIPT]
 
 
 def path_node() -> str | None:
@@ -342,7 +357,7 @@ def prestart(args: list[str]) -> None:
     node = path_node()
     if node is None:
         return
-    argv = [node, SCRIPT]  # with the JIT, as judge.node.argv(jit=True): validate asks for it
+    argv = judge_argv(node, jit=True)  # validate asks for the JIT (judge/node.py)
     try:
         child = spawn(argv, judge_env())
     except OSError:

@@ -141,8 +141,9 @@ def script_path() -> str:
 
 
 def argv(node: str, *, jit: bool = False) -> list[str]:
-    """The judge's command line: ``--jitless`` unless ``jit`` (see the module)."""
-    return [node, script_path()] if jit else [node, "--jitless", script_path()]
+    """The judge's command line: ``--jitless`` unless ``jit`` (see the module), and an empty
+    default trust store (``warmstart.JUDGE_FLAGS``, with ``warmstart.judge_env``)."""
+    return warmstart.judge_argv(node, jit=jit)
 
 
 class Run:
