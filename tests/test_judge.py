@@ -312,6 +312,28 @@ def test_the_default_store_changes_no_verdict(tmp_path: Path) -> None:
     ), seen
     env = warmstart.judge_env({"NODE_EXTRA_CA_CERTS": str(extra), "SSL_CERT_FILE": str(extra)})
     assert env == {"SSL_CERT_FILE": os.devnull, "SSL_CERT_DIR": os.devnull}
+    # An operator's NODE_OPTIONS choosing the bundled store would make Node exit 9 beside the
+    # judge's --use-openssl-ca: the judge leaves that flag out and judges.
+    bundled = {**os.environ, "NODE_OPTIONS": "--use-bundled-ca --max-old-space-size=256"}
+    assert warmstart.judge_env(bundled)["NODE_OPTIONS"] == "--max-old-space-size=256"
+    conflict = subprocess.run(
+        node.argv(NODE),
+        input=node.encode(requests),
+        capture_output=True,
+        env=bundled,
+        timeout=60,
+        check=False,
+    )
+    assert conflict.returncode != 0  # Node's own refusal, which judge_env avoids
+    done = subprocess.run(
+        node.argv(NODE),
+        input=node.encode(requests),
+        capture_output=True,
+        env=warmstart.judge_env(bundled),
+        timeout=60,
+        check=True,
+    )
+    assert [r["ok"] for r in json.loads(done.stdout)["results"]] == [False, True]
     assert "--use-openssl-ca" in node.argv(NODE)
     assert "--use-openssl-ca" in node.argv(NODE, jit=True)
 

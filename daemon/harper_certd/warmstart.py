@@ -69,6 +69,8 @@ _CHUNK = 1 << 16
 JUDGE_FLAGS = ("--use-openssl-ca",)
 _JUDGE_ENV_SET = {"SSL_CERT_FILE": os.devnull, "SSL_CERT_DIR": os.devnull}
 _UNUSED_BY_THE_JUDGE = "NODE_EXTRA_CA_CERTS"
+# Node's flags that choose the default store: out of NODE_OPTIONS for the judge (judge_env).
+_STORE_FLAGS = frozenset({"--use-bundled-ca", "--use-openssl-ca"})
 
 # Bytes read per file for the judge (the CA file's limit, load.MAX_CA_FILE_BYTES; the
 # analysis applies each file's own limit and Node's verdict counts only for the same bytes).
@@ -246,10 +248,17 @@ def spawn(argv: list[str], env: dict[str, str] | None = None) -> Child:
 
 
 def judge_env(env: dict[str, str] | None = None) -> dict[str, str]:
-    """The judge's environment: ``env`` (default ours) without NODE_EXTRA_CA_CERTS and with
-    OpenSSL's default paths on the null device (``JUDGE_FLAGS``)."""
+    """The judge's environment: ``env`` (default ours) without NODE_EXTRA_CA_CERTS, with
+    OpenSSL's default paths on the null device (``JUDGE_FLAGS``), and without the default
+    store's flags in NODE_OPTIONS (Node exits 9 when ``--use-bundled-ca`` meets
+    ``--use-openssl-ca``; either only chooses the store the judge never uses)."""
     source = os.environ if env is None else env
     kept = {k: v for k, v in source.items() if k != _UNUSED_BY_THE_JUDGE}
+    options = kept.pop("NODE_OPTIONS", None)
+    if options is not None:
+        rest = [o for o in options.split() if o not in _STORE_FLAGS]
+        if rest:
+            kept["NODE_OPTIONS"] = " ".join(rest)
     return {**kept, **_JUDGE_ENV_SET}
 
 
