@@ -254,11 +254,13 @@ def judge_env(env: dict[str, str] | None = None) -> dict[str, str]:
     ``--use-openssl-ca``; either only chooses the store the judge never uses)."""
     source = os.environ if env is None else env
     kept = {k: v for k, v in source.items() if k != _UNUSED_BY_THE_JUDGE}
-    options = kept.pop("NODE_OPTIONS", None)
-    if options is not None:
-        rest = [o for o in options.split() if o not in _STORE_FLAGS]
+    options = kept.get("NODE_OPTIONS", "").split()
+    if _STORE_FLAGS.intersection(options):  # otherwise NODE_OPTIONS is passed as it is
+        rest = [o for o in options if o not in _STORE_FLAGS]
         if rest:
             kept["NODE_OPTIONS"] = " ".join(rest)
+        else:
+            del kept["NODE_OPTIONS"]
     return {**kept, **_JUDGE_ENV_SET}
 
 
