@@ -13,6 +13,7 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import pkcs12
 
 from harper_certd import devca
 from harper_certd.cli import main
@@ -456,3 +457,44 @@ def test_the_openssl_commands_for_a_key_never_print_it(
         assert "PRIVATE KEY" not in done.stdout
         assert "priv" not in done.stdout
         assert scalar not in printed.lower()
+
+
+def test_a_pkcs12_file_gets_no_openssl_command_that_fails_on_it(
+    tmp_path: Path, ca: devca.Issued
+) -> None:
+    """A certificate file that is a PKCS#12 bundle: the problem's sentence gives the openssl
+    pkcs12 commands that split it, and no ``see:`` line sends the person to ``openssl x509``,
+    which cannot read it (a newcomer's field case 07)."""
+    leaf = devca.make_leaf(ca, "nodea")
+    devca.write_set(tmp_path, leaf, [ca])
+    key = serialization.load_pem_private_key(leaf.key_pem, None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    (tmp_path / "certificate.pem").write_bytes(
+        pkcs12.serialize_key_and_certificates(
+            b"n", key, leaf.cert, [ca.cert], serialization.BestAvailableEncryption(b"pw")
+        )
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harper_certd",
+            "validate",
+            "--node",
+            "none",
+            "--cert",
+            str(tmp_path / "certificate.pem"),
+            "--key",
+            str(tmp_path / "privateKey.pem"),
+            "--ca",
+            str(tmp_path / "ca.pem"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cert_unreadable" in done.stdout
+    assert "openssl pkcs12 -in" in done.stdout
+    assert "see: openssl x509" not in done.stdout

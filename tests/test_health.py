@@ -156,6 +156,8 @@ def test_refusal_and_held_set_are_warnings_until_a_newer_install(
     assert (Path(kept) / "reason.json").is_file()
     assert data["refusals"][0]["source"] == str(bad)
     assert f"kept in {kept} with its reason.json" in data["findings"][0]["message"]
+    # how to clear it, in the finding itself (a newcomer found it only in install.md)
+    assert f"remove the folder (rm -r {kept})" in data["findings"][0]["message"]
     waiting = node.root / "keys" / "incoming" / "set-1"
     waiting.mkdir(parents=True)
     old = (NOW - dt.timedelta(hours=1)).timestamp()

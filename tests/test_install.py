@@ -159,6 +159,18 @@ def test_generations_pruned_never_live_or_previous(node: Node) -> None:
     assert current is not None
     assert current.id == ids[-1]
     assert current.meta["replaced"] in ids
+    # A rollback to a pruned generation (a newcomer's: the adopted 000001) says what is kept
+    # and what to do, not an errno about a meta.json; so does a name that is no generation.
+    live = node.live_fingerprint()
+    for gone in ("000001", "../keys"):
+        with pytest.raises(SwapError) as refused:
+            rollback(build_context(node.config), gone)
+        message = str(refused.value)
+        assert f"generation {gone} is not kept" in message
+        assert f"kept now: {', '.join(ids)}" in message
+        assert "Errno" not in message
+        assert "meta.json" not in message
+    assert node.live_fingerprint() == live
 
 
 def test_certbot_lineage_is_read_in_place(node: Node) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -236,6 +237,14 @@ def test_install_keep_source_refused_hint_names_the_source_given(node: Node) -> 
     assert "older_than_live" in done.stdout
     assert f"harper-certd install --force-older {src}" in done.stdout
     assert src.is_dir()
+    # the copy filed in rejected/ is said to be a copy, named after install (not "stage-")
+    [(kept, given)] = re.findall(
+        r"The copy is kept in (\S+); (\S+) stays as it is\.$", done.stdout, re.M
+    )
+    assert given == str(src)
+    assert Path(kept).parent == node.root / "keys" / "rejected"
+    assert "-install-" in Path(kept).name
+    assert "The source is kept in" not in done.stdout
 
 
 def test_the_shipped_certbot_deploy_hook(node: Node) -> None:

@@ -272,7 +272,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             say(f"{p.severity.value}: {p.code}: {message}")
         if outcome.trust_store is not None:
             say(f"chain checked against the system trust store: {outcome.trust_store}")
-        say(_install_sentence(outcome))
+        say(_install_sentence(outcome, copy_of=source if args.keep_source else None))
     return outcome.exit_code
 
 
@@ -322,7 +322,7 @@ def _private_copy(ctx: Context, source: Path) -> Path | None:
     copies = ctx.paths.processed.parent / ".harper-certd-copies"
     copies.mkdir(mode=0o700, exist_ok=True)
     st = os.stat(copies)
-    staged = stage.stage_files(files, copies, (st.st_uid, st.st_gid))
+    staged = stage.stage_files(files, copies, (st.st_uid, st.st_gid), by="install")
     say(f"{source} copied to {staged.path}; {source} stays as it is.")
     return staged.path
 
@@ -379,11 +379,18 @@ def _install_dry_run(ctx: Context, folder: Path, args: argparse.Namespace) -> in
     return EXIT_INVALID if would == "refuse" else EXIT_OK
 
 
-def _install_sentence(outcome: object) -> str:
+def _install_sentence(outcome: object, copy_of: Path | None = None) -> str:
+    """The outcome in one sentence; ``copy_of``: the SOURCE of ``install --keep-source``,
+    whose copy was judged and filed (the filed folder is then said to be a copy)."""
     from harper_certd.install.outcomes import InstallOutcome, InstallStatus
 
     assert isinstance(outcome, InstallOutcome)
-    kept = f" The source is kept in {outcome.kept_at}." if outcome.kept_at else ""
+    if not outcome.kept_at:
+        kept = ""
+    elif copy_of is not None:
+        kept = f" The copy is kept in {outcome.kept_at}; {copy_of} stays as it is."
+    else:
+        kept = f" The source is kept in {outcome.kept_at}."
     if outcome.status == InstallStatus.INSTALLED:
         how = f" ({outcome.applied.detail})" if outcome.applied and outcome.applied.detail else ""
         if outcome.error:  # installed and live; only filing the source failed

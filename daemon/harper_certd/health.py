@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import os
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -598,7 +599,10 @@ def snapshot(
                 "refused",
                 f"a set was refused at {newest.time.isoformat()} ({newest.detail}); it is kept "
                 f"in {newest.kept_at} with its reason.json"
-                + (f"; {earlier} kept in {ctx.paths.rejected} too" if more else ""),
+                + (f"; {earlier} kept in {ctx.paths.rejected} too" if more else "")
+                + ". Fix: install a newer set, or, once handled, remove the folder"
+                + (" and the others" if more else "")
+                + f" (rm -r {shlex.quote(str(newest.kept_at))})",
             )
         )
     # On a node with several sets each has its folder, incoming/<set name>/; incoming/

@@ -156,8 +156,10 @@ _INDENTED_BEGIN = re.compile(rb"^[ \t]+-----BEGIN ", re.MULTILINE)
 _FOLDED = re.compile(rb"-----BEGIN [A-Z0-9 #]{1,40}----- +[A-Za-z0-9+/]")
 _JOINED = re.compile(rb"-----END [A-Z0-9 #]{0,40}-----+BEGIN ")
 _B64_BODY = re.compile(rb"\A[A-Za-z0-9+/=\s]+\Z")
+# The start of the sentence for a PKCS#12 file (troubleshoot.py knows it by these words).
+PKCS12_WORDS = "PKCS#12 (.pfx/.p12) bundle"
 _PKCS12_FIX = (
-    "it is a PKCS#12 (.pfx/.p12) bundle of certificate, chain and private key, not PEM; "
+    f"it is a {PKCS12_WORDS} of certificate, chain and private key, not PEM; "
     "split it: openssl pkcs12 -in {f} -clcerts -nokeys -out certificate.pem; "
     "openssl pkcs12 -in {f} -cacerts -nokeys -out ca.pem; "
     "openssl pkcs12 -in {f} -nocerts -nodes -out privateKey.pem"

@@ -112,13 +112,17 @@ def owner_of(state: Path, incoming: Path) -> tuple[int, int]:
     raise StageError(f"neither {state} nor {incoming} exists: is harper-certd set up here?")
 
 
-def stage_files(files: dict[str, bytes], incoming: Path, owner: tuple[int, int]) -> Staged:
-    """Write ``files`` as one folder renamed into ``incoming``; StageError leaves nothing."""
+def stage_files(
+    files: dict[str, bytes], incoming: Path, owner: tuple[int, int], *, by: str = "stage"
+) -> Staged:
+    """Write ``files`` as one folder renamed into ``incoming``; StageError leaves nothing.
+    ``by``: the command the folder's name starts with (``<by>-<stamp>-<pid>``), so that
+    where it is filed later says who made it."""
     if not incoming.is_dir():
         raise StageError(
             f"the incoming folder {incoming} does not exist (the daemon makes it at start)"
         )
-    name = f"stage-{_stamp()}-{os.getpid()}"
+    name = f"{by}-{_stamp()}-{os.getpid()}"
     hidden = incoming / f".{name}"
     uid, gid = owner if os.geteuid() == 0 else (None, None)
     try:

@@ -200,8 +200,13 @@ class Store:
         path = self.generations_dir / gen_id
         try:
             meta = json.loads(read_file(path / "meta.json"))
-        except (OSError, ValueError) as exc:
-            raise StateError(f"generation {gen_id} is unreadable: {exc}") from exc
+        except OSError as exc:
+            why = fsio.describe_os_error(exc)
+            raise StateError(f"generation {gen_id} is unreadable: {path}/meta.json: {why}") from exc
+        except ValueError as exc:
+            raise StateError(
+                f"generation {gen_id} is unreadable: {path}/meta.json is not JSON"
+            ) from exc
         if not meta.get("fingerprint") or any(meta.get(k) is None for k in CERT_KEYS):
             # Written by a release that recorded fewer certificate details: read them from
             # the file, so that verification and rollback have a fingerprint to expect.

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from harper_certd.load import PKCS12_WORDS
 from harper_certd.problems import Problem
 from harper_certd.roles import SetPaths
 
@@ -18,6 +19,10 @@ def openssl_commands(problem: Problem, paths: SetPaths) -> list[str]:
     cert, key, ca = paths.cert, paths.key, paths.ca
     unread = {"cert_unreadable": cert, "key_unreadable": key, "ca_unreadable": ca}
     if problem.code in unread and not os.path.lexists(unread[problem.code] or ""):
+        return []
+    if problem.code in unread and PKCS12_WORDS in problem.message:
+        # the sentence gives the openssl pkcs12 commands that split it; x509 or pkey would
+        # only fail on it (a newcomer was sent to `openssl x509 -text` on a .pfx)
         return []
     text = f"openssl x509 -in {cert} -noout -text"
     verify = f"openssl verify -CAfile {ca} -untrusted {cert} {cert}"

@@ -24,6 +24,7 @@ from harper_certd.install.verdict import validate_set
 from harper_certd.journal import Outcome
 from harper_certd.recover import Recovery, recover
 from harper_certd.restart import Applied
+from harper_certd.swap import generation_ids
 
 
 def switch_back(
@@ -161,10 +162,19 @@ def _target(ctx: Context, gen_id: str | None) -> tuple[Generation, Generation] |
             None,
             f"generation {current.id} has no earlier generation",
         )
+    kept = generation_ids(store.generations_dir)
+    if target_id not in kept:
+        # pruned (generations_kept), never written, or not a generation's name at all
+        raise SwapError(
+            f"generation {target_id} is not kept: the store keeps the last "
+            f"{ctx.config.generations_kept} generations (generations_kept); kept now: "
+            f"{', '.join(kept) or 'none'}. Fix: roll back to one of those, or install that "
+            "set again from its files."
+        )
     try:
         target = store.generation(target_id)
-    except Exception as exc:
-        raise SwapError(f"generation {target_id} is not kept: {exc}") from None
+    except StateError as exc:
+        raise SwapError(str(exc)) from None
     if target.id == current.id:
         return RollbackOutcome(
             RollbackStatus.NOTHING,
