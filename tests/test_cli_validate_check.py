@@ -460,7 +460,7 @@ def test_the_openssl_commands_for_a_key_never_print_it(
 
 
 def test_a_pkcs12_file_gets_no_openssl_command_that_fails_on_it(
-    tmp_path: Path, ca: devca.Issued
+    tmp_path: Path, ca: devca.Issued, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A certificate file that is a PKCS#12 bundle: the problem's sentence gives the openssl
     pkcs12 commands that split it, and no ``see:`` line sends the person to ``openssl x509``,
@@ -474,27 +474,9 @@ def test_a_pkcs12_file_gets_no_openssl_command_that_fails_on_it(
             b"n", key, leaf.cert, [ca.cert], serialization.BestAvailableEncryption(b"pw")
         )
     )
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "harper_certd",
-            "validate",
-            "--node",
-            "none",
-            "--cert",
-            str(tmp_path / "certificate.pem"),
-            "--key",
-            str(tmp_path / "privateKey.pem"),
-            "--ca",
-            str(tmp_path / "ca.pem"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "cert_unreadable" in done.stdout
-    assert "openssl pkcs12 -in" in done.stdout
-    assert "see: openssl x509" not in done.stdout
+    paths = SetPaths(tmp_path / "certificate.pem", tmp_path / "privateKey.pem", tmp_path / "ca.pem")
+    assert main([*_args(paths), "--node", "none"]) == 1
+    out = capsys.readouterr().out
+    assert "cert_unreadable" in out
+    assert "openssl pkcs12 -in" in out
+    assert "see: openssl x509" not in out
