@@ -69,8 +69,9 @@ _CHUNK = 1 << 16
 JUDGE_FLAGS = ("--use-openssl-ca",)
 _JUDGE_ENV_SET = {"SSL_CERT_FILE": os.devnull, "SSL_CERT_DIR": os.devnull}
 _UNUSED_BY_THE_JUDGE = "NODE_EXTRA_CA_CERTS"
-# Node's flags that choose the default store: out of NODE_OPTIONS for the judge (judge_env).
-_STORE_FLAGS = frozenset({"--use-bundled-ca", "--use-openssl-ca"})
+# Node's flags that choose the default store (--use-system-ca: Node 22.15 and 23.8 on): out
+# of NODE_OPTIONS for the judge (judge_env).
+_STORE_FLAGS = frozenset({"--use-bundled-ca", "--use-openssl-ca", "--use-system-ca"})
 
 # Bytes read per file for the judge (the CA file's limit, load.MAX_CA_FILE_BYTES; the
 # analysis applies each file's own limit and Node's verdict counts only for the same bytes).
