@@ -17,7 +17,6 @@ asserts a time.
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import os
 import platform
@@ -187,7 +186,7 @@ def bench_in_process(name: str, paths: SetPaths, pipeline_runs: int) -> InProces
         )
 
     def without_key() -> object:
-        inputs = dataclasses.replace(read_set(paths), key=None)
+        inputs = read_set(paths)._replace(key=None)
         return validate(inputs, at=at, judge=judge.MODEL)
 
     report = validate_files(paths, at=at, purpose=Purpose.CLUSTER, judge=judge.MODEL)

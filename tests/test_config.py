@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +16,11 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "config.example.yaml"
 
 def _keys(cls: Any, prefix: str = "") -> set[str]:
     out = set()
-    for f in dataclasses.fields(cls):
-        name = f"{prefix}{f.name}"
+    for field in cls._fields:
+        name = f"{prefix}{field}"
         out.add(name)
-        default = f.default_factory() if callable(f.default_factory) else None
-        if dataclasses.is_dataclass(default):
+        default = cls._field_defaults.get(field)
+        if isinstance(default, tuple) and hasattr(default, "_fields"):  # a section
             out |= _keys(type(default), name + ".")
     return out
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import functools
 import os
@@ -512,8 +511,7 @@ CASES = [
         "ca_names_too_large",
         # 850 roots with 64-character names: 79 bytes each in the CertificateRequest.
         lambda p, t: run(
-            dataclasses.replace(
-                p.inputs(),
+            p.inputs()._replace(
                 ca=p.inter.cert_pem
                 + p.root.cert_pem
                 + b"".join(rootsfix.root(f"{i:04d}" + "x" * 60) for i in range(850)),

@@ -13,7 +13,7 @@ import datetime as dt
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from harper_certd import hazards, load
 from harper_certd.discover import HarperConfig, TlsEntry
@@ -48,14 +48,12 @@ class EntryResult:
         return round(self.report.certificate.days_left(self.report.at), 2)
 
 
-@dataclass(frozen=True, slots=True)
-class Process:
+class Process(NamedTuple):
     pid: int | None
     version: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class CheckResult:
+class CheckResult(NamedTuple):
     config: HarperConfig
     results: tuple[EntryResult, ...]
     process: Process = Process(None, None)
@@ -75,8 +73,7 @@ def _soften_for_insecure(report: Report) -> Report:
     # With clustering.tls.insecure Harper does not check names yet; a mismatch only
     # blocks turning insecure off, so it is a warning until then.
     problems = tuple(
-        replace(
-            p,
+        p._replace(
             severity=Severity.WARNING,
             message=p.message + " This must be fixed before 'insecure' can be turned off.",
         )

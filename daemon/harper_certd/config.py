@@ -6,15 +6,13 @@ was expected; every key has a default, documented in ``config.example.yaml``.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import os
 import types
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from harper_certd.errors import ConfigError
 from harper_certd.harper.method import RestartMethod
@@ -24,16 +22,14 @@ from harper_certd.yamlfile import read_yaml
 OnInvalidLive = Literal["report", "restore"]
 
 
-@dataclass(frozen=True, slots=True)
-class HarperSection:
+class HarperSection(NamedTuple):
     root: Path | None = None  # Harper's ROOTPATH; default $ROOTPATH, then ~/hdb
     # PEM bundle of the roots a set without a CA file must chain to; default OpenSSL's own
     # ($SSL_CERT_FILE / $SSL_CERT_DIR, else the built-in paths): see trust.py.
     trust_store: Path | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class RestartSection:
+class RestartSection(NamedTuple):
     method: RestartMethod = RestartMethod.AUTO  # the enum's values are the accepted spellings
     command: tuple[str, ...] = ()  # argv for method "command"; never a shell string
     unit: str = "harperdb"  # for method "systemd"
@@ -41,24 +37,21 @@ class RestartSection:
     restarts_per_hour: int = 3
 
 
-@dataclass(frozen=True, slots=True)
-class VerifySection:
+class VerifySection(NamedTuple):
     enabled: bool = True  # false: trust the restart method's own success (exit status)
     timeout: float = 60.0  # seconds for Harper to serve the new certificate
     interval: float = 0.5  # between TLS handshakes while waiting
     host: str | None = None  # address to dial; default 127.0.0.1, then ::1 (SNI: as peers)
 
 
-@dataclass(frozen=True, slots=True)
-class OperationsApiSection:
+class OperationsApiSection(NamedTuple):
     url: str | None = None  # http(s)://host:port or unix:/path; default from Harper's config
     credentials_file: Path | None = None  # "username:password", readable by the daemon only
     username_env: str = "HARPER_CERTD_USERNAME"
     password_env: str = "HARPER_CERTD_PASSWORD"  # noqa: S105 - a variable name, not a secret
 
 
-@dataclass(frozen=True, slots=True)
-class WatchSection:
+class WatchSection(NamedTuple):
     settle_seconds: float = 2.0  # files must stop changing this long before a set is taken
     rescan_seconds: float = 3600.0  # full rescan, a safety net beside inotify
     # incoming/ under hostile input (h-incoming):
@@ -66,13 +59,11 @@ class WatchSection:
     drain_per_cycle: int = 50  # sources judged per loop cycle at most (event storms)
 
 
-@dataclass(frozen=True, slots=True)
-class ExpirySection:
+class ExpirySection(NamedTuple):
     warn_days: tuple[float, ...] = (30, 14, 7, 3, 1)
 
 
-@dataclass(frozen=True, slots=True)
-class RenewSection:
+class RenewSection(NamedTuple):
     command: tuple[str, ...] = ()  # e.g. [certbot, renew, --cert-name, x]; empty: no renewal
     before_fraction: float = 1 / 3  # renew when this share of the lifetime is left
     before_days: float | None = None  # or a fixed number of days before expiry
@@ -85,8 +76,7 @@ class RenewSection:
     arrival_seconds: float = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class ScheduleSection:
+class ScheduleSection(NamedTuple):
     # A set whose notBefore is at most this far ahead (a CA's clock running fast) is held
     # and installed when it becomes valid; further ahead it is refused (not_yet_valid).
     hold_not_yet_valid_seconds: float = 600.0
@@ -99,8 +89,7 @@ class ScheduleSection:
 # --- h-store's keys (the store and filed sources) ---------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class RetentionSection:
+class RetentionSection(NamedTuple):
     """Sets filed in processed/ and rejected/ (each holds a private key): how many, how long."""
 
     keep: int = 20  # the newest folders kept in each of processed/ and rejected/
@@ -110,8 +99,7 @@ class RetentionSection:
 # --- end of h-store's keys ----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class LogSection:
+class LogSection(NamedTuple):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "json", "console"] = "auto"
 
@@ -119,15 +107,13 @@ class LogSection:
 # --- h-ops: monitoring (status health, the Prometheus textfile) -------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class HealthSection:
+class HealthSection(NamedTuple):
     # The first expiry warning fires when this share of the leaf's renewal window (from
     # renew.before_fraction/before_days to notAfter) has passed without a new set.
     overdue_after: float = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class MetricsSection:
+class MetricsSection(NamedTuple):
     textfile: Path | None = None  # node_exporter textfile (*.prom); null: no metrics
     interval: float = 60.0  # seconds between re-checks of what Harper serves (and rewrites)
 
@@ -135,8 +121,7 @@ class MetricsSection:
 # --- h-peers: the cluster citizen (issue 12) -------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class PeersSection:
+class PeersSection(NamedTuple):
     # auto: before and after a replication-set swap, probe every replication peer listed by
     # the Operations API (harper_certd.peers); off: never.
     check: Literal["auto", "off"] = "auto"
@@ -158,28 +143,25 @@ class PeersSection:
 # --- end of h-peers' keys -----------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class SetSection:
+class SetSection(NamedTuple):
     """What differs per certificate set (issue 11); ``name`` as ``harper-certd check``
     shows it (the ``tls`` entry's ``name``, else its role, else its position)."""
 
     name: str = ""
     # This set's renewal; the top-level ``renew`` is the primary (replication) set's.
-    renew: RenewSection = field(default_factory=RenewSection)
+    renew: RenewSection = RenewSection()
 
 
-@dataclass(frozen=True, slots=True)
-class JudgeSection:
+class JudgeSection(NamedTuple):
     # The node that judges sets when Harper is not running here (Harper's own node, read
     # from its process, comes first): a path, "none" for harper-certd's model alone, or
     # null for PATH's node (harper_certd.judge.runtime).
     node: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    harper: HarperSection = field(default_factory=HarperSection)
-    judge: JudgeSection = field(default_factory=JudgeSection)
+class Config(NamedTuple):
+    harper: HarperSection = HarperSection()
+    judge: JudgeSection = JudgeSection()
     incoming_dir: Path | None = None  # default <harper.root>/keys/incoming
     processed_dir: Path | None = None  # default <harper.root>/keys/processed
     rejected_dir: Path | None = None  # default <harper.root>/keys/rejected
@@ -188,23 +170,22 @@ class Config:
     ca_file: Path | None = None  # CA file for sources without ca.pem; default: the live ca.pem
     expiry_warning_days: float = 30.0  # validation's expires_soon window
     on_invalid_live: OnInvalidLive = "report"
-    restart: RestartSection = field(default_factory=RestartSection)
-    verify: VerifySection = field(default_factory=VerifySection)
-    operations_api: OperationsApiSection = field(default_factory=OperationsApiSection)
-    watch: WatchSection = field(default_factory=WatchSection)
-    expiry: ExpirySection = field(default_factory=ExpirySection)
-    renew: RenewSection = field(default_factory=RenewSection)
-    schedule: ScheduleSection = field(default_factory=ScheduleSection)
-    log: LogSection = field(default_factory=LogSection)
-    health: HealthSection = field(default_factory=HealthSection)  # h-ops
-    metrics: MetricsSection = field(default_factory=MetricsSection)  # h-ops
-    retention: RetentionSection = field(default_factory=RetentionSection)
-    peers: PeersSection = field(default_factory=PeersSection)  # h-peers
+    restart: RestartSection = RestartSection()
+    verify: VerifySection = VerifySection()
+    operations_api: OperationsApiSection = OperationsApiSection()
+    watch: WatchSection = WatchSection()
+    expiry: ExpirySection = ExpirySection()
+    renew: RenewSection = RenewSection()
+    schedule: ScheduleSection = ScheduleSection()
+    log: LogSection = LogSection()
+    health: HealthSection = HealthSection()  # h-ops
+    metrics: MetricsSection = MetricsSection()  # h-ops
+    retention: RetentionSection = RetentionSection()
+    peers: PeersSection = PeersSection()  # h-peers
     sets: tuple[SetSection, ...] = ()  # per-set settings, by set name
 
 
-@dataclass(frozen=True, slots=True)
-class Paths:
+class Paths(NamedTuple):
     """Every directory the daemon uses, with the defaults resolved."""
 
     harper_root: Path
@@ -268,9 +249,14 @@ def _type_name(tp: Any) -> str:
         return "true or false"
     if tp is str:
         return "a string"
-    if dataclasses.is_dataclass(tp):
+    if _is_section(tp):
         return "a mapping"
     return str(tp)
+
+
+def _is_section(tp: Any) -> bool:
+    """Whether ``tp`` is one of the sections above (a NamedTuple: a mapping in the file)."""
+    return isinstance(tp, type) and issubclass(tp, tuple) and hasattr(tp, "_fields")
 
 
 def _convert(value: Any, tp: Any, where: str) -> Any:
@@ -295,7 +281,7 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, list):
             item = typing.get_args(tp)[0]
             return tuple(_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value))
-    elif dataclasses.is_dataclass(tp) and isinstance(tp, type):
+    elif _is_section(tp):
         return _build(tp, value, where)
     elif tp is Path:
         if isinstance(value, str) and value:
@@ -320,7 +306,7 @@ def _build(cls: type[Any], data: Any, where: str) -> Any:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where or 'the configuration'}: expected a mapping, got {data!r}")
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = set(cls._fields)
     for key in data:
         if key not in known:
             path = f"{where}.{key}" if where else str(key)
@@ -398,6 +384,7 @@ def with_overrides(section: _T, **changes: Any) -> _T:
     """Command-line flags override the file (None: not given); a path made absolute
     (``absolute``) here, where the command line gives it."""
     given = {k: absolute(v) if isinstance(v, Path) else v for k, v in changes.items()}
-    return dataclasses.replace(  # type: ignore[type-var]
-        section, **{k: v for k, v in given.items() if v is not None}
+    replaced: _T = section._replace(  # type: ignore[attr-defined]
+        **{k: v for k, v in given.items() if v is not None}
     )
+    return replaced

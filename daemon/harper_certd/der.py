@@ -12,7 +12,7 @@ Every function is bounded by the input's length and never raises on hostile inpu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 SEQUENCE = 0x30
 INTEGER = 0x02
@@ -30,8 +30,7 @@ OID_DSA = bytes.fromhex("2a8648ce380401")  # id-dsa
 OID_BASIC_CONSTRAINTS = bytes.fromhex("551d13")  # 2.5.29.19
 
 
-@dataclass(frozen=True, slots=True)
-class Tlv:
+class Tlv(NamedTuple):
     """One element: tag byte, where its content starts and ends (offsets into the buffer)."""
 
     tag: int
@@ -295,8 +294,7 @@ def pkcs8_algorithm(buf: bytes, outer: Tlv) -> bytes | None:
     return oid_in(buf, items[1]) if len(items) >= 2 else None
 
 
-@dataclass(frozen=True, slots=True)
-class CertAux:
+class CertAux(NamedTuple):
     """OpenSSL's X509_CERT_AUX after a TRUSTED CERTIFICATE: trust and reject OIDs (dotted)."""
 
     trust: tuple[str, ...]

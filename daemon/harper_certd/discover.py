@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from harper_certd.errors import ConfigError
@@ -27,8 +26,7 @@ ROLE_PURPOSE = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class TlsEntry:
+class TlsEntry(NamedTuple):
     """One certificate set named in Harper's configuration."""
 
     where: str  # "tls", "tls[1]", "operationsApi.tls", "clustering.tls", "keys directory"
@@ -59,8 +57,7 @@ class TlsEntry:
         return None if self.cert_key is None else self.cert_key[0]
 
 
-@dataclass(frozen=True, slots=True)
-class CertSet:
+class CertSet(NamedTuple):
     """One distinct set (entries naming the same certificate file are one set).
 
     ``name``: an entry's ``name``, else the role (``replication``, ``server``,
@@ -93,8 +90,7 @@ class CertSet:
         return tuple(dict.fromkeys(h for e in self.entries if not e.insecure for h in e.hostnames))
 
 
-@dataclass(frozen=True, slots=True)
-class HarperConfig:
+class HarperConfig(NamedTuple):
     root: Path
     config_path: Path
     entries: tuple[TlsEntry, ...]
@@ -329,7 +325,7 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
         wanted = names or (node_names if Role.REPLICATION.value in uses else ())
         entry = _entry(where, section, keys_dir, purpose, uses, wanted, uses_given=bool(given))
         if "replication" in uses and not names:
-            entry = replace(entry, verbatim_names=node_names)
+            entry = entry._replace(verbatim_names=node_names)
         entries.append(entry)
     ops = _get(tree, "operationsApi.tls")
     if isinstance(ops, Mapping):
@@ -357,7 +353,7 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
             (Role.REPLICATION.value,),
             node_names,
         )
-        entries.append(replace(entry, verbatim_names=node_names))
+        entries.append(entry._replace(verbatim_names=node_names))
     functions = _get(tree, "customFunctions.tls")
     if isinstance(functions, Mapping) and _get(tree, "customFunctions.enabled") is not False:
         # 4.0: the custom functions server, TLS with customFunctions.network.https.
@@ -409,7 +405,7 @@ def parse(tree: Any, root: Path, config_path: Path) -> HarperConfig:
     url_host = urlsplit(url).hostname if isinstance(url, str) and url else None
     if url_host and url_host != node:
         entries = [
-            replace(e, url_hosts=(url_host,))
+            e._replace(url_hosts=(url_host,))
             if e.purpose is Purpose.CLUSTER and not e.insecure
             else e
             for e in entries

@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from harper_certd import discover
 from harper_certd.config import Config
@@ -45,8 +45,7 @@ def under_systemd(env: Mapping[str, str] | None = None) -> bool:
     return any(env.get(name) for name in SYSTEMD_MARKERS)
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     """Something the environment makes impossible (``fatal``) or unlikely to work."""
 
     fatal: bool

@@ -12,9 +12,8 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from harper_certd import fsio, load, names
 from harper_certd.journal import GenerationMeta
@@ -25,8 +24,7 @@ ROLES = ("key", "ca", "cert")  # write order inside a generation; the key first
 ROLES_NO_CA = ("key", "cert")  # a set without a CA file (a public certificate)
 
 
-@dataclass(frozen=True, slots=True)
-class FileAttrs:
+class FileAttrs(NamedTuple):
     """A live file's mode (``st_mode``), owner and group: what a generation file copies."""
 
     mode: int
@@ -34,8 +32,7 @@ class FileAttrs:
     gid: int
 
 
-@dataclass(frozen=True, slots=True)
-class Generation:
+class Generation(NamedTuple):
     """``generations/<id>``: its folder and its ``meta.json`` as read (a dict, see ``info``)."""
 
     id: str

@@ -24,8 +24,8 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -37,8 +37,7 @@ from harper_certd.roles import Role
 from harper_certd.trust import TrustStore
 
 
-@dataclass(frozen=True, slots=True)
-class Material:
+class Material(NamedTuple):
     """What a set's files hold: the certificate file's certificates and the CA file's."""
 
     certs: tuple[x509.Certificate, ...]

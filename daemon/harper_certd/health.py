@@ -22,7 +22,6 @@ its role, so a per-set store (issue 11) adds entries, not a new shape.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import os
 import shlex
@@ -30,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from harper_certd import hazards, reasons, renewfile, spans, statefile
 from harper_certd.adoption import foreign
@@ -111,8 +110,7 @@ FINDINGS: dict[str, tuple[Level, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(NamedTuple):
     code: str
     message: str
 
@@ -161,8 +159,7 @@ def warning_marks(marks: list[Mark], leaf: Watched | None, config: Config) -> li
 # --- the snapshot ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CertView:
+class CertView(NamedTuple):
     role: str  # "leaf", "intermediate" or "ca" (an entry of the CA file)
     subject: str
     issuer: str
@@ -181,8 +178,7 @@ class CertView:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ServedView:
+class ServedView(NamedTuple):
     port_name: str
     port: int
     dialled: str
@@ -199,8 +195,7 @@ class ServedView:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class SetView:
+class SetView(NamedTuple):
     name: str
     role: str  # the purpose it is validated for: cluster or server
     uses: tuple[str, ...]
@@ -225,8 +220,7 @@ class SetView:
         return all(s.sha256 == self.leaf.sha256 for s in self.served)
 
 
-@dataclass(frozen=True, slots=True)
-class Operation:
+class Operation(NamedTuple):
     kind: str  # rotation, rollback, refusal, renewal
     outcome: str
     time: dt.datetime
@@ -247,8 +241,7 @@ class Operation:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Waiting:
+class Waiting(NamedTuple):
     path: str
     since: dt.datetime
     held: bool
@@ -662,7 +655,7 @@ def _other_sets(
             if leaf is None
             else Watched("leaf", leaf.subject, leaf.sha256, leaf.not_before, leaf.not_after)
         )
-        renew_config = dataclasses.replace(ctx.config, renew=own) if own is not None else None
+        renew_config = ctx.config._replace(renew=own) if own is not None else None
         views.append(
             SetView(
                 name=c.name,

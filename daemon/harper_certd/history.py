@@ -24,9 +24,8 @@ import json
 import os
 import stat
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from harper_certd import fsio
 from harper_certd.clock import utc_now
@@ -41,8 +40,7 @@ def utc_stamp() -> str:
     return utc_now().isoformat(timespec="microseconds")
 
 
-@dataclass(frozen=True, slots=True)
-class History:
+class History(NamedTuple):
     """``path``: the JSONL file; ``owner``: (uid, gid) it must belong to; ``own``: gives a
     path to that owner (``swap.Store.own``)."""
 

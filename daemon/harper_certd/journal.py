@@ -10,8 +10,7 @@ is kept as text rather than raising at run time.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class Outcome(enum.StrEnum):
@@ -41,8 +40,7 @@ class Step(enum.StrEnum):
     LINKING = "linking"  # the live paths are being linked through ``current``
 
 
-@dataclass(frozen=True, slots=True)
-class Journal:
+class Journal(NamedTuple):
     """``journal.json``: the operation under way, its step, the generation it makes live
     (``new``) and the one live before it (``prev``)."""
 
@@ -76,8 +74,7 @@ class Journal:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class GenerationMeta:
+class GenerationMeta(NamedTuple):
     """A generation's ``meta.json``, typed: what it holds, where it came from, what became
     of it.  Read from the stored mapping (``Generation.meta``), which stays the storage
     form so that keys written by other releases survive a rewrite."""

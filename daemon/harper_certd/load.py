@@ -32,9 +32,8 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -64,8 +63,7 @@ class Unreadable(Exception):
     """A file that cannot be used; ``str()`` is the sentence for a person."""
 
 
-@dataclass(frozen=True, slots=True)
-class CertFile:
+class CertFile(NamedTuple):
     certs: tuple[x509.Certificate, ...]
     holds_private_key: bool
 

@@ -19,7 +19,7 @@ import hashlib
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
@@ -27,8 +27,7 @@ from cryptography.x509.oid import NameOID
 _BAD_CHARS = re.compile(r"[^\u0021-\u007F]")
 
 
-@dataclass(frozen=True, slots=True)
-class Identities:
+class Identities(NamedTuple):
     dns: tuple[str, ...]
     ips: tuple[str, ...]
     cns: tuple[str, ...]

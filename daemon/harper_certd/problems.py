@@ -7,7 +7,7 @@ set, log events); the README documents each one from ``CODES`` below.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Severity(enum.StrEnum):
@@ -336,8 +336,7 @@ INSTALL_CODES = frozenset(
 VALIDATION_CODES = frozenset(CODES) - INSTALL_CODES - HAZARD_CODES
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(NamedTuple):
     code: str
     severity: Severity
     message: str

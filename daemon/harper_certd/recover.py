@@ -13,8 +13,8 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from harper_certd import recovery
 from harper_certd.adoption import link_or_undo
@@ -24,8 +24,7 @@ from harper_certd.recovery import Act
 from harper_certd.swap import Store
 
 
-@dataclass(frozen=True, slots=True)
-class Recovery:
+class Recovery(NamedTuple):
     """What ``recover`` did: the operation a crash cut short (``Op``), its outcome, the
     generation live now, and whether Harper must be checked to serve it."""
 

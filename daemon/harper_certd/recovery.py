@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from harper_certd.journal import Journal, Op, Step
 
@@ -31,8 +31,7 @@ class Act(enum.StrEnum):
     RECORD = "record"  # a history line: op, outcome, generation
 
 
-@dataclass(frozen=True, slots=True)
-class Action:
+class Action(NamedTuple):
     act: Act
     generation: str | None = None
     op: str | None = None  # RECORD: the history line's op
@@ -40,8 +39,7 @@ class Action:
     prev: str | None = None  # LINK_LIVE: where ``current`` goes back to if undone
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(NamedTuple):
     actions: tuple[Action, ...]
     op: str | None  # None: nothing was under way
     outcome: str | None  # "completed" or "undone"

@@ -17,8 +17,8 @@ import enum
 import os
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 
 class Purpose(enum.StrEnum):
@@ -29,8 +29,7 @@ class Purpose(enum.StrEnum):
     CLIENT = "client"
 
 
-@dataclass(frozen=True, slots=True)
-class SetPaths:
+class SetPaths(NamedTuple):
     """A set's files; ``ca`` None for a set without a CA file (a public certificate: its
     chain must reach a root in the system trust store, ``trust.py``)."""
 
@@ -39,8 +38,7 @@ class SetPaths:
     ca: Path | None
 
 
-@dataclass(frozen=True, slots=True)
-class SetBytes:
+class SetBytes(NamedTuple):
     """A set's bytes; ``ca`` is ``b""`` for a set without a CA file (its store's live
     paths say which kind it is: ``swap.Store.roles``)."""
 
@@ -98,8 +96,7 @@ def role_of(uses: Iterable[str]) -> Role:
     return Role.SERVER
 
 
-@dataclass(frozen=True, slots=True)
-class Handover:
+class Handover(NamedTuple):
     """The file names one tool writes a set under, as the incoming folder and ``stage``
     recognise them (issue 17 item 6).
 

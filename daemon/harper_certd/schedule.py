@@ -10,14 +10,13 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from harper_certd import statefile
 
 
-@dataclass(frozen=True, slots=True)
-class Watched:
+class Watched(NamedTuple):
     """A certificate whose expiry is watched: the leaf, or a CA of the CA file."""
 
     role: str  # "leaf" or "ca"
@@ -27,8 +26,7 @@ class Watched:
     not_after: dt.datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Mark:
+class Mark(NamedTuple):
     """An instant at which an event is due: a warning threshold or the expiry itself."""
 
     at: dt.datetime
@@ -78,8 +76,7 @@ def renewal_at(leaf: Watched, *, before_fraction: float, before_days: float | No
     return leaf.not_after - lifetime * before_fraction
 
 
-@dataclass(frozen=True, slots=True)
-class Backoff:
+class Backoff(NamedTuple):
     initial: float
     maximum: float
     jitter: float = 0.2

@@ -46,9 +46,8 @@ import os
 import shutil
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from harper_certd import fsio
 from harper_certd.errors import StateError, SwapError
@@ -70,8 +69,7 @@ from harper_certd.pristine import Pristine
 from harper_certd.roles import KEY_FILES, SetBytes, SetPaths
 
 
-@dataclass(frozen=True, slots=True)
-class Pruned:
+class Pruned(NamedTuple):
     """What ``Store.prune`` did: ids removed, and ids it could not remove with the cause."""
 
     removed: list[str]

@@ -25,7 +25,7 @@ the matrix with times) unless marked "documented":
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Clustering(enum.StrEnum):
@@ -35,8 +35,7 @@ class Clustering(enum.StrEnum):
     REPLICATION = "replication"  # replication.* (WebSocket), tls with uses: replication
 
 
-@dataclass(frozen=True, slots=True)
-class Line:
+class Line(NamedTuple):
     """One release line.
 
     ``since``/``until``: (major, minor) bounds, ``until`` exclusive.  ``hot_reload``: Harper

@@ -212,7 +212,7 @@ def judge_each(
 
 def last_good(ctx: Context, exclude: set[str] | None = None) -> Generation | None:
     """The newest kept generation that is intact (its digests) and valid now."""
-    for gen in reversed(ctx.store.generations()):
+    for gen in ctx.store.generations()[::-1]:
         if gen.id in (exclude or set()):
             continue
         ctx.store.intact(gen)  # changed in place and not live: put back (Pristine.repair)

@@ -7,16 +7,14 @@ imports (``cli.cmd_status``): this module imports only the configuration's reade
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from harper_certd import discover
 from harper_certd.errors import ConfigError
 from harper_certd.roles import Purpose, SetPaths
 
 
-@dataclass(frozen=True, slots=True)
-class Managed:
+class Managed(NamedTuple):
     """The certificate set this daemon manages, and what it must be fit for."""
 
     live: SetPaths
@@ -48,9 +46,7 @@ def managed_set(harper: discover.HarperConfig, name: str | None = None) -> Manag
         chosen = by_name[name]
         if chosen.first.paths is None and chosen.first.cert_key is not None:
             return _without_ca_file(chosen)
-        harper = dataclasses.replace(
-            harper, entries=tuple(e for e in harper.entries if e in chosen.entries)
-        )
+        harper = harper._replace(entries=tuple(e for e in harper.entries if e in chosen.entries))
     entries = harper.file_entries()
     if not entries:
         notes = " ".join(e.note for e in harper.entries if e.note)

@@ -22,6 +22,7 @@ import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from harper_certd import warmstart
 
@@ -50,8 +51,7 @@ def _reap_at_exit() -> None:
             thread.join(_REAP_AT_EXIT_SECONDS)
 
 
-@dataclass(frozen=True, slots=True)
-class SetRequest:
+class SetRequest(NamedTuple):
     """One set to judge: the files' bytes as read, the names to check against the server
     certificate, and which directions count (``server``: a client verifies this set as a
     server, serverAuth; ``client``: a server verifies it as a client, clientAuth)."""
@@ -104,8 +104,7 @@ class NodeVerdict:
         return f"{self.code} in {where}: {message}" if message else f"{self.code} in {where}"
 
 
-@dataclass(frozen=True, slots=True)
-class Batch:
+class Batch(NamedTuple):
     """A finished run: Node's version, OpenSSL's version, one verdict per set id, and
     ``judged``: (first, last), the seconds since the epoch on Node's clock before its first
     handshake and after its last."""

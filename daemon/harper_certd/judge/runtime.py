@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from harper_certd import warmstart
 
 
-@dataclass(frozen=True, slots=True)
-class NodeChoice:
+class NodeChoice(NamedTuple):
     """A node binary and where it was found (``source``: words for the judge line)."""
 
     path: str
@@ -44,8 +43,7 @@ OFF = "none"
 CONFIG_OFF = f"judge.node: {OFF}"
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
+class Settings(NamedTuple):
     node: str | None = None  # judge.node: a path, "none", or None (look for one)
     harper_pid: Callable[[], int | None] | None = None
     # the words for the setting that switched Node off (``node`` "none"), in the judge line

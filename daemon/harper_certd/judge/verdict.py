@@ -19,7 +19,7 @@ holds the two together.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from harper_certd.problems import Problem, Severity, problem
 
@@ -60,8 +60,7 @@ HARPER_RULES: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class JudgeInfo:
+class JudgeInfo(NamedTuple):
     """Who judged a set.  ``kind``: ``node`` or ``model``; ``version``: "Node v20.20.2,
     OpenSSL 3.0.19" or the model's name; ``why``: why the model judged alone;
     ``node_reason``: Node's refusal (empty when it accepted or did not judge);

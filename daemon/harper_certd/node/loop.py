@@ -89,7 +89,7 @@ def own_renewal(ctx: context.Context, config: Config, *, lane: bool) -> context.
     if own is None and not lane:
         return ctx
     renew = own.renew if own is not None else RenewSection()
-    return dataclasses.replace(ctx, config=dataclasses.replace(ctx.config, renew=renew))
+    return dataclasses.replace(ctx, config=ctx.config._replace(renew=renew))
 
 
 def describe(exc: BaseException) -> str:
@@ -163,7 +163,7 @@ class Node:
             and SET_FOLDER.fullmatch(ctx.set_name) is not None
             and any(s.first.cert_path != live for s in ctx.harper.sets())
         ):  # several sets: each has its folder, incoming/ is the router's
-            paths = dataclasses.replace(ctx.paths, incoming=ctx.paths.incoming / ctx.set_name)
+            paths = ctx.paths._replace(incoming=ctx.paths.incoming / ctx.set_name)
             ctx = dataclasses.replace(ctx, paths=paths)
         ctx = own_renewal(ctx, config, lane=False)
         self.environment = environment.require_workable(config, ctx.harper, self.env)  # h-ops
@@ -178,7 +178,7 @@ class Node:
             config, clock=self.clock.now, interrupted=self.stopping, set_name=name
         )
         ctx = own_renewal(ctx, config, lane=True)
-        paths = dataclasses.replace(ctx.paths, incoming=ctx.paths.incoming / name)
+        paths = ctx.paths._replace(incoming=ctx.paths.incoming / name)
         return dataclasses.replace(ctx, paths=paths, budget=self.ctx.budget)
 
     def _configure_logging(self) -> None:

@@ -6,9 +6,8 @@ import dataclasses
 import datetime as dt
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import (
@@ -52,8 +51,7 @@ DEFAULT_EXPIRY_WARNING_DAYS = 30
 _T = TypeVar("_T")
 
 
-@dataclass(frozen=True, slots=True)
-class Inputs:
+class Inputs(NamedTuple):
     """The three files' bytes (``key`` None: chain checks only) and where they came from."""
 
     cert: bytes | load.Unreadable

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import warnings
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cryptography import x509
 
@@ -16,8 +17,7 @@ from harper_certd.validate import ca_memo
 from harper_certd.validate.certs import fingerprint, is_ca, issuer_of, key_description, name_of
 
 
-@dataclass(frozen=True, slots=True)
-class CertSummary:
+class CertSummary(NamedTuple):
     subject: str
     issuer: str
     serial: str
