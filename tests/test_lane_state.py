@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import datetime as dt
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -25,7 +26,7 @@ from harper_certd.lane.state import (
 
 
 def _lane() -> Lane:
-    clock = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC), 0.0)
+    clock = Clock(dt.datetime(2027, 1, 1, tzinfo=dt.UTC), 0.0, 1.0, time.time())
     return Lane("tls", clock, {}, threading.Event(), lambda: None, lambda: True)
 
 

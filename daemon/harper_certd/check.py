@@ -81,7 +81,7 @@ def _soften_for_insecure(report: Report) -> Report:
         else p
         for p in report.problems
     )
-    return replace(report, problems=problems)
+    return report._replace(problems=problems)
 
 
 # Problems about the CA file's other entries: for the system store they would be about
@@ -101,7 +101,7 @@ def validate_against_store(cert: Path, key: Path, store: TrustStore, **kwargs: o
     )
     if "key_unreadable" in report.codes:
         return report
-    return replace(report, problems=(*report.problems, *check_key_file_mode(key)))
+    return report._replace(problems=(*report.problems, *check_key_file_mode(key)))
 
 
 def validate_data_against_store(
@@ -137,7 +137,7 @@ def validate_data_against_store(
     )
     report = validate(inputs, **kwargs)  # type: ignore[arg-type]  # validate's own keywords
     problems = tuple(p for p in report.problems if p.code not in _STORE_NOISE or roots)
-    return replace(report, problems=problems, ca_certs=tuple(roots))
+    return report._replace(problems=problems, ca_certs=tuple(roots))
 
 
 def _read(path: Path) -> bytes | load.Unreadable:

@@ -15,7 +15,7 @@ import datetime as dt
 import os
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 CLOCK_ENV = "HARPER_CERTD_CLOCK"
 
@@ -25,8 +25,7 @@ def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Clock:
+class Clock(NamedTuple):
     """The daemon's wall clock: ``start + speed * elapsed + steps of the system clock``.
 
     ``elapsed`` is monotonic seconds since ``origin``; ``steps`` is how far the system's
@@ -39,8 +38,8 @@ class Clock:
 
     start: dt.datetime
     origin: float
-    speed: float = 1.0
-    wall_origin: float = field(default_factory=time.time)
+    speed: float
+    wall_origin: float  # time.time() at origin
 
     def now(self) -> dt.datetime:
         elapsed = time.monotonic() - self.origin

@@ -24,9 +24,8 @@ import hashlib
 import math
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from harper_certd import rawio, warmstart
 from harper_certd.judge import runtime, verdict
@@ -64,8 +63,7 @@ REUSE_SECONDS = 10.0
 _last: tuple[tuple[str, bytes], node.Run, float] | None = None
 
 
-@dataclass(slots=True)
-class Pending:
+class Pending(NamedTuple):
     """A judgement under way: Node running (``run``) or the reason the model judges alone;
     ``judged``: the bytes Node was given (cert, key, CA), to check they are the analysed."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import warnings
 from collections.abc import Callable, Sequence
@@ -142,7 +141,7 @@ def validate(
         seen=seen,
     )
     problems, info = judging.finish(pending, report.problems, seen, at)
-    return dataclasses.replace(report, problems=problems, judge=info)
+    return report._replace(problems=problems, judge=info)
 
 
 def _analyse(
@@ -366,4 +365,4 @@ def validate_files(
     extra = check_key_file_mode(paths.key)
     if not extra:
         return report
-    return dataclasses.replace(report, problems=(*report.problems, *extra))
+    return report._replace(problems=(*report.problems, *extra))

@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import datetime as dt
 import warnings
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from cryptography import x509
 
 from harper_certd import names
-from harper_certd.clock import utc_now
 from harper_certd.judge.verdict import JudgeInfo
 from harper_certd.problems import Problem, has_errors
 from harper_certd.validate import ca_memo
@@ -50,15 +48,15 @@ class CertSummary(NamedTuple):
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class Report:
-    """What validation found; ``valid`` when no problem is an error."""
+class Report(NamedTuple):
+    """What validation found at ``at`` (the instant judged, UTC); ``valid`` when no problem
+    is an error."""
 
     problems: tuple[Problem, ...]
+    at: dt.datetime
     certificate: CertSummary | None = None
     chain_certs: tuple[x509.Certificate, ...] = ()  # the validated chain, leaf first
     ca_certs: tuple[x509.Certificate, ...] = ()
-    at: dt.datetime = field(default_factory=utc_now)
     # Who judged: Node (Harper's runtime) or the model alone; None for a report made
     # without the validation entry point (a refusal before any judging).
     judge: JudgeInfo | None = None
