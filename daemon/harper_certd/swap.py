@@ -87,6 +87,13 @@ def generation_ids(folder: Path) -> list[str]:
     return sorted(n for n in names if n.isdigit() and os.path.exists(folder / n / "meta.json"))
 
 
+def next_generation_id(folder: Path) -> str:
+    """The id after every digit-named sub-folder of ``folder``, six digits: one left half
+    written (no ``meta.json`` yet) counts too, so its id is never given twice."""
+    existing = [int(p.name) for p in folder.iterdir() if p.name.isdigit()]
+    return f"{max(existing, default=0) + 1:06d}"
+
+
 class Store:
     """The state directory: generations, the ``current`` link, the journal, history."""
 
@@ -264,15 +271,11 @@ class Store:
         gen_id = self.current_id()
         return None if gen_id is None else self.generation(gen_id)
 
-    def _next_id(self) -> str:
-        existing = [int(p.name) for p in self.generations_dir.iterdir() if p.name.isdigit()]
-        return f"{max(existing, default=0) + 1:06d}"
-
     def write_generation(
         self, data: SetBytes, attrs: dict[str, FileAttrs], meta: dict[str, Any]
     ) -> Generation:
         """A complete, fsynced generation directory; never visible half-written."""
-        gen_id = self._next_id()
+        gen_id = next_generation_id(self.generations_dir)
         tmp = self.generations_dir / f".tmp-{gen_id}"
         shutil.rmtree(tmp, ignore_errors=True)
         try:
