@@ -14,7 +14,6 @@ Numbers (seconds, failed handshakes) are printed: run with ``-s`` to see them.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import tempfile
@@ -351,7 +350,7 @@ def test_set_harper_cannot_use_is_rolled_back(rig: Rig, variant: str) -> None:
     ctx = build_context(rig.config("operations-api", verify_timeout=FALLBACK_VERIFY_TIMEOUT))
     # The verbatim-name check is what keeps such sets out; switch it off to show that the
     # verification and rollback catch what a validator misses, on a real Harper.
-    ctx = dataclasses.replace(ctx, managed=ctx.managed._replace(verbatim_names=()))
+    ctx = ctx._replace(managed=ctx.managed._replace(verbatim_names=()))
     generation_before = ctx.store.current_id()
     leaf = rig.leaf(dns_names=REFUSED_BY_HARPER[variant])
     folder = rig.source(leaf)

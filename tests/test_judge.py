@@ -780,12 +780,41 @@ def test_validate_request_sent_before_the_imports_is_used_only_for_the_same_byte
 
 
 @needs_node
+def test_status_takes_the_process_started_for_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``status`` judges its live set with the process ``prestart`` started for it (PATH's
+    node with the JIT, its request written once the configuration is read): taken, none
+    left to kill at exit, and the status' judge line names that Node."""
+    from harper_certd import cli
+    from nodefix import make_node
+
+    config = make_node(tmp_path / "node", method="none").write_config()
+    args = ["status", "--no-probe", "--json", "--config", str(config)]
+    warmstart.prestart(args)
+    try:
+        started = warmstart._warm
+        assert started is not None
+        assert NODE is not None
+        assert started[0] == node.argv(NODE, jit=True)
+        assert cli.main(args) == 0
+        assert _warm_process() is None  # the status' judge took it
+        live = json.loads(capsys.readouterr().out)["live"]
+        assert live["judge"].startswith("judged by Node"), live["judge"]
+        assert f"({NODE}, from PATH)" in live["judge"]
+    finally:
+        warmstart._discard()
+        judge.configure()
+
+
+@needs_node
 def test_warm_start_is_taken_only_for_the_same_command(tmp_path: Path) -> None:
     """In process: the warm process is the judge's when the judge runs the same command (PATH's
     node, with the JIT as ``validate`` asks), and a run judges with it; another choice (the
     daemon's --jitless) leaves it to be killed at exit."""
     assert warmstart.wants_warm(["validate", "--cert", "c"])
-    for args in (["status"], ["validate", "--node", "none"], ["validate", "--nod=/x"], []):
+    assert warmstart.wants_warm(["status", "--no-probe", "--node-ish"])  # status: any options
+    for args in (["check"], ["validate", "--node", "none"], ["validate", "--nod=/x"], []):
         assert not warmstart.wants_warm(args), args
     assert warmstart.path_node() == NODE
     root = devca.make_ca("warm root")

@@ -255,7 +255,7 @@ def test_layout_40_https_on_the_plain_port(tmp_path: Path) -> None:
     assert owners["customFunctions.tls"] == {"customFunctions": 9926}
 
 
-_no_public_roots = TrustStore("no public roots (test)", (), ())
+_no_public_roots = TrustStore("no public roots (test)", ())
 
 
 def _result(name: str, verdict: peers.Verdict) -> peers.PeerResult:

@@ -349,20 +349,20 @@ def _with_explicit_default(issuer: devca.Issued) -> tuple[x509.Certificate, byte
         first = next(e for e in exts if len(der.children(raw, e)) == 2)
         parts = der.children(raw, first)
     oid, value = parts
-    new_ext = der._encode(
+    new_ext = der.encode(
         0x30, raw[oid.start : oid.end] + b"\x01\x01\x00" + raw[value.start : value.end]
     )
     new_exts = b"".join(new_ext if e == first else raw[e.start : e.end] for e in exts)
-    new_tbs = der._encode(
+    new_tbs = der.encode(
         0x30,
         b"".join(raw[f.start : f.end] for f in fields[:-1])
-        + der._encode(0xA3, der._encode(0x30, new_exts)),
+        + der.encode(0xA3, der.encode(0x30, new_exts)),
     )
     key = issuer.key
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     signature = key.sign(new_tbs, ec.ECDSA(hashes.SHA256()))
-    original = der._encode(
-        0x30, new_tbs + raw[alg.start : alg.end] + der._encode(0x03, b"\x00" + signature)
+    original = der.encode(
+        0x30, new_tbs + raw[alg.start : alg.end] + der.encode(0x03, b"\x00" + signature)
     )
     return leaf.cert, original
 

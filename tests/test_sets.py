@@ -18,7 +18,7 @@ import yaml
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from daemonfix import DaemonProc
-from harper_certd import devca, discover, hazards, routing
+from harper_certd import devca, discover, hazards, routing, trust
 from harper_certd.cli import main
 from harper_certd.config import parse_config
 from harper_certd.harper.apply import make_harper
@@ -318,10 +318,12 @@ def test_plan_for_a_one_public_set_node(
 
 
 def test_store_reads_hashed_dir_and_ignores_noise(tmp_path: Path, pki: Pki) -> None:
-    """SSL_CERT_DIR: c_rehash names are read, other files are not (as OpenSSL looks up)."""
+    """SSL_CERT_DIR: a root filed under its subject's hash is read, other files are not (as
+    OpenSSL looks up)."""
     d = tmp_path / "certs"
     d.mkdir()
-    (d / "0123abcd.0").write_bytes(pki.public_root.cert_pem)
+    hashed = trust.subject_hash(pki.public_root.cert.subject.public_bytes())
+    (d / f"{hashed:08x}.0").write_bytes(pki.public_root.cert_pem)
     (d / "README").write_bytes(pki.private.cert_pem)
     s = system_store(None, {"SSL_CERT_FILE": str(tmp_path / "none.pem"), "SSL_CERT_DIR": str(d)})
     assert s.contains(pki.public_root.cert)

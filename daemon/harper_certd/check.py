@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 from harper_certd import hazards, load
@@ -29,12 +29,11 @@ from harper_certd.validate import (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class EntryResult:
+class EntryResult(NamedTuple):
     entry: TlsEntry
     report: Report | None  # None: the entry names no files
     set_name: str = ""  # CertSet.name of the set the entry belongs to ("" when no files)
-    ports: Mapping[str, int] = field(default_factory=dict)  # where the set is served
+    ports: Mapping[str, int] = MappingProxyType({})  # where the set is served
     trust_store: str | None = None  # the system store's paths, for a set without a CA file
 
     @property
@@ -126,7 +125,7 @@ def validate_data_against_store(
     except load.Unreadable:
         certs = ()
     roots = store.issuers_of(certs)
-    ca = store.pem(roots or store.certs)
+    ca = store.pem(roots or store.every_cert())
     inputs = Inputs(
         cert=cert,
         key=key,
@@ -206,7 +205,7 @@ def check(
         r = check_entry(e, at, expiry_warning_days, store)
         cert_set = by_entry.get(id(e))
         if cert_set is not None:
-            r = replace(r, set_name=cert_set.name, ports=dict(cert_set.ports))
+            r = r._replace(set_name=cert_set.name, ports=dict(cert_set.ports))
         results.append(r)
     return CheckResult(config, tuple(results), find_process(config), hazards.find(config, store))
 

@@ -26,6 +26,8 @@ from harper_certd.clock import utc_now
 from harper_certd.exits import Exit
 
 if TYPE_CHECKING:
+    from harper_certd.config import Config
+    from harper_certd.discover import HarperConfig
     from harper_certd.install.context import Context
 
 EXIT_OK = Exit.OK
@@ -132,22 +134,37 @@ def _configure_judge(node: str | None, harper_root: Path) -> None:
     judge.configure(node=node, harper_pid=lambda: harper_pid(harper_root))
 
 
-def _context(args: argparse.Namespace, *, applies: bool = True) -> Context:
+def _context(
+    args: argparse.Namespace,
+    *,
+    applies: bool = True,
+    loaded: tuple[Config, HarperConfig] | None = None,
+) -> Context:
     """The set's context from --config and the flags that override it (``applies`` False:
-    a command that reads only, ``install.context.build_context``)."""
-    from harper_certd import config as cfg
+    a command that reads only, ``install.context.build_context``); ``loaded``: the
+    configuration and Harper's, as ``_configured`` read them a moment before (not again)."""
     from harper_certd.install.context import build_context
+
+    config, harper = loaded if loaded is not None else (_configured(args), None)
+    return build_context(
+        config, set_name=getattr(args, "cert_set", None), applies=applies, harper=harper
+    )
+
+
+def _configured(args: argparse.Namespace) -> Config:
+    """The configuration of --config (else the default's), with --harper-root and
+    --state-dir in place of its own; ConfigError."""
+    from harper_certd import config as cfg
 
     config = cfg.load_config(_config_path(args))
     harper = cfg.with_overrides(
         config.harper, root=Path(args.harper_root) if args.harper_root else None
     )
-    config = cfg.with_overrides(
+    return cfg.with_overrides(
         config,
         harper=harper,
         state_dir=Path(args.state_dir) if args.state_dir else None,
     )
-    return build_context(config, set_name=getattr(args, "cert_set", None), applies=applies)
 
 
 def _configure_cli_logging(args: argparse.Namespace) -> None:
@@ -434,12 +451,16 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     return outcome.exit_code
 
 
-def _start_live_judge(args: argparse.Namespace, pid_of: Callable[[Path], int | None]) -> None:
+def _start_live_judge(
+    args: argparse.Namespace, pid_of: Callable[[Path], int | None]
+) -> tuple[Config, HarperConfig] | None:
     """Node started on the live set before ``status`` imports the analysis, as ``validate``
     does: the status' own judgement of the same bytes, names and direction shares this run
-    (``judge.REUSE_SECONDS``).  ``pid_of``: Harper's pid for a root (``harper_pid``).  Best
-    effort: whatever fails here, the status reports it when it builds its context; a set
-    without a CA file is judged without this run."""
+    (``judge.REUSE_SECONDS``).  ``pid_of``: Harper's pid for a root (``harper_pid``).
+    Returns the configuration and Harper's it read (the status' context is built from them),
+    or None when either cannot be read.  Best effort: whatever fails here, the status
+    reports it when it builds its context; a set without a CA file is judged without this
+    run."""
     # start-up cost: only the configuration's readers, before cryptography and the rest.
     from harper_certd import config as cfg
     from harper_certd import discover, judge
@@ -447,16 +468,18 @@ def _start_live_judge(args: argparse.Namespace, pid_of: Callable[[Path], int | N
     from harper_certd.roles import Purpose
 
     try:
-        config = cfg.load_config(_config_path(args))
-        harper_config = cfg.with_overrides(
-            config.harper, root=Path(args.harper_root) if args.harper_root else None
-        )
-        root = cfg.resolve_paths(cfg.with_overrides(config, harper=harper_config)).harper_root
-        managed = managed_set(discover.load_config(root), getattr(args, "cert_set", None))
+        config = _configured(args)
+        root = cfg.resolve_paths(config).harper_root
+        loaded = (config, discover.load_config(root))
+    except Exception:  # the status' own reading says what is wrong, with its exit code
+        return None
+    try:
+        managed = managed_set(loaded[1], getattr(args, "cert_set", None))
         if managed.live.ca is None:
-            return
-        # The choice build_context makes (install.context._configure_judge).
-        judge.configure(node=config.judge.node, harper_pid=lambda: pid_of(root))
+            return loaded
+        # The choice build_context makes (install.context._configure_judge), with the JIT
+        # (judge.runtime.Settings): the command warmstart.prestart started for a status.
+        judge.configure(node=config.judge.node, harper_pid=lambda: pid_of(root), jit=True)
         judge.start_files(
             managed.live.cert,
             managed.live.key,
@@ -466,8 +489,9 @@ def _start_live_judge(args: argparse.Namespace, pid_of: Callable[[Path], int | N
             client=managed.purpose is not Purpose.SERVER,
             limit=judge.EARLY_LIMIT,
         )
-    except Exception:  # the status' own reading says what is wrong, with its exit code
-        return
+    except Exception:  # the status' own judgement says what is wrong, with its exit code
+        return loaded
+    return loaded
 
 
 @_infrastructure
@@ -480,13 +504,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     # Harper's pid looked up once per root for the whole command (a status is one instant):
     # without a pidfile each lookup scans every process, and each judgement asks.
     pid_of = functools.cache(harper_pid)
-    _start_live_judge(args, pid_of)  # Node's start-up runs while Python imports the rest
+    loaded = _start_live_judge(args, pid_of)  # Node starts while Python imports the rest
     from harper_certd import health, judge
     from harper_certd.status import status
 
-    ctx = _context(args, applies=False)
+    ctx = _context(args, applies=False, loaded=loaded)
     root = ctx.paths.harper_root
-    judge.configure(node=ctx.config.judge.node, harper_pid=lambda: pid_of(root))
+    judge.configure(node=ctx.config.judge.node, harper_pid=lambda: pid_of(root), jit=True)
     info = status(ctx)
     now = ctx.clock()
     snap = health.snapshot(ctx, now, served=not args.no_probe, live=info.live)

@@ -95,7 +95,7 @@ def first_error(buf: bytes) -> int | None:
     return None
 
 
-def _encode(tag: int, content: bytes) -> bytes:
+def encode(tag: int, content: bytes) -> bytes:
     n = len(content)
     if n < 0x80:
         return bytes((tag, n)) + content
@@ -145,12 +145,12 @@ def _fix_extension(buf: bytes, ext: Tlv) -> bytes:
                 seq = None
             if seq is not None and items and _bool_false(inner, items[0]):
                 rest = b"".join(inner[c.start : c.end] for c in items[1:])
-                raw = _encode(OCTET_STRING, _encode(SEQUENCE, rest))
+                raw = encode(OCTET_STRING, encode(SEQUENCE, rest))
             elif seq is not None and items and _bool_loose_true(inner, items[0]):
                 rest = b"".join(inner[c.start : c.end] for c in items[1:])
-                raw = _encode(OCTET_STRING, _encode(SEQUENCE, _DER_TRUE + rest))
+                raw = encode(OCTET_STRING, encode(SEQUENCE, _DER_TRUE + rest))
         out.append(raw)
-    return _encode(SEQUENCE, b"".join(out))
+    return encode(SEQUENCE, b"".join(out))
 
 
 def normalise_certificate(der: bytes) -> bytes | None:
@@ -183,11 +183,11 @@ def normalise_certificate(der: bytes) -> bytes | None:
                 if len(outer) != 1 or outer[0].tag != SEQUENCE:
                     return None
                 exts = [_fix_extension(der, e) for e in children(der, outer[0])]
-                raw = _encode(0xA3, _encode(SEQUENCE, b"".join(exts)))
+                raw = encode(0xA3, encode(SEQUENCE, b"".join(exts)))
             new_fields.append(raw)
-        new_tbs = _encode(SEQUENCE, b"".join(new_fields))
+        new_tbs = encode(SEQUENCE, b"".join(new_fields))
         rest = b"".join(der[t.start : t.end] for t in top[1:])
-        result = _encode(SEQUENCE, new_tbs + rest)
+        result = encode(SEQUENCE, new_tbs + rest)
     except DerError:
         return None
     return None if result == der[: cert.end] else result
@@ -424,12 +424,12 @@ def ignorable_extensions_removed(der: bytes) -> bytes | None:
                         removed = True
                         continue
                     kept.append(der[ext.start : ext.end])
-                raw = _encode(0xA3, _encode(SEQUENCE, b"".join(kept)))
+                raw = encode(0xA3, encode(SEQUENCE, b"".join(kept)))
             new_fields.append(raw)
         if not removed:
             return None
-        new_tbs = _encode(SEQUENCE, b"".join(new_fields))
+        new_tbs = encode(SEQUENCE, b"".join(new_fields))
         rest = b"".join(der[t.start : t.end] for t in top[1:])
-        return _encode(SEQUENCE, new_tbs + rest)
+        return encode(SEQUENCE, new_tbs + rest)
     except DerError:
         return None

@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
-import shlex
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from enum import IntEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -249,8 +247,7 @@ class Waiting(NamedTuple):
     until: str | None = None  # ISO 8601: when the daemon expects to take it
 
 
-@dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(NamedTuple):
     at: dt.datetime
     node_name: str | None
     harper_root: str
@@ -260,7 +257,7 @@ class Snapshot:
     last: dict[str, Operation]  # kind -> newest
     findings: tuple[Finding, ...]
     next_warning: dt.datetime | None
-    problems_by_code: dict[str, int] = field(default_factory=dict)
+    problems_by_code: dict[str, int]
 
     @property
     def level(self) -> Level:
@@ -584,6 +581,8 @@ def snapshot(
             Finding("rolled_back", f"rotation at {rotation.time.isoformat()} was rolled back")
         )
     if refused and (rotation is None or refused[0].time > rotation.time):
+        import shlex  # start-up cost: only a refusal's finding quotes a path
+
         newest = refused[0]
         more = len(refused) - 1
         earlier = "1 other refusal is" if more == 1 else f"{more} other refusals are"

@@ -6,8 +6,7 @@ which are damaged), the last history lines, and an interrupted swap completed fi
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from harper_certd.adoption import foreign
 from harper_certd.errors import SwapError
@@ -18,17 +17,16 @@ from harper_certd.recover import Recovery, recover
 from harper_certd.validate import Report
 
 
-@dataclass(frozen=True, slots=True)
-class Status:
+class Status(NamedTuple):
     live: Report | None
     current: str | None
     generations: tuple[Generation, ...]
     history: tuple[dict[str, Any], ...]
     recovery: Recovery | None
-    live_paths: dict[str, str] = field(default_factory=dict)
-    watch_only: str | None = None  # why the live paths are only watched (adoption.foreign)
-    damaged: dict[str, str] = field(default_factory=dict)  # generation id -> Store.intact's
-    trust_store: str | None = None  # a set without a CA file: the roots it is judged against
+    live_paths: dict[str, str]
+    watch_only: str | None  # why the live paths are only watched (adoption.foreign)
+    damaged: dict[str, str]  # generation id -> Store.intact's
+    trust_store: str | None  # a set without a CA file: the roots it is judged against
 
     def as_dict(self, at: dt.datetime) -> dict[str, Any]:
         live = None

@@ -13,8 +13,11 @@ is killed at exit (``_discard``).
 
 Started only where the choice is known from the command line alone: ``validate`` without a
 ``--node`` option (any abbreviation), which judges with the ``node`` on PATH, found as
-``shutil.which`` finds it.  Any other command, or a judge chosen differently, starts cold;
-the worst case is one Node process started for nothing.
+``shutil.which`` finds it; and ``status``, whose judge is that same node unless Harper runs
+here on another binary or ``judge.node`` names one (known only once the configuration is
+read: 20-40 ms of imports later, which Node's start-up would otherwise follow).  Any other
+command, or a judge chosen differently, starts cold; the worst case is one Node process
+started for nothing.
 
 The request is sent at once too when the command line alone says what it will be
 (``--cert``, ``--key``, ``--ca``, ``--purpose``, ``--hostname``, ``--url-host`` written out,
@@ -288,10 +291,13 @@ def path_node() -> str | None:
 
 def wants_warm(args: list[str]) -> bool:
     """Whether ``args`` (the command line after the program name) is a ``validate`` judged
-    by PATH's node: the command first, and no option that argparse would read as ``--node``."""
-    if not args or args[0] != "validate":
+    by PATH's node (the command first, and no option that argparse would read as ``--node``)
+    or a ``status``, whose judge is PATH's node unless Harper runs here on another binary or
+    the configuration names one (``judge.runtime.choose``): its live set is judged with the
+    JIT (``cli.cmd_status``), its request known only once the configuration is read."""
+    if not args or args[0] not in ("validate", "status"):
         return False
-    return not any(a.startswith("--n") for a in args[1:])
+    return args[0] == "status" or not any(a.startswith("--n") for a in args[1:])
 
 
 def encode_request(sets: Iterable[Request]) -> bytes:
@@ -369,7 +375,7 @@ def prestart(args: list[str]) -> None:
     node = path_node()
     if node is None:
         return
-    argv = judge_argv(node, jit=True)  # validate asks for the JIT (judge/node.py)
+    argv = judge_argv(node, jit=True)  # validate and status ask for the JIT (judge/node.py)
     try:
         child = spawn(argv, judge_env())
     except OSError:

@@ -23,16 +23,18 @@ from harper_certd.errors import ConfigError
 YAML_MAX_BYTES = 1 << 20
 YAML_MAX_DEPTH = 64
 YAML_MAX_NODES = 100_000
-# libyaml's event parser when PyYAML has it: PyYAML's pure-Python scanner looks up to 1024
-# characters ahead for a simple key at every flow level, 0.6 s for a 50,000-deep "[[[..."
-# (measured); libyaml refuses nesting past its own limit at once.  Only the shape check
-# uses it: the document itself is loaded by PyYAML's SafeLoader as before.
-_EVENT_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# libyaml's parser when PyYAML has it (its wheels do): PyYAML's pure-Python scanner looks up
+# to 1024 characters ahead for a simple key at every flow level, 0.6 s for a 50,000-deep
+# "[[[..." (measured); libyaml refuses nesting past its own limit at once.  It also loads the
+# document: 0.07 ms for the test nodes' 249-byte harperdb-config.yaml against 0.58 ms with
+# PyYAML's SafeLoader (the same objects; a status reads four YAML files).  SafeLoader only
+# words an error: its message quotes the line with a caret under the column, libyaml's does not.
+_C_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def _check_yaml_shape(text: str, path: Path) -> None:
     depth = nodes = 0
-    for event in yaml.parse(text, Loader=_EVENT_LOADER):
+    for event in yaml.parse(text, Loader=_C_LOADER):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > YAML_MAX_DEPTH:
@@ -80,13 +82,25 @@ def read_yaml(path: Path, *, missing: str = "") -> Any:
         raise ConfigError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
         _check_yaml_shape(text, path)
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_C_LOADER)  # noqa: S506 - a safe loader (libyaml's)
     except yaml.YAMLError as exc:
         if "nesting depth" in str(exc):  # libyaml's own limit (1000), past ours
             raise ConfigError(
                 f"{path} is nested more than {YAML_MAX_DEPTH} levels deep; "
                 "no configuration needs that"
             ) from None
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_worded(text, exc)}") from None
     except RecursionError:  # a last guard; the shape check should have refused it
         raise ConfigError(f"{path} is nested too deeply to read") from None
+
+
+def _worded(text: str, exc: yaml.YAMLError) -> yaml.YAMLError:
+    """PyYAML's own error for ``text`` where its SafeLoader refuses it too (its message quotes
+    the line, a caret under the column), else ``exc`` (libyaml's)."""
+    try:
+        yaml.load(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as worded:
+        return worded
+    except RecursionError:
+        return exc
+    return exc

@@ -16,9 +16,8 @@ import datetime as dt
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from harper_certd import discover, environment, judge, load
 from harper_certd.clock import utc_now
@@ -41,18 +40,20 @@ if TYPE_CHECKING:
 Clock = Callable[[], dt.datetime]
 
 
-@dataclass(frozen=True, slots=True)
-class Context:
+class Context(NamedTuple):
+    """One managed set's world (``build_context``): every field given, none shared
+    mutable but the store and the restart budget, which the daemon keeps across reloads."""
+
     config: Config
     paths: Paths
     harper: discover.HarperConfig
     managed: Managed
     store: Store
     applier: Applier
-    clock: Clock = utc_now
-    budget: RestartBudget = field(default_factory=lambda: RestartBudget(3))
-    interrupted: threading.Event | None = None
-    set_name: str | None = None  # the set's name (``discover.CertSet``), as ``check`` shows it
+    clock: Clock
+    budget: RestartBudget
+    interrupted: threading.Event | None
+    set_name: str | None  # the set's name (``discover.CertSet``), as ``check`` shows it
 
     def trust_store(self) -> TrustStore | None:
         """The roots a set without a CA file must chain to (``harper.trust_store``, else
@@ -131,12 +132,16 @@ def build_context(
     interrupted: threading.Event | None = None,
     set_name: str | None = None,
     applies: bool = True,
+    harper: discover.HarperConfig | None = None,
 ) -> Context:
     """The context of the managed set (``set_name``, else the primary set).  ``applier``:
     the applier to use (tests), else ``restart.method``'s; ``applies`` False: a context that
-    reads only (its applier raises RuntimeError if called).  ConfigError, SwapError."""
+    reads only (its applier raises RuntimeError if called); ``harper``: Harper's
+    configuration, read a moment before by the caller (else read here).  ConfigError,
+    SwapError."""
     paths = resolve_paths(config)
-    harper = discover.load_config(paths.harper_root)
+    if harper is None:
+        harper = discover.load_config(paths.harper_root)
     _configure_judge(config, paths.harper_root)
     try:
         primary: Managed | None = managed_set(harper)

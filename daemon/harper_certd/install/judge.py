@@ -8,7 +8,6 @@ is now), a live change, ``status``.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,7 +131,7 @@ def refuse_unroutable(ctx: Context, folder: Path, reason: str) -> InstallOutcome
     """A folder straight in incoming/ that fits none or several of the node's sets: refused
     (``set_unroutable``) and filed in rejected/ with the reason beside it."""
     text = f"{folder} cannot be given to one certificate set: {reason}."
-    unset = dataclasses.replace(ctx, set_name=None)  # its reason.json names no set
+    unset = ctx._replace(set_name=None)  # its reason.json names no set
     return refuse(unset, folder, (problem("set_unroutable", text),), "route", None, None)
 
 

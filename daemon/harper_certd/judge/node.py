@@ -4,9 +4,9 @@ One short Node process per judged set (or per batch of sets), started before our
 analysis so that both run at once; nothing stays resident.  Node runs with ``--jitless``:
 the shipped unit's ``MemoryDenyWriteExecute=yes`` kills V8's JIT (a W+X mapping), and the
 interpreter alone judges a set as well (measured on Node 20: tests/test_judge.py runs the
-judge under PR_SET_MDWE, the kernel's form of that setting).  ``validate`` alone, an
-operator's command, asks for the JIT (``jit``): ``require('tls')`` takes 3 ms with it and
-11 ms without (Node 20.20, 2 cores).  A JIT run that dies by a signal (SIGTRAP: a
+judge under PR_SET_MDWE, the kernel's form of that setting).  ``validate`` and ``status``,
+an operator's or a monitor's commands, ask for the JIT (``jit``): ``require('tls')`` takes
+3 ms with it and 11 ms without (Node 20.20, 2 cores).  A JIT run that dies by a signal (SIGTRAP: a
 restriction like the unit's refused the JIT's memory) is run again ``--jitless``.
 
 The script's answer per set (``NodeVerdict``) is what Node's TLS did: the error of
@@ -21,7 +21,7 @@ import json
 import re
 import threading
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import NamedTuple
 
 from harper_certd import warmstart
@@ -74,8 +74,7 @@ def encode(sets: Sequence[SetRequest]) -> bytes:
     return warmstart.encode_request(s.fields() for s in sets)
 
 
-@dataclass(frozen=True, slots=True)
-class NodeVerdict:
+class NodeVerdict(NamedTuple):
     """Node's answer for one set.  ``stage``: ``context`` (createSecureContext threw),
     ``handshake``, ``server``/``client`` (that side's verification refused), ``name``
     (checkServerIdentity refused a name), ``""`` when accepted.  ``code``/``message``:
@@ -86,7 +85,7 @@ class NodeVerdict:
     stage: str
     code: str
     message: str
-    names: Mapping[str, str] = field(default_factory=dict)
+    names: Mapping[str, str] = MappingProxyType({})
 
     @property
     def reason(self) -> str:

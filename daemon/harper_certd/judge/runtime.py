@@ -48,8 +48,9 @@ class Settings(NamedTuple):
     harper_pid: Callable[[], int | None] | None = None
     # the words for the setting that switched Node off (``node`` "none"), in the judge line
     off_reason: str = CONFIG_OFF
-    # Node with V8's JIT (``node.argv``): only ``validate``, an operator's command; the
-    # daemon's unit kills a JIT (MemoryDenyWriteExecute), so everything else is --jitless
+    # Node with V8's JIT (``node.argv``): only ``validate`` and ``status``, commands run by
+    # hand or by a monitor; the daemon's unit kills a JIT (MemoryDenyWriteExecute), so
+    # everything else is --jitless
     jit: bool = False
     # the words for the setting that named ``node``, in the judge line (``validate``: --node)
     setting: str = "judge.node"
@@ -69,8 +70,9 @@ def configure(
     """Set the process's judge: ``node`` is ``judge.node`` from the configuration (a path,
     ``none`` for the model alone, or None), ``harper_pid`` returns Harper's main pid now;
     ``off_reason`` names the setting that can switch Node off (``--node none`` for ``validate``);
-    ``jit``: Node runs with its JIT (``validate`` only, see ``Settings``); ``setting`` names
-    the setting ``node`` came from in the judge line (``--node`` for ``validate``)."""
+    ``jit``: Node runs with its JIT (``validate`` and ``status``, see ``Settings``);
+    ``setting`` names the setting ``node`` came from in the judge line (``--node`` for
+    ``validate``)."""
     global _settings  # noqa: PLW0603 - one process-wide choice, set by the entry points
     _settings = Settings(
         node=node, harper_pid=harper_pid, off_reason=off_reason, jit=jit, setting=setting

@@ -89,7 +89,7 @@ def own_renewal(ctx: context.Context, config: Config, *, lane: bool) -> context.
     if own is None and not lane:
         return ctx
     renew = own.renew if own is not None else RenewSection()
-    return dataclasses.replace(ctx, config=ctx.config._replace(renew=renew))
+    return ctx._replace(config=ctx.config._replace(renew=renew))
 
 
 def describe(exc: BaseException) -> str:
@@ -164,12 +164,12 @@ class Node:
             and any(s.first.cert_path != live for s in ctx.harper.sets())
         ):  # several sets: each has its folder, incoming/ is the router's
             paths = ctx.paths._replace(incoming=ctx.paths.incoming / ctx.set_name)
-            ctx = dataclasses.replace(ctx, paths=paths)
+            ctx = ctx._replace(paths=paths)
         ctx = own_renewal(ctx, config, lane=False)
         self.environment = environment.require_workable(config, ctx.harper, self.env)  # h-ops
         budget_file = ctx.paths.state / statefile.BUDGET_FILE
         budget = RestartBudget(config.restart.restarts_per_hour, budget_file)
-        return dataclasses.replace(ctx, budget=budget)
+        return ctx._replace(budget=budget)
 
     def _load_lane(self, name: str) -> context.Context:
         """Set ``name``'s context: its own incoming folder, the node's restart budget."""
@@ -179,7 +179,7 @@ class Node:
         )
         ctx = own_renewal(ctx, config, lane=True)
         paths = ctx.paths._replace(incoming=ctx.paths.incoming / name)
-        return dataclasses.replace(ctx, paths=paths, budget=self.ctx.budget)
+        return ctx._replace(paths=paths, budget=self.ctx.budget)
 
     def _configure_logging(self) -> None:
         fmt = self.ctx.config.log.format
