@@ -508,7 +508,9 @@ def _constant(phase: str) -> Callable[..., str]:
 FLIP = "flip + journal + nudge"
 PRUNE_AFTER = "after: prune generations"
 PRUNE_BEFORE = "prune before the flip"
-# (owner, attribute, phase name); the last two run after certd.set_installed is logged.
+# the pristine copy: written with the generation until 2026-12-07, after certd.set_installed since
+PRISTINE_AFTER = "after: pristine copy"
+# (owner, attribute, phase name); the last three run after certd.set_installed is logged.
 PHASES: list[tuple[Any, str, str]] = [
     (pipeline, "recover", "lock + recover check"),
     (judge, "read_source", "read source"),
@@ -519,11 +521,12 @@ PHASES: list[tuple[Any, str, str]] = [
     (Store, "stage", "stage: journal + generation"),
     (Store, "commit_flip", FLIP),
     (Store, "finish", "finish: meta + journal clear + history"),
+    (Store, "keep_pristine", PRISTINE_AFTER),
     (filing, "keep", "after: file source in processed/"),
     (Store, "prune", PRUNE_AFTER),
 ]
 NESTED = {"validate live set (older-than-live)"}  # inside another phase: not summed
-AFTER = {"after: file source in processed/", PRUNE_AFTER}
+AFTER = {PRISTINE_AFTER, "after: file source in processed/", PRUNE_AFTER}
 
 
 @contextlib.contextmanager

@@ -10,6 +10,7 @@ history.  The live generation is never repaired: its files are what Harper reads
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 from collections.abc import Callable
@@ -59,6 +60,28 @@ class Pristine:
             fsio.write_new(
                 folder / KEY_FILES[role], data.role(role), mode=0o600, uid=uid, gid=gid, sync=False
             )
+
+    def write_missing(self, gen: Generation, roles: tuple[str, ...]) -> bool:
+        """Write ``gen``'s copy from its own files (``roles``) when it has none and every
+        file still has the digest recorded when ``gen`` was written; True when written.
+
+        For a generation an install left ``pending``: an install writes the copy after the
+        flip (``swap.Store.keep_pristine``), so a crash in between leaves none.  A file
+        changed since (or unreadable) means no copy, never a wrong one."""
+        digests = gen.info.digests
+        if not digests or (self.folder / gen.id).is_dir():
+            return False
+        try:
+            data = gen.read()
+        except OSError:
+            return False
+        if any(hashlib.sha256(data.role(r)).hexdigest() != digests.get(r) for r in roles):
+            return False
+        try:
+            self.write(gen.id, data, roles)
+        except OSError:
+            return False
+        return True
 
     def drop(self, gen_id: str) -> None:
         """Forget generation ``gen_id``'s copy (the generation is gone)."""

@@ -45,16 +45,17 @@ def in_flight(store: Store) -> bool:
     return current is not None and current.meta.get("outcome") == Outcome.PENDING
 
 
-def _pending(store: Store, current: str | None) -> list[str]:
-    """Ids, not older than ``current``, whose generation still says ``pending``; older
-    ones were settled when a newer generation became live."""
+def _pending(store: Store, current: str | None, existing: Iterable[str]) -> list[str]:
+    """Ids among ``existing`` (the digit-named folders of ``generations/``), not older
+    than ``current``, whose generation still says ``pending``; older ones were settled
+    when a newer generation became live."""
     floor = int(current or 0)
     out = []
-    for entry in store.generations_dir.iterdir():
-        if not entry.name.isdigit() or int(entry.name) < floor:
+    for name in existing:
+        if int(name) < floor:
             continue
         try:
-            gen = store.generation(entry.name)
+            gen = store.generation(name)
         except StateError:
             continue
         if gen.meta.get("outcome") == Outcome.PENDING:
@@ -62,12 +63,12 @@ def _pending(store: Store, current: str | None) -> list[str]:
     return out
 
 
-def _clean_temporaries(store: Store) -> None:
-    """Remove what a crash left half-made: ``generations/.tmp-*`` and temporary links."""
-    if store.generations_dir.is_dir():
-        for entry in store.generations_dir.iterdir():
-            if entry.name.startswith(".tmp-"):
-                shutil.rmtree(entry, ignore_errors=True)
+def _clean_temporaries(store: Store, names: Iterable[str]) -> None:
+    """Remove what a crash left half-made: ``generations/.tmp-*`` (among ``names``, the
+    folder's entries) and temporary links."""
+    for name in names:
+        if name.startswith(".tmp-"):
+            shutil.rmtree(store.generations_dir / name, ignore_errors=True)
     for entry in _temporary_links(store):
         with contextlib.suppress(OSError):
             os.unlink(entry)
@@ -93,10 +94,11 @@ def recover(store: Store) -> Recovery | None:
     store.ensure()
     raw = store.journal.read()
     journal = None if raw is None else Journal.from_dict(raw)
-    _clean_temporaries(store)
+    names = os.listdir(store.generations_dir)  # once: ensure() made the folder
+    _clean_temporaries(store, names)  # removes only ".tmp-" names: the digit ones stay
     current = store.current_id()
-    existing = {p.name for p in store.generations_dir.iterdir() if p.name.isdigit()}
-    plan = recovery.decide(journal, current, _pending(store, current), existing)
+    existing = {n for n in names if n.isdigit()}
+    plan = recovery.decide(journal, current, _pending(store, current, existing), existing)
     if plan.op is None:
         return None
     for action in plan.actions:
@@ -105,6 +107,9 @@ def recover(store: Store) -> Recovery | None:
             with contextlib.suppress(StateError):
                 recovered = store.update_meta(store.generation(gen_id), outcome=Outcome.RECOVERED)
                 store.nudge(recovered)  # the crash may have come before Harper was woken
+                # An install writes the copy after the flip (Store.keep_pristine): cut short
+                # before, the generation has none; written from its files if still intact.
+                store.pristine.write_missing(recovered, store.roles)
         elif action.act is Act.DISCARD and gen_id is not None:
             store.discard(gen_id)
         elif action.act is Act.LINK_LIVE and gen_id is not None:

@@ -272,9 +272,18 @@ class Store:
         return None if gen_id is None else self.generation(gen_id)
 
     def write_generation(
-        self, data: SetBytes, attrs: dict[str, FileAttrs], meta: dict[str, Any]
+        self,
+        data: SetBytes,
+        attrs: dict[str, FileAttrs],
+        meta: dict[str, Any],
+        *,
+        pristine: bool = True,
     ) -> Generation:
-        """A complete, fsynced generation directory; never visible half-written."""
+        """A complete, fsynced generation directory; never visible half-written.
+
+        ``pristine``: its pristine copy written with it (``Pristine.write``); an install
+        writes it after the set is live instead (``keep_pristine``).  SwapError when it
+        cannot be written (nothing of it is left)."""
         gen_id = next_generation_id(self.generations_dir)
         tmp = self.generations_dir / f".tmp-{gen_id}"
         shutil.rmtree(tmp, ignore_errors=True)
@@ -297,15 +306,17 @@ class Store:
             digests = self.digests(data)
             full_meta = {**meta, "id": gen_id, "created": utc_stamp(), "digests": digests}
             uid, gid = self.owner()
+            encoded = json.dumps(full_meta, indent=2).encode()
             fsio.write_new(
                 tmp / "meta.json",
-                json.dumps(full_meta, indent=2).encode(),
+                encoded,
                 mode=0o644,
                 uid=uid,
                 gid=gid,
             )
             fsio.fsync_dir(tmp)
-            self.pristine.write(gen_id, data, self.roles)
+            if pristine:
+                self.pristine.write(gen_id, data, self.roles)
             fsio.crash_point("generation_written")
             os.rename(tmp, self.generations_dir / gen_id)
             fsio.fsync_dir(self.generations_dir)
@@ -316,7 +327,26 @@ class Store:
                 f"{fsio.describe_os_error(exc)}; the live set is unchanged"
             ) from exc
         fsio.crash_point("generation_renamed")
-        return self.generation(gen_id)
+        if full_meta.get("fingerprint") and all(full_meta.get(k) is not None for k in CERT_KEYS):
+            # What ``generation`` would read back: the bytes just written, parsed (no
+            # second open and read of the file).
+            return Generation(gen_id, self.generations_dir / gen_id, json.loads(encoded))
+        return self.generation(gen_id)  # it fills in what the metadata lacks from the file
+
+    def keep_pristine(self, gen: Generation, data: SetBytes) -> None:
+        """Write ``gen``'s pristine copy (``Pristine.write``: ``data``, the bytes it was
+        written with) once it is live; OSError as raised.
+
+        An install writes it after ``certd.set_installed``, not before the flip: a copy is
+        used only to put back a generation that is *not* live (``Pristine.repair``), so the
+        live set never needs it, and its four inodes (a folder, three files; no fsync) are
+        off the path to installed.  Until it is written the generation has no copy, as a
+        copy a power loss cut short (``Pristine.write``): a crash before ``finish`` leaves
+        the generation ``pending``, and recovery writes the copy from its files when they
+        still have their recorded digests (``Pristine.write_missing``); a crash in the
+        instant between ``finish`` and this leaves the live generation without a copy, as
+        a power loss within the kernel's write-back delay does after any install."""
+        self.pristine.write(gen.id, data, self.roles)
 
     def update_meta(self, gen: Generation, **changes: Any) -> Generation:
         meta = {**gen.meta, **changes}
@@ -425,7 +455,8 @@ class Store:
     # --- install and rollback -----------------------------------------------------------
 
     def stage(self, data: SetBytes, meta: dict[str, Any], source: str) -> Generation:
-        """Write the new generation; nothing Harper reads changes yet."""
+        """Write the new generation, without its pristine copy (the caller keeps it once
+        the set is live: ``keep_pristine``); nothing Harper reads changes yet."""
         current = self.current_id()
         # The generation's own metadata is the install's journal: written and fsynced with
         # it, it says "pending" until the install finishes. After a crash, recover() keeps a
@@ -436,6 +467,7 @@ class Store:
             data,
             attrs,
             {**meta, "source": source, "replaced": current, "outcome": Outcome.PENDING},
+            pristine=False,  # the caller keeps it once the set is live (keep_pristine)
         )
 
     def commit_flip(self, gen: Generation, op: str = "install") -> None:

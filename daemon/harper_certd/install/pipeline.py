@@ -200,7 +200,13 @@ def flipped(c: Change) -> Step | InstallOutcome:
     try:
         c.gen = flip.swap_in(c.ctx, c.source.data, c.meta, c.folder, c.said)
         replaced = c.gen.meta.get("replaced")
-        c.previous = None if replaced is None else store.generation(str(replaced))
+        before = c.previous_before
+        if replaced is None:
+            c.previous = None
+        elif before is not None and before.id == str(replaced):
+            c.previous = before  # read under the same lock in ``staged``: not read again
+        else:
+            c.previous = store.generation(str(replaced))  # an adoption came between
     except (SwapError, StateError) as exc:
         with contextlib.suppress(OSError):
             store.history.record("install", "failed", source=str(c.folder), error=str(exc))
@@ -244,10 +250,21 @@ def proved(c: Change) -> Step | InstallOutcome:
             peers=(c.proof.check or c.guard.check).summary(),
         )
     )
+    keep_pristine(c)
     renamed = name_change(c.previous or c.previous_before, c.meta)
     if renamed is not None:
         renamed.say(c.ctx, c.gen, verified=done.verified)
     return filed
+
+
+def keep_pristine(c: Change) -> None:
+    """The new generation's pristine copy, written once it is live (``Store.keep_pristine``:
+    no live set ever needs its own copy).  A copy that cannot be written (a full disk, say)
+    leaves the generation without one, as a power loss would: it cannot then be put back
+    after a writer changes it through a live link, and is refused when rolled back to."""
+    assert c.gen is not None
+    with contextlib.suppress(OSError):
+        c.ctx.store.keep_pristine(c.gen, c.source.data)
 
 
 def filed(c: Change) -> Step | InstallOutcome:
@@ -274,6 +291,7 @@ def rolled_back(c: Change) -> Step | InstallOutcome:
     assert c.proof is not None
     done = c.proof.applied
     back = after_failed_install(c.ctx, c.previous, c.gen, reason=done.detail)
+    keep_pristine(c)
     after = (problem("applied_failed", f"After the swap: {done.detail}"), *c.proof.refusals)
     c.problems = (*c.problems, *after)
     rejected_at = filing.reject(c.ctx, c.folder, c.problems, "after_swap", c.source, c.report)
