@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import stat
 from collections.abc import Callable
 from typing import Any
@@ -131,7 +130,7 @@ def _undo_adoption(store: Store, gen: Generation, previous: str | None, why: str
         else:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(store.current_link)
-        shutil.rmtree(gen.path, ignore_errors=True)
+        fsio.remove_tree(gen.path)
         store.pristine.drop(gen.id)
         store.journal.clear()
     except OSError as exc:

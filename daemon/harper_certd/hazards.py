@@ -21,11 +21,12 @@ Facts, measured on Harper 4.7.29 (issue 11, ``shared/HARPER-NOTES.md``):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -53,6 +54,10 @@ class Material(NamedTuple):
 # Bounded: a node has a few sets of two files each; the oldest entry goes first.
 _PARSED: dict[Path, tuple[tuple[int, ...], tuple[x509.Certificate, ...]]] = {}
 _PARSED_MAX = 32
+# SHA-256 of a file's bytes -> its certificates: an install's candidate, parsed from its
+# bytes, is the live set's files after the swap (new files, new stamps, the same bytes), so
+# the next install finds them parsed.  Keyed by digest, not bytes: a CA file can be 1 MiB.
+_BY_CONTENT: dict[bytes, tuple[x509.Certificate, ...]] = {}
 
 
 def _stamp(path: Path) -> tuple[int, ...] | None:
@@ -67,6 +72,28 @@ def _stamp(path: Path) -> tuple[int, ...] | None:
     return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
+def _remember(cache: dict[Any, Any], key: object, value: object) -> None:
+    cache.pop(key, None)
+    if len(cache) >= _PARSED_MAX:
+        del cache[next(iter(cache))]
+    cache[key] = value
+
+
+def _parsed(data: bytes, what: str) -> tuple[x509.Certificate, ...]:
+    """The certificates of PEM ``data`` (none when it holds none it can read: the set's own
+    check says why), parsed once per content."""
+    digest = hashlib.sha256(data).digest()
+    known = _BY_CONTENT.get(digest)
+    if known is not None:
+        return known
+    try:
+        certs = load.parse_certificates(data, name=what, eager=False).certs
+    except load.Unreadable:
+        return ()
+    _remember(_BY_CONTENT, digest, certs)
+    return certs
+
+
 def _certs(path: Path | None) -> tuple[x509.Certificate, ...]:
     if path is None:
         return ()
@@ -75,14 +102,12 @@ def _certs(path: Path | None) -> tuple[x509.Certificate, ...]:
     if stamp is not None and known is not None and known[0] == stamp:
         return known[1]
     try:
-        certs = load.parse_certificates(load.read_bounded(path), name=str(path), eager=False).certs
+        data = load.read_bounded(path)
     except load.Unreadable:
         return ()  # the set's own check reports it
+    certs = _parsed(data, str(path))
     if stamp is not None and _stamp(path) == stamp:  # not changed while it was read
-        _PARSED.pop(path, None)
-        if len(_PARSED) >= _PARSED_MAX:
-            del _PARSED[next(iter(_PARSED))]
-        _PARSED[path] = (stamp, certs)
+        _remember(_PARSED, path, (stamp, certs))
     return certs
 
 
@@ -286,17 +311,11 @@ def for_candidate(
     certificate file is ``cert_path``, less those it has already (an install must not
     *create* one; the live ones are reported by ``check`` and ``status``)."""
 
-    def parse(data: bytes, what: str) -> tuple[x509.Certificate, ...]:
-        try:
-            return load.parse_certificates(data, name=what, eager=False).certs
-        except load.Unreadable:
-            return ()
-
     sets = config.sets()
     now = {s.name: read_material(s) for s in sets}
     target = next((s for s in sets if s.first.cert_path == cert_path), None)
     if target is None:
         return ()
-    after = {**now, target.name: Material(parse(cert, "candidate"), parse(ca, "candidate CA"))}
+    after = {**now, target.name: Material(_parsed(cert, "candidate"), _parsed(ca, "candidate CA"))}
     before_codes = {(p.code, p.message) for p in find(config, store, now)}
     return tuple(p for p in find(config, store, after) if (p.code, p.message) not in before_codes)

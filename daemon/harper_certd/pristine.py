@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -52,7 +51,7 @@ class Pristine:
             self.folder.mkdir(mode=0o700)
             self._own(self.folder)
         folder = self.folder / gen_id
-        shutil.rmtree(folder, ignore_errors=True)  # left by a crash before its generation
+        fsio.remove_tree(folder)  # left by a crash before its generation
         uid, gid = self._owner()
         os.mkdir(folder, 0o700)
         self._own(folder)
@@ -85,7 +84,7 @@ class Pristine:
 
     def drop(self, gen_id: str) -> None:
         """Forget generation ``gen_id``'s copy (the generation is gone)."""
-        shutil.rmtree(self.folder / gen_id, ignore_errors=True)
+        fsio.remove_tree(self.folder / gen_id)
 
     def repairable(self, gen: Generation) -> bool:
         """Whether every file of ``gen`` changed in place has its pristine copy, with the

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-from harper_certd import recovery
+from harper_certd import fsio, recovery
 from harper_certd.adoption import link_or_undo
 from harper_certd.errors import StateError, SwapError
 from harper_certd.journal import Journal, Op, Outcome
@@ -68,7 +67,7 @@ def _clean_temporaries(store: Store, names: Iterable[str]) -> None:
     folder's entries) and temporary links."""
     for name in names:
         if name.startswith(".tmp-"):
-            shutil.rmtree(store.generations_dir / name, ignore_errors=True)
+            fsio.remove_tree(store.generations_dir / name)
     for entry in _temporary_links(store):
         with contextlib.suppress(OSError):
             os.unlink(entry)

@@ -43,7 +43,6 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,7 +285,7 @@ class Store:
         cannot be written (nothing of it is left)."""
         gen_id = next_generation_id(self.generations_dir)
         tmp = self.generations_dir / f".tmp-{gen_id}"
-        shutil.rmtree(tmp, ignore_errors=True)
+        fsio.remove_tree(tmp)
         try:
             tmp.mkdir(mode=0o711)
             os.chmod(tmp, 0o711)  # noqa: S103 - traverse only
@@ -321,7 +320,7 @@ class Store:
             os.rename(tmp, self.generations_dir / gen_id)
             fsio.fsync_dir(self.generations_dir)
         except OSError as exc:
-            shutil.rmtree(tmp, ignore_errors=True)
+            fsio.remove_tree(tmp)
             raise SwapError(
                 f"writing generation {gen_id} in {self.generations_dir} failed: "
                 f"{fsio.describe_os_error(exc)}; the live set is unchanged"
@@ -405,7 +404,7 @@ class Store:
                 why = fsio.describe_os_error(exc) if isinstance(exc, OSError) else str(exc)
                 errors.append(f"{path}: {why}")
 
-            shutil.rmtree(gen.path, onerror=note)  # onexc is Python 3.12
+            fsio.remove_tree(gen.path, onerror=note)
             if os.path.lexists(gen.path):
                 failed.append((gen.id, errors[0] if errors else "still present"))
             else:
@@ -520,7 +519,7 @@ class Store:
     def discard(self, gen_id: str) -> None:
         if gen_id == self.current_id():
             raise SwapError(f"generation {gen_id} is live; it cannot be removed")
-        shutil.rmtree(self.generations_dir / gen_id, ignore_errors=True)
+        fsio.remove_tree(self.generations_dir / gen_id)
         self.pristine.drop(gen_id)
         fsio.fsync_dir(self.generations_dir)
 

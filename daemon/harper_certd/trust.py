@@ -35,6 +35,7 @@ from harper_certd import der, rawio
 
 _HASHED = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")  # c_rehash names: <subject hash>.<n>
 _MAX_BUNDLE = 16 << 20  # bytes; Debian's bundle is about 220 KB
+_ANSWERS_MAX = 256  # contains()'s answers kept per store: a node's CA files hold a few
 
 
 class TrustStore:
@@ -45,7 +46,7 @@ class TrustStore:
     hash (module docstring), or None (an override bundle, a test's store).  A plain class,
     not a dataclass: ``status`` builds one, and a dataclass costs 1.4 ms of its start-up."""
 
-    __slots__ = ("_parsed", "capath", "ders", "joined", "where")
+    __slots__ = ("_answers", "_parsed", "capath", "ders", "joined", "where")
 
     def __init__(self, where: str, ders: tuple[bytes, ...], capath: Path | None = None) -> None:
         self.where = where
@@ -54,6 +55,10 @@ class TrustStore:
         # every DER one after the other: one search answers "no such key here" (the usual one)
         self.joined = b"".join(ders)
         self._parsed: tuple[x509.Certificate, ...] | None = None
+        # certificate DER -> contains()'s answer: an install asks about the same CA files
+        # twice (the layout before and after), the daemon at every install.  A store lives
+        # as long as its file's stamp (``system_store``); update-ca-certificates rewrites both.
+        self._answers: dict[bytes, bool] = {}
 
     def __repr__(self) -> str:
         return f"TrustStore({self.where!r}, {len(self.ders)} roots in the file)"
@@ -87,6 +92,16 @@ class TrustStore:
         DER contains ``cert``'s are parsed and compared (key, then subject): the same answer
         as comparing every root's subject, without parsing ~150 of them (about 2 ms); the
         directory is asked for ``cert``'s subject hash alone."""
+        key = cert.public_bytes(serialization.Encoding.DER)
+        answer = self._answers.get(key)
+        if answer is None:
+            answer = self._contains(cert)
+            if len(self._answers) >= _ANSWERS_MAX:
+                self._answers.clear()
+            self._answers[key] = answer
+        return answer
+
+    def _contains(self, cert: x509.Certificate) -> bool:
         spki = self._spki(cert)
         found = [*self._by_subject(cert.subject)]
         if spki in self.joined:  # in no root: 0.02 ms for ~150 roots
