@@ -582,6 +582,7 @@ def bench_phases(tmp: Path, samples: int, pause: float, key_kind: str) -> dict[s
         with instrumented(clock):
             for name, folder in zip(names, folders, strict=True):
                 target = drop(node, name, folder)
+                os.sync()  # each side starts with nothing of the other's left to write back
                 time.sleep(pause)
                 clock.reset()
                 started = time.perf_counter()
@@ -593,6 +594,7 @@ def bench_phases(tmp: Path, samples: int, pause: float, key_kind: str) -> dict[s
                 after_fsync = sum(clock.fsync_time[p] for p in AFTER)
                 fsync_to_installed = clock.fsync_seconds - after_fsync
                 fsyncs = clock.fsync_count
+                os.sync()
                 time.sleep(pause)
                 baseline = copy_set_durably(_processed(node, name), baseline_dir)
                 per_install.append(
