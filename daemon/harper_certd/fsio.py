@@ -58,8 +58,13 @@ def write_new(
     uid: int | None = None,
     gid: int | None = None,
     sync: bool = True,
+    pending: list[int] | None = None,
 ) -> None:
-    """Create ``path`` (it must not exist) with ``mode`` from its first byte, write, fsync."""
+    """Create ``path`` (it must not exist) with ``mode`` from its first byte, write, fsync.
+
+    ``pending``: not fsynced here; the open descriptor is appended for ``sync_all``, which
+    fsyncs a folder's new files one after the other once all are written: the first fsync's
+    journal commit carries every file's inode, and the others find theirs committed."""
     # O_EXCL|O_NOFOLLOW: never write through a link someone planted; the mode given to
     # open() means the file is never wider than ``mode & 0o600`` while it is written.
     fd = os.open(
@@ -76,6 +81,9 @@ def write_new(
             with contextlib.suppress(PermissionError):
                 os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
         os.fchmod(fd, mode)
+        if pending is not None:
+            pending.append(fd)
+            return
         if sync:
             os.fsync(fd)
     except BaseException:
@@ -84,6 +92,23 @@ def write_new(
             os.unlink(path)
         raise
     os.close(fd)
+
+
+def sync_all(pending: list[int]) -> None:
+    """fsync every descriptor ``write_new`` left in ``pending``, then close each (emptying
+    the list, also when an fsync fails: OSError, after every one is closed)."""
+    try:
+        for fd in pending:
+            os.fsync(fd)
+    finally:
+        close_all(pending)
+
+
+def close_all(pending: list[int]) -> None:
+    """Close every descriptor in ``pending`` and empty it (those an error left open)."""
+    while pending:
+        with contextlib.suppress(OSError):
+            os.close(pending.pop())
 
 
 def temp_tag() -> str:
