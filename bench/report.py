@@ -220,9 +220,13 @@ def write(results: Results, out: Path) -> Path:
         "Install path",
         ["install"],
         "`pipeline.install_newest` in this process from the call to the set being installed "
-        "(generation written, `current` flipped, journal closed), against copying the same three "
+        "(generation written, `current` flipped, journal closed: the clock stops when "
+        "`Store.finish` returns; until 2026-12-07 15:00 it stopped at the call's return less "
+        "the phases timed as after, which counted the `certd.set_installed` event and the "
+        "call's other after-work too: both are given below), against copying the same three "
         "files into a folder on the same file system with an fsync each, a rename each and the "
-        "folder fsynced. Each install and each baseline copy follows a 0.2 s pause. The set "
+        "folder fsynced. The page cache is synced (`os.sync`) before each install and each "
+        "copy, and each follows a 0.2 s pause. The set "
         "is judged by the model alone (`judge.node: none`): Node's judgement, one short "
         "process per set, is the row of its own above, and adds to this path in the daemon.",
     )

@@ -180,8 +180,13 @@ def check_entry(
     return EntryResult(entry, report)
 
 
-def find_process(config: HarperConfig) -> Process:
-    pid = harper_pid(config.root)
+def find_process(
+    config: HarperConfig, pid_of: Callable[[Path], int | None] = harper_pid
+) -> Process:
+    """Harper's main process for ``config``'s root and its version; ``pid_of``: how its pid
+    is found (``harper_pid``, or a caller's cached lookup of it: without ``hdb.pid`` each
+    lookup scans every process)."""
+    pid = pid_of(config.root)
     return Process(pid, harper_version(harper_entry(pid)) if pid is not None else None)
 
 

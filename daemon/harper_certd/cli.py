@@ -523,7 +523,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from harper_certd.check import find_process
     from harper_certd.harper.lines import line_of, support
 
-    process = find_process(ctx.harper)
+    process = find_process(ctx.harper, pid_of)
     line = line_of(process.version)
     data["harper"] = {
         "pid": process.pid,
