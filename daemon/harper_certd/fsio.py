@@ -34,7 +34,7 @@ def remove_tree(path: Path, onerror: Callable[[Any, str, Any], object] | None = 
     """``shutil.rmtree(path)``: errors ignored, or each given to ``onerror`` (its signature).
     shutil is imported here, not at the top of the store's modules: with bz2, lzma and zlib
     it cost 2.4 ms of every ``status``, which removes nothing."""
-    import shutil
+    import shutil  # start-up cost: see the docstring
 
     if onerror is None:
         shutil.rmtree(path, ignore_errors=True)
