@@ -459,6 +459,34 @@ def test_the_openssl_commands_for_a_key_never_print_it(
         assert scalar not in printed.lower()
 
 
+def test_a_der_file_is_shown_by_commands_that_read_der(
+    tmp_path: Path, ca: devca.Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A binary (DER) key or certificate: the ``see:`` command reads it as DER (a newcomer's
+    ``openssl pkey -in key.der -pubout`` only failed), and prints no private key."""
+    leaf = devca.make_leaf(ca, "nodea")
+    paths = devca.write_set(tmp_path, leaf, [ca])
+    secret = serialization.load_pem_private_key(leaf.key_pem, None)
+    paths.key.write_bytes(
+        secret.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    paths.cert.write_bytes(leaf.cert.public_bytes(serialization.Encoding.DER))
+    assert main([*_args(paths), "--node", "none"]) == 1
+    out = capsys.readouterr().out
+    for command in (
+        f"openssl pkey -inform der -in {paths.key} -pubout",
+        f"openssl x509 -inform der -in {paths.cert} -noout -text",
+    ):
+        assert f"see: {command}" in out, out
+        done = subprocess.run(command.split(), capture_output=True, text=True, check=False)
+        assert done.returncode == 0, (command, done.stderr)
+        assert "PRIVATE KEY" not in done.stdout
+
+
 def test_a_pkcs12_file_gets_no_openssl_command_that_fails_on_it(
     tmp_path: Path, ca: devca.Issued, capsys: pytest.CaptureFixture[str]
 ) -> None:

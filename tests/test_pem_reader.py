@@ -11,7 +11,10 @@ import base64
 import contextlib
 import datetime as dt
 import json
+import os
+import re
 import shutil
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -749,3 +752,22 @@ def test_bad_base64_is_named_by_line(pki: tuple[devca.Issued, devca.Issued]) -> 
     msg = _message("cert", b"\n".join(padding))
     assert "is not valid base64: '=' before the end, or characters missing" in msg
     assert "holds a character" not in msg
+
+
+def test_literal_backslash_n_conversion_works_and_keeps_the_key_private(tmp_path: Path) -> None:
+    """The conversion a key holding literal ``\\n`` is given, run by a shell: a key that
+    loads, 0600 from its first byte (``umask 077``: never world-readable while written)."""
+    key_pem = devca.make_leaf(devca.make_ca("nl root"), "nodea").key_pem
+    path = tmp_path / "privateKey.pem"
+    path.write_bytes(key_pem.replace(b"\n", b"\\n"))
+    report = validate(
+        Inputs(cert=b"", key=path.read_bytes(), ca=b"", key_name=str(path)),
+        at=dt.datetime.now(dt.UTC),
+    )
+    message = next(p.message for p in report.problems if p.code == "key_unreadable")
+    command = re.search(r"convert it: (.*)$", message)
+    assert command is not None, message
+    subprocess.run(["sh", "-c", command.group(1)], check=True, timeout=30)
+    assert path.read_bytes().strip() == key_pem.strip()
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    serialization.load_pem_private_key(path.read_bytes(), None)

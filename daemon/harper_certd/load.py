@@ -243,7 +243,7 @@ def _format_hint(data: bytes, name: str) -> str | None:
         return (
             f"{name} holds the two characters \\n instead of line breaks (copied from JSON or "
             "an environment variable); convert it: "
-            f"printf '%b' \"$(cat {name})\" > {_in_place(name)}"
+            f"(umask 077; printf '%b' \"$(cat {name})\" > {name}.new) && mv {name}.new {name}"
         )
     if b"\r" in data and b"\n" not in data:
         return (

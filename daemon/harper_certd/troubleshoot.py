@@ -11,6 +11,8 @@ from harper_certd.load import PKCS12_WORDS
 from harper_certd.problems import Problem
 from harper_certd.roles import SetPaths
 
+_DER = "is a binary (DER)"  # load.py's sentence for a DER certificate or key
+
 
 def openssl_commands(problem: Problem, paths: SetPaths) -> list[str]:
     """Commands a person can run to see a problem for themselves (Harper's troubleshooting);
@@ -24,12 +26,20 @@ def openssl_commands(problem: Problem, paths: SetPaths) -> list[str]:
         # the sentence gives the openssl pkcs12 commands that split it; x509 or pkey would
         # only fail on it (a newcomer was sent to `openssl x509 -text` on a .pfx)
         return []
-    text = f"openssl x509 -in {cert} -noout -text"
+    # A binary (DER) file: the problem's sentence says so and gives the conversion; the
+    # command to see it reads it as DER too (without -inform der openssl only fails on it).
+    cert_form = (
+        "-inform der " if problem.code == "cert_unreadable" and _DER in problem.message else ""
+    )
+    key_form = (
+        "-inform der " if problem.code == "key_unreadable" and _DER in problem.message else ""
+    )
+    text = f"openssl x509 {cert_form}-in {cert} -noout -text"
     verify = f"openssl verify -CAfile {ca} -untrusted {cert} {cert}"
     by_code = {
         "cert_unreadable": [text],
         # -pubout: the public half, or openssl's reason; never -text, which prints the private key
-        "key_unreadable": [f"openssl pkey -in {key} -pubout"],
+        "key_unreadable": [f"openssl pkey {key_form}-in {key} -pubout"],
         "ca_unreadable": [f"openssl storeutl -noout -text -certs {ca}"],
         "key_mismatch": [
             f"openssl x509 -in {cert} -noout -pubkey | openssl sha256",
