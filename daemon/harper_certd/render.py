@@ -43,7 +43,7 @@ def report_lines(
                 )
                 or "(no SAN)"
             ),
-            f"{indent}key       {cert.key_type} {cert.key_size} bits",
+            f"{indent}pubkey    {cert.key_type} {cert.key_size} bits",  # the certificate's key
         ]
         if report.chain:
             lines.append(
