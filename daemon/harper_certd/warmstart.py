@@ -382,7 +382,8 @@ def prestart(args: list[str]) -> None:
         return  # the judge starts it again and says why it could not
     _warm = (argv, child, None)
     atexit.register(_discard)  # whatever happens next, nobody's process is left behind
-    request = _validate_request(args)
+    # a status' request is known once its configuration is read (cli._start_live_judge)
+    request = _validate_request(args) if args[0] == "validate" else None
     try:
         if request is not None and child.send_at_once(request):
             _warm = (argv, child, request)
