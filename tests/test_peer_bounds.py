@@ -35,6 +35,7 @@ from harper_rig import LeafMaterial, RigCA
 
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # RFC 6455 section 1.3
 TIMEOUT = 1.0  # peers.timeout for these probes (seconds)
+UPGRADE_TIMEOUT = 5.0  # for a probe that must see the peer's 101 before it times out
 
 
 class MisbehavingPeer:
@@ -162,9 +163,13 @@ def test_a_peer_misbehaving_mid_probe_is_an_outcome_within_the_bound(
     """Issue 18 item 3: closed or silent mid-probe -> unreachable/unknown, never an
     exception, never "accepted", and within bound_seconds (no unbounded read)."""
     peer = peers.Peer("nodeb", f"wss://127.0.0.1:{misbehaving[mode].port}")
-    answer = peers.probe_accepts(peer, _candidate(ca), TIMEOUT)
+    # "unknown" needs the peer's 101 before the timeout: this peer is a thread of this
+    # process, and under a loaded CI run its answer took longer than 1 s (the probe then
+    # said "unreachable", rightly for what it saw); the other modes are unreachable either way
+    timeout = UPGRADE_TIMEOUT if verdict is peers.Verdict.UNKNOWN else TIMEOUT
+    answer = peers.probe_accepts(peer, _candidate(ca), timeout)
     assert answer.verdict is verdict, answer
-    assert answer.seconds <= peers.bound_seconds(TIMEOUT), answer
+    assert answer.seconds <= peers.bound_seconds(timeout), answer
     print(f"\n[bounds] {mode}: {answer.verdict.value} in {answer.seconds:.2f} s ({answer.detail})")
 
 
