@@ -23,7 +23,7 @@ from harper_certd.generation import Generation, cert_meta, read_file
 from harper_certd.history import utc_stamp
 from harper_certd.journal import Outcome
 from harper_certd.roles import SetBytes
-from harper_certd.swap import Store
+from harper_certd.swap import Store, write_generation
 
 
 def adopt(
@@ -46,7 +46,7 @@ def adopt(
     if previous is not None:
         meta["replaced"] = previous
     store.journal.write(op="adopt", step="writing", prev=previous, started=utc_stamp())
-    gen = store.write_generation(data, store.live_attrs(), meta)
+    gen = write_generation(store, data, store.live_attrs(), meta)
     store.journal.write(op="adopt", step="flipping", new=gen.id, prev=previous, started=utc_stamp())
     store.flip(gen.id)
     fsio.crash_point("adopt_flipped")
@@ -72,7 +72,8 @@ def take_live(store: Store, data: SetBytes, meta: dict[str, Any]) -> Generation:
         store.update_meta(current, outcome=Outcome.CHANGED_IN_PLACE, damage=damage)
         replaced = current.meta.get("replaced")
     store.journal.write(op="adopt", step="writing", prev=store.current_id(), started=utc_stamp())
-    gen = store.write_generation(
+    gen = write_generation(
+        store,
         data,
         store.live_attrs(),
         {**cert_meta(data.cert), **meta, "outcome": Outcome.ADOPTED, "replaced": replaced},

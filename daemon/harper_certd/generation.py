@@ -4,7 +4,7 @@
 certificate and CA file ``0444``, the key ``0400``, the live files' modes without their
 write bits) and ``meta.json`` (``GenerationMeta``: outcome, the leaf's fingerprint,
 subject, not_after, each file's SHA-256).  Everything here only reads: writing is the
-store's (``swap.Store.write_generation``).
+store's (``swap.write_generation``).
 """
 
 from __future__ import annotations

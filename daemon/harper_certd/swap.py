@@ -270,76 +270,6 @@ class Store:
         gen_id = self.current_id()
         return None if gen_id is None else self.generation(gen_id)
 
-    def write_generation(
-        self,
-        data: SetBytes,
-        attrs: dict[str, FileAttrs],
-        meta: dict[str, Any],
-        *,
-        pristine: bool = True,
-    ) -> Generation:
-        """A complete, fsynced generation directory; never visible half-written.
-
-        ``pristine``: its pristine copy written with it (``Pristine.write``); an install
-        writes it after the set is live instead (``keep_pristine``).  SwapError when it
-        cannot be written (nothing of it is left)."""
-        gen_id = next_generation_id(self.generations_dir)
-        tmp = self.generations_dir / f".tmp-{gen_id}"
-        fsio.remove_tree(tmp)
-        pending: list[int] = []  # the new files, fsynced together once all are written
-        try:
-            tmp.mkdir(mode=0o711)
-            os.chmod(tmp, 0o711)  # noqa: S103 - traverse only
-            self.own(tmp)
-            for role in self.roles:
-                a = attrs[role]
-                # Read-only from the first byte: a `cp` through a live path's link then
-                # fails for anyone but root (and root's is caught by the digests).
-                fsio.write_new(
-                    tmp / KEY_FILES[role],
-                    data.role(role),
-                    mode=read_only(a.mode, role),
-                    uid=a.uid,
-                    gid=a.gid,
-                    pending=pending,
-                )
-                fsio.crash_point(f"generation_file_written:{role}")
-            digests = self.digests(data)
-            full_meta = {**meta, "id": gen_id, "created": utc_stamp(), "digests": digests}
-            uid, gid = self.owner()
-            encoded = json.dumps(full_meta, indent=2).encode()
-            fsio.write_new(
-                tmp / "meta.json",
-                encoded,
-                mode=0o644,
-                uid=uid,
-                gid=gid,
-                pending=pending,
-            )
-            # Every file's bytes on disk before the folder can be renamed in (as each fsynced
-            # after its own write, one journal commit instead of four: bench/'s install phases)
-            fsio.sync_all(pending)
-            fsio.fsync_dir(tmp)
-            if pristine:
-                self.pristine.write(gen_id, data, self.roles)
-            fsio.crash_point("generation_written")
-            os.rename(tmp, self.generations_dir / gen_id)
-            fsio.fsync_dir(self.generations_dir)
-        except OSError as exc:
-            fsio.remove_tree(tmp)
-            raise SwapError(
-                f"writing generation {gen_id} in {self.generations_dir} failed: "
-                f"{fsio.describe_os_error(exc)}; the live set is unchanged"
-            ) from exc
-        finally:
-            fsio.close_all(pending)  # those an error left open
-        fsio.crash_point("generation_renamed")
-        if full_meta.get("fingerprint") and all(full_meta.get(k) is not None for k in CERT_KEYS):
-            # What ``generation`` would read back: the bytes just written, parsed (no
-            # second open and read of the file).
-            return Generation(gen_id, self.generations_dir / gen_id, json.loads(encoded))
-        return self.generation(gen_id)  # it fills in what the metadata lacks from the file
-
     def keep_pristine(self, gen: Generation, data: SetBytes) -> None:
         """Write ``gen``'s pristine copy (``Pristine.write``: ``data``, the bytes it was
         written with) once it is live; OSError as raised.
@@ -470,7 +400,8 @@ class Store:
         # pending generation that ``current`` names (the flip happened) and removes one it
         # does not. No separate journal: two fsyncs fewer on every install.
         attrs = self.live_attrs()
-        return self.write_generation(
+        return write_generation(
+            self,
             data,
             attrs,
             {**meta, "source": source, "replaced": current, "outcome": Outcome.PENDING},
@@ -530,6 +461,77 @@ class Store:
         fsio.remove_tree(self.generations_dir / gen_id)
         self.pristine.drop(gen_id)
         fsio.fsync_dir(self.generations_dir)
+
+
+def write_generation(
+    store: Store,
+    data: SetBytes,
+    attrs: dict[str, FileAttrs],
+    meta: dict[str, Any],
+    *,
+    pristine: bool = True,
+) -> Generation:
+    """A complete, fsynced generation directory of ``store``; never visible half-written.
+
+    ``pristine``: its pristine copy written with it (``Pristine.write``); an install
+    writes it after the set is live instead (``keep_pristine``).  SwapError when it
+    cannot be written (nothing of it is left)."""
+    gen_id = next_generation_id(store.generations_dir)
+    tmp = store.generations_dir / f".tmp-{gen_id}"
+    fsio.remove_tree(tmp)
+    pending: list[int] = []  # the new files, fsynced together once all are written
+    try:
+        tmp.mkdir(mode=0o711)
+        os.chmod(tmp, 0o711)  # noqa: S103 - traverse only
+        store.own(tmp)
+        for role in store.roles:
+            a = attrs[role]
+            # Read-only from the first byte: a `cp` through a live path's link then
+            # fails for anyone but root (and root's is caught by the digests).
+            fsio.write_new(
+                tmp / KEY_FILES[role],
+                data.role(role),
+                mode=read_only(a.mode, role),
+                uid=a.uid,
+                gid=a.gid,
+                pending=pending,
+            )
+            fsio.crash_point(f"generation_file_written:{role}")
+        digests = store.digests(data)
+        full_meta = {**meta, "id": gen_id, "created": utc_stamp(), "digests": digests}
+        uid, gid = store.owner()
+        encoded = json.dumps(full_meta, indent=2).encode()
+        fsio.write_new(
+            tmp / "meta.json",
+            encoded,
+            mode=0o644,
+            uid=uid,
+            gid=gid,
+            pending=pending,
+        )
+        # Every file's bytes on disk before the folder can be renamed in (as each fsynced
+        # after its own write, one journal commit instead of four: bench/'s install phases)
+        fsio.sync_all(pending)
+        fsio.fsync_dir(tmp)
+        if pristine:
+            store.pristine.write(gen_id, data, store.roles)
+        fsio.crash_point("generation_written")
+        os.rename(tmp, store.generations_dir / gen_id)
+        fsio.fsync_dir(store.generations_dir)
+    except OSError as exc:
+        fsio.remove_tree(tmp)
+        raise SwapError(
+            f"writing generation {gen_id} in {store.generations_dir} failed: "
+            f"{fsio.describe_os_error(exc)}; the live set is unchanged"
+        ) from exc
+    finally:
+        fsio.close_all(pending)  # those an error left open
+    fsio.crash_point("generation_renamed")
+    if full_meta.get("fingerprint") and all(full_meta.get(k) is not None for k in CERT_KEYS):
+        # What ``generation`` would read back: the bytes just written, parsed (no
+        # second open and read of the file).
+        return Generation(gen_id, store.generations_dir / gen_id, json.loads(encoded))
+    return store.generation(gen_id)  # it fills in what the metadata lacks from the file
 
 
 def require_no_foreign_files(store: Store) -> None:
