@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 
+from harper_certd import devca
 from harper_certd.errors import ConfigError
 from harper_certd.yamlfile import YAML_MAX_BYTES, YAML_MAX_DEPTH, YAML_MAX_NODES, read_yaml
 
@@ -94,3 +96,22 @@ def test_invalid_yaml_quotes_its_line(tmp_path: Path) -> None:
     assert "is not valid YAML: mapping values are not allowed here" in message
     assert "line 3, column 10:\n      port: a: b\n" in message
     assert message.rstrip().endswith("^")
+
+
+def test_invalid_yaml_holding_a_key_quotes_none_of_it(tmp_path: Path) -> None:
+    """A broken file with a private key pasted in: the error names line and column and quotes
+    no line (PyYAML's caret snippet could be a line of the key)."""
+    key = devca.make_key().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    lines = key.decode().splitlines()
+    body = lines[1]
+    path = tmp_path / "pasted.yaml"
+    path.write_text(
+        "tls:\n  privateKey: |\n" + "".join(f"    {x}\n" for x in lines) + f"  x: {body}: y\n"
+    )
+    message = _refused(path)
+    assert "not valid YAML" in message
+    assert "line " in message
+    for line in lines[1:-1]:  # no 12 characters of any line of the key's body
+        assert not any(line[i : i + 12] in message for i in range(len(line) - 11)), line

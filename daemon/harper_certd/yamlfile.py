@@ -96,7 +96,10 @@ def read_yaml(path: Path, *, missing: str = "") -> Any:
 
 def _worded(text: str, exc: yaml.YAMLError) -> yaml.YAMLError:
     """PyYAML's own error for ``text`` where its SafeLoader refuses it too (its message quotes
-    the line, a caret under the column), else ``exc`` (libyaml's)."""
+    the line, a caret under the column), else ``exc`` (libyaml's, which quotes no line).
+    A file that holds a private key block keeps libyaml's: a quoted line could be the key's."""
+    if "PRIVATE KEY" in text:
+        return exc
     try:
         yaml.load(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as worded:
