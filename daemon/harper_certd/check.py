@@ -7,8 +7,6 @@ with a certificate and key but no CA file is checked against the system trust st
 follow the sets.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 from collections.abc import Callable, Mapping
 from pathlib import Path

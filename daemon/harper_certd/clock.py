@@ -9,8 +9,6 @@ hands to its lanes and trackers (tests start it at a chosen instant and run it f
 A leaf: imports nothing from harper_certd.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import os
 import time

@@ -4,8 +4,6 @@ Unknown keys and wrong types are refused at start with the key's path and what
 was expected; every key has a default, documented in ``config.example.yaml``.
 """
 
-from __future__ import annotations
-
 import enum
 import os
 import types

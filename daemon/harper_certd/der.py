@@ -10,8 +10,6 @@ value spelled out (``critical FALSE``, ``cA FALSE``, version v1), X.690 §11.5.
 Every function is bounded by the input's length and never raises on hostile input.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 SEQUENCE = 0x30

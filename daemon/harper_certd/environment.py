@@ -17,8 +17,6 @@ Facts this rests on (read off ``systemd/harper-certd.service`` and systemd.exec(
   refused.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Mapping
 from pathlib import Path

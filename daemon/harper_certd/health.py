@@ -19,8 +19,6 @@ Per set: today the daemon manages one set; ``sets`` is a list with one entry nam
 its role, so a per-set store (issue 11) adds entries, not a new shape.
 """
 
-from __future__ import annotations
-
 import contextlib
 import datetime as dt
 import os
@@ -317,7 +315,7 @@ class Snapshot(NamedTuple):
         }
 
 
-def _views(report: Report) -> tuple[CertView, ...]:
+def _views(report: "Report") -> tuple[CertView, ...]:
     out: list[CertView] = []
     leaf = report.certificate
     if leaf is None:
@@ -331,7 +329,7 @@ def _views(report: Report) -> tuple[CertView, ...]:
     return tuple(out)
 
 
-def _view(role: str, c: CertSummary) -> CertView:
+def _view(role: str, c: "CertSummary") -> CertView:
     return CertView(role, c.subject, c.issuer, c.sha256, c.not_before, c.not_after)
 
 
@@ -438,7 +436,7 @@ def waiting_sets(
     return sorted(out, key=lambda w: w.since)
 
 
-def probe_served(ctx: Context) -> tuple[ServedView, ...] | None:
+def probe_served(ctx: "Context") -> tuple[ServedView, ...] | None:
     """What Harper serves on each secure port it serves the managed set on; None if stopped."""
     if harper_pid(ctx.paths.harper_root) is None:
         return None
@@ -455,11 +453,11 @@ def probe_served(ctx: Context) -> tuple[ServedView, ...] | None:
 
 
 def snapshot(
-    ctx: Context,
+    ctx: "Context",
     at: dt.datetime | None = None,
     *,
     served: tuple[ServedView, ...] | bool | None = True,
-    live: Report | None = None,
+    live: "Report | None" = None,
 ) -> Snapshot:
     """The node's health now.  ``served``: True probes Harper's ports, False does not, a
     tuple (or None: Harper not running) is a probe already made by the daemon's re-check.
@@ -633,7 +631,7 @@ def snapshot(
 
 
 def _other_sets(
-    ctx: Context, cert_sets: list[CertSet], at: dt.datetime, findings: list[Finding]
+    ctx: "Context", cert_sets: "list[CertSet]", at: dt.datetime, findings: list[Finding]
 ) -> tuple[SetView, ...]:
     """The other sets of the node, validated in their role, with their own store's live
     generation (``managed``: the daemon manages every set whose name can be a folder)."""
@@ -690,7 +688,7 @@ def _live_generation(state: Path) -> str | None:
         return None
 
 
-def _hazards(ctx: Context) -> tuple[Problem, ...]:
+def _hazards(ctx: "Context") -> "tuple[Problem, ...]":
     store = ctx.config.harper.trust_store
     return tuple(
         p
@@ -699,7 +697,7 @@ def _hazards(ctx: Context) -> tuple[Problem, ...]:
     )
 
 
-def set_name(managed: Managed) -> str:
+def set_name(managed: "Managed") -> str:
     """The set's name: its role (``replication`` for a cluster set), as issue 11 names sets."""
     if "replication" in managed.uses or managed.purpose.value == "cluster":
         return "replication"

@@ -17,8 +17,6 @@ its rename is lost from the history (never from the state, which the journal and
 ``meta.json`` hold); the window is one rename per 2,000 operations or so.
 """
 
-from __future__ import annotations
-
 import contextlib
 import json
 import os

@@ -7,8 +7,6 @@ tolerantly: files written by earlier releases lack newer fields, and an unknown 
 is kept as text rather than raising at run time.
 """
 
-from __future__ import annotations
-
 import enum
 from typing import Any, NamedTuple
 
@@ -51,7 +49,7 @@ class Journal(NamedTuple):
     started: str | None = None
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Journal:
+    def from_dict(cls, data: dict[str, Any]) -> "Journal":
         def text(key: str) -> str | None:
             value = data.get(key)
             return None if value is None else str(value)
@@ -91,7 +89,7 @@ class GenerationMeta(NamedTuple):
     digests: dict[str, str]  # role ("cert", "key", "ca") -> SHA-256 hex of the file
 
     @classmethod
-    def from_dict(cls, gen_id: str, data: dict[str, Any]) -> GenerationMeta:
+    def from_dict(cls, gen_id: str, data: dict[str, Any]) -> "GenerationMeta":
         def text(key: str) -> str | None:
             value = data.get(key)
             return None if value is None or value == "" else str(value)

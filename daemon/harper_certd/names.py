@@ -12,8 +12,6 @@ Names are hostile input: ``safe_name`` renders any subject or issuer, never rais
 SAN extension as no SAN.
 """
 
-from __future__ import annotations
-
 import functools
 import hashlib
 import ipaddress

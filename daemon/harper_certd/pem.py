@@ -32,8 +32,6 @@ input).  Errors carry our own words and positions only, never input bytes: calle
 messages about key files from them.
 """
 
-from __future__ import annotations
-
 import binascii
 import enum
 import re

@@ -4,8 +4,6 @@ The codes are a public interface (the CLI's JSON, ``reason.json`` of a refused
 set, log events); the README documents each one from ``CODES`` below.
 """
 
-from __future__ import annotations
-
 import enum
 from typing import NamedTuple
 

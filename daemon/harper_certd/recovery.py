@@ -13,8 +13,6 @@ The rules (each a named crash point in tests/test_crash.py):
 - Anything else in a journal that did not reach the flip is undone.
 """
 
-from __future__ import annotations
-
 import enum
 from collections.abc import Iterable
 from typing import NamedTuple

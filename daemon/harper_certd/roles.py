@@ -11,8 +11,6 @@ Facts, measured on Harper 4.7.29 (issue 11): Harper reads certificates only from
 ``clustering.tls`` is replication.
 """
 
-from __future__ import annotations
-
 import enum
 import os
 import re

@@ -5,8 +5,6 @@ sleeps until then (or until a file event).  The clock is passed in (``clock.Cloc
 tests run the real daemon on a clock that starts at a chosen instant and runs faster.
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import random
 from collections.abc import Iterable, Sequence
@@ -119,7 +117,7 @@ class RestartBudget:
         hour_ago = now - dt.timedelta(hours=1)
         self._times = [min(t, now) for t in self._times if t > hour_ago]
 
-    def carry_over(self, older: RestartBudget) -> None:
+    def carry_over(self, older: "RestartBudget") -> None:
         """Keep restarts spent under an earlier configuration (SIGHUP) as spent."""
         self._times = sorted(set(self._times) | set(older._times))
 

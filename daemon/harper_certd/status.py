@@ -3,8 +3,6 @@ which are damaged), the last history lines, and an interrupted swap completed fi
 (The node's health, levels and findings are ``health.py``'s.)
 """
 
-from __future__ import annotations
-
 import datetime as dt
 from typing import Any, NamedTuple
 

@@ -36,8 +36,6 @@ the pristine copies (``pristine``), the journal file (``journalfile``), the hist
 (``recovery``) and its executor (``recover``).
 """
 
-from __future__ import annotations
-
 import contextlib
 import fcntl
 import hashlib

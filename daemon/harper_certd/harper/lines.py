@@ -22,8 +22,6 @@ the matrix with times) unless marked "documented":
   not installable here (replication is in the paid edition).
 """
 
-from __future__ import annotations
-
 import enum
 from typing import NamedTuple
 

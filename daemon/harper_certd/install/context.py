@@ -10,8 +10,6 @@ applies (``applies=False``): it imports none of ``harper.apply`` (Harper's API c
 probes, the restart methods; about 15 ms of its start-up).
 """
 
-from __future__ import annotations
-
 import datetime as dt
 import os
 import threading
@@ -49,7 +47,7 @@ class Context(NamedTuple):
     harper: discover.HarperConfig
     managed: Managed
     store: Store
-    applier: Applier
+    applier: "Applier"
     clock: Clock
     budget: RestartBudget
     interrupted: threading.Event | None
@@ -62,7 +60,7 @@ class Context(NamedTuple):
             return None
         return system_store(self.config.harper.trust_store)
 
-    def peer_scope(self) -> peers.Scope:
+    def peer_scope(self) -> "peers.Scope":
         """What the peer guard needs of this node and set (``peers.Scope``)."""
         # start-up cost: status and check never guard (nor import Harper's API client)
         from harper_certd import peers
@@ -101,14 +99,14 @@ class Context(NamedTuple):
         return uids
 
 
-def wait_for_peers(config: Config, harper: discover.HarperConfig) -> BeforeRestart:
+def wait_for_peers(config: Config, harper: discover.HarperConfig) -> "BeforeRestart":
     """The applier's before-restart hook: never take this node down while a peer is not
     connected (it may be restarting itself); bounded by ``peers.restart_wait_seconds``."""
     from harper_certd.harper.api import operations_api  # start-up cost: see the module
 
     api = operations_api(config, harper)
 
-    def wait(sleep: Sleep) -> float:
+    def wait(sleep: "Sleep") -> float:
         from harper_certd import peers  # start-up cost: only a restart waits for the peers
 
         return peers.wait_before_restart(
@@ -128,7 +126,7 @@ def build_context(
     config: Config,
     *,
     clock: Clock = utc_now,
-    applier: Applier | None = None,
+    applier: "Applier | None" = None,
     interrupted: threading.Event | None = None,
     set_name: str | None = None,
     applies: bool = True,
@@ -182,7 +180,7 @@ def _applier(
     store: Store,
     interrupted: threading.Event | None,
     cert: Path,
-) -> Applier:
+) -> "Applier":
     """``restart.method``'s applier for this set, the peers' wait as its before-restart hook."""
     from harper_certd.harper.apply import make_applier  # start-up cost: see the module
 
@@ -190,7 +188,7 @@ def _applier(
     return make_applier(config, harper, store, interrupted, cert, before_restart=before)
 
 
-def _reads_only(previous: Generation | None, gen: Generation) -> Applied:
+def _reads_only(previous: "Generation | None", gen: "Generation") -> "Applied":
     """The applier of a context built with ``applies=False``: never called."""
     raise RuntimeError("this context was built to read only (applies=False)")
 

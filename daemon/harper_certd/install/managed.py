@@ -5,8 +5,6 @@ Apart from ``context`` so that ``status`` can start Node on the live set before 
 imports (``cli.cmd_status``): this module imports only the configuration's readers.
 """
 
-from __future__ import annotations
-
 from typing import NamedTuple
 
 from harper_certd import discover

@@ -18,8 +18,6 @@ verdict depends on the bytes, the names, the direction and the instant, and ``fi
 the instant against the seconds Node says it judged in (``node.Batch.judged``) as for any run.
 """
 
-from __future__ import annotations
-
 import hashlib
 import math
 import time
@@ -60,14 +58,14 @@ EARLY_LIMIT = warmstart.EARLY_LIMIT
 # Seconds a Node run is shared with the same request asked again.
 REUSE_SECONDS = 10.0
 # The last run started: (node path, SHA-256 of the request), the run, when it started.
-_last: tuple[tuple[str, bytes], node.Run, float] | None = None
+_last: "tuple[tuple[str, bytes], node.Run, float] | None" = None
 
 
 class Pending(NamedTuple):
     """A judgement under way: Node running (``run``) or the reason the model judges alone;
     ``judged``: the bytes Node was given (cert, key, CA), to check they are the analysed."""
 
-    run: node.Run | None
+    run: "node.Run | None"
     choice: NodeChoice | None
     why_model: str
     judged: tuple[bytes, bytes, bytes] | None = None
@@ -138,12 +136,12 @@ def start_files(
     )
 
 
-def _timestamp(value: dt.datetime) -> float:
+def _timestamp(value: "dt.datetime") -> float:
     return value.timestamp()
 
 
 def holds_at(
-    certs: Iterable[x509.Certificate], at: dt.datetime, judged: tuple[float, float]
+    certs: "Iterable[x509.Certificate]", at: "dt.datetime", judged: tuple[float, float]
 ) -> bool:
     """Whether Node's verdict, made between ``judged``'s two instants (seconds since the
     epoch), is its verdict at ``at``: no validity bound between the seconds they fall in
@@ -162,8 +160,8 @@ def holds_at(
 def finish(
     pending: Pending,
     problems: Sequence[Problem],
-    certs: Iterable[x509.Certificate],
-    at: dt.datetime,
+    certs: "Iterable[x509.Certificate]",
+    at: "dt.datetime",
 ) -> tuple[tuple[Problem, ...], JudgeInfo]:
     """The problems once Node's verdict is in, and who judged."""
     if pending.run is None or pending.choice is None:

@@ -14,8 +14,6 @@ The script's answer per set (``NodeVerdict``) is what Node's TLS did: the error 
 (OpenSSL's code and reason), and ``tls.checkServerIdentity`` per name asked.
 """
 
-from __future__ import annotations
-
 import atexit
 import json
 import re
@@ -64,7 +62,7 @@ class SetRequest(NamedTuple):
     server: bool = True
     client: bool = True
 
-    def fields(self) -> warmstart.Request:
+    def fields(self) -> "warmstart.Request":
         """The set as ``warmstart.encode_request`` takes it."""
         return (self.id, self.cert, self.key, self.ca, self.names, self.server, self.client)
 

@@ -10,8 +10,6 @@ binary Harper runs, whatever PATH says (nvm, a vendored Node).  A link that cann
 upgraded under a running Harper) is skipped.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Callable
 from typing import NamedTuple

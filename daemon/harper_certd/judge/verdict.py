@@ -16,8 +16,6 @@ docs/judge.md lists the same tables with the sentence that makes each deliberate
 holds the two together.
 """
 
-from __future__ import annotations
-
 from collections.abc import Sequence
 from typing import NamedTuple
 

@@ -1,7 +1,5 @@
 """The validation entry point: the three files of a set in, one Report out."""
 
-from __future__ import annotations
-
 import datetime as dt
 import warnings
 from collections.abc import Callable, Sequence

@@ -1,7 +1,5 @@
 """What validation found: the Report and the plain-value summary of a certificate."""
 
-from __future__ import annotations
-
 import datetime as dt
 import warnings
 from typing import NamedTuple
