@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from daemonfix import DaemonProc
@@ -269,6 +270,29 @@ def test_for_candidate_reports_only_new_hazards(tmp_path: Path, pki: Pki, store:
         config, system_store, cert_path, cert, pki.private.cert_pem + pki.public_root.cert_pem
     )
     assert [p.code for p in widened] == ["public_root_in_ca_file"]
+
+
+def test_for_candidate_judges_again_for_another_store_or_layout(
+    tmp_path: Path, pki: Pki, store: Path
+) -> None:
+    """The hazards of a layout judged before are reused (the next install's live layout is
+    the last candidate's) only for the same reading, the same certificates and the same
+    trust store: a store without the public root makes the same candidate no hazard."""
+    root = write_layout(tmp_path / "hdb", pki)
+    config = discover.load_config(root)
+    cert_path = root / "keys" / "cluster" / "certificate.pem"
+    cert = cert_path.read_bytes()
+    widening = pki.private.cert_pem + pki.public_root.cert_pem
+    public = trust.TrustStore("public", (pki.public_root.cert.public_bytes(Encoding.DER),))
+    empty = trust.TrustStore("empty", ())
+    for _ in range(2):  # the second time from the remembered judgements
+        found = hazards.for_candidate(config, public, cert_path, cert, widening)
+        assert [p.code for p in found] == ["public_root_in_ca_file"]
+        assert hazards.for_candidate(config, empty, cert_path, cert, widening) == ()
+    # The candidate installed: its layout is the live one, and its hazard no longer new.
+    (root / "keys" / "cluster" / "ca.pem").write_bytes(widening)
+    again = discover.load_config(root)
+    assert hazards.for_candidate(again, public, cert_path, cert, widening) == ()
 
 
 def test_plan_for_a_one_public_set_node(

@@ -158,9 +158,10 @@ def foreign(store: Store) -> str | None:
                 f"{path} is a link harper-certd did not make (-> {target}); its owner "
                 "(certbot, a Kubernetes secret volume, ...) replaces it"
             )
-        absolute = path.absolute()
-        for parent in absolute.parents:
-            if parent.name.startswith("..") and parent.is_symlink():
+        # The folders above it, nearest first (as Path.parents, without a Path for each)
+        parts = os.fspath(path.absolute()).split("/")
+        for end in range(len(parts) - 1, 1, -1):
+            if parts[end - 1].startswith("..") and os.path.islink(parent := "/".join(parts[:end])):
                 return f"{path} resolves through {parent}, a link written by its owner"
         try:
             flags = os.statvfs(path.parent).f_flag

@@ -5,8 +5,6 @@ and answers which certificate sets are in use, for what, on which ports, and
 under which node name.  See ``shared/HARPER-NOTES.md`` for the keys.
 """
 
-from __future__ import annotations
-
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -117,7 +115,19 @@ class HarperConfig(NamedTuple):
         return tuple(e for e in self.entries if e.paths is not None)
 
     def sets(self) -> tuple[CertSet, ...]:
-        """Every distinct set with a certificate file, replication first (see CertSet)."""
+        """Every distinct set with a certificate file, replication first (see CertSet).
+
+        Worked out once per reading (the record is immutable): an install asks for them
+        several times (the managed set, the layout's hazards before and after)."""
+        for known, found in _SETS:
+            if known is self:
+                return found
+        found = self._sets()
+        _SETS.insert(0, (self, found))
+        del _SETS[_SETS_MAX:]
+        return found
+
+    def _sets(self) -> tuple[CertSet, ...]:
         groups: dict[Path, list[TlsEntry]] = {}
         for e in self.entries:
             if e.cert_path is not None:
@@ -157,6 +167,12 @@ class HarperConfig(NamedTuple):
             ports = {k: p for k, p in self.secure_ports.items() if owner.get(k) == index}
             out.append(CertSet(name, tuple(group), ports))
         return tuple(out)
+
+
+# The readings of Harper's configuration asked for their sets last -> their sets (by
+# identity: a reading holds dicts, and is not hashable); a daemon holds one or two at a time.
+_SETS: list[tuple[HarperConfig, tuple[CertSet, ...]]] = []
+_SETS_MAX = 4
 
 
 # Ports served by one section's set whatever its ``uses`` (the older lines' layouts):

@@ -217,7 +217,7 @@ def read_regular(
         st = os.fstat(fd)
         if st.st_size > limit:
             raise NotRegular(errno.EFBIG, f"{path} is {st.st_size} bytes, over {limit}")
-        data = read_fd(fd, limit)
+        data = read_fd(fd, limit, st.st_size)
         if data is None:
             raise NotRegular(errno.EFBIG, f"{path} grew over {limit} bytes while read")
         return data

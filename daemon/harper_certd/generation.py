@@ -7,13 +7,13 @@ subject, not_after, each file's SHA-256).  Everything here only reads: writing i
 store's (``swap.write_generation``).
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 import stat
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from cryptography import x509
 
 from harper_certd import fsio, load, names
 from harper_certd.journal import GenerationMeta
@@ -71,9 +71,18 @@ def cert_meta(cert_pem: bytes) -> dict[str, str]:
     """
     try:
         cert = load.parse_certificates(cert_pem, name="certificate").certs[0]
+    except (load.Unreadable, IndexError, ValueError):
+        return {}
+    return leaf_meta(cert)
+
+
+def leaf_meta(cert: x509.Certificate) -> dict[str, str]:
+    """``cert_meta`` of a leaf parsed already (an install's validated chain holds it); empty
+    when its names cannot be decoded."""
+    try:
         leaf = summarize(cert)
         ids = names.identities(cert)
-    except (load.Unreadable, IndexError, ValueError):
+    except ValueError:
         return {}
     record = next(iter((*ids.cns, *ids.dns, *ids.ips)), "")
     return {

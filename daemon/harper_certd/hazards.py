@@ -19,8 +19,6 @@ Facts, measured on Harper 4.7.29 (issue 11, ``shared/HARPER-NOTES.md``):
   itself a self-signed one and both directions break (``replication_name_missing``).
 """
 
-from __future__ import annotations
-
 import hashlib
 import os
 import stat
@@ -312,13 +310,58 @@ def for_candidate(
     *create* one; the live ones are reported by ``check`` and ``status``)."""
 
     sets = config.sets()
-    now = {s.name: read_material(s) for s in sets}
     target = next((s for s in sets if s.first.cert_path == cert_path), None)
     if target is None:
         return ()
-    after = {**now, target.name: Material(_parsed(cert, "candidate"), _parsed(ca, "candidate CA"))}
-    found = find(config, store, after)
+    trust = _Trust(store)
+    # The target's live files are read only when the candidate has a hazard: the usual
+    # answer needs the other sets alone (a node with one set reads no file here).
+    others = {s.name: read_material(s) for s in sets if s is not target}
+    after = {
+        **others,
+        target.name: Material(_parsed(cert, "candidate"), _parsed(ca, "candidate CA")),
+    }
+    found = _found(config, trust, after)
     if not found:  # the usual answer: the live layout's own hazards need not be judged
         return ()
-    before_codes = {(p.code, p.message) for p in find(config, store, now)}
+    now = {**others, target.name: read_material(target)}
+    before_codes = {(p.code, p.message) for p in _found(config, trust, now)}
     return tuple(p for p in found if (p.code, p.message) not in before_codes)
+
+
+class _Trust:
+    """``store`` resolved once, when a hazard first needs it (``used``: it was)."""
+
+    __slots__ = ("_store", "used")
+
+    def __init__(self, store: TrustStore | Callable[[], TrustStore]) -> None:
+        self._store = store
+        self.used: TrustStore | None = None
+
+    def __call__(self) -> TrustStore:
+        if self.used is None:
+            self.used = self._store() if callable(self._store) else self._store
+        return self.used
+
+
+# The layouts judged last -> their hazards.  An install judges the layout with its candidate
+# in place; the next install's live layout is that very one (the candidate's bytes became the
+# live files, parsed once: ``_BY_CONTENT``), and a layout with a standing hazard (Harper's
+# default enableRootCAs, say) is judged as it is too.  An entry holds for the same reading of
+# Harper's configuration (the object) and the same certificates, and, when its judgement
+# asked the trust store, the same store (``trust.system_store``: one object per bundle).
+_FOUND: list[tuple[HarperConfig, tuple[Any, ...], TrustStore | None, tuple[Problem, ...]]] = []
+_FOUND_MAX = 4
+
+
+def _found(
+    config: HarperConfig, trust: _Trust, material: Mapping[str, Material]
+) -> tuple[Problem, ...]:
+    key = tuple(sorted((name, m.certs, m.ca) for name, m in material.items()))
+    for known, known_key, used, problems in _FOUND:
+        if known is config and known_key == key and (used is None or used is trust()):
+            return problems
+    problems = find(config, trust, material)
+    _FOUND.insert(0, (config, key, trust.used, problems))
+    del _FOUND[_FOUND_MAX:]
+    return problems

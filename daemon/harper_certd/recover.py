@@ -7,8 +7,6 @@ temporaries a crash left (``generations/.tmp-*``, ``.*.tmp`` links beside the li
 and in the state directory) are removed first.
 """
 
-from __future__ import annotations
-
 import contextlib
 import os
 from collections.abc import Iterable
@@ -78,11 +76,13 @@ def _temporary_links(store: Store) -> Iterable[Path]:
     paths: a link replaced by rename(2) (``fsio.replace_symlink``) cut short."""
     dirs = {store.root, *(p.parent for p in store.live_paths().values())}
     for folder in dirs:
-        with contextlib.suppress(OSError):
-            for entry in folder.iterdir():
-                temporary = ".tmp-" in entry.name or entry.name.endswith(".tmp")
-                if entry.name.startswith(".") and temporary and entry.is_symlink():
-                    yield entry
+        with contextlib.suppress(OSError), os.scandir(folder) as entries:
+            # scandir: the names and types from one getdents, no Path or lstat per entry
+            for entry in entries:
+                name = entry.name
+                temporary = ".tmp-" in name or name.endswith(".tmp")
+                if name.startswith(".") and temporary and entry.is_symlink():
+                    yield folder / name
 
 
 def recover(store: Store) -> Recovery | None:

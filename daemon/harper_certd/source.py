@@ -171,7 +171,7 @@ def _read_fd(fd: int, shown: str, trusted_uids: set[int], limit: int = MEMBER_LI
             "source_unreadable",
             f"{shown} is {st.st_size} bytes, over the {limit} byte limit for this PEM file",
         )
-    data = rawio.read_fd(fd, limit)
+    data = rawio.read_fd(fd, limit, st.st_size)
     if data is None:
         raise SourceRefused(
             "source_unreadable", f"{shown} grew over the {limit} byte limit while read"

@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from harper_certd import events, logs, peerhold, retention
 from harper_certd.adoption import foreign
 from harper_certd.errors import StateError, SwapError
-from harper_certd.generation import Generation, cert_meta
+from harper_certd.generation import Generation, cert_meta, leaf_meta
 from harper_certd.install import filing, flip
 from harper_certd.install.context import Context, read_live
 from harper_certd.install.judge import Judged, judge, judge_each, same_as_live
@@ -178,8 +178,10 @@ def staged(c: Change) -> Step | InstallOutcome:
     """What the generation records of the set (its metadata), and what is live now."""
     certificate = c.report.certificate
     assert certificate is not None  # a valid report has its certificate
+    # The validated chain's leaf is the certificate file's first: not parsed again.
+    chain = c.report.chain_certs
     c.meta = {
-        **cert_meta(c.source.data.cert),
+        **(leaf_meta(chain[0]) if chain else cert_meta(c.source.data.cert)),
         "fingerprint": certificate.sha256,
         "subject": certificate.subject,
         "not_after": certificate.not_after.isoformat(),
