@@ -305,17 +305,23 @@ def bench_processes(tmp: Path, rounds: int, quick: bool = False) -> list[Figure]
     (``quick``: without the two rows that repeat a Node-judged ``validate``)."""
     node = make_node(tmp / "status-node", method="none")
     config = str(node.write_config())
+    # The same node read with `judge.node: none`: the status judged by the model, as
+    # `validate --node none` is (like with like; the Node-judged pair is its own row).
+    model_config = tmp / "status-node" / "certd-model.yaml"
+    model_config.write_text(yaml.safe_dump({**node.config_data, "judge": {"node": "none"}}))
     paths = node.live
     cli = bench_validate.cli_commands(paths)
     validate_cmd = cli[bench_validate.CLI]
     model_cmd = [*validate_cmd, "--node", "none"]
-    status_cmd = [*validate_cmd[: -len(bench_validate._validate_args(paths))],
-                  "status", "--no-probe", "--config", config]
+    status_node_cmd = [*validate_cmd[: -len(bench_validate._validate_args(paths))],
+                       "status", "--no-probe", "--config", config]
+    status_cmd = [*status_node_cmd[:-1], str(model_config)]
     # As a regular install runs: with a bytecode cache (this environment may forbid one).
     env = bench_validate.environments(tmp / "pycache")["bytecode cached"]
-    probe = subprocess.run(status_cmd, capture_output=True, text=True, check=False, env=env)
-    if probe.returncode not in (0, 1):
-        raise RuntimeError(f"status --no-probe failed: {probe.stderr}")
+    for argv in (status_cmd, status_node_cmd):
+        probe = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+        if probe.returncode not in (0, 1):
+            raise RuntimeError(f"status --no-probe failed: {probe.stderr}")
     node_note = _judge_line(validate_cmd, env)
     rows = [
         (
@@ -334,14 +340,23 @@ def bench_processes(tmp: Path, rounds: int, quick: bool = False) -> list[Figure]
             _process(validate_cmd, env), _process(model_cmd, env),
         ),
         (
-            Figure("process", "status --no-probe", "harper-certd status --no-probe",
-                   "harper-certd validate --node none", target=1.3),
+            Figure("process", "status --no-probe", "harper-certd status --no-probe (judge.node: "
+                   "none)", "harper-certd validate --node none", target=1.3,
+                   note="both judged by the model"),
             _process(status_cmd, env), _process(model_cmd, env),
         ),
         (
-            Figure("process", "status --no-probe vs validate (Node)",
-                   "harper-certd status --no-probe", "harper-certd validate (Node judge)"),
-            _process(status_cmd, env), _process(validate_cmd, env),
+            Figure("process", "status --no-probe (Node)", "harper-certd status --no-probe",
+                   "harper-certd validate (Node judge)", target=1.3,
+                   note="both judged by Node (the default)"),
+            _process(status_node_cmd, env), _process(validate_cmd, env),
+        ),
+        (
+            Figure("process", "status --no-probe (Node) vs validate --node none",
+                   "harper-certd status --no-probe", "harper-certd validate --node none",
+                   note="the row that carried the target until 2026-12-07 18:00: the status "
+                        "judged by Node, validate by the model"),
+            _process(status_node_cmd, env), _process(model_cmd, env),
         ),
     ]
     return [

@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 
 import rootsfix
-from harper_certd import devca, judge, warmstart
+from harper_certd import config, devca, judge, warmstart
 from harper_certd.judge import node
 from harper_certd.judge.verdict import reconcile
 from harper_certd.problems import problem
@@ -777,6 +777,51 @@ def test_validate_request_sent_before_the_imports_is_used_only_for_the_same_byte
     finally:
         warmstart._discard()
         judge.configure()
+
+
+def test_status_names_its_own_judge_only_in_block_style() -> None:
+    """``prestart``'s guess at the configuration a ``status`` reads: ``judge.node`` given a
+    value (none, a path) under a top-level ``judge:`` line; any other shape is no (Node is
+    then started, and killed if the configuration reads otherwise)."""
+    said = {
+        b"judge:\n  node: none\n": True,
+        b"x: 1\njudge:   # the judge\n  # which node\n  node: '/opt/node/bin/node'\n": True,
+        b"judge :\n    node:  none  # model\n": True,
+        b"judge:\n  node: null\n": False,  # PATH's node
+        b"judge:\n  node:\n": False,
+        b"judge: {node: none}\n": False,  # flow style: not read
+        b"judge:\nnode: none\n": False,  # a top-level key of its own
+        b"other:\n  node: none\n": False,
+        b"": False,
+    }
+    assert {text: warmstart._names_judge(text) for text in said} == said
+    # The same default path and variable as the configuration's reader.
+    assert warmstart.DEFAULT_CONFIG == str(config.DEFAULT_CONFIG_PATH)
+    assert warmstart.CONFIG_ENV == config.CONFIG_ENV
+
+
+@needs_node
+def test_status_with_a_judge_of_its_own_starts_no_node(tmp_path: Path) -> None:
+    """A status whose configuration says ``judge.node: none`` starts no Node process before
+    its imports (it would be killed unused); one with the default judge does; an abbreviated
+    ``--config`` cannot be read here and starts one."""
+    from nodefix import make_node
+
+    made = make_node(tmp_path / "node", method="none", extra={"judge": {"node": "none"}})
+    own = made.write_config()
+    default = make_node(tmp_path / "other", method="none").write_config()
+    try:
+        for args, started in (
+            (["status", "--config", str(own)], False),
+            (["status", f"--config={own}"], False),
+            (["status", "--conf", str(own)], True),
+            (["status", "--config", str(default)], True),
+        ):
+            warmstart.prestart(args)
+            assert (warmstart._warm is not None) is started, args
+            warmstart._discard()
+    finally:
+        warmstart._discard()
 
 
 @needs_node

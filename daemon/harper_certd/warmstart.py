@@ -15,9 +15,11 @@ Started only where the choice is known from the command line alone: ``validate``
 ``--node`` option (any abbreviation), which judges with the ``node`` on PATH, found as
 ``shutil.which`` finds it; and ``status``, whose judge is that same node unless Harper runs
 here on another binary or ``judge.node`` names one (known only once the configuration is
-read: 20-40 ms of imports later, which Node's start-up would otherwise follow).  Any other
-command, or a judge chosen differently, starts cold; the worst case is one Node process
-started for nothing.
+read: 20-40 ms of imports later, which Node's start-up would otherwise follow), except when
+that configuration, read here as text, names the judge itself (``_configured_judge``: a
+``judge.node`` of ``none`` took a status' Node process 70 ms of CPU on the other core, to be
+killed unused).  Any other command, or a judge chosen differently, starts cold; the worst
+case is one Node process started for nothing.
 
 The request is sent at once too when the command line alone says what it will be
 (``--cert``, ``--key``, ``--ca``, ``--purpose``, ``--hostname``, ``--url-host`` written out,
@@ -297,7 +299,54 @@ def wants_warm(args: list[str]) -> bool:
     JIT (``cli.cmd_status``), its request known only once the configuration is read."""
     if not args or args[0] not in ("validate", "status"):
         return False
-    return args[0] == "status" or not any(a.startswith("--n") for a in args[1:])
+    if args[0] == "status":
+        return not _configured_judge(args)
+    return not any(a.startswith("--n") for a in args[1:])
+
+
+# Where ``status`` reads its configuration without ``--config`` (config.CONFIG_ENV and
+# config.DEFAULT_CONFIG_PATH: this leaf imports neither; tests/test_judge.py holds them equal).
+CONFIG_ENV = "HARPER_CERTD_CONFIG"
+DEFAULT_CONFIG = "/etc/harper-certd/config.yaml"
+
+
+def _configured_judge(args: list[str]) -> bool:
+    """Whether the configuration ``status`` will read names its judge (``judge.node``:
+    ``none``, or a path), written as ``config.example.yaml`` writes it (a ``judge:`` line,
+    ``node:`` indented under it): PATH's node is then not the status' judge and is not
+    started.  What this cannot tell (a flow mapping, an abbreviated ``--config``, a file it
+    cannot read) counts as no: Node is started, and killed if the configuration says
+    otherwise, one process started for nothing, as before.  Never more than a guess about
+    start-up: the judge is chosen from the configuration as read (``cli._start_live_judge``)."""
+    path = None
+    rest = iter(args[1:])
+    for arg in rest:
+        if arg == "--config":
+            path = next(rest, None)
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+        elif arg.startswith("--co"):
+            return False  # an abbreviation argparse may take for --config
+    data = read_file(path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG, 1 << 20)
+    return data is not None and _names_judge(data)
+
+
+def _names_judge(text: bytes) -> bool:
+    """``judge.node`` given a value in block style in the YAML ``text`` (see above)."""
+    in_judge = False
+    for raw in text.split(b"\n"):
+        line = raw.split(b" #", 1)[0].rstrip()
+        if not line.strip() or line.lstrip().startswith(b"#"):
+            continue
+        if not line[:1].isspace():  # a top-level key
+            key, colon, value = line.partition(b":")
+            in_judge = key.rstrip() == b"judge" and bool(colon) and not value.strip()
+            continue
+        key, colon, value = line.strip().partition(b":")
+        if in_judge and key.rstrip() == b"node" and colon:
+            value = value.strip().strip(b"'\"")
+            return value not in (b"", b"null", b"Null", b"NULL", b"~")
+    return False
 
 
 def encode_request(sets: Iterable[Request]) -> bytes:

@@ -173,9 +173,17 @@ def _node_pids() -> list[int] | None:
         for entry in entries:
             if not entry.name.isdigit():
                 continue
-            with contextlib.suppress(OSError), open(f"/proc/{entry.name}/comm", "rb") as f:
-                if f.read(16).startswith(b"node"):
+            try:  # os.open and os.read: no file object per process (5 us each of 70)
+                fd = os.open(f"/proc/{entry.name}/comm", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                continue
+            try:
+                if os.read(fd, 16).startswith(b"node"):
                     pids.append(int(entry.name))
+            except OSError:
+                continue
+            finally:
+                os.close(fd)
     return pids
 
 
