@@ -796,7 +796,7 @@ def test_status_names_its_own_judge_only_in_block_style() -> None:
     }
     assert {text: warmstart._names_judge(text) for text in said} == said
     # The same default path and variable as the configuration's reader.
-    assert warmstart.DEFAULT_CONFIG == str(config.DEFAULT_CONFIG_PATH)
+    assert str(config.DEFAULT_CONFIG_PATH) == warmstart.DEFAULT_CONFIG
     assert warmstart.CONFIG_ENV == config.CONFIG_ENV
 
 
