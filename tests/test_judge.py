@@ -800,6 +800,25 @@ def test_status_names_its_own_judge_only_in_block_style() -> None:
     assert warmstart.CONFIG_ENV == config.CONFIG_ENV
 
 
+def test_status_text_says_who_judged_the_live_set(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The text of ``status`` names the live set's judge under it, as ``validate`` does."""
+    from harper_certd import cli
+    from nodefix import make_node
+
+    made = make_node(tmp_path / "node", method="none", extra={"judge": {"node": "none"}})
+    args = ["status", "--no-probe", "--config", str(made.write_config())]
+    try:
+        assert cli.main(args) == 0
+    finally:
+        judge.configure()
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("live set: "))
+    said = [line.strip() for line in lines[at + 1 : at + 4]]
+    assert "judged by harper-certd's model of Node 20 (judge.node: none)" in said
+
+
 @needs_node
 def test_status_with_a_judge_of_its_own_starts_no_node(tmp_path: Path) -> None:
     """A status whose configuration says ``judge.node: none`` starts no Node process before

@@ -50,6 +50,10 @@ def test_unknown_and_documented_versions_are_said() -> None:
     assert line_of("garbage") is None
     assert version_tuple("5.0.0-beta.3") == (5, 0, 0)
     assert "unknown" in support(None)
+    # A Harper found running whose version was not read is not "no running Harper found".
+    assert "no running Harper found" in support(None)
+    assert "no running Harper found" not in support(None, 4242)
+    assert "package.json was not read" in support(None, 4242)
     assert "documentation, not yet from a real node" in support("5.1.22")
     assert "measured" in support("4.3.0")
     assert "outside" in support("3.3.0")

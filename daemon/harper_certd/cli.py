@@ -529,7 +529,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         "pid": process.pid,
         "version": process.version,
         "line": None if line is None else line.name,
-        "support": support(process.version),
+        "support": support(process.version, process.pid),
     }
     from harper_certd import statefile  # start-up cost: only status reads the daemon's record
 
@@ -541,7 +541,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     out = lines.append  # the report is written at once by _emit, below
     out(f"{snap.level.word.upper()}: node {snap.node_name or '?'} ({snap.harper_root})")
     running = "not running" if process.pid is None else f"pid {process.pid}"
-    out(f"harper: {running}; {support(process.version)}")
+    out(f"harper: {running}; {support(process.version, process.pid)}")
     daemon = data["daemon"]
     if daemon["running"]:
         out(f"daemon: pid {daemon['pid']}, since {daemon['since']}")
@@ -560,6 +560,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             f"  sha256 {live['sha256']}, {_left(live, now)},"
             f" {'valid' if live['valid'] else 'INVALID'}"
         )
+        if live.get("judge"):
+            out(f"  {live['judge']}")
         if data["trust_store"] is not None:
             out(f"  chain checked against the system trust store: {data['trust_store']}")
         for p in live["problems"]:

@@ -24,7 +24,7 @@ def check_lines(result: CheckResult) -> list[str]:
         lines.append("Harper process: not running (no live hdb.pid)")
     else:
         lines.append(f"Harper process: pid {process.pid}, version {process.version or 'unknown'}")
-    lines.append(f"Harper line: {support(process.version)}")
+    lines.append(f"Harper line: {support(process.version, process.pid)}")
     if config.secure_ports:
         lines.append(
             "secure ports: " + ", ".join(f"{k} {v}" for k, v in config.secure_ports.items())
@@ -88,7 +88,7 @@ def check_dict(result: CheckResult) -> dict[str, object]:
             "pid": result.process.pid,
             "version": result.process.version,
             "line": None if (line := line_of(result.process.version)) is None else line.name,
-            "support": support(result.process.version),
+            "support": support(result.process.version, result.process.pid),
         },
         "secure_ports": dict(config.secure_ports),
         "operations_api": {

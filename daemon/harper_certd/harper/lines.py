@@ -118,13 +118,19 @@ def line_of(version: str | None) -> Line | None:
     return next((li for li in LINES if li.since <= major_minor < li.until), None)
 
 
-def support(version: str | None) -> str:
-    """One sentence for ``check``/``status``: what is known of this version's support."""
+def support(version: str | None, pid: int | None = None) -> str:
+    """One sentence for ``check``/``status``: what is known of this version's support.
+    ``pid``: the running Harper's, when one was found (its version then unread)."""
     line = line_of(version)
     if version is None:
+        why = (
+            "its package.json was not read"
+            if pid is not None
+            else "no running Harper found, or its package.json not read"
+        )
         return (
-            "Harper's version is unknown (no running Harper found, or its package.json not "
-            "read): decisions that depend on it take the safe way (a restart, no hot reload)"
+            f"Harper's version is unknown ({why}): decisions that depend on it take the safe "
+            "way (a restart, no hot reload)"
         )
     if line is None:
         return f"Harper {version} is outside the lines harper-certd knows (4.0 to 5.x)"

@@ -63,7 +63,7 @@ def log_discovered(ctx: context.Context, clock: Clock) -> tuple[Problem, ...]:
             sets=list(set_facts(harper, clock.now()).values()),
             hazards=[p.code for p in found],
             line=None if (line := line_of(process.version)) is None else line.name,
-            support=support(process.version),
+            support=support(process.version, process.pid),
         )
     )
     log_hazards(found)
