@@ -19,7 +19,7 @@ import pytest
 from cryptography import x509
 
 import rootsfix
-from harper_certd import config, devca, judge, warmstart
+from harper_certd import devca, judge, warmstart
 from harper_certd.judge import node
 from harper_certd.judge.verdict import reconcile
 from harper_certd.problems import problem
@@ -795,9 +795,6 @@ def test_status_names_its_own_judge_only_in_block_style() -> None:
         b"": False,
     }
     assert {text: warmstart._names_judge(text) for text in said} == said
-    # The same default path and variable as the configuration's reader.
-    assert str(config.DEFAULT_CONFIG_PATH) == warmstart.DEFAULT_CONFIG
-    assert warmstart.CONFIG_ENV == config.CONFIG_ENV
 
 
 def test_status_text_says_who_judged_the_live_set(

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
+from harper_certd import warmstart
 from harper_certd.errors import ConfigError
 from harper_certd.harper.method import RestartMethod
 from harper_certd.roles import default_root
@@ -355,8 +356,10 @@ def parse_config(data: Any, source: str = "configuration") -> Config:
 
 # --- h-ops: the default configuration path, the same for every command -----------------
 
-DEFAULT_CONFIG_PATH = Path("/etc/harper-certd/config.yaml")
-CONFIG_ENV = "HARPER_CERTD_CONFIG"
+# Defined in warmstart (a leaf the console script loads first): its guess at a status' judge
+# reads the same file.
+DEFAULT_CONFIG_PATH = Path(warmstart.DEFAULT_CONFIG)
+CONFIG_ENV = warmstart.CONFIG_ENV
 
 
 def default_config_path(env: Mapping[str, str] | None = None) -> Path | None:

@@ -15,6 +15,8 @@ import stat
 # plain open() waits forever); O_NOCTTY: a terminal never becomes ours.  Links are followed:
 # callers that must not follow them use fsio.read_regular.
 _FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+# ``read_fd``'s reads after the first (a file that grew past the size fstat gave)
+_CHUNK = 1 << 16
 
 
 def read_fd(fd: int, limit: int, size: int | None = None) -> bytes | None:
@@ -35,9 +37,6 @@ def read_fd(fd: int, limit: int, size: int | None = None) -> bytes | None:
         total += len(chunk)
         ask = _CHUNK
     return None if total > limit else b"".join(chunks)
-
-
-_CHUNK = 1 << 16
 
 
 def read_file(path: str | os.PathLike[str], limit: int) -> bytes | None:

@@ -304,8 +304,8 @@ def wants_warm(args: list[str]) -> bool:
     return not any(a.startswith("--n") for a in args[1:])
 
 
-# Where ``status`` reads its configuration without ``--config`` (config.CONFIG_ENV and
-# config.DEFAULT_CONFIG_PATH: this leaf imports neither; tests/test_judge.py holds them equal).
+# Where every command reads its configuration without ``--config`` (config.CONFIG_ENV and
+# config.DEFAULT_CONFIG_PATH are these).
 CONFIG_ENV = "HARPER_CERTD_CONFIG"
 DEFAULT_CONFIG = "/etc/harper-certd/config.yaml"
 
