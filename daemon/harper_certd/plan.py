@@ -13,10 +13,9 @@ from __future__ import annotations
 import ipaddress
 from urllib.parse import urlsplit
 
-import yaml
-
 from harper_certd import hazards
 from harper_certd.discover import CertSet, HarperConfig
+from harper_certd.pyyaml import yaml
 from harper_certd.roles import Role
 
 CLUSTER_DIR = "cluster"  # <root>/keys/cluster/: the private replication set

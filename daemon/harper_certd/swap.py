@@ -428,15 +428,22 @@ class Store:
         new file and re-watch it.  Keys first: Harper pairs a certificate with the key it
         holds when the certificate's change is processed.
         """
-        # every generation's folder but the live one (ids only: no meta.json is read)
-        folder = self.generations_dir
-        others = [folder / g for g in generation_ids(folder) if g != live.id]
+        # every generation's folder but the live one: the digit names alone (a half-written
+        # one is a ".tmp-" name until it is complete; a file missing is skipped), as strings
+        # (about 15 paths an install: no stat of each meta.json, no Path per file)
+        root = str(self.generations_dir)
+        try:
+            names = os.listdir(root)
+        except OSError:
+            names = []
+        others = [f"{root}/{g}" for g in sorted(names) if g.isdigit() and g != live.id]
         if including_live:
-            others.append(live.path)  # last: its fresh mtime must be the newest Harper sees
+            others.append(str(live.path))  # last: its fresh mtime must be the newest Harper sees
         for role in self.roles:
+            file_name = KEY_FILES[role]
             for folder in others:
                 with contextlib.suppress(OSError):
-                    os.utime(folder / KEY_FILES[role])
+                    os.utime(f"{folder}/{file_name}")
 
     def finish(self, gen: Generation, outcome: str, op: str = "install", **details: Any) -> None:
         self.update_meta(gen, outcome=outcome, **details)

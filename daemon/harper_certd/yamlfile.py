@@ -11,10 +11,9 @@ import errno
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from harper_certd import fsio
 from harper_certd.errors import ConfigError
+from harper_certd.pyyaml import yaml
 
 # Bounds for any YAML file we read (ours and Harper's): both are a few kB.  A file nested
 # 50,000 deep made PyYAML's recursive constructor raise RecursionError (issue 10 item 8);
@@ -82,7 +81,7 @@ def read_yaml(path: Path, *, missing: str = "") -> Any:
         raise ConfigError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
         _check_yaml_shape(text, path)
-        return yaml.load(text, Loader=_C_LOADER)  # noqa: S506 - a safe loader (libyaml's)
+        return yaml.load(text, Loader=_C_LOADER)
     except yaml.YAMLError as exc:
         if "nesting depth" in str(exc):  # libyaml's own limit (1000), past ours
             raise ConfigError(

@@ -1,0 +1,76 @@
+"""PyYAML for the whole package, imported without compiling the one pattern libyaml makes
+unused: ``from harper_certd.pyyaml import yaml``, never ``import yaml`` in the package.
+
+A leaf module (the standard library and PyYAML).  PyYAML's ``yaml.reader`` compiles
+``Reader.NON_PRINTABLE`` when it is imported: a class of every printable code point up to
+U+10FFFF, for which ``re``'s compiler builds a map of the Basic Multilingual Plane one code
+point at a time.  That one ``re.compile`` took 15 ms of the 25 ms PyYAML's import cost on
+the bench machine (``perf stat -r 30``, 2026-12-07), about a tenth of a ``status``.  Our
+files are read by libyaml (``yamlfile``: ``CSafeLoader``), which checks printable characters
+itself and never uses the pattern; PyYAML's own ``SafeLoader`` (``yamlfile._worded``, to word
+an error) still does.  So the pattern is made a ``_Deferred``: compiled, the same pattern
+with the same flags, the first time one of its attributes is used.  Every other pattern
+PyYAML compiles is compiled at import as before.  When PyYAML changes that pattern's text,
+nothing is deferred and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+from typing import TYPE_CHECKING, Any
+
+# Reader.NON_PRINTABLE's text in PyYAML 5.1-6.0.x (yaml/reader.py)
+NON_PRINTABLE = "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+
+_compile_lock = threading.Lock()
+
+
+class _Deferred:
+    """A ``re.Pattern`` compiled on first use: ``search``, ``match`` ... are the compiled
+    pattern's own (``__getattr__``), so what uses it sees no difference."""
+
+    __slots__ = ("_compiled", "_flags", "_pattern")
+
+    def __init__(self, pattern: str, flags: int) -> None:
+        self._pattern = pattern
+        self._flags = flags
+        self._compiled: re.Pattern[str] | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        compiled = self._compiled
+        if compiled is None:
+            compiled = self._compiled = re.compile(self._pattern, self._flags)
+        return getattr(compiled, name)
+
+
+def _import_pyyaml() -> Any:
+    """``yaml``, its reader's NON_PRINTABLE deferred when this is the first import of it.
+
+    ``re.compile`` is wrapped for the import alone; the wrapper passes every other pattern
+    (another thread's too) to the real one."""
+    if "yaml" in sys.modules:  # imported already (a test, a tool): as it is
+        return sys.modules["yaml"]
+    real = re.compile
+
+    def compile_(pattern: Any, flags: int = 0) -> Any:
+        if pattern == NON_PRINTABLE and not flags:
+            return _Deferred(pattern, flags)
+        return real(pattern, flags)
+
+    with _compile_lock:
+        re.compile = compile_
+        try:
+            import yaml as module  # start-up cost: the reason for this module
+        finally:
+            re.compile = real
+    return module
+
+
+__all__ = ["yaml"]
+
+if TYPE_CHECKING:
+    import yaml
+else:
+    yaml = _import_pyyaml()
