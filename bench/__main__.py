@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say("the Node judge, in-process")
         results.figures += suite.bench_node_judge(tmp, rounds=3 if quick else 9)
         _say("install path")
-        fig, results.install = suite.bench_install(tmp, samples=3 if quick else 15)
+        fig, results.install = suite.bench_install(tmp, samples=3 if quick else 31)
         results.figures.append(fig)
         kept = [300] if quick else [1000, 10000]
         _say(f"install vs history kept {kept}")

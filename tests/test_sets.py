@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from daemonfix import DaemonProc
-from harper_certd import devca, discover, hazards, routing, trust
+from harper_certd import devca, discover, hazards, load, routing, trust
 from harper_certd.cli import main
 from harper_certd.config import parse_config
 from harper_certd.harper.apply import make_harper
@@ -293,6 +293,37 @@ def test_for_candidate_judges_again_for_another_store_or_layout(
     (root / "keys" / "cluster" / "ca.pem").write_bytes(widening)
     again = discover.load_config(root)
     assert hazards.for_candidate(again, public, cert_path, cert, widening) == ()
+
+
+def test_files_a_swap_wrote_are_not_read_back(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``hazards.remember_written``: the certificates a swap just wrote are known under the
+    file's stamp (the next install and the next status read nothing of them back); a file
+    changed after that has another stamp and is read again."""
+    path = tmp_path / "certificate.pem"
+    first = devca.make_leaf(pki.private, NODE, dns=[NODE])
+    second = devca.make_leaf(pki.private, NODE, dns=[NODE])
+    path.write_bytes(first.cert_pem)
+    reads: list[Path] = []
+    real = load.read_bounded
+
+    def counted(where: Path, *, limit: int = load.MAX_FILE_BYTES) -> bytes:
+        reads.append(where)
+        return real(where, limit=limit)
+
+    monkeypatch.setattr(load, "read_bounded", counted)
+    hazards.remember_written(path, first.cert_pem)
+    assert hazards.certificates_at(path) == (first.cert,)
+    assert reads == []
+    os.utime(path, ns=(1, 1))  # the same bytes, another stamp: read again
+    assert hazards.certificates_at(path) == (first.cert,)
+    assert reads == [path]
+    path.write_bytes(second.cert_pem)  # changed in place
+    assert hazards.certificates_at(path) == (second.cert,)
+    assert reads == [path, path]
+    hazards.remember_written(tmp_path / "missing.pem", first.cert_pem)  # no file: nothing
+    assert hazards.certificates_at(tmp_path / "missing.pem") == ()
 
 
 def test_plan_for_a_one_public_set_node(

@@ -92,7 +92,10 @@ def _parsed(data: bytes, what: str) -> tuple[x509.Certificate, ...]:
     return certs
 
 
-def _certs(path: Path | None) -> tuple[x509.Certificate, ...]:
+def certificates_at(path: Path | None) -> tuple[x509.Certificate, ...]:
+    """The certificates of the PEM file at ``path`` (links followed as ``load.read_bounded``
+    follows them), parsed once per content and remembered under the file's stamp; none
+    when it cannot be read or holds none (the set's own check says why)."""
     if path is None:
         return ()
     stamp = _stamp(path)
@@ -109,10 +112,22 @@ def _certs(path: Path | None) -> tuple[x509.Certificate, ...]:
     return certs
 
 
+def remember_written(path: Path | None, data: bytes) -> None:
+    """``path`` (a live path) holds ``data``, just written by a swap: its certificates (the
+    candidate's, parsed when it was judged: ``_BY_CONTENT``) are remembered under the stamp
+    the file has now, so the next install and the next status read nothing of it back
+    (``certificates_at``).  A file changed later has another stamp and is read again."""
+    if path is None:
+        return
+    stamp = _stamp(path)
+    if stamp is not None:
+        _remember(_PARSED, path, (stamp, _parsed(data, str(path))))
+
+
 def read_material(cert_set: CertSet) -> Material:
     entry = cert_set.first
     ca = entry.paths.ca if entry.paths is not None else None
-    return Material(_certs(entry.cert_path), _certs(ca))
+    return Material(certificates_at(entry.cert_path), certificates_at(ca))
 
 
 def record_name(leaf: x509.Certificate) -> str | None:

@@ -4,8 +4,9 @@ unused: ``from harper_certd.pyyaml import yaml``, never ``import yaml`` in the p
 A leaf module (the standard library and PyYAML).  PyYAML's ``yaml.reader`` compiles
 ``Reader.NON_PRINTABLE`` when it is imported: a class of every printable code point up to
 U+10FFFF, for which ``re``'s compiler builds a map of the Basic Multilingual Plane one code
-point at a time.  That one ``re.compile`` took 15 ms of the 25 ms PyYAML's import cost on
-the bench machine (``perf stat -r 30``, 2026-12-07), about a tenth of a ``status``.  Our
+point at a time.  That one ``re.compile`` cost 7-15 ms of PyYAML's 20-25 ms import on the
+bench machine (2026-12-07; ``status --no-probe`` took 0.96x its time before, 40 alternated
+runs).  Our
 files are read by libyaml (``yamlfile``: ``CSafeLoader``), which checks printable characters
 itself and never uses the pattern; PyYAML's own ``SafeLoader`` (``yamlfile._worded``, to word
 an error) still does.  So the pattern is made a ``_Deferred``: compiled, the same pattern

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from harper_certd import events, fsio, hazards, load, sdnotify
+from harper_certd import events, fsio, hazards, sdnotify
 from harper_certd.errors import Interrupted
 from harper_certd.generation import Generation
 from harper_certd.install.context import Context
@@ -74,13 +74,12 @@ def other_keys(source: Source) -> tuple[Problem, ...]:
 
 def older_than_live(ctx: Context, new: Report, folder: Path) -> Problem | None:
     # Only the live leaf's names and expiry matter here: no need to validate the live set.
-    try:
-        data = load.read_bounded(ctx.managed.live.cert)
-        live = summarize(load.parse_certificates(data, name="live certificate").certs[0])
-    except load.Unreadable:
+    # Read as the layout's hazards read it (parsed once per content, remembered by stamp:
+    # after a swap, the files the swap wrote are known without reading them back).
+    certs = hazards.certificates_at(ctx.managed.live.cert)
+    if not certs or new.certificate is None:
         return None
-    if new.certificate is None:
-        return None
+    live = summarize(certs[0])
     same_names = set(live.dns_names) == set(new.certificate.dns_names) and set(
         live.ip_addresses
     ) == set(new.certificate.ip_addresses)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from harper_certd import events, logs, peerhold, retention
+from harper_certd import events, hazards, logs, peerhold, retention
 from harper_certd.adoption import foreign
 from harper_certd.errors import StateError, SwapError
 from harper_certd.generation import Generation, cert_meta, leaf_meta
@@ -201,6 +201,9 @@ def flipped(c: Change) -> Step | InstallOutcome:
     store = c.ctx.store
     try:
         c.gen = flip.swap_in(c.ctx, c.source.data, c.meta, c.folder, c.said)
+        live = c.ctx.managed.live
+        hazards.remember_written(live.cert, c.source.data.cert)  # the next install reads
+        hazards.remember_written(live.ca, c.source.data.ca)  # neither back (nor a status)
         replaced = c.gen.meta.get("replaced")
         before = c.previous_before
         if replaced is None:
