@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import re
 import sys
-import threading
 from typing import TYPE_CHECKING, Any
 
 # Reader.NON_PRINTABLE's text in PyYAML 5.1-6.0.x (yaml/reader.py)
 NON_PRINTABLE = "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 
-_compile_lock = threading.Lock()
+_REAL_COMPILE = re.compile  # what _Deferred compiles with, whenever it is first used
 
 
 class _Deferred:
@@ -42,30 +41,29 @@ class _Deferred:
     def __getattr__(self, name: str) -> Any:
         compiled = self._compiled
         if compiled is None:
-            compiled = self._compiled = re.compile(self._pattern, self._flags)
+            compiled = self._compiled = _REAL_COMPILE(self._pattern, self._flags)
         return getattr(compiled, name)
 
 
 def _import_pyyaml() -> Any:
     """``yaml``, its reader's NON_PRINTABLE deferred when this is the first import of it.
 
-    ``re.compile`` is wrapped for the import alone; the wrapper passes every other pattern
-    (another thread's too) to the real one."""
+    ``re.compile`` is wrapped for the import alone (once: Python's import lock holds this
+    module's import); the wrapper passes every other pattern, another thread's too, to the
+    real one."""
     if "yaml" in sys.modules:  # imported already (a test, a tool): as it is
         return sys.modules["yaml"]
-    real = re.compile
 
     def compile_(pattern: Any, flags: int = 0) -> Any:
         if pattern == NON_PRINTABLE and not flags:
             return _Deferred(pattern, flags)
-        return real(pattern, flags)
+        return _REAL_COMPILE(pattern, flags)
 
-    with _compile_lock:
-        re.compile = compile_
-        try:
-            import yaml as module  # start-up cost: the reason for this module
-        finally:
-            re.compile = real
+    re.compile = compile_
+    try:
+        import yaml as module  # start-up cost: the reason for this module
+    finally:
+        re.compile = _REAL_COMPILE
     return module
 
 
