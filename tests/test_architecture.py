@@ -175,9 +175,9 @@ def test_record_modules_evaluate_their_annotations() -> None:
 
 
 def test_pyyaml_is_imported_through_its_module() -> None:
-    """The package imports PyYAML only through ``harper_certd.pyyaml``, which imports it
-    without compiling a pattern libyaml never uses (7-15 ms of every command that reads a
-    configuration): an ``import yaml`` elsewhere, run first, would compile it again."""
+    """The package imports PyYAML only through ``harper_certd.pyyaml``, which defers its
+    patterns to their first use (one libyaml never uses cost 7-15 ms of every command that
+    reads a configuration): an ``import yaml`` elsewhere, run first, compiles them all."""
     direct = []
     for module in _modules():
         if module == "harper_certd.pyyaml":

@@ -117,38 +117,45 @@ def test_invalid_yaml_holding_a_key_quotes_none_of_it(tmp_path: Path) -> None:
         assert not any(line[i : i + 12] in message for i in range(len(line) - 11)), line
 
 
-def test_pyyaml_reader_pattern_is_compiled_when_first_used() -> None:
-    """``harper_certd.pyyaml`` imports PyYAML without compiling ``Reader.NON_PRINTABLE`` (15 ms
-    of every command's start-up; libyaml never uses it): in a fresh interpreter the pattern
-    is deferred, PyYAML's own SafeLoader still refuses a control character with it, and it
-    is then the compiled pattern.  When PyYAML changes the pattern's text, this fails: the
-    deferral no longer engages (nothing else breaks)."""
+def test_pyyaml_patterns_are_compiled_when_first_used() -> None:
+    """``harper_certd.pyyaml`` imports PyYAML without compiling its patterns
+    (``Reader.NON_PRINTABLE`` alone cost 7-15 ms of every command's start-up, and libyaml
+    never uses it): in a fresh interpreter they are deferred; a document loads with the
+    implicit types of YAML 1.1 (only the patterns its scalars need compiled); PyYAML's own
+    SafeLoader still refuses a control character with NON_PRINTABLE; ``re.compile`` is itself
+    again after the import."""
     import subprocess
     import sys
 
     script = (
-        "import sys\n"
+        "import re, sys\n"
         "from harper_certd.pyyaml import yaml, _Deferred\n"
         "pattern = yaml.reader.Reader.NON_PRINTABLE\n"
         "assert isinstance(pattern, _Deferred), type(pattern)\n"
-        "assert pattern._compiled is None\n"
+        "stamp = yaml.constructor.SafeConstructor.timestamp_regexp\n"
+        "assert isinstance(stamp, _Deferred) and stamp._compiled is None\n"
+        "doc = yaml.load('a: yes\\nb: 0o17\\nc: 12\\nd: ~\\ne: 1.5\\n', Loader=yaml.CSafeLoader)\n"
+        "assert doc == {'a': True, 'b': '0o17', 'c': 12, 'd': None, 'e': 1.5}, doc\n"
+        "assert pattern._compiled is None and stamp._compiled is None\n"
+        "import datetime\n"
+        "assert yaml.load('w: 2026-12-07', Loader=yaml.CSafeLoader) == "
+        "{'w': datetime.date(2026, 12, 7)}\n"
         "try:\n"
         "    yaml.load('a: \\x07', Loader=yaml.SafeLoader)\n"
         "except yaml.reader.ReaderError as exc:\n"
         "    assert '#x0007' in str(exc), exc\n"
         "else:\n"
         "    sys.exit('a control character was accepted')\n"
-        "import re\n"
         "assert isinstance(pattern._compiled, re.Pattern)\n"
         "assert pattern.search('ok\\x1bx').start() == 2\n"
-        "assert re.compile('x') is not None and not isinstance(re.compile('x'), _Deferred)\n"
-        "print(yaml.load('a: yes', Loader=yaml.CSafeLoader))\n"
+        "assert not isinstance(re.compile('x'), _Deferred)\n"
+        "print('ok')\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "{'a': True}"
+    assert done.stdout.strip() == "ok"
 
 
 def test_pyyaml_imported_already_is_taken_as_it_is() -> None:

@@ -1,18 +1,18 @@
-"""PyYAML for the whole package, imported without compiling the one pattern libyaml makes
-unused: ``from harper_certd.pyyaml import yaml``, never ``import yaml`` in the package.
+"""PyYAML for the whole package, imported without compiling the patterns it compiles at
+import: ``from harper_certd.pyyaml import yaml``, never ``import yaml`` in the package.
 
-A leaf module (the standard library and PyYAML).  PyYAML's ``yaml.reader`` compiles
-``Reader.NON_PRINTABLE`` when it is imported: a class of every printable code point up to
-U+10FFFF, for which ``re``'s compiler builds a map of the Basic Multilingual Plane one code
-point at a time.  That one ``re.compile`` cost 7-15 ms of PyYAML's 20-25 ms import on the
-bench machine (2026-12-07; ``status --no-probe`` took 0.96x its time before, 40 alternated
-runs).  Our
-files are read by libyaml (``yamlfile``: ``CSafeLoader``), which checks printable characters
-itself and never uses the pattern; PyYAML's own ``SafeLoader`` (``yamlfile._worded``, to word
-an error) still does.  So the pattern is made a ``_Deferred``: compiled, the same pattern
-with the same flags, the first time one of its attributes is used.  Every other pattern
-PyYAML compiles is compiled at import as before.  When PyYAML changes that pattern's text,
-nothing is deferred and nothing else changes.
+A leaf module (the standard library and PyYAML).  PyYAML compiles its regular expressions
+when its modules are imported.  One of them, ``yaml.reader.Reader.NON_PRINTABLE``, is a class
+of every printable code point up to U+10FFFF, for which ``re``'s compiler builds a map of the
+Basic Multilingual Plane one code point at a time: that one ``re.compile`` cost 7-15 ms of
+PyYAML's 20-25 ms import on the bench machine (2026-12-07; ``status --no-probe`` took 0.96x
+its time before, 40 alternated runs).  Our files are read by libyaml (``yamlfile``:
+``CSafeLoader``), which checks printable characters itself and never uses that pattern;
+PyYAML's own ``SafeLoader`` (``yamlfile._worded``, to word an error) still does.  The two
+timestamp patterns (0.9 ms) serve only a scalar that looks like a date.  So every pattern
+compiled while PyYAML is imported is a ``_Deferred``: compiled, the same pattern with the
+same flags, the first time one of its attributes is used (the resolver's ``match``, the
+reader's ``search``); a pattern no file needs is never compiled.
 """
 
 from __future__ import annotations
@@ -20,9 +20,6 @@ from __future__ import annotations
 import re
 import sys
 from typing import TYPE_CHECKING, Any
-
-# Reader.NON_PRINTABLE's text in PyYAML 5.1-6.0.x (yaml/reader.py)
-NON_PRINTABLE = "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
 
 _REAL_COMPILE = re.compile  # what _Deferred compiles with, whenever it is first used
 
@@ -46,16 +43,17 @@ class _Deferred:
 
 
 def _import_pyyaml() -> Any:
-    """``yaml``, its reader's NON_PRINTABLE deferred when this is the first import of it.
+    """``yaml``, its patterns deferred when this is the first import of it.
 
     ``re.compile`` is wrapped for the import alone (once: Python's import lock holds this
-    module's import); the wrapper passes every other pattern, another thread's too, to the
-    real one."""
+    module's import); only PyYAML's own modules' patterns are deferred (the caller's module),
+    another thread's are compiled as they would be."""
     if "yaml" in sys.modules:  # imported already (a test, a tool): as it is
         return sys.modules["yaml"]
 
     def compile_(pattern: Any, flags: int = 0) -> Any:
-        if pattern == NON_PRINTABLE and not flags:
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller == "yaml" or caller.startswith("yaml."):
             return _Deferred(pattern, flags)
         return _REAL_COMPILE(pattern, flags)
 
