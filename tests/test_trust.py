@@ -153,3 +153,62 @@ def test_subject_hash_names_every_file_of_this_machines_store() -> None:
     for name in named:
         for cert in trust._certificates(trust._ders(Path(capath) / name)):
             assert f"{trust.subject_hash(cert.subject.public_bytes()):08x}" == name.split(".")[0]
+
+
+def _pem_wrapped(der: bytes, width: int | None, newline: bytes = b"\n") -> bytes:
+    import base64
+
+    body = base64.b64encode(der)
+    lines = [body] if width is None else [body[i : i + width] for i in range(0, len(body), width)]
+    return (
+        b"-----BEGIN CERTIFICATE-----"
+        + newline
+        + newline.join(lines)
+        + newline
+        + b"-----END CERTIFICATE-----"
+        + newline
+    )
+
+
+def test_a_bundle_read_from_its_text_answers_as_decoded(tmp_path: Path) -> None:
+    """``TrustStore(pem=...)`` answers "is this root in the file?" from the file's text until
+    a question needs the DERs (``_might_hold``): the same answer as the store decoded first,
+    for every root of this machine's bundle and for roots that are not in it; for bodies
+    wrapped at 64 or 76 columns, on one line, with CRLF; for a root's DER inside a block
+    the store does not read (TRUSTED CERTIFICATE); a body with padding inside it (and a
+    comment with ``=`` before base64) sends the questions to the decoded DERs."""
+    import random
+
+    rng = random.Random(7)
+    cas = [
+        devca.make_ca(f"text root {n}", key=devca.make_key("rsa", 2048) if n % 2 else None)
+        for n in range(6)
+    ]
+    ders = [ca.cert.public_bytes(serialization.Encoding.DER) for ca in cas]
+    outsiders = [devca.make_ca(f"outsider {n}").cert for n in range(3)]
+    trusted = cas[5].cert_pem.replace(b"CERTIFICATE-----", b"TRUSTED CERTIFICATE-----")
+    inner_pad = _pem_wrapped(ders[4][:31], 64).replace(b"-----END", b"AAAA\n-----END")
+    bundles = {
+        "64": b"".join(_pem_wrapped(d, 64) for d in ders[:5]),
+        "76 crlf": b"".join(_pem_wrapped(d, 76, b"\r\n") for d in ders[:5]),
+        "one line": b"## a comment\n" + b"".join(_pem_wrapped(d, None) for d in ders[:5]),
+        # "=" then base64 outside a block (a comment): asked of the decoded DERs, as padding
+        "comment": b"# serial = 0x1f\n" + b"".join(_pem_wrapped(d, 64) for d in ders[:3]),
+        "trusted label": b"".join(_pem_wrapped(d, 64) for d in ders[:4]) + trusted,
+        "inner padding": _pem_wrapped(ders[0], 64) + inner_pad + _pem_wrapped(ders[1], 64),
+    }
+    system = trust.system_store()
+    if system.capath is not None and system._pem is not None:  # this machine's bundle
+        bundles["system"] = system._pem
+    for label, pem in bundles.items():
+        eager = trust.TrustStore(label, tuple(dict.fromkeys(trust._block_ders(pem))))
+        present = list(trust._certificates(eager.ders))
+        asked = [*present, *(c.cert for c in cas), *outsiders]
+        rng.shuffle(asked)
+        lazy = trust.TrustStore(label, None, pem=pem)
+        answers = [lazy.contains(c) for c in asked]
+        assert answers == [eager.contains(c) for c in asked], label
+        assert sum(answers) >= len(present) > 0 or label == "inner padding", label
+        fresh = trust.TrustStore(label, None, pem=pem)  # a "no" from the text alone
+        assert not fresh.contains(outsiders[0])
+        assert (fresh._ders is None) == (label not in ("inner padding", "comment")), label

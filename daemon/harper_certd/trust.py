@@ -36,6 +36,8 @@ from harper_certd import der, rawio
 _HASHED = re.compile(r"^[0-9a-f]{8}\.[0-9]+$")  # c_rehash names: <subject hash>.<n>
 _MAX_BUNDLE = 16 << 20  # bytes; Debian's bundle is about 220 KB
 _ANSWERS_MAX = 256  # contains()'s answers kept per store: a node's CA files hold a few
+_WHITESPACE = b" \t\n\r\f\v"  # what ``\s`` is in _BLOCK, and what a2b_base64 skips there
+_INNER_PAD = re.compile(rb"=[A-Za-z0-9+/]")  # padding with base64 after it: not a block's end
 
 
 class TrustStore:
@@ -43,22 +45,72 @@ class TrustStore:
 
     ``ders``: the DER of each distinct root block of the file, in its order (``certs``
     parses them when first asked); ``capath``: the hashed directory, looked up by subject
-    hash (module docstring), or None (an override bundle, a test's store).  A plain class,
-    not a dataclass: ``status`` builds one, and a dataclass costs 1.4 ms of its start-up."""
+    hash (module docstring), or None (an override bundle, a test's store).  ``pem``: the
+    file's bytes, when ``ders`` is to be decoded from them only when first needed
+    (``system_store``: a "not in the store" answer, the usual one, needs no decoding; see
+    ``_might_hold``).  A plain class, not a dataclass: ``status`` builds one, and a
+    dataclass costs 1.4 ms of its start-up."""
 
-    __slots__ = ("_answers", "_parsed", "capath", "ders", "joined", "where")
+    __slots__ = ("_answers", "_ders", "_joined", "_parsed", "_pem", "_text", "capath", "where")
 
-    def __init__(self, where: str, ders: tuple[bytes, ...], capath: Path | None = None) -> None:
+    def __init__(
+        self,
+        where: str,
+        ders: tuple[bytes, ...] | None = None,
+        capath: Path | None = None,
+        *,
+        pem: bytes | None = None,
+    ) -> None:
         self.where = where
-        self.ders = ders
+        self._ders = ders if ders is not None or pem is not None else ()
+        self._pem = pem
         self.capath = capath
-        # every DER one after the other: one search answers "no such key here" (the usual one)
-        self.joined = b"".join(ders)
+        self._joined: bytes | None = None
+        self._text: bytes | None = None
         self._parsed: tuple[x509.Certificate, ...] | None = None
         # certificate DER -> contains()'s answer: an install asks about the same CA files
         # twice (the layout before and after), the daemon at every install.  A store lives
         # as long as its file's stamp (``system_store``); update-ca-certificates rewrites both.
         self._answers: dict[bytes, bool] = {}
+
+    @property
+    def ders(self) -> tuple[bytes, ...]:
+        if self._ders is None:
+            assert self._pem is not None
+            self._ders = tuple(dict.fromkeys(_block_ders(self._pem)))
+        return self._ders
+
+    @property
+    def joined(self) -> bytes:
+        """Every DER one after the other: one search answers "no such key here"."""
+        if self._joined is None:
+            self._joined = b"".join(self.ders)
+        return self._joined
+
+    def _might_hold(self, spki: bytes) -> bool:
+        """False only when no root of the file holds ``spki`` (True: look in ``ders``).
+
+        Before the file is decoded (2 ms for Debian's 220 KB bundle here), its text is asked
+        instead: a block's body is the base64 of the root's DER (``_BLOCK``: base64 and
+        whitespace only), so bytes of the DER that start at a multiple of three are, once
+        the whitespace is taken out, a run of the body's text: the base64 of ``spki`` from
+        one of its first three bytes on, whole 3-byte groups, is in the text when ``spki``
+        is in a root (a key never ends a certificate: its signature follows).  A ``=`` with
+        base64 after it (padding inside a body, which ``a2b_base64`` reads its own way)
+        sends every question to the decoded DERs."""
+        if self._ders is not None:
+            return spki in self.joined
+        if self._text is None:
+            assert self._pem is not None
+            self._text = self._pem.translate(None, _WHITESPACE)
+            if _INNER_PAD.search(self._text):
+                self._ders = tuple(dict.fromkeys(_block_ders(self._pem)))
+                return spki in self.joined
+        for start in range(3):
+            whole = (len(spki) - start) // 3 * 3
+            if binascii.b2a_base64(spki[start : start + whole], newline=False) in self._text:
+                return True
+        return False
 
     def __repr__(self) -> str:
         return f"TrustStore({self.where!r}, {len(self.ders)} roots in the file)"
@@ -104,7 +156,7 @@ class TrustStore:
     def _contains(self, cert: x509.Certificate) -> bool:
         spki = self._spki(cert)
         found = [*self._by_subject(cert.subject)]
-        if spki in self.joined:  # in no root: 0.02 ms for ~150 roots
+        if self._might_hold(spki):  # in no root: 0.02-0.3 ms for ~150 roots
             found += _certificates(d for d in self.ders if spki in d)
         for root in found:
             if self._spki(root) != spki:
@@ -224,8 +276,11 @@ def _ders(path: Path) -> list[bytes]:
     over ``_MAX_BUNDLE`` or is not a regular file); a block whose base64 does not decode is
     skipped, as OpenSSL skips what it cannot read."""
     data = rawio.read_file(path, _MAX_BUNDLE)  # a FIFO or a device there: nothing, at once
-    if data is None:
-        return []
+    return [] if data is None else _block_ders(data)
+
+
+def _block_ders(data: bytes) -> list[bytes]:
+    """``_ders`` of a file's bytes."""
     out = []
     for match in _BLOCK.finditer(data):
         try:
@@ -291,5 +346,10 @@ def _stamp(path: str) -> tuple[int, int] | None:
 def _cached(cafile: str, capath: str, _file: tuple[int, int] | None) -> TrustStore:
     # Keyed on the file's mtime: the daemon rereads the bundle when it changes (the
     # directory is looked up at each question).
-    ders = tuple(dict.fromkeys(_ders(Path(cafile))))
-    return TrustStore(f"{cafile} + {capath}/", ders, Path(capath))
+    # Decoded only when a question needs it (TrustStore._might_hold): a status asks whether
+    # a private CA is a public root, and the answer, no, needs only the file's text.
+    data = rawio.read_file(Path(cafile), _MAX_BUNDLE)  # a FIFO or a device: nothing, at once
+    where = f"{cafile} + {capath}/"
+    if data is None:
+        return TrustStore(where, (), Path(capath))
+    return TrustStore(where, None, Path(capath), pem=data)
