@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say("1,000 RSA roots")
             results.rsa_thousand = suite.rsa_thousand_roots(tmp)
         _say("process wall time")
-        results.figures += suite.bench_processes(tmp, rounds=3 if quick else 15, quick=quick)
+        results.figures += suite.bench_processes(tmp, rounds=3 if quick else 11, quick=quick)
         _say("the Node judge, in-process")
         results.figures += suite.bench_node_judge(tmp, rounds=3 if quick else 9)
         _say("install path")

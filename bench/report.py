@@ -205,7 +205,9 @@ def write(results: Results, out: Path) -> Path:
         ["process"],
         "Fresh processes, the installed console script, output captured, with a bytecode cache "
         "(as a regular install has). `status --no-probe` "
-        "reads the node's files (config, live set, state, folders) without dialling Harper.",
+        "reads the node's files (config, live set, state, folders) without dialling Harper. "
+        "In each round each side is the median of three runs (one run a side in `--quick`): "
+        "a single fresh process on this 2-core machine varies by half its time.",
     )
     section(
         "The Node judge's cost in-process",

@@ -359,8 +359,11 @@ def bench_processes(tmp: Path, rounds: int, quick: bool = False) -> list[Figure]
             _process(status_node_cmd, env), _process(model_cmd, env),
         ),
     ]
+    # Each side of a round is the median of three runs: one fresh process varies by half its
+    # time here, and a round's ratio of two single runs went from 0.84x to 1.97x in one row.
+    inner = (1, 1) if quick else (3, 3)
     return [
-        alternate(figure, ours, base, rounds)
+        alternate(figure, ours, base, rounds, inner)
         for figure, ours, base in rows
         if not quick or figure.name in _QUICK_PROCESS_ROWS
     ]
