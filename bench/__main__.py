@@ -1,7 +1,7 @@
 """``python -m bench``: the benchmark suite in one command, a Markdown report with PNG plots.
 
 ``--quick`` (under 2 minutes: small sizes, few rounds, no real Harper) proves the suite
-runs; the full run (under ~10 minutes on a quiet 2-core machine) is the one to commit.
+runs; the full run (11-12 minutes on a quiet 2-core machine) is the one to commit.
 ``--out DIR`` (default ``docs/bench/``) receives ``report.md`` and the plots.  Needs the
 ``bench`` extra (``pip install -e '.[bench]'``).  What is measured: ``bench/suite.py``.
 """

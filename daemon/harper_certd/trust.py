@@ -8,7 +8,9 @@ reports it: the file ``$SSL_CERT_FILE``, else OpenSSL's built-in file
 the hashed directory ``$SSL_CERT_DIR``, else OpenSSL's built-in directory. The config
 key ``harper.trust_store`` (one PEM bundle) replaces both.
 
-The file is read whole, as OpenSSL loads it.  The directory is looked up as OpenSSL's
+The file is read whole, as OpenSSL loads it, and decoded when a question first needs its
+roots: "is this CA a public root?" is asked of its text first (``TrustStore._might_hold``).
+The directory is looked up as OpenSSL's
 ``by_dir`` method looks it up: by a name's hash (``X509_NAME_hash``, ``subject_hash``), the
 files ``<hash>.0``, ``<hash>.1`` ... up to the first that does not exist, so a root is in the
 directory only under its own subject's hash (a file named for another hash is never read,
