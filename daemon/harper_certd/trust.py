@@ -64,7 +64,7 @@ class TrustStore:
         pem: bytes | None = None,
     ) -> None:
         self.where = where
-        self._ders = ders if ders is not None or pem is not None else ()
+        self._ders = () if ders is None and pem is None else ders  # None: decoded when asked
         self._pem = pem
         self.capath = capath
         self._joined: bytes | None = None
@@ -106,8 +106,7 @@ class TrustStore:
             assert self._pem is not None
             self._text = self._pem.translate(None, _WHITESPACE)
             if _INNER_PAD.search(self._text):
-                self._ders = tuple(dict.fromkeys(_block_ders(self._pem)))
-                return spki in self.joined
+                return spki in self.joined  # decodes: every later question asks the DERs
         for start in range(3):
             whole = (len(spki) - start) // 3 * 3
             if binascii.b2a_base64(spki[start : start + whole], newline=False) in self._text:
@@ -351,7 +350,4 @@ def _cached(cafile: str, capath: str, _file: tuple[int, int] | None) -> TrustSto
     # Decoded only when a question needs it (TrustStore._might_hold): a status asks whether
     # a private CA is a public root, and the answer, no, needs only the file's text.
     data = rawio.read_file(Path(cafile), _MAX_BUNDLE)  # a FIFO or a device: nothing, at once
-    where = f"{cafile} + {capath}/"
-    if data is None:
-        return TrustStore(where, (), Path(capath))
-    return TrustStore(where, None, Path(capath), pem=data)
+    return TrustStore(f"{cafile} + {capath}/", None, Path(capath), pem=data)

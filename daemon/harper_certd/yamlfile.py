@@ -81,7 +81,7 @@ def read_yaml(path: Path, *, missing: str = "") -> Any:
         raise ConfigError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
         _check_yaml_shape(text, path)
-        return yaml.load(text, Loader=_C_LOADER)
+        return yaml.load(text, Loader=_C_LOADER)  # a safe loader (libyaml's CSafeLoader)
     except yaml.YAMLError as exc:
         if "nesting depth" in str(exc):  # libyaml's own limit (1000), past ours
             raise ConfigError(
