@@ -316,8 +316,13 @@ def bench_processes(tmp: Path, rounds: int, quick: bool = False) -> list[Figure]
     status_node_cmd = [*validate_cmd[: -len(bench_validate._validate_args(paths))],
                        "status", "--no-probe", "--config", config]
     status_cmd = [*status_node_cmd[:-1], str(model_config)]
-    # As a regular install runs: with a bytecode cache (this environment may forbid one).
+    # As a regular install runs: with a bytecode cache (this environment may forbid one) and
+    # the YAML memo (yamlmemo), here in the bench's own folder, which the probe runs below
+    # fill as an operator's first status does; one row without it, for comparison.
     env = bench_validate.environments(tmp / "pycache")["bytecode cached"]
+    env.pop("CACHE_DIRECTORY", None)
+    env["XDG_CACHE_HOME"] = str(tmp / "cache")
+    no_memo = {**env, "HARPER_CERTD_YAML_MEMO": "off"}
     for argv in (status_cmd, status_node_cmd):
         probe = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
         if probe.returncode not in (0, 1):
@@ -344,6 +349,14 @@ def bench_processes(tmp: Path, rounds: int, quick: bool = False) -> list[Figure]
                    "none)", "harper-certd validate --node none", target=1.3,
                    note="both judged by the model"),
             _process(status_cmd, env), _process(model_cmd, env),
+        ),
+        (
+            Figure("process", "status --no-probe, no YAML memo",
+                   "harper-certd status --no-probe (judge.node: none, "
+                   "HARPER_CERTD_YAML_MEMO=off)", "harper-certd validate --node none",
+                   note="both judged by the model; the status parses its two YAML files "
+                        "(PyYAML imported), as its first run after a change does"),
+            _process(status_cmd, no_memo), _process(model_cmd, env),
         ),
         (
             Figure("process", "status --no-probe (Node)", "harper-certd status --no-probe",

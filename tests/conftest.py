@@ -1,6 +1,10 @@
 from __future__ import annotations
 
+import atexit
+import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,13 @@ from harper_certd.judge import runtime
 
 # Test helpers (limbo_adapter, harper_rig) live beside the tests.
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The YAML memo (yamlmemo) of every command the tests run, in process or not, goes to a
+# folder of this run's own, never to root's /var/cache/harper-certd or a user's ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="certd-test-cache-")
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+os.environ.pop("CACHE_DIRECTORY", None)
+os.environ["XDG_CACHE_HOME"] = _CACHE
 
 
 @pytest.fixture(autouse=True)

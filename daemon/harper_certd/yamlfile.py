@@ -1,19 +1,23 @@
 """Reading a YAML file safely: one reader for the daemon's configuration and Harper's.
 
-A leaf module (imports only ``errors`` and ``fsio``).  Bounded before it is parsed: size,
-nesting depth and node count, so that a hostile or broken file is a sentence, never a
-stall or a crash.
+A leaf module (imports only ``errors``, ``fsio`` and ``yamlmemo``).  Bounded before it is
+parsed: size, nesting depth and node count, so that a hostile or broken file is a sentence,
+never a stall or a crash.  A file read before with the same bytes is not parsed again: its
+value comes from ``yamlmemo`` (exact: keyed by the bytes' SHA-256), and PyYAML is imported
+only to parse.
 """
 
 from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harper_certd import fsio
+from harper_certd import fsio, yamlmemo
 from harper_certd.errors import ConfigError
-from harper_certd.pyyaml import yaml
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 # Bounds for any YAML file we read (ours and Harper's): both are a few kB.  A file nested
 # 50,000 deep made PyYAML's recursive constructor raise RecursionError (issue 10 item 8);
@@ -28,12 +32,11 @@ YAML_MAX_NODES = 100_000
 # document: 0.07 ms for the test nodes' 249-byte harperdb-config.yaml against 0.58 ms with
 # PyYAML's SafeLoader (the same objects; a status reads four YAML files).  SafeLoader only
 # words an error: its message quotes the line with a caret under the column, libyaml's does not.
-_C_LOADER: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
-def _check_yaml_shape(text: str, path: Path) -> None:
+def _check_yaml_shape(yaml: ModuleType, text: str, path: Path) -> None:
     depth = nodes = 0
-    for event in yaml.parse(text, Loader=_C_LOADER):
+    for event in yaml.parse(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > YAML_MAX_DEPTH:
@@ -75,25 +78,39 @@ def read_yaml(path: Path, *, missing: str = "") -> Any:
                 "name the file itself"
             ) from None
         raise ConfigError(f"{path} cannot be read: {exc.strerror}") from None
+    key = yamlmemo.digest(raw)
+    bounds = (YAML_MAX_BYTES, YAML_MAX_DEPTH, YAML_MAX_NODES)  # a memo is kept under them
+    value = yamlmemo.recall(key, bounds)
+    if value is yamlmemo.MISSING:
+        value = _parse(raw, path)
+        yamlmemo.remember(key, raw, value, bounds)
+    return value
+
+
+def _parse(raw: bytes, path: Path) -> Any:
+    """``read_yaml``'s parse of the bytes it read (its docstring says what is refused)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{path} is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    from harper_certd.pyyaml import yaml  # start-up cost: only to parse (not on a memo hit)
+
     try:
-        _check_yaml_shape(text, path)
-        return yaml.load(text, Loader=_C_LOADER)  # a safe loader (libyaml's CSafeLoader)
+        _check_yaml_shape(yaml, text, path)
+        # a safe loader (libyaml's CSafeLoader)
+        return yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as exc:
         if "nesting depth" in str(exc):  # libyaml's own limit (1000), past ours
             raise ConfigError(
                 f"{path} is nested more than {YAML_MAX_DEPTH} levels deep; "
                 "no configuration needs that"
             ) from None
-        raise ConfigError(f"{path} is not valid YAML: {_worded(text, exc)}") from None
+        raise ConfigError(f"{path} is not valid YAML: {_worded(yaml, text, exc)}") from None
     except RecursionError:  # a last guard; the shape check should have refused it
         raise ConfigError(f"{path} is nested too deeply to read") from None
 
 
-def _worded(text: str, exc: yaml.YAMLError) -> yaml.YAMLError:
+def _worded(yaml: ModuleType, text: str, exc: Exception) -> object:
     """PyYAML's own error for ``text`` where its SafeLoader refuses it too (its message quotes
     the line, a caret under the column), else ``exc`` (libyaml's, which quotes no line).
     A file that holds a private key block keeps libyaml's: a quoted line could be the key's."""

@@ -1,0 +1,177 @@
+"""What ``yamlfile.read_yaml`` returned for a file's exact bytes, kept so that a command
+reading the same file again parses nothing and imports no PyYAML.
+
+A leaf module (the standard library and ``fsio``).  It is the bytecode cache's idea applied
+to our two YAML files (the daemon's configuration and Harper's): PyYAML's import is the
+largest part of what a ``status`` reads beyond ``validate`` (about 6 ms of its 25-30,
+``-X importtime`` on the bench machine, 2026-12-08; ``status --no-probe`` took 0.964x its
+time with a memo, 40 alternated runs).
+
+- **Exact.**  An entry is found by the SHA-256 of the bytes read, so a hit is what parsing
+  those bytes gives; one changed byte is a miss.  No time, size or path is trusted.
+- **Whole.**  The memo is ignored (and rewritten on the next miss) when its ``salt`` differs
+  from ``salt()``: the memo's format, ``read_yaml``'s bounds, and PyYAML's installed
+  ``__init__.py`` (its size and mtime: an upgrade may parse differently).
+- **Only what JSON keeps.**  A value is kept when ``json`` gives it back equal: mappings with
+  string keys, lists, strings, numbers, booleans and null, which is what a configuration
+  holds.  A date, a set, binary data, a key that is not a string or a NaN is parsed each
+  time.  So is a file that holds a private key block: no copy of a key is made.
+- **Where.**  ``$CACHE_DIRECTORY`` (systemd's ``CacheDirectory=``, which the unit sets), else
+  ``$XDG_CACHE_HOME/harper-certd``, else ``/var/cache/harper-certd`` for root and
+  ``~/.cache/harper-certd`` for another user (the home of the password database, not
+  ``$HOME``: ``sudo`` may keep another user's).  ``HARPER_CERTD_YAML_MEMO=off`` turns it off.
+- **Trusted as the configuration is.**  The folder is used only when it is a folder (not a
+  link) owned by this user that no one else can write; the file is read with
+  ``fsio.read_regular`` (no link followed, a regular file owned by this user, at most
+  ``MEMO_MAX_BYTES``) and replaced whole with ``fsio.write_replace`` (mode 0600, a planted
+  link replaced, never written through).  Without fsync: a memo lost to a crash is a miss.
+- **Never an error.**  A memo that cannot be read, decoded or written is a miss; the file
+  is parsed as if there were none.
+- **Bounded.**  The ``MEMO_ENTRIES`` most recently added values.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import stat
+import sys
+from collections.abc import Mapping
+from importlib.machinery import PathFinder
+from pathlib import Path
+from typing import Any
+
+from harper_certd import fsio
+
+MEMO_ENV = "HARPER_CERTD_YAML_MEMO"  # "off": no memo read or written
+MEMO_NAME = "yaml-memo.json"
+MEMO_FORMAT = 1  # raise when what read_yaml returns for the same bytes changes
+MEMO_ENTRIES = 32  # a node reads two files; tests and tools read more
+MEMO_MAX_BYTES = 1 << 20
+
+
+class _Missing:
+    """``recall``'s answer when the memo has no value (a file's value may be None)."""
+
+    __slots__ = ()
+
+
+MISSING = _Missing()
+
+
+def digest(raw: bytes) -> str:
+    """The memo's key of a file's bytes: their SHA-256, hex."""
+    return hashlib.sha256(raw).hexdigest()
+
+
+def folder(env: Mapping[str, str] | None = None) -> Path | None:
+    """The memo's folder (the module docstring's order), or None when turned off."""
+    env = os.environ if env is None else env
+    if env.get(MEMO_ENV, "").lower() in ("off", "0", "no", "false"):
+        return None
+    if env.get("CACHE_DIRECTORY"):  # systemd: one folder, or several separated by ':'
+        return Path(env["CACHE_DIRECTORY"].split(":")[0])
+    if env.get("XDG_CACHE_HOME"):
+        return Path(env["XDG_CACHE_HOME"]) / "harper-certd"
+    if os.geteuid() == 0:
+        return Path("/var/cache/harper-certd")
+    import pwd  # start-up cost: a user's home only when no folder was named
+
+    try:
+        home = pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:
+        return None
+    return Path(home) / ".cache" / "harper-certd"
+
+
+def salt(bounds: tuple[int, ...]) -> str:
+    """What a memo must have been written under to be used: the format, ``read_yaml``'s
+    ``bounds`` and PyYAML's install (size and mtime of its ``__init__.py``; "none" when not
+    found, which turns the memo off: nothing could parse a miss)."""
+    module = sys.modules.get("yaml")
+    origin = getattr(module, "__file__", None)
+    if origin is None:
+        spec = PathFinder.find_spec("yaml")
+        origin = None if spec is None else spec.origin
+    try:
+        st = os.stat(origin) if origin else None
+    except OSError:
+        st = None
+    pyyaml = "none" if st is None else f"{st.st_size}:{st.st_mtime_ns}"
+    return f"{MEMO_FORMAT}:{':'.join(map(str, bounds))}:{pyyaml}"
+
+
+def _usable(where: Path) -> bool:
+    """``where`` is a folder, not a link, owned by this user, that no one else can write."""
+    try:
+        st = os.lstat(where)
+    except OSError:
+        return False
+    return (
+        stat.S_ISDIR(st.st_mode)
+        and st.st_uid == os.geteuid()
+        and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    )
+
+
+def _load(where: Path, wanted: str) -> dict[str, Any]:
+    """The memo's values in ``where`` when written under ``wanted``; {} otherwise."""
+    if not _usable(where):
+        return {}
+    try:
+        raw = fsio.read_regular(where / MEMO_NAME, MEMO_MAX_BYTES, owners=frozenset({os.geteuid()}))
+        memo = json.loads(raw)
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(memo, dict) or memo.get("salt") != wanted:
+        return {}
+    values = memo.get("values")
+    return values if isinstance(values, dict) else {}
+
+
+def recall(key: str, bounds: tuple[int, ...]) -> Any:
+    """The value kept for ``key`` (``digest``), or ``MISSING``."""
+    where = folder()
+    if where is None:
+        return MISSING
+    return _load(where, salt(bounds)).get(key, MISSING)
+
+
+def keeps(value: Any) -> bool:
+    """Whether JSON gives ``value`` back equal (the module docstring's "only what JSON
+    keeps")."""
+    try:
+        return bool(json.loads(json.dumps(value, allow_nan=False)) == value)
+    except (TypeError, ValueError, RecursionError):
+        return False
+
+
+def remember(key: str, raw: bytes, value: Any, bounds: tuple[int, ...]) -> bool:
+    """Keep ``value``, parsed from ``raw``, under ``key``; True when written.  The oldest
+    entries past ``MEMO_ENTRIES`` go; a value ``keeps`` refuses, bytes holding a private key
+    block, or a folder that is not ``_usable`` write nothing."""
+    where = folder()
+    if where is None or b"PRIVATE KEY" in raw or not keeps(value):
+        return False
+    with contextlib.suppress(OSError):
+        where.mkdir(mode=0o700, parents=True, exist_ok=True)
+    if not _usable(where):
+        return False
+    wanted = salt(bounds)
+    if wanted.endswith(":none"):
+        return False
+    values = _load(where, wanted)
+    values.pop(key, None)
+    values[key] = value
+    for old in list(values)[: max(0, len(values) - MEMO_ENTRIES)]:
+        del values[old]
+    raw = json.dumps({"salt": wanted, "values": values}, separators=(",", ":")).encode()
+    if len(raw) > MEMO_MAX_BYTES:
+        return False
+    try:
+        fsio.write_replace(where, MEMO_NAME, raw, mode=0o600, sync=False)
+    except OSError:
+        return False
+    return True
