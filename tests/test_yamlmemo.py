@@ -149,8 +149,10 @@ def test_invalid_yaml_is_refused_each_time(tmp_path: Path, cache: Path) -> None:
 
 
 def test_a_memo_others_can_change_is_not_used(tmp_path: Path, cache: Path) -> None:
-    """The crafted memo of the test above, in a folder others can write, behind a link, or
-    in a file owned by another user: the file is parsed, and the memo is left as it was."""
+    """A crafted memo (``test_a_hit_is_what_the_memo_holds``) in a folder others can write,
+    behind a link, in a folder others could replace, or as a link itself: the file is
+    parsed, and the crafted memo is left as it was (a link is replaced, not written
+    through)."""
     config = tmp_path / "c.yaml"
     config.write_text("a: 1\n")
     _craft(cache, config, {"a": "from the memo"})
@@ -169,6 +171,11 @@ def test_a_memo_others_can_change_is_not_used(tmp_path: Path, cache: Path) -> No
     assert (real / yamlmemo.MEMO_NAME).read_bytes() == crafted
     cache.unlink()
     real.rename(cache)
+
+    cache.parent.chmod(0o777)  # others could put a link in the folder's place
+    assert read_yaml(config) == {"a": 1}
+    assert memo.read_bytes() == crafted
+    cache.parent.chmod(0o755)
 
     memo.unlink()  # the memo is a link to the crafted one
     (tmp_path / "crafted.json").write_bytes(crafted)
@@ -246,3 +253,4 @@ def test_the_folder_is_systemds_then_xdgs_then_the_users() -> None:
     assert yamlmemo.folder({"XDG_CACHE_HOME": "/x", "HOME": "/h"}) == Path("/x/harper-certd")
     assert yamlmemo.folder({"HOME": "/somewhere/else"}) == default
     assert yamlmemo.folder({yamlmemo.MEMO_ENV: "off", "XDG_CACHE_HOME": "/x"}) is None
+    assert yamlmemo.folder({"CACHE_DIRECTORY": "rel", "XDG_CACHE_HOME": "also/rel"}) == default

@@ -21,7 +21,8 @@ time with a memo, 40 alternated runs).
   ``~/.cache/harper-certd`` for another user (the home of the password database, not
   ``$HOME``: ``sudo`` may keep another user's).  ``HARPER_CERTD_YAML_MEMO=off`` turns it off.
 - **Trusted as the configuration is.**  The folder is used only when it is a folder (not a
-  link) owned by this user that no one else can write; the file is read with
+  link) owned by this user that no one else can write, in a folder that only root or this
+  user can change; the file is read with
   ``fsio.read_regular`` (no link followed, a regular file owned by this user, at most
   ``MEMO_MAX_BYTES``) and replaced whole with ``fsio.write_replace`` (mode 0600, a planted
   link replaced, never written through).  Without fsync: a memo lost to a crash is a miss.
@@ -71,10 +72,13 @@ def folder(env: Mapping[str, str] | None = None) -> Path | None:
     env = os.environ if env is None else env
     if env.get(MEMO_ENV, "").lower() in ("off", "0", "no", "false"):
         return None
-    if env.get("CACHE_DIRECTORY"):  # systemd: one folder, or several separated by ':'
-        return Path(env["CACHE_DIRECTORY"].split(":")[0])
-    if env.get("XDG_CACHE_HOME"):
-        return Path(env["XDG_CACHE_HOME"]) / "harper-certd"
+    # A relative path is ignored (the XDG Base Directory specification says so).
+    systemd = env.get("CACHE_DIRECTORY", "").split(":")[0]  # the first of several
+    if systemd.startswith("/"):
+        return Path(systemd)
+    xdg = env.get("XDG_CACHE_HOME", "")
+    if xdg.startswith("/"):
+        return Path(xdg) / "harper-certd"
     if os.geteuid() == 0:
         return Path("/var/cache/harper-certd")
     import pwd  # start-up cost: a user's home only when no folder was named
@@ -104,7 +108,9 @@ def salt(bounds: tuple[int, ...]) -> str:
 
 
 def _usable(where: Path) -> bool:
-    """``where`` is a folder, not a link, owned by this user, that no one else can write."""
+    """``where`` is a folder, not a link, owned by this user, that no one else can write, in
+    a folder only root or this user can change (``fsio.others_can_write``: no one else can
+    put a link in its place)."""
     try:
         st = os.lstat(where)
     except OSError:
@@ -113,6 +119,7 @@ def _usable(where: Path) -> bool:
         stat.S_ISDIR(st.st_mode)
         and st.st_uid == os.geteuid()
         and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        and not fsio.others_can_write(where.parent)
     )
 
 
