@@ -70,3 +70,19 @@ def test_default_paths_follow_root_and_systemd() -> None:
     assert paths.rejected == Path("/srv/hdb/keys/rejected")
     assert paths.state == Path("/var/lib/harper-certd")
     assert resolve_paths(parse_config({}), env={"ROOTPATH": "/x"}).harper_root == Path("/x")
+
+
+def test_an_unquoted_off_is_off(tmp_path: Path) -> None:
+    """YAML 1.1 reads `off` and `no` unquoted as false: where a key's values include "off",
+    that is what it means (a newcomer wrote `check: off`, as the example says, and was
+    refused); a true where no "on" exists is still refused, with the key."""
+    config = tmp_path / "certd.yaml"
+    for text in ("peers:\n  check: off\n", "peers:\n  check: no\n", 'peers:\n  check: "off"\n'):
+        config.write_text(text)
+        assert load_config(config).peers.check == "off", text
+    config.write_text("peers:\n  check: on\n")
+    with pytest.raises(ConfigError, match=r"peers\.check: expected 'auto' or 'off', got True"):
+        load_config(config)
+    config.write_text("log:\n  level: off\n")  # no "off" among its values
+    with pytest.raises(ConfigError, match=r"log\.level"):
+        load_config(config)

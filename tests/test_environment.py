@@ -23,7 +23,12 @@ from harper_certd.install.pipeline import install
 from nodefix import Node, make_node, run_cli
 from tlsfix import LiveTlsServer, ipv6_loopback
 
-UNIT_ENV = {"INVOCATION_ID": "0123456789abcdef", "PATH": os.environ.get("PATH", "")}
+# conftest's XDG_CACHE_HOME: the YAML memo of these daemons stays in the run's own folder
+UNIT_ENV = {
+    "INVOCATION_ID": "0123456789abcdef",
+    "PATH": os.environ.get("PATH", ""),
+    "XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"],
+}
 
 
 def _serve_on(node: Node, port: int) -> Node:

@@ -366,3 +366,82 @@ def test_relative_state_dir_made_absolute_and_live_links_resolve(
     assert Path(target).is_absolute(), target
     assert target.startswith(str(elsewhere / "relative-state"))
     assert node.live.cert.read_bytes() == expected  # the link resolves from the keys folder
+
+
+def _status_as(user: pwd.struct_passwd, config: Path, *flags: str) -> tuple[int, str, str]:
+    """``status --no-probe`` run in a child of this process with ``user``'s uid and gid: a
+    real other user's permissions (forked, not exec-ed: this Python's files under /root are
+    not the user's to read, so the parent has imported everything the status needs)."""
+    import contextlib
+    import io
+
+    from harper_certd import cli
+
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns into pytest
+        try:
+            os.close(read_end)
+            os.setgroups([])
+            os.setgid(user.pw_gid)
+            os.setuid(user.pw_uid)
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                try:
+                    code = cli.main(["status", "--no-probe", "--config", str(config), *flags])
+                except BaseException as exc:  # reported to the parent
+                    code, err = -1, io.StringIO(f"{type(exc).__name__}: {exc}")
+            os.write(write_end, json.dumps([code, out.getvalue(), err.getvalue()]).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    data = b""
+    while chunk := os.read(read_end, 1 << 16):
+        data += chunk
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    code, out, err = json.loads(data)
+    return code, out, err
+
+
+def test_a_status_by_a_user_the_state_keeps_out_is_critical_not_a_traceback(
+    second_user: pwd.struct_passwd,
+) -> None:
+    """After an install the live paths are links through the state directory; a user that
+    directory (0700) keeps out, or lets through without its lock (0711), gets exit 2 with
+    the sentence, and with --json the critical JSON a monitoring check reads (a newcomer got
+    PermissionError from discover's ``Path.exists`` as a traceback at 0700, and at 0711 exit
+    1 without JSON)."""
+    import contextlib
+    import io
+
+    from harper_certd import cli
+
+    folder = Path(tempfile.mkdtemp(prefix="hcd-"))
+    try:
+        os.chmod(folder, 0o755)  # noqa: S103 - the user reaches the configuration, not the state
+        node = make_node(folder, method="none")
+        config = node.write_config()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            assert cli.main(["install", "--config", str(config), str(node.source("n1"))]) == 0
+            # as root, and so that the child finds every module it needs imported already
+            assert cli.main(["status", "--no-probe", "--json", "--config", str(config)]) == 0
+        assert os.readlink(node.live.cert).startswith(str(node.state))
+        os.chmod(node.state, 0o700)
+        code, out, err = _status_as(second_user, config, "--json")
+        assert code == 2, err
+        report = json.loads(out)
+        assert report["health"] == "critical"
+        assert "permission denied" in report["error"]
+        code, out, err = _status_as(second_user, config)
+        assert code == 2
+        assert err.startswith("harper-certd status: "), err
+        assert "permission denied" in err
+        assert "Traceback" not in err
+        assert "Error:" not in err
+        os.chmod(node.state, 0o711)  # noqa: S103 - it passes through, cannot take the lock
+        code, out, err = _status_as(second_user, config, "--json")
+        assert code == 2, err
+        assert "cannot be locked" in json.loads(out)["error"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)

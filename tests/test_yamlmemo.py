@@ -150,7 +150,8 @@ def test_invalid_yaml_is_refused_each_time(tmp_path: Path, cache: Path) -> None:
 
 def test_a_memo_others_can_change_is_not_used(tmp_path: Path, cache: Path) -> None:
     """A crafted memo (``test_a_hit_is_what_the_memo_holds``) in a folder others can write,
-    behind a link, in a folder others could replace, or as a link itself: the file is
+    behind a link, in a folder others could replace, writable by others, with a second name
+    (a hard link), or as a link itself: the file is
     parsed, and the crafted memo is left as it was (a link is replaced, not written
     through)."""
     config = tmp_path / "c.yaml"
@@ -176,6 +177,16 @@ def test_a_memo_others_can_change_is_not_used(tmp_path: Path, cache: Path) -> No
     assert read_yaml(config) == {"a": 1}
     assert memo.read_bytes() == crafted
     cache.parent.chmod(0o755)
+
+    memo.chmod(0o666)  # the memo itself others could write
+    assert read_yaml(config) == {"a": 1}
+    memo.write_bytes(crafted)
+    memo.chmod(0o600)
+    os.link(memo, tmp_path / "second-name.json")  # a second name for it
+    assert read_yaml(config) == {"a": 1}
+    memo.unlink()
+    memo.write_bytes(crafted)
+    memo.chmod(0o600)
 
     memo.unlink()  # the memo is a link to the crafted one
     (tmp_path / "crafted.json").write_bytes(crafted)

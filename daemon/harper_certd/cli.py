@@ -229,26 +229,37 @@ def _infrastructure(func: Command) -> Command:
         try:
             code = func(args)
         except SwapError as exc:
+            if args.command == "status":  # a store it cannot lock: as any state it cannot read
+                return _status_failed(args, exc)
             # A swap that could not be written leaves the live set as it was: "nothing changed".
             say(f"harper-certd {args.command}: {exc}", file=sys.stderr)
             return EXIT_INVALID
         except CertdError as exc:
+            if args.command == "status":
+                return _status_failed(args, exc)
             say(f"harper-certd {args.command}: {exc}", file=sys.stderr)
-            if args.command == "status" and args.json:
-                # A monitoring check reads JSON, always: the node is critical, and why.
-                _print_json(
-                    {
-                        "health": "critical",
-                        "exit_status": EXIT_USAGE,
-                        "error": str(exc),
-                        "checked_at": utc_now().isoformat(),
-                        "sets": [],
-                    }
-                )
             return EXIT_USAGE
         return code
 
     return wrapper
+
+
+def _status_failed(args: argparse.Namespace, exc: Exception) -> int:
+    """A status that could not read the configuration, the node or its state: exit 2 with the
+    sentence, and with --json the JSON a monitoring check reads (critical, and why)."""
+    say(f"harper-certd {args.command}: {exc}", file=sys.stderr)
+    if args.json:
+        # A monitoring check reads JSON, always: the node is critical, and why.
+        _print_json(
+            {
+                "health": "critical",
+                "exit_status": EXIT_USAGE,
+                "error": str(exc),
+                "checked_at": utc_now().isoformat(),
+                "sets": [],
+            }
+        )
+    return EXIT_USAGE
 
 
 @_infrastructure

@@ -271,7 +271,11 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if value is None:
             return None
     elif origin is Literal:
-        if value in typing.get_args(tp):
+        options = typing.get_args(tp)
+        # YAML 1.1 reads an unquoted off/no (on/yes) as a boolean: `check: off` means "off"
+        if isinstance(value, bool) and ("on" if value else "off") in options:
+            return "on" if value else "off"
+        if not isinstance(value, bool) and value in options:
             return value
     elif isinstance(tp, type) and issubclass(tp, enum.Enum):
         if any(value == m.value for m in tp):

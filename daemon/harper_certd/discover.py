@@ -6,6 +6,7 @@ under which node name.  See ``shared/HARPER-NOTES.md`` for the keys.
 """
 
 import os
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -295,8 +296,14 @@ def _entry(
     for label, path in (("certificate", cert), ("privateKey", key), ("certificateAuthority", ca)):
         # A directory (or a device, a FIFO) here was accepted on SIGHUP and failed later
         # outside the swap's error path (issue 10 item 8). Missing files are left to the
-        # checks that know what to do with them.
-        if path.exists() and not path.is_file():
+        # checks that know what to do with them, and so are files this user cannot stat
+        # (a status run by a user who may not pass through the state directory: Path.exists
+        # raised PermissionError, a traceback).
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            continue
+        if not stat.S_ISREG(mode):
             raise ConfigError(f"{where}.{label} names {path}, which is not a regular file")
     return TlsEntry(
         where,

@@ -22,10 +22,10 @@ time with a memo, 40 alternated runs).
   ``$HOME``: ``sudo`` may keep another user's).  ``HARPER_CERTD_YAML_MEMO=off`` turns it off.
 - **Trusted as the configuration is.**  The folder is used only when it is a folder (not a
   link) owned by this user that no one else can write, in a folder that only root or this
-  user can change; the file is read with
-  ``fsio.read_regular`` (no link followed, a regular file owned by this user, at most
-  ``MEMO_MAX_BYTES``) and replaced whole with ``fsio.write_replace`` (mode 0600, a planted
-  link replaced, never written through).  Without fsync: a memo lost to a crash is a miss.
+  user can change.  The file is replaced whole with ``fsio.write_replace`` (mode 0600, a
+  planted link replaced, never written through; without fsync: a memo lost to a crash is a
+  miss), and read only as that leaves it: no link followed, a regular file owned by this
+  user that no one else can write, with one name, at most ``MEMO_MAX_BYTES``.
 - **Never an error.**  A memo that cannot be read, decoded or written is a miss; the file
   is parsed as if there were none.
 - **Bounded.**  The ``MEMO_ENTRIES`` most recently added values.
@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from harper_certd import fsio
+from harper_certd.rawio import read_fd
 
 MEMO_ENV = "HARPER_CERTD_YAML_MEMO"  # "off": no memo read or written
 MEMO_NAME = "yaml-memo.json"
@@ -128,10 +129,20 @@ def _load(where: Path, wanted: str) -> dict[str, Any]:
     if not _usable(where):
         return {}
     try:
-        raw = fsio.read_regular(where / MEMO_NAME, MEMO_MAX_BYTES, owners=frozenset({os.geteuid()}))
-        memo = json.loads(raw)
+        fd = fsio.open_regular(where / MEMO_NAME, owners=frozenset({os.geteuid()}))
+    except OSError:
+        return {}
+    try:
+        st = os.fstat(fd)
+        # as write_replace leaves it: no one else may write it, no second name for it
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or st.st_nlink != 1:
+            return {}
+        raw = read_fd(fd, MEMO_MAX_BYTES, st.st_size)
+        memo = None if raw is None else json.loads(raw)
     except (OSError, ValueError):
         return {}
+    finally:
+        os.close(fd)
     if not isinstance(memo, dict) or memo.get("salt") != wanted:
         return {}
     values = memo.get("values")
