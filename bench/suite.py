@@ -320,8 +320,7 @@ def bench_processes(tmp: Path, rounds: int, quick: bool = False) -> list[Figure]
     # the YAML memo (yamlmemo), here in the bench's own folder, which the probe runs below
     # fill as an operator's first status does; one row without it, for comparison.
     env = bench_validate.environments(tmp / "pycache")["bytecode cached"]
-    env.pop("CACHE_DIRECTORY", None)
-    env["XDG_CACHE_HOME"] = str(tmp / "cache")
+    env["CACHE_DIRECTORY"] = str(tmp / "cache")
     no_memo = {**env, "HARPER_CERTD_YAML_MEMO": "off"}
     for argv in (status_cmd, status_node_cmd):
         probe = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)

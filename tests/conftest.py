@@ -15,11 +15,12 @@ from harper_certd.judge import runtime
 sys.path.insert(0, str(Path(__file__).parent))
 
 # The YAML memo (yamlmemo) of every command the tests run, in process or not, goes to a
-# folder of this run's own, never to root's /var/cache/harper-certd or a user's ~/.cache.
+# folder of this run's own, never to root's /var/cache/harper-certd or a user's ~/.cache:
+# through CACHE_DIRECTORY, the memo's first choice.  Not XDG_CACHE_HOME, which also says
+# where tests/install-harper.sh put Harper (harper_rig.harper_dir).
 _CACHE = tempfile.mkdtemp(prefix="certd-test-cache-")
 atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
-os.environ.pop("CACHE_DIRECTORY", None)
-os.environ["XDG_CACHE_HOME"] = _CACHE
+os.environ["CACHE_DIRECTORY"] = str(Path(_CACHE) / "memo")  # in a 0700 folder: used
 
 
 @pytest.fixture(autouse=True)

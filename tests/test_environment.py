@@ -23,11 +23,11 @@ from harper_certd.install.pipeline import install
 from nodefix import Node, make_node, run_cli
 from tlsfix import LiveTlsServer, ipv6_loopback
 
-# conftest's XDG_CACHE_HOME: the YAML memo of these daemons stays in the run's own folder
+# conftest's CACHE_DIRECTORY: the YAML memo of these daemons stays in the run's own folder
 UNIT_ENV = {
     "INVOCATION_ID": "0123456789abcdef",
     "PATH": os.environ.get("PATH", ""),
-    "XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"],
+    "CACHE_DIRECTORY": os.environ["CACHE_DIRECTORY"],
 }
 
 
