@@ -127,7 +127,13 @@ def _records(node: HarperNode) -> dict[str, list[str]]:
     return {r["name"]: list(r.get("uses") or []) for r in reply if not r.get("is_authority")}
 
 
-def _blip(samples: list[Sample], own: set[str], others: set[str]) -> list[Sample]:
+def _blip(
+    samples: list[Sample],
+    own: set[str],
+    others: set[str],
+    *,
+    windows: list[tuple[float, float]] | None = None,
+) -> list[Sample]:
     """The handshakes on a port that served neither of its own set's certificates.
 
     Harper rebuilds its contexts on every reload, and for 10-60 ms a port can serve the
@@ -136,6 +142,11 @@ def _blip(samples: list[Sample], own: set[str], others: set[str]) -> list[Sample
     old or new), each blip (a run of stray handshakes with none of the port's own between
     them) inside half a second.  A sequence of several reloads (an install, then a
     rollback) may blip once per reload: seen in CI, two blips 1.5 s apart.
+
+    ``windows``: the operations' own spans (monotonic start, and the time its proof came
+    back): each blip must lie inside one of them instead, however long Harper took.  Under
+    a loaded CI machine a rollback's reload served the other set for 1.5 s, all of it
+    before the rollback's own proof (2.36 s); none may come after a proof.
     """
     strays = [x for x in samples if x.fingerprint not in own]
     assert {x.fingerprint for x in strays} <= others, strays
@@ -144,7 +155,9 @@ def _blip(samples: list[Sample], own: set[str], others: set[str]) -> list[Sample
         if sample is not None and sample.fingerprint not in own:
             run.append(sample)
             continue
-        if run:
+        if run and windows is not None:
+            assert any(a <= run[0].at and run[-1].at <= b for a, b in windows), (run, windows)
+        elif run:
             assert run[-1].at - run[0].at < 0.5, run
         run = []
     return strays
@@ -358,7 +371,12 @@ def test_rotate_public_set_leaves_replication_set_untouched(rig: Rig) -> None:
     )
     assert https.first_serving(fresh.fingerprint, t0) is not None
     assert https.failures(t0) == []
-    https_blip = _blip(samples, {rig.public.fingerprint, fresh.fingerprint}, {replication})
+    https_blip = _blip(
+        samples,
+        {rig.public.fingerprint, fresh.fingerprint},
+        {replication},
+        windows=[(t0, done), (done, undone)],
+    )
     assert seen
     assert repl.failures(t0) == []
     repl_blip = _blip(seen, {replication}, {rig.public.fingerprint, fresh.fingerprint})
