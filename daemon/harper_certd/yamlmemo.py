@@ -1,11 +1,12 @@
 """What ``yamlfile.read_yaml`` returned for a file's exact bytes, kept so that a command
 reading the same file again parses nothing and imports no PyYAML.
 
-A leaf module (the standard library and ``fsio``).  It is the bytecode cache's idea applied
-to our two YAML files (the daemon's configuration and Harper's): PyYAML's import is the
-largest part of what a ``status`` reads beyond ``validate`` (about 6 ms of its 25-30,
-``-X importtime`` on the bench machine, 2026-12-08; ``status --no-probe`` took 0.964x its
-time with a memo, 40 alternated runs).
+A leaf module (the standard library, ``fsio`` and ``rawio``).  It is the bytecode cache's idea
+applied to our two YAML files (the daemon's configuration and Harper's): PyYAML's import was
+the largest part of what a ``status`` imports beyond ``validate`` (its 18 modules, about 6 of
+28 ms: ``-X importtime``, the fastest of six runs, on the bench machine, 2026-12-08; with the
+memo ``status --no-probe`` took 0.924x and 0.975x its time in two runs of 40 alternated
+processes, and 1.20x ``validate --node none``'s in the bench, 1.30x without it).
 
 - **Exact.**  An entry is found by the SHA-256 of the bytes read, so a hit is what parsing
   those bytes gives; one changed byte is a miss.  No time, size or path is trusted.
@@ -16,7 +17,9 @@ time with a memo, 40 alternated runs).
   string keys, lists, strings, numbers, booleans and null, which is what a configuration
   holds.  A date, a set, binary data, a key that is not a string or a NaN is parsed each
   time.  So is a file that holds a private key block: no copy of a key is made.
-- **Where.**  ``$CACHE_DIRECTORY`` (systemd's ``CacheDirectory=``, which the unit sets), else
+- **Where.**  ``$CACHE_DIRECTORY`` (systemd's, for a unit with ``CacheDirectory=``; the
+  shipped unit has none: its daemon, Harper's user with its home read-only, writes no memo
+  and uses the one that user's own commands left, if any), else
   ``$XDG_CACHE_HOME/harper-certd``, else ``/var/cache/harper-certd`` for root and
   ``~/.cache/harper-certd`` for another user (the home of the password database, not
   ``$HOME``: ``sudo`` may keep another user's).  ``HARPER_CERTD_YAML_MEMO=off`` turns it off.
@@ -185,11 +188,11 @@ def remember(key: str, raw: bytes, value: Any, bounds: tuple[int, ...]) -> bool:
     values[key] = value
     for old in list(values)[: max(0, len(values) - MEMO_ENTRIES)]:
         del values[old]
-    raw = json.dumps({"salt": wanted, "values": values}, separators=(",", ":")).encode()
-    if len(raw) > MEMO_MAX_BYTES:
+    data = json.dumps({"salt": wanted, "values": values}, separators=(",", ":")).encode()
+    if len(data) > MEMO_MAX_BYTES:
         return False
     try:
-        fsio.write_replace(where, MEMO_NAME, raw, mode=0o600, sync=False)
+        fsio.write_replace(where, MEMO_NAME, data, mode=0o600, sync=False)
     except OSError:
         return False
     return True
